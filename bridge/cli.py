@@ -1,0 +1,330 @@
+"""The `bridge` command line, for administrators and operators."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from bridge import store
+from bridge.settings import Settings, SettingsError, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from bridge import db
+
+    engine = db.make_engine(settings.database_url)
+    db.ensure_schema(engine)
+    return engine
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+@click.group()
+def main() -> None:
+    """issue-bridge: keeps Zoho issues in step with GitHub, Bugzilla and BugHerd."""
+
+
+# -- run ----------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--port", default=lambda: int(os.environ.get("PORT", "8000")), show_default="8000 or $PORT")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--concurrency", default=2, show_default=True, help="worker processes")
+def run(port: int, host: str, concurrency: int) -> None:
+    """Start web + worker + beat (and, on the embedded default, the private Redis); stop all on exit."""
+    from bridge.broker import ensure_embedded_redis, stop_embedded_redis
+
+    settings = _settings()
+    _engine(settings)  # create the schema once, before anything forks
+    started_redis = settings.embedded_broker and ensure_embedded_redis(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    commands = {
+        "web": [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:bridge.gunicorn_conf",
+            "-b",
+            f"{host}:{port}",
+            "bridge.wsgi:app",
+        ],
+        "worker": [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-c",
+            str(concurrency),
+            "--loglevel",
+            settings.log_level,
+            "-Q",
+            "bridge",
+        ],
+        "beat": [sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel", settings.log_level],
+    }
+    procs = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    click.echo(
+        f"issue-bridge running on http://{host}:{port} ({'dry-run' if settings.dry_run else 'live'}); Ctrl-C stops it"
+    )
+
+    stopping = False
+
+    def _stop(*_args: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    click.echo(f"{name} exited with {proc.returncode}; stopping", err=True)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if started_redis:
+            stop_embedded_redis(settings)
+
+
+# -- db -----------------------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """The bridge's own database."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the schema."""
+    _engine(_settings())
+    click.echo("schema is up to date")
+
+
+# -- events -------------------------------------------------------------------------------------------
+
+
+@main.group()
+def events() -> None:
+    """Deliveries and what became of them."""
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(store.EVENT_STATUSES))
+@click.option("--source")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def events_list(status: str | None, source: str | None, limit: int, as_json: bool) -> None:
+    """Recent events, newest first, with the Zoho calls each made (or, in dry-run, would make)."""
+    settings = _settings()
+    engine = _engine(settings)
+    rows = store.list_events(engine, status=status, source=source, limit=limit)
+    if as_json:
+        out = []
+        for ev in rows:
+            calls = store.calls_for_event(engine, ev.id)
+            out.append(
+                {
+                    "id": ev.id,
+                    "source": ev.source,
+                    "event": ev.event_name,
+                    "item": ev.item_key,
+                    "status": ev.status,
+                    "attempts": ev.attempts,
+                    "error": ev.last_error,
+                    "notes": ev.notes,
+                    "calls": [
+                        {
+                            "method": c["method"],
+                            "path": c["path"],
+                            "status": c["status"],
+                            "dry_run": c["dry_run"],
+                            "body": json.loads(c["request_json"]) if c["request_json"] else None,
+                        }
+                        for c in calls
+                    ],
+                }
+            )
+        click.echo(json.dumps(out, indent=2))
+        return
+    if settings.dry_run:
+        click.echo("DRY-RUN: no Zoho credentials; calls below were recorded, not sent")
+    for ev in rows:
+        click.echo(
+            f"{ev.id:>6}  {_when(ev.received_at)}  {ev.status:<10} {ev.source:<8} {ev.event_name:<24} {ev.item_key}"
+        )
+        if ev.last_error:
+            click.echo(f"        error: {ev.last_error}")
+        for call in store.calls_for_event(engine, ev.id):
+            mark = "would " if call["dry_run"] else ""
+            status = "" if call["status"] is None else f" → {call['status']}"
+            click.echo(f"        {mark}{call['method']} {call['path']}{status}")
+
+
+@events.command("show")
+@click.argument("event_id", type=int)
+def events_show(event_id: int) -> None:
+    """One event: raw delivery, normalized event, every attempt and Zoho call with Zoho's answer."""
+    engine = _engine(_settings())
+    ev = store.get_event(engine, event_id)
+    if ev is None:
+        raise click.ClickException(f"no event {event_id}")
+    raw = store.get_raw_delivery(engine, event_id)
+    assert raw is not None
+    headers, payload = raw
+    click.echo(
+        f"event {ev.id}: {ev.source} {ev.event_name} item {ev.item_key} — {ev.status} after {ev.attempts} attempt(s)"
+    )
+    if ev.last_error:
+        click.echo(f"error: {ev.last_error}")
+    if ev.notes:
+        click.echo(f"notes: {ev.notes}")
+    click.echo("\nheaders: " + json.dumps(headers))
+    click.echo("raw delivery:\n" + payload.decode("utf-8", errors="replace")[:20000])
+    click.echo("\nnormalized event:\n" + json.dumps(ev.event.to_json(), indent=2, default=str))
+    click.echo("\nattempts:")
+    for a in store.attempts_for_event(engine, event_id):
+        click.echo(f"  #{a['number']} {_when(a['started_at'])} {a['outcome'] or 'running'} {a['detail'] or ''}")
+    click.echo("\nzoho calls:")
+    for c in store.calls_for_event(engine, event_id):
+        click.echo(
+            f"  {_when(c['at'])} {c['method']} {c['path']} → {c['status'] if c['status'] is not None else 'dry-run'}"
+        )
+        if c["request_json"]:
+            click.echo(f"    body: {c['request_json']}")
+        if c["response_text"]:
+            click.echo(f"    answer: {c['response_text'][:1000]}")
+
+
+@events.command("replay")
+@click.argument("event_id", type=int, required=False)
+@click.option("--failed", "all_failed", is_flag=True, help="replay every failed event")
+def events_replay(event_id: int | None, all_failed: bool) -> None:
+    """Put an event (or every failed one) back in the queue, e.g. after fixing a mapping."""
+    if (event_id is None) == (not all_failed):
+        raise click.UsageError("give an EVENT_ID or --failed")
+    settings = _settings()
+    engine = _engine(settings)
+    if all_failed:
+        ids = [e.id for e in store.list_events(engine, status=store.FAILED, limit=100_000)]
+    else:
+        if store.get_event(engine, event_id) is None:  # type: ignore[arg-type]
+            raise click.ClickException(f"no event {event_id}")
+        ids = [event_id]  # type: ignore[list-item]
+    count = store.reset_for_replay(engine, ids)
+    _wake(settings, engine, ids)
+    click.echo(f"replaying {count} event(s)")
+
+
+def _wake(settings: Settings, engine, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
+    from bridge.broker import TASK_SYNC_ITEM, ensure_embedded_redis, make_celery
+
+    if settings.embedded_broker:
+        ensure_embedded_redis(settings)
+    celery = make_celery(settings)
+    items = {(ev.source, ev.item_key) for ev in (store.get_event(engine, i) for i in ids) if ev}
+    for source, item_key in items:
+        try:
+            celery.send_task(TASK_SYNC_ITEM, args=(source, item_key))
+        except Exception as exc:  # the beat job re-enqueues pending events anyway
+            click.echo(f"broker unreachable ({type(exc).__name__}); the beat job will pick them up", err=True)
+            return
+
+
+# -- links --------------------------------------------------------------------------------------------
+
+
+@main.group()
+def links() -> None:
+    """External items and their Zoho issues."""
+
+
+@links.command("list")
+@click.option("--source")
+@click.option("--limit", default=100, show_default=True)
+def links_list(source: str | None, limit: int) -> None:
+    engine = _engine(_settings())
+    for link in store.list_links(engine, source=source, limit=limit):
+        click.echo(
+            f"{link.source:<8} {link.external_id:<40} → {link.zoho_issue_id or '-':<22} "
+            f"{link.state} (project {link.project})"
+        )
+
+
+@links.command("show")
+@click.argument("external_id")
+@click.option("--source", default=None)
+def links_show(external_id: str, source: str | None) -> None:
+    engine = _engine(_settings())
+    candidates = [
+        link for link in store.list_links(engine, source=source, limit=100_000) if link.external_id == external_id
+    ]
+    if not candidates:
+        raise click.ClickException(f"no link for {external_id}")
+    for link in candidates:
+        click.echo(json.dumps(link.__dict__, indent=2))
+
+
+# -- mappings -----------------------------------------------------------------------------------------
+
+
+@main.group()
+def mappings() -> None:
+    """The YAML mapping files."""
+
+
+@mappings.command("check")
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+def mappings_check(path: Path | None) -> None:
+    """Validate mapping files; exits non-zero on any problem (for the admins' own CI)."""
+    from bridge.mapping import MappingError, check_directory, load_mapping
+    from bridge.sources import KNOWN_FIELDS
+
+    target = path or Path(os.environ.get("MAPPINGS_DIR", "mappings"))
+    if target.is_file():
+        try:
+            load_mapping(target, known_fields=KNOWN_FIELDS)
+            problems = []
+        except MappingError as exc:
+            problems = exc.problems
+    else:
+        problems = check_directory(target, known_fields=KNOWN_FIELDS)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{target}: ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The bridge's own store: tables (SQLAlchemy Core) and the engine, for SQLite and PostgreSQL alike.
+
+The event row is the source of truth for every delivery; the broker only wakes workers.
+Times are stored as UNIX seconds (float): comparable, portable, no timezone surprises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+# One row per delivery the bridge accepted (status: pending → done | failed | ignored | superseded).
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("dedup_key", String(255), nullable=False),
+    Column("event_name", String(64), nullable=False),
+    Column("item_key", String(255), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("source_ts", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False, default=0.0),
+    Column("last_error", Text),
+    Column("headers", Text, nullable=False, default="{}"),
+    Column("payload", LargeBinary, nullable=False),
+    Column("event_json", Text, nullable=False),
+    Column("notes", Text),
+    Column("processed_at", Float),
+    UniqueConstraint("source", "dedup_key", name="uq_events_source_dedup"),
+)
+Index("ix_events_item", events.c.source, events.c.item_key, events.c.status)
+Index("ix_events_status_next", events.c.status, events.c.next_attempt_at)
+
+# external item ↔ Zoho issue. state: creating (intent written before Zoho's create) | linked | deleted
+links = Table(
+    "links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("item_key", String(255), nullable=False),
+    Column("portal", String(64), nullable=False),
+    Column("project", String(64), nullable=False),
+    Column("zoho_issue_id", String(64)),
+    Column("state", String(16), nullable=False),
+    Column("last_state_ts", Float, nullable=False, default=0.0),
+    Column("applied_hash", String(64)),  # hash of the last body sent, to skip no-op updates
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("source", "external_id", name="uq_links_source_external"),
+)
+Index("ix_links_item", links.c.source, links.c.item_key)
+
+# source comment ↔ Zoho comment. state: posting (intent) | posted | deleted
+comment_links = Table(
+    "comment_links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("comment_id", String(255), nullable=False),
+    Column("zoho_comment_id", String(64)),
+    Column("state", String(16), nullable=False),
+    Column("last_ts", Float, nullable=False, default=0.0),
+    Column("body_hash", String(64)),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("source", "external_id", "comment_id", name="uq_comment_links"),
+)
+
+# Every processing attempt of an event, with its outcome (shown by `bridge events show`).
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Integer, nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("outcome", String(16)),
+    Column("detail", Text),
+)
+
+# Every Zoho call made (or, in dry-run, that would have been made), with Zoho's answer.
+zoho_calls = Table(
+    "zoho_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Integer, index=True),
+    Column("at", Float, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("request_json", Text),
+    Column("status", Integer),
+    Column("response_text", Text),
+    Column("duration_ms", Float),
+    Column("dry_run", Boolean, nullable=False, default=False),
+)
+
+# The shared OAuth access token (one refresh per expiry across all processes).
+oauth_tokens = Table(
+    "oauth_tokens",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("access_token", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("refreshed_at", Float, nullable=False),
+)
+
+# Leases: per-item processing locks and the token-refresh lock. Expire so a killed holder frees them.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(300), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+# The shared Zoho call budget: one row per slot of the sliding window, plus the global back-off.
+rate_slots = Table(
+    "rate_slots",
+    metadata,
+    Column("slot", Integer, primary_key=True, autoincrement=False),
+    Column("used_at", Float, nullable=False, index=True),
+)
+
+# Small durable values: back-off deadline, polling high-water marks.
+kv = Table(
+    "kv",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine tuned for many small transactions from several processes."""
+    if database_url.startswith("sqlite"):
+        path = database_url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(database_url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # WAL lets readers and one writer work side by side across processes; NORMAL keeps
+            # commits durable against process crashes (the contract's kill -9) without an fsync each.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+            # Let SQLAlchemy's BEGIN be a real "BEGIN IMMEDIATE" so read-then-write transactions
+            # (leases, limiter) take the write lock up front instead of failing on upgrade.
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+@contextlib.contextmanager
+def _schema_lock(engine: Engine) -> Iterator[None]:
+    """Serialize schema creation between processes that start at the same moment."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        lock_path = Path(str(url.database) + ".schema.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    key = int(hashlib.sha256(b"issue-bridge-schema").hexdigest()[:15], 16)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create missing tables once, under a cross-process lock (never race at boot)."""
+    with _schema_lock(engine):
+        metadata.create_all(engine)
+
+
+def check_database(engine: Engine) -> str | None:
+    """None when the database answers, else what is wrong (for /readyz)."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1 FROM events WHERE 1=0"))
+        return None
+    except Exception as exc:  # readiness reports any failure, whatever its type
+        return f"database: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"

@@ -1,0 +1,129 @@
+"""The one normalized event type every source produces, and the errors sources raise.
+
+Workers only ever see a `NormalizedEvent` (serialized as JSON in the event row): never a raw
+Flask request, never a source's own payload shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# What happened to the external item. Comment actions carry `comment`; item actions carry `fields`.
+ITEM_ACTIONS = ("created", "updated", "deleted")
+COMMENT_ACTIONS = ("comment_created", "comment_updated", "comment_deleted")
+
+
+class IgnoredEvent(Exception):
+    """A delivery the bridge deliberately skips (answered 200 "ignored"). `reason` becomes the log key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadDelivery(Exception):
+    """A delivery whose body is malformed or of the wrong shape (answered 400)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Unauthorized(Exception):
+    """Bad or missing signature, token or header (answered 401)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Comment:
+    id: str
+    body: str
+    author: str = ""
+    url: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NormalizedEvent:
+    source: str  # "github" | "bugzilla" | "bugherd"
+    item_kind: str  # the source's word for the item: "issue", "bug", "task"
+    item_key: str  # stable, source-native identity of the item ("acme/web#12", "1629704", "41000217")
+    action: str  # one of ITEM_ACTIONS or COMMENT_ACTIONS
+    event_name: str  # the source's own name, e.g. "issues.labeled", "bug.modify", "task_update"
+    source_ts: datetime  # the item's (or comment's) own timestamp, for latest-state-wins
+    fields: dict[str, Any] = field(default_factory=dict)  # the item's fields as of this event
+    comment: Comment | None = None
+    source_project: str = ""  # repository / product / BugHerd project, for routing
+    has_state: bool = True  # False when the body lacked the item's fields (private Bugzilla bug)
+    notes: tuple[str, ...] = ()  # what the source could not provide, shown in the event's record
+
+    def __post_init__(self) -> None:
+        if self.action not in ITEM_ACTIONS + COMMENT_ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}")
+        if self.action in COMMENT_ACTIONS and self.comment is None:
+            raise ValueError(f"{self.action} needs a comment")
+        if self.source_ts.tzinfo is None:
+            raise ValueError("source_ts must be timezone-aware (UTC)")
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["source_ts"] = self.source_ts.isoformat()
+        data["notes"] = list(self.notes)
+        if self.comment is not None:
+            data["comment"] = {
+                **dataclasses.asdict(self.comment),
+                "created_at": _iso(self.comment.created_at),
+                "updated_at": _iso(self.comment.updated_at),
+            }
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NormalizedEvent:
+        data = dict(data)
+        data["source_ts"] = datetime.fromisoformat(data["source_ts"])
+        data["notes"] = tuple(data.get("notes") or ())
+        comment = data.get("comment")
+        if comment is not None:
+            data["comment"] = Comment(
+                **{
+                    **comment,
+                    "created_at": _parse_iso(comment.get("created_at")),
+                    "updated_at": _parse_iso(comment.get("updated_at")),
+                }
+            )
+        return cls(**data)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse_iso(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def parse_timestamp(value: Any, *, field_name: str) -> datetime:
+    """Parse the sources' timestamps into aware UTC datetimes.
+
+    GitHub sends `2019-05-15T15:20:33Z`, BugHerd `2026-01-09T15:45:04.910Z`, Bugzilla
+    `2020-10-16T06:28:41` with no offset (it is UTC).
+    """
+    if not isinstance(value, str) or not value:
+        raise BadDelivery(f"{field_name}: expected an ISO-8601 timestamp, got {value!r}")
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise BadDelivery(f"{field_name}: not an ISO-8601 timestamp: {value!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

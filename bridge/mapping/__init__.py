@@ -1,0 +1,18 @@
+"""Mapping files: load and validate them, and translate normalized events into Zoho issue drafts."""
+
+from .engine import RoutingError, render_comment, translate
+from .loader import MappingError, MappingProblem, MappingRegistry, check_directory, load_mapping
+from .template import TemplateError, compile_template
+
+__all__ = [
+    "MappingError",
+    "MappingProblem",
+    "MappingRegistry",
+    "RoutingError",
+    "TemplateError",
+    "check_directory",
+    "compile_template",
+    "load_mapping",
+    "render_comment",
+    "translate",
+]

@@ -1,0 +1,291 @@
+"""Load mapping files: YAML with line numbers, validation reporting every problem, a live registry."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from marshmallow import ValidationError
+
+from .model import Mapping
+from .schema import NOT_A_MAPPING, UNKNOWN_KEY, KnownFields, kind, load_mapping_data
+
+log = logging.getLogger("bridge.mapping")
+PATTERNS = ("*.yaml", "*.yml")
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
+@dataclass(frozen=True)
+class MappingProblem:
+    file: str
+    line: int | None  # 1-based
+    key: str  # dotted path such as `fields.severity.map`; "" for the whole file
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class MappingError(Exception):
+    """A mapping file that cannot be used; `problems` lists all of them, not just the first."""
+
+    def __init__(self, problems: list[MappingProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Safe loader that builds plain data while recording each key's line and any duplicate keys."""
+
+    def __init__(self, text: str, file: str) -> None:
+        super().__init__(text)
+        self.file = file
+        self.lines: dict[str, int] = {}
+        self.problems: list[MappingProblem] = []
+        self._active: set[int] = set()
+
+    def build(self, node: yaml.Node, path: str = "") -> Any:
+        if id(node) in self._active:  # an alias that contains itself
+            self.problems.append(MappingProblem(self.file, _line(node), path, "recursive alias"))
+            return None
+        if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_TAGS:
+            # Explicit tags such as !!python/object are never constructed, and never silently ignored.
+            self.problems.append(
+                MappingProblem(
+                    self.file,
+                    _line(node),
+                    path,
+                    f"unsupported YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')}",
+                )
+            )
+            return None
+        self._active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._build_mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(node.value)]
+            return self.construct_object(node, deep=True)
+        finally:
+            self._active.discard(id(node))
+
+    def _build_mapping(self, node: yaml.MappingNode, path: str) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(MappingProblem(self.file, _line(key_node), path, "keys must be plain text"))
+                continue
+            # The key as written: `yes` and `1` stay "yes" and "1" instead of becoming True and 1.
+            key = key_node.value
+            key_path = f"{path}.{key}" if path else key
+            if key in result:
+                self.problems.append(
+                    MappingProblem(
+                        self.file,
+                        _line(key_node),
+                        key_path,
+                        f"duplicate key '{key}' (first at line {self.lines.get(key_path)}); "
+                        "YAML would silently keep only the last one",
+                    )
+                )
+            else:
+                self.lines[key_path] = _line(key_node)
+            result[key] = self.build(value_node, key_path)
+        return result
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _line_of(lines: dict[str, int], path: str) -> int | None:
+    # A missing key has no line of its own: use its closest parent that has one.
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path.rpartition(".")[0]
+    return lines.get("")
+
+
+def _value_at(data: Any, path: str) -> Any:
+    for segment in path.split(".") if path else ():
+        if isinstance(data, dict):
+            data = data.get(segment)
+        elif isinstance(data, list) and segment.isdigit() and int(segment) < len(data):
+            data = data[int(segment)]
+        else:
+            return None
+    return data
+
+
+def _flatten(messages: Any, path: str, out: list[tuple[str, str]]) -> None:
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            _flatten(value, path if key == "_schema" else (f"{path}.{key}" if path else str(key)), out)
+    elif isinstance(messages, list):
+        for message in messages:
+            _flatten(message, path, out)
+    else:
+        out.append((path, str(messages)))
+
+
+def _reword(path: str, message: str, data: Any) -> str:
+    if message.startswith(UNKNOWN_KEY + " ("):
+        return f"{UNKNOWN_KEY} '{path.rpartition('.')[2]}'{message[len(UNKNOWN_KEY) :]}"
+    if message == NOT_A_MAPPING:
+        return f"{message}, got {kind(_value_at(data, path))}"
+    return message
+
+
+def _load(path: Path, known_fields: KnownFields | None) -> tuple[Mapping | None, list[MappingProblem], dict]:
+    """Read and validate one file: (mapping or None, problems, {dotted key: line})."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [MappingProblem(file, None, "", f"cannot read the file: {exc}")], {}
+    loader = _LineLoader(text, file)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, [MappingProblem(file, None, "", "the file is empty")], {}
+        loader.lines[""] = _line(node)
+        data = loader.build(node)
+    except yaml.YAMLError as exc:
+        mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context", None)
+        if context and getattr(exc, "context_mark", None) is not None:
+            context = f"{context} at line {exc.context_mark.line + 1},"  # where the unclosed thing began
+        reason = " ".join(str(p) for p in (context, getattr(exc, "problem", None)) if p)
+        message = f"invalid YAML: {reason or exc}"
+        return None, [MappingProblem(file, mark.line + 1 if mark else None, "", message)], {}
+    finally:
+        loader.dispose()
+    problems = list(loader.problems)
+    mapping = None
+    try:
+        mapping = load_mapping_data(data, path=file, known_fields=known_fields)
+    except ValidationError as exc:
+        flat: list[tuple[str, str]] = []
+        _flatten(exc.messages, "", flat)
+        # One problem per key is enough: a refused tag also "has no value" for the schema.
+        seen = {p.key for p in problems}
+        problems += [
+            MappingProblem(file, _line_of(loader.lines, k), k, _reword(k, m, data)) for k, m in flat if k not in seen
+        ]
+    problems.sort(key=lambda p: (p.line is None, p.line or 0, p.key))
+    return (None if problems else mapping), problems, loader.lines
+
+
+def load_mapping(path: str | Path, *, known_fields: KnownFields | None = None) -> Mapping:
+    """Load and validate one mapping file; raises `MappingError` listing every problem found."""
+    mapping, problems, _ = _load(Path(path), known_fields)
+    if mapping is None:
+        raise MappingError(problems)
+    return mapping
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted({p for pattern in PATTERNS for p in directory.glob(pattern) if p.is_file()})
+
+
+def _name_clash(path: Path, mapping: Mapping, lines: dict, holder: str) -> MappingProblem:
+    return MappingProblem(
+        str(path),
+        lines.get("name") or lines.get(""),
+        "name",
+        f"name '{mapping.name}' is already used by {holder}; give one of them a different `name:`",
+    )
+
+
+def check_directory(directory: str | Path, known_fields: KnownFields | None = None) -> list[MappingProblem]:
+    """Validate every mapping file in `directory` without keeping anything (`bridge mappings check`)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return [MappingProblem(str(directory), None, "", "mappings directory does not exist")]
+    problems: list[MappingProblem] = []
+    names: dict[str, str] = {}
+    for path in _files(directory):
+        mapping, file_problems, lines = _load(path, known_fields)
+        problems += file_problems
+        if mapping is not None:
+            if mapping.name in names:
+                problems.append(_name_clash(path, mapping, lines, names[mapping.name]))
+            else:
+                names[mapping.name] = str(path)
+    return problems
+
+
+class MappingRegistry:
+    """The mappings in force, re-read when their files change; a broken edit keeps the last good version."""
+
+    def __init__(self, directory: str | Path, *, known_fields: KnownFields | None = None) -> None:
+        self.directory = Path(directory)
+        self.known_fields = known_fields
+        self.problems: dict[str, list[MappingProblem]] = {}
+        self._mappings: dict[str, Mapping] = {}  # file -> last good mapping
+        self._stamps: dict[str, tuple[int, int]] = {}  # file -> (mtime_ns, size) last read
+        self._clashed: set[str] = set()  # files refused only because another file holds their name
+        self._lock = threading.Lock()
+        self.reload_if_changed()
+
+    def all(self) -> list[Mapping]:
+        with self._lock:
+            return sorted(self._mappings.values(), key=lambda m: m.name)
+
+    def get(self, name: str) -> Mapping | None:
+        return next((m for m in self.all() if m.name == name), None)
+
+    def for_source(self, source: str) -> list[Mapping]:
+        return [m for m in self.all() if m.source == source]
+
+    def reload_if_changed(self) -> list[MappingProblem]:
+        """Re-read files whose mtime or size changed (one stat each); returns the problems found now."""
+        with self._lock:
+            found: list[MappingProblem] = []
+            current: dict[str, tuple[Path, tuple[int, int]]] = {}
+            for path in _files(self.directory) if self.directory.is_dir() else []:
+                try:
+                    stat = path.stat()
+                except OSError:  # removed between listing and stat
+                    continue
+                current[str(path)] = (path, (stat.st_mtime_ns, stat.st_size))
+            removed = set(self._stamps) - set(current)
+            for file in removed:
+                log.info("mapping file %s removed", file)
+                self._stamps.pop(file)
+                self._mappings.pop(file, None)
+                self.problems.pop(file, None)
+                self._clashed.discard(file)
+            changed = {f for f, (_, stamp) in current.items() if self._stamps.get(f) != stamp}
+            if removed or changed:
+                # A file refused for its name may be fine now that the other file changed or went away.
+                changed |= self._clashed
+            for file in sorted(changed):
+                self._stamps[file] = current[file][1]
+                found += self._reload(file, current[file][0])
+            return found
+
+    def _reload(self, file: str, path: Path) -> list[MappingProblem]:
+        mapping, problems, lines = _load(path, self.known_fields)
+        if mapping is not None:
+            holder = next((f for f, m in self._mappings.items() if m.name == mapping.name and f != file), None)
+            if holder is not None:
+                problems = [_name_clash(path, mapping, lines, holder)]
+        self._clashed.discard(file)
+        if mapping is not None and problems:
+            self._clashed.add(file)
+        if problems or mapping is None:
+            self.problems[file] = problems
+            kept = "the last good version stays in force" if file in self._mappings else "it is not in use"
+            for problem in problems:
+                log.error("mapping refused (%s): %s", kept, problem)
+            return problems
+        self.problems.pop(file, None)
+        self._mappings[file] = mapping
+        log.info("mapping %r (%s) loaded from %s", mapping.name, mapping.source, file)
+        return []

@@ -1,0 +1,274 @@
+"""Marshmallow schemas for mapping files; `post_load` builds the frozen objects of `model.py`.
+
+Messages are written for administrators ("must be a string, got a list"), not for programmers. Checks
+that need to know the file (its path, its source's known fields) read them from `_CONTEXT`, set by
+`load_mapping_data`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from collections.abc import Mapping as AbcMapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validates_schema
+
+from .model import ON_DELETE_CHOICES, OPTION_FIELDS, Mapping, Routing, ValueMap
+from .template import TemplateError, compile_template
+
+SOURCES = ("github", "bugzilla", "bugherd")
+DEFAULT_COMMENT_TEMPLATE = "{author} commented:\n\n{body}\n\n{url}"
+# Names the comment template may use on top of the item's fields (see engine.render_comment).
+COMMENT_NAMES = frozenset({"body", "author", "url", "comment_id", "item"})
+NOT_A_MAPPING = "must be a mapping of keys to values"
+UNKNOWN_KEY = "unknown key"
+KnownFields = AbcMapping[str, frozenset[str]]  # source -> the field names its events carry
+
+
+@dataclass(frozen=True)
+class _Context:
+    path: str
+    source: str | None = None
+    known: frozenset[str] | None = None
+
+
+_CONTEXT: ContextVar[_Context | None] = ContextVar("mapping_load_context", default=None)
+
+
+def _context() -> _Context:
+    return _CONTEXT.get() or _Context(path="<mapping>")
+
+
+def kind(value: Any) -> str:
+    """`a list`, `a number`...: what an administrator wrote, in their words."""
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return "a boolean (true/false/yes/no; quote it if you mean the word)"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _check_known(names: Iterable[str], extra: frozenset[str] = frozenset()) -> None:
+    ctx = _context()
+    if ctx.known is None:
+        return
+    allowed = ctx.known | extra
+    for name in sorted(names):
+        if name not in allowed:
+            close = difflib.get_close_matches(name, sorted(allowed), n=1)
+            hint = f", did you mean '{close[0]}'?" if close else ""
+            raise ValidationError(
+                f"unknown field '{name}' for source {ctx.source}{hint} (known: {', '.join(sorted(allowed))})"
+            )
+
+
+class _Field(fields.Field):
+    default_error_messages = {"required": "required key is missing", "null": "must have a value"}
+
+
+class Text(_Field):
+    """A non-empty string; `numbers` also accepts numbers (ids written without quotes) as their digits."""
+
+    def __init__(self, *, numbers: bool = False, choices: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.numbers = numbers
+        self.choices = choices
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return text_value(value, numbers=self.numbers, choices=self.choices)
+
+
+def text_value(value: Any, *, numbers: bool = False, choices: tuple[str, ...] = ()) -> str:
+    if numbers and isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a string, got {kind(value)}")
+    if not value.strip():
+        raise ValidationError("must not be empty")
+    if choices and value not in choices:
+        raise ValidationError(f"must be one of: {', '.join(choices)} (got '{value}')")
+    return value
+
+
+def template_value(value: Any, extra: frozenset[str] = frozenset(), *, allow_empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a template string, got {kind(value)}")
+    if not allow_empty and not value.strip():
+        raise ValidationError("must not be empty")
+    try:
+        template = compile_template(value)
+    except TemplateError as exc:
+        raise ValidationError(f"invalid template: {exc}") from exc
+    _check_known(template.fields, extra)
+    return value
+
+
+class TemplateField(_Field):
+    def __init__(self, *, extra: frozenset[str] = frozenset(), allow_empty: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.extra = extra
+        self.allow_empty = allow_empty
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return template_value(value, self.extra, allow_empty=self.allow_empty)
+
+
+class SourceField(_Field):
+    """The name of a field of the source (`from:`), checked against the source's known fields."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        name = text_value(value)
+        _check_known([name])
+        return name
+
+
+class Bool(_Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError(f"must be true or false, got {kind(value)}")
+        return value
+
+
+class StrMap(_Field):
+    """A mapping of text keys to values checked by `check`; key order (file order) is kept."""
+
+    def __init__(self, check: Callable[[Any], str], *, non_empty: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+        self.non_empty = non_empty
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise ValidationError(f"{NOT_A_MAPPING}, got {kind(value)}")
+        if self.non_empty and not value:
+            raise ValidationError("must have at least one entry")
+        result: dict[str, str] = {}
+        errors: dict[str, list[str]] = {}
+        for key, item in value.items():
+            # YAML reads keys like `yes` as bools; the loader keeps their text, this is the fallback.
+            name = ("true" if key else "false") if isinstance(key, bool) else str(key)
+            try:
+                result[name] = self.check(item)
+            except ValidationError as exc:
+                errors[name] = exc.messages if isinstance(exc.messages, list) else [str(exc.messages)]
+        if errors:
+            raise ValidationError(errors)  # type: ignore[arg-type]
+        return result
+
+
+class _Nested(fields.Nested):
+    default_error_messages = _Field.default_error_messages
+
+
+class _Schema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    error_messages = {"type": NOT_A_MAPPING}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The loader inserts the offending key's name after "unknown key".
+        expected = ", ".join(f.data_key or name for name, f in self.fields.items())
+        self.error_messages = {
+            **self.error_messages,
+            "unknown": f"{UNKNOWN_KEY} (expected one of: {expected})",
+        }
+
+
+class ProjectSchema(_Schema):
+    default = Text(numbers=True, load_default=None)
+    by_source_project = StrMap(lambda v: text_value(v, numbers=True), load_default=dict)
+
+    @validates_schema
+    def _has_a_target(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("default") is None and not data.get("by_source_project"):
+            raise ValidationError("needs a default project or at least one by_source_project entry")
+
+
+class ZohoSchema(_Schema):
+    portal = Text(required=True, numbers=True)
+    external_id_field = Text(load_default=None)
+    closed_status = Text(load_default="Closed")
+    project = _Nested(ProjectSchema, required=True)
+
+
+class ValueMapSchema(_Schema):
+    source_field = SourceField(required=True, data_key="from")
+    entries = StrMap(lambda v: text_value(v, numbers=True), required=True, non_empty=True, data_key="map")
+    default = Text(numbers=True, load_default=None)
+
+    @post_load
+    def _build(self, data: dict[str, Any], **kwargs: Any) -> ValueMap:
+        return ValueMap(data["source_field"], tuple(data["entries"].items()), data["default"])
+
+
+class FieldsSchema(_Schema):
+    title = TemplateField(required=True, allow_empty=False)
+    description = TemplateField(load_default="")
+    status = _Nested(ValueMapSchema)
+    severity = _Nested(ValueMapSchema)
+    classification = _Nested(ValueMapSchema)
+    module = _Nested(ValueMapSchema)
+    priority = _Nested(ValueMapSchema)
+    custom = StrMap(template_value, load_default=dict)
+
+
+class MappingSchema(_Schema):
+    source = Text(required=True, choices=SOURCES)
+    name = Text(load_default=None)
+    zoho = _Nested(ZohoSchema, required=True)
+    external_id = TemplateField(required=True, allow_empty=False)
+    fields_ = _Nested(FieldsSchema, required=True, data_key="fields")
+    comments = Bool(load_default=True)
+    comment_template = TemplateField(load_default=DEFAULT_COMMENT_TEMPLATE, extra=COMMENT_NAMES)
+    on_delete = Text(load_default="close", choices=ON_DELETE_CHOICES)
+
+    @post_load
+    def _build(self, data: dict[str, Any], **kwargs: Any) -> Mapping:
+        path = _context().path
+        zoho, mapped = data["zoho"], data["fields_"]
+        project = zoho["project"]
+        return Mapping(
+            name=data["name"] or Path(path).stem,
+            source=data["source"],
+            path=path,
+            routing=Routing(
+                portal=zoho["portal"],
+                default_project=project["default"],
+                by_source_project=tuple(project["by_source_project"].items()),
+            ),
+            external_id_template=data["external_id"],
+            external_id_field=zoho["external_id_field"],
+            title_template=mapped["title"],
+            description_template=mapped["description"],
+            value_maps=tuple((name, mapped[name]) for name in OPTION_FIELDS if mapped.get(name) is not None),
+            comments=data["comments"],
+            comment_template=data["comment_template"],
+            on_delete=data["on_delete"],
+            closed_status=zoho["closed_status"],
+            custom_fields=tuple(mapped["custom"].items()),
+        )
+
+
+def load_mapping_data(data: Any, *, path: str, known_fields: KnownFields | None = None) -> Mapping:
+    """Validate parsed YAML and build a `Mapping`; raises marshmallow's nested `ValidationError`."""
+    source = data.get("source") if isinstance(data, dict) else None
+    known = known_fields.get(source) if known_fields and isinstance(source, str) else None
+    token = _CONTEXT.set(_Context(path=path, source=source if known is not None else None, known=known))
+    try:
+        return MappingSchema().load(data)
+    finally:
+        _CONTEXT.reset(token)

@@ -1,0 +1,198 @@
+"""One settings object, read from the environment once and validated at start-up.
+
+Every variable is documented in `.env.example`. A missing or invalid value fails with one line
+naming the variable (`SettingsError`), not at the first webhook.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+DIALECTS = ("projects", "bugtracker")
+
+
+class SettingsError(Exception):
+    """An invalid setting; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    broker_url: str  # "" means: the private Redis the bridge starts itself
+    mappings_dir: Path
+    zoho_api_base: str = "https://projectsapi.zoho.com"
+    zoho_accounts_url: str = "https://accounts.zoho.com"
+    zoho_client_id: str = ""
+    zoho_client_secret: str = ""
+    zoho_refresh_token: str = ""
+    zoho_portal_id: str = ""
+    zoho_dialect: str = "projects"
+    zoho_rate_limit_per_minute: int = 100
+    zoho_timeout_seconds: float = 20.0
+    github_webhook_secret: str = ""
+    bugzilla_webhook_secret: str = ""
+    bugzilla_webhook_header: str = "Authorization"
+    bugherd_webhook_token: str = ""
+    bugzilla_url: str = ""
+    bugzilla_api_key: str = ""
+    bugherd_api_key: str = ""
+    github_token: str = ""
+    max_webhook_bytes: int = 5 * 1024 * 1024
+    max_attempts: int = 8
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    coalesce_ms: int = 300
+    stale_after_seconds: float = 60.0
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def dry_run(self) -> bool:
+        """Without Zoho credentials the bridge runs end to end and records the calls it would make."""
+        return not (self.zoho_client_id and self.zoho_client_secret and self.zoho_refresh_token)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or f"redis+socket://{self.redis_socket}"
+
+    def enabled_sources(self) -> dict[str, bool]:
+        """A source whose secret or token is unset is disabled, not open."""
+        return {
+            "github": bool(self.github_webhook_secret),
+            "bugzilla": bool(self.bugzilla_webhook_secret),
+            "bugherd": bool(self.bugherd_webhook_token),
+        }
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line."""
+        values = [
+            self.zoho_client_secret,
+            self.zoho_refresh_token,
+            self.github_webhook_secret,
+            self.bugzilla_webhook_secret,
+            self.bugherd_webhook_token,
+            self.bugzilla_api_key,
+            self.bugherd_api_key,
+            self.github_token,
+        ]
+        return [v for v in values if v and len(v) >= 4]
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name}: must not be negative, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip() or default
+    if not raw:
+        return ""
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+        raise SettingsError(f"{name}: expected a URL starting with {' or '.join(schemes)}, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = True) -> Settings:
+    """Read and validate every setting. `env` defaults to the process environment (plus `.env`)."""
+    if env is None:
+        if read_dotenv:
+            from dotenv import load_dotenv
+
+            load_dotenv(Path.cwd() / ".env", override=False)
+        env = os.environ
+    data_dir = Path(env.get("BRIDGE_DATA_DIR", "").strip() or "var").resolve()
+    database_url = env.get("DATABASE_URL", "").strip() or f"sqlite:///{data_dir / 'bridge.db'}"
+    if not database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+        raise SettingsError(f"DATABASE_URL: expected sqlite:/// or postgresql://, got {database_url!r}")
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql://" + database_url[len("postgres://") :]
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+    broker_url = env.get("BROKER_URL", "").strip()
+    if broker_url and not broker_url.startswith(("redis://", "rediss://", "redis+socket://", "amqp://")):
+        raise SettingsError(f"BROKER_URL: expected redis://… or amqp://…, got {broker_url!r}")
+    dialect = env.get("ZOHO_DIALECT", "").strip() or "projects"
+    if dialect not in DIALECTS:
+        raise SettingsError(f"ZOHO_DIALECT: expected one of {', '.join(DIALECTS)}, got {dialect!r}")
+    header = env.get("BUGZILLA_WEBHOOK_HEADER", "").strip() or "Authorization"
+    if not header.replace("-", "").isalnum():
+        raise SettingsError(f"BUGZILLA_WEBHOOK_HEADER: not a valid header name: {header!r}")
+    log_level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+    zoho_creds = [env.get(n, "").strip() for n in ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN")]
+    if any(zoho_creds) and not all(zoho_creds):
+        missing = [
+            n
+            for n, v in zip(("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"), zoho_creds, strict=True)
+            if not v
+        ]
+        raise SettingsError(f"{missing[0]}: required when any Zoho credential is set (or unset all for dry-run)")
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        mappings_dir=Path(env.get("MAPPINGS_DIR", "").strip() or "mappings").resolve(),
+        zoho_api_base=_url(env, "ZOHO_API_BASE", "https://projectsapi.zoho.com", ("http", "https")),
+        zoho_accounts_url=_url(env, "ZOHO_ACCOUNTS_URL", "https://accounts.zoho.com", ("http", "https")),
+        zoho_client_id=zoho_creds[0],
+        zoho_client_secret=zoho_creds[1],
+        zoho_refresh_token=zoho_creds[2],
+        zoho_portal_id=env.get("ZOHO_PORTAL_ID", "").strip(),
+        zoho_dialect=dialect,
+        zoho_rate_limit_per_minute=_int(env, "ZOHO_RATE_LIMIT_PER_MINUTE", 100),
+        zoho_timeout_seconds=_float(env, "ZOHO_TIMEOUT_SECONDS", 20.0),
+        github_webhook_secret=env.get("GITHUB_WEBHOOK_SECRET", ""),
+        bugzilla_webhook_secret=env.get("BUGZILLA_WEBHOOK_SECRET", ""),
+        bugzilla_webhook_header=header,
+        bugherd_webhook_token=env.get("BUGHERD_WEBHOOK_TOKEN", ""),
+        bugzilla_url=_url(env, "BUGZILLA_URL", "", ("http", "https")),
+        bugzilla_api_key=env.get("BUGZILLA_API_KEY", ""),
+        bugherd_api_key=env.get("BUGHERD_API_KEY", ""),
+        github_token=env.get("GITHUB_TOKEN", ""),
+        max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", 5 * 1024 * 1024, minimum=1024),
+        max_attempts=_int(env, "MAX_ATTEMPTS", 8, minimum=1),
+        retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 2.0),
+        retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 300.0),
+        coalesce_ms=_int(env, "COALESCE_MS", 300),
+        stale_after_seconds=_float(env, "STALE_AFTER_SECONDS", 60.0),
+        log_level=log_level,
+    )

@@ -1,0 +1,19 @@
+"""Helpers shared by the source modules."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bridge.events import BadDelivery
+
+
+def load_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a JSON body that must be an object; say what is wrong otherwise."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadDelivery(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadDelivery(f"body must be a JSON object, got {type(data).__name__}")
+    return data

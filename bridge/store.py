@@ -1,0 +1,475 @@
+"""Reading and writing the bridge's own rows. Plain functions over an Engine; no ORM session state."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from bridge import db
+from bridge.events import NormalizedEvent
+
+PENDING, DONE, FAILED, SUPERSEDED, SKIPPED = "pending", "done", "failed", "superseded", "skipped"
+EVENT_STATUSES = (PENDING, DONE, FAILED, SUPERSEDED, SKIPPED)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    source: str
+    dedup_key: str
+    event_name: str
+    item_key: str
+    action: str
+    source_ts: float
+    received_at: float
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    notes: str | None
+    event: NormalizedEvent
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredEvent:
+        return cls(
+            id=row.id,
+            source=row.source,
+            dedup_key=row.dedup_key,
+            event_name=row.event_name,
+            item_key=row.item_key,
+            action=row.action,
+            source_ts=row.source_ts,
+            received_at=row.received_at,
+            status=row.status,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at,
+            last_error=row.last_error,
+            notes=row.notes,
+            event=NormalizedEvent.from_json(json.loads(row.event_json)),
+        )
+
+
+@dataclass(frozen=True)
+class Link:
+    source: str
+    external_id: str
+    item_key: str
+    portal: str
+    project: str
+    zoho_issue_id: str | None
+    state: str
+    last_state_ts: float
+    applied_hash: str | None
+
+    @property
+    def confirmed(self) -> bool:
+        return self.state in ("linked", "deleted") and bool(self.zoho_issue_id)
+
+
+# -- deliveries -------------------------------------------------------------------------------------
+
+
+def record_delivery(
+    engine: Engine, event: NormalizedEvent, *, dedup_key: str, headers: dict[str, str], payload: bytes
+) -> tuple[int, bool]:
+    """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate."""
+    now = time.time()
+    values = {
+        "source": event.source,
+        "dedup_key": dedup_key,
+        "event_name": event.event_name,
+        "item_key": event.item_key,
+        "action": event.action,
+        "source_ts": event.source_ts.timestamp(),
+        "received_at": now,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": 0.0,
+        "headers": json.dumps(headers),
+        "payload": payload,
+        "event_json": json.dumps(event.to_json()),
+        "notes": "; ".join(event.notes) or None,
+    }
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(insert(db.events).values(**values))
+            return int(result.inserted_primary_key[0]), True
+    except IntegrityError:
+        with engine.connect() as conn:
+            existing = conn.execute(
+                select(db.events.c.id).where(db.events.c.source == event.source, db.events.c.dedup_key == dedup_key)
+            ).scalar_one()
+        return int(existing), False
+
+
+def get_event(engine: Engine, event_id: int) -> StoredEvent | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(db.events).where(db.events.c.id == event_id)).first()
+    return StoredEvent.from_row(row) if row else None
+
+
+def get_raw_delivery(engine: Engine, event_id: int) -> tuple[dict[str, str], bytes] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(db.events.c.headers, db.events.c.payload).where(db.events.c.id == event_id)).first()
+    return (json.loads(row.headers), bytes(row.payload)) if row else None
+
+
+def pending_for_item(engine: Engine, source: str, item_key: str, now: float) -> list[StoredEvent]:
+    """Due pending events of one item, oldest source state first (received order breaks ties)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(db.events)
+            .where(
+                db.events.c.source == source,
+                db.events.c.item_key == item_key,
+                db.events.c.status == PENDING,
+                db.events.c.next_attempt_at <= now,
+            )
+            .order_by(db.events.c.source_ts, db.events.c.id)
+        ).all()
+    return [StoredEvent.from_row(r) for r in rows]
+
+
+def next_due_for_item(engine: Engine, source: str, item_key: str) -> float | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.min(db.events.c.next_attempt_at)).where(
+                db.events.c.source == source,
+                db.events.c.item_key == item_key,
+                db.events.c.status == PENDING,
+            )
+        ).scalar()
+
+
+def stale_items(engine: Engine, *, older_than: float, now: float, limit: int = 500) -> list[tuple[str, str]]:
+    """Items with pending events that are due and were received before `older_than`."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(db.events.c.source, db.events.c.item_key)
+            .where(
+                db.events.c.status == PENDING,
+                db.events.c.next_attempt_at <= now,
+                or_(db.events.c.received_at <= older_than, db.events.c.attempts > 0),
+            )
+            .group_by(db.events.c.source, db.events.c.item_key)
+            .limit(limit)
+        ).all()
+    return [(r.source, r.item_key) for r in rows]
+
+
+def finish_event(engine: Engine, event_id: int, status: str, *, error: str | None = None) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(db.events)
+            .where(db.events.c.id == event_id)
+            .values(status=status, last_error=error, processed_at=time.time())
+        )
+
+
+def add_note(engine: Engine, event_id: int, note: str) -> None:
+    with engine.begin() as conn:
+        row = conn.execute(select(db.events.c.notes).where(db.events.c.id == event_id)).first()
+        notes = "; ".join(n for n in ((row.notes if row else None), note) if n)
+        conn.execute(update(db.events).where(db.events.c.id == event_id).values(notes=notes))
+
+
+def defer_event(engine: Engine, event_id: int, *, at: float, error: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(db.events).where(db.events.c.id == event_id).values(next_attempt_at=at, last_error=error))
+
+
+def start_attempt(engine: Engine, event_id: int) -> tuple[int, int]:
+    """Count an attempt; returns (attempt row id, attempt number)."""
+    with engine.begin() as conn:
+        conn.execute(update(db.events).where(db.events.c.id == event_id).values(attempts=db.events.c.attempts + 1))
+        number = conn.execute(select(db.events.c.attempts).where(db.events.c.id == event_id)).scalar_one()
+        result = conn.execute(insert(db.attempts).values(event_id=event_id, number=number, started_at=time.time()))
+        return int(result.inserted_primary_key[0]), int(number)
+
+
+def finish_attempt(engine: Engine, attempt_id: int, outcome: str, detail: str = "") -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(db.attempts)
+            .where(db.attempts.c.id == attempt_id)
+            .values(finished_at=time.time(), outcome=outcome, detail=detail[:4000])
+        )
+
+
+def reset_for_replay(engine: Engine, event_ids: list[int]) -> int:
+    """Put events back in the queue (after a mapping fix, say). Attempts history is kept."""
+    if not event_ids:
+        return 0
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(db.events)
+            .where(db.events.c.id.in_(event_ids))
+            .values(status=PENDING, attempts=0, next_attempt_at=0.0, last_error=None, processed_at=None)
+        )
+    return int(result.rowcount or 0)
+
+
+def list_events(
+    engine: Engine, *, status: str | None = None, source: str | None = None, limit: int = 50
+) -> list[StoredEvent]:
+    query = select(db.events).order_by(db.events.c.id.desc()).limit(limit)
+    if status:
+        query = query.where(db.events.c.status == status)
+    if source:
+        query = query.where(db.events.c.source == source)
+    with engine.connect() as conn:
+        return [StoredEvent.from_row(r) for r in conn.execute(query).all()]
+
+
+def count_by_status(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(db.events.c.status, func.count()).group_by(db.events.c.status)).all()
+    return {status: int(n) for status, n in rows}
+
+
+# -- links ------------------------------------------------------------------------------------------
+
+
+def _link(row: Any) -> Link:
+    return Link(
+        source=row.source,
+        external_id=row.external_id,
+        item_key=row.item_key,
+        portal=row.portal,
+        project=row.project,
+        zoho_issue_id=row.zoho_issue_id,
+        state=row.state,
+        last_state_ts=row.last_state_ts,
+        applied_hash=row.applied_hash,
+    )
+
+
+def get_link(engine: Engine, source: str, external_id: str) -> Link | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(db.links).where(db.links.c.source == source, db.links.c.external_id == external_id)
+        ).first()
+    return _link(row) if row else None
+
+
+def list_links(engine: Engine, *, source: str | None = None, limit: int = 100) -> list[Link]:
+    query = select(db.links).order_by(db.links.c.id.desc()).limit(limit)
+    if source:
+        query = query.where(db.links.c.source == source)
+    with engine.connect() as conn:
+        return [_link(r) for r in conn.execute(query).all()]
+
+
+def write_link_intent(
+    engine: Engine, *, source: str, external_id: str, item_key: str, portal: str, project: str
+) -> None:
+    """Record that we are about to create a Zoho issue for this item (before calling Zoho)."""
+    now = time.time()
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(db.links).values(
+                    source=source,
+                    external_id=external_id,
+                    item_key=item_key,
+                    portal=portal,
+                    project=project,
+                    state="creating",
+                    last_state_ts=0.0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    except IntegrityError:
+        pass  # an earlier attempt already wrote the intent: the caller looks the item up on Zoho
+
+
+def confirm_link(engine: Engine, *, source: str, external_id: str, zoho_issue_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(db.links)
+            .where(db.links.c.source == source, db.links.c.external_id == external_id)
+            .values(zoho_issue_id=zoho_issue_id, state="linked", updated_at=time.time())
+        )
+
+
+def record_state_applied(
+    engine: Engine,
+    *,
+    source: str,
+    external_id: str,
+    state_ts: float,
+    applied_hash: str,
+    state: str = "linked",
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(db.links)
+            .where(db.links.c.source == source, db.links.c.external_id == external_id)
+            .values(last_state_ts=state_ts, applied_hash=applied_hash, state=state, updated_at=time.time())
+        )
+
+
+# -- comment links ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommentLink:
+    zoho_comment_id: str | None
+    state: str
+    last_ts: float
+    body_hash: str | None
+
+
+def get_comment_link(engine: Engine, source: str, external_id: str, comment_id: str) -> CommentLink | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(db.comment_links).where(
+                db.comment_links.c.source == source,
+                db.comment_links.c.external_id == external_id,
+                db.comment_links.c.comment_id == comment_id,
+            )
+        ).first()
+    if row is None:
+        return None
+    return CommentLink(row.zoho_comment_id, row.state, row.last_ts, row.body_hash)
+
+
+def write_comment_intent(engine: Engine, *, source: str, external_id: str, comment_id: str) -> None:
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(db.comment_links).values(
+                    source=source,
+                    external_id=external_id,
+                    comment_id=comment_id,
+                    state="posting",
+                    last_ts=0.0,
+                    updated_at=time.time(),
+                )
+            )
+    except IntegrityError:
+        pass
+
+
+def save_comment_link(
+    engine: Engine,
+    *,
+    source: str,
+    external_id: str,
+    comment_id: str,
+    zoho_comment_id: str | None,
+    state: str,
+    last_ts: float,
+    body_hash: str | None,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(db.comment_links)
+            .where(
+                db.comment_links.c.source == source,
+                db.comment_links.c.external_id == external_id,
+                db.comment_links.c.comment_id == comment_id,
+            )
+            .values(
+                zoho_comment_id=zoho_comment_id,
+                state=state,
+                last_ts=last_ts,
+                body_hash=body_hash,
+                updated_at=time.time(),
+            )
+        )
+
+
+# -- Zoho calls ---------------------------------------------------------------------------------------
+
+
+def record_zoho_call(
+    engine: Engine,
+    *,
+    event_id: int | None,
+    method: str,
+    path: str,
+    request_json: Any,
+    status: int | None,
+    response_text: str | None,
+    duration_ms: float,
+    dry_run: bool,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            insert(db.zoho_calls).values(
+                event_id=event_id,
+                at=time.time(),
+                method=method,
+                path=path,
+                request_json=json.dumps(request_json) if request_json is not None else None,
+                status=status,
+                response_text=(response_text or "")[:4000] or None,
+                duration_ms=duration_ms,
+                dry_run=dry_run,
+            )
+        )
+
+
+def calls_for_event(engine: Engine, event_id: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(db.zoho_calls).where(db.zoho_calls.c.event_id == event_id).order_by(db.zoho_calls.c.id)
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def attempts_for_event(engine: Engine, event_id: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(db.attempts).where(db.attempts.c.event_id == event_id).order_by(db.attempts.c.id)
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+# -- leases -------------------------------------------------------------------------------------------
+
+
+def _upsert(conn: Connection):  # type: ignore[no-untyped-def]
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
+
+
+def acquire_lease(engine: Engine, name: str, holder: str, ttl: float) -> bool:
+    """Take (or renew) a lease; the database arbitrates, so it holds across processes and hosts."""
+    now = time.time()
+    with engine.begin() as conn:
+        ins = _upsert(conn)(db.leases).values(name=name, holder=holder, expires_at=now + ttl)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[db.leases.c.name],
+            set_={"holder": holder, "expires_at": now + ttl},
+            where=or_(db.leases.c.expires_at < now, db.leases.c.holder == holder),
+        ).returning(db.leases.c.holder)
+        row = conn.execute(stmt).first()
+    return row is not None and row.holder == holder
+
+
+def release_lease(engine: Engine, name: str, holder: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(db.leases).where(and_(db.leases.c.name == name, db.leases.c.holder == holder)))
+
+
+# -- kv -----------------------------------------------------------------------------------------------
+
+
+def kv_get(engine: Engine, key: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(select(db.kv.c.value).where(db.kv.c.key == key)).scalar()
+
+
+def kv_set(engine: Engine, key: str, value: str) -> None:
+    with engine.begin() as conn:
+        stmt = _upsert(conn)(db.kv).values(key=key, value=value)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[db.kv.c.key], set_={"value": value}))

@@ -1,0 +1,70 @@
+"""Wakes workers after a delivery is stored, off the request path.
+
+The row is committed before the sender gets its 200; the wake-up message is best effort: a
+background thread publishes it (deduplicated per item), and if the broker is down or the process
+dies first, the beat job re-enqueues the stored event after its grace period. Nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from celery import Celery
+
+from bridge.broker import TASK_SYNC_ITEM
+
+log = logging.getLogger("bridge.intake")
+
+
+class WakePublisher:
+    def __init__(self, celery: Celery) -> None:
+        self._celery = celery
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=10_000)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.failures = 0
+
+    def wake(self, source: str, item_key: str) -> None:
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait((source, item_key))
+        except queue.Full:
+            log.warning("wake-up queue full; the beat job will pick the event up", extra={"item": item_key})
+
+    def _ensure_thread(self) -> None:
+        # Started lazily so that it lives in the gunicorn worker, not in the master before fork.
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="wake-publisher", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = {first}
+            while len(batch) < 500:
+                try:
+                    batch.add(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for source, item_key in batch:
+                try:
+                    self._celery.send_task(TASK_SYNC_ITEM, args=(source, item_key))
+                except Exception as exc:  # broker down: the stored row is the source of truth
+                    self.failures += 1
+                    log.warning(
+                        "could not wake a worker; the beat job will re-enqueue",
+                        extra={"item": item_key, "error": type(exc).__name__},
+                    )
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """For tests and shutdown: wait until queued wake-ups were handed to the broker."""
+        import time
+
+        deadline = time.time() + timeout
+        while not self._queue.empty() and time.time() < deadline:
+            time.sleep(0.01)

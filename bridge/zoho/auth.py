@@ -1,0 +1,150 @@
+"""The OAuth access token, shared by every process through the database.
+
+Zoho allows 10 access tokens per 10 minutes per refresh token, so a token is refreshed only when
+it has expired (or Zoho rejected it), by one process at a time under a lease; the others wait and
+read the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+
+import requests
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from bridge import db, store
+from bridge.logs import redactor
+from bridge.settings import Settings
+from bridge.zoho.errors import ZohoPermanentError, ZohoTransientError
+
+log = logging.getLogger("bridge.zoho.auth")
+EXPIRY_MARGIN = 60.0  # refresh a minute early: a call must not start with a token about to die
+LEASE = "zoho-token-refresh"
+
+
+class TokenProvider:
+    def __init__(self, settings: Settings, engine: Engine, session: requests.Session) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._session = session
+        self._key = hashlib.sha256(f"{settings.zoho_client_id}:{settings.zoho_refresh_token}".encode()).hexdigest()[:32]
+        self._cached: tuple[str, float] | None = None
+        self._lock = threading.Lock()
+        self.refreshes = 0  # refreshes this process made (tests and metrics)
+
+    def get(self) -> str:
+        now = time.time()
+        cached = self._cached
+        if cached and cached[1] - EXPIRY_MARGIN > now:
+            return cached[0]
+        with self._lock:
+            stored = self._read()
+            if stored and stored[1] - EXPIRY_MARGIN > now:
+                self._cached = stored
+                return stored[0]
+            token = self._refresh(stale=stored[0] if stored else None)
+            return token
+
+    def invalidate(self, token: str) -> None:
+        """Zoho rejected `token`: expire it for everyone, unless another process already replaced it."""
+        self._cached = None
+        with self._engine.begin() as conn:
+            conn.execute(
+                db.oauth_tokens.update()
+                .where(db.oauth_tokens.c.key == self._key, db.oauth_tokens.c.access_token == token)
+                .values(expires_at=0.0)
+            )
+
+    def _read(self) -> tuple[str, float] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(db.oauth_tokens.c.access_token, db.oauth_tokens.c.expires_at).where(
+                    db.oauth_tokens.c.key == self._key
+                )
+            ).first()
+        return (row.access_token, row.expires_at) if row else None
+
+    def _refresh(self, stale: str | None) -> str:
+        holder = uuid.uuid4().hex
+        deadline = time.time() + 30.0
+        while True:
+            if store.acquire_lease(self._engine, LEASE, holder, ttl=30.0):
+                try:
+                    stored = self._read()
+                    if stored and stored[0] != stale and stored[1] - EXPIRY_MARGIN > time.time():
+                        self._cached = stored
+                        return stored[0]
+                    token, expires_at = self._grant()
+                    self._write(token, expires_at)
+                    self._cached = (token, expires_at)
+                    return token
+                finally:
+                    store.release_lease(self._engine, LEASE, holder)
+            # Someone else is refreshing: wait for their token rather than spending one of the 10.
+            time.sleep(0.1)
+            stored = self._read()
+            if stored and stored[0] != stale and stored[1] - EXPIRY_MARGIN > time.time():
+                self._cached = stored
+                return stored[0]
+            if time.time() > deadline:
+                raise ZohoTransientError("timed out waiting for another process to refresh the Zoho token")
+
+    def _grant(self) -> tuple[str, float]:
+        s = self._settings
+        url = f"{s.zoho_accounts_url}/oauth/v2/token"
+        try:
+            # Form body, not the query string: secrets in URLs end up in access logs.
+            resp = self._session.post(
+                url,
+                data={
+                    "refresh_token": s.zoho_refresh_token,
+                    "client_id": s.zoho_client_id,
+                    "client_secret": s.zoho_client_secret,
+                    "grant_type": "refresh_token",
+                },
+                timeout=s.zoho_timeout_seconds,
+            )
+        except requests.RequestException as exc:
+            raise ZohoTransientError(f"Zoho accounts unreachable: {type(exc).__name__}") from None
+        if resp.status_code >= 500:
+            raise ZohoTransientError(f"Zoho accounts answered {resp.status_code}", status=resp.status_code)
+        try:
+            data = resp.json()
+        except ValueError:
+            raise ZohoTransientError(f"Zoho accounts answered {resp.status_code} without JSON") from None
+        if "access_token" not in data:
+            error = str(data.get("error") or f"HTTP {resp.status_code}")
+            if "too many" in str(data.get("error_description", "")).lower() or error == "Access Denied":
+                raise ZohoTransientError(f"Zoho token refresh refused: {error}", retry_after=60.0)
+            raise ZohoPermanentError(
+                f"Zoho token refresh failed: {error} (check ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, "
+                "ZOHO_REFRESH_TOKEN and ZOHO_ACCOUNTS_URL)",
+                status=resp.status_code,
+            )
+        self.refreshes += 1
+        redactor.add(str(data["access_token"]))
+        expires_in = float(data.get("expires_in") or 3600)
+        if expires_in > 100_000:  # some answers give milliseconds (expires_in: 3600000)
+            expires_in /= 1000.0
+        log.info("zoho token refreshed", extra={"expires_in": expires_in})
+        return str(data["access_token"]), time.time() + expires_in
+
+    def _write(self, token: str, expires_at: float) -> None:
+        now = time.time()
+        with self._engine.begin() as conn:
+            insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
+            stmt = insert(db.oauth_tokens).values(
+                key=self._key, access_token=token, expires_at=expires_at, refreshed_at=now
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[db.oauth_tokens.c.key],
+                    set_={"access_token": token, "expires_at": expires_at, "refreshed_at": now},
+                )
+            )

@@ -1,0 +1,379 @@
+"""The one Zoho client: session, auth, budget, timeouts, error translation, and the domain verbs.
+
+Two dialects share every guarantee and differ only in paths and bodies:
+- `projects` (Zoho Projects API v3): `POST/PATCH …/issues`, option fields as `{"id": …}` resolved from
+  `…/bugs/defaultfields/`, the external id in a custom field, looked up with a `filter` criterion.
+- `bugtracker` (Zoho BugTracker API): `POST/PUT …/bugs`, fields by name, comments with `content`,
+  error bodies with `code` 6001-6010; the external id travels as a marker line in the description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from sqlalchemy.engine import Engine
+
+from bridge import store
+from bridge.mapping.model import IssueDraft
+from bridge.settings import Settings
+from bridge.zoho.auth import TokenProvider
+from bridge.zoho.errors import ResolutionError, ZohoPermanentError, ZohoTransientError
+from bridge.zoho.ratelimit import RateLimiter, RateLimitTimeout
+
+log = logging.getLogger("bridge.zoho")
+OPTIONS_TTL = 600.0
+# defaultfields keys per option field: (list key, id key, name key)
+DEFAULTFIELDS = {
+    "status": ("status_details", "status_id", "status_name"),
+    "severity": ("severity_details", "severity_id", "severity_name"),
+    "classification": ("classification_details", "classification_id", "classification_name"),
+    "module": ("module_details", "module_id", "module_name"),
+    "priority": ("priority_details", "priority_id", "priority_name"),
+}
+# Option fields the v3 issue body accepts (priority is not one: see the seed's create parameters).
+V3_OPTION_FIELDS = ("status", "severity", "classification", "module")
+
+
+def normalize_name(name: str) -> str:
+    """Names match case- and whitespace-insensitively: " in  progress " == "In Progress"."""
+    return " ".join(name.split()).casefold()
+
+
+def marker(external_id: str) -> str:
+    return f"[issue-bridge:{external_id}]"
+
+
+@dataclass
+class Response:
+    status: int
+    data: Any
+    text: str
+
+
+class ZohoClient:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        session: requests.Session | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.dry_run = settings.dry_run
+        self.dialect = settings.zoho_dialect
+        self.session = session or requests.Session()
+        self.tokens = TokenProvider(settings, engine, self.session)
+        self.limiter = limiter or RateLimiter(engine, settings.zoho_rate_limit_per_minute)
+        self._options: dict[tuple[str, str], tuple[float, dict[str, dict[str, tuple[str, str]]]]] = {}
+        self._options_lock = threading.Lock()
+        self.event_id: int | None = None  # the event the calls are made for (recorded with each call)
+
+    # -- transport ----------------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None) -> Response:
+        if self.dry_run:
+            store.record_zoho_call(
+                self.engine,
+                event_id=self.event_id,
+                method=method,
+                path=path + (("?" + "&".join(f"{k}={v}" for k, v in params.items())) if params else ""),
+                request_json=body,
+                status=None,
+                response_text="dry-run: not sent",
+                duration_ms=0.0,
+                dry_run=True,
+            )
+            return Response(200, None, "")
+        for auth_attempt in range(2):
+            token = self.tokens.get()
+            try:
+                self.limiter.acquire(timeout=30.0)
+            except RateLimitTimeout as exc:
+                raise ZohoTransientError(str(exc), retry_after=exc.wait) from None
+            started = time.monotonic()
+            try:
+                raw = self.session.request(
+                    method,
+                    self.settings.zoho_api_base + path,
+                    json=body,
+                    params=params,
+                    headers={"Authorization": f"Zoho-oauthtoken {token}"},
+                    timeout=self.settings.zoho_timeout_seconds,
+                )
+            except requests.RequestException as exc:
+                self._record(method, path, body, None, f"{type(exc).__name__}", started)
+                raise ZohoTransientError(f"{method} {path}: network error {type(exc).__name__}") from None
+            self._record(method, path, body, raw.status_code, raw.text, started)
+            try:
+                data = raw.json() if raw.content else None
+            except ValueError:
+                data = None
+            if 200 <= raw.status_code < 300:
+                return Response(raw.status_code, data, raw.text)
+            title, message, field = self._error(data, raw)
+            if raw.status_code == 401 or title in ("INVALID_OAUTHTOKEN", "6004"):
+                self.tokens.invalidate(token)
+                if auth_attempt == 0:
+                    continue  # an expired token is refreshed once and the call repeated
+                raise ZohoPermanentError(f"{method} {path}: Zoho rejected a fresh token: {message}", status=401)
+            if raw.status_code == 429 or title in ("6009", "TOO_MANY_REQUESTS"):
+                retry_after = _retry_after(raw)
+                self.limiter.penalize(time.time() + retry_after)
+                raise ZohoTransientError(
+                    f"{method} {path}: Zoho rate limit (429), retry in {retry_after:.0f}s",
+                    status=429,
+                    retry_after=retry_after,
+                )
+            if raw.status_code >= 500:
+                raise ZohoTransientError(
+                    f"{method} {path}: Zoho answered {raw.status_code}: {message}", status=raw.status_code
+                )
+            raise ZohoPermanentError(
+                f"{method} {path}: Zoho answered {raw.status_code} {title}: {message}"
+                + (f" (field {field})" if field else ""),
+                status=raw.status_code,
+                field=field,
+            )
+        raise AssertionError("unreachable")
+
+    def _record(self, method: str, path: str, body: Any, status: int | None, text: str, started: float) -> None:
+        duration = (time.monotonic() - started) * 1000
+        store.record_zoho_call(
+            self.engine,
+            event_id=self.event_id,
+            method=method,
+            path=path,
+            request_json=body,
+            status=status,
+            response_text=text,
+            duration_ms=duration,
+            dry_run=False,
+        )
+        log.info(
+            "zoho call",
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "ms": round(duration, 1),
+                "event_id": self.event_id,
+            },
+        )
+
+    @staticmethod
+    def _error(data: Any, raw: requests.Response) -> tuple[str, str, str | None]:
+        """(title or code, message, field) from either dialect's error body."""
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):  # Projects v3
+            err = data["error"]
+            details = err.get("details") or [{}]
+            first = details[0] if isinstance(details, list) and details and isinstance(details[0], dict) else {}
+            return (
+                str(err.get("title") or ""),
+                str(first.get("message") or err.get("title") or ""),
+                first.get("field_name"),
+            )
+        if isinstance(data, dict) and "code" in data:  # BugTracker
+            details = data.get("details") if isinstance(data.get("details"), dict) else {}
+            message = str(data.get("message") or "")
+            if details.get("error"):
+                message = f"{message}: {details['error']}"
+            return str(data["code"]), message, details.get("field")
+        return "", raw.text[:300] or raw.reason, None
+
+    # -- option names → ids (projects dialect) ----------------------------------------------------------
+
+    def options(self, portal: str, project: str, *, refresh: bool = False) -> dict[str, dict[str, tuple[str, str]]]:
+        """{field: {normalized name: (id, display name)}} from the project's issue field metadata."""
+        key = (portal, project)
+        with self._options_lock:
+            cached = self._options.get(key)
+            if cached and not refresh and time.time() - cached[0] < OPTIONS_TTL:
+                return cached[1]
+        resp = self.call("GET", f"/restapi/portal/{portal}/projects/{project}/bugs/defaultfields/")
+        fields = (resp.data or {}).get("defaultfields", {}) if isinstance(resp.data, dict) else {}
+        table: dict[str, dict[str, tuple[str, str]]] = {}
+        for field, (list_key, id_key, name_key) in DEFAULTFIELDS.items():
+            entries = fields.get(list_key) or []
+            table[field] = {
+                normalize_name(str(e[name_key])): (str(e[id_key]), str(e[name_key]))
+                for e in entries
+                if isinstance(e, dict) and name_key in e and id_key in e
+            }
+        with self._options_lock:
+            self._options[key] = (time.time(), table)
+        return table
+
+    def resolve(self, portal: str, project: str, field: str, name: str) -> str:
+        if self.dry_run:
+            return f"<id of {field} {name!r}>"
+        table = self.options(portal, project).get(field, {})
+        found = table.get(normalize_name(name))
+        if found is None:  # someone may have renamed or added an option: look once more
+            table = self.options(portal, project, refresh=True).get(field, {})
+            found = table.get(normalize_name(name))
+        if found is None:
+            valid = ", ".join(sorted(v[1] for v in table.values())) or "(none)"
+            raise ResolutionError(
+                f"unknown Zoho {field} {name!r} in project {project}; valid names: {valid}", field=field
+            )
+        return found[0]
+
+    # -- bodies ---------------------------------------------------------------------------------------
+
+    def issue_body(self, draft: IssueDraft, *, creating: bool) -> dict[str, Any]:
+        if self.dialect == "bugtracker":
+            body: dict[str, Any] = {
+                "title": draft.title,
+                "description": _with_marker(draft.description, draft.external_id),
+            }
+            body.update({f: v for f, v in draft.options.items()})
+            body.update(draft.custom_fields)
+            return body
+        body = {"name": draft.title, "description": draft.description}
+        for field in V3_OPTION_FIELDS:
+            if field in draft.options:
+                body[field] = {"id": self.resolve(draft.portal, draft.project, field, draft.options[field])}
+        body.update(draft.custom_fields)
+        if draft.external_id_field:
+            body[draft.external_id_field] = draft.external_id
+        return body
+
+    def _issues_path(self, portal: str, project: str) -> str:
+        kind = "bugs" if self.dialect == "bugtracker" else "issues"
+        return f"/api/v3/portal/{portal}/projects/{project}/{kind}"
+
+    # -- domain verbs ---------------------------------------------------------------------------------
+
+    def find_issue(self, draft: IssueDraft) -> str | None:
+        """Look an item up on Zoho by its external-id marker (after a crash, or a lost link table)."""
+        if self.dry_run:
+            self.call(
+                "GET",
+                self._issues_path(draft.portal, draft.project),
+                params={"external_id": draft.external_id},
+            )
+            return None
+        base = self._issues_path(draft.portal, draft.project)
+        if self.dialect == "bugtracker":
+            resp = self.call("GET", f"{base}/search", params={"search_text": marker(draft.external_id)})
+            bugs = (resp.data or {}).get("bugs", []) if isinstance(resp.data, dict) else []
+            for bug in bugs:
+                if marker(draft.external_id) in str(bug.get("description") or ""):
+                    return str(bug["id"])
+            return None
+        if not draft.external_id_field:
+            return None
+        criteria = {
+            "criteria": [
+                {
+                    "api_name": draft.external_id_field,
+                    "criteria_condition": "is",
+                    "value": [draft.external_id],
+                }
+            ],
+            "pattern": "1",
+        }
+        resp = self.call("GET", base, params={"page": "1", "per_page": "10", "filter": json.dumps(criteria)})
+        issues = (resp.data or {}).get("issues", []) if isinstance(resp.data, dict) else []
+        for issue in issues:
+            if str(issue.get(draft.external_id_field)) == draft.external_id:
+                return str(issue["id"])
+        return None
+
+    def create_issue(self, draft: IssueDraft) -> str:
+        resp = self.call(
+            "POST", self._issues_path(draft.portal, draft.project), body=self.issue_body(draft, creating=True)
+        )
+        if self.dry_run:
+            return "dry-run-" + hashlib.sha1(draft.external_id.encode()).hexdigest()[:12]  # noqa: S324
+        return _id_from(resp, "bugs" if self.dialect == "bugtracker" else None)
+
+    def update_issue(self, draft: IssueDraft, issue_id: str, body: dict[str, Any] | None = None) -> None:
+        method = "PUT" if self.dialect == "bugtracker" else "PATCH"
+        self.call(
+            method,
+            f"{self._issues_path(draft.portal, draft.project)}/{issue_id}",
+            body=body if body is not None else self.issue_body(draft, creating=False),
+        )
+
+    def close_issue(self, draft: IssueDraft, issue_id: str, status_name: str) -> None:
+        if self.dialect == "bugtracker":
+            body: dict[str, Any] = {"status": status_name}
+        else:
+            body = {"status": {"id": self.resolve(draft.portal, draft.project, "status", status_name)}}
+        self.update_issue(draft, issue_id, body=body)
+
+    def _comments_path(self, portal: str, project: str, issue_id: str) -> str:
+        return f"{self._issues_path(portal, project)}/{issue_id}/comments"
+
+    def _comment_body(self, text: str) -> dict[str, Any]:
+        return {"content": text} if self.dialect == "bugtracker" else {"comment": text}
+
+    def add_comment(self, portal: str, project: str, issue_id: str, text: str) -> str:
+        resp = self.call("POST", self._comments_path(portal, project, issue_id), body=self._comment_body(text))
+        if self.dry_run:
+            return "dry-run-comment-" + hashlib.sha1(text.encode()).hexdigest()[:12]  # noqa: S324
+        return _id_from(resp, "comments")
+
+    def update_comment(self, portal: str, project: str, issue_id: str, comment_id: str, text: str) -> None:
+        method = "PUT" if self.dialect == "bugtracker" else "PATCH"
+        self.call(
+            method,
+            f"{self._comments_path(portal, project, issue_id)}/{comment_id}",
+            body=self._comment_body(text),
+        )
+
+    def delete_comment(self, portal: str, project: str, issue_id: str, comment_id: str) -> None:
+        self.call("DELETE", f"{self._comments_path(portal, project, issue_id)}/{comment_id}")
+
+    def find_comment(self, portal: str, project: str, issue_id: str, needle: str) -> str | None:
+        """The Zoho comment whose text carries `needle` (the source comment's marker), if any."""
+        if self.dry_run:
+            return None
+        resp = self.call("GET", self._comments_path(portal, project, issue_id))
+        comments = (resp.data or {}).get("comments", []) if isinstance(resp.data, dict) else []
+        for comment in comments:
+            text = str(comment.get("content") or comment.get("comment") or "")
+            if needle in text:
+                return str(comment["id"])
+        return None
+
+
+def _with_marker(description: str, external_id: str) -> str:
+    return f"{description}\n\n{marker(external_id)}" if description else marker(external_id)
+
+
+def _id_from(resp: Response, list_key: str | None) -> str:
+    data = resp.data
+    if list_key and isinstance(data, dict) and isinstance(data.get(list_key), list) and data[list_key]:
+        data = data[list_key][0]
+    if not isinstance(data, dict) or "id" not in data:
+        raise ZohoTransientError(f"Zoho answered {resp.status} without an id: {resp.text[:200]}")
+    return str(data["id"])
+
+
+def _retry_after(raw: requests.Response) -> float:
+    """Seconds to wait after a 429: Retry-After (seconds or HTTP date), else X-RateLimit-Reset (epoch)."""
+    value = raw.headers.get("Retry-After")
+    if value:
+        if re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+            return max(1.0, float(value))
+        try:
+            return max(1.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    reset = raw.headers.get("X-RateLimit-Reset")
+    if reset and re.fullmatch(r"\d+(\.\d+)?", reset.strip()):
+        return min(3600.0, max(1.0, float(reset) - time.time()))
+    return 30.0

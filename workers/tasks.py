@@ -1,0 +1,39 @@
+"""Thin tasks: read ids, call the sync service, schedule what is due next. Logic lives in `bridge`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import shared_task
+
+from bridge import store
+from bridge.broker import TASK_REQUEUE_STALE, TASK_SYNC_ITEM
+from bridge.runtime import get_runtime
+
+log = logging.getLogger("bridge.worker")
+
+
+@shared_task(name=TASK_SYNC_ITEM, acks_late=True)
+def sync_item(source: str, item_key: str) -> dict[str, object]:
+    runtime = get_runtime()
+    outcome = runtime.sync.process_item(source, item_key)
+    if outcome.retry_at is not None and not outcome.busy:
+        # Work left for later (a transient Zoho failure): wake this item again when it is due.
+        # The beat job re-enqueues it too, so a lost message only costs time.
+        countdown = max(0.0, outcome.retry_at - time.time())
+        sync_item.apply_async((source, item_key), countdown=min(countdown, 240.0))
+    return {"processed": outcome.processed, "busy": outcome.busy}
+
+
+@shared_task(name=TASK_REQUEUE_STALE)
+def requeue_stale() -> int:
+    """Events stored but not processed after a grace period (broker down, worker killed) go again."""
+    runtime = get_runtime()
+    now = time.time()
+    items = store.stale_items(runtime.engine, older_than=now - runtime.settings.stale_after_seconds, now=now)
+    for source, item_key in items:
+        sync_item.delay(source, item_key)
+    if items:
+        log.info("re-enqueued stale items", extra={"count": len(items)})
+    return len(items)
