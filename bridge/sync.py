@@ -30,7 +30,6 @@ from bridge.zoho.client import ZohoClient
 from bridge.zoho.errors import ZohoPermanentError, ZohoTransientError
 
 log = logging.getLogger("bridge.sync")
-LEASE_TTL = 120.0
 MAX_ITEM_SECONDS = 60.0  # hand the item back after this long so one busy item cannot hog a worker
 
 
@@ -40,6 +39,10 @@ class ItemOutcome:
     busy: bool = False
     retry_at: float | None = None  # when the item has due work again (transient failure)
     statuses: dict[int, str] = field(default_factory=dict)
+
+
+class LeaseLost(ZohoTransientError):
+    """Our item lease expired and another worker took the item: stop before touching Zoho."""
 
 
 class PermanentEventError(Exception):
@@ -61,16 +64,24 @@ class SyncService:
         self.registry = registry
         self.client = client
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_ttl = settings.item_lease_seconds
+        self._lease: str | None = None
+        client.before_call = self._renew_lease
+
+    def _renew_lease(self) -> None:
+        if self._lease and not store.acquire_lease(self.engine, self._lease, self.holder, self.lease_ttl):
+            raise LeaseLost(f"lost the lease on {self._lease}; another worker has the item")
 
     # -- entry point --------------------------------------------------------------------------------
 
     def process_item(self, source: str, item_key: str) -> ItemOutcome:
         outcome = ItemOutcome()
         lease = item_lease(source, item_key)
-        if not store.acquire_lease(self.engine, lease, self.holder, LEASE_TTL):
+        if not store.acquire_lease(self.engine, lease, self.holder, self.lease_ttl):
             outcome.busy = True  # the holder takes our events too; the sweeper covers a dead holder
             return outcome
         started = time.monotonic()
+        self._lease = lease
         try:
             self.registry.reload_if_changed()
             while time.monotonic() - started < MAX_ITEM_SECONDS:
@@ -78,10 +89,10 @@ class SyncService:
                 pending = store.pending_for_item(self.engine, source, item_key, time.time())
                 if not pending:
                     break
-                store.acquire_lease(self.engine, lease, self.holder, LEASE_TTL)  # renew
                 if not self._process_batch(pending, outcome):
                     break  # transient failure: the rest waits for the retry
         finally:
+            self._lease = None
             store.release_lease(self.engine, lease, self.holder)
         outcome.retry_at = store.next_due_for_item(self.engine, source, item_key)
         return outcome

@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -74,10 +75,14 @@ class ZohoClient:
         self.dialect = settings.zoho_dialect
         self.session = session or requests.Session()
         self.tokens = TokenProvider(settings, engine, self.session)
-        self.limiter = limiter or RateLimiter(engine, settings.zoho_rate_limit_per_minute)
+        self.limiter = limiter or RateLimiter(
+            engine, settings.zoho_rate_limit_per_minute, window=settings.zoho_rate_window_seconds
+        )
         self._options: dict[tuple[str, str], tuple[float, dict[str, dict[str, tuple[str, str]]]]] = {}
         self._options_lock = threading.Lock()
         self.event_id: int | None = None  # the event the calls are made for (recorded with each call)
+        # Called before every Zoho call; the sync service renews its item lease there.
+        self.before_call: Callable[[], None] | None = None
 
     # -- transport ----------------------------------------------------------------------------------
 
@@ -98,9 +103,11 @@ class ZohoClient:
         for auth_attempt in range(2):
             token = self.tokens.get()
             try:
-                self.limiter.acquire(timeout=30.0)
+                self.limiter.acquire(timeout=min(30.0, self.settings.item_lease_seconds / 3))
             except RateLimitTimeout as exc:
                 raise ZohoTransientError(str(exc), retry_after=exc.wait) from None
+            if self.before_call is not None:
+                self.before_call()
             started = time.monotonic()
             try:
                 raw = self.session.request(
