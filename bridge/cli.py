@@ -326,5 +326,176 @@ def mappings_check(path: Path | None) -> None:
     click.echo(f"{target}: ok")
 
 
+# -- zoho ---------------------------------------------------------------------------------------------
+
+
+@main.group()
+def zoho() -> None:
+    """Look things up in Zoho, to fill in mapping files."""
+
+
+def _live_client():  # type: ignore[no-untyped-def]
+    from bridge.zoho.client import ZohoClient
+
+    settings = _settings()
+    if settings.dry_run:
+        raise click.ClickException("set ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET and ZOHO_REFRESH_TOKEN to ask Zoho")
+    return settings, ZohoClient(settings, _engine(settings))
+
+
+@zoho.command("fields")
+@click.option("--project", help="Zoho project id (default: every project the mappings route to)")
+@click.option("--portal", help="Zoho portal id (default: ZOHO_PORTAL_ID)")
+def zoho_fields(project: str | None, portal: str | None) -> None:
+    """The valid names for status, severity, classification, module, priority and the custom fields."""
+    from bridge.zoho.errors import ZohoError
+
+    settings, client = _live_client()
+    portal = portal or settings.zoho_portal_id
+    if not portal:
+        raise click.ClickException("give --portal or set ZOHO_PORTAL_ID")
+    projects = [project] if project else _mapped_projects(settings, portal)
+    if not projects:
+        raise click.ClickException("give --project (no mapping routes to a project in this portal)")
+    try:
+        for pid in projects:
+            click.echo(f"project {pid}:")
+            for field, names in client.options(portal, pid).items():
+                click.echo(f"  {field}: {', '.join(sorted(v[1] for v in names.values())) or '(none)'}")
+        custom = client.custom_fields(portal)
+    except ZohoError as exc:
+        raise click.ClickException(exc.reason) from None
+    click.echo("custom fields (API name: display name, type):")
+    for f in custom:
+        click.echo(f"  {f.get('api_name')}: {f.get('display_name')} ({f.get('type')})")
+
+
+def _mapped_projects(settings: Settings, portal: str) -> list[str]:
+    from bridge.mapping import MappingRegistry
+    from bridge.sources import KNOWN_FIELDS
+
+    found: list[str] = []
+    for mapping in MappingRegistry(settings.mappings_dir, known_fields=KNOWN_FIELDS).all():
+        if mapping.routing.portal != portal:
+            continue
+        for pid in [mapping.routing.default_project, *dict(mapping.routing.by_source_project).values()]:
+            if pid and pid not in found:
+                found.append(pid)
+    return found
+
+
+@zoho.command("projects")
+def zoho_projects() -> None:
+    """Portals and their projects, with ids, to fill in `zoho.portal` and the routing."""
+    from bridge.zoho.errors import ZohoError
+
+    _, client = _live_client()
+    try:
+        for portal in client.portals():
+            pid = str(portal.get("id") or portal.get("zsoid") or "")
+            click.echo(f"portal {pid}: {portal.get('portal_name') or portal.get('name', '')}")
+            for project in client.projects(pid):
+                click.echo(f"  project {project.get('id')}: {project.get('name')}")
+    except ZohoError as exc:
+        raise click.ClickException(exc.reason) from None
+
+
+# -- dry-run ------------------------------------------------------------------------------------------
+
+
+@main.command("dry-run")
+@click.argument("source")
+@click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--event", "event_name", help="GitHub: the X-GitHub-Event (issues, issue_comment); BugHerd: the event")
+@click.option("--json", "as_json", is_flag=True)
+def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -> None:
+    """Show the normalized event and the exact Zoho calls a payload would produce, touching nothing.
+
+    The payload goes through the real pipeline (parse, mapping, sync) against a throw-away database
+    with a Zoho client that records calls instead of sending them.
+    """
+    import tempfile
+
+    from bridge.events import BadDelivery, IgnoredEvent
+    from bridge.runtime import Runtime
+    from bridge.sources import enabled_sources
+
+    settings = _settings()
+    body = payload.read_bytes()
+    # Parse without verifying: signatures are the intake's business, not the admin's file's.
+    placeholder = "dry-run"
+    parsers = enabled_sources(
+        settings.with_overrides(
+            github_webhook_secret=placeholder, bugzilla_webhook_secret=placeholder, bugherd_webhook_token=placeholder
+        )
+    )
+    if source not in parsers:
+        raise click.ClickException(f"unknown source {source!r} (known: {', '.join(sorted(parsers))})")
+    headers = {"Content-Type": "application/json"}
+    if source == "github":
+        headers["X-GitHub-Event"] = event_name or _guess_github_event(body)
+    try:
+        event = parsers[source].parse(body, headers, event_name)
+    except IgnoredEvent as exc:
+        click.echo(f"ignored: {exc.reason}")
+        return
+    except BadDelivery as exc:
+        raise click.ClickException(f"{payload}: {exc.reason}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = settings.with_overrides(
+            database_url=f"sqlite:///{tmp}/dry-run.db",
+            data_dir=Path(tmp),
+            zoho_client_id="",
+            zoho_client_secret="",
+            zoho_refresh_token="",
+            coalesce_ms=0,
+        )
+        runtime = Runtime(scratch)
+        for file, problems in runtime.registry.problems.items():
+            for problem in problems:
+                click.echo(f"mapping problem: {problem}", err=True)
+            if problems and not runtime.registry.for_source(source):
+                raise click.ClickException(f"{file}: refused, see above")
+        event_id, _ = store.record_delivery(runtime.engine, event, dedup_key="dry-run", headers={}, payload=body)
+        runtime.sync.process_item(event.source, event.item_key)
+        stored = store.get_event(runtime.engine, event_id)
+        calls = [
+            {
+                "method": c["method"],
+                "path": c["path"],
+                "body": json.loads(c["request_json"]) if c["request_json"] else None,
+            }
+            for c in store.calls_for_event(runtime.engine, event_id)
+        ]
+        result = {
+            "event": event.to_json(),
+            "status": stored.status if stored else None,
+            "error": stored.last_error if stored else None,
+            "notes": stored.notes if stored else None,
+            "zoho_calls": calls,
+        }
+        runtime.engine.dispose()
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    click.echo("normalized event:")
+    click.echo(json.dumps(result["event"], indent=2, default=str))
+    if result["error"]:
+        click.echo(f"\nwould FAIL: {result['error']}")
+    click.echo(f"\nZoho calls ({settings.zoho_dialect} dialect; option ids are resolved from Zoho when live):")
+    for call in calls:
+        click.echo(f"  {call['method']} {call['path']}")
+        if call["body"] is not None:
+            click.echo("    " + json.dumps(call["body"], ensure_ascii=False))
+
+
+def _guess_github_event(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "issues"
+    return "issue_comment" if isinstance(data, dict) and "comment" in data else "issues"
+
+
 if __name__ == "__main__":
     main()

@@ -221,6 +221,24 @@ class ZohoClient:
             self._options[key] = (time.time(), table)
         return table
 
+    def custom_fields(self, portal: str) -> list[dict[str, Any]]:
+        """The issue custom fields (API name, display name, type), for `bridge zoho fields`."""
+        resp = self.call(
+            "GET",
+            f"/api/v3/portal/{portal}/settings/fields",
+            params={"module": "Issues", "page": "1", "per_page": "100"},
+        )
+        fields = (resp.data or {}).get("fields", []) if isinstance(resp.data, dict) else []
+        return [f for f in fields if isinstance(f, dict) and not f.get("is_default")]
+
+    def portals(self) -> list[dict[str, Any]]:
+        resp = self.call("GET", "/api/v3/portals")
+        return [p for p in resp.data or [] if isinstance(p, dict)] if isinstance(resp.data, list) else []
+
+    def projects(self, portal: str) -> list[dict[str, Any]]:
+        resp = self.call("GET", f"/api/v3/portal/{portal}/projects", params={"page": "1", "per_page": "200"})
+        return (resp.data or {}).get("projects", []) if isinstance(resp.data, dict) else []
+
     def resolve(self, portal: str, project: str, field: str, name: str) -> str:
         if self.dry_run:
             return f"<id of {field} {name!r}>"
@@ -264,13 +282,6 @@ class ZohoClient:
 
     def find_issue(self, draft: IssueDraft) -> str | None:
         """Look an item up on Zoho by its external-id marker (after a crash, or a lost link table)."""
-        if self.dry_run:
-            self.call(
-                "GET",
-                self._issues_path(draft.portal, draft.project),
-                params={"external_id": draft.external_id},
-            )
-            return None
         base = self._issues_path(draft.portal, draft.project)
         if self.dialect == "bugtracker":
             resp = self.call("GET", f"{base}/search", params={"search_text": marker(draft.external_id)})

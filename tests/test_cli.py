@@ -1,0 +1,92 @@
+"""The admin's command line: mappings check, dry-run, zoho fields/projects (against the fake Zoho over HTTP)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli import main
+from tests.factories import comment_event, issues_event
+from tests.fakes.zoho import FakeZoho
+from tests.harness import REPO
+
+
+@pytest.fixture
+def env(tmp_path):
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    shutil.copy(REPO / "mappings" / "github.yaml", mappings / "github.yaml")
+    return {
+        "BRIDGE_DATA_DIR": str(tmp_path / "var"),
+        "MAPPINGS_DIR": str(mappings),
+        "BROKER_URL": "redis://127.0.0.1:1/0",
+        "ZOHO_CLIENT_ID": "",
+        "ZOHO_CLIENT_SECRET": "",
+        "ZOHO_REFRESH_TOKEN": "",
+    }
+
+
+def test_dry_run_prints_event_and_exact_calls_and_touches_nothing(tmp_path, env):
+    payload = tmp_path / "opened.json"
+    payload.write_text(json.dumps(issues_event("opened", number=5, labels=("security", "bug"))))
+    result = CliRunner().invoke(main, ["dry-run", "github", str(payload), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["event"]["item_key"] == "acme/web#5" and out["status"] == "done"
+    lookup, create = out["zoho_calls"]
+    assert lookup["method"] == "GET" and "github:acme/web#5" in lookup["path"]
+    assert create["method"] == "POST" and create["path"].endswith("/projects/1752587000000097024/issues")
+    assert create["body"]["name"] == "Login button does nothing"
+    assert create["body"]["external_id"] == "github:acme/web#5"
+    assert create["body"]["classification"] == {"id": "<id of classification 'Security'>"}
+    assert not (tmp_path / "var").exists()  # nothing written where the bridge keeps its data
+
+
+def test_dry_run_comment_and_ignored_and_bad_payload(tmp_path, env):
+    payload = tmp_path / "comment.json"
+    payload.write_text(json.dumps(comment_event("created", comment_id=3, text="hi", commented=5)))
+    result = CliRunner().invoke(main, ["dry-run", "github", str(payload), "--event", "issue_comment"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "/comments" in result.output and "hubot commented" in result.output
+    pr = tmp_path / "pr.json"
+    pr.write_text(json.dumps(issues_event("opened", pull_request=True)))
+    result = CliRunner().invoke(main, ["dry-run", "github", str(pr)], env=env)
+    assert result.exit_code == 0 and "ignored: issues.opened on a pull request" in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    result = CliRunner().invoke(main, ["dry-run", "github", str(bad)], env=env)
+    assert result.exit_code != 0 and "body must be a JSON object" in result.output
+
+
+def test_mappings_check_exit_codes(tmp_path, env):
+    ok = CliRunner().invoke(main, ["mappings", "check", env["MAPPINGS_DIR"]], env=env)
+    assert ok.exit_code == 0, ok.output
+    broken = tmp_path / "broken.yaml"
+    broken.write_text((REPO / "mappings" / "github.yaml").read_text().replace("on_delete: close", "on_delete: shred"))
+    result = CliRunner().invoke(main, ["mappings", "check", str(broken)], env=env)
+    assert result.exit_code == 1
+    assert "broken.yaml:" in result.output and "on_delete" in result.output
+
+
+def test_zoho_fields_and_projects_from_zoho_metadata(env):
+    with FakeZoho() as fake:
+        env = env | {
+            "ZOHO_API_BASE": fake.base_url,
+            "ZOHO_ACCOUNTS_URL": fake.base_url,
+            "ZOHO_CLIENT_ID": fake.client_id,
+            "ZOHO_CLIENT_SECRET": fake.client_secret,
+            "ZOHO_REFRESH_TOKEN": fake.refresh_token,
+            "ZOHO_PORTAL_ID": fake.portal_id,
+            "ZOHO_RATE_LIMIT_PER_MINUTE": "0",
+        }
+        fields = CliRunner().invoke(main, ["zoho", "fields"], env=env)
+        assert fields.exit_code == 0, fields.output
+        assert "project 1752587000000097024:" in fields.output and "project 1752587000000098001:" in fields.output
+        assert "severity: Blocker, Critical, Major, Minor, None" in fields.output
+        assert "external_id:" in fields.output
+        projects = CliRunner().invoke(main, ["zoho", "projects"], env=env)
+        assert projects.exit_code == 0, projects.output
+        assert f"portal {fake.portal_id}" in projects.output and "project 1752587000000098001: API" in projects.output
