@@ -115,12 +115,23 @@ zoho_calls = Table(
     Column("event_id", Integer, index=True),
     Column("at", Float, nullable=False),
     Column("method", String(8), nullable=False),
+    Column("endpoint", String(32), nullable=False, default="other"),  # e.g. issue.create, for metrics
     Column("path", Text, nullable=False),
     Column("request_json", Text),
     Column("status", Integer),
     Column("response_text", Text),
     Column("duration_ms", Float),
     Column("dry_run", Boolean, nullable=False, default=False),
+)
+
+# Deliveries answered without being stored (ignored, duplicate, refused), for metrics across hosts.
+intake_counters = Table(
+    "intake_counters",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("event", String(64), primary_key=True),
+    Column("answer", String(16), primary_key=True),
+    Column("count", Integer, nullable=False),
 )
 
 # The shared OAuth access token (one refresh per expiry across all processes).
@@ -212,10 +223,28 @@ def _schema_lock(engine: Engine) -> Iterator[None]:
             conn.commit()
 
 
+def _alembic_config(connection):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["connection"] = connection
+    return config
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create missing tables once, under a cross-process lock (never race at boot)."""
-    with _schema_lock(engine):
-        metadata.create_all(engine)
+    """Run the Alembic migrations to head once, under a cross-process lock (never race at boot)."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as conn:
+        config = _alembic_config(conn)
+        head = ScriptDirectory.from_config(config).get_current_head()
+        if MigrationContext.configure(conn).get_current_revision() == head:
+            return  # the common case: nothing to do, no lock taken
+    with _schema_lock(engine), engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "head")
 
 
 def check_database(engine: Engine) -> str | None:

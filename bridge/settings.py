@@ -52,6 +52,7 @@ class Settings:
     stale_after_seconds: float = 60.0
     item_lease_seconds: float = 60.0
     log_level: str = "INFO"
+    metrics_token: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -90,6 +91,7 @@ class Settings:
             self.bugzilla_api_key,
             self.bugherd_api_key,
             self.github_token,
+            self.metrics_token,
         ]
         return [v for v in values if v and len(v) >= 4]
 
@@ -202,4 +204,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         stale_after_seconds=_float(env, "STALE_AFTER_SECONDS", 60.0),
         item_lease_seconds=max(2.0, _float(env, "ITEM_LEASE_SECONDS", 60.0)),
         log_level=log_level,
+        metrics_token=env.get("METRICS_TOKEN", "").strip(),
     )

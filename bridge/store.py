@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -391,6 +392,42 @@ def save_comment_link(
 # -- Zoho calls ---------------------------------------------------------------------------------------
 
 
+_ENDPOINTS = (
+    (r"/bugs/defaultfields/?$", "GET", "options"),
+    (r"/settings/fields$", "GET", "fields"),
+    (r"/(issues|bugs)(/search)?$", "GET", "issue.lookup"),
+    (r"/(issues|bugs)$", "POST", "issue.create"),
+    (r"/(issues|bugs)/[^/]+$", "PATCH", "issue.update"),
+    (r"/(issues|bugs)/[^/]+$", "PUT", "issue.update"),
+    (r"/comments$", "POST", "comment.create"),
+    (r"/comments$", "GET", "comment.list"),
+    (r"/comments/[^/]+$", "PATCH", "comment.update"),
+    (r"/comments/[^/]+$", "PUT", "comment.update"),
+    (r"/comments/[^/]+$", "DELETE", "comment.delete"),
+)
+
+
+def endpoint_of(method: str, path: str) -> str:
+    """A low-cardinality name for a Zoho call, for metrics."""
+    bare = path.split("?", 1)[0]
+    for pattern, verb, name in _ENDPOINTS:
+        if verb == method and re.search(pattern, bare):
+            return name
+    return "other"
+
+
+def count_answer(engine: Engine, *, source: str, event: str, answer: str) -> None:
+    """Count a delivery answered without storing it (ignored, duplicate, refused)."""
+    with engine.begin() as conn:
+        stmt = _upsert(conn)(db.intake_counters).values(source=source, event=event[:64], answer=answer, count=1)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[db.intake_counters.c.source, db.intake_counters.c.event, db.intake_counters.c.answer],
+                set_={"count": db.intake_counters.c.count + 1},
+            )
+        )
+
+
 def record_zoho_call(
     engine: Engine,
     *,
@@ -409,6 +446,7 @@ def record_zoho_call(
                 event_id=event_id,
                 at=time.time(),
                 method=method,
+                endpoint=endpoint_of(method, path),
                 path=path,
                 request_json=json.dumps(request_json) if request_json is not None else None,
                 status=status,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+import hmac
 
-from bridge import db
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from bridge import db, metrics
 
 bp = Blueprint("health", __name__)
 
@@ -25,6 +27,7 @@ def readyz() -> tuple[Response, int]:
             conn.ensure_connection(max_retries=1, timeout=2)
     except Exception as exc:  # readiness reports whatever is wrong with the broker
         problems.append(f"broker: {type(exc).__name__}: {exc}")
+    runtime.registry.reload_if_changed()
     for file_problems in runtime.registry.problems.values():
         problems.extend(f"mapping {p}" for p in file_problems)
     if not runtime.registry.all():
@@ -35,3 +38,14 @@ def readyz() -> tuple[Response, int]:
         "dry_run": runtime.settings.dry_run,
     }
     return jsonify(body), 200 if not problems else 503
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> Response | tuple[Response, int]:
+    runtime = current_app.extensions["bridge"]
+    token = runtime.settings.metrics_token
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return jsonify({"status": "error", "error": "metrics need Authorization: Bearer <METRICS_TOKEN>"}), 401
+    return Response(metrics.render(runtime.engine), mimetype="text/plain; version=0.0.4; charset=utf-8")
