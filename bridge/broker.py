@@ -117,6 +117,7 @@ def stop_embedded_redis(settings: Settings) -> None:
 
 
 def make_celery(settings: Settings) -> Celery:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule there, whatever the database
     app = Celery("issue-bridge", broker=settings.effective_broker_url)
     app.conf.update(
         task_serializer="json",

@@ -155,9 +155,11 @@ class SyncService:
                         note=None if status == DONE else f"superseded by event {latest.id}",
                     )
 
+        latest_id = max(state_events, key=lambda e: (e.source_ts, e.id)).id if state_events else None
         for ev in sorted(comment_events, key=lambda e: (_comment_ts(e), e.id)):
             try:
-                self._apply_comment(ev, mapping, link)
+                # The newest state event may be this comment's event: it was counted once already.
+                self._apply_comment(ev, mapping, link, count_attempt=ev.id != latest_id)
             except ZohoTransientError as exc:
                 self._defer([ev], exc)
                 return False
@@ -271,7 +273,9 @@ class SyncService:
 
     # -- comments -------------------------------------------------------------------------------------------
 
-    def _apply_comment(self, ev: StoredEvent, mapping: Mapping, link: Link | None) -> None:
+    def _apply_comment(
+        self, ev: StoredEvent, mapping: Mapping, link: Link | None, *, count_attempt: bool = True
+    ) -> None:
         self.client.event_id = ev.id
         comment = ev.event.comment
         assert comment is not None
@@ -282,16 +286,19 @@ class SyncService:
         link = link or store.get_link(self.engine, ev.source, draft.external_id)
         if link is None or not link.confirmed or not link.zoho_issue_id:
             raise PermanentEventError("the item has no Zoho issue yet")
-        attempt_id, _ = store.start_attempt(self.engine, ev.id)
+        attempt_id = store.start_attempt(self.engine, ev.id)[0] if count_attempt else None
         try:
             self._apply_comment_inner(ev, mapping, link)
         except ZohoTransientError as exc:
-            store.finish_attempt(self.engine, attempt_id, "retry", exc.reason)
+            if attempt_id is not None:
+                store.finish_attempt(self.engine, attempt_id, "retry", exc.reason)
             raise
         except ZohoPermanentError as exc:
-            store.finish_attempt(self.engine, attempt_id, "failed", str(exc))
+            if attempt_id is not None:
+                store.finish_attempt(self.engine, attempt_id, "failed", str(exc))
             raise PermanentEventError(str(exc)) from None
-        store.finish_attempt(self.engine, attempt_id, "done")
+        if attempt_id is not None:
+            store.finish_attempt(self.engine, attempt_id, "done")
 
     def _apply_comment_inner(self, ev: StoredEvent, mapping: Mapping, link: Link) -> None:
         comment = ev.event.comment

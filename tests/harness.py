@@ -47,6 +47,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate} (last: {last!r})")
 
 
+def _flush_redis(url: str) -> None:
+    """Start each stack on an empty broker database (messages of an earlier test must not leak in)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    db_number = (parsed.path or "/0").lstrip("/") or "0"
+    with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=5) as s:
+        s.sendall(f"SELECT {db_number}\r\nFLUSHDB\r\n".encode())
+        s.recv(64)
+
+
 class RedisServer:
     """A separately started redis-server on a TCP port (the `BROKER_URL=redis://…` path)."""
 
@@ -119,6 +130,13 @@ class BridgeStack:
             }
         )
         env.pop("BROKER_URL", None)
+        # The scale-out run of the suite: PostgreSQL + a real Redis + two worker processes.
+        self._scratch_db: str | None = None
+        if not database_url and os.environ.get("BRIDGE_TEST_DATABASE_URL"):
+            database_url = self._create_database(os.environ["BRIDGE_TEST_DATABASE_URL"])
+        if not broker_url and os.environ.get("BRIDGE_TEST_BROKER_URL"):
+            broker_url = os.environ["BRIDGE_TEST_BROKER_URL"]
+            _flush_redis(broker_url)
         env.pop("DATABASE_URL", None)
         if broker_url:
             env["BROKER_URL"] = broker_url
@@ -203,7 +221,31 @@ class BridgeStack:
     def start_beat(self) -> None:
         self._spawn("beat", ["celery", "-A", "workers", "beat", "--loglevel", "INFO"])
 
+    def _create_database(self, server_url: str) -> str:
+        """A fresh PostgreSQL database per stack, dropped at stop()."""
+        import uuid
+
+        import psycopg
+
+        name = f"bridge_test_{uuid.uuid4().hex[:10]}"
+        base = server_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self._scratch_db = name
+        self._server_url = base
+        return base.rsplit("/", 1)[0] + "/" + name
+
+    def _drop_database(self) -> None:
+        import psycopg
+
+        if not self._scratch_db:
+            return
+        with psycopg.connect(self._server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self._scratch_db}" WITH (FORCE)')
+        self._scratch_db = None
+
     def start(self, *, beat: bool = True, workers: int = 1) -> BridgeStack:
+        workers = max(workers, int(os.environ.get("BRIDGE_TEST_WORKERS", "1")))
         self.start_web()
         for i in range(workers):
             self.start_worker(f"worker{i + 1}")
@@ -229,8 +271,16 @@ class BridgeStack:
         self.procs.clear()
         if self._engine is not None:
             self._engine.dispose()
+        self._drop_database()
         if self.settings.embedded_broker:
             stop_embedded_redis(self.settings)
+
+    def assert_alive(self) -> None:
+        """A process that died on its own (not killed by the test) fails the test with its log."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                log = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{log}")
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.log")))
@@ -257,7 +307,12 @@ class BridgeStack:
 
     def wait_idle(self, timeout: float = 60.0) -> dict[str, int]:
         """Until no event is pending (every delivery processed, failed or superseded)."""
-        wait_for(lambda: self.counts().get("pending", 0) == 0, timeout, what="all events processed")
+
+        def done() -> bool:
+            self.assert_alive()
+            return self.counts().get("pending", 0) == 0
+
+        wait_for(done, timeout, what="all events processed")
         return self.counts()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import requests
 
 from tests.factories import comment_event, github_request, issues_event
 from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, BridgeStack, RedisServer, wait_for
+from tests.harness import GITHUB_SECRET, BridgeStack, RedisServer
 
 pytestmark = pytest.mark.e2e
 
@@ -186,7 +186,14 @@ def test_chaos_nothing_lost_nothing_doubled(tmp_path):
 
         assert sum(answers.values()) == len(deliveries)
         assert set(answers) <= {"accepted", "duplicate"}
-        wait_for(lambda: stack.counts().get("pending", 0) == 0, 150, interval=1.0, what="every event processed")
+        try:
+            stack.wait_idle(timeout=150)
+        except AssertionError:
+            from bridge import store
+
+            stuck = store.list_events(stack.engine, status="pending", limit=5)
+            detail = [(e.id, e.item_key, e.attempts, e.next_attempt_at - time.time(), e.last_error) for e in stuck]
+            raise AssertionError(f"{stack.counts()} stuck: {detail}\n{stack.log_text()[-3000:]}") from None
         fake.set_faults()
         counts = stack.counts()
         elapsed = time.time() - started

@@ -118,6 +118,8 @@ class TokenProvider:
             data = resp.json()
         except ValueError:
             raise ZohoTransientError(f"Zoho accounts answered {resp.status_code} without JSON") from None
+        if not isinstance(data, dict):  # a proxy or a wrong ZOHO_ACCOUNTS_URL answering JSON of another shape
+            raise ZohoTransientError(f"Zoho accounts answered {resp.status_code} with unexpected JSON")
         if "access_token" not in data:
             error = str(data.get("error") or f"HTTP {resp.status_code}")
             if "too many" in str(data.get("error_description", "")).lower() or error == "Access Denied":

@@ -48,7 +48,14 @@ class RateLimiter:
     def acquire(self, timeout: float = 30.0) -> float:
         """Wait for a slot (up to `timeout`); returns the seconds waited."""
         if self.per_minute <= 0:
-            return 0.0
+            # No budget configured, but a 429 still holds every process back.
+            backoff = store.kv_get(self._engine, BACKOFF_KEY)
+            wait = float(backoff) - time.time() if backoff else 0.0
+            if wait > timeout:
+                raise RateLimitTimeout(wait)
+            if wait > 0:
+                time.sleep(wait)
+            return max(0.0, wait)
         if not self._initialized:
             self._init_slots()
         started = time.monotonic()
