@@ -72,6 +72,7 @@ links = Table(
     Column("state", String(16), nullable=False),
     Column("last_state_ts", Float, nullable=False, default=0.0),
     Column("applied_hash", String(64)),  # hash of the last body sent, to skip no-op updates
+    Column("last_fields", Text),  # the item's fields as last applied (JSON): events carrying fewer keep them
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("source", "external_id", name="uq_links_source_external"),

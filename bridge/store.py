@@ -68,6 +68,7 @@ class Link:
     state: str
     last_state_ts: float
     applied_hash: str | None
+    last_fields: dict[str, Any] | None = None
 
     @property
     def confirmed(self) -> bool:
@@ -249,6 +250,7 @@ def _link(row: Any) -> Link:
         state=row.state,
         last_state_ts=row.last_state_ts,
         applied_hash=row.applied_hash,
+        last_fields=json.loads(row.last_fields) if row.last_fields else None,
     )
 
 
@@ -309,12 +311,19 @@ def record_state_applied(
     state_ts: float,
     applied_hash: str,
     state: str = "linked",
+    fields: dict[str, Any] | None = None,
 ) -> None:
+    values: dict[str, Any] = {
+        "last_state_ts": state_ts,
+        "applied_hash": applied_hash,
+        "state": state,
+        "updated_at": time.time(),
+    }
+    if fields is not None:
+        values["last_fields"] = json.dumps(fields, default=str)
     with engine.begin() as conn:
         conn.execute(
-            update(db.links)
-            .where(db.links.c.source == source, db.links.c.external_id == external_id)
-            .values(last_state_ts=state_ts, applied_hash=applied_hash, state=state, updated_at=time.time())
+            update(db.links).where(db.links.c.source == source, db.links.c.external_id == external_id).values(**values)
         )
 
 

@@ -17,12 +17,13 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.events import NormalizedEvent
-from bridge.mapping import MappingRegistry, RoutingError, render_comment, translate
+from bridge.mapping import MappingRegistry, RoutingError, external_id_of, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, SKIPPED, SUPERSEDED, Link, StoredEvent
@@ -131,9 +132,10 @@ class SyncService:
 
         link: Link | None = None
         if state_events:
-            latest = max(state_events, key=lambda e: (e.source_ts, e.id))
+            ordered = sorted(state_events, key=lambda e: (e.source_ts, e.id))
+            latest = ordered[-1]
             try:
-                link = self._apply_state(latest, mapping)
+                link = self._apply_state(latest, mapping, older=ordered[:-1])
             except ZohoTransientError as exc:
                 self._defer(state_events + comment_events, exc)
                 return False
@@ -173,20 +175,20 @@ class SyncService:
         mappings = self.registry.for_source(source)
         return mappings[0] if mappings else None
 
-    def _draft(self, ev: StoredEvent, mapping: Mapping) -> IssueDraft:
+    def _draft(self, ev: StoredEvent, mapping: Mapping, known: dict[str, Any] | None = None) -> IssueDraft:
         try:
-            return translate(mapping, ev.event)
+            return translate(mapping, ev.event, known)
         except RoutingError as exc:
             raise PermanentEventError(str(exc)) from None
 
     # -- state --------------------------------------------------------------------------------------------
 
-    def _apply_state(self, ev: StoredEvent, mapping: Mapping) -> Link | None:
+    def _apply_state(self, ev: StoredEvent, mapping: Mapping, older: list[StoredEvent]) -> Link | None:
         """Create or update the item's Zoho issue from the newest state; returns the link."""
         self.client.event_id = ev.id
         attempt_id, _ = store.start_attempt(self.engine, ev.id)
         try:
-            link = self._apply_state_inner(ev, mapping)
+            link = self._apply_state_inner(ev, mapping, older)
         except ZohoTransientError as exc:
             store.finish_attempt(self.engine, attempt_id, "retry", exc.reason)
             raise
@@ -196,9 +198,18 @@ class SyncService:
         store.finish_attempt(self.engine, attempt_id, "done")
         return link
 
-    def _apply_state_inner(self, ev: StoredEvent, mapping: Mapping) -> Link | None:
-        draft = self._draft(ev, mapping)
-        link = store.get_link(self.engine, ev.source, draft.external_id)
+    def _apply_state_inner(self, ev: StoredEvent, mapping: Mapping, older: list[StoredEvent]) -> Link | None:
+        external_id = external_id_of(mapping, ev.event.fields)
+        link = store.get_link(self.engine, ev.source, external_id)
+        # Fields an event does not carry keep their last known value (a Bugzilla description arrives
+        # once, as comment 0); the batch's older events count too, oldest first, if not outdated.
+        known: dict[str, Any] = dict(link.last_fields or {}) if link else {}
+        applied_ts = link.last_state_ts if link else 0.0
+        for older_event in older:
+            if older_event.source_ts >= applied_ts:
+                known.update(older_event.event.fields)
+        draft = self._draft(ev, mapping, known)
+        fields = {**known, **ev.event.fields}
         deleting = ev.action == "deleted"
         if link is not None and link.confirmed and ev.source_ts < link.last_state_ts:
             store.add_note(self.engine, ev.id, "older than the state already in Zoho: not applied")
@@ -215,6 +226,7 @@ class SyncService:
                 external_id=draft.external_id,
                 state_ts=ev.source_ts,
                 applied_hash=body_hash,
+                fields=fields,
             )
             return store.get_link(self.engine, ev.source, draft.external_id)
         assert link.zoho_issue_id is not None
@@ -239,6 +251,7 @@ class SyncService:
             external_id=draft.external_id,
             state_ts=ev.source_ts,
             applied_hash=body_hash,
+            fields=fields,
         )
         return link
 
@@ -282,8 +295,7 @@ class SyncService:
         if not mapping.comments:
             store.add_note(self.engine, ev.id, "comments are off in the mapping")
             return
-        draft = self._draft(ev, mapping)
-        link = link or store.get_link(self.engine, ev.source, draft.external_id)
+        link = link or store.get_link(self.engine, ev.source, external_id_of(mapping, ev.event.fields))
         if link is None or not link.confirmed or not link.zoho_issue_id:
             raise PermanentEventError("the item has no Zoho issue yet")
         attempt_id = store.start_attempt(self.engine, ev.id)[0] if count_attempt else None

@@ -7,6 +7,7 @@ worker task is a thin wrapper around `SyncService.process_item`.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -243,3 +244,40 @@ def test_expired_token_is_refreshed_once_and_the_call_repeated(tmp_path, fake):
     drain(runtime)
     assert fake.issues()[0]["name"] == "after expiry"
     assert fake.token_refreshes == 2
+
+
+def test_a_field_an_event_does_not_carry_keeps_its_value(tmp_path, fake):
+    """Bugzilla sends the description (comment 0) once; later changes must not blank it in Zoho."""
+    from bridge.sources.bugzilla import BugzillaSource
+    from tests.factories_trackers import bugzilla_comment, bugzilla_event
+
+    env = make_env(tmp_path, fake, BUGZILLA_WEBHOOK_SECRET="s3cret")
+    shutil.copy(REPO / "mappings" / "bugzilla.yaml", Path(env["MAPPINGS_DIR"]) / "bugzilla.yaml")
+    runtime = Runtime(load_settings(env))
+    source = BugzillaSource("s3cret")
+
+    def post(payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        event = source.parse(body, {})
+        store.record_delivery(runtime.engine, event, dedup_key=source.dedup_key(body, {}), headers={}, payload=body)
+        runtime.sync.process_item("bugzilla", event.item_key)
+
+    post(bugzilla_event("bug", "create", bug_id=7, changed=0))
+    post(
+        bugzilla_event(
+            "comment", "create", bug_id=7, changed=1, comment=bugzilla_comment(number=0, text="Steps: log in")
+        )
+    )
+    post(
+        bugzilla_event(
+            "bug",
+            "modify",
+            bug_id=7,
+            changed=2,
+            summary="Renamed",
+            changes=[{"field": "summary", "removed": "Checkout button unresponsive after login", "added": "Renamed"}],
+        )
+    )
+    [issue] = fake.issues()
+    assert issue["name"] == "Renamed"
+    assert issue["description"].startswith("Steps: log in")

@@ -1,6 +1,6 @@
 """Mapping files: load and validate them, and translate normalized events into Zoho issue drafts."""
 
-from .engine import RoutingError, render_comment, translate
+from .engine import RoutingError, external_id_of, render_comment, translate
 from .loader import MappingError, MappingProblem, MappingRegistry, check_directory, load_mapping
 from .template import TemplateError, compile_template
 
@@ -12,6 +12,7 @@ __all__ = [
     "TemplateError",
     "check_directory",
     "compile_template",
+    "external_id_of",
     "load_mapping",
     "render_comment",
     "translate",

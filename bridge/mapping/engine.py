@@ -60,8 +60,14 @@ def route(mapping: Mapping, source_project: str) -> str:
     return project
 
 
-def translate(mapping: Mapping, event: NormalizedEvent) -> IssueDraft:
-    context = event.fields
+def external_id_of(mapping: Mapping, fields: dict[str, Any]) -> str:
+    """The item's external id alone: no routing, so it works for events that lack routing fields."""
+    return _render(mapping.external_id_template, fields)
+
+
+def translate(mapping: Mapping, event: NormalizedEvent, known: dict[str, Any] | None = None) -> IssueDraft:
+    """`known` are the item's fields as last applied: a field this event does not carry keeps its value."""
+    context = {**known, **event.fields} if known else event.fields
     options: dict[str, str] = {}
     for zoho_field, value_map in mapping.value_maps:
         name = map_value(value_map, context.get(value_map.source_field))

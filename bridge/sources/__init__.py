@@ -7,7 +7,7 @@ from typing import Protocol
 
 from bridge.events import NormalizedEvent
 from bridge.settings import Settings
-from bridge.sources import github
+from bridge.sources import bugherd, bugzilla, github
 
 
 class Source(Protocol):
@@ -21,9 +21,23 @@ class Source(Protocol):
     def dedup_key(self, body: bytes, headers: Mapping[str, str], event_hint: str | None = None) -> str: ...
 
 
+class PathTokenSource(Source, Protocol):
+    """A source authenticated by a token in the URL path (BugHerd signs nothing), one URL per event.
+
+    `verify` also takes the path token; `path_events` are the event names the URL may carry.
+    """
+
+    display_name: str
+    path_events: tuple[str, ...]
+
+    def verify(self, body: bytes, headers: Mapping[str, str], path_token: str | None = None) -> None: ...
+
+
 # The fields each source provides, for validating mapping templates and `from:` keys.
 KNOWN_FIELDS: dict[str, frozenset[str]] = {
     github.NAME: github.FIELDS,
+    bugzilla.NAME: bugzilla.FIELDS,
+    bugherd.NAME: bugherd.FIELDS,
 }
 
 
@@ -32,4 +46,12 @@ def enabled_sources(settings: Settings) -> dict[str, Source]:
     sources: dict[str, Source] = {}
     if settings.github_webhook_secret:
         sources[github.NAME] = github.GitHubSource(settings.github_webhook_secret)
+    if settings.bugzilla_webhook_secret:
+        sources[bugzilla.NAME] = bugzilla.BugzillaSource(
+            settings.bugzilla_webhook_secret,
+            header=settings.bugzilla_webhook_header,
+            bugzilla_url=settings.bugzilla_url,
+        )
+    if settings.bugherd_webhook_token:
+        sources[bugherd.NAME] = bugherd.BugHerdSource(settings.bugherd_webhook_token)
     return sources

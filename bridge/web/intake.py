@@ -8,47 +8,113 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from typing import cast
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from bridge import store
 from bridge.events import BadDelivery, IgnoredEvent, Unauthorized
-from bridge.sources import Source
+from bridge.sources import PathTokenSource, Source
 
 log = logging.getLogger("bridge.intake")
 bp = Blueprint("intake", __name__)
 # Headers worth keeping with the raw delivery (for `bridge events show` and replays); never secrets.
+# Bugzilla and BugHerd send no headers of their own worth keeping (no event, no delivery id); the
+# configured Bugzilla auth header (BUGZILLA_WEBHOOK_HEADER) is never kept, whatever its name.
 KEPT_HEADERS = (
     "Content-Type",
     "User-Agent",
+    "X-Forwarded-For",
     "X-GitHub-Event",
     "X-GitHub-Delivery",
     "X-GitHub-Hook-ID",
 )
 
 
+# The `answer` label of a refused delivery in /metrics.
+REFUSED_ANSWERS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "too_large"}
+
+
 def _answer(status: str, code: int = 200, **extra: object) -> tuple[Response, int]:
     return jsonify({"status": status, **extra}), code
 
 
+def _count(source: str, event: str, answer: str) -> None:
+    """Count a delivery answered without being stored (stored ones are counted from the events table)."""
+    try:
+        store.count_answer(current_app.extensions["bridge"].engine, source=source, event=event[:64], answer=answer)
+    except Exception:  # a metric must never cost the sender its answer
+        log.warning("could not count a delivery answer", exc_info=True, extra={"source": source, "answer": answer})
+
+
 def _refuse(source: str, code: int, reason: str) -> tuple[Response, int]:
     log.info("delivery refused", extra={"source": source, "answer": code, "reason": reason})
+    # No event label: it would come from an unauthenticated or malformed request (unbounded label values).
+    _count(source, "", REFUSED_ANSWERS.get(code, str(code)))
     return jsonify({"status": "error", "error": reason}), code
 
 
-def handle(source_name: str, event_hint: str | None = None) -> tuple[Response, int]:
+def _event_label(source: Source, body: bytes, headers: Mapping[str, str], event_hint: str | None) -> str:
+    """The event name of a verified delivery that was not parsed into an event (for metrics)."""
+    label = getattr(source, "event_label", None)
+    if callable(label):
+        return str(label(body, headers, event_hint))
+    # GitHub names the event in a header; BugHerd in the URL (already checked against its event list).
+    return event_hint or headers.get("X-GitHub-Event", "")
+
+
+def _read_body(limit: int) -> bytes | None:
+    """The raw body, or None when it is over `limit` bytes.
+
+    A chunked body (what gunicorn hands over as a terminated stream without Content-Length) would be
+    cut at the limit by werkzeug without a word, and then fail verification or parsing: read it
+    ourselves, one byte past the limit, to answer 413 instead.
+    """
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)
+    stream = request.environ["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(64 * 1024, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > limit else b"".join(chunks)
+
+
+def _unknown_event(source: PathTokenSource, event_hint: str | None) -> str:
+    expected = ", ".join(source.path_events)
+    if event_hint is None:
+        return f"the webhook URL must end with the {source.display_name} event: one of {expected}"
+    return f"unknown {source.display_name} event {event_hint[:60]!r} (expected one of {expected})"
+
+
+def handle(source_name: str, event_hint: str | None = None, *, path_token: str | None = None) -> tuple[Response, int]:
+    """`event_hint`: the event named by the URL (BugHerd); `path_token`: the token from the URL, if any."""
     started = time.perf_counter()
     sources: dict[str, Source] = current_app.extensions["sources"]
     source = sources.get(source_name)
     if source is None:
         return _refuse(source_name, 401, f"the {source_name} source is disabled: its secret is not configured")
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
     length = request.content_length
-    if length is not None and length > current_app.config["MAX_CONTENT_LENGTH"]:
+    if length is not None and length > limit:
         return _refuse(source_name, 413, "body too large")
-    body = request.get_data(cache=False)
+    body = _read_body(limit)
+    if body is None:
+        return _refuse(source_name, 413, "body too large")
     headers = request.headers
     try:
-        source.verify(body, headers)
+        if path_token is None:
+            source.verify(body, headers)
+        else:
+            path_source = cast(PathTokenSource, source)
+            path_source.verify(body, headers, path_token=path_token)  # the token first: no probing without it
+            if event_hint not in path_source.path_events:
+                return _refuse(source_name, 404, _unknown_event(path_source, event_hint))
         event = source.parse(body, headers, event_hint)
     except Unauthorized as exc:
         return _refuse(source_name, 401, exc.reason)
@@ -56,9 +122,11 @@ def handle(source_name: str, event_hint: str | None = None) -> tuple[Response, i
         return _refuse(source_name, 400, exc.reason)
     except IgnoredEvent as exc:
         log.info("delivery ignored", extra={"source": source_name, "answer": 200, "reason": exc.reason})
+        _count(source_name, _event_label(source, body, headers, event_hint), "ignored")
         return _answer("ignored", reason=exc.reason, event_id=None)
     runtime = current_app.extensions["bridge"]
-    kept = {h: headers[h] for h in KEPT_HEADERS if h in headers}
+    secret_header = runtime.settings.bugzilla_webhook_header.lower()
+    kept = {h: headers[h] for h in KEPT_HEADERS if h in headers and h.lower() != secret_header}
     if event_hint:
         kept["X-Bridge-Event"] = event_hint
     event_id, is_new = store.record_delivery(
@@ -70,6 +138,7 @@ def handle(source_name: str, event_hint: str | None = None) -> tuple[Response, i
     )
     if not is_new:
         log.info("delivery duplicate", extra={"source": source_name, "event_id": event_id, "answer": 200})
+        _count(source_name, event.event_name, "duplicate")
         return _answer("duplicate", event_id=event_id)
     current_app.extensions["publisher"].wake(event.source, event.item_key)
     log.info(
@@ -89,6 +158,18 @@ def handle(source_name: str, event_hint: str | None = None) -> tuple[Response, i
 @bp.post("/webhooks/github")
 def github() -> tuple[Response, int]:
     return handle("github")
+
+
+@bp.post("/webhooks/bugzilla")
+def bugzilla() -> tuple[Response, int]:
+    return handle("bugzilla")
+
+
+@bp.post("/webhooks/bugherd/<token>/<event>")
+@bp.post("/webhooks/bugherd/<token>", defaults={"event": None})
+def bugherd(token: str, event: str | None) -> tuple[Response, int]:
+    # One BugHerd webhook per event: its body does not name the event, the URL does.
+    return handle("bugherd", event_hint=event, path_token=token)
 
 
 @bp.errorhandler(413)

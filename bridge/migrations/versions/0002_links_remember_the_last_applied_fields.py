@@ -1,0 +1,25 @@
+"""links remember the last applied fields
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+
+    with op.batch_alter_table("links", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("last_fields", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+
+    with op.batch_alter_table("links", schema=None) as batch_op:
+        batch_op.drop_column("last_fields")
