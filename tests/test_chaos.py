@@ -1,129 +1,232 @@
-"""Chaos: thousands of deliveries with duplicates, reordering and bursts, a flaky and slow Zoho, a worker
-killed with SIGKILL mid-run, and the broker down for a while. The end state is asserted from the fake.
+"""Chaos: thousands of deliveries from all three sources with duplicates, reordering and bursts, a flaky
+and slow Zoho, a worker killed with SIGKILL mid-run, and the broker down for a while. The end state is
+asserted from the fake Zoho: one issue per item, each with its item's last state, each comment once.
 
 Bounded: a few thousand deliveries, well under 3 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import requests
 
 from tests.factories import comment_event, github_request, issues_event
+from tests.factories_trackers import (
+    BUGHERD_TOKEN,
+    BUGZILLA_SECRET,
+    bugherd_event,
+    bugherd_path,
+    bugzilla_comment,
+    bugzilla_event,
+    bugzilla_headers,
+)
 from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, BridgeStack, RedisServer
+from tests.harness import GITHUB_SECRET, REPO, BridgeStack, RedisServer
 
 pytestmark = pytest.mark.e2e
 
-ITEMS = 200
-LABEL_SETS = {  # labels → (severity, classification) the shipped github.yaml gives them
-    (): ("Minor", "Bug"),
-    ("bug",): ("Major", "Bug"),
-    ("enhancement",): ("Minor", "Enhancement"),
-    ("bug", "severity:critical"): ("Critical", "Bug"),
-    ("security", "severity:blocker"): ("Blocker", "Security"),
+ITEMS_PER_SOURCE = 70
+# What the shipped mappings make of the values the generator uses (name → Zoho name).
+GITHUB_LABELS = {
+    (): "Minor",
+    ("bug",): "Major",
+    ("enhancement",): "Minor",
+    ("bug", "severity:critical"): "Critical",
+    ("security", "severity:blocker"): "Blocker",
 }
+BUGHERD_STATUS = {
+    "feedback": "Open",
+    "todo": "Open",
+    "doing": "In Progress",
+    "done": "To be Tested",
+    "closed": "Closed",
+}
+BUGHERD_PRIORITY = {"critical": "Critical", "important": "Major", "normal": "Minor", "not set": "None"}
+BUGZILLA_STATUS = {
+    ("NEW", ""): "Open",
+    ("ASSIGNED", ""): "Open",
+    ("REOPENED", ""): "Reopened",
+    ("RESOLVED", "FIXED"): "To be Tested",
+    ("RESOLVED", "WONTFIX"): "Closed",
+    ("VERIFIED", "FIXED"): "Closed",
+}
+BUGZILLA_SEVERITY = {"blocker": "Blocker", "critical": "Critical", "major": "Major", "normal": "Minor", "S2": "Major"}
+
+Delivery = tuple[str, bytes, dict[str, str]]  # path, body, headers
 
 
 @dataclass
 class Item:
-    repo: str
+    source: str
     number: int
     title: str = ""
-    state: str = "open"
-    labels: tuple[str, ...] = ()
+    state: Any = None
+    severity: Any = None
     comments: dict[int, str] = field(default_factory=dict)
     clock: int = 0
+    deliveries: list[Delivery] = field(default_factory=list)
 
     @property
     def external_id(self) -> str:
-        return f"github:{self.repo}#{self.number}"
+        return {
+            "github": f"github:acme/web#{self.number}",
+            "bugherd": f"bugherd:{self.number}",
+            "bugzilla": f"bugzilla:{self.number}",
+        }[self.source]
+
+    def expected(self) -> tuple[str, str, str]:
+        if self.source == "github":
+            return self.title, "Closed" if self.state == "closed" else "Open", GITHUB_LABELS[self.severity]
+        if self.source == "bugherd":
+            return self.title, BUGHERD_STATUS[self.state], BUGHERD_PRIORITY[self.severity]
+        return self.title, BUGZILLA_STATUS[self.state], BUGZILLA_SEVERITY[self.severity]
 
 
-def build_deliveries(rng: random.Random) -> tuple[list[Item], list[tuple[str, dict, str]]]:
-    items: list[Item] = []
-    per_item: list[list[tuple[str, dict, str]]] = []
-    comment_ids = iter(range(10_000, 10**6))
-    for n in range(ITEMS):
-        item = Item(repo=rng.choice(["acme/web", "acme/api", "acme/docs"]), number=n + 1)
-        items.append(item)
-        seq: list[tuple[str, dict, str]] = []
+def _github(item: Item, rng: random.Random, comment_ids) -> None:  # type: ignore[no-untyped-def]
+    def issue_kwargs() -> dict[str, Any]:
+        return {"number": item.number, "title": item.title, "labels": item.severity, "state": item.state}
 
-        def state_event(action: str, item: Item = item, seq: list = seq) -> None:
-            item.clock += 1
-            payload = issues_event(
-                action,
-                repo=item.repo,
-                number=item.number,
-                title=item.title,
-                labels=item.labels,
-                state=item.state,
-                updated=item.clock,
-            )
-            seq.append(("issues", payload, f"d-{item.number}-{len(seq)}"))
+    def send(event: str, payload: dict) -> None:
+        body, headers = github_request(GITHUB_SECRET, event, payload, delivery=f"gh-{item.number}-{item.clock}")
+        item.deliveries.append(("/webhooks/github", body, headers))
 
-        item.title = f"Item {n} v0"
-        item.labels = rng.choice(list(LABEL_SETS))
-        state_event("opened")
-        burst = n % 10 == 0  # every tenth item gets a burst of rapid edits
-        for _ in range(rng.randint(8, 14) if burst else rng.randint(2, 6)):
-            change = rng.random()
-            if change < 0.4:
-                item.title = f"Item {n} v{item.clock}"
-                state_event("edited")
-            elif change < 0.7:
-                item.labels = rng.choice(list(LABEL_SETS))
-                state_event("labeled")
-            elif change < 0.85:
-                item.state = "closed" if item.state == "open" else "open"
-                state_event("closed" if item.state == "closed" else "reopened")
+    item.title, item.state, item.severity = f"GitHub {item.number} v0", "open", rng.choice(list(GITHUB_LABELS))
+    send("issues", issues_event("opened", updated=item.clock, **issue_kwargs()))
+    for _ in range(rng.randint(25, 40) if item.number % 10 == 0 else rng.randint(8, 14)):
+        item.clock += 1
+        roll = rng.random()
+        if roll < 0.75:
+            if roll < 0.35:
+                item.title = f"GitHub {item.number} v{item.clock}"
+            elif roll < 0.6:
+                item.severity = rng.choice(list(GITHUB_LABELS))
             else:
-                item.clock += 1
-                cid = next(comment_ids)
-                item.comments[cid] = f"comment {cid} on item {n}"
-                payload = comment_event(
-                    "created",
-                    comment_id=cid,
-                    text=item.comments[cid],
-                    commented=item.clock,
-                    repo=item.repo,
-                    number=item.number,
-                    title=item.title,
-                    labels=item.labels,
-                    state=item.state,
-                )
-                seq.append(("issue_comment", payload, f"d-{item.number}-{len(seq)}"))
-                if rng.random() < 0.3:  # and edit it later
-                    item.clock += 1
-                    item.comments[cid] = f"comment {cid} on item {n}, edited"
-                    payload = comment_event(
-                        "edited",
-                        comment_id=cid,
-                        text=item.comments[cid],
-                        commented=item.clock,
-                        repo=item.repo,
-                        number=item.number,
-                        title=item.title,
-                        labels=item.labels,
-                        state=item.state,
-                    )
-                    seq.append(("issue_comment", payload, f"d-{item.number}-{len(seq)}"))
-        per_item.append(seq)
-    deliveries = [d for seq in per_item for d in seq]
-    rng.shuffle(deliveries)  # items interleave; per-item order mostly kept below
-    # Keep ~80% in per-item order and reorder ~20%: sort by (item, position) then swap neighbours.
-    deliveries.sort(key=lambda d: (rng.random() < 0.8, d[2]))
-    for i in range(0, len(deliveries) - 1):
+                item.state = "closed" if item.state == "open" else "open"
+            send("issues", issues_event("edited", updated=item.clock, **issue_kwargs()))
+            continue
+        cid = next(comment_ids)
+        item.comments[cid] = f"comment {cid} on {item.external_id}"
+        send(
+            "issue_comment",
+            comment_event("created", comment_id=cid, text=item.comments[cid], commented=item.clock, **issue_kwargs()),
+        )
+        if rng.random() < 0.3:
+            item.clock += 1
+            item.comments[cid] += ", edited"
+            send(
+                "issue_comment",
+                comment_event(
+                    "edited", comment_id=cid, text=item.comments[cid], commented=item.clock, **issue_kwargs()
+                ),
+            )
+
+
+def _bugherd(item: Item, rng: random.Random, comment_ids) -> None:  # type: ignore[no-untyped-def]
+    def task_kwargs() -> dict[str, Any]:
+        return {
+            "task_id": item.number,
+            "local_task_id": item.number % 1000,
+            "title": item.title,
+            "status": item.state,
+            "priority": item.severity,
+        }
+
+    def send(event: str, payload: dict) -> None:
+        item.deliveries.append(
+            (bugherd_path(event), json.dumps(payload).encode(), {"Content-Type": "application/json"})
+        )
+
+    item.title, item.state, item.severity = f"BugHerd {item.number} v0", "feedback", "not set"
+    send("task_create", bugherd_event("task_create", updated=item.clock, **task_kwargs()))
+    for _ in range(rng.randint(25, 40) if item.number % 10 == 0 else rng.randint(8, 14)):
+        item.clock += 1
+        roll = rng.random()
+        if roll < 0.8:
+            if roll < 0.3:
+                item.title = f"BugHerd {item.number} v{item.clock}"
+            elif roll < 0.55:
+                item.state = rng.choice(list(BUGHERD_STATUS))
+            else:
+                item.severity = rng.choice(list(BUGHERD_PRIORITY))
+            send("task_update", bugherd_event("task_update", updated=item.clock, **task_kwargs()))
+            continue
+        cid = next(comment_ids)
+        item.comments[cid] = f"comment {cid} on {item.external_id}"
+        send(
+            "comment",
+            bugherd_event("comment", comment_id=cid, text=item.comments[cid], commented=item.clock, **task_kwargs()),
+        )
+
+
+def _bugzilla(item: Item, rng: random.Random, comment_ids) -> None:  # type: ignore[no-untyped-def]
+    def bug_kwargs() -> dict[str, Any]:
+        status, resolution = item.state
+        return {
+            "bug_id": item.number,
+            "summary": item.title,
+            "status": status,
+            "resolution": resolution,
+            "severity": item.severity,
+            "changed": item.clock,
+        }
+
+    def send(payload: dict) -> None:
+        headers = {"Content-Type": "application/json", **bugzilla_headers(BUGZILLA_SECRET)}
+        item.deliveries.append(("/webhooks/bugzilla", json.dumps(payload).encode(), headers))
+
+    item.title, item.state, item.severity = f"Bugzilla {item.number} v0", ("NEW", ""), "normal"
+    send(bugzilla_event("bug", "create", **bug_kwargs()))
+    for _ in range(rng.randint(25, 40) if item.number % 10 == 0 else rng.randint(8, 14)):
+        item.clock += 1
+        roll = rng.random()
+        if roll < 0.8:
+            if roll < 0.3:
+                item.title, changed = f"Bugzilla {item.number} v{item.clock}", "summary"
+            elif roll < 0.55:
+                item.state, changed = rng.choice(list(BUGZILLA_STATUS)), "status"
+            else:
+                item.severity, changed = rng.choice(list(BUGZILLA_SEVERITY)), "severity"
+            change = [{"field": changed, "removed": "x", "added": "y"}]
+            send(bugzilla_event("bug", "modify", changes=change, **bug_kwargs()))
+            continue
+        cid = next(comment_ids)
+        item.comments[cid] = f"comment {cid} on {item.external_id}"
+        comment = bugzilla_comment(
+            comment_id=cid, number=len(item.comments), text=item.comments[cid], commented=item.clock
+        )
+        send(bugzilla_event("comment", "create", comment=comment, at=item.clock, **bug_kwargs()))
+
+
+def build_deliveries(rng: random.Random) -> tuple[list[Item], list[Delivery]]:
+    comment_ids = iter(range(10_000, 10**7))
+    items: list[Item] = []
+    for source, build, base in (
+        ("github", _github, 1),
+        ("bugherd", _bugherd, 41_000_000),
+        ("bugzilla", _bugzilla, 1_600_000),
+    ):
+        for n in range(ITEMS_PER_SOURCE):
+            item = Item(source=source, number=base + n)
+            build(item, rng, comment_ids)
+            items.append(item)
+    # Interleave items; keep each item's order except for ~20% of neighbours swapped (reordering).
+    queues = [list(item.deliveries) for item in items]
+    deliveries: list[Delivery] = []
+    while any(queues):
+        queue = rng.choice([q for q in queues if q])
+        deliveries.append(queue.pop(0))
+    for i in range(len(deliveries) - 1):
         if rng.random() < 0.2:
             deliveries[i], deliveries[i + 1] = deliveries[i + 1], deliveries[i]
-    duplicates = [d for d in deliveries if rng.random() < 0.1]
-    for dup in duplicates:
+    for dup in [d for d in deliveries if rng.random() < 0.1]:  # ~10% delivered twice
         deliveries.insert(rng.randrange(len(deliveries)), dup)
     return items, deliveries
 
@@ -137,7 +240,10 @@ def test_chaos_nothing_lost_nothing_doubled(tmp_path):
         tmp_path,
         fake,
         broker_url=redis.url,
+        mappings=[REPO / "mappings" / f"{s}.yaml" for s in ("github", "bugherd", "bugzilla")],
         extra_env={
+            "BUGHERD_WEBHOOK_TOKEN": BUGHERD_TOKEN,
+            "BUGZILLA_WEBHOOK_SECRET": BUGZILLA_SECRET,
             "STALE_AFTER_SECONDS": "2",
             "ITEM_LEASE_SECONDS": "8",
             "MAX_ATTEMPTS": "40",
@@ -159,19 +265,21 @@ def test_chaos_nothing_lost_nothing_doubled(tmp_path):
         )
         answers: dict[str, int] = {}
         lock = threading.Lock()
-        session = requests.Session()
+        local = threading.local()
 
-        def send(delivery: tuple[str, dict, str]) -> None:
-            event, payload, delivery_id = delivery
-            body, headers = github_request(GITHUB_SECRET, event, payload, delivery=delivery_id)
-            r = session.post(stack.base_url + "/webhooks/github", data=body, headers=headers, timeout=30)
+        def send(delivery: Delivery) -> None:
+            path, body, headers = delivery
+            session = getattr(local, "session", None) or requests.Session()
+            local.session = session
+            r = session.post(stack.base_url + path, data=body, headers=headers, timeout=30)
+            assert r.status_code == 200, (path, r.status_code, r.text)
             with lock:
                 answers[r.json()["status"]] = answers.get(r.json()["status"], 0) + 1
 
-        # A few forged deliveries: refused, change nothing.
-        forged = issues_event("opened", number=9999, title="forged")
-        body, headers = github_request("wrong secret", "issues", forged)
+        # Forged deliveries are refused and change nothing.
+        body, headers = github_request("wrong secret", "issues", issues_event("opened", number=9999, title="forged"))
         assert stack.post("/webhooks/github", body, headers).status_code == 401
+        assert stack.post(bugherd_path("task_create", "guess"), b'{"task": {}}', {}).status_code == 401
 
         third = len(deliveries) // 3
         with ThreadPoolExecutor(8) as pool:
@@ -184,6 +292,7 @@ def test_chaos_nothing_lost_nothing_doubled(tmp_path):
             time.sleep(3)
             redis.start()
 
+        sent_in = time.time() - started
         assert sum(answers.values()) == len(deliveries)
         assert set(answers) <= {"accepted", "duplicate"}
         try:
@@ -197,28 +306,25 @@ def test_chaos_nothing_lost_nothing_doubled(tmp_path):
         fake.set_faults()
         counts = stack.counts()
         elapsed = time.time() - started
-        log_tail = stack.log_text()[-4000:]
-        assert counts.get("failed", 0) == 0, (counts, log_tail)
+        assert counts.get("failed", 0) == 0, (counts, stack.log_text()[-4000:])
 
         zoho = {i["external_id"]: i for i in fake.issues()}
-        assert len(fake.issues()) == ITEMS  # exactly one Zoho issue per item: no duplicates, none lost
+        assert len(fake.issues()) == len(items)  # exactly one Zoho issue per item: none doubled, none lost
         for item in items:
             issue = zoho[item.external_id]
-            severity, classification = LABEL_SETS[item.labels]
-            assert (issue["name"], issue["status"]["name"], issue["severity"]["value"]) == (
-                item.title,
-                "Closed" if item.state == "closed" else "Open",
-                severity,
-            ), item
-            assert issue["classification"]["value"] == classification
-            texts = sorted(c["comment"].split("\n\n")[1] for c in fake.comments(issue["id"]))
-            assert texts == sorted(item.comments.values()), item
+            assert (issue["name"], issue["status"]["name"], issue["severity"]["value"]) == item.expected(), item.source
+            texts = [c["comment"] for c in fake.comments(issue["id"])]
+            assert len(texts) == len(item.comments), (item.external_id, texts)
+            for cid, text in item.comments.items():
+                carrying = [t for t in texts if f"comment {cid} on " in t]
+                assert len(carrying) == 1 and text in carrying[0], (item.external_id, cid, texts)
         assert "forged" not in {i["name"] for i in fake.issues()}
         faults = sum(1 for c in fake.api_calls() if c["status"] in (429, 500))
         print(
-            f"\nchaos: {ITEMS} items, {len(deliveries)} deliveries ({answers.get('duplicate', 0)} duplicates), "
-            f"{faults} injected Zoho faults, {len(fake.api_calls())} Zoho calls, events {counts}, "
-            f"issues {len(fake.issues())}, wall {elapsed:.0f}s"
+            f"\nchaos: {len(items)} items ({ITEMS_PER_SOURCE} per source), {len(deliveries)} deliveries "
+            f"({answers.get('duplicate', 0)} answered duplicate), {faults} injected Zoho faults, "
+            f"{len(fake.api_calls())} Zoho calls, events {counts}, issues {len(fake.issues())}, "
+            f"comments {sum(len(i.comments) for i in items)}, wall {elapsed:.0f}s (intake done at {sent_in:.0f}s)"
         )
     finally:
         stack.stop()
