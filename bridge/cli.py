@@ -497,5 +497,13 @@ def _guess_github_event(body: bytes) -> str:
     return "issue_comment" if isinstance(data, dict) and "comment" in data else "issues"
 
 
+def _register_source_commands() -> None:
+    from bridge import cli_sources
+
+    main.add_command(cli_sources.bugherd)
+
+
+_register_source_commands()
+
 if __name__ == "__main__":
     main()

@@ -40,6 +40,15 @@ class Unauthorized(Exception):
         self.reason = reason
 
 
+class SourceUnavailable(Exception):
+    """Fetching more of an item from its source failed for now (network, 5xx, 429): retry later."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class Comment:
     id: str

@@ -182,6 +182,16 @@ def add_note(engine: Engine, event_id: int, note: str) -> None:
         conn.execute(update(db.events).where(db.events.c.id == event_id).values(notes=notes))
 
 
+def replace_event(engine: Engine, event_id: int, event: NormalizedEvent) -> None:
+    """Store a completed version of an event (fields fetched from the source's API)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(db.events)
+            .where(db.events.c.id == event_id)
+            .values(event_json=json.dumps(event.to_json()), notes="; ".join(event.notes) or None)
+        )
+
+
 def defer_event(engine: Engine, event_id: int, *, at: float, error: str) -> None:
     with engine.begin() as conn:
         conn.execute(update(db.events).where(db.events.c.id == event_id).values(next_attempt_at=at, last_error=error))

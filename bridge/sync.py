@@ -8,6 +8,7 @@ each comment is synced once, keyed by its source comment id.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,8 +22,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from bridge import store
-from bridge.events import NormalizedEvent
+from bridge import sources, store
+from bridge.events import NormalizedEvent, SourceUnavailable
 from bridge.mapping import MappingRegistry, RoutingError, external_id_of, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
 from bridge.settings import Settings
@@ -124,6 +125,11 @@ class SyncService:
             for ev in pending:
                 self._fail(ev, f"no valid mapping for source {source!r} in {self.settings.mappings_dir}", outcome)
             return True
+        try:
+            pending = [self._enrich(ev) for ev in pending]
+        except SourceUnavailable as exc:
+            self._defer(pending, ZohoTransientError(f"{source}: {exc.reason}", retry_after=exc.retry_after))
+            return False
         state_events = [e for e in pending if e.event.has_state]
         comment_events = [e for e in pending if e.event.comment is not None]
         stateless = [e for e in pending if not e.event.has_state and e.event.comment is None]
@@ -170,6 +176,16 @@ class SyncService:
                 continue
             self._finish(ev, DONE, outcome)
         return True
+
+    def _enrich(self, ev: StoredEvent) -> StoredEvent:
+        """Ask the source for what the delivery lacked (a private Bugzilla bug), when it can be asked."""
+        if ev.event.has_state:
+            return ev
+        completed = sources.enrich(self.settings, ev.event)
+        if completed is ev.event:
+            return ev
+        store.replace_event(self.engine, ev.id, completed)
+        return dataclasses.replace(ev, event=completed)
 
     def _mapping(self, source: str) -> Mapping | None:
         mappings = self.registry.for_source(source)

