@@ -151,6 +151,11 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="bridge",
         beat_schedule={
             "requeue-stale-events": {"task": TASK_REQUEUE_STALE, "schedule": 10.0},
+            # Bugzilla without webhooks: poll for changes (a no-op without BUGZILLA_POLL_PRODUCTS).
+            "poll-bugzilla": {
+                "task": "workers.tasks.poll_bugzilla",
+                "schedule": settings.bugzilla_poll_seconds,
+            },
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )

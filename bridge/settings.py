@@ -53,6 +53,9 @@ class Settings:
     item_lease_seconds: float = 60.0
     log_level: str = "INFO"
     metrics_token: str = ""
+    bugzilla_poll_products: tuple[str, ...] = ()  # products to poll on a Bugzilla without webhooks
+    bugzilla_poll_seconds: float = 60.0
+    admin_token: str = ""  # the admin pages (/admin) are disabled (404) unless it is set
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -92,6 +95,7 @@ class Settings:
             self.bugherd_api_key,
             self.github_token,
             self.metrics_token,
+            self.admin_token,
         ]
         return [v for v in values if v and len(v) >= 4]
 
@@ -205,4 +209,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         item_lease_seconds=max(2.0, _float(env, "ITEM_LEASE_SECONDS", 60.0)),
         log_level=log_level,
         metrics_token=env.get("METRICS_TOKEN", "").strip(),
+        bugzilla_poll_products=tuple(p.strip() for p in env.get("BUGZILLA_POLL_PRODUCTS", "").split(",") if p.strip()),
+        bugzilla_poll_seconds=max(10.0, _float(env, "BUGZILLA_POLL_SECONDS", 60.0)),
+        admin_token=env.get("ADMIN_TOKEN", "").strip(),
     )

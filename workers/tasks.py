@@ -7,8 +7,9 @@ import time
 
 from celery import shared_task
 
-from bridge import store
+from bridge import polling, store
 from bridge.broker import TASK_REQUEUE_STALE, TASK_SYNC_ITEM
+from bridge.events import SourceUnavailable
 from bridge.runtime import get_runtime
 
 log = logging.getLogger("bridge.worker")
@@ -37,3 +38,21 @@ def requeue_stale() -> int:
     if items:
         log.info("re-enqueued stale items", extra={"count": len(items)})
     return len(items)
+
+
+@shared_task(name="workers.tasks.poll_bugzilla")
+def poll_bugzilla() -> int:
+    """Beat job: store Bugzilla changes found by polling, then wake a worker per item that got events."""
+    runtime = get_runtime()
+    config = polling.config_from_settings(runtime.settings)
+    try:
+        fed = polling.poll_bugzilla(runtime.engine, runtime.settings, config)
+    except SourceUnavailable as exc:
+        log.warning("Bugzilla poll failed, next tick retries: %s", exc.reason)
+        return 0
+    for source, item_key in sorted(fed):
+        try:
+            sync_item.delay(source, item_key)
+        except Exception as exc:  # the events are stored: requeue_stale wakes them later
+            log.warning("could not enqueue a polled item: %s", exc, extra={"item": item_key})
+    return len(fed)

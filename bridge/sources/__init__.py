@@ -64,4 +64,14 @@ def enrich(settings: Settings, event: NormalizedEvent) -> NormalizedEvent:
     event unchanged when the source cannot be asked (no API credentials): the event's notes say so.
     Raises `bridge.events.SourceUnavailable` when asking failed for now.
     """
+    if event.has_state:
+        return event
+    if event.source == bugzilla.NAME:
+        from bridge.sources import bugzilla_api
+
+        return bugzilla_api.enrich(settings, event)
+    if event.source == bugherd.NAME:
+        from bridge.sources import bugherd_api
+
+        return bugherd_api.enrich(settings, event)
     return event

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.events import BadDelivery, Comment, NormalizedEvent, Unauthorized, parse_timestamp
@@ -30,6 +30,7 @@ EVENTS: dict[str, str] = {
     "comment": "comment_created",
     "task_destroy": "deleted",
 }
+REDUCED_TASK_NOTE = "the task body lacked its fields; set BUGHERD_API_KEY to fetch them"
 TITLE_LIMIT = 120  # a fallback title cut from the description stays readable in Zoho lists
 
 # The fields a mapping can use (templates, `from:`), all taken from the task object.
@@ -101,17 +102,21 @@ class BugHerdSource:
                 raise BadDelivery(f'task: expected an object (a {event} body is {{"task": {{...}}}})')
             action = EVENTS[event]
         fields = task_fields(task)
+        # A task body without its description and status carries no state worth applying (a destroy needs none).
+        reduced = action not in ("deleted",) and comment is None and "description" not in task and "status" not in task
         return NormalizedEvent(
             source=NAME,
             item_kind="task",
             item_key=str(fields["task_id"]),
             action=action,
             event_name=event,
-            source_ts=_task_ts(task, deleting=action == "deleted"),
+            source_ts=_task_ts(task, deleting=action == "deleted", reduced=reduced),
             fields=fields,
             comment=comment,
             # Routed by project id: it never changes, while admins rename projects.
             source_project=str(fields["project_id"]),
+            has_state=not reduced,
+            notes=(REDUCED_TASK_NOTE,) if reduced else (),
         )
 
     def dedup_key(self, body: bytes, headers: Mapping[str, str], event_hint: str | None = None) -> str:
@@ -197,8 +202,10 @@ def task_fields(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _task_ts(task: dict[str, Any], *, deleting: bool) -> datetime:
+def _task_ts(task: dict[str, Any], *, deleting: bool, reduced: bool = False) -> datetime:
     raw = task.get("updated_at") or task.get("created_at")
+    if raw is None and reduced:
+        return datetime.now(UTC)  # the fetched task's updated_at replaces it
     if raw is None:
         raise BadDelivery("task.updated_at: expected an ISO-8601 timestamp, got None")
     ts = parse_timestamp(raw, field_name="task.updated_at")

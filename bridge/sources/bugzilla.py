@@ -164,44 +164,7 @@ class BugzillaSource:
         return f"{self.bugzilla_url}/show_bug.cgi?id={bug_id}" if self.bugzilla_url else ""
 
     def bug_fields(self, bug: dict[str, Any], bug_id: int, *, reduced: bool = False) -> dict[str, Any]:
-        if reduced:
-            return {"id": bug_id, "is_private": True}
-        keywords = bug.get("keywords") or []
-        if not isinstance(keywords, list):
-            raise BadDelivery("bug.keywords: expected a list")
-        keywords = [str(k) for k in keywords if k is not None]
-        status, resolution = _text(bug.get("status")), _text(bug.get("resolution"))
-        alias = bug.get("alias")
-        bug_type = _text(bug.get("type"))
-        return {
-            "id": bug_id,
-            "alias": ", ".join(str(a) for a in alias) if isinstance(alias, list) else _text(alias),
-            "summary": _text(bug.get("summary")),
-            "status": status,
-            "resolution": resolution,
-            "status_resolution": f"{status}/{resolution}" if resolution else status,
-            "severity": _text(bug.get("severity")),
-            "priority": _text(bug.get("priority")),
-            "classification": _text(bug.get("classification")),
-            "product": _text(bug.get("product")),
-            "component": _text(bug.get("component")),
-            "keywords": keywords,
-            "keywords_and_type": [*keywords, bug_type] if bug_type else list(keywords),
-            "whiteboard": _text(bug.get("whiteboard")),
-            "url": _text(bug.get("url")),
-            "version": _text(bug.get("version")),
-            "target_milestone": _text(bug.get("target_milestone")),
-            "type": bug_type,
-            "assigned_to": _text(bug.get("assigned_to")),
-            "creator": _text(bug.get("creator")),
-            "qa_contact": _text(bug.get("qa_contact")),
-            "op_sys": _text(bug.get("operating_system") or bug.get("op_sys")),
-            "platform": _text(bug.get("platform")),
-            "creation_time": bug.get("creation_time"),
-            "last_change_time": bug.get("last_change_time"),
-            "is_private": bool(bug.get("is_private")),
-            "bug_url": self.bug_url(bug_id),
-        }
+        return bug_fields(bug, bug_id, bugzilla_url=self.bugzilla_url, reduced=reduced)
 
     def _comment(self, raw: dict[str, Any], event: dict[str, Any], fields: dict[str, Any]) -> Comment:
         user = event.get("user") if isinstance(event.get("user"), dict) else {}
@@ -215,6 +178,52 @@ class BugzillaSource:
             url=f"{url}#c{number}" if url and number is not None else url,
             created_at=parse_timestamp(created, field_name="bug.comment.creation_time") if created else None,
         )
+
+
+def bug_fields(bug: dict[str, Any], bug_id: int, *, bugzilla_url: str = "", reduced: bool = False) -> dict[str, Any]:
+    """The mapping fields of a bug object (webhook or REST `GET /rest/bug/{id}`: same field names)."""
+    if reduced:
+        return {"id": bug_id, "is_private": True}
+    keywords = bug.get("keywords") or []
+    if not isinstance(keywords, list):
+        raise BadDelivery("bug.keywords: expected a list")
+    keywords = [str(k) for k in keywords if k is not None]
+    status, resolution = _text(bug.get("status")), _text(bug.get("resolution"))
+    alias = bug.get("alias")
+    bug_type = _text(bug.get("type"))
+    return {
+        "id": bug_id,
+        "alias": ", ".join(str(a) for a in alias) if isinstance(alias, list) else _text(alias),
+        "summary": _text(bug.get("summary")),
+        "status": status,
+        "resolution": resolution,
+        "status_resolution": f"{status}/{resolution}" if resolution else status,
+        "severity": _text(bug.get("severity")),
+        "priority": _text(bug.get("priority")),
+        "classification": _text(bug.get("classification")),
+        "product": _text(bug.get("product")),
+        "component": _text(bug.get("component")),
+        "keywords": keywords,
+        "keywords_and_type": [*keywords, bug_type] if bug_type else list(keywords),
+        "whiteboard": _text(bug.get("whiteboard")),
+        "url": _text(bug.get("url")),
+        "version": _text(bug.get("version")),
+        "target_milestone": _text(bug.get("target_milestone")),
+        "type": bug_type,
+        "assigned_to": _text(bug.get("assigned_to")),
+        "creator": _text(bug.get("creator")),
+        "qa_contact": _text(bug.get("qa_contact")),
+        "op_sys": _text(bug.get("operating_system") or bug.get("op_sys")),
+        "platform": _text(bug.get("platform")),
+        "creation_time": bug.get("creation_time"),
+        "last_change_time": bug.get("last_change_time"),
+        "is_private": bool(bug.get("is_private")),
+        "bug_url": bug_url(bugzilla_url, bug_id),
+    }
+
+
+def bug_url(bugzilla_url: str, bug_id: int) -> str:
+    return f"{bugzilla_url.rstrip('/')}/show_bug.cgi?id={bug_id}" if bugzilla_url else ""
 
 
 def _text(value: Any) -> str:

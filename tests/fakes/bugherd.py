@@ -1,0 +1,145 @@
+"""A fake BugHerd API v2 on a real loopback HTTP port: tasks and webhooks in memory.
+
+Serves `GET /api_v2/projects/{p}/tasks/{t}.json` (`{"task": {...}}`), `GET /api_v2/webhooks.json`
+(`{"webhooks": [...]}`) and `POST /api_v2/webhooks.json` (`{"project_id"?, "target_url", "event"}` →
+`{"webhook": {...}}`). Basic auth with the API key as user and `x` as password, else 401.
+`fail_next(n, 429)` answers 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+API_KEY = "bhapi-9d41c7e2a05b4f68"
+EVENTS = ("task_create", "task_update", "comment", "task_destroy")
+TASK_PATH = re.compile(r"^/api_v2/projects/(\d+)/tasks/(\d+)\.json$")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self):  # skip the slow reverse lookup
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        pass
+
+    def _serve(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        status, body, headers = self.server.fake._handle(self.command, self.path, self.headers, raw)
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = _serve
+
+
+class FakeBugHerd:
+    def __init__(self, *, api_key: str = API_KEY) -> None:
+        self.api_key = api_key
+        self._lock = threading.RLock()
+        self._tasks: dict[int, dict[str, Any]] = {}
+        self._webhooks: list[dict[str, Any]] = []
+        self._faults: list[int] = []
+        self._next_hook = 700
+        self.requests: list[dict[str, Any]] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.base_url = ""
+
+    def start(self) -> FakeBugHerd:
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="FakeBugHerd", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+            self._server = self._thread = None
+
+    def __enter__(self) -> FakeBugHerd:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- data --------------------------------------------------------------------------------------------------
+    def put_task(self, task: dict[str, Any]) -> None:
+        """A task as BugHerd's API returns it (e.g. `tests.factories_trackers.bugherd_task(...)`)."""
+        with self._lock:
+            self._tasks[int(task["id"])] = copy.deepcopy(task)
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._webhooks)
+
+    def fail_next(self, n: int, status: int = 429) -> None:
+        with self._lock:
+            self._faults.extend([status] * n)
+
+    def calls(self, method: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self.requests if method in (None, r["method"])]
+
+    # -- HTTP --------------------------------------------------------------------------------------------------
+    def _handle(self, method: str, target: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        path = urlsplit(target).path
+        with self._lock:
+            self.requests.append({"method": method, "path": path, "auth": headers.get("Authorization")})
+            if self._faults:
+                status = self._faults.pop(0)
+                return status, {"error": f"injected {status}"}, ({"Retry-After": "3"} if status == 429 else {})
+            expected = "Basic " + base64.b64encode(f"{self.api_key}:x".encode()).decode()
+            if headers.get("Authorization") != expected:
+                return 401, {"error": "HTTP Basic: Access denied."}, {}
+            match = TASK_PATH.match(path)
+            if method == "GET" and match:
+                task = self._tasks.get(int(match.group(2)))
+                if task is None or str(task.get("project_id")) != match.group(1):
+                    return 404, {"error": "not found"}, {}
+                return 200, {"task": copy.deepcopy(task)}, {}
+            if path == "/api_v2/webhooks.json" and method == "GET":
+                return 200, {"webhooks": copy.deepcopy(self._webhooks)}, {}
+            if path == "/api_v2/webhooks.json" and method == "POST":
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    return 400, {"error": "bad JSON"}, {}
+                if body.get("event") not in EVENTS or not str(body.get("target_url", "")).startswith("http"):
+                    return 422, {"error": "event and target_url are required"}, {}
+                self._next_hook += 1
+                hook = {
+                    "id": self._next_hook,
+                    "event": body["event"],
+                    "target_url": body["target_url"],
+                    "project_id": body.get("project_id"),
+                }
+                self._webhooks.append(hook)
+                return 201, {"webhook": copy.deepcopy(hook)}, {}
+            return 404, {"error": "not found"}, {}

@@ -1,0 +1,173 @@
+"""Bugzilla REST client and enrichment, against the fake Bugzilla over real HTTP.
+
+A private bug's webhook carries `{id, is_private}` only: with BUGZILLA_URL + BUGZILLA_API_KEY the worker
+fetches the bug (and comment 0, its description) and the Zoho issue gets the real summary; without them the
+event is skipped with a note saying what to set.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge import store
+from bridge.events import SourceUnavailable
+from bridge.runtime import Runtime
+from bridge.settings import load_settings
+from bridge.sources import bugzilla_api
+from bridge.sources.bugzilla import PRIVATE_BUG_NOTE, BugzillaSource
+from tests.factories_trackers import BUGZILLA_SECRET, bugzilla_bug, bugzilla_event, encode
+from tests.fakes.bugzilla import API_KEY, FakeBugzilla
+from tests.fakes.zoho import FakeZoho
+from tests.harness import REPO
+
+
+@pytest.fixture
+def zoho():
+    with FakeZoho() as server:
+        yield server
+
+
+@pytest.fixture
+def bz():
+    with FakeBugzilla() as server:
+        yield server
+
+
+def make_env(tmp: Path, zoho: FakeZoho, **extra: str) -> dict[str, str]:
+    mappings = tmp / "mappings"
+    mappings.mkdir(exist_ok=True)
+    shutil.copy(REPO / "mappings" / "bugzilla.yaml", mappings / "bugzilla.yaml")
+    env = {
+        "BRIDGE_DATA_DIR": str(tmp / "var"),
+        "MAPPINGS_DIR": str(mappings),
+        "BROKER_URL": "redis://127.0.0.1:1/0",  # never used here
+        "BUGZILLA_WEBHOOK_SECRET": BUGZILLA_SECRET,
+        "ZOHO_API_BASE": zoho.base_url,
+        "ZOHO_ACCOUNTS_URL": zoho.base_url,
+        "ZOHO_CLIENT_ID": zoho.client_id,
+        "ZOHO_CLIENT_SECRET": zoho.client_secret,
+        "ZOHO_REFRESH_TOKEN": zoho.refresh_token,
+        "ZOHO_RATE_LIMIT_PER_MINUTE": "0",
+        "COALESCE_MS": "0",
+        "RETRY_BASE_SECONDS": "0.05",
+        "RETRY_MAX_SECONDS": "0.2",
+    }
+    env.update(extra)
+    return env
+
+
+def deliver(runtime: Runtime, payload: dict) -> int:
+    source = BugzillaSource(BUGZILLA_SECRET, bugzilla_url=runtime.settings.bugzilla_url)
+    body = encode(payload)
+    event = source.parse(body, {})
+    event_id, _ = store.record_delivery(
+        runtime.engine, event, dedup_key=source.dedup_key(body, {}), headers={}, payload=body
+    )
+    return event_id
+
+
+def drain(runtime: Runtime, item: str, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runtime.sync.process_item("bugzilla", item)
+        if not store.pending_for_item(runtime.engine, "bugzilla", item, now=float("inf")):
+            return
+        time.sleep(0.05)
+    raise AssertionError("events still pending")
+
+
+def private_modify(bug_id: int = 2) -> dict:
+    return bugzilla_event("bug", "modify", bug=bugzilla_bug(bug_id=bug_id, private=True), at=7)
+
+
+def test_a_private_bug_is_fetched_and_lands_in_zoho_with_its_summary(tmp_path, zoho, bz):
+    bz.put_bug(2, changed=5, summary="Password reset mail leaks the token", description="The token is in the URL.")
+    env = make_env(tmp_path, zoho, BUGZILLA_URL=bz.base_url, BUGZILLA_API_KEY=API_KEY)
+    runtime = Runtime(load_settings(env))
+    event_id = deliver(runtime, private_modify())
+    drain(runtime, "2")
+    stored = store.get_event(runtime.engine, event_id)
+    assert stored is not None and stored.status == "done", stored
+    assert "fields fetched from Bugzilla" in (stored.notes or "")
+    assert PRIVATE_BUG_NOTE not in (stored.notes or "")
+    assert stored.event.has_state and stored.event.fields["summary"] == "Password reset mail leaks the token"
+    (issue,) = zoho.issues()
+    assert issue["name"] == "Password reset mail leaks the token"
+    assert "The token is in the URL." in str(issue.get("description"))
+    # the key went in the header, never in the URL
+    calls = bz.calls("/rest/bug/2")
+    assert {c["path"] for c in calls} == {"/rest/bug/2", "/rest/bug/2/comment"}
+    assert all("api_key" not in c["query"] for c in calls)
+
+
+def test_without_credentials_the_private_bug_is_skipped_with_the_note(tmp_path, zoho):
+    runtime = Runtime(load_settings(make_env(tmp_path, zoho)))
+    event_id = deliver(runtime, private_modify())
+    drain(runtime, "2")
+    stored = store.get_event(runtime.engine, event_id)
+    assert stored is not None and stored.status == "skipped"
+    assert PRIVATE_BUG_NOTE in (stored.notes or "")
+    assert zoho.issues() == []
+
+
+def test_a_refused_key_is_a_note_not_a_crash(tmp_path, zoho, bz):
+    env = make_env(tmp_path, zoho, BUGZILLA_URL=bz.base_url, BUGZILLA_API_KEY="wrong-key")
+    runtime = Runtime(load_settings(env))
+    event_id = deliver(runtime, private_modify())
+    drain(runtime, "2")
+    stored = store.get_event(runtime.engine, event_id)
+    assert stored is not None and stored.status == "skipped"
+    assert "Bugzilla refused BUGZILLA_API_KEY (401" in (stored.notes or "")
+    assert zoho.issues() == []
+
+
+def test_an_unknown_bug_is_a_note(tmp_path, zoho, bz):
+    env = make_env(tmp_path, zoho, BUGZILLA_URL=bz.base_url, BUGZILLA_API_KEY=API_KEY)
+    runtime = Runtime(load_settings(env))
+    event_id = deliver(runtime, private_modify(bug_id=404404))
+    drain(runtime, "404404")
+    stored = store.get_event(runtime.engine, event_id)
+    assert stored is not None and stored.status == "skipped"
+    assert "not found in Bugzilla" in (stored.notes or "")
+
+
+def test_bugzilla_down_defers_the_event_and_it_syncs_later(tmp_path, zoho, bz):
+    bz.put_bug(2, changed=5, summary="Fetched once Bugzilla is back")
+    env = make_env(tmp_path, zoho, BUGZILLA_URL=bz.base_url, BUGZILLA_API_KEY=API_KEY)
+    runtime = Runtime(load_settings(env))
+    event_id = deliver(runtime, private_modify())
+    bz.fail_next(1, 503)
+    runtime.sync.process_item("bugzilla", "2")
+    stored = store.get_event(runtime.engine, event_id)
+    assert stored is not None and stored.status == "pending" and "503" in (stored.last_error or "")
+    drain(runtime, "2")
+    assert store.get_event(runtime.engine, event_id).status == "done"
+    assert [i["name"] for i in zoho.issues()] == ["Fetched once Bugzilla is back"]
+
+
+def test_client_errors(bz):
+    client = bugzilla_api.BugzillaClient(bz.base_url, API_KEY)
+    bz.fail_next(1, 429)
+    with pytest.raises(SourceUnavailable) as info:
+        client.bug(1)
+    assert info.value.retry_after == 7.0
+    with pytest.raises(bugzilla_api.BugzillaError, match="not found"):
+        client.bug(1)
+    dead = bugzilla_api.BugzillaClient("http://127.0.0.1:9", API_KEY)
+    with pytest.raises(SourceUnavailable, match="unreachable"):
+        dead.bug(1)
+
+
+def test_rest_fields_match_the_webhook_fields(bz):
+    bz.put_bug(7, changed=3, summary="Same names", status="RESOLVED", resolution="FIXED", keywords=["perf"])
+    client = bugzilla_api.BugzillaClient(bz.base_url, API_KEY)
+    fields = bugzilla_api.fields_of(client.bug(7), "https://bugzilla.example.org", "desc")
+    assert fields["status_resolution"] == "RESOLVED/FIXED"
+    assert fields["keywords_and_type"] == ["perf", "defect"]
+    assert fields["last_change_time"].endswith(":03") and not fields["last_change_time"].endswith("Z")
+    assert fields["bug_url"] == "https://bugzilla.example.org/show_bug.cgi?id=7"
+    assert set(fields) <= BugzillaSource.fields
