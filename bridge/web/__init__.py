@@ -1,4 +1,4 @@
-"""The web layer (the only code that imports Flask): intake, health, and the app factory."""
+"""The web layer (the only code that imports Flask): intake, health, admin pages, and the app factory."""
 
 from __future__ import annotations
 
@@ -36,9 +36,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.dry_run:
         log.warning("no Zoho credentials: DRY-RUN mode, Zoho calls are recorded, not sent")
 
+    from bridge.web import admin
     from bridge.web.health import bp as health_bp
     from bridge.web.intake import bp as intake_bp
 
     app.register_blueprint(intake_bp)
     app.register_blueprint(health_bp)
+    admin.init_app(app, settings)  # /admin: 404 unless ADMIN_TOKEN is set
     return app

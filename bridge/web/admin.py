@@ -1,0 +1,325 @@
+"""The operator's admin pages (`/admin`): server-rendered, behind ADMIN_TOKEN.
+
+Disabled (404 for every /admin URL) unless ADMIN_TOKEN is set. The login form takes the token (compared in
+constant time) and sets Flask's signed session cookie (HttpOnly, SameSite=Lax, path /admin). The signing key
+is derived from the token with HMAC, so every gunicorn worker and host agrees on it without another setting,
+and rotating the token logs every session out. Every POST form carries a per-session CSRF token in a hidden
+field. Pages render through autoescaped Jinja templates, never a secret: the raw delivery's headers are the
+ones intake kept (no signature, no auth header).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from sqlalchemy import or_, select
+from werkzeug.wrappers import Response
+
+from bridge import db, store
+from bridge.runtime import Runtime
+from bridge.settings import Settings
+
+log = logging.getLogger("bridge.admin")
+bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
+
+SESSION_HOURS = 12
+RECENT_LIMIT = 50
+RAW_BODY_LIMIT = 100_000  # characters of a raw delivery shown on its page
+PUBLIC_ENDPOINTS = ("admin.login",)
+SECURITY_HEADERS = {
+    # No script at all; inline CSS only; forms post back to us; never framed.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def session_key(admin_token: str) -> str:
+    """Flask's SECRET_KEY, derived from the admin token: the same in every process, new when it rotates."""
+    return hmac.new(admin_token.encode(), b"issue-bridge admin session v1", hashlib.sha256).hexdigest()
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Register the admin pages; they answer 404 unless ADMIN_TOKEN is set."""
+    if settings.admin_token:
+        app.config.update(
+            SECRET_KEY=session_key(settings.admin_token),
+            SESSION_COOKIE_NAME="bridge_admin",
+            SESSION_COOKIE_HTTPONLY=True,
+            SESSION_COOKIE_SAMESITE="Lax",
+            SESSION_COOKIE_PATH="/admin",
+            PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+        )
+        if len(settings.admin_token) < 24:
+            log.warning("ADMIN_TOKEN is short: use at least 24 random characters (e.g. `openssl rand -hex 24`)")
+        log.info("admin pages enabled at /admin")
+    app.register_blueprint(bp)
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+
+def _runtime() -> Runtime:
+    return current_app.extensions["bridge"]
+
+
+def _engine():  # type: ignore[no-untyped-def]
+    return _runtime().engine
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return str(token)
+
+
+def _safe_next(target: str | None, default: str) -> str:
+    """Only a path of ours: never an absolute or scheme-relative URL (no open redirect)."""
+    if target and target.startswith("/admin") and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+@bp.app_template_filter("when")
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+@bp.app_template_filter("pretty_json")
+def _pretty_json(value: Any) -> str:
+    if isinstance(value, str | bytes):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+
+
+@bp.context_processor
+def _template_globals() -> dict[str, Any]:
+    return {
+        "csrf_token": csrf_token,
+        "dry_run": _runtime().settings.dry_run,
+        "statuses": store.EVENT_STATUSES,
+        "logged_in": bool(session.get("admin")),
+    }
+
+
+@bp.before_request
+def _guard() -> Response | None:
+    if not _runtime().settings.admin_token:
+        abort(404)  # disabled: indistinguishable from no admin pages at all
+    if request.method == "POST":
+        given = request.form.get("csrf_token", "")
+        expected = session.get("csrf", "")
+        if not expected or not hmac.compare_digest(given.encode(), str(expected).encode()):
+            log.warning("admin form refused: bad or missing CSRF token", extra={"path": request.path})
+            abort(400, description="The form expired or did not come from this page: reload it and try again.")
+    if request.endpoint not in PUBLIC_ENDPOINTS and not session.get("admin"):
+        return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+    return None
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+@bp.errorhandler(400)
+def _bad_request(exc: Any) -> tuple[str, int]:
+    return render_template("admin/error.html", code=400, message=getattr(exc, "description", "Bad request")), 400
+
+
+# -- login ------------------------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | str | tuple[str, int]:
+    next_url = _safe_next(request.values.get("next"), url_for("admin.dashboard"))
+    if request.method == "GET":
+        return render_template("admin/login.html", next_url=next_url, error=None)
+    given = request.form.get("token", "")
+    expected = _runtime().settings.admin_token
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        log.warning("admin login refused", extra={"remote": request.remote_addr})
+        return render_template("admin/login.html", next_url=next_url, error="Wrong token."), 401
+    session.clear()  # a fresh session (and CSRF token) at every login
+    session.permanent = True
+    session["admin"] = True
+    csrf_token()
+    log.info("admin login", extra={"remote": request.remote_addr})
+    return redirect(next_url)
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    session.clear()
+    flash("Logged out.")
+    return redirect(url_for("admin.login"))
+
+
+# -- pages ------------------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def dashboard() -> str:
+    engine = _engine()
+    status = request.args.get("status") or None
+    if status not in store.EVENT_STATUSES:
+        status = None
+    source = request.args.get("source") or None
+    events = store.list_events(engine, status=status, source=source, limit=RECENT_LIMIT)
+    counts = store.count_by_status(engine)
+    problems = sum(len(p) for p in _runtime().registry.problems.values())
+    return render_template(
+        "admin/dashboard.html",
+        counts=counts,
+        events=events,
+        status=status,
+        source=source,
+        mapping_problems=problems,
+    )
+
+
+def _zoho_reason(event_id: int) -> dict[str, Any] | None:
+    """The last Zoho call of an event that Zoho refused (its status and answer), if any."""
+    refused = [c for c in store.calls_for_event(_engine(), event_id) if c["status"] and c["status"] >= 400]
+    return refused[-1] if refused else None
+
+
+@bp.get("/failed")
+def failed() -> str:
+    events = store.list_events(_engine(), status=store.FAILED, limit=200)
+    rows = [(ev, _zoho_reason(ev.id)) for ev in events]
+    return render_template("admin/failed.html", rows=rows)
+
+
+@bp.get("/events/<int:event_id>")
+def event_detail(event_id: int) -> str:
+    engine = _engine()
+    ev = store.get_event(engine, event_id)
+    if ev is None:
+        abort(404)
+    raw = store.get_raw_delivery(engine, event_id)
+    headers, payload = raw if raw else ({}, b"")
+    body = payload.decode("utf-8", errors="replace")
+    return render_template(
+        "admin/event.html",
+        ev=ev,
+        headers=headers,
+        body=body[:RAW_BODY_LIMIT],
+        body_cut=len(body) > RAW_BODY_LIMIT,
+        normalized=ev.event.to_json(),
+        attempts=store.attempts_for_event(engine, event_id),
+        calls=store.calls_for_event(engine, event_id),
+    )
+
+
+def _replay(ids: list[int]) -> int:
+    engine = _engine()
+    events = [ev for ev in (store.get_event(engine, i) for i in ids) if ev is not None]
+    count = store.reset_for_replay(engine, [ev.id for ev in events])
+    publisher = current_app.extensions["publisher"]
+    for source, item_key in sorted({(ev.source, ev.item_key) for ev in events}):
+        publisher.wake(source, item_key)  # best effort: the beat job re-enqueues pending events anyway
+    log.info("admin replay", extra={"events": [ev.id for ev in events], "count": count})
+    return count
+
+
+@bp.post("/events/<int:event_id>/replay")
+def replay(event_id: int) -> Response:
+    if store.get_event(_engine(), event_id) is None:
+        abort(404)
+    _replay([event_id])
+    flash(f"Event {event_id} is back in the queue.")
+    return redirect(_safe_next(request.form.get("next"), url_for("admin.event_detail", event_id=event_id)))
+
+
+@bp.post("/failed/replay")
+def replay_failed() -> Response:
+    ids = [ev.id for ev in store.list_events(_engine(), status=store.FAILED, limit=100_000)]
+    count = _replay(ids)
+    flash(f"{count} failed event(s) are back in the queue.")
+    return redirect(url_for("admin.failed"))
+
+
+@bp.get("/lookup")
+def lookup() -> str:
+    """An external id (or item key, or Zoho issue id) → the link and that item's events."""
+    query = (request.args.get("q") or "").strip()
+    results: list[tuple[store.Link | None, list[store.StoredEvent], str, str]] = []
+    if query:
+        engine = _engine()
+        # One connection at a time: a second one opened inside the first would wait on SQLite's lock.
+        with engine.connect() as conn:
+            link_rows = conn.execute(
+                select(db.links.c.source, db.links.c.external_id, db.links.c.item_key)
+                .where(
+                    or_(
+                        db.links.c.external_id == query,
+                        db.links.c.item_key == query,
+                        db.links.c.zoho_issue_id == query,
+                    )
+                )
+                .order_by(db.links.c.id)
+                .limit(20)
+            ).all()
+            items = [(r.source, r.item_key) for r in link_rows]
+            if not items:  # no Zoho issue yet (or it failed): the item's events still tell its story
+                event_items = conn.execute(
+                    select(db.events.c.source, db.events.c.item_key).where(db.events.c.item_key == query).distinct()
+                ).all()
+                items = [(r.source, r.item_key) for r in event_items]
+            histories = {
+                (source, item_key): [
+                    store.StoredEvent.from_row(r)
+                    for r in conn.execute(
+                        select(db.events)
+                        .where(db.events.c.source == source, db.events.c.item_key == item_key)
+                        .order_by(db.events.c.id.desc())
+                        .limit(200)
+                    ).all()
+                ]
+                for source, item_key in items
+            }
+        links = {(r.source, r.item_key): store.get_link(engine, r.source, r.external_id) for r in link_rows}
+        results = [(links.get(key), histories[key], key[0], key[1]) for key in histories]
+    return render_template("admin/lookup.html", query=query, results=results)
+
+
+@bp.get("/mappings")
+def mappings() -> str:
+    registry = _runtime().registry
+    registry.reload_if_changed()
+    problems = [p for file_problems in registry.problems.values() for p in file_problems]
+    return render_template(
+        "admin/mappings.html",
+        problems=problems,
+        mappings=registry.all(),
+        directory=registry.directory,
+    )
