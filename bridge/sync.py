@@ -120,7 +120,7 @@ class SyncService:
     def _process_batch(self, pending: list[StoredEvent], outcome: ItemOutcome) -> bool:
         """Returns False when a transient failure stopped the batch."""
         source = pending[0].source
-        mapping = self._mapping(source)
+        mapping = self._mapping(pending[0].event)
         if mapping is None:
             for ev in pending:
                 self._fail(ev, f"no valid mapping for source {source!r} in {self.settings.mappings_dir}", outcome)
@@ -187,9 +187,9 @@ class SyncService:
         store.replace_event(self.engine, ev.id, completed)
         return dataclasses.replace(ev, event=completed)
 
-    def _mapping(self, source: str) -> Mapping | None:
-        mappings = self.registry.for_source(source)
-        return mappings[0] if mappings else None
+    def _mapping(self, event: NormalizedEvent) -> Mapping | None:
+        """The mapping file for the event: the first of its source whose `match:` takes its source project."""
+        return self.registry.for_event(event)
 
     def _draft(self, ev: StoredEvent, mapping: Mapping, known: dict[str, Any] | None = None) -> IssueDraft:
         try:

@@ -84,7 +84,7 @@ def test_unbalanced_braces_report_position(text, position, fragment):
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("{title|shout}", "unknown filter 'shout' (known: default, join, lower, truncate, upper)"),
+        ("{title|shout}", "unknown filter 'shout' (known: date, default, join, lower, truncate, upper)"),
         ("{title|truncate}", "needs a whole number"),
         ("{title|truncate:0}", "needs a whole number"),
         ("{title|default}", "needs a quoted text argument"),

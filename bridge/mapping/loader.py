@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
+from collections.abc import Iterable
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import yaml
 from marshmallow import ValidationError
 
-from .model import Mapping
+from ..events import NormalizedEvent
+from .model import COMBINATION_SEPARATOR, OPTION_FIELDS, WILDCARD, Mapping
 from .schema import NOT_A_MAPPING, UNKNOWN_KEY, KnownFields, kind, load_mapping_data
+
+# (portal, project) -> {zoho field: [valid names]}, as `ZohoClient.options` reports them; the optional
+# "custom" entry lists the issue custom fields' API names (`ZohoClient.custom_fields`).
+ZohoOptions = AbcMapping[tuple[str, str], AbcMapping[str, Iterable[str]]]
 
 log = logging.getLogger("bridge.mapping")
 PATTERNS = ("*.yaml", "*.yml")
@@ -142,7 +151,153 @@ def _reword(path: str, message: str, data: Any) -> str:
     return message
 
 
-def _load(path: Path, known_fields: KnownFields | None) -> tuple[Mapping | None, list[MappingProblem], dict]:
+def _normalize(name: str) -> str:
+    return " ".join(str(name).split()).casefold()
+
+
+def _covers(earlier: list[str], later: list[str]) -> bool:
+    return all(a in (WILDCARD, b) for a, b in zip(earlier, later, strict=True))
+
+
+def _unreachable_entries(file: str, data: dict, lines: dict[str, int]) -> list[MappingProblem]:
+    """Combination entries that an earlier entry (wildcards included) always matches first."""
+    problems: list[MappingProblem] = []
+    mapped = data.get("fields") if isinstance(data.get("fields"), dict) else {}
+    for field, spec in mapped.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("map"), dict):
+            continue
+        source = spec.get("from")
+        if not isinstance(source, list) or len(source) < 2:
+            continue
+        count = len(source)
+        seen: list[tuple[str, list[str]]] = []
+        for key in spec["map"]:
+            parts = [p.strip() for p in str(key).split(COMBINATION_SEPARATOR, count - 1)]
+            if len(parts) != count:
+                continue  # reported by the schema
+            earlier = next((k for k, ps in seen if _covers(ps, parts)), None)
+            if earlier is not None:
+                path = f"fields.{field}.map.{key}"
+                problems.append(
+                    MappingProblem(
+                        file,
+                        _line_of(lines, path),
+                        path,
+                        f"unreachable: '{earlier}' (line {lines.get(f'fields.{field}.map.{earlier}')}) comes first "
+                        "and matches everything this entry matches; move this entry above it or remove it",
+                    )
+                )
+            seen.append((str(key), parts))
+    return problems
+
+
+def _patterns(data: dict) -> list[str] | None:
+    match = data.get("match")
+    if not isinstance(match, dict):
+        return None
+    value = match.get("source_project")
+    items = value if isinstance(value, list) else [value]
+    found = [str(v).strip() for v in items if isinstance(v, str | int) and not isinstance(v, bool) and str(v).strip()]
+    return found or None
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether two source-project globs can accept the same project (exact for literals, a heuristic for globs)."""
+    a, b = a.casefold(), b.casefold()
+    return a == b or fnmatchcase(a, b) or fnmatchcase(b, a)
+
+
+def _unreachable_routes(file: str, data: dict, lines: dict[str, int]) -> list[MappingProblem]:
+    patterns = _patterns(data)
+    zoho = data.get("zoho") if isinstance(data.get("zoho"), dict) else {}
+    project = zoho.get("project") if isinstance(zoho.get("project"), dict) else {}
+    routes = project.get("by_source_project")
+    if patterns is None or not isinstance(routes, dict):
+        return []
+    problems = []
+    for name in routes:
+        if not any(_overlap(str(name), p) for p in patterns):
+            path = f"zoho.project.by_source_project.{name}"
+            problems.append(
+                MappingProblem(
+                    file,
+                    _line_of(lines, path),
+                    path,
+                    f"unreachable route: match.source_project ({', '.join(patterns)}) never accepts '{name}', "
+                    "so its events never reach this file; add it to match.source_project or remove this route",
+                )
+            )
+    return problems
+
+
+def check_name(name: str, valid: Iterable[str]) -> tuple[str | None, str | None]:
+    """(the Zoho name meant, or None; a message when it is unknown or ambiguous): case/space tolerant."""
+    valid = list(dict.fromkeys(str(v) for v in valid))
+    if name in valid:
+        return name, None
+    close = [v for v in valid if _normalize(v) == _normalize(name)]
+    if len(close) == 1:
+        return close[0], None
+    if close:
+        return None, f"'{name}' is ambiguous among Zoho {{field}} names: {', '.join(close)}; write one of them exactly"
+    near = difflib.get_close_matches(name, valid, n=1)
+    hint = f", did you mean '{near[0]}'?" if near else ""
+    return None, f"'{name}' is not a Zoho {{field}}{hint} (valid: {', '.join(sorted(valid)) or '(none)'})"
+
+
+def _zoho_names(file: str, data: dict, lines: dict[str, int], zoho_options: ZohoOptions) -> list[MappingProblem]:
+    """Names in maps and defaults checked against the Zoho metadata of every project the file routes to."""
+    zoho = data.get("zoho") if isinstance(data.get("zoho"), dict) else {}
+    portal = str(zoho.get("portal", ""))
+    project = zoho.get("project") if isinstance(zoho.get("project"), dict) else {}
+    targets = [project.get("default")]
+    if isinstance(project.get("by_source_project"), dict):
+        targets += list(project["by_source_project"].values())
+    projects = list(dict.fromkeys(str(t) for t in targets if isinstance(t, str | int) and not isinstance(t, bool)))
+    # (path, zoho field, name) to check
+    wanted: list[tuple[str, str, str]] = []
+    mapped = data.get("fields") if isinstance(data.get("fields"), dict) else {}
+    for field in OPTION_FIELDS:
+        spec = mapped.get(field)
+        if not isinstance(spec, dict):
+            continue
+        if isinstance(spec.get("map"), dict):
+            wanted += [(f"fields.{field}.map.{k}", field, v) for k, v in spec["map"].items() if isinstance(v, str)]
+        if isinstance(spec.get("default"), str):
+            wanted.append((f"fields.{field}.default", field, spec["default"]))
+    if isinstance(zoho.get("closed_status"), str):
+        wanted.append(("zoho.closed_status", "status", zoho["closed_status"]))
+    if isinstance(mapped.get("custom"), dict):
+        wanted += [(f"fields.custom.{k}", "custom", str(k)) for k in mapped["custom"]]
+    if isinstance(zoho.get("external_id_field"), str):
+        wanted.append(("zoho.external_id_field", "custom", zoho["external_id_field"]))
+    problems: list[MappingProblem] = []
+    for path, field, name in wanted:
+        for target in projects:
+            valid = (zoho_options.get((portal, target)) or {}).get(field)
+            if valid is None:
+                continue  # Zoho not reachable for this project, or the field is not reported
+            _, message = check_name(name, valid)
+            if message:
+                what = "custom field API name" if field == "custom" else field
+                message = message.replace("{field}", f"{what} (project {target})")
+                problems.append(MappingProblem(file, _line_of(lines, path), path, message))
+                break
+    return problems
+
+
+def _semantic(file: str, data: Any, lines: dict[str, int], zoho_options: ZohoOptions | None) -> list[MappingProblem]:
+    if not isinstance(data, dict):
+        return []
+    problems = _unreachable_entries(file, data, lines) + _unreachable_routes(file, data, lines)
+    if zoho_options:
+        problems += _zoho_names(file, data, lines, zoho_options)
+    return problems
+
+
+def _load(
+    path: Path, known_fields: KnownFields | None, zoho_options: ZohoOptions | None = None
+) -> tuple[Mapping | None, list[MappingProblem], dict]:
     """Read and validate one file: (mapping or None, problems, {dotted key: line})."""
     file = str(path)
     try:
@@ -166,6 +321,7 @@ def _load(path: Path, known_fields: KnownFields | None) -> tuple[Mapping | None,
     finally:
         loader.dispose()
     problems = list(loader.problems)
+    problems += _semantic(file, data, loader.lines, zoho_options)
     mapping = None
     try:
         mapping = load_mapping_data(data, path=file, known_fields=known_fields)
@@ -173,7 +329,7 @@ def _load(path: Path, known_fields: KnownFields | None) -> tuple[Mapping | None,
         flat: list[tuple[str, str]] = []
         _flatten(exc.messages, "", flat)
         # One problem per key is enough: a refused tag also "has no value" for the schema.
-        seen = {p.key for p in problems}
+        seen = {p.key for p in loader.problems}
         problems += [
             MappingProblem(file, _line_of(loader.lines, k), k, _reword(k, m, data)) for k, m in flat if k not in seen
         ]
@@ -202,21 +358,65 @@ def _name_clash(path: Path, mapping: Mapping, lines: dict, holder: str) -> Mappi
     )
 
 
-def check_directory(directory: str | Path, known_fields: KnownFields | None = None) -> list[MappingProblem]:
-    """Validate every mapping file in `directory` without keeping anything (`bridge mappings check`)."""
+def _route_clash(path: Path, mapping: Mapping, lines: dict, other: Mapping) -> MappingProblem | None:
+    """Two files of one source that would both take an event: `match:` must tell them apart."""
+    if mapping.source != other.source:
+        return None
+    mine, theirs = mapping.match_source_projects, other.match_source_projects
+    if mine is None and theirs is None:
+        return MappingProblem(
+            str(path),
+            lines.get("source") or lines.get(""),
+            "source",
+            f"duplicate route: {other.path} also takes every {mapping.source} event; "
+            "add a `match: {source_project: [...]}` to one of them",
+        )
+    if mine is None or theirs is None:
+        return None  # the file without `match:` takes what the other one does not
+    pair = next(((a, b) for a in mine for b in theirs if _overlap(a, b)), None)
+    if pair is None:
+        return None
+    return MappingProblem(
+        str(path),
+        _line_of(lines, "match.source_project"),
+        "match.source_project",
+        f"duplicate route: '{pair[0]}' overlaps '{pair[1]}' in {other.path}, so an event could go to either "
+        "file; make the patterns disjoint",
+    )
+
+
+def _clash(path: Path, mapping: Mapping, lines: dict, holders: dict[str, Mapping]) -> MappingProblem | None:
+    for file, other in holders.items():
+        if file != str(path) and other.name == mapping.name:
+            return _name_clash(path, mapping, lines, file)
+    for file, other in holders.items():
+        if file != str(path) and (problem := _route_clash(path, mapping, lines, other)) is not None:
+            return problem
+    return None
+
+
+def check_directory(
+    directory: str | Path, known_fields: KnownFields | None = None, zoho_options: ZohoOptions | None = None
+) -> list[MappingProblem]:
+    """Validate every mapping file in `directory` without keeping anything (`bridge mappings check`).
+
+    `zoho_options` ((portal, project) -> {field: [names]}, see `ZohoOptions`) adds the check of every Zoho
+    name against Zoho's own metadata; projects it does not cover are not checked.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return [MappingProblem(str(directory), None, "", "mappings directory does not exist")]
     problems: list[MappingProblem] = []
-    names: dict[str, str] = {}
+    holders: dict[str, Mapping] = {}
     for path in _files(directory):
-        mapping, file_problems, lines = _load(path, known_fields)
+        mapping, file_problems, lines = _load(path, known_fields, zoho_options)
         problems += file_problems
         if mapping is not None:
-            if mapping.name in names:
-                problems.append(_name_clash(path, mapping, lines, names[mapping.name]))
+            clash = _clash(path, mapping, lines, holders)
+            if clash is not None:
+                problems.append(clash)
             else:
-                names[mapping.name] = str(path)
+                holders[str(path)] = mapping
     return problems
 
 
@@ -241,7 +441,12 @@ class MappingRegistry:
         return next((m for m in self.all() if m.name == name), None)
 
     def for_source(self, source: str) -> list[Mapping]:
-        return [m for m in self.all() if m.source == source]
+        """The source's mappings in the order `for_event` tries them: with `match:` first, then the rest."""
+        return sorted((m for m in self.all() if m.source == source), key=lambda m: m.match_source_projects is None)
+
+    def for_event(self, event: NormalizedEvent) -> Mapping | None:
+        """The mapping that applies to `event`: the first of its source whose `match:` accepts its project."""
+        return next((m for m in self.for_source(event.source) if m.accepts(event.source_project)), None)
 
     def reload_if_changed(self) -> list[MappingProblem]:
         """Re-read files whose mtime or size changed (one stat each); returns the problems found now."""
@@ -273,9 +478,9 @@ class MappingRegistry:
     def _reload(self, file: str, path: Path) -> list[MappingProblem]:
         mapping, problems, lines = _load(path, self.known_fields)
         if mapping is not None:
-            holder = next((f for f, m in self._mappings.items() if m.name == mapping.name and f != file), None)
-            if holder is not None:
-                problems = [_name_clash(path, mapping, lines, holder)]
+            clash = _clash(path, mapping, lines, self._mappings)
+            if clash is not None:
+                problems = [clash]
         self._clashed.discard(file)
         if mapping is not None and problems:
             self._clashed.add(file)

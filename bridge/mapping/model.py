@@ -3,27 +3,56 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 ON_DELETE_CHOICES = ("close", "comment", "ignore")
 # Zoho option fields a value map may target; their values are Zoho *names*, resolved to ids later.
 OPTION_FIELDS = ("status", "severity", "classification", "module", "priority")
+# `flag` values: Projects v3 takes Internal/External, BugTracker Bug/Feature/Enhancement/Task (seeds 001, 000).
+V3_FLAGS = ("Internal", "External")
+BT_FLAGS = ("Bug", "Feature", "Enhancement", "Task")
+FLAGS = V3_FLAGS + BT_FLAGS
+COMBINATION_SEPARATOR = "/"
+WILDCARD = "*"
 
 
 @dataclass(frozen=True)
 class ValueMap:
-    """`from` a source field, through `map` (first entry matching a list value wins), else `default`."""
+    """`from` a source field (or several: a combination), through `map`, else `default`.
 
-    source_field: str
-    entries: tuple[tuple[str, str], ...]  # (source value, Zoho name), in file order
+    With one field, a list value (labels, tags, keywords) is matched entry by entry in file order: the first
+    map entry present in the list wins. With several fields (`from: [status, resolution]`), each key is the
+    fields' values joined by `/` (`RESOLVED/FIXED`), any part may be `*`, and the first key in file order
+    whose every part matches wins. A map without a source field and without entries is a constant (`default`).
+    """
+
+    source_field: str | tuple[str, ...]
+    entries: tuple[tuple[str, str], ...]  # (source value or combination key, Zoho name), in file order
     default: str | None = None
+
+    @property
+    def source_fields(self) -> tuple[str, ...]:
+        if isinstance(self.source_field, str):
+            return (self.source_field,) if self.source_field else ()
+        return tuple(self.source_field)
+
+    @property
+    def is_combination(self) -> bool:
+        return not isinstance(self.source_field, str)
+
+
+@dataclass(frozen=True)
+class Assignee:
+    email_template: str  # renders to an email, resolved against the Zoho project's users
+    fallback: str | None = None  # email used when the rendered one is not a Zoho user
 
 
 @dataclass(frozen=True)
 class Routing:
     portal: str
     default_project: str | None
-    by_source_project: tuple[tuple[str, str], ...] = ()
+    by_source_project: tuple[tuple[str, str], ...] = ()  # (source project or glob, Zoho project), file order
 
 
 @dataclass(frozen=True)
@@ -42,9 +71,21 @@ class Mapping:
     on_delete: str = "close"
     closed_status: str = "Closed"
     custom_fields: tuple[tuple[str, str], ...] = ()  # (Zoho API name, template)
+    match_source_projects: tuple[str, ...] | None = None  # globs; None: every source project (tried last)
+    assignee: Assignee | None = None
+    flag: ValueMap | None = None
+    due_date_template: str | None = None
+    tags: ValueMap | None = None  # every matching entry contributes its tag id
 
     def value_map(self, zoho_field: str) -> ValueMap | None:
         return dict(self.value_maps).get(zoho_field)
+
+    def accepts(self, source_project: str) -> bool:
+        """Whether this mapping's `match:` takes events of `source_project` (glob, case-insensitive)."""
+        if self.match_source_projects is None:
+            return True
+        wanted = (source_project or "").casefold()
+        return any(fnmatchcase(wanted, pattern.casefold()) for pattern in self.match_source_projects)
 
 
 @dataclass(frozen=True)
@@ -59,3 +100,9 @@ class IssueDraft:
     description: str
     options: dict[str, str] = field(default_factory=dict)  # zoho option field -> Zoho name
     custom_fields: dict[str, Any] = field(default_factory=dict)
+    assignee_email: str | None = None
+    assignee_fallback: str | None = None
+    flag: str | None = None
+    due_date: str | None = None  # YYYY-MM-DD
+    tags: tuple[str, ...] = ()  # Zoho tag ids
+    notes: tuple[str, ...] = ()  # what the engine left out and why (never a failure)

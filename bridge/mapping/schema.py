@@ -17,7 +17,17 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validates_schema
 
-from .model import ON_DELETE_CHOICES, OPTION_FIELDS, Mapping, Routing, ValueMap
+from .model import (
+    COMBINATION_SEPARATOR,
+    FLAGS,
+    ON_DELETE_CHOICES,
+    OPTION_FIELDS,
+    WILDCARD,
+    Assignee,
+    Mapping,
+    Routing,
+    ValueMap,
+)
 from .template import TemplateError, compile_template
 
 SOURCES = ("github", "bugzilla", "bugherd")
@@ -134,6 +144,49 @@ class SourceField(_Field):
         return name
 
 
+class SourceFields(_Field):
+    """`from:`: one field name, or a list of them for a combination (`from: [status, resolution]`)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | tuple[str, ...]:
+        if not isinstance(value, list):
+            if not isinstance(value, str):
+                raise ValidationError(f"must be a field name or a list of field names, got {kind(value)}")
+            return SourceField()._deserialize(value, attr, data)
+        if not value:
+            raise ValidationError("must list at least one field")
+        names = [text_value(item) for item in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValidationError(f"lists '{repeated[0]}' more than once")
+        _check_known(names)
+        return names[0] if len(names) == 1 else tuple(names)
+
+
+def flag_value(value: Any) -> str:
+    text = text_value(value)
+    found = next((f for f in FLAGS if f.casefold() == " ".join(text.split()).casefold()), None)
+    if found is None:
+        raise ValidationError(
+            "must be one of: Internal, External (Zoho Projects) or Bug, Feature, Enhancement, Task "
+            f"(Zoho BugTracker), got '{text}'"
+        )
+    return found
+
+
+def tag_id_value(value: Any) -> str:
+    text = text_value(value, numbers=True).strip()
+    if not text.isdigit():
+        raise ValidationError(f"must be a Zoho tag id (digits only; tags are set by id), got '{text}'")
+    return text
+
+
+def email_value(value: Any) -> str:
+    text = text_value(value).strip()
+    if " " in text or text.count("@") != 1 or text.startswith("@") or text.endswith("@"):
+        raise ValidationError(f"must be an email address, got '{text}'")
+    return text
+
+
 class Bool(_Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
         if not isinstance(value, bool):
@@ -205,14 +258,133 @@ class ZohoSchema(_Schema):
     project = _Nested(ProjectSchema, required=True)
 
 
+def _check_keys(data: dict[str, Any]) -> None:
+    """Combination keys need one part per `from` field; `*` is a wildcard only in combinations."""
+    source, errors = data["source_field"], {}
+    count = 1 if isinstance(source, str) else len(source)
+    for key in data["entries"]:
+        if count == 1:
+            if key.strip() == WILDCARD:
+                errors[key] = [
+                    "'*' is a wildcard only in combinations (`from: [field, field]`); "
+                    "use `default:` for every other value"
+                ]
+            continue
+        parts = key.split(COMBINATION_SEPARATOR, count - 1)
+        if len(parts) != count:
+            example = COMBINATION_SEPARATOR.join([parts[0].strip() or "VALUE", *([WILDCARD] * (count - 1))])
+            errors[key] = [
+                f"'{key}' has {len(parts)} part(s) but `from` lists {count} fields ({', '.join(source)}); "
+                f"write one value or * per field, separated by '{COMBINATION_SEPARATOR}', e.g. '{example}'"
+            ]
+    if errors:
+        raise ValidationError({"map": errors})
+
+
 class ValueMapSchema(_Schema):
-    source_field = SourceField(required=True, data_key="from")
+    source_field = SourceFields(required=True, data_key="from")
     entries = StrMap(lambda v: text_value(v, numbers=True), required=True, non_empty=True, data_key="map")
     default = Text(numbers=True, load_default=None)
+
+    @validates_schema
+    def _keys(self, data: dict[str, Any], **kwargs: Any) -> None:
+        _check_keys(data)
 
     @post_load
     def _build(self, data: dict[str, Any], **kwargs: Any) -> ValueMap:
         return ValueMap(data["source_field"], tuple(data["entries"].items()), data["default"])
+
+
+class FlagMapSchema(ValueMapSchema):
+    entries = StrMap(flag_value, required=True, non_empty=True, data_key="map")
+    default = _Field(load_default=None)
+
+    @validates_schema
+    def _flag_default(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("default") is not None:
+            try:
+                data["default"] = flag_value(data["default"])
+            except ValidationError as exc:
+                raise ValidationError({"default": exc.messages}) from None
+
+
+class OneSourceField(SourceField):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, list):
+            raise ValidationError("takes one source field (such as labels, tag_names or keywords), not a list")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class TagsSchema(_Schema):
+    source_field = OneSourceField(required=True, data_key="from")
+    entries = StrMap(tag_id_value, required=True, non_empty=True, data_key="map")
+    default = _Field(load_default=None)
+
+    @validates_schema
+    def _tag_default(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("default") is not None:
+            try:
+                data["default"] = tag_id_value(data["default"])
+            except ValidationError as exc:
+                raise ValidationError({"default": exc.messages}) from None
+
+    @post_load
+    def _build(self, data: dict[str, Any], **kwargs: Any) -> ValueMap:
+        return ValueMap(data["source_field"], tuple(data["entries"].items()), data["default"])
+
+
+class AssigneeSchema(_Schema):
+    email = TemplateField(required=True, allow_empty=False)
+    fallback = _Field(load_default=None)
+
+    @validates_schema
+    def _fallback(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("fallback") is not None:
+            try:
+                data["fallback"] = email_value(data["fallback"])
+            except ValidationError as exc:
+                raise ValidationError({"fallback": exc.messages}) from None
+
+    @post_load
+    def _build(self, data: dict[str, Any], **kwargs: Any) -> Assignee:
+        return Assignee(data["email"], data["fallback"])
+
+
+class AssigneeField(_Field):
+    """`assignee: "{assigned_to}"` or `assignee: {email: "{assigned_to}", fallback: triage@example.com}`."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Assignee:
+        if isinstance(value, str):
+            return Assignee(template_value(value, allow_empty=False))
+        if not isinstance(value, dict):
+            raise ValidationError(f"must be an email template or a mapping with email and fallback, got {kind(value)}")
+        return AssigneeSchema().load(value)
+
+
+class FlagField(_Field):
+    """`flag: External` (always) or a value map `{from, map, default}` giving Internal/External."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> ValueMap:
+        if isinstance(value, str):
+            return ValueMap("", (), flag_value(value))
+        if not isinstance(value, dict):
+            raise ValidationError(f"must be a flag name or a mapping with from, map and default, got {kind(value)}")
+        return FlagMapSchema().load(value)
+
+
+class MatchSchema(_Schema):
+    source_project = _Field(required=True)
+
+    @validates_schema
+    def _globs(self, data: dict[str, Any], **kwargs: Any) -> None:
+        value = data["source_project"]
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and not value:
+            raise ValidationError({"source_project": ["must list at least one source project or glob"]})
+        try:
+            data["source_project"] = tuple(text_value(v, numbers=True).strip() for v in items)
+        except ValidationError as exc:
+            raise ValidationError({"source_project": exc.messages}) from None
 
 
 class FieldsSchema(_Schema):
@@ -224,11 +396,16 @@ class FieldsSchema(_Schema):
     module = _Nested(ValueMapSchema)
     priority = _Nested(ValueMapSchema)
     custom = StrMap(template_value, load_default=dict)
+    assignee = AssigneeField(load_default=None)
+    flag = FlagField(load_default=None)
+    due_date = TemplateField(load_default=None, allow_empty=False)
+    tags = _Nested(TagsSchema, load_default=None)
 
 
 class MappingSchema(_Schema):
     source = Text(required=True, choices=SOURCES)
     name = Text(load_default=None)
+    match = _Nested(MatchSchema, load_default=None)
     zoho = _Nested(ZohoSchema, required=True)
     external_id = TemplateField(required=True, allow_empty=False)
     fields_ = _Nested(FieldsSchema, required=True, data_key="fields")
@@ -260,6 +437,11 @@ class MappingSchema(_Schema):
             on_delete=data["on_delete"],
             closed_status=zoho["closed_status"],
             custom_fields=tuple(mapped["custom"].items()),
+            match_source_projects=data["match"]["source_project"] if data["match"] else None,
+            assignee=mapped["assignee"],
+            flag=mapped["flag"],
+            due_date_template=mapped["due_date"],
+            tags=mapped["tags"],
         )
 
 

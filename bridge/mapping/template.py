@@ -1,7 +1,8 @@
 """A tiny, sandboxed template language for mapping files.
 
 `{path}` looks up a dotted path in a dict, `{{` / `}}` are literal braces, and filters chain:
-`{labels|join:" / "|default:"none"|upper}`. Templates come from YAML that administrators edit, so
+`{labels|join:" / "|default:"none"|upper}`; `{due_at|date}` keeps the YYYY-MM-DD of a date or ISO timestamp.
+Templates come from YAML that administrators edit, so
 nothing here evaluates code: the text is parsed by hand and rendering only ever walks plain dicts.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 # Which filters exist and what argument each takes: None (no argument), "text" or "int".
 FILTERS: dict[str, str | None] = {
+    "date": None,
     "default": "text",
     "join": "text",
     "lower": None,
@@ -68,7 +70,25 @@ def _truncate(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _date(value: Any, _arg: Any) -> str:
+    """The calendar date (YYYY-MM-DD) of a date, a datetime or an ISO 8601 text; "" when it is none of them."""
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    match = _ISO_DATE.match(to_text(value).strip())
+    if not match:
+        return ""
+    try:
+        return date.fromisoformat(match.group(1)).isoformat()
+    except ValueError:
+        return ""
+
+
+_ISO_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[T ].*)?$")
+
 _APPLY: dict[str, Callable[[Any, Any], Any]] = {
+    "date": _date,
     "default": _default,
     "join": _join,
     "lower": lambda value, _arg: to_text(value).lower(),

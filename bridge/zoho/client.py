@@ -24,7 +24,7 @@ import requests
 from sqlalchemy.engine import Engine
 
 from bridge import store
-from bridge.mapping.model import IssueDraft
+from bridge.mapping.model import BT_FLAGS, V3_FLAGS, IssueDraft
 from bridge.settings import Settings
 from bridge.zoho.auth import TokenProvider
 from bridge.zoho.errors import ResolutionError, ZohoPermanentError, ZohoTransientError
@@ -42,6 +42,18 @@ DEFAULTFIELDS = {
 }
 # Option fields the v3 issue body accepts (priority is not one: see the seed's create parameters).
 V3_OPTION_FIELDS = ("status", "severity", "classification", "module")
+# Zoho's limits (seed 001): an issue name holds at most 65000 characters (create parameters), a single-line
+# custom field 200 (custom field formats). Longer text is cut, with a visible marker, never refused by Zoho.
+NAME_MAX = 65000
+SINGLELINE_MAX = 200
+TRUNCATED = "…(truncated)"
+USERS_TTL = OPTIONS_TTL
+USERS_REFRESH_AFTER = 60.0  # an unknown email re-reads the project's users at most this often
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, the cut shown by a trailing "…(truncated)"."""
+    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
 
 
 def normalize_name(name: str) -> str:
@@ -80,6 +92,7 @@ class ZohoClient:
         )
         self._options: dict[tuple[str, str], tuple[float, dict[str, dict[str, tuple[str, str]]]]] = {}
         self._options_lock = threading.Lock()
+        self._users: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}  # -> {normalized email: zpuid}
         self.event_id: int | None = None  # the event the calls are made for (recorded with each call)
         # Called before every Zoho call; the sync service renews its item lease there.
         self.before_call: Callable[[], None] | None = None
@@ -254,25 +267,101 @@ class ZohoClient:
             )
         return found[0]
 
+    # -- users (assignees by email) ----------------------------------------------------------------------
+
+    def users(self, portal: str, project: str, *, refresh: bool = False) -> dict[str, str]:
+        """{normalized email: zpuid} of the project's users (`GET …/projects/{project}/users`), cached."""
+        key = (portal, project)
+        with self._options_lock:
+            cached = self._users.get(key)
+            if cached and not refresh and time.time() - cached[0] < USERS_TTL:
+                return cached[1]
+        resp = self.call("GET", f"/api/v3/portal/{portal}/projects/{project}/users")
+        users = (resp.data or {}).get("users", []) if isinstance(resp.data, dict) else []
+        table = {
+            normalize_name(str(u["email"])): str(u["zpuid"])
+            for u in users
+            if isinstance(u, dict) and u.get("email") and u.get("zpuid")
+        }
+        with self._options_lock:
+            self._users[key] = (time.time(), table)
+        return table
+
+    def user_id(self, portal: str, project: str, email: str) -> str | None:
+        """The zpuid of the project's user with this email (case-insensitive), or None."""
+        if self.dry_run:
+            return f"<zpuid of {email!r}>"
+        found = self.users(portal, project).get(normalize_name(email))
+        if found is None:  # a user added since: look once more, at most once a minute
+            with self._options_lock:
+                age = time.time() - self._users.get((portal, project), (0.0, {}))[0]
+            if age >= USERS_REFRESH_AFTER:
+                found = self.users(portal, project, refresh=True).get(normalize_name(email))
+        return found
+
+    def _assignee(self, draft: IssueDraft) -> str | None:
+        """The assignee's zpuid: the draft's email, else its fallback; an unknown email is a note, not a failure."""
+        for email in (draft.assignee_email, draft.assignee_fallback):
+            if not email:
+                continue
+            zpuid = self.user_id(draft.portal, draft.project, email)
+            if zpuid is not None:
+                return zpuid
+            log.warning(
+                "assignee %s is not a user of Zoho project %s: %s",
+                email,
+                draft.project,
+                "trying the fallback" if email != draft.assignee_fallback and draft.assignee_fallback else "left unset",
+            )
+        return None
+
     # -- bodies ---------------------------------------------------------------------------------------
 
     def issue_body(self, draft: IssueDraft, *, creating: bool) -> dict[str, Any]:
+        title = truncate(draft.title, NAME_MAX)
         if self.dialect == "bugtracker":
             body: dict[str, Any] = {
-                "title": draft.title,
+                "title": title,
                 "description": _with_marker(draft.description, draft.external_id),
             }
             body.update({f: v for f, v in draft.options.items()})
+            self._extras(body, draft, BT_FLAGS)
             body.update(draft.custom_fields)
             return body
-        body = {"name": draft.title, "description": draft.description}
+        body = {"name": title, "description": draft.description}
         for field in V3_OPTION_FIELDS:
             if field in draft.options:
                 body[field] = {"id": self.resolve(draft.portal, draft.project, field, draft.options[field])}
-        body.update(draft.custom_fields)
+        self._extras(body, draft, V3_FLAGS)
+        if draft.tags:
+            body["tags"] = [{"id": tag} for tag in draft.tags]
+        body.update(
+            {k: truncate(v, SINGLELINE_MAX) if isinstance(v, str) else v for k, v in draft.custom_fields.items()}
+        )
         if draft.external_id_field:
+            if len(draft.external_id) > SINGLELINE_MAX:
+                # The external id is the item's identity: cutting it would merge items, so it is refused.
+                raise ZohoPermanentError(
+                    f"external id {draft.external_id[:60]!r}… is {len(draft.external_id)} characters; Zoho's "
+                    f"single-line field {draft.external_id_field} holds {SINGLELINE_MAX}: shorten the mapping's "
+                    "external_id template"
+                )
             body[draft.external_id_field] = draft.external_id
         return body
+
+    def _extras(self, body: dict[str, Any], draft: IssueDraft, flags: tuple[str, ...]) -> None:
+        """assignee, flag and due date: the same keys in both dialects (v3 wraps the assignee)."""
+        if draft.assignee_email or draft.assignee_fallback:
+            zpuid = self._assignee(draft)
+            if zpuid is not None:
+                body["assignee"] = zpuid if self.dialect == "bugtracker" else {"zpuid": zpuid}
+        if draft.flag:
+            if draft.flag in flags:
+                body["flag"] = draft.flag
+            else:
+                log.warning("flag %s is not one of %s in the %s dialect: left out", draft.flag, flags, self.dialect)
+        if draft.due_date:
+            body["due_date"] = draft.due_date
 
     def _issues_path(self, portal: str, project: str) -> str:
         kind = "bugs" if self.dialect == "bugtracker" else "issues"
