@@ -305,25 +305,78 @@ def mappings() -> None:
 
 @mappings.command("check")
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
-def mappings_check(path: Path | None) -> None:
-    """Validate mapping files; exits non-zero on any problem (for the admins' own CI)."""
-    from bridge.mapping import MappingError, check_directory, load_mapping
+@click.option("--offline", is_flag=True, help="do not ask Zoho for its field names, even with credentials")
+def mappings_check(path: Path | None, offline: bool) -> None:
+    """Validate mapping files; exits non-zero on any problem (for the admins' own CI).
+
+    With Zoho credentials, the names each file maps to (statuses, severities, …, custom fields) are
+    also checked against the routed projects' field metadata.
+    """
+    from bridge.mapping import MappingError, MappingProblem, check_directory, load_mapping
     from bridge.sources import KNOWN_FIELDS
 
     target = path or Path(os.environ.get("MAPPINGS_DIR", "mappings"))
-    if target.is_file():
+    files = [target] if target.is_file() else sorted([*target.glob("*.yaml"), *target.glob("*.yml")])
+
+    def check(zoho_options: dict | None) -> list[MappingProblem]:
+        if not target.is_file():
+            return check_directory(target, known_fields=KNOWN_FIELDS, zoho_options=zoho_options)
         try:
-            load_mapping(target, known_fields=KNOWN_FIELDS)
-            problems = []
+            load_mapping(target, known_fields=KNOWN_FIELDS, zoho_options=zoho_options)
         except MappingError as exc:
-            problems = exc.problems
-    else:
-        problems = check_directory(target, known_fields=KNOWN_FIELDS)
+            return exc.problems
+        return []
+
+    problems = check(None)
+    if not problems and not offline:
+        zoho_options = _zoho_options_for(files)
+        if zoho_options:
+            problems = check(zoho_options)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
         raise SystemExit(1)
     click.echo(f"{target}: ok")
+
+
+def _zoho_options_for(files: list[Path]) -> dict | None:
+    """{(portal, project): {field: [names], "custom": [api names]}} for every project the files route to."""
+    from bridge.mapping import MappingError, load_mapping
+    from bridge.sources import KNOWN_FIELDS
+    from bridge.zoho.client import ZohoClient
+    from bridge.zoho.errors import ZohoError
+
+    try:
+        settings = load_settings()
+    except SettingsError:
+        return None
+    if settings.dry_run:
+        click.echo("(no Zoho credentials: Zoho names not checked)", err=True)
+        return None
+    routes: set[tuple[str, str]] = set()
+    for file in files:
+        try:
+            mapping = load_mapping(file, known_fields=KNOWN_FIELDS)
+        except MappingError:
+            continue
+        for project in [mapping.routing.default_project, *dict(mapping.routing.by_source_project).values()]:
+            if project:
+                routes.add((mapping.routing.portal, project))
+    client = ZohoClient(settings, _engine(settings))
+    options: dict = {}
+    try:
+        custom: dict[str, list[str]] = {}
+        for portal, project in sorted(routes):
+            table = client.options(portal, project)
+            if portal not in custom:
+                custom[portal] = [str(f.get("api_name")) for f in client.custom_fields(portal)]
+            options[(portal, project)] = {
+                field: [display for _id, display in names.values()] for field, names in table.items()
+            } | {"custom": custom[portal]}
+    except ZohoError as exc:
+        click.echo(f"(Zoho unreachable, names not checked: {exc.reason})", err=True)
+        return None
+    return options
 
 
 # -- zoho ---------------------------------------------------------------------------------------------

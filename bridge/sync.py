@@ -225,6 +225,8 @@ class SyncService:
             if older_event.source_ts >= applied_ts:
                 known.update(older_event.event.fields)
         draft = self._draft(ev, mapping, known)
+        for note in draft.notes:
+            store.add_note(self.engine, ev.id, note)
         fields = {**known, **ev.event.fields}
         deleting = ev.action == "deleted"
         if link is not None and link.confirmed and ev.source_ts < link.last_state_ts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -90,3 +91,25 @@ def test_zoho_fields_and_projects_from_zoho_metadata(env):
         projects = CliRunner().invoke(main, ["zoho", "projects"], env=env)
         assert projects.exit_code == 0, projects.output
         assert f"portal {fake.portal_id}" in projects.output and "project 1752587000000098001: API" in projects.output
+
+
+def test_mappings_check_asks_zoho_for_the_names_when_it_can(env):
+    mapping = REPO / "mappings" / "github.yaml"
+    with FakeZoho() as fake:
+        env = env | {
+            "ZOHO_API_BASE": fake.base_url,
+            "ZOHO_ACCOUNTS_URL": fake.base_url,
+            "ZOHO_CLIENT_ID": fake.client_id,
+            "ZOHO_CLIENT_SECRET": fake.client_secret,
+            "ZOHO_REFRESH_TOKEN": fake.refresh_token,
+            "ZOHO_RATE_LIMIT_PER_MINUTE": "0",
+        }
+        ok = CliRunner().invoke(main, ["mappings", "check", env["MAPPINGS_DIR"]], env=env)
+        assert ok.exit_code == 0, ok.output
+        broken = Path(env["MAPPINGS_DIR"]) / "github.yaml"
+        broken.write_text(mapping.read_text().replace("bug: Major", "bug: Majr"))
+        result = CliRunner().invoke(main, ["mappings", "check", env["MAPPINGS_DIR"]], env=env)
+        assert result.exit_code == 1
+        assert "github.yaml:" in result.output and "Majr" in result.output and "Major" in result.output
+        offline = CliRunner().invoke(main, ["mappings", "check", "--offline", env["MAPPINGS_DIR"]], env=env)
+        assert offline.exit_code == 0  # the file itself is valid; only Zoho knows the name is wrong

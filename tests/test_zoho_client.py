@@ -670,3 +670,29 @@ def test_back_off_after_429_holds_back_every_client_sharing_the_budget(make_clie
     assert time.monotonic() - started < 1.0  # does not sit out the minute inside a worker
     assert err.value.retry_after == pytest.approx(60, abs=2)  # tells the caller when to come back
     assert len(api_calls(rsps)) == sent  # and Zoho heard nothing
+
+
+def test_zoho_refusing_a_cached_option_id_refreshes_the_metadata_and_sends_again(make_client, rsps):
+    """Someone recreated the 'Major' severity in Zoho: its id changed under our cache."""
+    client = make_client()
+    rsps.post(TOKEN_URL, json=token_answer("1000.tok"))
+    renamed = {**OPTIONS, "severity": ["None", "Minor", "Critical", "Major"]}  # Major moved: a new id
+    rsps.get(DEFAULTFIELDS, json=defaultfields_body())
+    rsps.get(DEFAULTFIELDS, json=defaultfields_body(renamed))
+    rsps.post(ISSUES, status=400, json=v3_error(400, "INVALID_PARAMETER_VALUE", "Invalid severity id", "severity"))
+    rsps.post(ISSUES, json={"id": "42"})
+    assert client.create_issue(draft()) == "42"
+    posts = [c for c in api_calls(rsps) if c.request.method == "POST"]
+    assert len(posts) == 2
+    assert json.loads(posts[0].request.body)["severity"] == {"id": option_id("severity", "Major")}
+    assert json.loads(posts[1].request.body)["severity"] == {"id": option_id("severity", "Major", renamed)}
+
+
+def test_a_refused_option_id_that_stays_refused_fails_after_one_refresh(make_client, rsps):
+    client = make_client()
+    rsps.post(TOKEN_URL, json=token_answer("1000.tok"))
+    rsps.get(DEFAULTFIELDS, json=defaultfields_body())
+    rsps.post(ISSUES, status=400, json=v3_error(400, "INVALID_PARAMETER_VALUE", "Invalid module id", "module"))
+    with pytest.raises(ZohoPermanentError, match="Invalid module id"):
+        client.create_issue(draft())
+    assert len([c for c in api_calls(rsps) if c.request.method == "POST"]) == 2

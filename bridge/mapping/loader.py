@@ -337,9 +337,11 @@ def _load(
     return (None if problems else mapping), problems, loader.lines
 
 
-def load_mapping(path: str | Path, *, known_fields: KnownFields | None = None) -> Mapping:
+def load_mapping(
+    path: str | Path, *, known_fields: KnownFields | None = None, zoho_options: ZohoOptions | None = None
+) -> Mapping:
     """Load and validate one mapping file; raises `MappingError` listing every problem found."""
-    mapping, problems, _ = _load(Path(path), known_fields)
+    mapping, problems, _ = _load(Path(path), known_fields, zoho_options)
     if mapping is None:
         raise MappingError(problems)
     return mapping

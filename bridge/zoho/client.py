@@ -399,8 +399,9 @@ class ZohoClient:
         return None
 
     def create_issue(self, draft: IssueDraft) -> str:
-        resp = self.call(
-            "POST", self._issues_path(draft.portal, draft.project), body=self.issue_body(draft, creating=True)
+        path = self._issues_path(draft.portal, draft.project)
+        resp = self._with_fresh_options(
+            draft, lambda: self.call("POST", path, body=self.issue_body(draft, creating=True))
         )
         if self.dry_run:
             return "dry-run-" + hashlib.sha1(draft.external_id.encode()).hexdigest()[:12]  # noqa: S324
@@ -408,11 +409,22 @@ class ZohoClient:
 
     def update_issue(self, draft: IssueDraft, issue_id: str, body: dict[str, Any] | None = None) -> None:
         method = "PUT" if self.dialect == "bugtracker" else "PATCH"
-        self.call(
-            method,
-            f"{self._issues_path(draft.portal, draft.project)}/{issue_id}",
-            body=body if body is not None else self.issue_body(draft, creating=False),
-        )
+        path = f"{self._issues_path(draft.portal, draft.project)}/{issue_id}"
+        if body is not None:
+            self.call(method, path, body=body)
+            return
+        self._with_fresh_options(draft, lambda: self.call(method, path, body=self.issue_body(draft, creating=False)))
+
+    def _with_fresh_options(self, draft: IssueDraft, send: Callable[[], Response]) -> Response:
+        """Zoho refusing an option id means our cached metadata is stale (an option was renamed or
+        recreated): read the project's field metadata again and send once more with the new ids."""
+        try:
+            return send()
+        except ZohoPermanentError as exc:
+            if self.dialect != "projects" or exc.status != 400 or exc.field not in V3_OPTION_FIELDS:
+                raise
+            self.options(draft.portal, draft.project, refresh=True)
+            return send()
 
     def close_issue(self, draft: IssueDraft, issue_id: str, status_name: str) -> None:
         if self.dialect == "bugtracker":
