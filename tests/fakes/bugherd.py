@@ -13,22 +13,15 @@ import copy
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.fakes.server import FakeServer
 
 API_KEY = "bhapi-9d41c7e2a05b4f68"
 EVENTS = ("task_create", "task_update", "comment", "task_destroy")
 TASK_PATH = re.compile(r"^/api_v2/projects/(\d+)/tasks/(\d+)\.json$")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self):  # skip the slow reverse lookup
-        self.socket.bind(self.server_address)
-        self.server_address = self.socket.getsockname()
-        self.server_name, self.server_port = self.server_address[:2]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -53,7 +46,9 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = _serve
 
 
-class FakeBugHerd:
+class FakeBugHerd(FakeServer):
+    handler = _Handler
+
     def __init__(self, *, api_key: str = API_KEY) -> None:
         self.api_key = api_key
         self._lock = threading.RLock()
@@ -62,32 +57,6 @@ class FakeBugHerd:
         self._faults: list[int] = []
         self._next_hook = 700
         self.requests: list[dict[str, Any]] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self.base_url = ""
-
-    def start(self) -> FakeBugHerd:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="FakeBugHerd", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = self._thread = None
-
-    def __enter__(self) -> FakeBugHerd:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- data --------------------------------------------------------------------------------------------------
     def put_task(self, task: dict[str, Any]) -> None:

@@ -13,11 +13,12 @@ import copy
 import json
 import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.factories import BASE_TIME
+from tests.fakes.server import FakeServer
 
 API_KEY = "bzapi-3f9c2e7a1b5d4c8e"
 
@@ -33,15 +34,6 @@ def _parse(value: str) -> datetime:
         text = text[:-1]
     parsed = datetime.fromisoformat(text)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self):  # skip the slow reverse lookup
-        self.socket.bind(self.server_address)
-        self.server_address = self.socket.getsockname()
-        self.server_name, self.server_port = self.server_address[:2]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -62,7 +54,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(raw)
 
 
-class FakeBugzilla:
+class FakeBugzilla(FakeServer):
+    handler = _Handler
+
     def __init__(self, *, api_key: str = API_KEY, max_limit: int = 0) -> None:
         self.api_key = api_key
         self.max_limit = max_limit  # the admin's max search limit; 0: none
@@ -72,33 +66,8 @@ class FakeBugzilla:
         self._next_comment_id = 5000
         self._faults: list[int] = []
         self.requests: list[dict[str, Any]] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self.base_url = ""
 
     # -- lifecycle -----------------------------------------------------------------------------------------
-    def start(self) -> FakeBugzilla:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="FakeBugzilla", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = self._thread = None
-
-    def __enter__(self) -> FakeBugzilla:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- data --------------------------------------------------------------------------------------------------
     def put_bug(

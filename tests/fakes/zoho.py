@@ -32,15 +32,16 @@ import math
 import random
 import re
 import secrets
-import socketserver
 import sys
 import threading
 import time
 import traceback
 from collections import deque
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.server import FakeServer
 
 DEFAULT_PROJECTS = {"1752587000000097024": {"name": "Web"}, "1752587000000098001": {"name": "API"}}
 DEFAULT_OPTIONS = {
@@ -162,15 +163,6 @@ class _Ctx:
         return vals[-1] if vals else None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def server_bind(self):  # skip HTTPServer's getfqdn() reverse lookup, which can be slow in sandboxes
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-
 class _Handler(BaseHTTPRequestHandler):
     server_version = "FakeZoho/1.0"
     protocol_version = "HTTP/1.0"  # one request per connection: stop() never waits on idle keep-alives
@@ -199,7 +191,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
-class FakeZoho:
+class FakeZoho(FakeServer):
+    handler = _Handler
+
     """Zoho Accounts + Zoho Projects v3 + BugTracker on one loopback port. See the module docstring.
 
     Every public method and property is thread-safe; inspection returns deep copies.
@@ -249,33 +243,9 @@ class FakeZoho:
         self._rng = random.Random(seed)
         self._next_id = ID_BASE + 100001
         self._faults = dict(FAULT_DEFAULTS)
-        self._server = self._thread = None
-        self.base_url = ""
         self._clear_state()
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> FakeZoho:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="FakeZoho", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = self._thread = None
-
-    def __enter__(self) -> FakeZoho:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ configuration / fault injection
     def set_faults(
