@@ -136,7 +136,8 @@ class BridgeStack:
             database_url = self._create_database(os.environ["BRIDGE_TEST_DATABASE_URL"])
         if not broker_url and os.environ.get("BRIDGE_TEST_BROKER_URL"):
             broker_url = os.environ["BRIDGE_TEST_BROKER_URL"]
-            _flush_redis(broker_url)
+            if broker_url.startswith("redis://"):
+                _flush_redis(broker_url)
         env.pop("DATABASE_URL", None)
         if broker_url:
             env["BROKER_URL"] = broker_url
