@@ -1,0 +1,1 @@
+"""Benchmarks for issue-bridge; see bench/README.md and docs/benchmarks.md."""

@@ -1,0 +1,176 @@
+"""Database work per synced item: transactions and statements the sync service runs for each new issue
+and each update, counted exactly (SQLAlchemy events) in this process against FakeZoho.
+
+The delivery and scale benchmarks show the worker's time going to the database; this says how many round
+trips that is and which `bridge` functions make them. Each item is stored with `store.record_delivery`
+(as the intake does) and processed with `Runtime.sync.process_item` (what the Celery task calls), with the
+product's defaults (COALESCE_MS=300: the events are made older than the window first, so nothing sleeps).
+Baseline in the same run: the Zoho calls each item needs (lookup + create for a new issue, one update).
+
+    .venv/bin/python bench/sync_db_ops.py [--quick] [--config embedded|redis-pg] [--items N] [--limit 0|100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import event, update
+from sqlalchemy.engine import Engine
+
+from bench.common import (
+    GITHUB_SECRET,
+    REPO,
+    FakeZoho,
+    github_webhook,
+    postgres_database,
+    print_header,
+    temp_dir,
+    write_json,
+)
+from bridge import db, store
+from bridge.runtime import Runtime
+from bridge.settings import load_settings
+from bridge.sources.github import GitHubSource
+
+
+class DbCounter:
+    """Counts transactions and statements on an engine, by the `bridge` function that ran them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.commits = self.rollbacks = self.statements = self.checkouts = 0
+        self.by_site: Counter[str] = Counter()
+        event.listen(engine.pool, "checkout", self._checkout)
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "rollback", self._rollback)
+        event.listen(engine, "before_cursor_execute", self._statement)
+
+    def _checkout(self, *_args: Any) -> None:
+        self.checkouts += 1  # with pool_pre_ping (PostgreSQL) each one costs a `SELECT 1` round trip
+
+    def _commit(self, _conn: Any) -> None:
+        self.commits += 1
+
+    def _rollback(self, _conn: Any) -> None:
+        self.rollbacks += 1
+
+    def _statement(self, *_args: Any) -> None:
+        self.statements += 1
+        self.by_site[_call_site()] += 1
+
+    def snapshot(self) -> tuple[int, int, int, int, Counter[str]]:
+        return self.commits, self.rollbacks, self.statements, self.checkouts, Counter(self.by_site)
+
+
+def _call_site() -> str:
+    """The innermost frame in bridge/ that is not the engine set-up: `module.function`."""
+    for frame in reversed(traceback.extract_stack(limit=40)):
+        path = frame.filename
+        if "/bridge/" in path and not path.endswith("bridge/db.py"):
+            module = path.rsplit("/bridge/", 1)[1].removesuffix(".py").replace("/", ".")
+            return f"{module}.{frame.name}"
+    return "(sqlalchemy / other)"
+
+
+def run(config: str, items: int, limit: int) -> dict[str, Any]:
+    with ExitStack() as stack:
+        tmp = stack.enter_context(temp_dir("bench-syncdb-"))
+        fake = stack.enter_context(FakeZoho())
+        database_url = stack.enter_context(postgres_database()) if config == "redis-pg" else ""
+        env = {
+            "BRIDGE_DATA_DIR": str(tmp),
+            "DATABASE_URL": database_url,
+            "BROKER_URL": "redis://127.0.0.1:6379/15",  # never used: no task is sent from here
+            "MAPPINGS_DIR": str(REPO / "mappings"),
+            "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
+            "ZOHO_API_BASE": fake.base_url,
+            "ZOHO_ACCOUNTS_URL": fake.base_url,
+            "ZOHO_CLIENT_ID": fake.client_id,
+            "ZOHO_CLIENT_SECRET": fake.client_secret,
+            "ZOHO_REFRESH_TOKEN": fake.refresh_token,
+            "ZOHO_PORTAL_ID": fake.portal_id,
+            "ZOHO_RATE_LIMIT_PER_MINUTE": str(limit),
+            "LOG_LEVEL": "WARNING",
+        }
+        runtime = Runtime(load_settings(env, read_dotenv=False))
+        engine = runtime.engine
+        source = GitHubSource(GITHUB_SECRET)
+        counter = DbCounter(engine)
+
+        def store_event(number: int, **kwargs: Any) -> None:
+            body, headers = github_webhook(number, **kwargs)
+            event_id, _ = store.record_delivery(
+                engine, source.parse(body, headers), dedup_key=headers["X-GitHub-Delivery"], headers={}, payload=body
+            )
+            with engine.begin() as conn:  # older than the coalescing window: the worker does not wait
+                conn.execute(update(db.events).where(db.events.c.id == event_id).values(received_at=time.time() - 5))
+
+        def phase(name: str, **kwargs: Any) -> dict[str, Any]:
+            for n in range(1, items + 1):
+                store_event(1000 + n, **kwargs)
+            calls_before = len(fake.api_calls())
+            before = counter.snapshot()
+            started = time.perf_counter()
+            for n in range(1, items + 1):
+                runtime.sync.process_item("github", f"acme/web#{1000 + n}")
+            seconds = time.perf_counter() - started
+            after = counter.snapshot()
+            sites = after[4] - before[4]
+            return {
+                "phase": name,
+                "items": items,
+                "zoho_calls_per_item": (len(fake.api_calls()) - calls_before) / items,
+                "commits_per_item": (after[0] - before[0]) / items,
+                "rollbacks_per_item": (after[1] - before[1]) / items,
+                "statements_per_item": (after[2] - before[2]) / items,
+                "checkouts_per_item": (after[3] - before[3]) / items,
+                "ms_per_item": 1000 * seconds / items,
+                "statements_by_site": {k: v / items for k, v in sites.most_common()},
+            }
+
+        # A first item so the token, the field metadata and the rate-limit slots exist.
+        store_event(1)
+        runtime.sync.process_item("github", "acme/web#1")
+        results = [phase("new issue"), phase("update (title edited)", action="edited", title="Edited", updated=60.0)]
+        engine.dispose()
+    return {"config": config, "limit": limit, "phases": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=("embedded", "redis-pg"), default="redis-pg")
+    parser.add_argument("--quick", action="store_true", help="5 items per phase (~15 s)")
+    parser.add_argument("--items", type=int, default=None, help="items per phase (default 20)")
+    parser.add_argument("--limit", type=int, default=None, help="ZOHO_RATE_LIMIT_PER_MINUTE (default: 0 and 100)")
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args()
+    args.items = args.items or (5 if args.quick else 20)
+    info = print_header("sync service: database work per item, counted in-process")
+    out = []
+    for limit in [args.limit] if args.limit is not None else [0, 100]:
+        result = run(args.config, args.items, limit)
+        out.append(result)
+        label = "limiter off" if limit == 0 else f"limiter on ({limit}/min, the default)"
+        print(f"-- {args.config}; ZOHO_RATE_LIMIT_PER_MINUTE={limit} ({label}); {args.items} items per phase")
+        for p in result["phases"]:
+            print(
+                f"   {p['phase']:<22}: {p['zoho_calls_per_item']:.1f} Zoho calls; {p['commits_per_item']:.1f} write"
+                f" transactions, {p['rollbacks_per_item']:.1f} read-only, {p['statements_per_item']:.1f} statements"
+                f" ({p['statements_per_item'] / max(p['zoho_calls_per_item'], 1):.1f} per Zoho call),"
+                f" {p['checkouts_per_item']:.1f} pool checkouts; {p['ms_per_item']:.1f} ms per item"
+            )
+            sites = ", ".join(f"{k} {v:g}" for k, v in p["statements_by_site"].items())
+            print(f"      statements by caller: {sites}")
+    write_json(args.json, {"machine": info, "results": out})
+
+
+if __name__ == "__main__":
+    main()
