@@ -24,6 +24,7 @@ from bridge.settings import Settings
 log = logging.getLogger("bridge.broker")
 TASK_SYNC_ITEM = "workers.tasks.sync_item"
 TASK_REQUEUE_STALE = "workers.tasks.requeue_stale"
+TASK_WAKE_ITEMS = "workers.tasks.wake_items"
 VISIBILITY_TIMEOUT = 300  # > the longest task (MAX_ITEM_SECONDS + a Zoho wait); else Redis redelivers it
 
 

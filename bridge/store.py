@@ -75,6 +75,10 @@ class Link:
         return self.state in ("linked", "deleted") and bool(self.zoho_issue_id)
 
 
+# Built once: with the values passed apart, SQLAlchemy reuses the compiled statement (intake's hot path).
+_INSERT_EVENT = insert(db.events)
+
+
 # -- deliveries -------------------------------------------------------------------------------------
 
 
@@ -101,7 +105,7 @@ def record_delivery(
     }
     try:
         with engine.begin() as conn:
-            result = conn.execute(insert(db.events).values(**values))
+            result = conn.execute(_INSERT_EVENT, values)
             return int(result.inserted_primary_key[0]), True
     except IntegrityError:
         with engine.connect() as conn:

@@ -8,7 +8,7 @@ import time
 from celery import shared_task
 
 from bridge import polling, store
-from bridge.broker import TASK_REQUEUE_STALE, TASK_SYNC_ITEM
+from bridge.broker import TASK_REQUEUE_STALE, TASK_SYNC_ITEM, TASK_WAKE_ITEMS
 from bridge.events import SourceUnavailable
 from bridge.runtime import get_runtime
 
@@ -25,6 +25,14 @@ def sync_item(source: str, item_key: str) -> dict[str, object]:
         countdown = max(0.0, outcome.retry_at - time.time())
         sync_item.apply_async((source, item_key), countdown=min(countdown, 240.0))
     return {"processed": outcome.processed, "busy": outcome.busy}
+
+
+@shared_task(name=TASK_WAKE_ITEMS)
+def wake_items(items: list[list[str]]) -> int:
+    """A burst of deliveries woke us once: give each item its own task, so workers share them."""
+    for source, item_key in items:
+        sync_item.delay(source, item_key)
+    return len(items)
 
 
 @shared_task(name=TASK_REQUEUE_STALE)
