@@ -8,7 +8,7 @@ from functools import cached_property
 
 from sqlalchemy.engine import Engine
 
-from bridge import db
+from bridge import db, store
 from bridge.mapping import MappingRegistry
 from bridge.settings import Settings, load_settings
 from bridge.sources import KNOWN_FIELDS
@@ -30,7 +30,9 @@ class Runtime:
 
     @cached_property
     def registry(self) -> MappingRegistry:
-        registry = MappingRegistry(self.settings.mappings_dir, known_fields=KNOWN_FIELDS)
+        registry = MappingRegistry(
+            self.settings.mappings_dir, known_fields=KNOWN_FIELDS, last_good=DatabaseLastGood(self.engine)
+        )
         for problems in registry.problems.values():
             for problem in problems:
                 log.error("mapping refused: %s", problem)
@@ -43,6 +45,20 @@ class Runtime:
     @cached_property
     def sync(self) -> SyncService:
         return SyncService(self.settings, self.engine, self.registry, self.zoho)
+
+
+class DatabaseLastGood:
+    """The last good text of each mapping file, in the shared database (kv `mapping.last_good.<file>`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def get(self, name: str) -> str | None:
+        return store.kv_get(self.engine, f"mapping.last_good.{name}")
+
+    def put(self, name: str, text: str) -> None:
+        if store.kv_get(self.engine, f"mapping.last_good.{name}") != text:
+            store.kv_set(self.engine, f"mapping.last_good.{name}", text)
 
 
 _runtime: Runtime | None = None

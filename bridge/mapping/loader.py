@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import difflib
 import logging
+import tempfile
 import threading
 from collections.abc import Iterable
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from marshmallow import ValidationError
@@ -422,12 +425,27 @@ def check_directory(
     return problems
 
 
+class LastGoodStore(Protocol):
+    def get(self, name: str) -> str | None: ...
+
+    def put(self, name: str, text: str) -> None: ...
+
+
 class MappingRegistry:
     """The mappings in force, re-read when their files change; a broken edit keeps the last good version."""
 
-    def __init__(self, directory: str | Path, *, known_fields: KnownFields | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        known_fields: KnownFields | None = None,
+        last_good: LastGoodStore | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.known_fields = known_fields
+        # Shared by every process (the database): a process that starts after a broken edit still
+        # runs the last good version, not nothing.
+        self.last_good = last_good
         self.problems: dict[str, list[MappingProblem]] = {}
         self._mappings: dict[str, Mapping] = {}  # file -> last good mapping
         self._stamps: dict[str, tuple[int, int]] = {}  # file -> (mtime_ns, size) last read
@@ -488,11 +506,32 @@ class MappingRegistry:
             self._clashed.add(file)
         if problems or mapping is None:
             self.problems[file] = problems
+            if file not in self._mappings and self.last_good is not None:
+                fallback = self._from_last_good(path)
+                if fallback is not None:
+                    self._mappings[file] = fallback
             kept = "the last good version stays in force" if file in self._mappings else "it is not in use"
             for problem in problems:
                 log.error("mapping refused (%s): %s", kept, problem)
             return problems
         self.problems.pop(file, None)
         self._mappings[file] = mapping
+        if self.last_good is not None:
+            with contextlib.suppress(OSError):  # the file vanished after loading: nothing to remember
+                self.last_good.put(path.name, path.read_text(encoding="utf-8"))
         log.info("mapping %r (%s) loaded from %s", mapping.name, mapping.source, file)
         return []
+
+    def _from_last_good(self, path: Path) -> Mapping | None:
+        """The last version of this file that any process loaded successfully, if the store has one."""
+        assert self.last_good is not None
+        text = self.last_good.get(path.name)
+        if not text:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / path.name
+            copy.write_text(text, encoding="utf-8")
+            mapping, problems, _ = _load(copy, self.known_fields)
+        if mapping is None or problems:
+            return None
+        return dataclasses.replace(mapping, path=str(path))
