@@ -30,6 +30,30 @@ REPO = Path(__file__).resolve().parent.parent
 GITHUB_SECRET = "It's a Secret to Everybody"
 
 
+def in_process_env(tmp: Path, fake: FakeZoho, *mappings: str, **extra: str) -> dict[str, str]:
+    """Settings for running the sync service in the test process (no broker, no Celery) against `fake`."""
+    folder = tmp / "mappings"
+    folder.mkdir(exist_ok=True)
+    for name in mappings or ("github",):
+        shutil.copy(REPO / "mappings" / f"{name}.yaml", folder / f"{name}.yaml")
+    return {
+        "BRIDGE_DATA_DIR": str(tmp / "var"),
+        "MAPPINGS_DIR": str(folder),
+        "BROKER_URL": "redis://127.0.0.1:1/0",  # never used in the test process
+        "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
+        "ZOHO_API_BASE": fake.base_url,
+        "ZOHO_ACCOUNTS_URL": fake.base_url,
+        "ZOHO_CLIENT_ID": fake.client_id,
+        "ZOHO_CLIENT_SECRET": fake.client_secret,
+        "ZOHO_REFRESH_TOKEN": fake.refresh_token,
+        "ZOHO_RATE_LIMIT_PER_MINUTE": "0",
+        "COALESCE_MS": "0",
+        "RETRY_BASE_SECONDS": "0.05",
+        "RETRY_MAX_SECONDS": "0.2",
+        **extra,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

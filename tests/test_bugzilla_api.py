@@ -7,7 +7,6 @@ event is skipped with a note saying what to set.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from bridge.sources.bugzilla import PRIVATE_BUG_NOTE, BugzillaSource
 from tests.factories_trackers import BUGZILLA_SECRET, bugzilla_bug, bugzilla_event, encode
 from tests.fakes.bugzilla import API_KEY, FakeBugzilla
 from tests.fakes.zoho import FakeZoho
-from tests.harness import REPO
+from tests.harness import in_process_env
 
 
 @pytest.fixture
@@ -38,26 +37,7 @@ def bz():
 
 
 def make_env(tmp: Path, zoho: FakeZoho, **extra: str) -> dict[str, str]:
-    mappings = tmp / "mappings"
-    mappings.mkdir(exist_ok=True)
-    shutil.copy(REPO / "mappings" / "bugzilla.yaml", mappings / "bugzilla.yaml")
-    env = {
-        "BRIDGE_DATA_DIR": str(tmp / "var"),
-        "MAPPINGS_DIR": str(mappings),
-        "BROKER_URL": "redis://127.0.0.1:1/0",  # never used here
-        "BUGZILLA_WEBHOOK_SECRET": BUGZILLA_SECRET,
-        "ZOHO_API_BASE": zoho.base_url,
-        "ZOHO_ACCOUNTS_URL": zoho.base_url,
-        "ZOHO_CLIENT_ID": zoho.client_id,
-        "ZOHO_CLIENT_SECRET": zoho.client_secret,
-        "ZOHO_REFRESH_TOKEN": zoho.refresh_token,
-        "ZOHO_RATE_LIMIT_PER_MINUTE": "0",
-        "COALESCE_MS": "0",
-        "RETRY_BASE_SECONDS": "0.05",
-        "RETRY_MAX_SECONDS": "0.2",
-    }
-    env.update(extra)
-    return env
+    return in_process_env(tmp, zoho, "bugzilla", BUGZILLA_WEBHOOK_SECRET=BUGZILLA_SECRET, **extra)
 
 
 def deliver(runtime: Runtime, payload: dict) -> int:

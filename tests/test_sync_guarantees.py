@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -24,32 +23,13 @@ from bridge.settings import load_settings
 from bridge.sources.github import GitHubSource
 from tests.factories import comment_event, github_request, issues_event
 from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, REPO
+from tests.harness import GITHUB_SECRET, in_process_env
 
 SOURCE = GitHubSource(GITHUB_SECRET)
 
 
 def make_env(tmp: Path, fake: FakeZoho, **extra: str) -> dict[str, str]:
-    mappings = tmp / "mappings"
-    mappings.mkdir(exist_ok=True)
-    shutil.copy(REPO / "mappings" / "github.yaml", mappings / "github.yaml")
-    env = {
-        "BRIDGE_DATA_DIR": str(tmp / "var"),
-        "MAPPINGS_DIR": str(mappings),
-        "BROKER_URL": "redis://127.0.0.1:1/0",  # never used here
-        "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
-        "ZOHO_API_BASE": fake.base_url,
-        "ZOHO_ACCOUNTS_URL": fake.base_url,
-        "ZOHO_CLIENT_ID": fake.client_id,
-        "ZOHO_CLIENT_SECRET": fake.client_secret,
-        "ZOHO_REFRESH_TOKEN": fake.refresh_token,
-        "ZOHO_RATE_LIMIT_PER_MINUTE": "0",
-        "COALESCE_MS": "0",
-        "RETRY_BASE_SECONDS": "0.05",
-        "RETRY_MAX_SECONDS": "0.2",
-    }
-    env.update(extra)
-    return env
+    return in_process_env(tmp, fake, "github", "bugzilla", **extra)
 
 
 @pytest.fixture
@@ -252,7 +232,6 @@ def test_a_field_an_event_does_not_carry_keeps_its_value(tmp_path, fake):
     from tests.factories_trackers import bugzilla_comment, bugzilla_event
 
     env = make_env(tmp_path, fake, BUGZILLA_WEBHOOK_SECRET="s3cret")
-    shutil.copy(REPO / "mappings" / "bugzilla.yaml", Path(env["MAPPINGS_DIR"]) / "bugzilla.yaml")
     runtime = Runtime(load_settings(env))
     source = BugzillaSource("s3cret")
 
