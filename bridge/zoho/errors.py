@@ -28,3 +28,15 @@ class ZohoPermanentError(ZohoError):
 
 class ResolutionError(ZohoPermanentError):
     """A mapping names a Zoho option that the project does not have."""
+
+
+class ZohoRateLimited(ZohoTransientError):
+    """Zoho's budget says wait (a 429, the shared block, or no free slot): a wait, never a counted attempt.
+
+    `retry_after` is how long from now (by the database's clock) the wait lasts.
+    """
+
+
+class ZohoConfigError(ZohoPermanentError):
+    """The deployment cannot work as configured (a token Zoho refuses right after a refresh: wrong scopes or
+    data centre). Reported once and clearly; never retried in a loop that would burn the token budget."""
