@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from bridge import store
-from bridge.events import IgnoredEvent, NormalizedEvent
+from bridge import db, store
+from bridge.events import BadDelivery, IgnoredEvent, NormalizedEvent
 from bridge.settings import load_settings
 from bridge.sources.github import GitHubSource
 from bridge.web import create_app
@@ -23,7 +24,8 @@ SECRET = "It's a Secret to Everybody"
 HELLO = "Codertocat/Hello-World"
 SPELLING = "Spelling error in the README file"
 
-# file -> the normalized action and the fields it must carry, or "ignored" (answered 200, nothing stored)
+# file -> the normalized action and the fields it must carry, "ignored" (answered 200, nothing stored),
+# or {"rejected": field} for a trimmed test stub that lacks what the bridge needs (answered 400 naming it)
 EXPECTED: dict[str, str | dict[str, Any]] = {
     "issues.opened.json": {
         "action": "created",
@@ -83,8 +85,50 @@ EXPECTED: dict[str, str | dict[str, Any]] = {
         "comment": {"id": "492700400"},
     },
     "issue_comment.created.on-pull-request.json": "ignored",
+    "issue_comment.created.on-pull-request.all-contributors.json": "ignored",
     "ping.repository.json": "ignored",
     "ping.organization.json": "ignored",
+    # Second round: recorded deliveries from other projects' test suites (see SOURCES.md).
+    "issues.typed.webhooks-net.json": "ignored",  # issue types are not mapped
+    "issues.untyped.webhooks-net.json": "ignored",
+    "issues.closed.c-saunders.json": {
+        "action": "updated",
+        "item_key": "C-Saunders/flynn_env_test#1",
+        "fields": {"state": "closed", "state_reason": None, "closed_at": "2018-11-18T18:42:08Z"},
+    },
+    "issues.closed.zero-closed_at.rachmari.json": {
+        "action": "updated",
+        "item_key": "swinton/example#36",
+        "fields": {"state": "closed", "title": "Issue events"},
+    },
+    "issues.edited.closed-completed.copilot-survey.json": {
+        "action": "updated",
+        "item_key": "mageroni/TestRepo#62",
+        "fields": {"state": "closed", "state_reason": "completed", "closed_at": "2023-03-19T01:12:10Z"},
+    },
+    "issue_comment.created.copilot-survey.json": {
+        "action": "comment_created",
+        "item_key": "mageroni/TestRepo#60",
+        "fields": {"state": "open", "state_reason": None},
+        "comment": {"id": "1475081580", "author": "mageroni"},
+        "comment_starts": "Comentario especial",
+    },
+    "issues.opened.pytorch-probot.json": {
+        "action": "created",
+        "item_key": "ezyang/testing-ideal-computing-machine#5",
+        "fields": {"title": "ROCm", "labels": []},
+    },
+    "issues.labeled.pytorch-probot.json": {
+        "action": "updated",
+        "item_key": "ezyang/testing-ideal-computing-machine#5",
+        "fields": {"labels": ["testlabel"]},
+    },
+    "issues.opened.rails-probot.json": {"action": "created", "item_key": f"{HELLO}#2", "fields": {"title": SPELLING}},
+    # Trimmed stubs: without repository.full_name or action there is no item to sync.
+    "issues.opened.trimmed-no-repo-name.jupyterlab.json": {"rejected": "repository.full_name"},
+    "issues.labeled.trimmed.home-assistant.json": {"rejected": "repository.full_name"},
+    "issues.closed.trimmed.devolution-tasker.json": {"rejected": "repository.full_name"},
+    "issues.closed.trimmed-no-action.gr2m-helpdesk.json": {"rejected": "action"},
 }
 
 
@@ -124,6 +168,11 @@ def test_fixture_parses_as_expected(name: str):
         assert err.value.reason
         return
     assert isinstance(expected, dict)
+    if "rejected" in expected:
+        with pytest.raises(BadDelivery) as bad:
+            source.parse(body, headers)
+        assert bad.value.reason.startswith(expected["rejected"] + ":")
+        return
     event = source.parse(body, headers)
     assert event.source == "github" and event.item_kind == "issue"
     assert event.action == expected["action"]
@@ -170,9 +219,16 @@ def test_fixture_through_the_intake(app, name: str):
     body = _path(name).read_bytes()
     headers = _headers(name, body)
     r = app.test_client().post("/webhooks/github", data=body, headers=headers)
+    engine = app.extensions["bridge"].engine
+    expected = EXPECTED[name]
+    if isinstance(expected, dict) and "rejected" in expected:
+        assert r.status_code == 400 and expected["rejected"] in r.get_json()["error"]
+        with engine.connect() as conn:
+            stored = conn.execute(select(db.events.c.id).where(db.events.c.dedup_key == headers["X-GitHub-Delivery"]))
+            assert stored.first() is None
+        return
     assert r.status_code == 200, r.get_json()
     answer = r.get_json()
-    engine = app.extensions["bridge"].engine
     if EXPECTED[name] == "ignored":
         assert answer["status"] == "ignored" and answer["event_id"] is None
         return
