@@ -122,17 +122,28 @@ def parse_timestamp(value: Any, *, field_name: str) -> datetime:
     """Parse the sources' timestamps into aware UTC datetimes.
 
     GitHub sends `2019-05-15T15:20:33Z`, BugHerd `2026-01-09T15:45:04.910Z`, Bugzilla
-    `2020-10-16T06:28:41` with no offset (it is UTC).
+    `2020-10-16T06:28:41` with no offset (it is UTC). Anything else (non-ASCII digits, a lone surrogate,
+    a time that leaves the calendar once moved to UTC) is a BadDelivery naming the field.
     """
     if not isinstance(value, str) or not value:
-        raise BadDelivery(f"{field_name}: expected an ISO-8601 timestamp, got {value!r}")
+        raise BadDelivery(f"{field_name}: expected an ISO-8601 timestamp, got {_short(value)}")
     text = value.strip()
+    if not text.isascii() or len(text) > 64:
+        raise BadDelivery(f"{field_name}: not an ISO-8601 timestamp: {_short(value)}")
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise BadDelivery(f"{field_name}: not an ISO-8601 timestamp: {value!r}") from exc
+        raise BadDelivery(f"{field_name}: not an ISO-8601 timestamp: {_short(value)}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise BadDelivery(f"{field_name}: {_short(value)} is outside the calendar in UTC") from None
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: its repr, cut, and never a lone surrogate (it could not be logged)."""
+    return repr(value)[:80].encode("utf-8", "backslashreplace").decode("utf-8")

@@ -20,6 +20,7 @@ from typing import Any
 
 from bridge.events import BadDelivery, Comment, NormalizedEvent, Unauthorized, parse_timestamp
 from bridge.sources.common import load_json_object
+from bridge.sources.validate import check_id
 
 NAME = "bugherd"
 DISPLAY_NAME = "BugHerd"
@@ -131,11 +132,7 @@ def _event_name(event_hint: str | None) -> str:
 
 
 def _id(value: Any, field_name: str) -> int | str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    raise BadDelivery(f"{field_name}: expected an id, got {value!r}")
+    return check_id(field_name, value)
 
 
 def _email(person: Any) -> str:

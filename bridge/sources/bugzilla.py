@@ -22,6 +22,7 @@ from typing import Any
 
 from bridge.events import BadDelivery, Comment, IgnoredEvent, NormalizedEvent, Unauthorized, parse_timestamp
 from bridge.sources.common import load_json_object
+from bridge.sources.validate import check_id
 
 NAME = "bugzilla"
 AUTH_SCHEMES = ("token", "bearer")
@@ -111,6 +112,7 @@ class BugzillaSource:
             raw = bug.get("comment")
             if not isinstance(raw, dict) or raw.get("id") is None:
                 raise BadDelivery("bug.comment: expected an object with an id")
+            check_id("bug.comment.id", raw["id"])
             if "body" not in raw:
                 raise IgnoredEvent("private comment: its text is not in the webhook")
             if raw.get("number") == 0:
@@ -240,11 +242,9 @@ def _envelope(payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], 
     bug = payload.get("bug")
     if not isinstance(bug, dict):
         raise BadDelivery("bug: expected an object")
-    bug_id = bug.get("id")
-    if isinstance(bug_id, str) and bug_id.strip().isdigit():
-        bug_id = int(bug_id)
-    if not isinstance(bug_id, int) or isinstance(bug_id, bool):
-        raise BadDelivery(f"bug.id: expected an integer, got {bug_id!r}")
+    bug_id = check_id("bug.id", bug.get("id"))
+    if event.get("time") is not None:  # part of the dedup key: it must be a real time
+        parse_timestamp(event["time"], field_name="event.time")
     return event, bug, bug_id
 
 

@@ -14,6 +14,10 @@ from urllib.parse import parse_qs
 
 from bridge.events import BadDelivery, Comment, IgnoredEvent, NormalizedEvent, Unauthorized, parse_timestamp
 from bridge.sources.common import load_json_object
+from bridge.sources.validate import check_id, check_text
+
+# A GUID in practice; longer ids are refused rather than cut (two cut ids sharing a prefix would collide).
+DELIVERY_ID_LIMIT = 200
 
 NAME = "github"
 # The fields a mapping can use (templates, `from:`), all taken from the issue object.
@@ -76,6 +80,9 @@ class GitHubSource:
         event = headers.get("X-GitHub-Event", "").strip()
         if not event:
             raise BadDelivery("missing X-GitHub-Event header")
+        delivery = headers.get("X-GitHub-Delivery", "").strip()
+        if delivery and not (delivery.isascii() and len(delivery) <= DELIVERY_ID_LIMIT):
+            raise BadDelivery(f"X-GitHub-Delivery: expected at most {DELIVERY_ID_LIMIT} ASCII characters")
         payload = _payload(body, headers)
         if event == "ping":
             raise IgnoredEvent("ping: the webhook is set up")
@@ -117,7 +124,8 @@ class GitHubSource:
 
 def _payload(body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
     # A hook created with content type application/x-www-form-urlencoded sends the JSON in `payload`.
-    if headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+    # Media types are case-insensitive (RFC 9110 8.3.1).
+    if headers.get("Content-Type", "").strip().lower().startswith("application/x-www-form-urlencoded"):
         form = parse_qs(body.decode("utf-8", errors="replace"))
         if "payload" not in form:
             raise BadDelivery("form body without a payload field")
@@ -128,9 +136,10 @@ def _payload(body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
 def issue_fields(issue: dict[str, Any], repository: Any) -> dict[str, Any]:
     if not isinstance(repository, dict) or not isinstance(repository.get("full_name"), str):
         raise BadDelivery("repository.full_name: expected a string")
-    number = issue.get("number")
-    if not isinstance(number, int):
-        raise BadDelivery("issue.number: expected an integer")
+    check_text("repository.full_name", repository["full_name"])
+    number = check_id("issue.number", issue.get("number"), allow_text=False)
+    if issue.get("id") is not None:
+        check_id("issue.id", issue.get("id"), allow_text=False)
     labels = issue.get("labels") or []
     if not isinstance(labels, list):
         raise BadDelivery("issue.labels: expected a list")
@@ -161,11 +170,12 @@ def issue_fields(issue: dict[str, Any], repository: Any) -> dict[str, Any]:
 def _comment(raw: Any) -> Comment:
     if not isinstance(raw, dict) or raw.get("id") is None:
         raise BadDelivery("comment: expected an object with an id")
+    comment_id = check_id("comment.id", raw["id"])
     user = raw.get("user") if isinstance(raw.get("user"), dict) else {}
     created = raw.get("created_at")
     updated = raw.get("updated_at") or created
     return Comment(
-        id=str(raw["id"]),
+        id=str(comment_id),
         body=str(raw.get("body") or ""),
         author=str(user.get("login") or ""),
         url=str(raw.get("html_url") or ""),

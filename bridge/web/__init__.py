@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import secrets
+from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, jsonify, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
 
 from bridge.broker import ensure_embedded_redis, make_celery
 from bridge.logs import configure_logging
@@ -14,6 +19,9 @@ from bridge.sources import enabled_sources
 from bridge.web.publisher import WakePublisher
 
 log = logging.getLogger("bridge.web")
+# Seconds a sender (or an operator redelivering by hand) is asked to wait when the database cannot take a write.
+DATABASE_RETRY_AFTER = 30
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost", "")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -43,4 +51,59 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(intake_bp)
     app.register_blueprint(health_bp)
     admin.init_app(app, settings)  # /admin: 404 unless ADMIN_TOKEN is set
+    register_error_handlers(app)
     return app
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    """Locked, full, unreachable, out of connections: a write that may well work in a moment."""
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error answers JSON, never an HTML page; a database that cannot be written answers a retryable 503.
+
+    The admin pages render their own HTML errors (their blueprint handlers run first).
+    """
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        code = exc.code or 500
+        return jsonify({"status": "error", "error": exc.description or exc.name}), code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int] | Any:
+        if isinstance(exc, HTTPException):
+            return _http_error(exc)
+        error_id = secrets.token_hex(6)
+        if _database_unavailable(exc):
+            log.error(
+                "database unavailable",
+                extra={"error_id": error_id, "path": request.path, "error": type(exc.__cause__ or exc).__name__},
+                exc_info=exc,
+            )
+            body = {
+                "status": "error",
+                "error": "the database cannot take this request right now: retry later",
+                "error_id": error_id,
+            }
+            response = jsonify(body)
+            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+            return response, 503
+        log.error("unexpected error", extra={"error_id": error_id, "path": request.path}, exc_info=exc)
+        return jsonify({"status": "error", "error": "internal error", "error_id": error_id}), 500
+
+
+def warn_if_metrics_open(settings: Settings, bind: str) -> None:
+    """A start-up warning: /metrics answers anyone who can reach a non-loopback bind unless METRICS_TOKEN is set."""
+    if settings.metrics_token:
+        return
+    host = bind.rsplit(":", 1)[0].strip("[]") if ":" in bind else bind
+    if host not in LOOPBACK_HOSTS:
+        log.warning(
+            "METRICS_TOKEN is not set and the web server listens on %s: /metrics is open to anyone who can reach it "
+            "(setting the token is recommended)",
+            bind,
+        )

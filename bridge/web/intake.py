@@ -7,15 +7,20 @@ identify the source → size → verify the raw bytes → parse into one Normali
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import cast
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from bridge import store
+from bridge.clock import engine_now
 from bridge.events import BadDelivery, IgnoredEvent, Unauthorized
 from bridge.sources import PathTokenSource, Source
+from bridge.sources.validate import DEDUP_KEY_LIMIT, check_event, check_text
 
 log = logging.getLogger("bridge.intake")
 bp = Blueprint("intake", __name__)
@@ -33,7 +38,14 @@ KEPT_HEADERS = (
 
 
 # The `answer` label of a refused delivery in /metrics.
-REFUSED_ANSWERS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "too_large"}
+REFUSED_ANSWERS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 408: "timeout", 413: "too_large"}
+# A body must arrive within this many seconds (GitHub itself gives up after 10): a client trickling it
+# byte by byte would otherwise hold a worker thread for as long as it likes.
+BODY_READ_SECONDS = 10.0
+
+
+class BodyTimeout(Exception):
+    """The client did not send its body within BODY_READ_SECONDS."""
 
 
 def _answer(status: str, code: int = 200, **extra: object) -> tuple[Response, int]:
@@ -65,14 +77,43 @@ def _event_label(source: Source, body: bytes, headers: Mapping[str, str], event_
 
 
 def _read_body(limit: int) -> bytes | None:
-    """The raw body, or None when it is over `limit` bytes.
+    """The raw body, or None when it is over `limit` bytes; BadDelivery when it cannot be read.
 
     A chunked body (what gunicorn hands over as a terminated stream without Content-Length) would be
     cut at the limit by werkzeug without a word, and then fail verification or parsing: read it
-    ourselves, one byte past the limit, to answer 413 instead.
+    ourselves, one byte past the limit, to answer 413 instead. Under gunicorn the read has a deadline:
+    when it passes, the socket's reading side is shut, so even a byte-a-second client lets go.
     """
+    sock = request.environ.get("gunicorn.socket")
+    timer = threading.Timer(BODY_READ_SECONDS, _shut_reading, (sock,)) if sock is not None else None
+    started = time.monotonic()
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        return _read(limit)
+    except Exception as exc:  # gunicorn's chunk parser, a client that went away, a short body
+        if time.monotonic() - started >= BODY_READ_SECONDS:
+            raise BodyTimeout() from exc
+        raise BadDelivery(f"the body could not be read: {type(exc).__name__}") from exc
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _shut_reading(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+
+
+def _read(limit: int) -> bytes | None:
     if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
-        return request.get_data(cache=False)
+        body = request.get_data(cache=False)
+        if request.content_length is not None and len(body) < request.content_length:
+            raise BadDelivery("the body is shorter than its Content-Length")
+        return body
     stream = request.environ["wsgi.input"]
     chunks: list[bytes] = []
     size = 0
@@ -103,10 +144,16 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
     length = request.content_length
     if length is not None and length > limit:
         return _refuse(source_name, 413, "body too large")
-    body = _read_body(limit)
+    try:
+        body = _read_body(limit)
+    except BadDelivery as exc:
+        return _refuse(source_name, 400, exc.reason)
+    except BodyTimeout:
+        return _refuse(source_name, 408, f"the body did not arrive within {BODY_READ_SECONDS:g} s")
     if body is None:
         return _refuse(source_name, 413, "body too large")
     headers = request.headers
+    runtime = current_app.extensions["bridge"]
     try:
         if path_token is None:
             source.verify(body, headers)
@@ -116,6 +163,10 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
             if event_hint not in path_source.path_events:
                 return _refuse(source_name, 404, _unknown_event(path_source, event_hint))
         event = source.parse(body, headers, event_hint)
+        # The validation boundary: what passes can be stored and processed (see bridge/sources/validate.py).
+        received = datetime.fromtimestamp(engine_now(runtime.engine), UTC)
+        event = check_event(event, received)
+        dedup_key = check_text("delivery id", source.dedup_key(body, headers, event_hint), DEDUP_KEY_LIMIT)
     except Unauthorized as exc:
         return _refuse(source_name, 401, exc.reason)
     except BadDelivery as exc:
@@ -124,7 +175,6 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
         log.info("delivery ignored", extra={"source": source_name, "answer": 200, "reason": exc.reason})
         _count(source_name, _event_label(source, body, headers, event_hint), "ignored")
         return _answer("ignored", reason=exc.reason, event_id=None)
-    runtime = current_app.extensions["bridge"]
     secret_header = runtime.settings.bugzilla_webhook_header.lower()
     kept = {h: headers[h] for h in KEPT_HEADERS if h in headers and h.lower() != secret_header}
     if event_hint:
@@ -132,7 +182,7 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
     event_id, is_new = store.record_delivery(
         runtime.engine,
         event,
-        dedup_key=source.dedup_key(body, headers, event_hint),
+        dedup_key=dedup_key,
         headers=kept,
         payload=body,
     )
