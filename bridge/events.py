@@ -14,6 +14,8 @@ from typing import Any
 # What happened to the external item. Comment actions carry `comment`; item actions carry `fields`.
 ITEM_ACTIONS = ("created", "updated", "deleted")
 COMMENT_ACTIONS = ("comment_created", "comment_updated", "comment_deleted")
+# Nothing these trackers send predates 1995 (Bugzilla dates from 1998, GitHub from 2008).
+EARLIEST_TIMESTAMP = datetime(1995, 1, 1, tzinfo=UTC)
 
 
 class IgnoredEvent(Exception):
@@ -139,9 +141,12 @@ def parse_timestamp(value: Any, *, field_name: str) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     try:
-        return parsed.astimezone(UTC)
+        parsed = parsed.astimezone(UTC)
     except OverflowError:
         raise BadDelivery(f"{field_name}: {_short(value)} is outside the calendar in UTC") from None
+    if parsed < EARLIEST_TIMESTAMP:
+        raise BadDelivery(f"{field_name}: {_short(value)} is before {EARLIEST_TIMESTAMP.year}")
+    return parsed
 
 
 def _short(value: Any) -> str:

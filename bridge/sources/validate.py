@@ -15,17 +15,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
 from bridge import db
-from bridge.events import BadDelivery, Comment, NormalizedEvent
+from bridge.events import EARLIEST_TIMESTAMP, BadDelivery, Comment, NormalizedEvent
 
 # Real deliveries nest 5 to 8 levels (GitHub's issue.labels[].…); 32 leaves room and is far below recursion.
 MAX_DEPTH = 32
-# Timestamps: nothing these trackers send predates 1995; a sender clock a few minutes fast is tolerated.
-EARLIEST = datetime(1995, 1, 1, tzinfo=UTC)
+# Timestamps: a sender clock a few minutes fast is tolerated; further ahead is clamped.
+EARLIEST = EARLIEST_TIMESTAMP
 FUTURE_SKEW = timedelta(minutes=5)
 # Ids are stored as text and compared as numbers by some trackers: keep them inside a signed 64-bit int.
 MAX_ID = 2**63 - 1
@@ -136,8 +136,8 @@ def check_event(event: NormalizedEvent, received: datetime) -> NormalizedEvent:
     if not event.item_key:
         raise BadDelivery("item key: empty")
     check_text("event name", event.event_name, EVENT_NAME_LIMIT)
+    _check_fields(event.fields)  # before the project: a bad product names its field, not the project
     check_text("project", event.source_project, ITEM_KEY_LIMIT)
-    _check_fields(event.fields)
     for note in event.notes:
         check_text("note", note)
     changes: dict[str, Any] = {}

@@ -6,6 +6,7 @@ identify the source → size → verify the raw bytes → parse into one Normali
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -102,10 +103,8 @@ def _read_body(limit: int) -> bytes | None:
 
 
 def _shut_reading(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # the client may be gone already
         sock.shutdown(socket.SHUT_RD)
-    except OSError:
-        pass
 
 
 def _read(limit: int) -> bytes | None:
