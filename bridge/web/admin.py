@@ -36,6 +36,7 @@ from werkzeug.wrappers import Response
 from bridge import db, store
 from bridge.runtime import Runtime
 from bridge.settings import Settings
+from bridge.web import admin_guard
 
 log = logging.getLogger("bridge.admin")
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
@@ -138,9 +139,21 @@ def _guard() -> Response | None:
         if not expected or not hmac.compare_digest(given.encode(), str(expected).encode()):
             log.warning("admin form refused: bad or missing CSRF token", extra={"path": request.path})
             abort(400, description="The form expired or did not come from this page: reload it and try again.")
-    if request.endpoint not in PUBLIC_ENDPOINTS and not session.get("admin"):
+    if request.endpoint not in PUBLIC_ENDPOINTS and not _session_is_live():
+        if session.get("admin"):
+            session.clear()  # ended by a logout elsewhere or a token change: forget it
         return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
     return None
+
+
+def _session_is_live() -> bool:
+    """Logged in, and not ended since by a logout (anywhere) or a token change."""
+    if not session.get("admin"):
+        return False
+    fingerprint = admin_guard.token_fingerprint(_runtime().settings.admin_token)
+    if session.get("token") != fingerprint:
+        return False
+    return session.get("epoch") == admin_guard.current_epoch(_engine())
 
 
 @bp.after_request
@@ -159,18 +172,30 @@ def _bad_request(exc: Any) -> tuple[str, int]:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | str | tuple[str, int]:
+def login() -> Response | str | tuple[str, int] | tuple[str, int, dict[str, str]]:
     next_url = _safe_next(request.values.get("next"), url_for("admin.dashboard"))
     if request.method == "GET":
         return render_template("admin/login.html", next_url=next_url, error=None)
+    client = request.remote_addr or "unknown"
+    verdict = admin_guard.check(_engine(), client)
+    if not verdict.allowed:
+        wait = max(1, round(verdict.retry_after))
+        log.warning("admin login refused: too many wrong tokens", extra={"remote": client, "retry_after": wait})
+        error = f"Too many wrong tokens: try again in {wait} s."
+        page = render_template("admin/login.html", next_url=next_url, error=error)
+        return page, 429, {"Retry-After": str(wait)}
     given = request.form.get("token", "")
     expected = _runtime().settings.admin_token
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        log.warning("admin login refused", extra={"remote": request.remote_addr})
+        wait = admin_guard.failed(_engine(), client)
+        log.warning("admin login refused", extra={"remote": client, "next_attempt_in": wait})
         return render_template("admin/login.html", next_url=next_url, error="Wrong token."), 401
+    admin_guard.succeeded(_engine(), client)
     session.clear()  # a fresh session (and CSRF token) at every login
     session.permanent = True
     session["admin"] = True
+    session["token"] = admin_guard.token_fingerprint(expected)
+    session["epoch"] = admin_guard.current_epoch(_engine())
     csrf_token()
     log.info("admin login", extra={"remote": request.remote_addr})
     return redirect(next_url)
@@ -178,6 +203,8 @@ def login() -> Response | str | tuple[str, int]:
 
 @bp.post("/logout")
 def logout() -> Response:
+    # One operator identity (one token): logging out ends every session, so a copied cookie dies too.
+    admin_guard.end_every_session(_engine())
     session.clear()
     flash("Logged out.")
     return redirect(url_for("admin.login"))
