@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -74,7 +73,7 @@ def register_error_handlers(app: Flask) -> None:
         return jsonify({"status": "error", "error": exc.description or exc.name}), code
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> tuple[Response, int] | Any:
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
         if isinstance(exc, HTTPException):
             return _http_error(exc)
         error_id = secrets.token_hex(6)
