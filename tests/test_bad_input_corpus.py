@@ -230,6 +230,8 @@ def github_cases() -> list[Case]:
         gh("push-event", opened, 200, None, event="push"),
         gh("unknown-action", _set(opened, "action", "pinned"), 200, None),
         gh("pull-request", issues_event("opened", pull_request=True), 200, None),
+        gh("action-lone-surrogate", _set(opened, "action", "\ud800"), 200, None),  # ignored, counted, logged
+        gh("event-header-1000-chars", opened, 200, None, event="x" * 1000),
     ]
     return cases
 
@@ -277,6 +279,8 @@ def bugzilla_cases() -> list[Case]:
         bz("wrong-auth", created, 401, "Authorization", Authorization="Token wrong"),
         bz("attachment", bugzilla_event("attachment", "create", attachment={"id": 1}), 200, None),
         bz("unknown-target-action", _set(created, "event.action", "frobnicate"), 200, None),
+        bz("action-lone-surrogate", _set(created, "event.action", "\ud800"), 200, None),
+        bz("target-lone-surrogate", _set(created, "event.target", "\ud800"), 200, None),
     ]
     return cases
 
@@ -371,6 +375,12 @@ def test_bad_delivery(stack: BridgeStack, case: Case):
         assert case.error and case.error in answer["error"], answer
     assert _stored(stack) == stored
     assert len(stack.fake.api_calls()) == sent
+
+
+def test_the_corpus_left_no_traceback_in_the_logs(stack: BridgeStack):
+    """Runs after the cases: no handler crashed, no metric failed to count, nothing was logged unescaped."""
+    log = stack.log_text()
+    assert "Traceback" not in log and "could not count" not in log, log[-3000:]
 
 
 # -- raw HTTP: what a client library would never send -----------------------------------------------------

@@ -72,9 +72,14 @@ def _event_label(source: Source, body: bytes, headers: Mapping[str, str], event_
     """The event name of a verified delivery that was not parsed into an event (for metrics)."""
     label = getattr(source, "event_label", None)
     if callable(label):
-        return str(label(body, headers, event_hint))
+        return _clean(str(label(body, headers, event_hint)), 64)
     # GitHub names the event in a header; BugHerd in the URL (already checked against its event list).
-    return event_hint or headers.get("X-GitHub-Event", "")
+    return _clean(event_hint or headers.get("X-GitHub-Event", ""), 64)
+
+
+def _clean(text: str, limit: int) -> str:
+    """Sender-chosen text fit for a log line, a metric label or an answer: cut, lone surrogates escaped."""
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _read_body(limit: int) -> bytes | None:
@@ -171,9 +176,10 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
     except BadDelivery as exc:
         return _refuse(source_name, 400, exc.reason)
     except IgnoredEvent as exc:
-        log.info("delivery ignored", extra={"source": source_name, "answer": 200, "reason": exc.reason})
+        reason = _clean(exc.reason, 300)  # it can quote the sender's event or action name
+        log.info("delivery ignored", extra={"source": source_name, "answer": 200, "reason": reason})
         _count(source_name, _event_label(source, body, headers, event_hint), "ignored")
-        return _answer("ignored", reason=exc.reason, event_id=None)
+        return _answer("ignored", reason=reason, event_id=None)
     secret_header = runtime.settings.bugzilla_webhook_header.lower()
     kept = {h: headers[h] for h in KEPT_HEADERS if h in headers and h.lower() != secret_header}
     if event_hint:
