@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -88,6 +89,44 @@ def _clean(text: str, limit: int) -> str:
     return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+class _ReadDeadlines:
+    """Shuts the reading side of sockets whose body is overdue: one thread per process, not one per request."""
+
+    def __init__(self, seconds: float, tick: float = 0.25) -> None:
+        self.seconds, self.tick = seconds, tick
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[float, socket.socket]] = {}
+        self._next = 0
+        self._pid = 0  # the thread belongs to the process that started it (gunicorn forks workers)
+
+    def watch(self, sock: socket.socket) -> int:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid, self._pending = os.getpid(), {}
+                threading.Thread(target=self._run, name="body-deadlines", daemon=True).start()
+            self._next += 1
+            self._pending[self._next] = (time.monotonic() + self.seconds, sock)
+            return self._next
+
+    def release(self, token: int) -> None:
+        with self._lock:
+            self._pending.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.tick)
+            now = time.monotonic()
+            with self._lock:
+                overdue = [token for token, (deadline, _) in self._pending.items() if deadline <= now]
+                socks = [self._pending.pop(token)[1] for token in overdue]
+            for sock in socks:
+                with contextlib.suppress(OSError):  # the client may be gone already
+                    sock.shutdown(socket.SHUT_RD)
+
+
+_deadlines = _ReadDeadlines(BODY_READ_SECONDS)
+
+
 def _read_body(limit: int) -> bytes | None:
     """The raw body, or None when it is over `limit` bytes; BadDelivery when it cannot be read.
 
@@ -97,11 +136,8 @@ def _read_body(limit: int) -> bytes | None:
     when it passes, the socket's reading side is shut, so even a byte-a-second client lets go.
     """
     sock = request.environ.get("gunicorn.socket")
-    timer = threading.Timer(BODY_READ_SECONDS, _shut_reading, (sock,)) if sock is not None else None
+    token = _deadlines.watch(sock) if sock is not None else None
     started = time.monotonic()
-    if timer is not None:
-        timer.daemon = True
-        timer.start()
     try:
         return _read(limit)
     except Exception as exc:  # gunicorn's chunk parser, a client that went away, a short body
@@ -109,13 +145,8 @@ def _read_body(limit: int) -> bytes | None:
             raise BodyTimeout() from exc
         raise BadDelivery(f"the body could not be read: {type(exc).__name__}") from exc
     finally:
-        if timer is not None:
-            timer.cancel()
-
-
-def _shut_reading(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # the client may be gone already
-        sock.shutdown(socket.SHUT_RD)
+        if token is not None:
+            _deadlines.release(token)
 
 
 def _read(limit: int) -> bytes | None:
