@@ -75,6 +75,7 @@ def test_an_open_metrics_endpoint_on_a_public_bind_is_warned_about(tmp_path, cap
     settings = load_settings({"BRIDGE_DATA_DIR": str(tmp_path), "BROKER_URL": "redis://127.0.0.1:1/0"})
     with caplog.at_level(logging.WARNING, logger="bridge.web"):
         warn_if_metrics_open(settings, "127.0.0.1:8000")
+        warn_if_metrics_open(settings, "unix:/run/bridge.sock")
         assert not caplog.records
         warn_if_metrics_open(settings, "0.0.0.0:8000")
     assert "METRICS_TOKEN" in caplog.text

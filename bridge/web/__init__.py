@@ -97,7 +97,7 @@ def register_error_handlers(app: Flask) -> None:
 
 def warn_if_metrics_open(settings: Settings, bind: str) -> None:
     """A start-up warning: /metrics answers anyone who can reach a non-loopback bind unless METRICS_TOKEN is set."""
-    if settings.metrics_token:
+    if settings.metrics_token or bind.startswith(("unix:", "fd://")):
         return
     host = bind.rsplit(":", 1)[0].strip("[]") if ":" in bind else bind
     if host not in LOOPBACK_HOSTS:
