@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bridge import store
 from bridge.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def _settings() -> Settings:
@@ -24,21 +24,48 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+def _engine(settings: Settings, *, create: bool = False) -> Engine:
+    """The bridge's database. Only `run` and `db upgrade` may create a new one: elsewhere a missing
+    SQLite file means this command is looking in the wrong place, and it says where it looked."""
     from bridge import db
 
+    if not create and settings.database_url.startswith("sqlite:///"):
+        path = Path(settings.database_url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise click.ClickException(
+                f"no bridge database at {path}\n"
+                f"  looked in the home folder {settings.home} ({settings.home_reason}).\n"
+                "  Run the command inside the bridge's folder, give --home DIR (or BRIDGE_HOME=DIR), set "
+                "DATABASE_URL, or create it here with `issue-bridge db upgrade`."
+            )
     engine = db.make_engine(settings.database_url)
     db.ensure_schema(engine)
     return engine
 
 
 def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+    """A time as the operator reads it: local time with its zone (and UTC offset)."""
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z (%z)")
 
 
-@click.group()
-def main() -> None:
-    """issue-bridge: keeps Zoho issues in step with GitHub, Bugzilla and BugHerd."""
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="the bridge's folder (its .env, var/ and mappings/); default: BRIDGE_HOME, else found from here",
+)
+@click.version_option(package_name="issue-bridge")
+def main(home: Path | None) -> None:
+    """issue-bridge: keeps Zoho issues in step with GitHub, Bugzilla and BugHerd.
+
+    Settings come from the environment and the .env file of the bridge's home folder: --home or
+    BRIDGE_HOME, else the nearest folder above the working directory holding the project (or a .env
+    beside a mappings/ folder), else the checkout it was installed from.
+    """
+    if home is not None:
+        os.environ["BRIDGE_HOME"] = str(home.resolve())  # children of `run` inherit it
 
 
 # -- run ----------------------------------------------------------------------------------------------
@@ -49,71 +76,28 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--concurrency", default=2, show_default=True, help="worker processes")
 def run(port: int, host: str, concurrency: int) -> None:
-    """Start web + worker + beat (and, on the embedded default, the private Redis); stop all on exit."""
-    from bridge.broker import ensure_embedded_redis, stop_embedded_redis
+    """Start web + worker + beat (and, on the embedded default, the private Redis).
+
+    Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops all of them; if one dies, the others are stopped
+    and the command exits non-zero saying why. Only one `run` at a time per data folder.
+    """
+    from bridge.supervisor import Supervisor, SupervisorError
 
     settings = _settings()
-    _engine(settings)  # create the schema once, before anything forks
-    started_redis = settings.embedded_broker and ensure_embedded_redis(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    commands = {
-        "web": [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:bridge.gunicorn_conf",
-            "-b",
-            f"{host}:{port}",
-            "bridge.wsgi:app",
-        ],
-        "worker": [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-c",
-            str(concurrency),
-            "--loglevel",
-            settings.log_level,
-            "-Q",
-            "bridge",
-        ],
-        "beat": [sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel", settings.log_level],
-    }
-    procs = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
-    click.echo(
-        f"issue-bridge running on http://{host}:{port} ({'dry-run' if settings.dry_run else 'live'}); Ctrl-C stops it"
+    _engine(settings, create=True)  # create the schema once, before anything forks
+    supervisor = Supervisor(
+        settings,
+        host=host,
+        port=port,
+        concurrency=concurrency,
+        say=click.echo,
+        warn=lambda line: click.echo(line, err=True),
     )
-
-    stopping = False
-
-    def _stop(*_args: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     try:
-        while not stopping:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    click.echo(f"{name} exited with {proc.returncode}; stopping", err=True)
-                    stopping = True
-            time.sleep(0.5)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if started_redis:
-            stop_embedded_redis(settings)
+        code = supervisor.run()
+    except SupervisorError as exc:
+        raise click.ClickException(str(exc)) from None
+    raise SystemExit(code)
 
 
 # -- db -----------------------------------------------------------------------------------------------
@@ -127,8 +111,15 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the schema."""
-    _engine(_settings())
-    click.echo("schema is up to date")
+    settings = _settings()
+    _engine(settings, create=True)
+    click.echo(f"schema is up to date ({_where(settings)})")
+
+
+def _where(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
 
 
 # -- events -------------------------------------------------------------------------------------------
@@ -315,7 +306,12 @@ def mappings_check(path: Path | None, offline: bool) -> None:
     from bridge.mapping import MappingError, MappingProblem, check_directory, load_mapping
     from bridge.sources import KNOWN_FIELDS
 
-    target = path or Path(os.environ.get("MAPPINGS_DIR", "mappings"))
+    if path is None:
+        try:
+            path = load_settings().mappings_dir
+        except SettingsError:
+            path = Path(os.environ.get("MAPPINGS_DIR", "mappings"))
+    target = path
     files = [target] if target.is_file() else sorted([*target.glob("*.yaml"), *target.glob("*.yml")])
 
     def check(zoho_options: dict | None) -> list[MappingProblem]:
@@ -362,7 +358,7 @@ def _zoho_options_for(files: list[Path]) -> dict | None:
         for project in [mapping.routing.default_project, *dict(mapping.routing.by_source_project).values()]:
             if project:
                 routes.add((mapping.routing.portal, project))
-    client = ZohoClient(settings, _engine(settings))
+    client = ZohoClient(settings, _engine(settings, create=True))
     options: dict = {}
     try:
         custom: dict[str, list[str]] = {}
@@ -393,7 +389,7 @@ def _live_client():  # type: ignore[no-untyped-def]
     settings = _settings()
     if settings.dry_run:
         raise click.ClickException("set ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET and ZOHO_REFRESH_TOKEN to ask Zoho")
-    return settings, ZohoClient(settings, _engine(settings))
+    return settings, ZohoClient(settings, _engine(settings, create=True))
 
 
 @zoho.command("fields")
