@@ -72,7 +72,7 @@ def main(home: Path | None) -> None:
 
 
 @main.command()
-@click.option("--port", default=lambda: int(os.environ.get("PORT", "8000")), show_default="8000 or $PORT")
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "8000")), show_default="8000 or $PORT")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--concurrency", default=2, show_default=True, help="worker processes")
 def run(port: int, host: str, concurrency: int) -> None:
