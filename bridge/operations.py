@@ -20,6 +20,7 @@ from bridge.clock import engine_now
 from bridge.store import FAILED, PENDING, Link
 
 RESYNC_PREFIX = "resync:"
+SOURCES = ("github", "bugzilla", "bugherd")
 BACKOFF_KEY = "zoho.backoff_until"  # bridge.zoho.ratelimit's; read here without building a Zoho client
 
 
@@ -94,11 +95,15 @@ def resync(engine: Engine, external_id: str, source: str | None = None) -> Resyn
     """
     links = find_links(engine, external_id, source)
     keys = {(link.source, link.item_key) for link in links}
-    if not keys:  # not linked: the operator may name the item key of an item that never synced
+    if not keys:  # not linked (never synced, or unlinked): find the item by its key among the events
+        wanted, key = source, external_id
+        prefix, _, rest = external_id.partition(":")
+        if rest and prefix in SOURCES and source in (None, prefix):
+            wanted, key = prefix, rest  # the shipped mappings' external ids are `<source>:<item key>`
         with engine.connect() as conn:
-            query = select(db.events.c.source, db.events.c.item_key).where(db.events.c.item_key == external_id)
-            if source:
-                query = query.where(db.events.c.source == source)
+            query = select(db.events.c.source, db.events.c.item_key).where(db.events.c.item_key.in_({key, external_id}))
+            if wanted:
+                query = query.where(db.events.c.source == wanted)
             keys = {(row.source, row.item_key) for row in conn.execute(query.distinct()).all()}
     if not keys:
         raise NotFound(f"no link and no event for {external_id!r}" + (f" in {source}" if source else ""))
