@@ -150,9 +150,9 @@ def resync(engine: Engine, external_id: str, source: str | None = None) -> Resyn
             .where(db.links.c.source == item_source, db.links.c.item_key == item_key)
             .values(applied_hash=None)
         )
-    key = result.inserted_primary_key
-    assert key is not None
-    return Resync(int(key[0]), item_source, item_key, int(latest.id))
+    inserted = result.inserted_primary_key
+    assert inserted is not None
+    return Resync(int(inserted[0]), item_source, item_key, int(latest.id))
 
 
 # -- status ----------------------------------------------------------------------------------------------
