@@ -454,7 +454,7 @@ def _clash(path: Path, mapping: Mapping, lines: dict, holders: dict[str, Mapping
 def check_directory(
     directory: str | Path, known_fields: KnownFields | None = None, zoho_options: ZohoOptions | None = None
 ) -> list[MappingProblem]:
-    """Validate every mapping file in `directory` without keeping anything (`bridge mappings check`).
+    """Validate every mapping file in `directory` without keeping anything (`issue-bridge mappings check`).
 
     `zoho_options` ((portal, project) -> {field: [names]}, see `ZohoOptions`) adds the check of every Zoho
     name against Zoho's own metadata; projects it does not cover are not checked.
