@@ -186,3 +186,37 @@ def test_a_busy_port_is_named_with_the_setting_to_change_it(tmp_path):
     assert f"PORT={port + 1}" in result.stderr
     assert time.monotonic() - started < 30
     assert not (tmp_path / "var" / "redis.sock").exists()  # nothing was started
+
+
+def test_a_worker_restarted_by_sighup_comes_back_and_processes_deliveries(tmp_path):
+    """Celery restarts itself on SIGHUP by re-executing its command line; under `python -m celery` that crashed
+    (`attempted relative import`) and left events pending. The supervisor starts the console script instead."""
+    from tests.factories import github_request, issues_event
+
+    env = _home(tmp_path)
+    port = free_port()
+    proc = _start(tmp_path, env, port)
+    try:
+        _running(tmp_path, proc, port)
+        # Celery installs its SIGHUP handler as it starts; before that the signal just kills it.
+        wait_for(lambda: "ready." in (tmp_path / "run.log").read_text(), 60, what="the worker to be ready")
+        worker = next(p for p in _direct_children(proc.pid) if "celery" in _cmdline(p) and " worker " in _cmdline(p))
+        os.kill(worker, signal.SIGHUP)
+        time.sleep(3)
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        assert "attempted relative import" not in (tmp_path / "run.log").read_text()
+        body, headers = github_request(GITHUB_SECRET, "issues", issues_event("opened", number=3))
+        answer = requests.post(f"http://127.0.0.1:{port}/webhooks/github", data=body, headers=headers, timeout=10)
+        assert answer.json()["status"] == "accepted"
+        status = [str(SCRIPT), "events", "list", "--json"]
+
+        def processed() -> bool:
+            out = subprocess.run(status, env=env, capture_output=True, text=True, timeout=60).stdout
+            return '"status": "done"' in out
+
+        wait_for(processed, 60, what="the restarted worker to process the delivery")
+        assert _alive(worker)  # the same process, re-executed in place
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(40)
