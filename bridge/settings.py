@@ -57,6 +57,8 @@ class Settings:
     bugzilla_poll_seconds: float = 60.0
     admin_token: str = ""  # the admin pages (/admin) are disabled (404) unless it is set
     extra: Mapping[str, str] = field(default_factory=dict)
+    home: Path = field(default_factory=Path.cwd)  # where .env is read and relative paths resolve (find_home)
+    home_reason: str = "the working directory"  # how `home` was found, for "where I looked" messages
 
     @property
     def dry_run(self) -> bool:
@@ -141,15 +143,51 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
     return raw.rstrip("/")
 
 
+def _is_bridge_home(folder: Path) -> bool:
+    """A checkout of this project, or a folder set up to run it (a `.env` beside a `mappings/` folder)."""
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            if 'name = "issue-bridge"' in pyproject.read_text(errors="replace"):
+                return True
+        except OSError:
+            pass
+    return (folder / ".env").is_file() and (folder / "mappings").is_dir()
+
+
+def find_home(env: Mapping[str, str], cwd: Path | None = None) -> tuple[Path, str]:
+    """The bridge's home folder, the same from any working directory (README, "Where the bridge keeps its data").
+
+    1. `BRIDGE_HOME` (the CLI's `--home` sets it); 2. the nearest folder at or above the working directory
+    that is a bridge home; 3. the checkout this code was installed from (`pip install -e`); 4. the working
+    directory.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    explicit = env.get("BRIDGE_HOME", "").strip()
+    if explicit:
+        home = Path(explicit).expanduser()
+        if not home.is_dir():
+            raise SettingsError(f"BRIDGE_HOME: no such folder: {explicit!r}")
+        return home.resolve(), "BRIDGE_HOME"
+    for folder in (cwd, *cwd.parents):
+        if _is_bridge_home(folder):
+            return folder, f"found above the working directory {cwd}" if folder != cwd else "the working directory"
+    installed = Path(__file__).resolve().parent.parent
+    if _is_bridge_home(installed):
+        return installed, "the checkout issue-bridge is installed from"
+    return cwd, "the working directory (no bridge home found above it)"
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = True) -> Settings:
-    """Read and validate every setting. `env` defaults to the process environment (plus `.env`)."""
+    """Read and validate every setting. `env` defaults to the process environment (plus the home's `.env`)."""
+    home, home_reason = find_home(os.environ if env is None else env)
     if env is None:
         if read_dotenv:
             from dotenv import load_dotenv
 
-            load_dotenv(Path.cwd() / ".env", override=False)
+            load_dotenv(home / ".env", override=False)
         env = os.environ
-    data_dir = Path(env.get("BRIDGE_DATA_DIR", "").strip() or "var").resolve()
+    data_dir = (home / (env.get("BRIDGE_DATA_DIR", "").strip() or "var")).resolve()
     database_url = env.get("DATABASE_URL", "").strip() or f"sqlite:///{data_dir / 'bridge.db'}"
     if not database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
         raise SettingsError(f"DATABASE_URL: expected sqlite:/// or postgresql://, got {database_url!r}")
@@ -181,7 +219,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         data_dir=data_dir,
         database_url=database_url,
         broker_url=broker_url,
-        mappings_dir=Path(env.get("MAPPINGS_DIR", "").strip() or "mappings").resolve(),
+        mappings_dir=(home / (env.get("MAPPINGS_DIR", "").strip() or "mappings")).resolve(),
         zoho_api_base=_url(env, "ZOHO_API_BASE", "https://projectsapi.zoho.com", ("http", "https")),
         zoho_accounts_url=_url(env, "ZOHO_ACCOUNTS_URL", "https://accounts.zoho.com", ("http", "https")),
         zoho_client_id=zoho_creds[0],
@@ -212,4 +250,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         bugzilla_poll_products=tuple(p.strip() for p in env.get("BUGZILLA_POLL_PRODUCTS", "").split(",") if p.strip()),
         bugzilla_poll_seconds=max(10.0, _float(env, "BUGZILLA_POLL_SECONDS", 60.0)),
         admin_token=env.get("ADMIN_TOKEN", "").strip(),
+        home=home,
+        home_reason=home_reason,
     )

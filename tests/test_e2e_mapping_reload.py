@@ -18,12 +18,13 @@ from tests.harness import BridgeStack, wait_for
 pytestmark = pytest.mark.e2e
 
 WEB = "1752587000000097024"
+ADMIN = "reload-admin-token-0123456789"
 
 
 @pytest.fixture
 def stack(tmp_path):
     fake = FakeZoho().start()
-    bridge = BridgeStack(tmp_path, fake).start(beat=False)
+    bridge = BridgeStack(tmp_path, fake, extra_env={"ADMIN_TOKEN": ADMIN}).start(beat=False)
     yield bridge
     bridge.stop()
     fake.stop()
@@ -62,8 +63,10 @@ def test_edit_under_a_running_worker_applies_to_the_next_event(stack: BridgeStac
     stack.github("issues", issues_event("opened", number=3, labels=("bug",), updated=0))
     assert _severity_of(stack, 3) == "Critical"
 
-    ready = requests.get(stack.base_url + "/readyz", timeout=10)
-    assert ready.status_code == 503
+    # Still 200 (deliveries flow on the last good mapping), degraded with the reason; the details for operators.
+    ready = requests.get(stack.base_url + "/readyz", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
+    assert "mapping github.yaml: edit refused; the last good version is in force" in ready.json()["reasons"]
     problems = [p for p in ready.json()["problems"] if p.startswith("mapping ")]
     assert len(problems) == 1
     assert "github.yaml:32: fields.severity.from: unknown field 'lables' for source github" in problems[0]

@@ -29,32 +29,43 @@ def _env(tmp_path, **extra: str) -> dict[str, str]:
 
 
 def test_readyz_names_a_dead_broker(tmp_path):
-    app = create_app(load_settings(_env(tmp_path, BROKER_URL="redis://127.0.0.1:1/0")))
+    app = create_app(load_settings(_env(tmp_path, BROKER_URL="redis://127.0.0.1:1/0", METRICS_TOKEN="m-token-1")))
     r = app.test_client().get("/readyz")
-    assert r.status_code == 503
-    assert any(p.startswith("broker:") for p in r.json["problems"])
-    assert app.test_client().get("/healthz").status_code == 200  # alive, just not ready
+    assert r.status_code == 200 and r.json["status"] == "degraded"  # deliveries are still stored
+    assert r.json["checks"] == {"database": True, "broker": False, "mappings": True}
+    assert "problems" not in r.json and "127.0.0.1" not in r.text  # no hosts for strangers
+    detailed = app.test_client().get("/readyz", headers={"Authorization": "Bearer m-token-1"})
+    assert any(p.startswith("broker:") and "127.0.0.1" in p for p in detailed.json["problems"])
+    assert app.test_client().get("/readyz/strict").status_code == 503  # "everything healthy" says no
+    gauges = app.test_client().get("/metrics", headers={"Authorization": "Bearer m-token-1"}).text
+    assert 'bridge_ready{check="broker"} 0' in gauges and "bridge_degraded 1" in gauges
+    assert app.test_client().get("/healthz").status_code == 200
 
 
 @pytest.mark.e2e
 def test_readyz_database_and_mappings(tmp_path):
-    stack = BridgeStack(tmp_path, None, dry_run=True)
+    stack = BridgeStack(tmp_path, None, dry_run=True, extra_env={"ADMIN_TOKEN": "ops-admin-token-0123456789"})
+    auth = {"Authorization": "Bearer ops-admin-token-0123456789"}
     try:
         stack.start_web()
         ready = requests.get(stack.base_url + "/readyz", timeout=5)
         assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
-        # A broken mapping edit: not ready, with file, line and reason.
+        assert requests.get(stack.base_url + "/readyz/strict", timeout=5).status_code == 200
+        # A broken mapping edit: degraded (the last good version is in force), with file, line and reason.
         mapping = stack.mappings_dir / "github.yaml"
         mapping.write_text(mapping.read_text().replace("on_delete: close", "on_delete: explode"))
-        r = requests.get(stack.base_url + "/readyz", timeout=5)
-        assert r.status_code == 503
-        assert any("github.yaml:" in p and "on_delete" in p for p in r.json()["problems"]), r.json()
+        r = requests.get(stack.base_url + "/readyz", headers=auth, timeout=5)
+        assert r.status_code == 200 and r.json()["status"] == "degraded", r.text
+        assert any(p.startswith("mapping github.yaml:") and "on_delete" in p for p in r.json()["problems"]), r.json()
+        assert str(stack.mappings_dir) not in r.text  # no folder names, even for operators' reasons
+        assert requests.get(stack.base_url + "/readyz/strict", timeout=5).status_code == 503
         shutil.copy(REPO / "mappings" / "github.yaml", mapping)
-        # The database loses its tables: not ready, and says so.
+        # The database loses its tables: now it cannot store deliveries: 503, and says so.
         with stack.engine.begin() as conn:
             conn.execute(text("ALTER TABLE events RENAME TO events_gone"))
-        r = requests.get(stack.base_url + "/readyz", timeout=5)
-        assert r.status_code == 503 and any(p.startswith("database:") for p in r.json()["problems"]), r.json()
+        r = requests.get(stack.base_url + "/readyz", headers=auth, timeout=5)
+        assert r.status_code == 503 and r.json()["status"] == "not ready", r.text
+        assert any(p.startswith("database:") for p in r.json()["problems"]), r.json()
     finally:
         stack.stop()
 

@@ -171,8 +171,8 @@ CASES = [
         BASE + "comment: true\n",
         15,
         "comment",
-        "unknown key 'comment' (expected one of: source, name, match, zoho, external_id, fields, comments, "
-        "comment_template, on_delete)",
+        "unknown key 'comment', did you mean 'comments'? (expected one of: source, name, match, zoho, external_id, "
+        "fields, comments, comment_template, on_delete)",
     ),
     (
         "comments is not a boolean",
@@ -186,7 +186,8 @@ CASES = [
         BASE.replace("  title:", "\ttitle:"),
         8,
         "",
-        "invalid YAML: while scanning for the next token found character '\\t' that cannot start any token",
+        "invalid YAML: a tab character: YAML indents with spaces only, replace the tab with spaces "
+        "(YAML parser: while scanning for the next token found character '\\t' that cannot start any token)",
     ),
     (
         "on_delete outside its choices",

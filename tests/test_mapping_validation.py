@@ -167,7 +167,7 @@ def test_project_without_default_or_routes(tmp_path):
 def test_yaml_syntax_error(tmp_path):
     text = VALID.replace('title: "{title}"', 'title: "{title}')
     line, key, message = only_problem(tmp_path, text)
-    assert (line, key) == (12, "")
+    assert (line, key) == (8, "")  # where the quote opened, not where the file ended
     assert message.startswith("invalid YAML:")
 
 
@@ -247,3 +247,48 @@ def test_check_directory_reports_every_file(tmp_path):
     write(tmp_path, VALID, "good.yaml")
     write(tmp_path, VALID.replace("source: github", "source: jira"), "bad.yml")
     assert [(Path(p.file).name, p.key) for p in check_directory(tmp_path, KNOWN)] == [("bad.yml", "source")]
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "sentence"),
+    [
+        (
+            ("    map: {bug: Major}", "   map: {bug: Major}"),
+            11,
+            "this line's indentation does not match the lines above",
+        ),
+        (
+            ("    map: {bug: Major}", "    map: {bug: Major"),
+            11,
+            "a {…} opened at line 11 is missing a ',' or its closing '}'",
+        ),
+        (("  severity:", "\tseverity:"), 9, "a tab character: YAML indents with spaces only"),
+        (('title: "{title}"', 'title: "{title}'), 8, "a quote opened at line 8 is never closed"),
+    ],
+    ids=["indentation", "unclosed-brace", "tab", "unclosed-quote"],
+)
+def test_yaml_errors_read_as_a_plain_sentence_with_file_and_line(tmp_path, edit, line, sentence):
+    old, new = edit
+    assert old in VALID
+    found_line, _key, message = only_problem(tmp_path, VALID.replace(old, new))
+    assert message.startswith("invalid YAML: ") and sentence in message, message
+    assert "(YAML parser: " in message  # the parser's own words stay, after the sentence
+    assert found_line is not None and abs(found_line - line) <= 1, (found_line, message)
+
+
+@pytest.mark.parametrize(
+    ("addition", "key", "suggestion"),
+    [
+        ("coments: true\n", "coments", "did you mean 'comments'?"),
+        ("on_delet: close\n", "on_delet", "did you mean 'on_delete'?"),
+        ("external_ids: x\n", "external_ids", "did you mean 'external_id'?"),
+    ],
+)
+def test_misspelt_keys_get_a_did_you_mean(tmp_path, addition, key, suggestion):
+    _, found_key, message = only_problem(tmp_path, VALID + addition)
+    assert found_key == key and f"unknown key '{key}', {suggestion}" in message, message
+
+
+def test_an_unrelated_unknown_key_gets_no_guess(tmp_path):
+    _, _, message = only_problem(tmp_path, VALID + "zzz: 1\n")
+    assert message.startswith("unknown key 'zzz' (expected one of:"), message

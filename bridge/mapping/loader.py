@@ -148,7 +148,11 @@ def _flatten(messages: Any, path: str, out: list[tuple[str, str]]) -> None:
 
 def _reword(path: str, message: str, data: Any) -> str:
     if message.startswith(UNKNOWN_KEY + " ("):
-        return f"{UNKNOWN_KEY} '{path.rpartition('.')[2]}'{message[len(UNKNOWN_KEY) :]}"
+        key = path.rpartition(".")[2]
+        expected = message[len(UNKNOWN_KEY) :].strip().removeprefix("(expected one of:").removesuffix(")")
+        near = difflib.get_close_matches(key, [k.strip() for k in expected.split(",")], n=1, cutoff=0.6)
+        hint = f", did you mean '{near[0]}'?" if near else ""
+        return f"{UNKNOWN_KEY} '{key}'{hint}{message[len(UNKNOWN_KEY) :]}"
     if message == NOT_A_MAPPING:
         return f"{message}, got {kind(_value_at(data, path))}"
     return message
@@ -298,6 +302,54 @@ def _semantic(file: str, data: Any, lines: dict[str, int], zoho_options: ZohoOpt
     return problems
 
 
+# PyYAML's wording, as a person editing a mapping file would put it. (problem, context) substrings -> sentence;
+# `{start}` is the line where the unclosed thing (quote, bracket) began.
+_YAML_SENTENCES: list[tuple[str, str, str]] = [
+    ("cannot start any token", "'\\t'", "a tab character: YAML indents with spaces only, replace the tab with spaces"),
+    (
+        "mapping values are not allowed here",
+        "",
+        "a ':' where YAML expected none: this line is probably indented "
+        "differently from the lines above it, or a value containing ': ' needs quotes",
+    ),
+    (
+        "could not find expected ':'",
+        "",
+        "a line without 'key: value' where one was expected: check the indentation and the ':' of the lines around it",
+    ),
+    ("did not find expected key", "", "this line's indentation does not match the lines above it"),
+    ("but found '<block mapping start>'", "", "this line's indentation does not match the lines above it"),
+    (
+        "expected <block end>",
+        "",
+        "YAML read a value as finished before this point: look for a quote left open on "
+        "the line above (a quoted value must close on its own line) or a wrong indentation",
+    ),
+    ("found unexpected end of stream", "quoted scalar", "a quote opened at line {start} is never closed"),
+    ("found unexpected end of stream", "", "the file ends in the middle of a value (a quote or bracket never closed)"),
+    ("expected ',' or '}'", "", "a {{…}} opened at line {start} is missing a ',' or its closing '}}'"),
+    ("expected ',' or ']'", "", "a […] opened at line {start} is missing a ',' or its closing ']'"),
+    ("found undefined alias", "", "a '*' starts a YAML alias here: put the value in quotes"),
+    ("found character '@' that cannot start any token", "", "a value starting with '@' needs quotes"),
+    ("found character '`' that cannot start any token", "", "a value starting with '`' needs quotes"),
+]
+
+
+def plain_yaml_error(exc: yaml.YAMLError) -> str:
+    """A plain sentence for a YAML syntax error, with the parser's own words after it for the curious."""
+    problem = str(getattr(exc, "problem", "") or "")
+    context = str(getattr(exc, "context", "") or "")
+    context_mark = getattr(exc, "context_mark", None)
+    start = context_mark.line + 1 if context_mark is not None else "?"
+    raw = " ".join(p for p in (context, problem) if p) or str(exc)
+    for needle, in_context, sentence in _YAML_SENTENCES:
+        if needle in problem and (not in_context or in_context in context or in_context in problem):
+            return f"{sentence.format(start=start)} (YAML parser: {raw})"
+    if context and context_mark is not None:
+        raw = f"{context} at line {start}, {problem}"
+    return raw
+
+
 def _load(
     path: Path, known_fields: KnownFields | None, zoho_options: ZohoOptions | None = None
 ) -> tuple[Mapping | None, list[MappingProblem], dict]:
@@ -315,11 +367,10 @@ def _load(
         loader.lines[""] = _line(node)
         data = loader.build(node)
     except yaml.YAMLError as exc:
-        mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context", None)
-        if context and getattr(exc, "context_mark", None) is not None:
-            context = f"{context} at line {exc.context_mark.line + 1},"  # where the unclosed thing began
-        reason = " ".join(str(p) for p in (context, getattr(exc, "problem", None)) if p)
-        message = f"invalid YAML: {reason or exc}"
+        mark = getattr(exc, "problem_mark", None)
+        if "end of stream" in str(getattr(exc, "problem", "")) and getattr(exc, "context_mark", None) is not None:
+            mark = exc.context_mark  # type: ignore[attr-defined]  # the file's end says little: where it opened
+        message = f"invalid YAML: {plain_yaml_error(exc)}"
         return None, [MappingProblem(file, mark.line + 1 if mark else None, "", message)], {}
     finally:
         loader.dispose()
@@ -403,7 +454,7 @@ def _clash(path: Path, mapping: Mapping, lines: dict, holders: dict[str, Mapping
 def check_directory(
     directory: str | Path, known_fields: KnownFields | None = None, zoho_options: ZohoOptions | None = None
 ) -> list[MappingProblem]:
-    """Validate every mapping file in `directory` without keeping anything (`bridge mappings check`).
+    """Validate every mapping file in `directory` without keeping anything (`issue-bridge mappings check`).
 
     `zoho_options` ((portal, project) -> {field: [names]}, see `ZohoOptions`) adds the check of every Zoho
     name against Zoho's own metadata; projects it does not cover are not checked.

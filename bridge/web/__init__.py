@@ -43,12 +43,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.dry_run:
         log.warning("no Zoho credentials: DRY-RUN mode, Zoho calls are recorded, not sent")
 
-    from bridge.web import admin
+    from bridge.web import admin, front
     from bridge.web.health import bp as health_bp
     from bridge.web.intake import bp as intake_bp
 
     app.register_blueprint(intake_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(front.bp)  # `/`: what this is and where to point each tracker
     admin.init_app(app, settings)  # /admin: 404 unless ADMIN_TOKEN is set
     register_error_handlers(app)
     return app

@@ -106,7 +106,7 @@ def _safe_next(target: str | None, default: str) -> str:
 
 @bp.app_template_filter("when")
 def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else "-"
 
 
 @bp.app_template_filter("pretty_json")
