@@ -187,8 +187,8 @@ def login() -> Response | str | tuple[str, int] | tuple[str, int, dict[str, str]
     given = request.form.get("token", "")
     expected = _runtime().settings.admin_token
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        wait = admin_guard.failed(_engine(), client)
-        log.warning("admin login refused", extra={"remote": client, "next_attempt_in": wait})
+        delay = admin_guard.failed(_engine(), client)
+        log.warning("admin login refused", extra={"remote": client, "next_attempt_in": delay})
         return render_template("admin/login.html", next_url=next_url, error="Wrong token."), 401
     admin_guard.succeeded(_engine(), client)
     session.clear()  # a fresh session (and CSRF token) at every login
