@@ -275,6 +275,7 @@ class SyncService:
 
     def _ensure_issue(self, ev: StoredEvent, draft: IssueDraft) -> str:
         """Exactly one Zoho issue per item: write the intent, look the item up on Zoho, then create."""
+        in_doubt = store.link_intent_time(self.engine, ev.source, draft.external_id)  # an earlier attempt's intent
         store.write_link_intent(
             self.engine,
             source=ev.source,
@@ -283,7 +284,7 @@ class SyncService:
             portal=draft.portal,
             project=draft.project,
         )
-        issue_id = self.client.find_issue(draft)
+        issue_id = self.client.find_issue(draft, created_after=in_doubt) if in_doubt is not None else None
         if issue_id is not None:
             self.client.update_issue(draft, issue_id)  # adopt it and bring it to this state
             store.add_note(self.engine, ev.id, f"found existing Zoho issue {issue_id} by its external id")
