@@ -175,7 +175,7 @@ class ZohoClient:
             cached = self._users.get(key)
         if cached and time.time() - cached[0] < (USERS_TTL if cached[1] else UNKNOWN_USER_TTL):
             return cached[1]
-        found = self.d.find_user(self, portal, project, email.strip())
+        found = self.d.find_user(self, portal, project, email.strip().lower())
         with self._options_lock:
             self._users[key] = (time.time(), found)
         return found
