@@ -84,6 +84,7 @@ class Transport:
         )
         self.event_id: int | None = None
         self.before_call: Callable[[], None] | None = None
+        self.last_answer: tuple[int | None, str] | None = None  # (HTTP status, body) of the last call
 
     def call(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None) -> Response:
         if self.settings.dry_run:
@@ -187,6 +188,7 @@ class Transport:
         dry_run: bool = False,
     ) -> None:
         duration = 0.0 if dry_run else (time.monotonic() - started) * 1000
+        self.last_answer = (status, text)
         store.record_zoho_call(
             self.engine,
             event_id=self.event_id,

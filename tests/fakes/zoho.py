@@ -520,7 +520,8 @@ class FakeZoho(FakeServer):
         if not valid or self.refuse_tokens:  # seed 001:76-84: INVALID_OAUTHTOKEN comes with HTTP 400
             raise ApiError(400, v3_error(400, "INVALID_OAUTHTOKEN", "Invalid OAuth access token."))
         entry["auth"] = True
-        if self.host_dialect is not None and dialect != self.host_dialect and not path.startswith("/api/v3/portals"):
+        shared = path.startswith("/api/v3/portals") or "/users" in path or path.rstrip("/").endswith("/projects")
+        if self.host_dialect is not None and dialect != self.host_dialect and not shared:
             if bt:  # a BugTracker host has no Projects /issues, and the other way round
                 raise ApiError(404, bt_error(6001, "Invalid URL", "url", f"No API at {path}"))
             raise ApiError(400, v3_error(400, "URL_RULE_NOT_CONFIGURED", "Given URL is wrong"))
