@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import and_, case, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bridge import db
 from bridge.zoho.ratelimit import block_status
@@ -29,10 +29,10 @@ def _histogram(conn, column, buckets, where) -> tuple[list[tuple[str, float]], f
     return counts, float(row[len(buckets) + 1] or 0.0)
 
 
-def zoho_block_gauges(engine: Engine) -> Iterator[GaugeMetricFamily]:
+def zoho_block_gauges(conn: Connection) -> Iterator[GaugeMetricFamily]:
     """The shared Zoho block (a 429, a spent daily quota): how long it still lasts and when it ends, by the
     database clock. A small function so a rewritten collector can call it as it is."""
-    remaining, until = block_status(engine)
+    remaining, until = block_status(conn)
     wait = GaugeMetricFamily("bridge_zoho_backoff_seconds", "Seconds every worker still waits after a 429")
     wait.add_metric([], remaining)
     yield wait
@@ -124,7 +124,7 @@ class BridgeCollector(Collector):
             busy.add_metric([], leases or 0)
             yield busy
 
-            yield from zoho_block_gauges(self.engine)
+            yield from zoho_block_gauges(conn)
             slots = conn.execute(select(func.count()).where(db.rate_slots.c.used_at > now - 60.0)).scalar()
             used = GaugeMetricFamily("bridge_zoho_budget_used", "Zoho calls in the last 60 s (shared budget)")
             used.add_metric([], slots or 0)

@@ -29,7 +29,7 @@ from bridge.mapping.model import IssueDraft, Mapping
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, SKIPPED, SUPERSEDED, Link, StoredEvent
 from bridge.zoho.client import ZohoClient
-from bridge.zoho.errors import ZohoPermanentError, ZohoTransientError
+from bridge.zoho.errors import ZohoPermanentError, ZohoRateLimited, ZohoTransientError
 
 log = logging.getLogger("bridge.sync")
 MAX_ITEM_SECONDS = 60.0  # hand the item back after this long so one busy item cannot hog a worker
@@ -408,7 +408,7 @@ class SyncService:
         for ev in evs:
             fresh = store.get_event(self.engine, ev.id)
             attempts = fresh.attempts if fresh else ev.attempts
-            if attempts >= self.settings.max_attempts:
+            if attempts >= self.settings.max_attempts and not isinstance(exc, ZohoRateLimited):  # a wait, not a try
                 store.finish_event(self.engine, ev.id, FAILED, error=f"gave up after {attempts} attempts: {exc.reason}")
                 continue
             backoff = min(

@@ -224,18 +224,21 @@ def test_crash_window_lookup_lists_by_created_time_then_reads_the_marker(make_cl
     mine, other = copy.deepcopy(listed["issues"][0]), copy.deepcopy(listed["issues"][0])
     intent = time.time() - 30
     now_iso = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(intent + 5))
-    mine.update(id="501", created_time=now_iso)
-    other.update(id="502", created_time=now_iso)
+    other.update(id="501", created_time=now_iso)  # the seed's name: another item's issue
+    mine.update(id="502", created_time=now_iso, name=draft().title)
     old = listed["issues"][0]  # the seed's own issue, created in 2024: older than the intent, ends the scan
-    listed["issues"] = [other, mine, old]
+    listed["issues"] = [mine, other, old]
     rsps.get(ISSUES, json=listed)
-    rsps.get(f"{ISSUES}/501/description", json={"description": f"Clicking it has no effect.\n\n{MARKER}"})
-    rsps.get(f"{ISSUES}/502/description", json=seed.ISSUE_DESCRIPTION)
-    assert make_client().find_issue(draft(), created_after=intent) == "501"
+    rsps.get(f"{ISSUES}/502/description", json={"description": f"Clicking it has no effect.\n\n{MARKER}"})
+    rsps.get(f"{ISSUES}/501/description", json=seed.ISSUE_DESCRIPTION)
+    client = make_client()
+    assert client.find_issue(draft(), created_after=intent) == "502"
     calls = api_calls(rsps)
     assert query_of(calls[0]) == {"sort_by": "DESC(created_time)", "page": "1", "per_page": "100"}
-    assert sorted(urlsplit(c.request.url).path.rsplit("/", 2)[1] for c in calls[1:]) == ["501", "502"]
-    assert len(calls) == 3  # one page: the seed's 2024 issue is older than the intent
+    assert [urlsplit(c.request.url).path.rsplit("/", 2)[1] for c in calls[1:]] == ["502"]  # its name first
+    assert client.find_marked_issues(draft(), created_after=intent) == ["502"]  # every candidate, for duplicates
+    read = [urlsplit(c.request.url).path for c in api_calls(rsps)[len(calls) :] if "/description" in c.request.url]
+    assert read == [f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues/501/description"]  # 502 is remembered
 
 
 def test_find_marked_issues_pages_until_older_than_the_intent(make_client, rsps):

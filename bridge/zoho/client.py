@@ -47,7 +47,8 @@ log = logging.getLogger("bridge.zoho")
 OPTIONS_TTL = 600.0
 USERS_TTL = OPTIONS_TTL
 UNKNOWN_USER_TTL = 60.0  # an unknown email is asked again at most this often
-CLOCK_SLACK = 600.0  # Zoho's clock against the database's, when listing issues created after an intent
+CLOCK_SLACK = 120.0  # Zoho's clock against the database's, when listing issues created after an intent
+DESCRIPTIONS_KEPT = 5000  # descriptions read by the crash-window lookup, kept so a retry does not read them again
 MAX_LOOKUP_PAGES = 20  # the crash-window lookup reads at most this many pages of newest issues
 
 
@@ -79,6 +80,7 @@ class ZohoClient:
         self._options: dict[tuple[str, str], tuple[float, dict[str, dict[str, tuple[str, str]]]]] = {}
         self._options_lock = threading.Lock()
         self._users: dict[tuple[str, str, str], tuple[float, str | None]] = {}  # (portal, project, email)
+        self._descriptions: dict[str, str] = {}  # issue id -> description (the marker line never changes)
 
     @property
     def d(self) -> ProjectsDialect:
@@ -291,14 +293,16 @@ class ZohoClient:
         issue list sorted by `created_time`, newest first, down to that time, then the marker line in each
         candidate's description. Where `zoho verify` proved the custom field and its `cfid` filter, one
         filtered list call answers instead. Without `created_after`, only that proven filter is asked."""
-        found = self.find_marked_issues(draft, created_after=created_after)
+        if self.dry_run:
+            return None
+        found = self.d.find_marked(self, draft, created_after, first_only=True)
         return found[0] if found else None
 
     def find_marked_issues(self, draft: IssueDraft, *, created_after: float | None) -> list[str]:
         """Ids of the issues carrying this item's marker (or proven custom field), oldest first."""
         if self.dry_run:
             return []
-        return self.d.find_marked(self, draft, created_after)
+        return self.d.find_marked(self, draft, created_after, first_only=False)
 
     def filter_by_cfid(self, draft: IssueDraft, cfid: str) -> list[str]:
         """The issue list filtered by the custom field's `cfid` (seed 001:3524-3550)."""
@@ -312,8 +316,9 @@ class ZohoClient:
                 hits.append(str(issue["id"]))
         return hits
 
-    def scan_recent(self, draft: IssueDraft, created_after: float) -> list[str]:
-        """Issues created since `created_after` (newest first, paged), then each one's description."""
+    def scan_recent(self, draft: IssueDraft, created_after: float, *, first_only: bool = False) -> list[str]:
+        """Issues created since `created_after` (newest first, paged), then each one's description: those
+        named like the draft first (the likely one), then the others (its title may have changed since)."""
         base = self._issues_path(draft.portal, draft.project)
         since = created_after - CLOCK_SLACK
         candidates: list[tuple[float, str, dict[str, Any]]] = []
@@ -331,14 +336,23 @@ class ZohoClient:
             if older or resp.status == 204 or not issues or not self.d.has_next(resp.data, issues):
                 break
             page += 1
-        hits = []
-        for _created, issue_id, issue in sorted(candidates, key=lambda c: (c[0], c[1])):
+        title = truncate(draft.title, NAME_MAX)
+        ordered = sorted(candidates, key=lambda c: (c[2].get("name") != title, c[0], c[1]))
+        hits: list[tuple[float, str]] = []
+        for created, issue_id, issue in ordered:
             description = issue.get("description")
             if not isinstance(description, str):  # the list documents no description (seed 001:3555)
+                description = self._descriptions.get(issue_id)
+            if not isinstance(description, str):
                 description = self._description(draft.portal, draft.project, issue_id)
+                if len(self._descriptions) >= DESCRIPTIONS_KEPT:
+                    self._descriptions.pop(next(iter(self._descriptions)))
+                self._descriptions[issue_id] = description
             if has_marker(description, draft.external_id):
-                hits.append(issue_id)
-        return hits
+                hits.append((created, issue_id))
+                if first_only:
+                    break
+        return [i for _, i in sorted(hits)]
 
     def _description(self, portal: str, project: str, issue_id: str) -> str:
         """`GET …/issues/{id}/description` (seed 001:3970-4006)."""

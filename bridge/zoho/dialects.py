@@ -150,12 +150,16 @@ class ProjectsDialect:
     def find_user(self, client: ZohoClient, portal: str, project: str, email: str) -> str | None:
         return client.user_by_email(portal, project, email)
 
-    def find_marked(self, client: ZohoClient, draft: IssueDraft, created_after: float | None) -> list[str]:
+    def find_marked(
+        self, client: ZohoClient, draft: IssueDraft, created_after: float | None, *, first_only: bool
+    ) -> list[str]:
         facts = client.knowledge.get(draft.portal)
         proven = facts.get("custom_field") == "accepted" and facts.get("filter_cfid") == "accepted"
         if draft.external_id_field and proven and facts.get("cfid"):
             return client.filter_by_cfid(draft, str(facts["cfid"]))
-        return client.scan_recent(draft, created_after) if created_after is not None else []
+        if created_after is None:
+            return []
+        return client.scan_recent(draft, created_after, first_only=first_only)
 
     def description(self, draft: IssueDraft) -> str:
         text = cut_long_text(draft.description, DESCRIPTION_MAX, draft.source_url, draft.external_id)
@@ -242,7 +246,9 @@ class BugTrackerDialect(ProjectsDialect):
     def find_user(self, client: ZohoClient, portal: str, project: str, email: str) -> str | None:
         return client.user_in_list(portal, project, email)  # no lookup by email is documented here
 
-    def find_marked(self, client: ZohoClient, draft: IssueDraft, created_after: float | None) -> list[str]:
+    def find_marked(
+        self, client: ZohoClient, draft: IssueDraft, created_after: float | None, *, first_only: bool
+    ) -> list[str]:
         return client.search_marked(draft) if created_after is not None else []
 
     def issue_body(

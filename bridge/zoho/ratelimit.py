@@ -157,11 +157,13 @@ class RateLimiter:
             self.block(reset_in, "Zoho's X-RateLimit-Remaining is 0 until X-RateLimit-Reset")
 
 
-def block_status(engine: Engine) -> tuple[float, float | None]:
+def block_status(engine_or_conn: Engine | Connection) -> tuple[float, float | None]:
     """(seconds the shared block still lasts, its end as UNIX seconds or None): for /metrics."""
-    with engine.connect() as conn:
-        until = _kv_read(conn, BACKOFF_KEY)
-        now = db_now(conn)
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.connect() as conn:
+            return block_status(conn)
+    until = _kv_read(engine_or_conn, BACKOFF_KEY)
+    now = db_now(engine_or_conn)
     if not until or float(until) <= now:
         return 0.0, None
     return float(until) - now, float(until)

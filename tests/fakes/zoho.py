@@ -535,6 +535,7 @@ class FakeZoho(FakeServer):
                     self._v3_calls.popleft()
                 if len(self._v3_calls) >= self.v3_limit:
                     self.blocked_until = now + self.block_seconds
+                    self._v3_calls.clear()  # a fresh window after the block
                     self._rate_limited += 1
                     raise ApiError(429, v3_error(429, "TOO_MANY_REQUESTS", "Too many requests", None, "LIMIT_ERROR"))
                 self._v3_calls.append(now)
