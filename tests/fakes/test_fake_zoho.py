@@ -445,3 +445,80 @@ def test_max_calls_in_window_and_log(fake, api):
     fake.reset()
     assert fake.requests_log == [] and fake.issues() == [] and fake.token_refreshes == 0
     assert api("GET", f"/api/v3/portal/{PORTAL}/projects").status_code == 400  # tokens were forgotten
+
+
+# ------------------------------------------------------------------ variants where the documents are silent
+@pytest.mark.parametrize("mode", ["accepted", "ignored", "refused"])
+def test_issue_custom_field_by_api_name_variants(mode):
+    with FakeZoho(custom_field=mode) as fake:
+        api = Client(fake)
+        resp = api("POST", issues_path(), json={"name": "x", "external_id": "github:acme/web#1"})
+        if mode == "refused":
+            assert resp.status_code == 400 and v3_detail(resp)[1]["field_name"] == "external_id" and fake.issues() == []
+        else:
+            assert resp.status_code == 200
+            assert fake.issues()[0].get("external_id") == ("github:acme/web#1" if mode == "accepted" else None)
+
+
+def test_filters_by_cfid_always_and_by_api_name_per_variant():
+    with FakeZoho(filter_api_name="refused") as fake:
+        api = Client(fake)
+        api("POST", issues_path(), json={"name": "x", "external_id": "e-1"})
+        by_cfid = [{"criteria": [{"cfid": "1752587000000080001", "criteria_condition": "is", "value": ["e-1"]}]}]
+        resp = api("GET", issues_path(), params={"page": 1, "per_page": 10, "filter": json.dumps(by_cfid)})
+        assert resp.status_code == 200 and [i["external_id"] for i in resp.json()["issues"]] == ["e-1"]
+        by_name = [{"criteria": [{"api_name": "external_id", "criteria_condition": "is", "value": ["e-1"]}]}]
+        resp = api("GET", issues_path(), params={"page": 1, "per_page": 10, "filter": json.dumps(by_name)})
+        assert resp.status_code == 400
+        fake.set_variant(filter_api_name="accepted")
+        resp = api("GET", issues_path(), params={"page": 1, "per_page": 10, "filter": json.dumps(by_name)})
+        assert resp.status_code == 200
+
+
+def test_status_list_spelling_and_date_only_due_dates():
+    with FakeZoho(status_key="status_deatils", date_only_due="refused") as fake:
+        api = Client(fake)
+        df = api("GET", f"/restapi/portal/{PORTAL}/projects/{WEB}/bugs/defaultfields/").json()["defaultfields"]
+        assert "status_deatils" in df and "status_details" not in df
+        assert api("POST", issues_path(), json={"name": "x", "due_date": "2025-12-12"}).status_code == 400
+        ok = api("POST", issues_path(), json={"name": "x", "due_date": "2025-12-12T02:12:00.000Z"})  # seed 001:3749
+        assert ok.status_code == 200
+
+
+def test_the_list_documents_no_description_and_sorts_by_created_time(fake, api):
+    for n in range(3):
+        api("POST", issues_path(), json={"name": f"n{n}", "description": f"d{n}"})
+        time.sleep(0.002)
+    resp = api("GET", issues_path(), params={"page": 1, "per_page": 10, "sort_by": "DESC(created_time)"})
+    assert [i["name"] for i in resp.json()["issues"]] == ["n2", "n1", "n0"]
+    assert all("description" not in i for i in resp.json()["issues"])
+    first = resp.json()["issues"][-1]["id"]
+    assert api("GET", f"{issues_path()}/{first}/description").json() == {"description": "d0"}  # seed 001:4006
+
+
+def test_tags_on_update_must_use_add_remove(fake, api):
+    iid = api("POST", issues_path(), json={"name": "x", "tags": [{"id": "t1"}]}).json()["id"]
+    assert api("PATCH", f"{issues_path()}/{iid}", json={"tags": [{"id": "t2"}]}).status_code == 400
+    ok = api("PATCH", f"{issues_path()}/{iid}", json={"tags": [{"add": [{"id": "t2"}], "remove": [{"id": "t1"}]}]})
+    assert ok.status_code == 200 and ok.json()["tags"] == [{"id": "t2"}]
+
+
+def test_v3_limit_blocks_every_request_headerless_then_recovers():
+    with FakeZoho(v3_limit=2, v3_window=60, block_seconds=0.5) as fake:
+        api = Client(fake)
+        statuses = [api("GET", f"/api/v3/portal/{PORTAL}/projects").status_code for _ in range(4)]
+        assert statuses == [200, 200, 429, 429]
+        last = api("GET", f"/api/v3/portal/{PORTAL}/projects")
+        assert "Retry-After" not in last.headers and "X-RateLimit-Reset" not in last.headers
+        time.sleep(0.6)
+        assert api("GET", f"/api/v3/portal/{PORTAL}/projects").status_code == 200
+
+
+def test_bugtracker_on_its_own_host_and_move(fake, api):
+    with FakeZoho(host_dialect="bugtracker") as bt:
+        api_bt = Client(bt)
+        assert api_bt("POST", issues_path(), json={"name": "x"}).status_code == 400  # no Projects /issues here
+        assert api_bt("POST", bugs_path(), json={"title": "x"}).status_code == 201
+    iid = api("POST", issues_path(), json={"name": "x"}).json()["id"]
+    moved = api("POST", f"{issues_path()}/{iid}/move", json={"to_project": "1752587000000098001"})
+    assert moved.status_code == 204 and fake.issue(iid)["project_id"] == "1752587000000098001"
