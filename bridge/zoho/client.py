@@ -317,8 +317,12 @@ class ZohoClient:
         return hits
 
     def scan_recent(self, draft: IssueDraft, created_after: float, *, first_only: bool = False) -> list[str]:
-        """Issues created since `created_after` (newest first, paged), then each one's description: those
-        named like the draft first (the likely one), then the others (its title may have changed since)."""
+        """Issues created since `created_after` (newest first, paged), then each one's description.
+
+        `first_only` (the lookup before a create in doubt, repeated on every retry) reads only candidates
+        named like the draft, so its cost does not grow with the number of issues created meanwhile; an item
+        renamed inside its own crash window is missed there and found by the full scan (`first_only=False`,
+        every candidate), which the delivery core runs after such a create to remove a duplicate."""
         base = self._issues_path(draft.portal, draft.project)
         since = created_after - CLOCK_SLACK
         candidates: list[tuple[float, str, dict[str, Any]]] = []
@@ -336,10 +340,10 @@ class ZohoClient:
             if older or resp.status == 204 or not issues or not self.d.has_next(resp.data, issues):
                 break
             page += 1
-        title = truncate(draft.title, NAME_MAX)
-        ordered = sorted(candidates, key=lambda c: (c[2].get("name") != title, c[0], c[1]))
+        title = normalize_name(truncate(draft.title, NAME_MAX))
+        named = [c for c in candidates if normalize_name(str(c[2].get("name") or "")) == title]
         hits: list[tuple[float, str]] = []
-        for created, issue_id, issue in ordered:
+        for created, issue_id, issue in sorted(named if first_only else candidates, key=lambda c: (c[0], c[1])):
             description = issue.get("description")
             if not isinstance(description, str):  # the list documents no description (seed 001:3555)
                 description = self._descriptions.get(issue_id)
@@ -416,7 +420,7 @@ def parse_defaultfields(data: Any) -> dict[str, dict[str, tuple[str, str]]]:
     fields = fields if isinstance(fields, dict) else {}
     table: dict[str, dict[str, tuple[str, str]]] = {}
     for field, (list_keys, id_key, name_key) in DEFAULTFIELDS.items():
-        entries = next((fields[k] for k in list_keys if isinstance(fields.get(k), list) and fields[k]), [])
+        entries: list[Any] = next((fields[k] for k in list_keys if isinstance(fields.get(k), list) and fields[k]), [])
         table[field] = {
             normalize_name(str(e[name_key])): (str(e[id_key]), str(e[name_key]))
             for e in entries

@@ -103,7 +103,7 @@ class ProjectsDialect:
     kind = "issues"
     update_method = "PATCH"
     comment_update_method = "PATCH"  # seed 001:5514-5588
-    flags = V3_FLAGS
+    flags: tuple[str, ...] = V3_FLAGS
     can_move = True  # seed 001:4007-4062
     refusals_teach = True  # a 400 naming an option or a custom field says what to send instead
     create_list_key: str | None = None  # the create answer is the issue object itself (seed 001:3776)

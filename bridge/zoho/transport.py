@@ -54,11 +54,11 @@ def error_parts(data: Any, raw_text: str) -> tuple[str, str, str | None]:
             first.get("field_name"),
         )
     if isinstance(data, dict) and "code" in data:  # BugTracker
-        details = data.get("details") if isinstance(data.get("details"), dict) else {}
+        bt_details: dict[str, Any] = data["details"] if isinstance(data.get("details"), dict) else {}
         message = str(data.get("message") or "")
-        if details.get("error"):
-            message = f"{message}: {details['error']}"
-        return str(data["code"]), message, details.get("field") or None
+        if bt_details.get("error"):
+            message = f"{message}: {bt_details['error']}"
+        return str(data["code"]), message, bt_details.get("field") or None
     return "", raw_text[:300], None
 
 
