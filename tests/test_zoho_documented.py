@@ -234,7 +234,7 @@ def test_crash_window_lookup_lists_by_created_time_then_reads_the_marker(make_cl
     client = make_client()
     assert client.find_issue(draft(), created_after=intent) == "502"
     calls = api_calls(rsps)
-    assert query_of(calls[0]) == {"sort_by": "DESC(created_time)", "page": "1", "per_page": "100"}
+    assert query_of(calls[0]) == {"sort_by": "DESC(created_time)", "page": "1", "per_page": "200"}
     assert [urlsplit(c.request.url).path.rsplit("/", 2)[1] for c in calls[1:]] == ["502"]  # its name first
     assert client.find_marked_issues(draft(), created_after=intent) == ["502"]  # every candidate, for duplicates
     read = [urlsplit(c.request.url).path for c in api_calls(rsps)[len(calls) :] if "/description" in c.request.url]
@@ -246,15 +246,15 @@ def test_find_marked_issues_pages_until_older_than_the_intent(make_client, rsps)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(intent + 1))
     page1 = copy.deepcopy(seed.ISSUE_LIST)
     template = page1["issues"][0]
-    page1["issues"] = [{**template, "id": str(600 + i), "created_time": stamp} for i in range(100)]
-    page1["page_info"] = {"per_page": 100, "page": 1, "has_next_page": True}
-    page2 = {"issues": [{**template, "id": "700", "created_time": stamp}, template], "page_info": {"page": 2}}
+    page1["issues"] = [{**template, "id": str(600 + i), "created_time": stamp} for i in range(200)]
+    page1["page_info"] = {"per_page": 200, "page": 1, "has_next_page": True}
+    page2 = {"issues": [{**template, "id": "900", "created_time": stamp}, template], "page_info": {"page": 2}}
     rsps.get(ISSUES, json=page1)
     rsps.get(ISSUES, json=page2)
-    for i in [*range(600, 700), 700]:
-        text = f"x\n\n{MARKER}" if i in (650, 700) else "x"
+    for i in [*range(600, 800), 900]:
+        text = f"x\n\n{MARKER}" if i in (650, 900) else "x"
         rsps.get(f"{ISSUES}/{i}/description", json={"description": text})
-    assert make_client().find_marked_issues(draft(), created_after=intent) == ["650", "700"]
+    assert make_client().find_marked_issues(draft(), created_after=intent) == ["650", "900"]
     assert [query_of(c)["page"] for c in api_calls(rsps) if c.request.url.startswith(ISSUES + "?")] == ["1", "2"]
 
 

@@ -47,9 +47,10 @@ log = logging.getLogger("bridge.zoho")
 OPTIONS_TTL = 600.0
 USERS_TTL = OPTIONS_TTL
 UNKNOWN_USER_TTL = 60.0  # an unknown email is asked again at most this often
-CLOCK_SLACK = 120.0  # Zoho's clock against the database's, when listing issues created after an intent
+CLOCK_SLACK = 60.0  # Zoho's clock against the database's, when listing issues created after an intent
 DESCRIPTIONS_KEPT = 5000  # descriptions read by the crash-window lookup, kept so a retry does not read them again
-MAX_LOOKUP_PAGES = 20  # the crash-window lookup reads at most this many pages of newest issues
+MAX_LOOKUP_PAGES = 5  # the crash-window lookup reads at most this many pages (of LOOKUP_PER_PAGE) of newest issues
+LOOKUP_PER_PAGE = 200  # the most the list documents in its sample (seed 001:3554 "per_page": 200)
 
 
 def normalize_name(name: str) -> str:
@@ -328,7 +329,8 @@ class ZohoClient:
         candidates: list[tuple[float, str, dict[str, Any]]] = []
         page = 1
         while page <= MAX_LOOKUP_PAGES:
-            resp = self.call("GET", base, params={"sort_by": "DESC(created_time)", **self.d.page_params(page)})
+            params = {"sort_by": "DESC(created_time)", **self.d.page_params(page), "per_page": str(LOOKUP_PER_PAGE)}
+            resp = self.call("GET", base, params=params)
             issues = (resp.data or {}).get("issues", []) if isinstance(resp.data, dict) else []
             older = False
             for issue in issues:
