@@ -320,10 +320,10 @@ class ZohoClient:
     def scan_recent(self, draft: IssueDraft, created_after: float, *, first_only: bool = False) -> list[str]:
         """Issues created since `created_after` (newest first, paged), then each one's description.
 
-        `first_only` (the lookup before a create in doubt, repeated on every retry) reads only candidates
-        named like the draft, so its cost does not grow with the number of issues created meanwhile; an item
-        renamed inside its own crash window is missed there and found by the full scan (`first_only=False`,
-        every candidate), which the delivery core runs after such a create to remove a duplicate."""
+        Candidates named like the draft are read first (the likely one; `first_only` stops at the first hit),
+        then the others (the item may have been renamed inside its own crash window). Descriptions read are
+        kept per process (an issue's marker never changes), so retries and other items in doubt do not read
+        them again: the cost is bounded by the issues created meanwhile, not multiplied by the retries."""
         base = self._issues_path(draft.portal, draft.project)
         since = created_after - CLOCK_SLACK
         candidates: list[tuple[float, str, dict[str, Any]]] = []
@@ -343,9 +343,9 @@ class ZohoClient:
                 break
             page += 1
         title = normalize_name(truncate(draft.title, NAME_MAX))
-        named = [c for c in candidates if normalize_name(str(c[2].get("name") or "")) == title]
         hits: list[tuple[float, str]] = []
-        for created, issue_id, issue in sorted(named if first_only else candidates, key=lambda c: (c[0], c[1])):
+        ordered = sorted(candidates, key=lambda c: (normalize_name(str(c[2].get("name") or "")) != title, c[0], c[1]))
+        for created, issue_id, issue in ordered:
             description = issue.get("description")
             if not isinstance(description, str):  # the list documents no description (seed 001:3555)
                 description = self._descriptions.get(issue_id)
