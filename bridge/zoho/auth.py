@@ -31,7 +31,8 @@ EXPIRY_MARGIN = 60.0  # refresh a minute early: a call must not start with a tok
 LEASE = "zoho-token-refresh"
 FRESH_SECONDS = 120.0  # a token refused this soon after its refresh is refused for configuration, not age
 CONFIG_ERROR_KEY = "zoho.config_error"  # "<until> <message>": no refresh before `until` (database clock)
-TOKEN_WINDOW = 600.0  # seed 001:487-491: 10 access tokens per 10 minutes
+TOKEN_WINDOW = 600.0
+CONFIG_CHECK_SECONDS = 2.0  # seed 001:487-491: 10 access tokens per 10 minutes
 CONFIG_HINT = (
     "check that the refresh token was granted the OAuth scopes this dialect needs (README, 'Configure Zoho') "
     "and that ZOHO_ACCOUNTS_URL and ZOHO_API_BASE are in the same Zoho data centre"
@@ -48,6 +49,7 @@ class TokenProvider:
         self._lock = threading.Lock()
         self.refreshes = 0  # refreshes this process made (tests and metrics)
         self._reported = False
+        self._clean_until = 0.0  # monotonic time until which "no configuration error" is trusted
 
     def get(self) -> str:
         now = time.time()
@@ -81,13 +83,23 @@ class TokenProvider:
             until = db_now(conn) + TOKEN_WINDOW
         current = store.kv_get(self._engine, CONFIG_ERROR_KEY)
         store.kv_set(self._engine, CONFIG_ERROR_KEY, f"{until!r} {message}")
+        self._clean_until = 0.0
         if current is None or not self._reported:
             log.error("%s", message)
             self._reported = True
         return ZohoConfigError(message, status=401)
 
     def config_error(self) -> str | None:
-        """The recorded configuration error while it still stands, else None."""
+        """The recorded configuration error while it still stands, else None. Asked before every call, so
+        a clean answer is trusted for CONFIG_CHECK_SECONDS (a refresh asks the database every time)."""
+        if time.monotonic() < self._clean_until:
+            return None
+        found = self._config_error()
+        if found is None:
+            self._clean_until = time.monotonic() + CONFIG_CHECK_SECONDS
+        return found
+
+    def _config_error(self) -> str | None:
         raw = store.kv_get(self._engine, CONFIG_ERROR_KEY)
         if not raw:
             return None
@@ -98,6 +110,7 @@ class TokenProvider:
     def clear_config_error(self) -> None:
         """An admin fixed the configuration (`zoho verify` succeeded): refresh again."""
         store.kv_set(self._engine, CONFIG_ERROR_KEY, "")
+        self._clean_until = 0.0
 
     def invalidate(self, token: str) -> None:
         """Zoho rejected `token`: expire it for everyone, unless another process already replaced it."""
@@ -128,7 +141,7 @@ class TokenProvider:
                     if stored and stored[0] != stale and stored[1] - EXPIRY_MARGIN > time.time():
                         self._cached = stored
                         return stored[0]
-                    refused = self.config_error()
+                    refused = self._config_error()
                     if refused:  # a fresh token was refused: another refresh would only burn the budget
                         raise ZohoConfigError(refused, status=401)
                     token, expires_at = self._grant()
