@@ -217,12 +217,12 @@ def test_expires_in_milliseconds_is_understood(make_client, rsps):
     ids=["401", "400-INVALID_OAUTHTOKEN"],
 )
 def test_rejected_token_is_refreshed_once_and_the_call_repeated(make_client, rsps, monkeypatch, status, body):
-    monkeypatch.setattr(auth, "FRESH_SECONDS", 0.0)  # tok-1 stands for a token issued long ago
     rsps.post(TOKEN_URL, json=token_answer("tok-1"))
     rsps.post(TOKEN_URL, json=token_answer("tok-2"))
     rsps.get(ISSUES + "/1", json=body, status=status)
     rsps.get(ISSUES + "/1", json={"id": "1"})
     client = make_client()
+    client.tokens.get()  # tok-1 was issued by an earlier call: now it has expired
     assert client.call("GET", f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues/1").data == {"id": "1"}
     assert [c.request.headers["Authorization"] for c in api_calls(rsps)] == [
         "Zoho-oauthtoken tok-1",
@@ -233,12 +233,12 @@ def test_rejected_token_is_refreshed_once_and_the_call_repeated(make_client, rsp
 
 
 def test_token_rejected_twice_is_a_configuration_error_and_no_loop(make_client, rsps, monkeypatch):
-    monkeypatch.setattr(auth, "FRESH_SECONDS", 0.0)  # tok-1 stands for a token issued long ago
     rsps.post(TOKEN_URL, json=token_answer("tok-1"))
     rsps.post(TOKEN_URL, json=token_answer("tok-2"))
     seed_invalid = v3_error(400, "INVALID_OAUTHTOKEN", "Invalid OAuth access token.")  # seed 001:76-84
     rsps.get(ISSUES + "/1", json=seed_invalid, status=400)
     client = make_client()
+    client.tokens.get()  # tok-1 was issued by an earlier call
     with pytest.raises(ZohoConfigError) as err:
         client.call("GET", f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues/1")
     assert not isinstance(err.value, ZohoTransientError)
@@ -580,10 +580,10 @@ def test_bugtracker_validation_error_is_permanent_with_the_detail(bugtracker, rs
 
 
 def test_bugtracker_6004_refreshes_the_token_and_repeats(bugtracker, rsps, monkeypatch):
-    monkeypatch.setattr(auth, "FRESH_SECONDS", 0.0)  # tok-1 stands for a token issued long ago
     error = {"code": 6004, "message": "Authentication Failed", "details": {"field": "Authorization", "error": "x"}}
     rsps.post(BUGS, status=401, json=error)
     rsps.post(BUGS, status=201, json={"bugs": [{"id": "900"}]})
+    bugtracker.tokens.get()  # tok-1 was issued by an earlier call
     assert bugtracker.create_issue(draft()) == "900"
     assert [c.request.headers["Authorization"] for c in api_calls(rsps)] == [
         "Zoho-oauthtoken tok-1",

@@ -29,7 +29,6 @@ from bridge.zoho.errors import ZohoConfigError, ZohoPermanentError, ZohoTransien
 log = logging.getLogger("bridge.zoho.auth")
 EXPIRY_MARGIN = 60.0  # refresh a minute early: a call must not start with a token about to die
 LEASE = "zoho-token-refresh"
-FRESH_SECONDS = 120.0  # a token refused this soon after its refresh is refused for configuration, not age
 CONFIG_ERROR_KEY = "zoho.config_error"  # "<until> <message>": no refresh before `until` (database clock)
 TOKEN_WINDOW = 600.0
 CONFIG_CHECK_SECONDS = 2.0  # seed 001:487-491: 10 access tokens per 10 minutes
@@ -50,8 +49,10 @@ class TokenProvider:
         self.refreshes = 0  # refreshes this process made (tests and metrics)
         self._reported = False
         self._clean_until = 0.0  # monotonic time until which "no configuration error" is trusted
+        self._local = threading.local()
 
     def get(self) -> str:
+        self._local.refreshed = False
         now = time.time()
         cached = self._cached
         if cached and cached[1] - EXPIRY_MARGIN > now:
@@ -64,16 +65,10 @@ class TokenProvider:
             token = self._refresh(stale=stored[0] if stored else None)
             return token
 
-    def issued_recently(self, token: str) -> bool:
-        """True when `token` is the stored token and was refreshed less than FRESH_SECONDS ago."""
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(db.oauth_tokens.c.access_token, db.oauth_tokens.c.refreshed_at).where(
-                    db.oauth_tokens.c.key == self._key
-                )
-            ).first()
-            now = db_now(conn)
-        return bool(row and row.access_token == token and now - (row.refreshed_at or 0.0) < FRESH_SECONDS)
+    def just_refreshed(self) -> bool:
+        """True when the last `get()` in this thread refreshed the token itself: a refusal of that token is
+        a configuration error, not an expiry (a second refresh would only burn the token budget)."""
+        return bool(getattr(self._local, "refreshed", False))
 
     def refused_fresh(self, detail: str) -> ZohoConfigError:
         """Zoho refused a token it had just issued: record it (every process stops refreshing for a token
@@ -145,6 +140,7 @@ class TokenProvider:
                     if refused:  # a fresh token was refused: another refresh would only burn the budget
                         raise ZohoConfigError(refused, status=401)
                     token, expires_at = self._grant()
+                    self._local.refreshed = True
                     self._write(token, expires_at)
                     self._cached = (token, expires_at)
                     return token

@@ -125,7 +125,7 @@ class Transport:
                 return Response(raw.status_code, data, raw.text, dict(raw.headers))
             title, message, field = error_parts(data, raw.text or raw.reason or "")
             if title in AUTH_TITLES or (raw.status_code == 401 and title not in SCOPE_TITLES):
-                if auth_attempt == 1 or self.tokens.issued_recently(token):
+                if auth_attempt == 1 or self.tokens.just_refreshed():
                     raise self.tokens.refused_fresh(f"{method} {path}: {raw.status_code} {title} {message}".strip())
                 self.tokens.invalidate(token)
                 continue  # an expired token is refreshed once and the call repeated
