@@ -22,7 +22,7 @@ from bridge.mapping.model import IssueDraft
 from bridge.settings import datacentre_mismatch, load_settings
 from bridge.zoho import auth
 from bridge.zoho.client import ZohoClient, parse_defaultfields
-from bridge.zoho.errors import ZohoPermanentError, ZohoRateLimited
+from bridge.zoho.errors import ZohoPermanentError, ZohoRateLimited, ZohoTransientError
 from bridge.zoho.ratelimit import RateLimiter, block_status
 from tests import zoho_seed_samples as seed
 
@@ -391,3 +391,21 @@ def test_the_token_budget_is_not_spent_when_a_fresh_token_is_refused(make_client
             client.call("GET", f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues/1")
     assert len([c for c in rsps.calls if c.request.url.startswith(ACCOUNTS)]) == 1
     assert len(api_calls(rsps)) == 1
+
+
+def test_a_description_that_cannot_be_read_now_is_read_on_the_next_try(make_client, rsps):
+    intent = time.time() - 30
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(intent + 1))
+    template = seed.ISSUE_LIST["issues"][0]
+    listed = {"issues": [{**template, "id": str(i), "created_time": stamp} for i in (1, 2, 3)]}
+    rsps.get(ISSUES, json=listed)
+    rsps.get(f"{ISSUES}/1/description", json=seed.ISSUE_DESCRIPTION)
+    rsps.get(f"{ISSUES}/2/description", status=500, json={"error": {"title": "INTERNAL_SERVER_ERROR"}})
+    rsps.get(f"{ISSUES}/2/description", json={"description": f"x\n\n{MARKER}"})
+    rsps.get(f"{ISSUES}/3/description", json=seed.ISSUE_DESCRIPTION)
+    client = make_client()
+    with pytest.raises(ZohoTransientError, match="1 descriptions could not be read yet"):
+        client.find_issue(draft(), created_after=intent)  # not "no issue": that would create a duplicate
+    assert client.find_issue(draft(), created_after=intent) == "2"
+    described = [c.request.url for c in api_calls(rsps) if "/description" in c.request.url]
+    assert [u.rsplit("/", 2)[1] for u in described] == ["1", "2", "3", "2"]  # 1 and 3 are not read again

@@ -36,7 +36,7 @@ from bridge.zoho.dialects import (
     parse_time,
     truncate,
 )
-from bridge.zoho.errors import ResolutionError, ZohoPermanentError, ZohoTransientError
+from bridge.zoho.errors import ResolutionError, ZohoPermanentError, ZohoRateLimited, ZohoTransientError
 from bridge.zoho.knowledge import Knowledge
 from bridge.zoho.ratelimit import RateLimiter
 from bridge.zoho.transport import Response, Transport
@@ -344,13 +344,20 @@ class ZohoClient:
             page += 1
         title = normalize_name(truncate(draft.title, NAME_MAX))
         hits: list[tuple[float, str]] = []
+        unread = 0
         ordered = sorted(candidates, key=lambda c: (normalize_name(str(c[2].get("name") or "")) != title, c[0], c[1]))
         for created, issue_id, issue in ordered:
             description = issue.get("description")
             if not isinstance(description, str):  # the list documents no description (seed 001:3555)
                 description = self._descriptions.get(issue_id)
             if not isinstance(description, str):
-                description = self._description(draft.portal, draft.project, issue_id)
+                try:
+                    description = self._description(draft.portal, draft.project, issue_id)
+                except ZohoRateLimited:
+                    raise
+                except ZohoTransientError:  # read the others now; this one on the next try (reads are kept)
+                    unread += 1
+                    continue
                 if len(self._descriptions) >= DESCRIPTIONS_KEPT:
                     self._descriptions.pop(next(iter(self._descriptions)))
                 self._descriptions[issue_id] = description
@@ -358,6 +365,8 @@ class ZohoClient:
                 hits.append((created, issue_id))
                 if first_only:
                     break
+        if unread and not (first_only and hits):
+            raise ZohoTransientError(f"crash-window lookup incomplete: {unread} descriptions could not be read yet")
         return [i for _, i in sorted(hits)]
 
     def _description(self, portal: str, project: str, issue_id: str) -> str:
