@@ -530,6 +530,10 @@ def mappings_check(path: Path | None, offline: bool) -> None:
         return []
 
     problems = check(None)
+    if not problems:  # what the configured Zoho dialect cannot take (no settings: the default dialect)
+        from bridge.mapping.loader import dialect_problems
+
+        problems = dialect_problems(target, os.environ.get("ZOHO_DIALECT", "").strip() or "projects")
     if not problems and not offline:
         zoho_options = _zoho_options_for(files)
         if zoho_options:
@@ -555,6 +559,8 @@ def _zoho_options_for(files: list[Path]) -> dict | None:
     if settings.dry_run:
         click.echo("(no Zoho credentials: Zoho names not checked)", err=True)
         return None
+    if settings.zoho_dialect != "projects":  # BugTracker takes names and documents no option-list call
+        return None
     routes: set[tuple[str, str]] = set()
     for file in files:
         try:
@@ -579,80 +585,6 @@ def _zoho_options_for(files: list[Path]) -> dict | None:
         click.echo(f"(Zoho unreachable, names not checked: {exc.reason})", err=True)
         return None
     return options
-
-
-# -- zoho ---------------------------------------------------------------------------------------------
-
-
-@main.group()
-def zoho() -> None:
-    """Look things up in Zoho, to fill in mapping files."""
-
-
-def _live_client():  # type: ignore[no-untyped-def]
-    from bridge.zoho.client import ZohoClient
-
-    settings = _settings()
-    if settings.dry_run:
-        raise click.ClickException("set ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET and ZOHO_REFRESH_TOKEN to ask Zoho")
-    return settings, ZohoClient(settings, _engine(settings, create=True))
-
-
-@zoho.command("fields")
-@click.option("--project", help="Zoho project id (default: every project the mappings route to)")
-@click.option("--portal", help="Zoho portal id (default: ZOHO_PORTAL_ID)")
-def zoho_fields(project: str | None, portal: str | None) -> None:
-    """The valid names for status, severity, classification, module, priority and the custom fields."""
-    from bridge.zoho.errors import ZohoError
-
-    settings, client = _live_client()
-    portal = portal or settings.zoho_portal_id
-    if not portal:
-        raise click.ClickException("give --portal or set ZOHO_PORTAL_ID")
-    projects = [project] if project else _mapped_projects(settings, portal)
-    if not projects:
-        raise click.ClickException("give --project (no mapping routes to a project in this portal)")
-    try:
-        for pid in projects:
-            click.echo(f"project {pid}:")
-            for field, names in client.options(portal, pid).items():
-                click.echo(f"  {field}: {', '.join(sorted(v[1] for v in names.values())) or '(none)'}")
-        custom = client.custom_fields(portal)
-    except ZohoError as exc:
-        raise click.ClickException(exc.reason) from None
-    click.echo("custom fields (API name: display name, type):")
-    for f in custom:
-        click.echo(f"  {f.get('api_name')}: {f.get('display_name')} ({f.get('type')})")
-
-
-def _mapped_projects(settings: Settings, portal: str) -> list[str]:
-    from bridge.mapping import MappingRegistry
-    from bridge.sources import KNOWN_FIELDS
-
-    found: list[str] = []
-    for mapping in MappingRegistry(settings.mappings_dir, known_fields=KNOWN_FIELDS).all():
-        if mapping.routing.portal != portal:
-            continue
-        for pid in [mapping.routing.default_project, *dict(mapping.routing.by_source_project).values()]:
-            if pid and pid not in found:
-                found.append(pid)
-    return found
-
-
-@zoho.command("projects")
-def zoho_projects() -> None:
-    """Portals and their projects, with ids, to fill in `zoho.portal` and the routing."""
-    from bridge.zoho.errors import ZohoError
-
-    _, client = _live_client()
-    try:
-        for portal in client.portals():
-            pid = str(portal.get("id") or portal.get("zsoid") or "")
-            click.echo(f"portal {pid}: {portal.get('portal_name') or portal.get('name', '')}")
-            for project in client.projects(pid):
-                click.echo(f"  project {project.get('id')}: {project.get('name')}")
-    except ZohoError as exc:
-        raise click.ClickException(exc.reason) from None
 
 
 # -- dry-run ------------------------------------------------------------------------------------------
@@ -775,6 +707,9 @@ def _register_source_commands() -> None:
     from bridge import cli_sources
 
     main.add_command(cli_sources.bugherd)
+    from bridge.cli_zoho import zoho
+
+    main.add_command(zoho)
 
 
 _register_source_commands()

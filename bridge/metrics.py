@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import and_, case, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bridge import db
-from bridge.zoho.ratelimit import BACKOFF_KEY
+from bridge.zoho.ratelimit import block_status
 
 LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 LAG_BUCKETS_S = (1, 2, 5, 10, 30, 60, 300, 900, 3600)
@@ -27,6 +27,18 @@ def _histogram(conn, column, buckets, where) -> tuple[list[tuple[str, float]], f
     counts = [(str(b), float(row[i] or 0)) for i, b in enumerate(buckets)]
     counts.append(("+Inf", float(row[len(buckets)] or 0)))
     return counts, float(row[len(buckets) + 1] or 0.0)
+
+
+def zoho_block_gauges(conn: Connection) -> Iterator[GaugeMetricFamily]:
+    """The shared Zoho block (a 429, a spent daily quota): how long it still lasts and when it ends, by the
+    database clock. A small function so a rewritten collector can call it as it is."""
+    remaining, until = block_status(conn)
+    wait = GaugeMetricFamily("bridge_zoho_backoff_seconds", "Seconds every worker still waits after a 429")
+    wait.add_metric([], remaining)
+    yield wait
+    ends = GaugeMetricFamily("bridge_zoho_block_until_seconds", "When the shared Zoho block ends (UNIX time; 0: none)")
+    ends.add_metric([], until or 0.0)
+    yield ends
 
 
 class BridgeCollector(Collector):
@@ -112,10 +124,7 @@ class BridgeCollector(Collector):
             busy.add_metric([], leases or 0)
             yield busy
 
-            backoff = conn.execute(select(db.kv.c.value).where(db.kv.c.key == BACKOFF_KEY)).scalar()
-            wait = GaugeMetricFamily("bridge_zoho_backoff_seconds", "Seconds every worker still waits after a 429")
-            wait.add_metric([], max(0.0, float(backoff) - now) if backoff else 0.0)
-            yield wait
+            yield from zoho_block_gauges(conn)
             slots = conn.execute(select(func.count()).where(db.rate_slots.c.used_at > now - 60.0)).scalar()
             used = GaugeMetricFamily("bridge_zoho_budget_used", "Zoho calls in the last 60 s (shared budget)")
             used.add_metric([], slots or 0)

@@ -14,6 +14,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 DIALECTS = ("projects", "bugtracker")
+# Each dialect's documented API root (seed 001:10, seed 000:7-8); ZOHO_API_BASE overrides.
+DEFAULT_API_BASE = {"projects": "https://projectsapi.zoho.com", "bugtracker": "https://bugtracker.zoho.com"}
+# Projects v3: "up to 100 times within 2 minutes", then 30 minutes blocked (seed 001:737-739).
+PROJECTS_LIMIT, PROJECTS_WINDOW, PROJECTS_BLOCK = 100, 120.0, 1800.0
+# BugTracker plans: (calls per minute, calls per day) (seed 000:761-775).
+PLANS = {"free": (100, 5000), "standard": (200, 25000), "premium": (500, 100000)}
 
 
 class SettingsError(Exception):
@@ -59,6 +65,9 @@ class Settings:
     extra: Mapping[str, str] = field(default_factory=dict)
     home: Path = field(default_factory=Path.cwd)  # where .env is read and relative paths resolve (find_home)
     home_reason: str = "the working directory"  # how `home` was found, for "where I looked" messages
+    zoho_plan: str = "free"  # BugTracker plan: its per-minute and per-day budget
+    zoho_rate_block_seconds: float = PROJECTS_BLOCK  # the wait after a 429 that names no reset time
+    zoho_daily_limit: int = 0  # calls per UTC day (BugTracker plans); 0 = no daily quota
 
     @property
     def dry_run(self) -> bool:
@@ -201,6 +210,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
     dialect = env.get("ZOHO_DIALECT", "").strip() or "projects"
     if dialect not in DIALECTS:
         raise SettingsError(f"ZOHO_DIALECT: expected one of {', '.join(DIALECTS)}, got {dialect!r}")
+    plan = (env.get("ZOHO_PLAN", "").strip() or "free").lower()
+    if plan not in PLANS:
+        raise SettingsError(f"ZOHO_PLAN: expected one of {', '.join(PLANS)}, got {plan!r}")
     header = env.get("BUGZILLA_WEBHOOK_HEADER", "").strip() or "Authorization"
     if not header.replace("-", "").isalnum():
         raise SettingsError(f"BUGZILLA_WEBHOOK_HEADER: not a valid header name: {header!r}")
@@ -220,16 +232,20 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         database_url=database_url,
         broker_url=broker_url,
         mappings_dir=(home / (env.get("MAPPINGS_DIR", "").strip() or "mappings")).resolve(),
-        zoho_api_base=_url(env, "ZOHO_API_BASE", "https://projectsapi.zoho.com", ("http", "https")),
+        zoho_api_base=_url(env, "ZOHO_API_BASE", DEFAULT_API_BASE[dialect], ("http", "https")),
         zoho_accounts_url=_url(env, "ZOHO_ACCOUNTS_URL", "https://accounts.zoho.com", ("http", "https")),
         zoho_client_id=zoho_creds[0],
         zoho_client_secret=zoho_creds[1],
         zoho_refresh_token=zoho_creds[2],
         zoho_portal_id=env.get("ZOHO_PORTAL_ID", "").strip(),
         zoho_dialect=dialect,
-        zoho_rate_limit_per_minute=_int(env, "ZOHO_RATE_LIMIT_PER_MINUTE", 100),
+        zoho_rate_limit_per_minute=_int(
+            env, "ZOHO_RATE_LIMIT_PER_MINUTE", PROJECTS_LIMIT if dialect == "projects" else PLANS[plan][0]
+        ),
         zoho_timeout_seconds=_float(env, "ZOHO_TIMEOUT_SECONDS", 20.0),
-        zoho_rate_window_seconds=_float(env, "ZOHO_RATE_WINDOW_SECONDS", 60.0),
+        zoho_rate_window_seconds=_float(
+            env, "ZOHO_RATE_WINDOW_SECONDS", PROJECTS_WINDOW if dialect == "projects" else 60.0
+        ),
         github_webhook_secret=env.get("GITHUB_WEBHOOK_SECRET", ""),
         bugzilla_webhook_secret=env.get("BUGZILLA_WEBHOOK_SECRET", ""),
         bugzilla_webhook_header=header,
@@ -252,4 +268,29 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         admin_token=env.get("ADMIN_TOKEN", "").strip(),
         home=home,
         home_reason=home_reason,
+        zoho_plan=plan,
+        zoho_rate_block_seconds=_float(env, "ZOHO_RATE_BLOCK_SECONDS", PROJECTS_BLOCK),
+        zoho_daily_limit=PLANS[plan][1] if dialect == "bugtracker" else 0,
+    )
+
+
+def _data_centre(url: str) -> str | None:
+    """The Zoho data centre a URL points at ("com", "eu", "in", "com.au", "com.cn"),
+    or None for a host that is not Zoho's (a fake, a proxy)."""
+    host = (urlparse(url).hostname or "").lower()
+    for suffix in ("zoho.com.au", "zoho.com.cn", "zoho.eu", "zoho.in", "zoho.com"):  # the documented ones
+        if host == suffix or host.endswith("." + suffix):
+            return suffix.split("zoho", 1)[1].lstrip(".") or "com"
+    return None
+
+
+def datacentre_mismatch(settings: Settings) -> str | None:
+    """A warning when ZOHO_ACCOUNTS_URL and ZOHO_API_BASE are in different data centres (seed 001:344-349,
+    423-428): tokens from one data centre are refused by the other, which looks like an expired token."""
+    accounts, api = _data_centre(settings.zoho_accounts_url), _data_centre(settings.zoho_api_base)
+    if accounts is None or api is None or accounts == api:
+        return None
+    return (
+        f"ZOHO_ACCOUNTS_URL ({settings.zoho_accounts_url}) is in the .{accounts} data centre but ZOHO_API_BASE "
+        f"({settings.zoho_api_base}) is in .{api}: Zoho will refuse every token; use one data centre for both"
     )

@@ -29,7 +29,7 @@ from bridge.mapping.model import IssueDraft, Mapping
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, SKIPPED, SUPERSEDED, Link, StoredEvent
 from bridge.zoho.client import ZohoClient
-from bridge.zoho.errors import ZohoPermanentError, ZohoTransientError
+from bridge.zoho.errors import ZohoPermanentError, ZohoRateLimited, ZohoTransientError
 
 log = logging.getLogger("bridge.sync")
 MAX_ITEM_SECONDS = 60.0  # hand the item back after this long so one busy item cannot hog a worker
@@ -275,6 +275,7 @@ class SyncService:
 
     def _ensure_issue(self, ev: StoredEvent, draft: IssueDraft) -> str:
         """Exactly one Zoho issue per item: write the intent, look the item up on Zoho, then create."""
+        in_doubt = store.link_intent_time(self.engine, ev.source, draft.external_id)  # an earlier attempt's intent
         store.write_link_intent(
             self.engine,
             source=ev.source,
@@ -283,7 +284,7 @@ class SyncService:
             portal=draft.portal,
             project=draft.project,
         )
-        issue_id = self.client.find_issue(draft)
+        issue_id = self.client.find_issue(draft, created_after=in_doubt) if in_doubt is not None else None
         if issue_id is not None:
             self.client.update_issue(draft, issue_id)  # adopt it and bring it to this state
             store.add_note(self.engine, ev.id, f"found existing Zoho issue {issue_id} by its external id")
@@ -407,7 +408,7 @@ class SyncService:
         for ev in evs:
             fresh = store.get_event(self.engine, ev.id)
             attempts = fresh.attempts if fresh else ev.attempts
-            if attempts >= self.settings.max_attempts:
+            if attempts >= self.settings.max_attempts and not isinstance(exc, ZohoRateLimited):  # a wait, not a try
                 store.finish_event(self.engine, ev.id, FAILED, error=f"gave up after {attempts} attempts: {exc.reason}")
                 continue
             backoff = min(

@@ -250,6 +250,7 @@ def test_chaos_nothing_lost_nothing_doubled(tmp_path):
             "RETRY_BASE_SECONDS": "0.2",
             "RETRY_MAX_SECONDS": "2",
             "COALESCE_MS": "100",
+            "ZOHO_RATE_BLOCK_SECONDS": "1",  # v3 429s carry no header: the documented 30-minute block, shortened
         },
     )
     started = time.time()

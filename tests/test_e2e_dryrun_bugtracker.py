@@ -55,7 +55,10 @@ def test_dry_run_records_the_calls_it_would_make_and_sends_none(tmp_path, fake):
         body = create["body"]
         assert set(body) == {"name", "description", "status", "severity", "classification", "module", "external_id"}
         assert body["name"] == "Login button does nothing"
-        assert body["description"].endswith("Reported in GitHub: https://github.com/acme/web/issues/7")
+        # The description ends with the external-id marker line, the second anchor (issue #10).
+        assert body["description"].endswith(
+            "Reported in GitHub: https://github.com/acme/web/issues/7\n\n[issue-bridge:github:acme/web#7]"
+        )
         assert body["external_id"] == "github:acme/web#7"
         for field, name in (("status", "Open"), ("severity", "Major"), ("classification", "Bug")):
             assert set(body[field]) == {"id"} and name in body[field]["id"], (field, body[field])

@@ -49,7 +49,18 @@ def body_for(tmp_path: Path, text: str, fields: dict[str, Any], project: str = "
         source_project=project,
     )
     draft = translate(mapping, event)
-    return StubClient(dialect).issue_body(draft, creating=True)
+    body = StubClient(dialect).issue_body(draft, creating=True)
+    # Both dialects end the description with the external-id marker line (issue #10); the table below
+    # checks what the mapping made of the fields, so the marker is checked here and set aside.
+    text_key = "title" if dialect == "bugtracker" else "name"
+    if text_key in body and dialect == "projects":
+        suffix = f"[issue-bridge:{draft.external_id}]"
+        assert body["description"].endswith(suffix)
+        body["description"] = body["description"][: -len(suffix)].rstrip("\n")
+        if "due_date" in body:  # sent in the documented timestamp form (seed 001:3749): compare the day
+            assert body["due_date"].endswith("T12:00:00.000Z")
+            body["due_date"] = body["due_date"][:10]
+    return body
 
 
 # --------------------------------------------------------------------------------------------- GitHub
@@ -149,8 +160,10 @@ def test_very_long_text_is_truncated_with_a_marker(tmp_path):
     assert len(body["name"]) == NAME_MAX and body["name"].endswith(TRUNCATED)
     assert body["name"].startswith("x" * 1000)
     assert len(body["gh_labels"]) == SINGLELINE_MAX and body["gh_labels"].endswith(TRUNCATED)
-    description = "d" * 200_000  # no documented limit for the description: sent whole
-    assert body_for(tmp_path, GITHUB, {**GH, "body": description})["description"] == description
+    description = "d" * 200_000  # no documented limit: cut at a safe one, marked, with a link to the source
+    sent = body_for(tmp_path, GITHUB, {**GH, "body": description, "html_url": "https://github.com/acme/web/issues/7"})
+    assert len(sent["description"]) < 33_000 and sent["description"].startswith("d" * 1000)
+    assert "truncated by issue-bridge: the full text is at https://github.com/acme/web/issues/7" in sent["description"]
 
 
 def test_an_external_id_too_long_for_its_field_is_refused_clearly(tmp_path):
@@ -232,7 +245,7 @@ def test_bugzilla_in_the_bugtracker_dialect(tmp_path):
         "description": "Boom\n\nBug 42 in Firefox / UI\n\n[issue-bridge:bugzilla:42]",
         "status": "To be Tested",
         "classification": "Bug",
-        "assignee": "9001",  # BugTracker takes the user id itself
+        "assignee": 9001,  # BugTracker takes the user id itself, a number in seed 000's example
         # `flag: Internal` is a Projects flag; BugTracker's flags are Bug/Feature/Enhancement/Task: left out
     }
 
@@ -299,7 +312,22 @@ def test_unknown_assignee_tries_the_fallback_and_never_fails(tmp_path):
     assert client.user_lookups == ["ghost@x.org", "nobody@example.com"]
 
 
-def test_users_are_looked_up_once_and_cached():
+# Seed 001:13627-13661 "Get Project User Details", the sample response as the document prints it.
+SEED_ONE_USER = {
+    "updated_time": "2024-05-10T07:39:15.862Z", "added_time": "2024-05-10T07:39:14.876Z", "is_active": "true",
+    "role": {"name": "Administrator", "id": "103368000000048005", "type": "1"}, "deactivated_by": "Monica Hemsworth",
+    "time_of_request": "1969-12-31T23:59:59.999Z", "is_confirmed": "false",
+    "profile": {"name": "Contractor", "id": "103368000000048364", "type": "8", "is_default": "true"},
+    "last_name": "Hemsworth",
+    "reporting_to": {"full_name": "Monica Hemsworth", "last_name": "Hemsworth", "id": "103368000000048003",
+                     "first_name": "Monica", "zuid": "66295825"},
+    "display_name": "Monica", "zuid": "69014231", "full_name": "Monica Hemsworth", "user_type": "1",
+    "id": "103368000002484141", "invoice": "0.000", "first_name": "Monica", "email": "monica.hemsworth@zylker.com",
+    "status": "1", "budget": {"rate_per_hour": "0.000", "cost_per_hour": "0.000", "type": "none"},
+}  # fmt: skip
+
+
+def test_users_are_looked_up_one_by_one_with_the_documented_call_and_cached():
     class Calls(ZohoClient):
         def __init__(self) -> None:
             import threading
@@ -314,13 +342,17 @@ def test_users_are_looked_up_once_and_cached():
 
         def call(self, method, path, *, body=None, params=None):
             from bridge.zoho.client import Response
+            from bridge.zoho.errors import ZohoPermanentError
 
             self.calls.append(path)
-            return Response(200, {"users": [{"zpuid": "9001", "email": "Alice@Example.com"}]}, "")
+            if path.endswith("/monica.hemsworth@zylker.com"):
+                return Response(200, SEED_ONE_USER, "")
+            raise ZohoPermanentError("no such user", status=400)
 
     client = Calls()
-    assert client.user_id("1", "100", "alice@example.com") == "9001"
-    assert client.user_id("1", "100", " ALICE@example.com ") == "9001"
-    assert client.calls == ["/api/v3/portal/1/projects/100/users"]
-    assert client.user_id("1", "100", "ghost@example.com") is None  # fresh cache: not re-read at once
-    assert len(client.calls) == 1
+    assert client.user_id("1", "100", "monica.hemsworth@zylker.com") == "103368000002484141"  # `id`, not zpuid
+    assert client.user_id("1", "100", " Monica.Hemsworth@zylker.com ") == "103368000002484141"
+    assert client.calls == ["/api/v3/portal/1/projects/100/users/monica.hemsworth@zylker.com"]
+    assert client.user_id("1", "100", "ghost@example.com") is None
+    assert client.user_id("1", "100", "ghost@example.com") is None  # an unknown email is not asked twice at once
+    assert len(client.calls) == 2

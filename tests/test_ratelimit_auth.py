@@ -11,6 +11,7 @@ import requests
 from sqlalchemy import func, select
 
 from bridge import db, store
+from bridge.clock import engine_now
 from bridge.settings import load_settings
 from bridge.zoho.auth import TokenProvider
 from bridge.zoho.ratelimit import BACKOFF_KEY, RateLimiter, RateLimitTimeout
@@ -60,19 +61,19 @@ def test_acquire_gives_up_when_the_wait_exceeds_the_timeout(engine):
     assert 1.5 <= err.value.wait <= 2.2
 
 
-def test_penalize_makes_every_acquire_wait(engine):
+def test_a_block_makes_every_acquire_wait(engine):
     limiter = RateLimiter(engine, 5, window=2.0, margin=0.1)
     other = RateLimiter(engine, 5, window=2.0, margin=0.1)  # another worker on the same database
-    until = time.time() + 0.4
-    limiter.penalize(until)
+    until = limiter.block(0.4, "test")
     assert float(store.kv_get(engine, BACKOFF_KEY)) == pytest.approx(until)
-    limiter.penalize(until - 10)  # an earlier deadline never shortens the back-off
+    assert until == pytest.approx(engine_now(engine) + 0.4, abs=0.2)  # timed by the database clock
+    limiter.block(0.01, "shorter")  # a shorter block never shortens the one in force
     assert float(store.kv_get(engine, BACKOFF_KEY)) == pytest.approx(until)
     with pytest.raises(RateLimitTimeout):
         other.acquire(timeout=0.1)
     waited = other.acquire(timeout=5)
     assert 0.2 <= waited <= 1.0
-    assert time.time() >= until
+    assert engine_now(engine) >= until
 
 
 def test_zero_budget_means_no_limiter(engine):

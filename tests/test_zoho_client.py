@@ -17,7 +17,7 @@ from bridge.mapping.model import IssueDraft
 from bridge.settings import load_settings
 from bridge.zoho import auth
 from bridge.zoho.client import ZohoClient
-from bridge.zoho.errors import ResolutionError, ZohoPermanentError, ZohoTransientError
+from bridge.zoho.errors import ResolutionError, ZohoConfigError, ZohoPermanentError, ZohoTransientError
 from bridge.zoho.ratelimit import BACKOFF_KEY
 
 API = "https://projectsapi.zoho.test"
@@ -216,12 +216,13 @@ def test_expires_in_milliseconds_is_understood(make_client, rsps):
     ],
     ids=["401", "400-INVALID_OAUTHTOKEN"],
 )
-def test_rejected_token_is_refreshed_once_and_the_call_repeated(make_client, rsps, status, body):
+def test_rejected_token_is_refreshed_once_and_the_call_repeated(make_client, rsps, monkeypatch, status, body):
     rsps.post(TOKEN_URL, json=token_answer("tok-1"))
     rsps.post(TOKEN_URL, json=token_answer("tok-2"))
     rsps.get(ISSUES + "/1", json=body, status=status)
     rsps.get(ISSUES + "/1", json={"id": "1"})
     client = make_client()
+    client.tokens.get()  # tok-1 was issued by an earlier call: now it has expired
     assert client.call("GET", f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues/1").data == {"id": "1"}
     assert [c.request.headers["Authorization"] for c in api_calls(rsps)] == [
         "Zoho-oauthtoken tok-1",
@@ -231,16 +232,31 @@ def test_rejected_token_is_refreshed_once_and_the_call_repeated(make_client, rsp
     assert make_client().tokens.get() == "tok-2"  # the rejected token was replaced for everyone
 
 
-def test_token_rejected_twice_is_permanent(make_client, rsps):
+def test_token_rejected_twice_is_a_configuration_error_and_no_loop(make_client, rsps, monkeypatch):
     rsps.post(TOKEN_URL, json=token_answer("tok-1"))
     rsps.post(TOKEN_URL, json=token_answer("tok-2"))
-    rsps.get(ISSUES + "/1", json=INVALID_TOKEN, status=401)
+    seed_invalid = v3_error(400, "INVALID_OAUTHTOKEN", "Invalid OAuth access token.")  # seed 001:76-84
+    rsps.get(ISSUES + "/1", json=seed_invalid, status=400)
     client = make_client()
-    with pytest.raises(ZohoPermanentError) as err:
+    client.tokens.get()  # tok-1 was issued by an earlier call
+    with pytest.raises(ZohoConfigError) as err:
         client.call("GET", f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues/1")
     assert not isinstance(err.value, ZohoTransientError)
-    assert err.value.status == 401
-    assert len(api_calls(rsps)) == 2 and len(token_calls(rsps)) == 2  # no loop
+    assert "scopes" in err.value.reason and "data centre" in err.value.reason
+    assert len(api_calls(rsps)) == 2 and len(token_calls(rsps)) == 2  # one refresh, no loop
+    other = make_client()  # another worker: neither calls nor refreshes while the error stands
+    for _ in range(3):
+        with pytest.raises(ZohoConfigError):
+            other.call("GET", f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues/1")
+    assert len(api_calls(rsps)) == 2 and len(token_calls(rsps)) == 2
+
+
+def test_a_fresh_token_refused_is_a_configuration_error_at_once(make_client, rsps):
+    rsps.post(TOKEN_URL, json=token_answer("tok-1"))
+    rsps.get(ISSUES + "/1", json=v3_error(400, "INVALID_OAUTHTOKEN", "Invalid OAuth access token."), status=400)
+    with pytest.raises(ZohoConfigError):
+        make_client().call("GET", f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues/1")
+    assert len(api_calls(rsps)) == 1 and len(token_calls(rsps)) == 1  # the token budget is not touched again
 
 
 def test_invalid_client_is_permanent_and_names_the_settings(make_client, rsps):
@@ -338,7 +354,7 @@ def test_create_body_has_ids_the_external_id_and_no_priority(projects, rsps):
     assert create.request.headers["Content-Type"] == "application/json"
     assert body_of(create) == {
         "name": "Login button does nothing",
-        "description": "Clicking it has no effect.",
+        "description": f"Clicking it has no effect.\n\n{MARKER}",  # the second anchor, on every issue
         "status": {"id": option_id("status", "Open")},
         "severity": {"id": option_id("severity", "Major")},
         "classification": {"id": option_id("classification", "Bug")},
@@ -387,32 +403,6 @@ def test_comment_update_and_delete(projects, rsps):
     patch, delete = api_calls(rsps)
     assert (patch.request.method, body_of(patch)) == ("PATCH", {"comment": "edited"})
     assert delete.request.method == "DELETE" and delete.request.body is None
-
-
-def test_find_issue_filters_on_the_external_id_field(projects, rsps):
-    other = {"id": "1", "external_id": "github:acme/web#70"}
-    rsps.get(ISSUES, json={"issues": [other, {"id": "2", "external_id": EXTERNAL_ID}], "page_info": {}})
-    assert projects.find_issue(draft()) == "2"
-    [call] = api_calls(rsps)
-    query = {k: v for k, [v] in parse_qs(urlsplit(call.request.url).query).items()}
-    assert query["page"] == "1" and int(query["per_page"]) >= 1  # both required by the list API
-    criteria = json.loads(query["filter"])
-    assert criteria["criteria"] == [{"api_name": "external_id", "criteria_condition": "is", "value": [EXTERNAL_ID]}]
-
-
-def test_find_issue_handles_204_no_content(projects, rsps):
-    rsps.get(ISSUES, status=204, body=b"")
-    assert projects.find_issue(draft()) is None
-
-
-def test_find_issue_ignores_near_misses(projects, rsps):
-    rsps.get(ISSUES, json={"issues": [{"id": "1", "external_id": "github:acme/web#70"}]})
-    assert projects.find_issue(draft()) is None
-
-
-def test_find_issue_without_an_external_id_field_makes_no_call(projects, rsps):
-    assert projects.find_issue(draft(external_id_field=None)) is None
-    assert api_calls(rsps) == []
 
 
 # -- errors -------------------------------------------------------------------------------------------------
@@ -589,10 +579,11 @@ def test_bugtracker_validation_error_is_permanent_with_the_detail(bugtracker, rs
     assert err.value.field == "title"
 
 
-def test_bugtracker_6004_refreshes_the_token_and_repeats(bugtracker, rsps):
+def test_bugtracker_6004_refreshes_the_token_and_repeats(bugtracker, rsps, monkeypatch):
     error = {"code": 6004, "message": "Authentication Failed", "details": {"field": "Authorization", "error": "x"}}
     rsps.post(BUGS, status=401, json=error)
     rsps.post(BUGS, status=201, json={"bugs": [{"id": "900"}]})
+    bugtracker.tokens.get()  # tok-1 was issued by an earlier call
     assert bugtracker.create_issue(draft()) == "900"
     assert [c.request.headers["Authorization"] for c in api_calls(rsps)] == [
         "Zoho-oauthtoken tok-1",
@@ -615,11 +606,14 @@ def test_bugtracker_find_searches_for_the_marker(bugtracker, rsps):
         {"id": "2", "title": "y", "description": f"text\n\n{MARKER}"},
     ]
     rsps.get(BUGS + "/search", json={"bugs": bugs})
-    assert bugtracker.find_issue(draft()) == "2"
+    assert bugtracker.find_issue(draft()) is None  # no intent in doubt: no call at all
+    assert api_calls(rsps) == []
+    assert bugtracker.find_issue(draft(), created_after=time.time() - 5) == "2"
     [call] = api_calls(rsps)
-    assert parse_qs(urlsplit(call.request.url).query) == {"search_text": [MARKER]}
+    query = parse_qs(urlsplit(call.request.url).query)
+    assert query == {"search_text": [MARKER], "index": ["1"], "range": ["100"]}  # paged (seed 000:1267-1298)
     rsps.replace(responses.GET, BUGS + "/search", json={"bugs": bugs[:1]})
-    assert bugtracker.find_issue(draft()) is None
+    assert bugtracker.find_issue(draft(), created_after=time.time() - 5) is None
 
 
 # -- dry-run -----------------------------------------------------------------------------------------------
@@ -630,21 +624,20 @@ def test_dry_run_sends_nothing_and_records_the_would_be_calls(make_client):
         client = make_client(creds=False)
         assert client.dry_run
         client.event_id = 3
-        assert client.find_issue(draft()) is None
+        assert client.find_issue(draft(), created_after=time.time()) is None  # nothing in doubt in a dry run
         issue_id = client.create_issue(draft())
         client.update_issue(draft(title="v2"), issue_id)
         comment_id = client.add_comment(PORTAL, PROJECT, issue_id, "hello")
         assert issue_id and comment_id
         assert len(strict.calls) == 0
     calls = store.calls_for_event(client.engine, 3)
-    assert [c["method"] for c in calls] == ["GET", "POST", "PATCH", "POST"]
-    assert calls[0]["path"].startswith(f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues")
+    assert [c["method"] for c in calls] == ["POST", "PATCH", "POST"]
     assert all(c["dry_run"] and c["status"] is None for c in calls)
-    create = json.loads(calls[1]["request_json"])
-    assert calls[1]["path"] == f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues"
+    create = json.loads(calls[0]["request_json"])
+    assert calls[0]["path"] == f"/api/v3/portal/{PORTAL}/projects/{PROJECT}/issues"
     assert create["name"] == "Login button does nothing" and create["external_id"] == EXTERNAL_ID
     assert set(create["status"]) == {"id"} and "Open" in create["status"]["id"]
-    assert json.loads(calls[3]["request_json"]) == {"comment": "hello"}
+    assert json.loads(calls[2]["request_json"]) == {"comment": "hello"}
     with client.engine.connect() as conn:
         assert conn.execute(select(db.oauth_tokens)).all() == []
 

@@ -182,6 +182,7 @@ def translate(mapping: Mapping, event: NormalizedEvent, known: dict[str, Any] | 
         due_date=due,
         tags=tags,
         notes=tuple(notes),
+        source_url=str(event.fields.get("html_url") or "") or None,
     )
 
 

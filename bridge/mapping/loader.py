@@ -284,6 +284,10 @@ def _zoho_names(file: str, data: dict, lines: dict[str, int], zoho_options: Zoho
             valid = (zoho_options.get((portal, target)) or {}).get(field)
             if valid is None:
                 continue  # Zoho not reachable for this project, or the field is not reported
+            if not valid and field != "custom":  # an empty option list (issue #10): no name can resolve
+                message = f"Zoho reports an empty {field} list for project {target}: {name!r} cannot be set"
+                problems.append(MappingProblem(file, _line_of(lines, path), path, message))
+                break
             _, message = check_name(name, valid)
             if message:
                 what = "custom field API name" if field == "custom" else field
@@ -586,3 +590,18 @@ class MappingRegistry:
         if mapping is None or problems:
             return None
         return dataclasses.replace(mapping, path=str(path))
+
+
+def dialect_problems(path: str | Path, dialect: str) -> list[MappingProblem]:
+    """What a valid mapping cannot do in this Zoho dialect: the BugTracker API documents no custom fields
+    (seed 000:145-343), so `fields.custom` there is refused rather than silently dropped."""
+    target = Path(path)
+    files = [target] if target.is_file() else sorted([*target.glob("*.yaml"), *target.glob("*.yml")])
+    problems: list[MappingProblem] = []
+    for file in files:
+        mapping, _, lines = _load(file, None)
+        if dialect == "bugtracker" and mapping is not None and mapping.custom_fields:
+            names = ", ".join(name for name, _ in mapping.custom_fields)
+            message = f"the bugtracker dialect documents no custom fields: remove fields.custom ({names})"
+            problems.append(MappingProblem(str(file), _line_of(lines, "fields.custom"), "fields.custom", message))
+    return problems

@@ -106,3 +106,4 @@ class IssueDraft:
     due_date: str | None = None  # YYYY-MM-DD
     tags: tuple[str, ...] = ()  # Zoho tag ids
     notes: tuple[str, ...] = ()  # what the engine left out and why (never a failure)
+    source_url: str | None = None  # the item's page in the source: where a cut text is read in full

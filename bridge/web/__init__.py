@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from bridge.broker import ensure_embedded_redis, make_celery
 from bridge.logs import configure_logging
 from bridge.runtime import Runtime
-from bridge.settings import Settings, load_settings
+from bridge.settings import Settings, datacentre_mismatch, load_settings
 from bridge.sources import enabled_sources
 from bridge.web.publisher import WakePublisher
 
@@ -42,6 +42,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             log.warning("source %s is disabled: its secret is not set; its endpoint refuses every delivery", name)
     if settings.dry_run:
         log.warning("no Zoho credentials: DRY-RUN mode, Zoho calls are recorded, not sent")
+    if mismatch := datacentre_mismatch(settings):
+        log.warning("%s", mismatch)
 
     from bridge.web import admin, front
     from bridge.web.health import bp as health_bp

@@ -1,8 +1,10 @@
 """The OAuth access token, shared by every process through the database.
 
-Zoho allows 10 access tokens per 10 minutes per refresh token, so a token is refreshed only when
-it has expired (or Zoho rejected it), by one process at a time under a lease; the others wait and
-read the new one.
+Zoho allows 10 access tokens per 10 minutes per refresh token, and the 11th deletes the oldest (seed
+001:484-491), so a token is refreshed only when it has expired (or Zoho rejected it), by one process at a
+time under a lease; the others wait and read the new one. A token Zoho refuses right after it was issued is
+not an expired token but a configuration error (scopes, data centre): it is reported once, and no process
+refreshes again for a whole token window, so retries never spend the token budget.
 """
 
 from __future__ import annotations
@@ -19,13 +21,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from bridge import db, store
+from bridge.clock import db_now
 from bridge.logs import redactor
 from bridge.settings import Settings
-from bridge.zoho.errors import ZohoPermanentError, ZohoTransientError
+from bridge.zoho.errors import ZohoConfigError, ZohoPermanentError, ZohoTransientError
 
 log = logging.getLogger("bridge.zoho.auth")
 EXPIRY_MARGIN = 60.0  # refresh a minute early: a call must not start with a token about to die
 LEASE = "zoho-token-refresh"
+CONFIG_ERROR_KEY = "zoho.config_error"  # "<until> <message>": no refresh before `until` (database clock)
+TOKEN_WINDOW = 600.0
+CONFIG_CHECK_SECONDS = 2.0  # seed 001:487-491: 10 access tokens per 10 minutes
+CONFIG_HINT = (
+    "check that the refresh token was granted the OAuth scopes this dialect needs (README, 'Configure Zoho') "
+    "and that ZOHO_ACCOUNTS_URL and ZOHO_API_BASE are in the same Zoho data centre"
+)
 
 
 class TokenProvider:
@@ -37,8 +47,12 @@ class TokenProvider:
         self._cached: tuple[str, float] | None = None
         self._lock = threading.Lock()
         self.refreshes = 0  # refreshes this process made (tests and metrics)
+        self._reported = False
+        self._clean_until = 0.0  # monotonic time until which "no configuration error" is trusted
+        self._local = threading.local()
 
     def get(self) -> str:
+        self._local.refreshed = False
         now = time.time()
         cached = self._cached
         if cached and cached[1] - EXPIRY_MARGIN > now:
@@ -50,6 +64,48 @@ class TokenProvider:
                 return stored[0]
             token = self._refresh(stale=stored[0] if stored else None)
             return token
+
+    def just_refreshed(self) -> bool:
+        """True when the last `get()` in this thread refreshed the token itself: a refusal of that token is
+        a configuration error, not an expiry (a second refresh would only burn the token budget)."""
+        return bool(getattr(self._local, "refreshed", False))
+
+    def refused_fresh(self, detail: str) -> ZohoConfigError:
+        """Zoho refused a token it had just issued: record it (every process stops refreshing for a token
+        window), log it once, and return the error to raise."""
+        message = f"Zoho refused a freshly issued access token ({detail}): {CONFIG_HINT}"
+        with self._engine.connect() as conn:
+            until = db_now(conn) + TOKEN_WINDOW
+        current = store.kv_get(self._engine, CONFIG_ERROR_KEY)
+        store.kv_set(self._engine, CONFIG_ERROR_KEY, f"{until!r} {message}")
+        self._clean_until = 0.0
+        if current is None or not self._reported:
+            log.error("%s", message)
+            self._reported = True
+        return ZohoConfigError(message, status=401)
+
+    def config_error(self) -> str | None:
+        """The recorded configuration error while it still stands, else None. Asked before every call, so
+        a clean answer is trusted for CONFIG_CHECK_SECONDS (a refresh asks the database every time)."""
+        if time.monotonic() < self._clean_until:
+            return None
+        found = self._config_error()
+        if found is None:
+            self._clean_until = time.monotonic() + CONFIG_CHECK_SECONDS
+        return found
+
+    def _config_error(self) -> str | None:
+        raw = store.kv_get(self._engine, CONFIG_ERROR_KEY)
+        if not raw:
+            return None
+        until, _, message = raw.partition(" ")
+        with self._engine.connect() as conn:
+            return message if float(until) > db_now(conn) else None
+
+    def clear_config_error(self) -> None:
+        """An admin fixed the configuration (`zoho verify` succeeded): refresh again."""
+        store.kv_set(self._engine, CONFIG_ERROR_KEY, "")
+        self._clean_until = 0.0
 
     def invalidate(self, token: str) -> None:
         """Zoho rejected `token`: expire it for everyone, unless another process already replaced it."""
@@ -80,7 +136,11 @@ class TokenProvider:
                     if stored and stored[0] != stale and stored[1] - EXPIRY_MARGIN > time.time():
                         self._cached = stored
                         return stored[0]
+                    refused = self._config_error()
+                    if refused:  # a fresh token was refused: another refresh would only burn the budget
+                        raise ZohoConfigError(refused, status=401)
                     token, expires_at = self._grant()
+                    self._local.refreshed = True
                     self._write(token, expires_at)
                     self._cached = (token, expires_at)
                     return token
@@ -138,8 +198,8 @@ class TokenProvider:
         return str(data["access_token"]), time.time() + expires_in
 
     def _write(self, token: str, expires_at: float) -> None:
-        now = time.time()
         with self._engine.begin() as conn:
+            now = db_now(conn)
             insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
             stmt = insert(db.oauth_tokens).values(
                 key=self._key, access_token=token, expires_at=expires_at, refreshed_at=now

@@ -1,10 +1,8 @@
-"""The one Zoho client: session, auth, budget, timeouts, error translation, and the domain verbs.
+"""The one Zoho client: the domain verbs the delivery core calls, over one transport and one dialect.
 
-Two dialects share every guarantee and differ only in paths and bodies:
-- `projects` (Zoho Projects API v3): `POST/PATCH …/issues`, option fields as `{"id": …}` resolved from
-  `…/bugs/defaultfields/`, the external id in a custom field, looked up with a `filter` criterion.
-- `bugtracker` (Zoho BugTracker API): `POST/PUT …/bugs`, fields by name, comments with `content`,
-  error bodies with `code` 6001-6010; the external id travels as a marker line in the description.
+`Transport` (transport.py) owns the session, token, shared budget, call log and error translation; a dialect
+(dialects.py) owns paths, bodies and list shapes. What `bridge zoho verify` learned about the portal
+(knowledge.py) decides where the documents are silent. Every list read here is paged.
 """
 
 from __future__ import annotations
@@ -12,48 +10,47 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from sqlalchemy.engine import Engine
 
-from bridge import store
-from bridge.mapping.model import BT_FLAGS, V3_FLAGS, IssueDraft
+from bridge.mapping.model import IssueDraft
 from bridge.settings import Settings
-from bridge.zoho.auth import TokenProvider
-from bridge.zoho.errors import ResolutionError, ZohoPermanentError, ZohoTransientError
-from bridge.zoho.ratelimit import RateLimiter, RateLimitTimeout
+from bridge.zoho.dialects import (
+    COMMENT_MAX,
+    DEFAULTFIELDS,
+    DIALECT_CLASSES,
+    NAME_MAX,
+    SINGLELINE_MAX,
+    TRUNCATED,
+    V3_OPTION_FIELDS,
+    ProjectsDialect,
+    cut_long_text,
+    has_marker,
+    marker,
+    parse_time,
+    truncate,
+)
+from bridge.zoho.errors import ResolutionError, ZohoPermanentError, ZohoRateLimited, ZohoTransientError
+from bridge.zoho.knowledge import Knowledge
+from bridge.zoho.ratelimit import RateLimiter
+from bridge.zoho.transport import Response, Transport
+
+__all__ = ["NAME_MAX", "SINGLELINE_MAX", "TRUNCATED", "Response", "ZohoClient", "marker", "normalize_name", "truncate"]
 
 log = logging.getLogger("bridge.zoho")
 OPTIONS_TTL = 600.0
-# defaultfields keys per option field: (list key, id key, name key)
-DEFAULTFIELDS = {
-    "status": ("status_details", "status_id", "status_name"),
-    "severity": ("severity_details", "severity_id", "severity_name"),
-    "classification": ("classification_details", "classification_id", "classification_name"),
-    "module": ("module_details", "module_id", "module_name"),
-    "priority": ("priority_details", "priority_id", "priority_name"),
-}
-# Option fields the v3 issue body accepts (priority is not one: see the seed's create parameters).
-V3_OPTION_FIELDS = ("status", "severity", "classification", "module")
-# Zoho's limits (seed 001): an issue name holds at most 65000 characters (create parameters), a single-line
-# custom field 200 (custom field formats). Longer text is cut, with a visible marker, never refused by Zoho.
-NAME_MAX = 65000
-SINGLELINE_MAX = 200
-TRUNCATED = "…(truncated)"
 USERS_TTL = OPTIONS_TTL
-USERS_REFRESH_AFTER = 60.0  # an unknown email re-reads the project's users at most this often
-
-
-def truncate(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters, the cut shown by a trailing "…(truncated)"."""
-    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+UNKNOWN_USER_TTL = 60.0  # an unknown email is asked again at most this often
+CLOCK_SLACK = 60.0  # Zoho's clock against the database's, when listing issues created after an intent
+DESCRIPTIONS_KEPT = 5000  # descriptions read by the crash-window lookup, kept so a retry does not read them again
+MAX_LOOKUP_PAGES = 5  # the crash-window lookup reads at most this many pages (of LOOKUP_PER_PAGE) of newest issues
+LOOKUP_PER_PAGE = 200  # the most the list documents in its sample (seed 001:3554 "per_page": 200)
 
 
 def normalize_name(name: str) -> str:
@@ -61,18 +58,9 @@ def normalize_name(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
-def marker(external_id: str) -> str:
-    return f"[issue-bridge:{external_id}]"
-
-
-@dataclass
-class Response:
-    status: int
-    data: Any
-    text: str
-
-
 class ZohoClient:
+    knowledge: Knowledge = Knowledge(None)  # no database: nothing learned (body-only subclasses in tests)
+
     def __init__(
         self,
         settings: Settings,
@@ -86,132 +74,54 @@ class ZohoClient:
         self.dry_run = settings.dry_run
         self.dialect = settings.zoho_dialect
         self.session = session or requests.Session()
-        self.tokens = TokenProvider(settings, engine, self.session)
-        self.limiter = limiter or RateLimiter(
-            engine, settings.zoho_rate_limit_per_minute, window=settings.zoho_rate_window_seconds
-        )
+        self.transport = Transport(settings, engine, self.session, limiter=limiter)
+        self.tokens = self.transport.tokens
+        self.limiter = self.transport.limiter
+        self.knowledge = Knowledge(engine)
         self._options: dict[tuple[str, str], tuple[float, dict[str, dict[str, tuple[str, str]]]]] = {}
         self._options_lock = threading.Lock()
-        self._users: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}  # -> {normalized email: zpuid}
-        self.event_id: int | None = None  # the event the calls are made for (recorded with each call)
-        # Called before every Zoho call; the sync service renews its item lease there.
-        self.before_call: Callable[[], None] | None = None
+        self._users: dict[tuple[str, str, str], tuple[float, str | None]] = {}  # (portal, project, email)
+        self._descriptions: dict[str, str] = {}  # issue id -> description (the marker line never changes)
 
-    # -- transport ----------------------------------------------------------------------------------
+    @property
+    def d(self) -> ProjectsDialect:
+        return DIALECT_CLASSES[self.dialect]()
+
+    # The sync service sets these; they live on the transport, which makes the calls.
+    @property
+    def event_id(self) -> int | None:
+        return self.transport.event_id
+
+    @event_id.setter
+    def event_id(self, value: int | None) -> None:
+        self.transport.event_id = value
+
+    @property
+    def before_call(self) -> Callable[[], None] | None:
+        """Called before every Zoho call; the sync service renews its item lease there."""
+        return self.transport.before_call
+
+    @before_call.setter
+    def before_call(self, hook: Callable[[], None] | None) -> None:
+        self.transport.before_call = hook
 
     def call(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None) -> Response:
-        if self.dry_run:
-            store.record_zoho_call(
-                self.engine,
-                event_id=self.event_id,
-                method=method,
-                path=path + (("?" + "&".join(f"{k}={v}" for k, v in params.items())) if params else ""),
-                request_json=body,
-                status=None,
-                response_text="dry-run: not sent",
-                duration_ms=0.0,
-                dry_run=True,
-            )
-            return Response(200, None, "")
-        for auth_attempt in range(2):
-            token = self.tokens.get()
-            try:
-                self.limiter.acquire(timeout=min(30.0, self.settings.item_lease_seconds / 3))
-            except RateLimitTimeout as exc:
-                raise ZohoTransientError(str(exc), retry_after=exc.wait) from None
-            if self.before_call is not None:
-                self.before_call()
-            started = time.monotonic()
-            try:
-                raw = self.session.request(
-                    method,
-                    self.settings.zoho_api_base + path,
-                    json=body,
-                    params=params,
-                    headers={"Authorization": f"Zoho-oauthtoken {token}"},
-                    timeout=self.settings.zoho_timeout_seconds,
-                )
-            except requests.RequestException as exc:
-                self._record(method, path, body, None, f"{type(exc).__name__}", started)
-                raise ZohoTransientError(f"{method} {path}: network error {type(exc).__name__}") from None
-            self._record(method, path, body, raw.status_code, raw.text, started)
-            try:
-                data = raw.json() if raw.content else None
-            except ValueError:
-                data = None
-            if 200 <= raw.status_code < 300:
-                return Response(raw.status_code, data, raw.text)
-            title, message, field = self._error(data, raw)
-            if raw.status_code == 401 or title in ("INVALID_OAUTHTOKEN", "6004"):
-                self.tokens.invalidate(token)
-                if auth_attempt == 0:
-                    continue  # an expired token is refreshed once and the call repeated
-                raise ZohoPermanentError(f"{method} {path}: Zoho rejected a fresh token: {message}", status=401)
-            if raw.status_code == 429 or title in ("6009", "TOO_MANY_REQUESTS"):
-                retry_after = _retry_after(raw)
-                self.limiter.penalize(time.time() + retry_after)
-                raise ZohoTransientError(
-                    f"{method} {path}: Zoho rate limit (429), retry in {retry_after:.0f}s",
-                    status=429,
-                    retry_after=retry_after,
-                )
-            if raw.status_code >= 500:
-                raise ZohoTransientError(
-                    f"{method} {path}: Zoho answered {raw.status_code}: {message}", status=raw.status_code
-                )
-            raise ZohoPermanentError(
-                f"{method} {path}: Zoho answered {raw.status_code} {title}: {message}"
-                + (f" (field {field})" if field else ""),
-                status=raw.status_code,
-                field=field,
-            )
-        raise AssertionError("unreachable")
+        return self.transport.call(method, path, body=body, params=params)
 
-    def _record(self, method: str, path: str, body: Any, status: int | None, text: str, started: float) -> None:
-        duration = (time.monotonic() - started) * 1000
-        store.record_zoho_call(
-            self.engine,
-            event_id=self.event_id,
-            method=method,
-            path=path,
-            request_json=body,
-            status=status,
-            response_text=text,
-            duration_ms=duration,
-            dry_run=False,
-        )
-        log.info(
-            "zoho call",
-            extra={
-                "method": method,
-                "path": path,
-                "status": status,
-                "ms": round(duration, 1),
-                "event_id": self.event_id,
-            },
-        )
+    def pages(self, path: str, list_key: str, *, params: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every entry of a paged list (v3 `page`/`per_page`, BugTracker `index`/`range`); 204 ends it."""
+        page = 1
+        while True:
+            resp = self.call("GET", path, params={**(params or {}), **self.d.page_params(page)})
+            data = resp.data
+            items = data.get(list_key) if isinstance(data, dict) else data if isinstance(data, list) else None
+            items = [i for i in items or [] if isinstance(i, dict)]
+            yield from items
+            if resp.status == 204 or not items or not self.d.has_next(data, items):
+                return
+            page += 1
 
-    @staticmethod
-    def _error(data: Any, raw: requests.Response) -> tuple[str, str, str | None]:
-        """(title or code, message, field) from either dialect's error body."""
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):  # Projects v3
-            err = data["error"]
-            details = err.get("details") or [{}]
-            first = details[0] if isinstance(details, list) and details and isinstance(details[0], dict) else {}
-            return (
-                str(err.get("title") or ""),
-                str(first.get("message") or err.get("title") or ""),
-                first.get("field_name"),
-            )
-        if isinstance(data, dict) and "code" in data:  # BugTracker
-            details = data.get("details") if isinstance(data.get("details"), dict) else {}
-            message = str(data.get("message") or "")
-            if details.get("error"):
-                message = f"{message}: {details['error']}"
-            return str(data["code"]), message, details.get("field")
-        return "", raw.text[:300] or raw.reason, None
-
-    # -- option names → ids (projects dialect) ----------------------------------------------------------
+    # -- metadata ---------------------------------------------------------------------------------
 
     def options(self, portal: str, project: str, *, refresh: bool = False) -> dict[str, dict[str, tuple[str, str]]]:
         """{field: {normalized name: (id, display name)}} from the project's issue field metadata."""
@@ -221,36 +131,23 @@ class ZohoClient:
             if cached and not refresh and time.time() - cached[0] < OPTIONS_TTL:
                 return cached[1]
         resp = self.call("GET", f"/restapi/portal/{portal}/projects/{project}/bugs/defaultfields/")
-        fields = (resp.data or {}).get("defaultfields", {}) if isinstance(resp.data, dict) else {}
-        table: dict[str, dict[str, tuple[str, str]]] = {}
-        for field, (list_key, id_key, name_key) in DEFAULTFIELDS.items():
-            entries = fields.get(list_key) or []
-            table[field] = {
-                normalize_name(str(e[name_key])): (str(e[id_key]), str(e[name_key]))
-                for e in entries
-                if isinstance(e, dict) and name_key in e and id_key in e
-            }
+        table = parse_defaultfields(resp.data)
         with self._options_lock:
             self._options[key] = (time.time(), table)
         return table
 
     def custom_fields(self, portal: str) -> list[dict[str, Any]]:
-        """The issue custom fields (API name, display name, type), for `bridge zoho fields`."""
-        resp = self.call(
-            "GET",
-            f"/api/v3/portal/{portal}/settings/fields",
-            params={"module": "Issues", "page": "1", "per_page": "100"},
-        )
-        fields = (resp.data or {}).get("fields", []) if isinstance(resp.data, dict) else []
-        return [f for f in fields if isinstance(f, dict) and not f.get("is_default")]
+        """The issue custom fields (API name, id, display name, type) from `settings/fields` (seed 001:17082)."""
+        fields = self.pages(f"/api/v3/portal/{portal}/settings/fields", "fields", params={"module": "Issues"})
+        return [f for f in fields if not f.get("is_default")]
 
     def portals(self) -> list[dict[str, Any]]:
         resp = self.call("GET", "/api/v3/portals")
         return [p for p in resp.data or [] if isinstance(p, dict)] if isinstance(resp.data, list) else []
 
     def projects(self, portal: str) -> list[dict[str, Any]]:
-        resp = self.call("GET", f"/api/v3/portal/{portal}/projects", params={"page": "1", "per_page": "200"})
-        return (resp.data or {}).get("projects", []) if isinstance(resp.data, dict) else []
+        """The portal's projects: a top-level JSON array (seed 001:1002-1080), paged."""
+        return list(self.pages(f"/api/v3/portal/{portal}/projects", "projects"))
 
     def resolve(self, portal: str, project: str, field: str, name: str) -> str:
         if self.dry_run:
@@ -261,7 +158,7 @@ class ZohoClient:
             table = self.options(portal, project, refresh=True).get(field, {})
             found = table.get(normalize_name(name))
         if found is None:
-            valid = ", ".join(sorted(v[1] for v in table.values())) or "(none)"
+            valid = ", ".join(sorted(v[1] for v in table.values())) or "(none: Zoho reported an empty list)"
             raise ResolutionError(
                 f"unknown Zoho {field} {name!r} in project {project}; valid names: {valid}", field=field
             )
@@ -269,208 +166,278 @@ class ZohoClient:
 
     # -- users (assignees by email) ----------------------------------------------------------------------
 
-    def users(self, portal: str, project: str, *, refresh: bool = False) -> dict[str, str]:
-        """{normalized email: zpuid} of the project's users (`GET …/projects/{project}/users`), cached."""
-        key = (portal, project)
+    def user_id(self, portal: str, project: str, email: str) -> str | None:
+        """The id of the project's user with this email, or None when Zoho knows no such user.
+
+        Projects: the documented one-user call `GET …/projects/{j}/users/{EMAIL}` reading `id` (seed
+        001:13627-13661). BugTracker documents no lookup by email: its project user list, paged."""
+        if self.dry_run:
+            return f"<id of {email!r}>"
+        key = (portal, project, normalize_name(email))
         with self._options_lock:
             cached = self._users.get(key)
-            if cached and not refresh and time.time() - cached[0] < USERS_TTL:
-                return cached[1]
-        resp = self.call("GET", f"/api/v3/portal/{portal}/projects/{project}/users")
-        users = (resp.data or {}).get("users", []) if isinstance(resp.data, dict) else []
-        table = {
-            normalize_name(str(u["email"])): str(u["zpuid"])
-            for u in users
-            if isinstance(u, dict) and u.get("email") and u.get("zpuid")
-        }
+        if cached and time.time() - cached[0] < (USERS_TTL if cached[1] else UNKNOWN_USER_TTL):
+            return cached[1]
+        found = self.d.find_user(self, portal, project, email.strip().lower())
         with self._options_lock:
-            self._users[key] = (time.time(), table)
-        return table
-
-    def user_id(self, portal: str, project: str, email: str) -> str | None:
-        """The zpuid of the project's user with this email (case-insensitive), or None."""
-        if self.dry_run:
-            return f"<zpuid of {email!r}>"
-        found = self.users(portal, project).get(normalize_name(email))
-        if found is None:  # a user added since: look once more, at most once a minute
-            with self._options_lock:
-                age = time.time() - self._users.get((portal, project), (0.0, {}))[0]
-            if age >= USERS_REFRESH_AFTER:
-                found = self.users(portal, project, refresh=True).get(normalize_name(email))
+            self._users[key] = (time.time(), found)
         return found
 
-    def _assignee(self, draft: IssueDraft) -> str | None:
-        """The assignee's zpuid: the draft's email, else its fallback; an unknown email is a note, not a failure."""
+    def user_in_list(self, portal: str, project: str, email: str) -> str | None:
+        """The project's user list, paged, matched by email (BugTracker documents no lookup by email)."""
+        for user in self.pages(f"/api/v3/portal/{portal}/projects/{project}/users", "users"):
+            if normalize_name(str(user.get("email") or "")) == normalize_name(email):
+                return str(user.get("id") or user.get("zpuid") or "") or None
+        return None
+
+    def user_by_email(self, portal: str, project: str, email: str) -> str | None:
+        """`GET …/projects/{j}/users/{EMAIL}`, reading `id` (seed 001:13627-13661)."""
+        users = f"/api/v3/portal/{portal}/projects/{project}/users"
+        try:
+            resp = self.call("GET", f"{users}/{quote(email, safe='@')}")
+        except ZohoPermanentError as exc:
+            if exc.status in (400, 404):  # Zoho knows no such user in this project
+                return None
+            raise
+        data = resp.data if isinstance(resp.data, dict) else {}
+        if isinstance(data.get("users"), list) and data["users"]:
+            data = data["users"][0]
+        user_id = data.get("id") if isinstance(data, dict) else None
+        return str(user_id) if user_id else None
+
+    def assignee_id(self, draft: IssueDraft) -> str | None:
+        """The assignee's id: the draft's email, else its fallback. An unknown email is logged and the
+        fallback tried; neither known leaves the issue unassigned, said out loud in the log."""
+        tried = []
         for email in (draft.assignee_email, draft.assignee_fallback):
             if not email:
                 continue
-            zpuid = self.user_id(draft.portal, draft.project, email)
-            if zpuid is not None:
-                return zpuid
-            log.warning(
-                "assignee %s is not a user of Zoho project %s: %s",
-                email,
-                draft.project,
-                "trying the fallback" if email != draft.assignee_fallback and draft.assignee_fallback else "left unset",
-            )
+            tried.append(email)
+            user_id = self.user_id(draft.portal, draft.project, email)
+            if user_id is not None:
+                return user_id
+        log.warning("no Zoho user in project %s for %s: the issue is left unassigned", draft.project, tried)
         return None
 
     # -- bodies ---------------------------------------------------------------------------------------
 
-    def issue_body(self, draft: IssueDraft, *, creating: bool) -> dict[str, Any]:
-        title = truncate(draft.title, NAME_MAX)
-        if self.dialect == "bugtracker":
-            body: dict[str, Any] = {
-                "title": title,
-                "description": _with_marker(draft.description, draft.external_id),
-            }
-            body.update({f: v for f, v in draft.options.items()})
-            self._extras(body, draft, BT_FLAGS)
-            body.update(draft.custom_fields)
-            return body
-        body = {"name": title, "description": draft.description}
-        for field in V3_OPTION_FIELDS:
-            if field in draft.options:
-                body[field] = {"id": self.resolve(draft.portal, draft.project, field, draft.options[field])}
-        self._extras(body, draft, V3_FLAGS)
-        if draft.tags:
-            body["tags"] = [{"id": tag} for tag in draft.tags]
-        body.update(
-            {k: truncate(v, SINGLELINE_MAX) if isinstance(v, str) else v for k, v in draft.custom_fields.items()}
-        )
-        if draft.external_id_field:
-            if len(draft.external_id) > SINGLELINE_MAX:
-                # The external id is the item's identity: cutting it would merge items, so it is refused.
-                raise ZohoPermanentError(
-                    f"external id {draft.external_id[:60]!r}… is {len(draft.external_id)} characters; Zoho's "
-                    f"single-line field {draft.external_id_field} holds {SINGLELINE_MAX}: shorten the mapping's "
-                    "external_id template"
-                )
-            body[draft.external_id_field] = draft.external_id
-        return body
-
-    def _extras(self, body: dict[str, Any], draft: IssueDraft, flags: tuple[str, ...]) -> None:
-        """assignee, flag and due date: the same keys in both dialects (v3 wraps the assignee)."""
-        if draft.assignee_email or draft.assignee_fallback:
-            zpuid = self._assignee(draft)
-            if zpuid is not None:
-                body["assignee"] = zpuid if self.dialect == "bugtracker" else {"zpuid": zpuid}
-        if draft.flag:
-            if draft.flag in flags:
-                body["flag"] = draft.flag
-            else:
-                log.warning("flag %s is not one of %s in the %s dialect: left out", draft.flag, flags, self.dialect)
-        if draft.due_date:
-            body["due_date"] = draft.due_date
+    def issue_body(
+        self, draft: IssueDraft, *, creating: bool, applied_tags: tuple[str, ...] | None = None
+    ) -> dict[str, Any]:
+        return self.d.issue_body(self, draft, creating=creating, applied_tags=applied_tags)
 
     def _issues_path(self, portal: str, project: str) -> str:
-        kind = "bugs" if self.dialect == "bugtracker" else "issues"
-        return f"/api/v3/portal/{portal}/projects/{project}/{kind}"
+        return self.d.issues_path(portal, project)
 
-    # -- domain verbs ---------------------------------------------------------------------------------
-
-    def find_issue(self, draft: IssueDraft) -> str | None:
-        """Look an item up on Zoho by its external-id marker (after a crash, or a lost link table)."""
-        base = self._issues_path(draft.portal, draft.project)
-        if self.dialect == "bugtracker":
-            resp = self.call("GET", f"{base}/search", params={"search_text": marker(draft.external_id)})
-            bugs = (resp.data or {}).get("bugs", []) if isinstance(resp.data, dict) else []
-            for bug in bugs:
-                if marker(draft.external_id) in str(bug.get("description") or ""):
-                    return str(bug["id"])
-            return None
-        if not draft.external_id_field:
-            return None
-        criteria = {
-            "criteria": [
-                {
-                    "api_name": draft.external_id_field,
-                    "criteria_condition": "is",
-                    "value": [draft.external_id],
-                }
-            ],
-            "pattern": "1",
-        }
-        resp = self.call("GET", base, params={"page": "1", "per_page": "10", "filter": json.dumps(criteria)})
-        issues = (resp.data or {}).get("issues", []) if isinstance(resp.data, dict) else []
-        for issue in issues:
-            if str(issue.get(draft.external_id_field)) == draft.external_id:
-                return str(issue["id"])
-        return None
+    # -- issues ------------------------------------------------------------------------------------------
 
     def create_issue(self, draft: IssueDraft) -> str:
+        """One call: `POST …/issues` (seed 001:3590-3776) or `POST …/bugs` (seed 000)."""
         path = self._issues_path(draft.portal, draft.project)
-        resp = self._with_fresh_options(
-            draft, lambda: self.call("POST", path, body=self.issue_body(draft, creating=True))
-        )
+        resp = self._send(draft, lambda: self.call("POST", path, body=self.issue_body(draft, creating=True)))
         if self.dry_run:
             return "dry-run-" + hashlib.sha1(draft.external_id.encode()).hexdigest()[:12]  # noqa: S324
-        return _id_from(resp, "bugs" if self.dialect == "bugtracker" else None)
+        return _id_from(resp, self.d.create_list_key)
 
-    def update_issue(self, draft: IssueDraft, issue_id: str, body: dict[str, Any] | None = None) -> None:
-        method = "PUT" if self.dialect == "bugtracker" else "PATCH"
+    def update_issue(self, draft: IssueDraft, issue_id: str, *, applied_tags: tuple[str, ...] | None = None) -> None:
+        """`PATCH …/issues/{id}` (seed 001:3778-3938) or `PUT …/bugs/{id}`. `applied_tags` are the tag ids
+        last applied to this issue: the update adds and removes the difference (None: only adds)."""
         path = f"{self._issues_path(draft.portal, draft.project)}/{issue_id}"
-        if body is not None:
-            self.call(method, path, body=body)
-            return
-        self._with_fresh_options(draft, lambda: self.call(method, path, body=self.issue_body(draft, creating=False)))
+        body = lambda: self.issue_body(draft, creating=False, applied_tags=applied_tags)  # noqa: E731
+        self._send(draft, lambda: self.call(self.d.update_method, path, body=body()))
 
-    def _with_fresh_options(self, draft: IssueDraft, send: Callable[[], Response]) -> Response:
-        """Zoho refusing an option id means our cached metadata is stale (an option was renamed or
-        recreated): read the project's field metadata again and send once more with the new ids."""
+    def close_issue(self, draft: IssueDraft, issue_id: str, status_name: str) -> None:
+        path = f"{self._issues_path(draft.portal, draft.project)}/{issue_id}"
+        self.call(self.d.update_method, path, body=self.d.close_body(self, draft, status_name))
+
+    def delete_issue(self, portal: str, project: str, issue_id: str) -> None:
+        """`DELETE …/issues/{id}` (seed 001:3940) / `DELETE …/bugs/{id}` (seed 000); gone already is fine."""
+        try:
+            self.call("DELETE", f"{self._issues_path(portal, project)}/{issue_id}")
+        except ZohoPermanentError as exc:
+            if exc.status != 404:
+                raise
+
+    def move_issue(self, portal: str, project: str, issue_id: str, to_project: str) -> None:
+        """`POST …/issues/{id}/move {"to_project"}` answering 204 (seed 001:4007-4062). BugTracker documents
+        no move."""
+        if not self.d.can_move:
+            raise ZohoPermanentError("the BugTracker API documents no move of a bug between projects")
+        self.call("POST", f"{self._issues_path(portal, project)}/{issue_id}/move", body={"to_project": to_project})
+
+    def _send(self, draft: IssueDraft, send: Callable[[], Response]) -> Response:
+        """Send once more after what Zoho's refusal teaches: a stale option id (read the field metadata
+        again), or issue custom fields by API name refused (the documents support API names for Tasks and
+        Projects only, seed 001:499): remembered for every worker, and the marker carries the external id."""
         try:
             return send()
         except ZohoPermanentError as exc:
-            if self.dialect != "projects" or exc.status != 400 or exc.field not in V3_OPTION_FIELDS:
+            if not self.d.refusals_teach or exc.status != 400:
                 raise
-            self.options(draft.portal, draft.project, refresh=True)
-            return send()
+            custom = {*draft.custom_fields, *([draft.external_id_field] if draft.external_id_field else [])}
+            if exc.field in custom and self.knowledge.fact(draft.portal, "custom_field") != "refused":
+                log.warning("Zoho refused issue custom field %s by API name: sending without custom fields", exc.field)
+                self.knowledge.learn(draft.portal, custom_field="refused")
+                return send()
+            if exc.field in V3_OPTION_FIELDS:
+                self.options(draft.portal, draft.project, refresh=True)
+                return send()
+            raise
 
-    def close_issue(self, draft: IssueDraft, issue_id: str, status_name: str) -> None:
-        if self.dialect == "bugtracker":
-            body: dict[str, Any] = {"status": status_name}
-        else:
-            body = {"status": {"id": self.resolve(draft.portal, draft.project, "status", status_name)}}
-        self.update_issue(draft, issue_id, body=body)
+    # -- finding an issue by its external id ----------------------------------------------------------------
+
+    def find_issue(self, draft: IssueDraft, *, created_after: float | None = None) -> str | None:
+        """The Zoho issue carrying this item's external id, oldest first, or None.
+
+        For the crash window (an earlier attempt wrote an intent, Zoho may have created the issue and the
+        answer was lost): `created_after` is the intent's time, and only documented calls are used: the
+        issue list sorted by `created_time`, newest first, down to that time, then the marker line in each
+        candidate's description. Where `zoho verify` proved the custom field and its `cfid` filter, one
+        filtered list call answers instead. Without `created_after`, only that proven filter is asked."""
+        if self.dry_run:
+            return None
+        found = self.d.find_marked(self, draft, created_after, first_only=True)
+        return found[0] if found else None
+
+    def find_marked_issues(self, draft: IssueDraft, *, created_after: float | None) -> list[str]:
+        """Ids of the issues carrying this item's marker (or proven custom field), oldest first."""
+        if self.dry_run:
+            return []
+        return self.d.find_marked(self, draft, created_after, first_only=False)
+
+    def filter_by_cfid(self, draft: IssueDraft, cfid: str) -> list[str]:
+        """The issue list filtered by the custom field's `cfid` (seed 001:3524-3550)."""
+        criteria = {"criteria": [{"cfid": cfid, "criteria_condition": "is", "value": [draft.external_id]}]}
+        spec = json.dumps([{**criteria, "pattern": "1"}])
+        base = self._issues_path(draft.portal, draft.project)
+        hits = []
+        for issue in self.pages(base, "issues", params={"filter": spec, "sort_by": "ASC(created_time)"}):
+            value = issue.get(draft.external_id_field or "")
+            if value is None or str(value) == draft.external_id:
+                hits.append(str(issue["id"]))
+        return hits
+
+    def scan_recent(self, draft: IssueDraft, created_after: float, *, first_only: bool = False) -> list[str]:
+        """Issues created since `created_after` (newest first, paged), then each one's description.
+
+        Candidates named like the draft are read first (the likely one; `first_only` stops at the first hit),
+        then the others (the item may have been renamed inside its own crash window). Descriptions read are
+        kept per process (an issue's marker never changes), so retries and other items in doubt do not read
+        them again: the cost is bounded by the issues created meanwhile, not multiplied by the retries."""
+        base = self._issues_path(draft.portal, draft.project)
+        since = created_after - CLOCK_SLACK
+        candidates: list[tuple[float, str, dict[str, Any]]] = []
+        page = 1
+        while page <= MAX_LOOKUP_PAGES:
+            params = {"sort_by": "DESC(created_time)", **self.d.page_params(page), "per_page": str(LOOKUP_PER_PAGE)}
+            resp = self.call("GET", base, params=params)
+            issues = (resp.data or {}).get("issues", []) if isinstance(resp.data, dict) else []
+            older = False
+            for issue in issues:
+                created = parse_time(issue.get("created_time"))
+                if created is not None and created < since:
+                    older = True
+                    break
+                candidates.append((created or 0.0, str(issue["id"]), issue))
+            if older or resp.status == 204 or not issues or not self.d.has_next(resp.data, issues):
+                break
+            page += 1
+        title = normalize_name(truncate(draft.title, NAME_MAX))
+        hits: list[tuple[float, str]] = []
+        unread = 0
+        ordered = sorted(candidates, key=lambda c: (normalize_name(str(c[2].get("name") or "")) != title, c[0], c[1]))
+        for created, issue_id, issue in ordered:
+            description = issue.get("description")
+            if not isinstance(description, str):  # the list documents no description (seed 001:3555)
+                description = self._descriptions.get(issue_id)
+            if not isinstance(description, str):
+                try:
+                    description = self._description(draft.portal, draft.project, issue_id)
+                except ZohoRateLimited:
+                    raise
+                except ZohoTransientError:  # read the others now; this one on the next try (reads are kept)
+                    unread += 1
+                    continue
+                if len(self._descriptions) >= DESCRIPTIONS_KEPT:
+                    self._descriptions.pop(next(iter(self._descriptions)))
+                self._descriptions[issue_id] = description
+            if has_marker(description, draft.external_id):
+                hits.append((created, issue_id))
+                if first_only:
+                    break
+        if unread and not (first_only and hits):
+            raise ZohoTransientError(f"crash-window lookup incomplete: {unread} descriptions could not be read yet")
+        return [i for _, i in sorted(hits)]
+
+    def _description(self, portal: str, project: str, issue_id: str) -> str:
+        """`GET …/issues/{id}/description` (seed 001:3970-4006)."""
+        try:
+            resp = self.call("GET", f"{self._issues_path(portal, project)}/{issue_id}/description")
+        except ZohoPermanentError as exc:
+            if exc.status == 404:  # deleted meanwhile
+                return ""
+            raise
+        return str((resp.data or {}).get("description") or "") if isinstance(resp.data, dict) else ""
+
+    def search_marked(self, draft: IssueDraft) -> list[str]:
+        """BugTracker `GET …/bugs/search?search_text=` paged (seed 000:563-583); a full-text search may
+        tokenise the marker, so the marker is matched exactly on what comes back."""
+        path = f"{self._issues_path(draft.portal, draft.project)}/search"
+        hits = []
+        for bug in self.pages(path, "bugs", params={"search_text": marker(draft.external_id)}):
+            if has_marker(str(bug.get("description") or ""), draft.external_id):
+                hits.append((parse_time(bug.get("created_time")) or 0.0, str(bug["id"])))
+        return [i for _, i in sorted(hits)]
+
+    # -- comments -------------------------------------------------------------------------------------------
 
     def _comments_path(self, portal: str, project: str, issue_id: str) -> str:
         return f"{self._issues_path(portal, project)}/{issue_id}/comments"
 
-    def _comment_body(self, text: str) -> dict[str, Any]:
-        return {"content": text} if self.dialect == "bugtracker" else {"comment": text}
+    def _comment_text(self, text: str, source_url: str | None) -> str:
+        return cut_long_text(text, COMMENT_MAX, source_url, "the source item")
 
-    def add_comment(self, portal: str, project: str, issue_id: str, text: str) -> str:
-        resp = self.call("POST", self._comments_path(portal, project, issue_id), body=self._comment_body(text))
+    def add_comment(self, portal: str, project: str, issue_id: str, text: str, *, source_url: str | None = None) -> str:
+        body = self.d.comment_body(self._comment_text(text, source_url))
+        resp = self.call("POST", self._comments_path(portal, project, issue_id), body=body)
         if self.dry_run:
             return "dry-run-comment-" + hashlib.sha1(text.encode()).hexdigest()[:12]  # noqa: S324
         return _id_from(resp, "comments")
 
-    def update_comment(self, portal: str, project: str, issue_id: str, comment_id: str, text: str) -> None:
-        method = "PUT" if self.dialect == "bugtracker" else "PATCH"
+    def update_comment(
+        self, portal: str, project: str, issue_id: str, comment_id: str, text: str, *, source_url: str | None = None
+    ) -> None:
+        body = self.d.comment_body(self._comment_text(text, source_url))
         self.call(
-            method,
-            f"{self._comments_path(portal, project, issue_id)}/{comment_id}",
-            body=self._comment_body(text),
+            self.d.comment_update_method, f"{self._comments_path(portal, project, issue_id)}/{comment_id}", body=body
         )
 
     def delete_comment(self, portal: str, project: str, issue_id: str, comment_id: str) -> None:
         self.call("DELETE", f"{self._comments_path(portal, project, issue_id)}/{comment_id}")
 
     def find_comment(self, portal: str, project: str, issue_id: str, needle: str) -> str | None:
-        """The Zoho comment whose text carries `needle` (the source comment's marker), if any."""
+        """The Zoho comment whose text carries `needle` (the source comment's marker), if any; paged."""
         if self.dry_run:
             return None
-        resp = self.call("GET", self._comments_path(portal, project, issue_id))
-        comments = (resp.data or {}).get("comments", []) if isinstance(resp.data, dict) else []
-        for comment in comments:
-            text = str(comment.get("content") or comment.get("comment") or "")
-            if needle in text:
+        for comment in self.pages(self._comments_path(portal, project, issue_id), "comments"):
+            if needle in self.d.comment_text(comment):
                 return str(comment["id"])
         return None
 
 
-def _with_marker(description: str, external_id: str) -> str:
-    return f"{description}\n\n{marker(external_id)}" if description else marker(external_id)
+def parse_defaultfields(data: Any) -> dict[str, dict[str, tuple[str, str]]]:
+    """{field: {normalized name: (id, name)}} from the v1 defaultfields answer, either status spelling."""
+    fields = data.get("defaultfields", {}) if isinstance(data, dict) else {}
+    fields = fields if isinstance(fields, dict) else {}
+    table: dict[str, dict[str, tuple[str, str]]] = {}
+    for field, (list_keys, id_key, name_key) in DEFAULTFIELDS.items():
+        entries: list[Any] = next((fields[k] for k in list_keys if isinstance(fields.get(k), list) and fields[k]), [])
+        table[field] = {
+            normalize_name(str(e[name_key])): (str(e[id_key]), str(e[name_key]))
+            for e in entries
+            if isinstance(e, dict) and name_key in e and id_key in e
+        }
+    return table
 
 
 def _id_from(resp: Response, list_key: str | None) -> str:
@@ -480,19 +447,3 @@ def _id_from(resp: Response, list_key: str | None) -> str:
     if not isinstance(data, dict) or "id" not in data:
         raise ZohoTransientError(f"Zoho answered {resp.status} without an id: {resp.text[:200]}")
     return str(data["id"])
-
-
-def _retry_after(raw: requests.Response) -> float:
-    """Seconds to wait after a 429: Retry-After (seconds or HTTP date), else X-RateLimit-Reset (epoch)."""
-    value = raw.headers.get("Retry-After")
-    if value:
-        if re.fullmatch(r"\d+(\.\d+)?", value.strip()):
-            return max(1.0, float(value))
-        try:
-            return max(1.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            pass
-    reset = raw.headers.get("X-RateLimit-Reset")
-    if reset and re.fullmatch(r"\d+(\.\d+)?", reset.strip()):
-        return min(3600.0, max(1.0, float(reset) - time.time()))
-    return 30.0

@@ -82,24 +82,24 @@ def test_eleventh_token_within_ten_minutes_is_denied(fake):
     assert fake.token_refreshes == 10 and fake.token_refreshes_denied == 1
 
 
-def test_missing_wrong_scheme_and_expired_tokens_get_401(fake):
+def test_missing_wrong_scheme_and_expired_tokens_get_invalid_oauthtoken(fake):
     url = fake.base_url + issues_path() + "?page=1&per_page=10"
     missing = requests.get(url, timeout=5)
-    assert missing.status_code == 401
+    assert missing.status_code == 400  # seed 001:76-84: INVALID_OAUTHTOKEN comes with HTTP 400
     assert missing.json() == {
         "error": {
-            "status_code": "401",
+            "status_code": "400",
             "title": "INVALID_OAUTHTOKEN",
             "error_type": "FIELDS_VALIDATION_ERROR",
             "details": [{"message": "Invalid OAuth access token."}],
         }
     }
     tok = token(fake)
-    assert requests.get(url, headers={"Authorization": f"Bearer {tok}"}, timeout=5).status_code == 401
+    assert requests.get(url, headers={"Authorization": f"Bearer {tok}"}, timeout=5).status_code == 400
     good = {"Authorization": f"Zoho-oauthtoken {tok}"}
     assert requests.get(url, headers=good, timeout=5).status_code == 204  # valid token, no issues yet
     fake.expire_tokens()
-    assert requests.get(url, headers=good, timeout=5).status_code == 401
+    assert requests.get(url, headers=good, timeout=5).status_code == 400
     bt = requests.get(fake.base_url + bugs_path(), headers=good, timeout=5)
     assert bt.status_code == 401 and bt.json()["code"] == 6004
     assert bt.json()["details"]["field"] == "Authorization"
@@ -111,7 +111,7 @@ def test_access_token_expires_after_ttl():
         api = Client(fake)
         assert api("GET", issues_path(), params={"page": 1, "per_page": 10}).status_code == 204
         time.sleep(0.3)
-        assert api("GET", issues_path(), params={"page": 1, "per_page": 10}).status_code == 401
+        assert api("GET", issues_path(), params={"page": 1, "per_page": 10}).status_code == 400
 
 
 # ------------------------------------------------------------------ Projects v3 issues
@@ -293,10 +293,14 @@ def test_metadata_endpoints(fake, api):
     custom = [f for f in fields.json()["fields"] if not f["is_default"]]
     assert [(f["api_name"], f["type"]) for f in custom] == [("external_id", "singleline")]
     assert api("GET", "/api/v3/portals").json()[0]["id"] == PORTAL
-    projects = api("GET", f"/api/v3/portal/{PORTAL}/projects").json()["projects"]
+    projects = api("GET", f"/api/v3/portal/{PORTAL}/projects").json()  # seed 001:1002-1080: a top-level array
     assert {p["id"]: p["name"] for p in projects} == {WEB: "Web", API: "API"}
     users = api("GET", f"/api/v3/portal/{PORTAL}/projects/{WEB}/users").json()["users"]
     assert [u["email"] for u in users] == ["alice@example.com", "bob@example.com"]
+    assert all("zpuid" not in u and u["id"] for u in users)  # seed 001:13526-13626
+    one = api("GET", f"/api/v3/portal/{PORTAL}/projects/{WEB}/users/Bob@Example.com").json()
+    assert one["id"] == fake.users[1]["zpuid"] and one["email"] == "bob@example.com"
+    assert api("GET", f"/api/v3/portal/{PORTAL}/projects/{WEB}/users/ghost@example.com").status_code == 400
 
 
 # ------------------------------------------------------------------ BugTracker dialect
@@ -365,8 +369,9 @@ def test_fail_next_and_injected_429_change_nothing(fake, api):
     fake.set_faults(retry_after_seconds=7)
     for _ in range(2):
         resp = api("POST", issues_path(), json={"name": "x"})
-        assert resp.status_code == 429 and resp.headers["Retry-After"] == "7"
-        assert int(resp.headers["X-RateLimit-Reset"]) >= int(time.time()) + 6
+        # seed 001:737-739 documents no header for v3: the 30-minute block is the client's to know
+        assert resp.status_code == 429 and "Retry-After" not in resp.headers
+        assert "X-RateLimit-Reset" not in resp.headers
         assert v3_detail(resp)[0] == "TOO_MANY_REQUESTS"
     assert fake.issues() == []
     fake.fail_next(1)
@@ -375,9 +380,10 @@ def test_fail_next_and_injected_429_change_nothing(fake, api):
     assert fake.issues() == []
 
     fake.set_faults(error_429_rate=1.0, retry_after_seconds=2)
-    for method, path, body in (("POST", issues_path(), {"name": "x"}), ("POST", bugs_path(), {"title": "x"})):
-        resp = api(method, path, json=body)
-        assert resp.status_code == 429 and resp.headers["Retry-After"] == "2"
+    resp = api("POST", issues_path(), json={"name": "x"})
+    assert resp.status_code == 429 and "Retry-After" not in resp.headers
+    resp = api("POST", bugs_path(), json={"title": "x"})
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "2"
     assert resp.json()["code"] == 6009
     assert fake.issues() == [] and fake.rate_limited == 0
     assert token(fake)  # OAuth is never faulted
@@ -438,4 +444,81 @@ def test_max_calls_in_window_and_log(fake, api):
     assert set(entry) >= {"t", "method", "path", "query", "json", "status", "auth"} and entry["auth"] is True
     fake.reset()
     assert fake.requests_log == [] and fake.issues() == [] and fake.token_refreshes == 0
-    assert api("GET", f"/api/v3/portal/{PORTAL}/projects").status_code == 401  # tokens were forgotten
+    assert api("GET", f"/api/v3/portal/{PORTAL}/projects").status_code == 400  # tokens were forgotten
+
+
+# ------------------------------------------------------------------ variants where the documents are silent
+@pytest.mark.parametrize("mode", ["accepted", "ignored", "refused"])
+def test_issue_custom_field_by_api_name_variants(mode):
+    with FakeZoho(custom_field=mode) as fake:
+        api = Client(fake)
+        resp = api("POST", issues_path(), json={"name": "x", "external_id": "github:acme/web#1"})
+        if mode == "refused":
+            assert resp.status_code == 400 and v3_detail(resp)[1]["field_name"] == "external_id" and fake.issues() == []
+        else:
+            assert resp.status_code == 200
+            assert fake.issues()[0].get("external_id") == ("github:acme/web#1" if mode == "accepted" else None)
+
+
+def test_filters_by_cfid_always_and_by_api_name_per_variant():
+    with FakeZoho(filter_api_name="refused") as fake:
+        api = Client(fake)
+        api("POST", issues_path(), json={"name": "x", "external_id": "e-1"})
+        by_cfid = [{"criteria": [{"cfid": "1752587000000080001", "criteria_condition": "is", "value": ["e-1"]}]}]
+        resp = api("GET", issues_path(), params={"page": 1, "per_page": 10, "filter": json.dumps(by_cfid)})
+        assert resp.status_code == 200 and [i["external_id"] for i in resp.json()["issues"]] == ["e-1"]
+        by_name = [{"criteria": [{"api_name": "external_id", "criteria_condition": "is", "value": ["e-1"]}]}]
+        resp = api("GET", issues_path(), params={"page": 1, "per_page": 10, "filter": json.dumps(by_name)})
+        assert resp.status_code == 400
+        fake.set_variant(filter_api_name="accepted")
+        resp = api("GET", issues_path(), params={"page": 1, "per_page": 10, "filter": json.dumps(by_name)})
+        assert resp.status_code == 200
+
+
+def test_status_list_spelling_and_date_only_due_dates():
+    with FakeZoho(status_key="status_deatils", date_only_due="refused") as fake:
+        api = Client(fake)
+        df = api("GET", f"/restapi/portal/{PORTAL}/projects/{WEB}/bugs/defaultfields/").json()["defaultfields"]
+        assert "status_deatils" in df and "status_details" not in df
+        assert api("POST", issues_path(), json={"name": "x", "due_date": "2025-12-12"}).status_code == 400
+        ok = api("POST", issues_path(), json={"name": "x", "due_date": "2025-12-12T02:12:00.000Z"})  # seed 001:3749
+        assert ok.status_code == 200
+
+
+def test_the_list_documents_no_description_and_sorts_by_created_time(fake, api):
+    for n in range(3):
+        api("POST", issues_path(), json={"name": f"n{n}", "description": f"d{n}"})
+        time.sleep(0.002)
+    resp = api("GET", issues_path(), params={"page": 1, "per_page": 10, "sort_by": "DESC(created_time)"})
+    assert [i["name"] for i in resp.json()["issues"]] == ["n2", "n1", "n0"]
+    assert all("description" not in i for i in resp.json()["issues"])
+    first = resp.json()["issues"][-1]["id"]
+    assert api("GET", f"{issues_path()}/{first}/description").json() == {"description": "d0"}  # seed 001:4006
+
+
+def test_tags_on_update_must_use_add_remove(fake, api):
+    iid = api("POST", issues_path(), json={"name": "x", "tags": [{"id": "t1"}]}).json()["id"]
+    assert api("PATCH", f"{issues_path()}/{iid}", json={"tags": [{"id": "t2"}]}).status_code == 400
+    ok = api("PATCH", f"{issues_path()}/{iid}", json={"tags": [{"add": [{"id": "t2"}], "remove": [{"id": "t1"}]}]})
+    assert ok.status_code == 200 and ok.json()["tags"] == [{"id": "t2"}]
+
+
+def test_v3_limit_blocks_every_request_headerless_then_recovers():
+    with FakeZoho(v3_limit=2, v3_window=60, block_seconds=0.5) as fake:
+        api = Client(fake)
+        statuses = [api("GET", f"/api/v3/portal/{PORTAL}/projects").status_code for _ in range(4)]
+        assert statuses == [200, 200, 429, 429]
+        last = api("GET", f"/api/v3/portal/{PORTAL}/projects")
+        assert "Retry-After" not in last.headers and "X-RateLimit-Reset" not in last.headers
+        time.sleep(0.6)
+        assert api("GET", f"/api/v3/portal/{PORTAL}/projects").status_code == 200
+
+
+def test_bugtracker_on_its_own_host_and_move(fake, api):
+    with FakeZoho(host_dialect="bugtracker") as bt:
+        api_bt = Client(bt)
+        assert api_bt("POST", issues_path(), json={"name": "x"}).status_code == 400  # no Projects /issues here
+        assert api_bt("POST", bugs_path(), json={"title": "x"}).status_code == 201
+    iid = api("POST", issues_path(), json={"name": "x"}).json()["id"]
+    moved = api("POST", f"{issues_path()}/{iid}/move", json={"to_project": "1752587000000098001"})
+    assert moved.status_code == 204 and fake.issue(iid)["project_id"] == "1752587000000098001"

@@ -14,6 +14,17 @@ Ground truth (the seed documents in /work/shared/seeds):
   search (section "9. Search & Filters"), ``X-RateLimit-*`` headers ("Rate Limits"), error codes 6001-6010
   and the ``{"code", "message", "details": {"field", "error"}}`` error shape ("Error Codes").
 
+Where the documents are silent the fake has switchable VARIANTS (constructor arguments, see ``VARIANTS``):
+``custom_field`` (issue custom fields by API name: ``accepted`` / ``ignored`` silently / ``refused`` with 400),
+``filter_api_name`` (an issue-list filter naming a field by API name: ``accepted`` / ``refused``; by ``cfid``
+is documented and always accepted), ``status_key`` (the v1 defaultfields status list under
+``status_details`` or Zoho's own wrapper's ``status_deatils``), ``date_only_due`` (a ``YYYY-MM-DD`` due date
+on v3: ``accepted`` / ``refused``; the documented timestamp is always accepted). ``host_dialect`` makes the
+server one dialect's host only (BugTracker lives on its own host, seed 000:7-8). ``refuse_tokens`` answers
+every API call as if the token were invalid (a scope or data-centre mistake). Projects v3 rate limiting
+follows seed 001:737-739: ``v3_limit`` calls per ``v3_window`` seconds, then every request answers a
+header-less 429 for ``block_seconds``.
+
 Option ids are the same in every project: ``1752587000000000000 + 10000 * F + i`` where ``i`` is the
 0-based position of the option in its list and ``F`` is status=1, severity=2, classification=3, module=4,
 priority=5, is_it_reproducible=6 (so status "Open" is "1752587000000010000", "Closed" is
@@ -67,6 +78,13 @@ ACCESS_DENIED = "You have made too many requests continuously. Please try again 
 SCOPE = "ZohoProjects.portals.ALL ZohoProjects.projects.ALL ZohoProjects.bugs.ALL ZohoProjects.users.ALL "
 SCOPE += "ZohoProjects.custom_fields.ALL ZohoBugtracker.projects.ALL ZohoBugtracker.bugs.ALL"
 TOKENS_PER_WINDOW, TOKEN_WINDOW_SECONDS = 10, 600  # seed 001 lines 487-491
+VARIANTS = {
+    "custom_field": ("accepted", "ignored", "refused"),
+    "filter_api_name": ("accepted", "refused"),
+    "status_key": ("status_details", "status_deatils"),
+    "date_only_due": ("accepted", "refused"),
+}
+V3_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$")
 RATE_WINDOW_SECONDS = 60.0
 BT_DEFAULT_LIMIT = 100  # seed 000 "API Call Limits": Free plan, 100 calls per minute
 
@@ -134,9 +152,12 @@ _ROUTE_SPECS = [  # (path regex, dialect, "METHOD:handler ..."); the first match
     (r"^/api/v3/portals/?$", "projects", "GET:_portals"),
     (_P + r"/projects/?$", "projects", "GET:_projects"),
     (_PP + r"/users/?$", "projects", "GET:_users"),
+    (_PP + r"/users/(?P<user>[^/]+)/?$", "projects", "GET:_user_detail"),
     (_P + r"/settings/fields/?$", "projects", "GET:_fields"),
     (_PP + r"/issues/?$", "projects", "GET:_v3_list POST:_v3_create"),
     (_I + r"/?$", "projects", "GET:_v3_get PATCH:_v3_update DELETE:_delete"),
+    (_I + r"/description/?$", "projects", "GET:_v3_description"),
+    (_I + r"/move/?$", "projects", "POST:_v3_move"),
     (_I + r"/comments/?$", "projects", "GET:_v3_comments POST:_v3_comment_create"),
     (_I + _C, "projects", "GET:_comment_get PATCH:_v3_comment_update DELETE:_comment_delete"),
     (_R + r"/bugs/defaultfields/?$", "projects", "GET:_defaultfields"),
@@ -157,6 +178,7 @@ class _Ctx:
         self.dialect = dialect
         self.portal, self.project = params.get("portal"), params.get("project")
         self.issue, self.comment = params.get("issue"), params.get("comment")
+        self.user = params.get("user")
 
     def q(self, name: str) -> str | None:
         vals = self.query.get(name)
@@ -213,7 +235,24 @@ class FakeZoho(FakeServer):
         options=None,
         rate_limit_per_minute=None,
         seed=0,
+        custom_field="accepted",
+        filter_api_name="accepted",
+        status_key="status_details",
+        date_only_due="accepted",
+        host_dialect=None,
+        refuse_tokens=False,
+        v3_limit=None,
+        v3_window=120.0,
+        block_seconds=1800.0,
     ):
+        variants = dict(custom_field=custom_field, filter_api_name=filter_api_name, status_key=status_key)
+        variants["date_only_due"] = date_only_due
+        for name, value in variants.items():
+            if value not in VARIANTS[name]:
+                raise ValueError(f"{name}: expected one of {VARIANTS[name]}, got {value!r}")
+        self.variants = variants
+        self.host_dialect, self.refuse_tokens = host_dialect, refuse_tokens
+        self.v3_limit, self.v3_window, self.block_seconds = v3_limit, v3_window, block_seconds
         self.portal_id = str(portal_id)
         self.projects = {str(k): dict(v) for k, v in (projects or DEFAULT_PROJECTS).items()}
         self.client_id, self.client_secret, self.refresh_token = client_id, client_secret, refresh_token
@@ -274,6 +313,19 @@ class FakeZoho(FakeServer):
         with self._lock:
             self._fail_queue.extend([int(status)] * n)
 
+    def block(self, seconds: float) -> None:
+        """Projects v3 answers every request with a header-less 429 for ``seconds`` from now."""
+        with self._lock:
+            self.blocked_until = time.time() + seconds
+
+    def set_variant(self, **variants) -> None:
+        """Switch variants at run time (see ``VARIANTS``)."""
+        for name, value in variants.items():
+            if value not in VARIANTS[name]:
+                raise ValueError(f"{name}: expected one of {VARIANTS[name]}, got {value!r}")
+        with self._lock:
+            self.variants.update(variants)
+
     def expire_tokens(self) -> None:
         """Every access token issued so far becomes invalid (401 on next use)."""
         with self._lock:
@@ -311,6 +363,7 @@ class FakeZoho(FakeServer):
             self._issues, self._comments, self._seq, self._log, self._tokens = {}, {}, {}, [], {}
             self._issued, self._window, self._fail_queue = deque(), deque(), deque()
             self._refreshes = self._refreshes_denied = self._rate_limited = 0
+            self._v3_calls, self.blocked_until = deque(), 0.0
 
     # ------------------------------------------------------------------ inspection
     def issues(self, project_id=None, dialect=None) -> list[dict]:
@@ -432,11 +485,12 @@ class FakeZoho(FakeServer):
     def _fault(self, dialect, status, retry_after):
         """The answer for an injected (or rate-limit) failure in the request's dialect."""
         bt, headers, kind = dialect == "bugtracker", {}, "OPERATIONAL_VALIDATION_ERROR"
-        if status == 429:
+        if status == 429 and bt:  # seed 000:777-783: BugTracker names its reset time
             headers = {"Retry-After": retry_after, "X-RateLimit-Reset": math.ceil(time.time() + retry_after)}
             msg = f"Too many API calls; retry after {retry_after}s"
-            body = v3_error(429, "TOO_MANY_REQUESTS", msg, error_type=kind)
-            body = bt_error(6009, "Rate Limit Exceeded", "", msg) if bt else body
+            body = bt_error(6009, "Rate Limit Exceeded", "", msg)
+        elif status == 429:  # v3 documents no header (seed 001:737-739): the block is the client's to know
+            body = v3_error(429, "TOO_MANY_REQUESTS", "Too many requests", error_type=kind)
         elif status == 500 and bt:
             body = {"code": 500, "message": "Internal Server Error"}
         elif status == 500:  # seed 001 lines 117-125
@@ -461,11 +515,30 @@ class FakeZoho(FakeServer):
         if not valid and bt:
             msg = "Invalid or expired access token"
             raise ApiError(401, bt_error(6004, "Authentication Failed", "Authorization", msg))
-        if not valid:
-            raise ApiError(401, v3_error(401, "INVALID_OAUTHTOKEN", "Invalid OAuth access token."))
+        if valid and self.refuse_tokens and bt:
+            raise ApiError(401, bt_error(6004, "Authentication Failed", "Authorization", "Invalid access token"))
+        if not valid or self.refuse_tokens:  # seed 001:76-84: INVALID_OAUTHTOKEN comes with HTTP 400
+            raise ApiError(400, v3_error(400, "INVALID_OAUTHTOKEN", "Invalid OAuth access token."))
         entry["auth"] = True
+        shared = path.startswith("/api/v3/portals") or "/users" in path or path.rstrip("/").endswith("/projects")
+        if self.host_dialect is not None and dialect != self.host_dialect and not shared:
+            if bt:  # a BugTracker host has no Projects /issues, and the other way round
+                raise ApiError(404, bt_error(6001, "Invalid URL", "url", f"No API at {path}"))
+            raise ApiError(400, v3_error(400, "URL_RULE_NOT_CONFIGURED", "Given URL is wrong"))
         # 2. rate limit, 3. fail_next / random faults
         with self._lock:
+            if not bt and now < self.blocked_until:  # seed 001:737-739: restricted for 30 minutes, no headers
+                self._rate_limited += 1
+                raise ApiError(429, v3_error(429, "TOO_MANY_REQUESTS", "Too many requests", None, "LIMIT_ERROR"))
+            if not bt and self.v3_limit:
+                while self._v3_calls and now - self._v3_calls[0] >= self.v3_window:
+                    self._v3_calls.popleft()
+                if len(self._v3_calls) >= self.v3_limit:
+                    self.blocked_until = now + self.block_seconds
+                    self._v3_calls.clear()  # a fresh window after the block
+                    self._rate_limited += 1
+                    raise ApiError(429, v3_error(429, "TOO_MANY_REQUESTS", "Too many requests", None, "LIMIT_ERROR"))
+                self._v3_calls.append(now)
             self._prune_window(now)
             if self.rate_limit_per_minute and len(self._window) >= self.rate_limit_per_minute:
                 self._rate_limited += 1
@@ -554,9 +627,19 @@ class FakeZoho(FakeServer):
     def _is_user(self, zpuid):
         return isinstance(zpuid, str | int) and not isinstance(zpuid, bool) and str(zpuid) in self._user_by_id
 
-    def _user(self, zpuid=None):
-        """A user as v3 renders it (default: the token's owner, the first user)."""
-        return dict(self._user_by_id[str(zpuid or self.users[0]["zpuid"])])
+    def _bt_page(self, ctx):
+        """BugTracker ``index`` (1-based) and ``range`` (at most 100, seed 000:1267-1298)."""
+        out = []
+        for name, default, top in (("index", 1, None), ("range", 100, 100)):
+            raw = ctx.q(name)
+            try:
+                val = default if raw is None else int(raw)
+            except ValueError:
+                raise _bt_bad(name, f"{name} must be an integer, got {raw!r}") from None
+            if val < 1 or (top and val > top):
+                raise _bt_bad(name, f"{name} out of range: {val}")
+            out.append(val)
+        return out
 
     def _page(self, ctx, required):
         """``page``/``per_page`` query parameters (required for issue lists, seed 001 lines 3481-3495)."""
@@ -592,11 +675,36 @@ class FakeZoho(FakeServer):
     def _projects(self, ctx):
         page, per_page = self._page(ctx, required=False)
         items = [{"id": k, "name": p.get("name", k), "status": "active"} for k, p in self.projects.items()]
-        chunk, info = self._paginate(items, page, per_page)
-        return 200, {"projects": chunk, "page_info": info}, {}
+        chunk, _ = self._paginate(items, page, per_page)
+        return 200, chunk, {}  # seed 001:1002-1080: a top-level JSON array
+
+    def _project_user(self, u):
+        """A project user as seed 001:13526-13626 shows it: ``id``, ``email``, names, role; no ``zpuid`` key."""
+        first, _, last = u["name"].partition(" ")
+        role = {"name": "Administrator" if u["role"] == "admin" else u["role"], "id": "103368000000048005"}
+        out = dict(id=u["zpuid"], email=u["email"], full_name=u["name"], display_name=first, first_name=first)
+        out.update(last_name=last, zuid=str(u["zuid"]), is_active=True, user_type="1", status="1")
+        return {**out, "role": {**role, "type": "1"}}
 
     def _users(self, ctx):
-        return 200, {"users": [{**self._user(u["zpuid"]), "role": u["role"]} for u in self.users]}, {}
+        if ctx.dialect == "bugtracker" or ctx.q("index") is not None:
+            index, rng = self._bt_page(ctx)
+            return 200, {"users": [self._project_user(u) for u in self.users][index - 1 : index - 1 + rng]}, {}
+        page, per_page = self._page(ctx, required=False)
+        chunk, info = self._paginate([self._project_user(u) for u in self.users], page, per_page)
+        return 200, {"page_info": info, "users": chunk}, {}
+
+    def _user(self, zpuid=None):
+        """A user as v3 renders it (default: the token's owner, the first user)."""
+        return dict(self._user_by_id[str(zpuid or self.users[0]["zpuid"])])
+
+    def _user_detail(self, ctx):
+        """``GET …/users/{ZPUID | EMAILID}`` (seed 001:13627-13661): one user object, ``id`` not ``zpuid``."""
+        key = ctx.user.lower()
+        for u in self.users:
+            if key in (u["zpuid"], u["email"].lower()):
+                return 200, self._project_user(u), {}
+        raise _bad("user", f"Given user {ctx.user} is not a user of this project")
 
     def _fields(self, ctx):
         """Module field info, seed 001 lines 17088-17140: ``module``, ``page``, ``per_page`` required."""
@@ -621,7 +729,8 @@ class FakeZoho(FakeServer):
         out = {}
         for fname in ("severity", "status", "classification", "module", "priority", "is_it_reproducible"):
             p = "reproducible" if fname == "is_it_reproducible" else fname
-            out[f"{p}_details"] = [{f"{p}_id": o["id"], f"{p}_name": o["name"]} for o in self._options[fname]]
+            key = self.variants["status_key"] if fname == "status" else f"{p}_details"
+            out[key] = [{f"{p}_id": o["id"], f"{p}_name": o["name"]} for o in self._options[fname]]
         return 200, {"defaultfields": out}, {}
 
     # ------------------------------------------------------------ Projects v3 issues (seed 001 3375-5624)
@@ -651,6 +760,14 @@ class FakeZoho(FakeServer):
                 if len(val) > 65000:
                     raise _bad("name", "name exceeds max length 65000")
                 out[key] = val
+            elif key == "due_date":
+                date_only = isinstance(val, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", val)
+                if not (isinstance(val, str) and V3_TIMESTAMP.match(val)) and not (
+                    date_only and self.variants["date_only_due"] == "accepted"
+                ):
+                    msg = f"due_date must be a timestamp like 2025-12-12T02:12:00.000Z, got {json.dumps(val)}"
+                    raise _bad(key, msg)
+                out[key] = val
             elif key in V3_TYPED_KEYS:
                 if not isinstance(val, V3_TYPED_KEYS[key]):
                     raise _bad(key, f"{key} must be a JSON {V3_TYPED_KEYS[key].__name__}: {json.dumps(val)}")
@@ -677,9 +794,13 @@ class FakeZoho(FakeServer):
                     raise _bad(key, f"{key} must be a number, got {json.dumps(val)}")
                 out[key] = val
             else:  # configured custom field (singleline text: max 200 characters, seed 001 lines 508-518)
+                mode = self.variants["custom_field"]  # seed 001:499: API names are for Tasks and Projects only
+                if mode == "refused":
+                    raise _bad(key, f"Invalid field {key}: API names of custom fields are not supported here")
                 if not _is_scalar(val) or (isinstance(val, str) and len(val) > 200):
                     raise _bad(key, f"custom field {key} takes a string (max 200), number or bool: {val!r}")
-                out[key] = val
+                if mode == "accepted":
+                    out[key] = val
         return out
 
     @staticmethod
@@ -690,6 +811,8 @@ class FakeZoho(FakeServer):
         ids = None if any(isinstance(t, dict) and ("add" in t or "remove" in t) for t in val) else []
         if ids is None and current is None:
             raise _bad("tags", "tags add/remove is only accepted when updating an issue")
+        if ids is not None and current is not None:  # seed 001:3843-3847, 3911: PATCH documents add/remove
+            raise _bad("tags", 'on update, tags take the form [{"add": [{"id"}], "remove": [{"id"}]}]')
         cur = [t["id"] for t in current or []]
         for t in val:
             if not isinstance(t, dict):
@@ -733,7 +856,23 @@ class FakeZoho(FakeServer):
         return 200, copy.deepcopy(obj), {}
 
     def _v3_get(self, ctx):
-        return 200, copy.deepcopy(self._record(ctx)["obj"]), {}
+        obj = copy.deepcopy(self._record(ctx)["obj"])
+        obj.pop("description", None)  # the detail sample shows none either (seed 001:3555-3589)
+        return 200, obj, {}
+
+    def _v3_description(self, ctx):
+        """``GET …/issues/{id}/description`` (seed 001:3970-4006)."""
+        return 200, {"description": self._record(ctx)["obj"].get("description", "")}, {}
+
+    def _v3_move(self, ctx):
+        """``POST …/issues/{id}/move {"to_project"}`` -> 204 (seed 001:4007-4062)."""
+        rec = self._record(ctx)
+        to = self._json_object(ctx).get("to_project")
+        if str(to) not in self.projects:
+            raise _bad("to_project", f"Given project id {to} is invalid")
+        rec["project_id"] = str(to)
+        rec["obj"]["project"] = {"id": str(to), "name": self.projects[str(to)].get("name", "")}
+        return 204, None, {}
 
     def _v3_update(self, ctx):
         """``PATCH .../issues/{id}`` (seed 001 lines 3778-3938): keys of the seed's update table only."""
@@ -764,8 +903,17 @@ class FakeZoho(FakeServer):
         if not isinstance(spec, dict) or not isinstance(spec.get("criteria"), list) or not spec["criteria"]:
             raise _bad("filter", f'filter must be {{"criteria": [...], "pattern": ...}}, got {raw!r}')
         crits = []
+        cfids = {str(ID_BASE + 80001 + i): n for i, n in enumerate(self.custom_fields)}
         for c in spec["criteria"]:
-            api = c.get("api_name") if isinstance(c, dict) else None
+            c = c if isinstance(c, dict) else {}
+            if c.get("cfid") is not None and c.get("api_name") in (None, "-"):  # documented: by cfid
+                api = cfids.get(str(c["cfid"]))
+                if api is None:
+                    raise _bad("filter", f"unknown cfid {c['cfid']!r}")
+            else:
+                api = c.get("api_name")
+                if self.variants["filter_api_name"] == "refused":
+                    raise _bad("filter", "filter criteria name fields by cfid")
             if api not in (*self.custom_fields, "name"):
                 raise _bad("filter", f"unsupported filter api_name {api!r}")
             cond = c.get("criteria_condition")
@@ -802,6 +950,15 @@ class FakeZoho(FakeServer):
 
         recs = [r for _, r in sorted(self._issues.items()) if r["dialect"] == "projects"]
         items = [copy.deepcopy(r["obj"]) for r in recs if r["project_id"] == ctx.project and ok(r["obj"])]
+        sort = ctx.q("sort_by")
+        if sort:
+            m = re.fullmatch(r"(ASC|DESC)\((created_time|last_modified_time|due_date)\)", sort.strip('"'))
+            if not m:
+                raise _bad("sort_by", f"sort_by must be ASC(field) or DESC(field), got {sort!r}")
+            key = "last_updated_time" if m[2] == "last_modified_time" else m[2]
+            items.sort(key=lambda o: (str(o.get(key) or ""), o["id"]), reverse=m[1] == "DESC")
+        for item in items:  # the list documents no description (seed 001:3467-3553): GET …/description
+            item.pop("description", None)
         chunk, info = self._paginate(items, page, per_page)
         if not chunk:
             return 204, None, {}
@@ -934,7 +1091,8 @@ class FakeZoho(FakeServer):
         return [copy.deepcopy(r["obj"]) for r in recs if r["project_id"] == ctx.project]
 
     def _bt_list(self, ctx):
-        return 200, {"bugs": self._bt_all(ctx)}, {}
+        index, rng = self._bt_page(ctx)
+        return 200, {"bugs": self._bt_all(ctx)[index - 1 : index - 1 + rng]}, {}
 
     def _bt_search(self, ctx):
         """``GET .../bugs/search`` (seed 000 "9. Search & Filters"): ``search_text`` matches title or
@@ -947,7 +1105,8 @@ class FakeZoho(FakeServer):
             if ctx.q(key):
                 wanted = {v.strip() for v in ctx.q(key).split(",")}
                 bugs = [b for b in bugs if b.get(key) in wanted]
-        return 200, {"bugs": bugs}, {}
+        index, rng = self._bt_page(ctx)
+        return 200, {"bugs": bugs[index - 1 : index - 1 + rng]}, {}
 
     def _bt_comment_body(self, ctx):
         body = self._json_object(ctx)
@@ -974,7 +1133,8 @@ class FakeZoho(FakeServer):
 
     def _bt_comments(self, ctx):
         self._record(ctx)
-        return 200, {"comments": copy.deepcopy(self._comments.get(ctx.issue, []))}, {}
+        index, rng = self._bt_page(ctx)
+        return 200, {"comments": copy.deepcopy(self._comments.get(ctx.issue, []))[index - 1 : index - 1 + rng]}, {}
 
     def _bt_comment_update(self, ctx):
         c = self._find_comment(ctx)

@@ -1,0 +1,82 @@
+"""Zoho's documented limits on real processes: the 30-minute block after the v3 limit (shortened through
+ZOHO_RATE_BLOCK_SECONDS) and a token endpoint whose tokens the API refuses."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from tests.factories import issues_event
+from tests.fakes.zoho import FakeZoho
+from tests.harness import BridgeStack, wait_for
+
+pytestmark = pytest.mark.e2e
+
+BLOCK = 4.0  # seconds: stands in for the documented 30 minutes (seed 001:737-739)
+LIMIT = 5  # Zoho's calls per window in this test (documented: 100 per 120 s)
+
+
+def test_a_zoho_block_is_one_global_back_off_and_nothing_fails(tmp_path):
+    fake = FakeZoho(v3_limit=LIMIT, v3_window=120.0, block_seconds=BLOCK).start()
+    stack = BridgeStack(
+        tmp_path,
+        fake,
+        extra_env={
+            "ZOHO_RATE_LIMIT_PER_MINUTE": "0",  # a budget set too high: Zoho itself blocks
+            "ZOHO_RATE_BLOCK_SECONDS": str(BLOCK),
+            "MAX_ATTEMPTS": "3",  # were a 429 an attempt, items would fail
+            "COALESCE_MS": "0",
+        },
+    )
+    try:
+        stack.start(workers=1)
+        for n in range(1, 9):
+            event = issues_event("opened", number=n, title=f"Issue {n}")
+            assert stack.github("issues", event).status_code == 200
+        wait_for(lambda: fake.rate_limited, 30, what="Zoho's first block")
+        time.sleep(0.5)
+        metrics = requests.get(stack.base_url + "/metrics", timeout=10).text
+        block_line = next(line for line in metrics.splitlines() if line.startswith("bridge_zoho_block_until_seconds"))
+        assert float(block_line.split()[-1]) > time.time()  # /metrics shows the block and when it ends
+        counts = stack.wait_idle(timeout=120)
+        assert counts == {"done": 8}  # nothing failed; every item synced after the blocks
+        assert len(fake.issues()) == 8
+        calls = fake.api_calls()
+        blocked = [c["t"] for c in calls if c["status"] == 429]
+        assert blocked, "Zoho never blocked: the test proves nothing"
+        firsts = [t for i, t in enumerate(blocked) if i == 0 or t - blocked[i - 1] > 1.0]
+        for start in firsts:  # besides calls already in flight, no call reaches Zoho during a block
+            during = [c for c in calls if start + 1.0 < c["t"] < start + BLOCK - 0.5]
+            assert during == [], during
+        assert len(blocked) <= 2 * len(firsts)  # one back-off for everyone, not one 429 per worker and retry
+    finally:
+        stack.stop()
+        fake.stop()
+
+
+def test_tokens_zoho_refuses_are_a_configuration_error_without_a_refresh_loop(tmp_path):
+    fake = FakeZoho(refuse_tokens=True).start()
+    stack = BridgeStack(tmp_path, fake, extra_env={"COALESCE_MS": "0"})
+    try:
+        stack.start(workers=1)
+        for n in range(1, 6):
+            assert stack.github("issues", issues_event("opened", number=n)).status_code == 200
+        counts = stack.wait_idle(timeout=60)
+        assert counts == {"failed": 5}  # a configuration error: visible, replayable, not retried for ever
+        # The first grant, and at most one refresh after a refusal: the 10-per-10-minutes budget is kept.
+        assert fake.token_refreshes <= 2
+        # Only the calls already in flight (per worker thread, before and after its one refresh) reach Zoho.
+        assert len(fake.api_calls()) <= 4
+        with stack.engine.connect() as conn:
+            from sqlalchemy import select
+
+            from bridge import db
+
+            errors = conn.execute(select(db.events.c.last_error)).scalars().all()
+        assert all("scopes" in (e or "") and "data centre" in (e or "") for e in errors), errors
+        assert stack.log_text().count("Zoho refused a freshly issued access token") >= 1
+    finally:
+        stack.stop()
+        fake.stop()
