@@ -57,6 +57,8 @@ class Settings:
     bugzilla_poll_seconds: float = 60.0
     admin_token: str = ""  # the admin pages (/admin) are disabled (404) unless it is set
     extra: Mapping[str, str] = field(default_factory=dict)
+    event_max_age_seconds: float = 7 * 86400.0  # an event still pending this long after intake ends `failed`
+    duplicate_recheck_seconds: float = 120.0  # after a create in doubt, look again this much later for a late copy
 
     @property
     def dry_run(self) -> bool:
@@ -212,4 +214,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         bugzilla_poll_products=tuple(p.strip() for p in env.get("BUGZILLA_POLL_PRODUCTS", "").split(",") if p.strip()),
         bugzilla_poll_seconds=max(10.0, _float(env, "BUGZILLA_POLL_SECONDS", 60.0)),
         admin_token=env.get("ADMIN_TOKEN", "").strip(),
+        event_max_age_seconds=max(60.0, _float(env, "EVENT_MAX_AGE_SECONDS", 7 * 86400.0)),
+        duplicate_recheck_seconds=max(0.0, _float(env, "DUPLICATE_RECHECK_SECONDS", 120.0)),
     )

@@ -1,4 +1,10 @@
-"""Reading and writing the bridge's own rows. Plain functions over an Engine; no ORM session state."""
+"""Reading and writing the bridge's own rows. Plain functions over an Engine; no ORM session state.
+
+This module keeps the engine-level helpers intake, the CLI and the admin pages use; the delivery core's
+steps live beside it, split by what they store: `claims` (item claims, generations and back-off),
+`outcomes` (finishing events, attempts), `links` (item and comment links). Those take a Connection, so
+one fenced transaction can hold several of them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -69,14 +75,21 @@ class Link:
     last_state_ts: float
     applied_hash: str | None
     last_fields: dict[str, Any] | None = None
+    intent_at: float | None = None  # DB time of the create intent (an unconfirmed one means "in doubt")
+    recheck_at: float | None = None  # DB time to look once more for a late duplicate of a doubtful create
 
     @property
     def confirmed(self) -> bool:
         return self.state in ("linked", "deleted") and bool(self.zoho_issue_id)
 
 
-# Built once: with the values passed apart, SQLAlchemy reuses the compiled statement (intake's hot path).
-_INSERT_EVENT = insert(db.events)
+# Built once per dialect: with the values passed apart, SQLAlchemy reuses the compiled statement (intake's
+# hot path). `received_at` is the database's time, so the coalescing wait does not depend on a web host's clock.
+_DB_EPOCH_SQL = {
+    "postgresql": "EXTRACT(EPOCH FROM clock_timestamp())::float8",
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+}
+_INSERT_EVENT = {name: insert(db.events).values(received_at=literal_column(sql)) for name, sql in _DB_EPOCH_SQL.items()}
 
 
 # -- deliveries -------------------------------------------------------------------------------------
@@ -86,7 +99,6 @@ def record_delivery(
     engine: Engine, event: NormalizedEvent, *, dedup_key: str, headers: dict[str, str], payload: bytes
 ) -> tuple[int, bool]:
     """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate."""
-    now = time.time()
     values = {
         "source": event.source,
         "dedup_key": dedup_key,
@@ -94,7 +106,6 @@ def record_delivery(
         "item_key": event.item_key,
         "action": event.action,
         "source_ts": event.source_ts.timestamp(),
-        "received_at": now,
         "status": PENDING,
         "attempts": 0,
         "next_attempt_at": 0.0,
@@ -105,7 +116,7 @@ def record_delivery(
     }
     try:
         with engine.begin() as conn:
-            result = conn.execute(_INSERT_EVENT, values)
+            result = conn.execute(_INSERT_EVENT[conn.dialect.name], values)
             return int(result.inserted_primary_key[0]), True
     except IntegrityError:
         with engine.connect() as conn:
@@ -265,6 +276,8 @@ def _link(row: Any) -> Link:
         last_state_ts=row.last_state_ts,
         applied_hash=row.applied_hash,
         last_fields=json.loads(row.last_fields) if row.last_fields else None,
+        intent_at=row.intent_at,
+        recheck_at=row.recheck_at,
     )
 
 

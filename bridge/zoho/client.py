@@ -27,7 +27,7 @@ from bridge import store
 from bridge.mapping.model import BT_FLAGS, V3_FLAGS, IssueDraft
 from bridge.settings import Settings
 from bridge.zoho.auth import TokenProvider
-from bridge.zoho.errors import ResolutionError, ZohoPermanentError, ZohoTransientError
+from bridge.zoho.errors import ResolutionError, ZohoPermanentError, ZohoRateLimited, ZohoTransientError
 from bridge.zoho.ratelimit import RateLimiter, RateLimitTimeout
 
 log = logging.getLogger("bridge.zoho")
@@ -118,7 +118,7 @@ class ZohoClient:
             try:
                 self.limiter.acquire(timeout=min(30.0, self.settings.item_lease_seconds / 3))
             except RateLimitTimeout as exc:
-                raise ZohoTransientError(str(exc), retry_after=exc.wait) from None
+                raise ZohoRateLimited(str(exc), retry_after=exc.wait) from None
             if self.before_call is not None:
                 self.before_call()
             started = time.monotonic()
@@ -150,7 +150,7 @@ class ZohoClient:
             if raw.status_code == 429 or title in ("6009", "TOO_MANY_REQUESTS"):
                 retry_after = _retry_after(raw)
                 self.limiter.penalize(time.time() + retry_after)
-                raise ZohoTransientError(
+                raise ZohoRateLimited(
                     f"{method} {path}: Zoho rate limit (429), retry in {retry_after:.0f}s",
                     status=429,
                     retry_after=retry_after,
@@ -369,7 +369,7 @@ class ZohoClient:
 
     # -- domain verbs ---------------------------------------------------------------------------------
 
-    def find_issue(self, draft: IssueDraft) -> str | None:
+    def find_issue(self, draft: IssueDraft, *, created_after: float | None = None) -> str | None:
         """Look an item up on Zoho by its external-id marker (after a crash, or a lost link table)."""
         base = self._issues_path(draft.portal, draft.project)
         if self.dialect == "bugtracker":
@@ -467,6 +467,38 @@ class ZohoClient:
             if needle in text:
                 return str(comment["id"])
         return None
+
+    # -- used by the delivery core (#11) -----------------------------------------------------------------
+    # Minimal versions; #10's client replaces them at merge.
+
+    def find_marked_issues(self, draft: IssueDraft, *, created_after: float) -> list[str]:
+        """Ids of the issues carrying this item's marker (external id), oldest first."""
+        if self.dry_run:
+            return []
+        base = self._issues_path(draft.portal, draft.project)
+        if self.dialect == "bugtracker":
+            resp = self.call("GET", f"{base}/search", params={"search_text": marker(draft.external_id)})
+            found = (resp.data or {}).get("bugs", []) if isinstance(resp.data, dict) else []
+            found = [b for b in found if marker(draft.external_id) in str(b.get("description") or "")]
+        else:
+            if not draft.external_id_field:
+                return []
+            criteria = {
+                "criteria": [
+                    {"api_name": draft.external_id_field, "criteria_condition": "is", "value": [draft.external_id]}
+                ],
+                "pattern": "1",
+            }
+            resp = self.call("GET", base, params={"page": "1", "per_page": "100", "filter": json.dumps(criteria)})
+            issues = (resp.data or {}).get("issues", []) if isinstance(resp.data, dict) else []
+            found = [i for i in issues if str(i.get(draft.external_id_field)) == draft.external_id]
+        return [str(i["id"]) for i in found]
+
+    def delete_issue(self, portal: str, project: str, issue_id: str) -> None:
+        self.call("DELETE", f"{self._issues_path(portal, project)}/{issue_id}")
+
+    def move_issue(self, portal: str, project: str, issue_id: str, to_project: str) -> None:
+        self.call("POST", f"{self._issues_path(portal, project)}/{issue_id}/move", body={"project_id": to_project})
 
 
 def _with_marker(description: str, external_id: str) -> str:
