@@ -438,3 +438,23 @@ def test_dry_run_first_then_real_credentials_syncs_every_item(tmp_path, fake):
     assert sorted(i["name"] for i in fake.issues()) == ["real 1", "real 2"]
     statuses = store.count_by_status(real.engine)
     assert set(statuses) == {"done", "superseded"} and statuses["done"] == 4
+
+
+def test_a_comment_zoho_applies_after_the_client_gave_up_is_left_once(tmp_path, fake):
+    env = make_env(tmp_path, fake, ZOHO_TIMEOUT_SECONDS="0.5", DUPLICATE_RECHECK_SECONDS="2")
+    runtime = Runtime(load_settings(env))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=3, text="late", commented=5, updated=0))
+    fake.set_faults(slow_rate=1.0, slow_seconds=1.5)  # Zoho stores the comment after the client timed out
+    runtime.sync.process_item("github", "acme/web#1")
+    fake.set_faults()
+    drain(runtime)  # the retry finds nothing yet and posts again
+    [issue] = fake.issues()
+    time.sleep(2.5)
+    assert len(fake.comments(issue["id"])) == 2  # the late one landed
+    runtime.sync.process_item("github", "acme/web#1")  # the re-check
+    [comment] = fake.comments(issue["id"])
+    assert "late" in comment["comment"]
+    [event] = [e for e in store.list_events(runtime.engine) if e.event_name == "issue_comment.created"]
+    assert event.status == "done"

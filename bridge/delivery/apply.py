@@ -181,14 +181,32 @@ class Applier:
         return removed
 
     def recheck(self, item: ClaimedItem, mapping: Mapping, event: NormalizedEvent) -> None:
-        """The delayed look for a late duplicate of a create that was in doubt."""
+        """The delayed look for late copies of a create or a comment that was in doubt: Zoho may apply a
+        request the client gave up on after the retry has already looked for it."""
         link = item.link
         assert link is not None
-        if link.zoho_issue_id and link.state == "linked":
-            draft = addressed(self.draft(mapping, event, link.last_fields), link)
-            since = (link.intent_at or item.now) - CLOCK_MARGIN
-            self.remove_duplicates(item, None, draft, keep=link.zoho_issue_id, since=since)
+        if link.zoho_issue_id and link.state in ("linked", "deleted"):
+            if link.intent_at is not None:
+                draft = addressed(self.draft(mapping, event, link.last_fields), link)
+                since = link.intent_at - CLOCK_MARGIN
+                self.remove_duplicates(item, None, draft, keep=link.zoho_issue_id, since=since)
+            self._remove_duplicate_comments(item, link)
         self._keep_link(item, link, recheck_at=None)
+
+    def _remove_duplicate_comments(self, item: ClaimedItem, link: Link) -> None:
+        assert link.zoho_issue_id is not None
+        ours = {c.zoho_comment_id for c in item.comment_links.values() if c.zoho_comment_id}
+        seen: dict[str, list[str]] = {}
+        for comment_id, text in self.client.comments_of(link.portal, link.project, link.zoho_issue_id):
+            start = text.rfind(f"(issue-bridge {link.source} comment ")
+            if start >= 0:
+                seen.setdefault(text[start:], []).append(comment_id)
+        for ids in seen.values():
+            keep = next((i for i in ids if i in ours), ids[0])
+            for other in ids:
+                if other != keep:
+                    self.client.delete_comment(link.portal, link.project, link.zoho_issue_id, other)
+                    log.warning("deleted duplicate Zoho comment %s (kept %s)", other, keep)
 
     def _delete(self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft, issue_id: str) -> None:
         if mapping.on_delete == "close":
@@ -259,6 +277,8 @@ class Applier:
         zoho_comment_id = None
         if existing is not None:  # an earlier attempt may have posted it before dying: look first
             zoho_comment_id = self.client.find_comment(portal, project, issue_id, needle)
+            if zoho_comment_id is None and item.link is not None:  # Zoho may still apply the earlier post
+                self._keep_link(item, item.link, recheck_at=item.now + self.settings.duplicate_recheck_seconds)
         elif not self.dry_run:
             item.later(
                 lambda conn, now: link_rows.write_comment_intent(

@@ -139,7 +139,8 @@ def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batc
         ).scalar()
         if json_text:
             latest = NormalizedEvent.from_json(json.loads(json_text))
-    comments = comment_links(conn, claim.source, link.external_id) if link is not None and events else {}
+    wanted = link is not None and (events or (link.recheck_at is not None and link.recheck_at <= now))
+    comments = comment_links(conn, claim.source, link.external_id) if wanted and link is not None else {}
     return Batch(now=now, events=events, link=link, unreadable=unreadable, latest_event=latest, comment_links=comments)
 
 

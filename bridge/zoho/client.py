@@ -497,6 +497,14 @@ class ZohoClient:
     def delete_issue(self, portal: str, project: str, issue_id: str) -> None:
         self.call("DELETE", f"{self._issues_path(portal, project)}/{issue_id}")
 
+    def comments_of(self, portal: str, project: str, issue_id: str) -> list[tuple[str, str]]:
+        """(id, text) of the issue's comments, oldest first (the first page, as `find_comment` reads)."""
+        if self.dry_run:
+            return []
+        resp = self.call("GET", self._comments_path(portal, project, issue_id))
+        comments = (resp.data or {}).get("comments", []) if isinstance(resp.data, dict) else []
+        return [(str(c["id"]), str(c.get("content") or c.get("comment") or "")) for c in comments]
+
     def move_issue(self, portal: str, project: str, issue_id: str, to_project: str) -> None:
         self.call("POST", f"{self._issues_path(portal, project)}/{issue_id}/move", body={"project_id": to_project})
 
