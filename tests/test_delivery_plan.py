@@ -85,6 +85,13 @@ def test_a_deletion_wins_a_tie_and_stays_terminal():
     assert "terminal" in (later_reopen.state.note or "")
 
 
+def test_a_deletion_while_a_create_is_in_doubt_looks_for_the_issue_and_one_never_synced_does_nothing():
+    doubt = plan_batch([ev(1, "created", 0), ev(2, "deleted", 3)], link(state="creating"), comments_enabled=True)
+    assert doubt.state is not None and (doubt.state.action, doubt.state.in_doubt) == ("delete", True)
+    never = plan_batch([ev(1, "created", 0), ev(2, "deleted", 3)], None, comments_enabled=True)
+    assert never.state is not None and never.state.action == "skip"
+
+
 def test_older_than_applied_is_not_applied_and_unconfirmed_link_means_doubt():
     stale = plan_batch([ev(1, ts=3, title="old")], link(ts=10), comments_enabled=True)
     assert stale.state is not None and stale.state.action == "skip"

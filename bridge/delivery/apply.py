@@ -28,6 +28,7 @@ from bridge.settings import Settings
 from bridge.store import DONE, FAILED, CommentLink, Link, StoredEvent, outcomes
 from bridge.store import links as link_rows
 from bridge.zoho.client import ZohoClient
+from bridge.zoho.errors import ZohoPermanentError
 
 log = logging.getLogger("bridge.sync")
 CLOCK_MARGIN = 600.0  # Zoho's clock and the database's may differ: look this much further back for duplicates
@@ -103,8 +104,12 @@ class Applier:
             self._create(item, ev, draft, step)
             return
         link = item.link
-        assert link is not None and link.zoho_issue_id is not None
+        assert link is not None
         draft = addressed(draft, link)
+        if step.action == "delete" and step.in_doubt:
+            self._delete_in_doubt(item, ev, mapping, draft, link)
+            return
+        assert link.zoho_issue_id is not None
         if step.action == "delete":
             self._delete(item, ev, mapping, draft, link.zoho_issue_id)
             self._keep_link(item, link, state="deleted", last_state_ts=ev.source_ts, applied_hash="deleted")
@@ -147,8 +152,10 @@ class Applier:
                 self.client.update_issue(draft, issue_id)  # adopt it and bring it to this state
                 self.note(item, ev, f"found Zoho issue {issue_id} made by an earlier attempt: adopted")
             else:
-                issue_id = self.client.create_issue(draft)
-                self.remove_duplicates(item, ev, draft, keep=issue_id, since=since)
+                created = self.client.create_issue(draft)
+                issue_id = self.remove_duplicates(item, ev, draft, keep=None, since=since) or created
+                if issue_id != created:  # an earlier attempt's issue showed up meanwhile: it is the one kept
+                    self.client.update_issue(draft, issue_id)
             recheck_at = item.now + self.settings.duplicate_recheck_seconds
         else:
             issue_id = self.client.create_issue(draft)
@@ -166,25 +173,40 @@ class Applier:
         )
 
     def remove_duplicates(
-        self, item: ClaimedItem, ev: StoredEvent | None, draft: IssueDraft, *, keep: str, since: float
-    ) -> int:
-        """Delete the issues carrying this item's marker other than `keep`: copies the bridge made itself
-        when a create was answered too late or applied after the client gave up."""
-        removed = 0
-        for other in self.client.find_marked_issues(draft, created_after=since):
-            if other != keep:
+        self, item: ClaimedItem, ev: StoredEvent | None, draft: IssueDraft, *, keep: str | None, since: float
+    ) -> str | None:
+        """Delete copies the bridge made itself (a create answered too late, or applied after the client gave
+        up): issues carrying this item's marker that are newer than the one kept. `keep=None` keeps the
+        oldest, the same choice every worker makes, so two workers never delete each other's keeper.
+        Returns the id kept (None if Zoho shows none)."""
+        found = self.client.find_marked_issues(draft, created_after=since)
+        if not found or (keep is not None and keep not in found):
+            return keep  # Zoho does not show the one we keep (yet): deleting anything now would be a guess
+        kept = keep if keep is not None else found[0]
+        for other in found[found.index(kept) + 1 :]:
+            item.step()  # a destructive call is always fenced: a worker that lost the item deletes nothing
+            try:
                 self.client.delete_issue(draft.portal, draft.project, other)
-                removed += 1
-                log.warning("deleted duplicate Zoho issue %s (kept %s)", other, keep, extra={"item": draft.external_id})
-                if ev is not None:
-                    self.note(item, ev, f"deleted duplicate Zoho issue {other}, kept {keep}")
-        return removed
+            except ZohoPermanentError as exc:
+                if exc.status != 404:  # already gone: another worker removed the same copy
+                    raise
+            log.warning("deleted duplicate Zoho issue %s (kept %s)", other, kept, extra={"item": draft.external_id})
+            if ev is not None:
+                self.note(item, ev, f"deleted duplicate Zoho issue {other}, kept {kept}")
+        return kept
 
     def recheck(self, item: ClaimedItem, mapping: Mapping, event: NormalizedEvent) -> None:
         """The delayed look for late copies of a create or a comment that was in doubt: Zoho may apply a
         request the client gave up on after the retry has already looked for it."""
         link = item.link
         assert link is not None
+        if link.state == "creating" and event.action == "deleted":  # a create that landed after the deletion
+            draft = addressed(self.draft(mapping, event, link.last_fields), link)
+            since = (link.intent_at or item.now) - CLOCK_MARGIN
+            issue_id = self.remove_duplicates(item, None, draft, keep=None, since=since)
+            if issue_id is not None:
+                self._delete(item, None, mapping, draft, issue_id, event)
+                self._keep_link(item, link, zoho_issue_id=issue_id, state="deleted", applied_hash="deleted")
         if link.zoho_issue_id and link.state in ("linked", "deleted"):
             if link.intent_at is not None:
                 draft = addressed(self.draft(mapping, event, link.last_fields), link)
@@ -205,17 +227,51 @@ class Applier:
             keep = next((i for i in ids if i in ours), ids[0])
             for other in ids:
                 if other != keep:
+                    item.step()  # fenced, like every destructive call
                     self.client.delete_comment(link.portal, link.project, link.zoho_issue_id, other)
                     log.warning("deleted duplicate Zoho comment %s (kept %s)", other, keep)
 
-    def _delete(self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft, issue_id: str) -> None:
+    def _delete_in_doubt(
+        self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft, link: Link
+    ) -> None:
+        """Deleted while a create is in doubt: if the create reached Zoho, that issue gets the deletion;
+        a create Zoho applies later is found by the re-check, which applies the deletion then."""
+        since = (link.intent_at or item.now) - CLOCK_MARGIN
+        issue_id = self.remove_duplicates(item, ev, draft, keep=None, since=since)
+        recheck_at = item.now + self.settings.duplicate_recheck_seconds
+        if issue_id is None:
+            self.note(item, ev, "deleted before it was synced: nothing in Zoho yet")
+            self._keep_link(item, link, last_state_ts=ev.source_ts, recheck_at=recheck_at)
+            return
+        self._delete(item, ev, mapping, draft, issue_id)
+        self._keep_link(
+            item,
+            link,
+            zoho_issue_id=issue_id,
+            state="deleted",
+            last_state_ts=ev.source_ts,
+            applied_hash="deleted",
+            recheck_at=recheck_at,
+        )
+
+    def _delete(
+        self,
+        item: ClaimedItem,
+        ev: StoredEvent | None,
+        mapping: Mapping,
+        draft: IssueDraft,
+        issue_id: str,
+        event: NormalizedEvent | None = None,
+    ) -> None:
+        event = event or (ev.event if ev is not None else None)
+        assert event is not None
         if mapping.on_delete == "close":
             self.client.close_issue(draft, issue_id, mapping.closed_status)
         elif mapping.on_delete == "comment":
             self.client.add_comment(
-                draft.portal, draft.project, issue_id, f"The {ev.event.item_kind} was deleted in {ev.source}."
+                draft.portal, draft.project, issue_id, f"The {event.item_kind} was deleted in {event.source}."
             )
-        else:
+        elif ev is not None:
             self.note(item, ev, "on_delete is ignore: nothing done")
 
     # -- comments --------------------------------------------------------------------------------------

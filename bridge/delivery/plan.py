@@ -87,6 +87,8 @@ def _state_step(latest: StoredEvent, link: Link | None, known: dict[str, Any]) -
         return StateStep(latest, "skip", known, "the item was deleted: a deletion is terminal")
     if confirmed and link is not None and latest.source_ts < link.last_state_ts:
         return StateStep(latest, "skip", known, "older than the state already in Zoho: not applied")
+    if deleting and link is not None and not confirmed:  # an earlier create may have reached Zoho
+        return StateStep(latest, "delete", known, in_doubt=True)
     if deleting and not confirmed:
         return StateStep(latest, "skip", known, "deleted before it was synced: nothing to do")
     if deleting:
