@@ -458,3 +458,38 @@ def test_a_comment_zoho_applies_after_the_client_gave_up_is_left_once(tmp_path, 
     assert "late" in comment["comment"]
     [event] = [e for e in store.list_events(runtime.engine) if e.event_name == "issue_comment.created"]
     assert event.status == "done"
+
+
+def _edit_mapping(runtime: Runtime, old: str, new: str) -> None:
+    mapping = Path(runtime.settings.mappings_dir) / "github.yaml"
+    text = mapping.read_text()
+    assert old in text
+    mapping.write_text(text.replace(old, new))
+    time.sleep(0.01)
+    os.utime(mapping)
+
+
+def test_a_routing_change_keeps_updates_and_comments_on_the_linked_issue(tmp_path, fake):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    [issue] = fake.issues()
+    _edit_mapping(runtime, 'acme/web: "1752587000000097024"', 'acme/web: "1752587000000098001"')  # a new route
+    deliver(runtime, "issues", issues_event("edited", title="after the route changed", updated=5))
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=4, text="follows", commented=6, updated=4))
+    drain(runtime)
+    assert [(i["id"], i["name"]) for i in fake.issues()] == [(issue["id"], "after the route changed")]
+    assert ["follows" in c["comment"] for c in fake.comments(issue["id"])] == [True]
+    assert store.count_by_status(runtime.engine).get("failed", 0) == 0
+
+
+def test_an_external_id_template_change_keeps_the_issue_and_updates_its_external_id(tmp_path, fake):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    [issue] = fake.issues()
+    _edit_mapping(runtime, 'external_id: "github:{repository}#{number}"', 'external_id: "gh:{repository}/{number}"')
+    deliver(runtime, "issues", issues_event("edited", title="same issue", updated=5))
+    drain(runtime)
+    [after] = fake.issues()  # not forked into a second issue
+    assert (after["id"], after["name"], after["external_id"]) == (issue["id"], "same issue", "gh:acme/web/1")
