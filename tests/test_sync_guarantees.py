@@ -360,6 +360,8 @@ def test_a_malformed_row_ends_failed_instead_of_looping(tmp_path, fake):
         ).one()
     assert status == "failed" and "cannot be read" in error
     assert issue_calls(fake) == []
+    [listed] = store.list_events(runtime.engine, status="failed")  # still visible (and replayable)
+    assert listed.id == event_id and "cannot be read" in listed.event.notes[0]
 
 
 def test_a_rate_limit_wait_is_not_an_attempt(tmp_path, fake):

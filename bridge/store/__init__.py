@@ -12,6 +12,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, update
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from bridge import db
-from bridge.events import NormalizedEvent
+from bridge.events import COMMENT_ACTIONS, ITEM_ACTIONS, Comment, NormalizedEvent
 
 PENDING, DONE, FAILED, SUPERSEDED, SKIPPED = "pending", "done", "failed", "superseded", "skipped"
 EVENT_STATUSES = (PENDING, DONE, FAILED, SUPERSEDED, SKIPPED)
@@ -44,7 +45,15 @@ class StoredEvent:
     event: NormalizedEvent
 
     @classmethod
-    def from_row(cls, row: Any) -> StoredEvent:
+    def from_row(cls, row: Any, *, strict: bool = True) -> StoredEvent:
+        """`strict=False` (listing, showing) turns a row whose event cannot be read into a stand-in, so a
+        failed poison event stays visible and replayable instead of breaking the page that lists it."""
+        try:
+            event = NormalizedEvent.from_json(json.loads(row.event_json))
+        except Exception:
+            if strict:
+                raise
+            event = _unreadable_event(row)
         return cls(
             id=row.id,
             source=row.source,
@@ -59,8 +68,24 @@ class StoredEvent:
             next_attempt_at=row.next_attempt_at,
             last_error=row.last_error,
             notes=row.notes,
-            event=NormalizedEvent.from_json(json.loads(row.event_json)),
+            event=event,
         )
+
+
+def _unreadable_event(row: Any) -> NormalizedEvent:
+    action = row.action if row.action in ITEM_ACTIONS + COMMENT_ACTIONS else "updated"
+    comment = Comment(id="?", body="") if action in COMMENT_ACTIONS else None
+    return NormalizedEvent(
+        source=row.source,
+        item_kind="item",
+        item_key=row.item_key,
+        action=action,
+        event_name=row.event_name,
+        source_ts=datetime.fromtimestamp(row.source_ts, UTC),
+        comment=comment,
+        has_state=False,
+        notes=("the stored event cannot be read",),
+    )
 
 
 @dataclass(frozen=True)
@@ -129,7 +154,7 @@ def record_delivery(
 def get_event(engine: Engine, event_id: int) -> StoredEvent | None:
     with engine.connect() as conn:
         row = conn.execute(select(db.events).where(db.events.c.id == event_id)).first()
-    return StoredEvent.from_row(row) if row else None
+    return StoredEvent.from_row(row, strict=False) if row else None
 
 
 def get_raw_delivery(engine: Engine, event_id: int) -> tuple[dict[str, str], bytes] | None:
@@ -252,7 +277,7 @@ def list_events(
     if source:
         query = query.where(db.events.c.source == source)
     with engine.connect() as conn:
-        return [StoredEvent.from_row(r) for r in conn.execute(query).all()]
+        return [StoredEvent.from_row(r, strict=False) for r in conn.execute(query).all()]
 
 
 def count_by_status(engine: Engine) -> dict[str, int]:
