@@ -72,7 +72,7 @@ class Applier:
         if notes:
             item.later(lambda conn, _now: outcomes.add_notes(conn, ev.id, list(notes)))
 
-    def _keep_link(self, item: ClaimedItem, link: Link, **values: Any) -> None:
+    def keep_link(self, item: ClaimedItem, link: Link, **values: Any) -> None:
         """Remember link columns, in memory now and in the database at the next step. In dry-run the link
         is kept in the `dry-run` state, which real runs treat as no link at all."""
         item.link = dataclasses.replace(link, **{k: v for k, v in values.items() if hasattr(link, k)})
@@ -112,14 +112,14 @@ class Applier:
         assert link.zoho_issue_id is not None
         if step.action == "delete":
             self._delete(item, ev, mapping, draft, link.zoho_issue_id)
-            self._keep_link(item, link, state="deleted", last_state_ts=ev.source_ts, applied_hash="deleted")
+            self.keep_link(item, link, state="deleted", last_state_ts=ev.source_ts, applied_hash="deleted")
             return
         new_hash = body_hash(self.client.issue_body(draft, creating=False))
         if new_hash != link.applied_hash:
             self.client.update_issue(draft, link.zoho_issue_id)
         else:
             self.note(item, ev, "no field changed: no Zoho call")
-        self._keep_link(
+        self.keep_link(
             item, link, state="linked", last_state_ts=ev.source_ts, applied_hash=new_hash, last_fields=step.fields
         )
 
@@ -159,7 +159,7 @@ class Applier:
             recheck_at = item.now + self.settings.duplicate_recheck_seconds
         else:
             issue_id = self.client.create_issue(draft)
-        self._keep_link(
+        self.keep_link(
             item,
             link,
             zoho_issue_id=issue_id,
@@ -206,14 +206,14 @@ class Applier:
             issue_id = self.remove_duplicates(item, None, draft, keep=None, since=since)
             if issue_id is not None:
                 self._delete(item, None, mapping, draft, issue_id, event)
-                self._keep_link(item, link, zoho_issue_id=issue_id, state="deleted", applied_hash="deleted")
+                self.keep_link(item, link, zoho_issue_id=issue_id, state="deleted", applied_hash="deleted")
         if link.zoho_issue_id and link.state in ("linked", "deleted"):
             if link.intent_at is not None:
                 draft = addressed(self.draft(mapping, event, link.last_fields), link)
                 since = link.intent_at - CLOCK_MARGIN
                 self.remove_duplicates(item, None, draft, keep=link.zoho_issue_id, since=since)
             self._remove_duplicate_comments(item, link)
-        self._keep_link(item, link, recheck_at=None)
+        self.keep_link(item, link, recheck_at=None)
 
     def _remove_duplicate_comments(self, item: ClaimedItem, link: Link) -> None:
         assert link.zoho_issue_id is not None
@@ -241,10 +241,10 @@ class Applier:
         recheck_at = item.now + self.settings.duplicate_recheck_seconds
         if issue_id is None:
             self.note(item, ev, "deleted before it was synced: nothing in Zoho yet")
-            self._keep_link(item, link, last_state_ts=ev.source_ts, recheck_at=recheck_at)
+            self.keep_link(item, link, last_state_ts=ev.source_ts, recheck_at=recheck_at)
             return
         self._delete(item, ev, mapping, draft, issue_id)
-        self._keep_link(
+        self.keep_link(
             item,
             link,
             zoho_issue_id=issue_id,
@@ -334,7 +334,7 @@ class Applier:
         if existing is not None:  # an earlier attempt may have posted it before dying: look first
             zoho_comment_id = self.client.find_comment(portal, project, issue_id, needle)
             if zoho_comment_id is None and item.link is not None:  # Zoho may still apply the earlier post
-                self._keep_link(item, item.link, recheck_at=item.now + self.settings.duplicate_recheck_seconds)
+                self.keep_link(item, item.link, recheck_at=item.now + self.settings.duplicate_recheck_seconds)
         elif not self.dry_run:
             item.later(
                 lambda conn, now: link_rows.write_comment_intent(

@@ -182,6 +182,8 @@ class SyncService:
         try:
             mapping = self._mapping(batch)
             if mapping is None:
+                if batch.recheck_due and item.link is not None:  # nothing to re-check with: drop it, never spin
+                    self.applier.keep_link(item, item.link, recheck_at=None)
                 for ev in batch.events:
                     self._end(
                         item,
