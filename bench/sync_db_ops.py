@@ -5,7 +5,9 @@ The delivery and scale benchmarks show the worker's time going to the database; 
 trips that is and which `bridge` functions make them. Each item is stored with `store.record_delivery`
 (as the intake does) and processed with `Runtime.sync.process_item` (what the Celery task calls), with the
 product's defaults (COALESCE_MS=300: the events are made older than the window first, so nothing sleeps).
-Baseline in the same run: the Zoho calls each item needs (lookup + create for a new issue, one update).
+Before and after in the same run: each phase runs with the delivery core as it was before issue #11
+(bench/baseline_sync.py, a copy of the old bridge/sync.py) and with the current one, on fresh items.
+Phases: a new issue, an edit, a comment on a linked item.
 
     .venv/bin/python bench/sync_db_ops.py [--quick] [--config embedded|redis-pg] [--items N] [--limit 0|100]
 """
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 
+from bench.baseline_sync import SyncService as BaselineSync
 from bench.common import (
     GITHUB_SECRET,
     REPO,
@@ -40,6 +43,7 @@ from bridge import db, store
 from bridge.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.sources.github import GitHubSource
+from bridge.zoho.client import ZohoClient
 
 
 class DbCounter:
@@ -101,31 +105,41 @@ def run(config: str, items: int, limit: int) -> dict[str, Any]:
             "LOG_LEVEL": "WARNING",
         }
         runtime = Runtime(load_settings(env, read_dotenv=False))
+        from tests.factories import comment_event, github_request  # the payload builders the tests use
+
         engine = runtime.engine
         source = GitHubSource(GITHUB_SECRET)
         counter = DbCounter(engine)
 
-        def store_event(number: int, **kwargs: Any) -> None:
-            body, headers = github_webhook(number, **kwargs)
+        def store_event(number: int, event: str = "issues", **kwargs: Any) -> None:
+            if event == "issue_comment":
+                payload = comment_event("created", number=number, comment_id=number, text="a comment", commented=90)
+                body, headers = github_request(GITHUB_SECRET, "issue_comment", payload, delivery=f"c-{number}")
+            else:
+                body, headers = github_webhook(number, **kwargs)
             event_id, _ = store.record_delivery(
                 engine, source.parse(body, headers), dedup_key=headers["X-GitHub-Delivery"], headers={}, payload=body
             )
             with engine.begin() as conn:  # older than the coalescing window: the worker does not wait
                 conn.execute(update(db.events).where(db.events.c.id == event_id).values(received_at=time.time() - 5))
 
-        def phase(name: str, **kwargs: Any) -> dict[str, Any]:
-            for n in range(1, items + 1):
-                store_event(1000 + n, **kwargs)
+        baseline = BaselineSync(runtime.settings, engine, runtime.registry, ZohoClient(runtime.settings, engine))
+        cores = {"before": baseline, "after": runtime.sync}
+
+        def phase(name: str, core: str, first: int, event: str = "issues", **kwargs: Any) -> dict[str, Any]:
+            numbers = range(first, first + items)
+            for n in numbers:
+                store_event(n, event, **kwargs)
             calls_before = len(fake.api_calls())
             before = counter.snapshot()
             started = time.perf_counter()
-            for n in range(1, items + 1):
-                runtime.sync.process_item("github", f"acme/web#{1000 + n}")
+            for n in numbers:
+                cores[core].process_item("github", f"acme/web#{n}")
             seconds = time.perf_counter() - started
             after = counter.snapshot()
             sites = after[4] - before[4]
             return {
-                "phase": name,
+                "phase": f"{name} [{core}]",
                 "items": items,
                 "zoho_calls_per_item": (len(fake.api_calls()) - calls_before) / items,
                 "commits_per_item": (after[0] - before[0]) / items,
@@ -139,7 +153,12 @@ def run(config: str, items: int, limit: int) -> dict[str, Any]:
         # A first item so the token, the field metadata and the rate-limit slots exist.
         store_event(1)
         runtime.sync.process_item("github", "acme/web#1")
-        results = [phase("new issue"), phase("update (title edited)", action="edited", title="Edited", updated=60.0)]
+        baseline.process_item("github", "acme/web#1")
+        results = []
+        for core, first in (("before", 1000), ("after", 5000)):
+            results.append(phase("new issue", core, first))
+            results.append(phase("edit (title)", core, first, action="edited", title="Edited", updated=60.0))
+            results.append(phase("comment", core, first, "issue_comment"))
         engine.dispose()
     return {"config": config, "limit": limit, "phases": results}
 
@@ -162,9 +181,10 @@ def main() -> None:
         print(f"-- {args.config}; ZOHO_RATE_LIMIT_PER_MINUTE={limit} ({label}); {args.items} items per phase")
         for p in result["phases"]:
             print(
-                f"   {p['phase']:<22}: {p['zoho_calls_per_item']:.1f} Zoho calls; {p['commits_per_item']:.1f} write"
-                f" transactions, {p['rollbacks_per_item']:.1f} read-only, {p['statements_per_item']:.1f} statements"
-                f" ({p['statements_per_item'] / max(p['zoho_calls_per_item'], 1):.1f} per Zoho call),"
+                f"   {p['phase']:<24}: {p['zoho_calls_per_item']:.1f} Zoho calls;"
+                f" {p['commits_per_item'] + p['rollbacks_per_item']:.1f} transactions"
+                f" ({p['commits_per_item']:.1f} write,"
+                f" {p['rollbacks_per_item']:.1f} read-only), {p['statements_per_item']:.1f} statements,"
                 f" {p['checkouts_per_item']:.1f} pool checkouts; {p['ms_per_item']:.1f} ms per item"
             )
             sites = ", ".join(f"{k} {v:g}" for k, v in p["statements_by_site"].items())

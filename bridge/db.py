@@ -28,7 +28,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 metadata = MetaData()
 
@@ -73,6 +73,8 @@ links = Table(
     Column("last_state_ts", Float, nullable=False, default=0.0),
     Column("applied_hash", String(64)),  # hash of the last body sent, to skip no-op updates
     Column("last_fields", Text),  # the item's fields as last applied (JSON): events carrying fewer keep them
+    Column("intent_at", Float),  # DB time the create intent was written: a later attempt is "in doubt"
+    Column("recheck_at", Float),  # DB time to look for a late duplicate of a create that was in doubt
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("source", "external_id", name="uq_links_source_external"),
@@ -145,13 +147,18 @@ oauth_tokens = Table(
     Column("refreshed_at", Float, nullable=False),
 )
 
-# Leases: per-item processing locks and the token-refresh lock. Expire so a killed holder frees them.
+# Leases: per-item claims and the token-refresh / polling locks. Expire so a killed holder frees them.
+# An item's row is never deleted: `generation` grows by one per claim (the fencing token every write of
+# the claim checks), `retry_at` / `failures` are the item's back-off after a failed attempt (DB clock).
 leases = Table(
     "leases",
     metadata,
     Column("name", String(300), primary_key=True),
     Column("holder", String(128), nullable=False),
     Column("expires_at", Float, nullable=False),
+    Column("generation", Integer, nullable=False, default=0, server_default="0"),
+    Column("retry_at", Float, nullable=False, default=0.0, server_default="0"),
+    Column("failures", Integer, nullable=False, default=0, server_default="0"),
 )
 
 # The shared Zoho call budget: one row per slot of the sliding window, plus the global back-off.
@@ -171,6 +178,22 @@ kv = Table(
 )
 
 
+_WRITE = "bridge_write"
+
+
+def _writes_begin_immediate(engine: Engine) -> None:
+    """Mark the connections `engine.begin()` hands out as writers (see `_sqlite_begin`)."""
+
+    @contextlib.contextmanager
+    def begin() -> Iterator[Connection]:
+        with engine.connect() as conn:
+            conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    engine.begin = begin  # type: ignore[method-assign]
+
+
 def make_engine(database_url: str) -> Engine:
     """An engine tuned for many small transactions from several processes."""
     if database_url.startswith("sqlite"):
@@ -188,14 +211,17 @@ def make_engine(database_url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
-            # Let SQLAlchemy's BEGIN be a real "BEGIN IMMEDIATE" so read-then-write transactions
-            # (leases, limiter) take the write lock up front instead of failing on upgrade.
+            # SQLAlchemy emits the BEGIN itself (below), so the driver must not.
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # `engine.begin()` (a write) takes the write lock up front, so read-then-write transactions
+            # (claims, limiter) never fail on upgrade; `engine.connect()` (a read) takes no lock at all,
+            # so a long read (a /metrics scrape) never holds up intake's inserts.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
+        _writes_begin_immediate(engine)
         return engine
     return create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 

@@ -68,6 +68,8 @@ class Settings:
     zoho_plan: str = "free"  # BugTracker plan: its per-minute and per-day budget
     zoho_rate_block_seconds: float = PROJECTS_BLOCK  # the wait after a 429 that names no reset time
     zoho_daily_limit: int = 0  # calls per UTC day (BugTracker plans); 0 = no daily quota
+    event_max_age_seconds: float = 7 * 86400.0  # an event still pending this long after intake ends `failed`
+    duplicate_recheck_seconds: float = 120.0  # after a create in doubt, look again this much later for a late copy
 
     @property
     def dry_run(self) -> bool:
@@ -271,6 +273,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         zoho_plan=plan,
         zoho_rate_block_seconds=_float(env, "ZOHO_RATE_BLOCK_SECONDS", PROJECTS_BLOCK),
         zoho_daily_limit=PLANS[plan][1] if dialect == "bugtracker" else 0,
+        event_max_age_seconds=max(60.0, _float(env, "EVENT_MAX_AGE_SECONDS", 7 * 86400.0)),
+        duplicate_recheck_seconds=max(0.0, _float(env, "DUPLICATE_RECHECK_SECONDS", 120.0)),
     )
 
 

@@ -8,7 +8,11 @@ Bounded: a few thousand deliveries, well under 3 minutes on 2 cores.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +33,7 @@ from tests.factories_trackers import (
     bugzilla_headers,
 )
 from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, REPO, BridgeStack, RedisServer
+from tests.harness import GITHUB_SECRET, REPO, BridgeStack, RedisServer, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -331,3 +335,193 @@ def test_chaos_nothing_lost_nothing_doubled(tmp_path):
         stack.stop()
         redis.stop()
         fake.stop()
+
+
+# -- the fence: slow Zoho, lost leases, a paused worker, a skewed clock, a poison event (issue #11) ------
+
+FENCE_ITEMS = 24
+LIBFAKETIME = next(
+    (
+        p
+        for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1")
+        if os.path.exists(p)
+    ),
+    None,
+)
+
+
+def _fence_deliveries(rng: random.Random) -> tuple[dict[int, dict[str, Any]], list[tuple[str, dict]]]:
+    """Per item: opened, comments, edits (the last one's title is the expected name); every fourth item
+    also gets a reopen and a deletion with the same timestamp (the deletion must win)."""
+    expected: dict[int, dict[str, Any]] = {}
+    deliveries: list[tuple[str, dict]] = []
+    for n in range(1, FENCE_ITEMS + 1):
+        deleted = n % 4 == 0
+        title = f"item {n} final"
+        deliveries.append(("issues", issues_event("opened", number=n, title=f"item {n}", updated=0)))
+        comments = {} if deleted else {100 * n + k: f"comment {k} of item {n}" for k in (1, 2)}
+        for k, (cid, text) in enumerate(comments.items(), start=1):
+            deliveries.append(
+                ("issue_comment", comment_event("created", comment_id=cid, text=text, commented=k, number=n, updated=k))
+            )
+        for k in (3, 4, 5):
+            deliveries.append(
+                ("issues", issues_event("edited", number=n, title=title if k == 5 else f"item {n} v{k}", updated=k))
+            )
+        if deleted:
+            deliveries.append(("issues", issues_event("reopened", number=n, title=title, updated=9)))
+            deliveries.append(("issues", issues_event("deleted", number=n, title=title, updated=9)))
+        expected[n] = {"name": title, "status": "Closed" if deleted else "Open", "comments": comments}
+    rng.shuffle(deliveries)
+    return expected, deliveries + [d for d in deliveries if rng.random() < 0.1]  # ~10% delivered twice
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime (Debian package faketime) is not installed")
+def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
+    """Two worker processes, one of them with a clock 60 s ahead (libfaketime); Zoho slower than the lease
+    and the client's timeout (creates and comments it applies after the client gave up), answers lost
+    after commit, a worker paused past its lease (SIGSTOP/SIGCONT), a worker killed mid-run (SIGKILL) and a
+    poison event. End: one issue per item with its latest state, each comment once, nothing pending."""
+    rng = random.Random(11)
+    expected, deliveries = _fence_deliveries(rng)
+    fake = FakeZoho(seed=11).start()
+    redis = RedisServer(tmp_path)
+    stack = BridgeStack(
+        tmp_path,
+        fake,
+        broker_url=redis.url,
+        extra_env={
+            "STALE_AFTER_SECONDS": "2",
+            "ITEM_LEASE_SECONDS": "2",  # shorter than a slow Zoho answer
+            "ZOHO_TIMEOUT_SECONDS": "3",  # longer than the lease: a worker's claim expires while it waits
+            "DUPLICATE_RECHECK_SECONDS": "4",
+            "ZOHO_RATE_LIMIT_PER_MINUTE": "0",
+            "MAX_ATTEMPTS": "40",
+            "RETRY_BASE_SECONDS": "0.2",
+            "RETRY_MAX_SECONDS": "2",
+            "COALESCE_MS": "100",
+        },
+    )
+    try:
+        stack.start(workers=1)
+        skewed_env = {**stack.env, "LD_PRELOAD": LIBFAKETIME, "FAKETIME": "+60s", "FAKETIME_DONT_RESET": "1"}
+        log = open(stack.logs / "worker-skewed.log", "ab")  # noqa: SIM115 - lives as long as the process
+        skewed = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "-c",
+                "2",
+                "-Q",
+                "bridge",
+                "-n",
+                "skewed@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=REPO,
+            env=skewed_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stack.procs["worker-skewed"] = skewed
+        # Slow answers outlast the lease and the client's timeout: Zoho applies them after the client gave up.
+        fake.set_faults(slow_rate=0.12, slow_seconds=3.5, error_500_after_commit_rate=0.05, error_500_rate=0.05)
+
+        def send(delivery: tuple[str, dict]) -> None:
+            event, payload = delivery
+            body, headers = github_request(GITHUB_SECRET, event, payload, delivery=_digest(payload))
+            r = requests.post(stack.base_url + "/webhooks/github", data=body, headers=headers, timeout=30)
+            assert r.status_code == 200, r.text
+
+        third = len(deliveries) // 3
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(send, deliveries[:third]))
+            worker = stack.procs["worker1"]
+            os.killpg(worker.pid, signal.SIGSTOP)  # paused past its lease, then resumed
+            list(pool.map(send, deliveries[third : 2 * third]))
+            time.sleep(3)
+            os.killpg(worker.pid, signal.SIGCONT)
+            time.sleep(1)
+            stack.kill("worker1")  # SIGKILL mid-run
+            stack.start_worker("worker1")
+            list(pool.map(send, deliveries[2 * third :]))
+        poison_id = _store_poison(stack)
+        time.sleep(2)
+        fake.set_faults()
+        stack.wait_idle(timeout=150)
+        time.sleep(6)  # the duplicate re-checks come due (DUPLICATE_RECHECK_SECONDS) and run
+        wait_for(lambda: _no_recheck_due(stack), 60, what="duplicate re-checks done")
+
+        counts = stack.counts()
+        assert counts.get("pending", 0) == 0 and counts.get("failed", 0) == 1, (counts, stack.log_text()[-3000:])
+        from sqlalchemy import select
+
+        from bridge import db
+
+        with stack.engine.connect() as conn:
+            [(failed_id, error)] = conn.execute(
+                select(db.events.c.id, db.events.c.last_error).where(db.events.c.status == "failed")
+            ).all()
+        assert failed_id == poison_id and "cannot be read" in (error or "")
+        by_external = {}
+        for issue in fake.issues():
+            by_external.setdefault(issue["external_id"], []).append(issue)
+        assert all(len(v) == 1 for v in by_external.values()), {k: len(v) for k, v in by_external.items()}
+        for n, want in expected.items():
+            issues = by_external.get(f"github:acme/web#{n}", [])
+            if want["status"] == "Closed" and not issues:
+                continue  # deleted before any create reached Zoho: nothing to do, and nothing was done
+            [issue] = issues  # exactly one, none lost
+            assert (issue["name"], issue["status"]["name"]) == (want["name"], want["status"]), n
+            texts = [c["comment"] for c in fake.comments(issue["id"])]
+            assert len(texts) == len(want["comments"]), (n, texts)
+            for cid, text in want["comments"].items():
+                assert len([t for t in texts if f"comment {cid})" in t and text in t]) == 1, (n, cid, texts)
+        slow = sum(1 for c in fake.api_calls() if c["status"] == 500)
+        print(
+            f"\nfence chaos: {FENCE_ITEMS} items, {len(deliveries)} deliveries, {len(fake.api_calls())} Zoho calls"
+            f" ({slow} 500s), events {counts}"
+        )
+    finally:
+        stack.stop()
+        redis.stop()
+        fake.stop()
+
+
+def _digest(payload: dict) -> str:
+    """The same delivery id for a resend of the same payload: a duplicate, as GitHub's resends are."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:36]
+
+
+def _store_poison(stack: BridgeStack) -> int:
+    """A stored event whose row cannot be read (as a bad migration or a manual edit would leave it)."""
+    from sqlalchemy import update
+
+    from bridge import db, store
+    from bridge.sources.github import GitHubSource
+
+    body, headers = github_request(GITHUB_SECRET, "issues", issues_event("opened", number=999))
+    event = GitHubSource(GITHUB_SECRET).parse(body, headers)
+    event_id, _ = store.record_delivery(stack.engine, event, dedup_key="poison", headers={}, payload=body)
+    with stack.engine.begin() as conn:
+        conn.execute(update(db.events).where(db.events.c.id == event_id).values(event_json='{"bad": 1}'))
+    return event_id
+
+
+def _no_recheck_due(stack: BridgeStack) -> bool:
+    from sqlalchemy import func, select
+
+    from bridge import db
+
+    with stack.engine.connect() as conn:
+        return not conn.execute(select(func.count()).where(db.links.c.recheck_at.is_not(None))).scalar()

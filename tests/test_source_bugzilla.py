@@ -311,6 +311,14 @@ def test_two_modifies_in_the_same_second_with_different_changes_are_distinct():
     assert key(one) != key(two)
 
 
+def test_same_second_deliveries_with_the_same_changes_but_another_state_are_distinct():
+    one = bugzilla_event("bug", "modify", changes=[{"field": "priority", "removed": "P3", "added": "P1"}], changed=4)
+    two = json.loads(json.dumps(one))
+    two["bug"]["summary"] = "renamed in the same second"
+    assert key(one) != key(two)
+    assert key(one) == key(json.loads(json.dumps(one)))  # a resend is still a duplicate
+
+
 def test_dedup_key_differs_by_comment_bug_webhook_and_time():
     base = key(bugzilla_event("comment", "create", comment=bugzilla_comment(comment_id=1)))
     assert base != key(bugzilla_event("comment", "create", comment=bugzilla_comment(comment_id=2)))

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
-from bridge import store
+from bridge import db, store
 from bridge.events import NormalizedEvent
 from bridge.runtime import Runtime
 from bridge.settings import load_settings
@@ -78,7 +79,9 @@ def _crash_after_create(env: dict[str, str]) -> None:
     def die(*_args: object, **_kwargs: object) -> None:
         os._exit(9)
 
-    store.confirm_link = die  # the link write never happens
+    from bridge.store import links
+
+    links.update_link = die  # the link write after Zoho's answer never happens
     runtime.sync.process_item("github", "acme/web#1")
 
 
@@ -260,3 +263,235 @@ def test_a_field_an_event_does_not_carry_keeps_its_value(tmp_path, fake):
     [issue] = fake.issues()
     assert issue["name"] == "Renamed"
     assert issue["description"].startswith("Steps: log in")
+
+
+# -- the fence, the failure boundary, exactly one issue (issue #11) ---------------------------------------
+
+
+def issue_calls(fake: FakeZoho, method: str | None = None) -> list[dict]:
+    return [c for c in fake.api_calls(method) if "/issues" in c["path"]]
+
+
+def test_a_new_issue_costs_one_zoho_call(tmp_path, fake):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    deliver(runtime, "issues", issues_event("opened", labels=("bug",)))
+    drain(runtime)
+    assert [c["method"] for c in issue_calls(fake)] == ["POST"]  # no lookup: nothing was in doubt
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.confirmed and link.recheck_at is None
+
+
+def test_a_worker_that_lost_its_claim_stops_without_touching_zoho_or_the_events(tmp_path, fake):
+    env = make_env(tmp_path, fake)
+    stalled, other = Runtime(load_settings(env)), Runtime(load_settings(env))
+    deliver(stalled, "issues", issues_event("opened", title="first"))
+    outcomes: list = []
+
+    def pause_past_the_lease() -> None:
+        # The first worker holds the claim, then stalls (GC pause, SIGSTOP) until its lease is gone and
+        # another worker has claimed the item and synced it.
+        with stalled.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE leases SET expires_at = 0")
+        outcomes.append(other.sync.process_item("github", "acme/web#1"))
+
+    stalled.registry.reload_if_changed = pause_past_the_lease  # type: ignore[method-assign]
+    outcome = stalled.sync.process_item("github", "acme/web#1")
+    assert outcome.lost and outcome.processed == 0
+    assert len(issue_calls(fake, "POST")) == 1 and len(fake.issues()) == 1  # only the new holder created
+    [event] = store.list_events(stalled.engine)
+    assert event.status == "done" and event.attempts == 1  # written once, by the worker that held it
+
+
+def test_zoho_slower_than_the_lease_leaves_one_issue(tmp_path, fake):
+    """The first worker's create takes longer than its lease: a second worker takes the item over (a create
+    in doubt), and the late copy is found and deleted by the duplicate re-check."""
+    env = make_env(tmp_path, fake, ITEM_LEASE_SECONDS="2", DUPLICATE_RECHECK_SECONDS="1")
+    slow, other = Runtime(load_settings(env)), Runtime(load_settings(env))
+    deliver(slow, "issues", issues_event("opened", number=2))
+    slow.sync.process_item("github", "acme/web#2")  # warm the token and field metadata
+    deliver(slow, "issues", issues_event("opened", title="slow one"))
+    fake.set_faults(slow_rate=1.0, slow_seconds=3.0)
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(slow.sync.process_item("github", "acme/web#1")))
+    worker.start()
+    time.sleep(0.5)
+    fake.set_faults()
+    time.sleep(2.0)  # the slow worker's lease is gone; its create has not landed yet
+    other.sync.process_item("github", "acme/web#1")
+    worker.join(30)
+    assert result and result[0].lost  # the slow worker could not write its link
+    assert len([i for i in fake.issues() if i.get("external_id") == "github:acme/web#1"]) == 2
+    time.sleep(1.0)
+    other.sync.process_item("github", "acme/web#1")  # the re-check, once it is due
+    issues = [i for i in fake.issues() if i.get("external_id") == "github:acme/web#1"]
+    link = store.get_link(other.engine, "github", "github:acme/web#1")
+    assert link is not None and [i["id"] for i in issues] == [link.zoho_issue_id]
+    assert link.recheck_at is None
+    [event] = [e for e in store.list_events(other.engine) if e.item_key == "acme/web#1"]
+    assert event.status == "done"
+
+
+def test_an_unexpected_exception_is_an_attempt_and_ends_failed(tmp_path, fake, monkeypatch):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake, MAX_ATTEMPTS="2")))
+    deliver(runtime, "issues", issues_event("opened"))
+
+    def broken(*_args: object, **_kwargs: object) -> str:
+        raise RuntimeError("a bad answer from somewhere, access_token=SECRET123")
+
+    monkeypatch.setattr(runtime.zoho, "create_issue", broken)
+    drain(runtime)
+    [event] = store.list_events(runtime.engine)
+    assert event.status == "failed" and event.attempts == 2
+    assert "gave up after 2 attempts: RuntimeError" in (event.last_error or "")
+    attempts = store.attempts_for_event(runtime.engine, event.id)
+    assert [a["outcome"] for a in attempts] == ["retry", "retry"]
+    assert "Traceback" in attempts[0]["detail"] and "SECRET123" not in attempts[0]["detail"]
+
+
+def test_a_malformed_row_ends_failed_instead_of_looping(tmp_path, fake):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    event_id, _ = deliver(runtime, "issues", issues_event("opened"))
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql('UPDATE events SET event_json = \'{"not": "an event"}\'')
+    drain(runtime)
+    with runtime.engine.connect() as conn:
+        status, error = conn.execute(
+            select(db.events.c.status, db.events.c.last_error).where(db.events.c.id == event_id)
+        ).one()
+    assert status == "failed" and "cannot be read" in error
+    assert issue_calls(fake) == []
+    [listed] = store.list_events(runtime.engine, status="failed")  # still visible (and replayable)
+    assert listed.id == event_id and "cannot be read" in listed.event.notes[0]
+
+
+def test_a_rate_limit_wait_is_not_an_attempt(tmp_path, fake):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake, MAX_ATTEMPTS="1")))
+    deliver(runtime, "issues", issues_event("opened"))
+    fake.set_faults(retry_after_seconds=1)
+    fake.fail_next(1, status=429)
+    drain(runtime)
+    [event] = store.list_events(runtime.engine)
+    assert event.status == "done" and event.attempts == 1  # the 429 cost a wait, not one of the attempts
+    assert len(fake.issues()) == 1
+
+
+def test_an_item_backs_off_as_one_during_an_outage(tmp_path, fake):
+    """Six edits of one item during an outage: each retry is one update for the item, not one per edit."""
+    runtime = Runtime(load_settings(make_env(tmp_path, fake, MAX_ATTEMPTS="3")))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    for n in range(1, 7):
+        deliver(runtime, "issues", issues_event("edited", title=f"edit {n}", updated=n))
+    fake.set_faults(error_500_rate=1.0)
+    drain(runtime)
+    fake.set_faults()
+    assert len(issue_calls(fake, "PATCH")) == 3  # MAX_ATTEMPTS tries of the newest state, nothing more
+    assert store.count_by_status(runtime.engine) == {"done": 1, "failed": 6}
+
+
+def test_a_failing_state_update_does_not_fail_the_comments(tmp_path, fake):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    mapping = Path(runtime.settings.mappings_dir) / "github.yaml"
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    mapping.write_text(mapping.read_text().replace("bug: Major", "bug: Majr"))  # a name Zoho does not have
+    time.sleep(0.01)
+    os.utime(mapping)
+    deliver(runtime, "issues", issues_event("labeled", labels=("bug",), updated=5))
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=7, text="still here", commented=6))
+    drain(runtime)
+    [issue] = fake.issues()
+    assert ["still here" in c["comment"] for c in fake.comments(issue["id"])] == [True]
+
+
+def test_a_deletion_is_terminal_even_against_a_same_time_reopen(tmp_path, fake):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    deliver(runtime, "issues", issues_event("reopened", updated=9))
+    deliver(runtime, "issues", issues_event("deleted", updated=9))
+    drain(runtime)
+    deliver(runtime, "issues", issues_event("reopened", title="back?", updated=20))
+    drain(runtime)
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.state == "deleted"
+    assert fake.issues()[0]["status"]["name"] == "Closed" and fake.issues()[0]["name"] != "back?"
+
+
+def test_dry_run_first_then_real_credentials_syncs_every_item(tmp_path, fake):
+    """The README path: run without credentials first, then with them. Nothing dry-run 'created' is used."""
+    env = make_env(tmp_path, fake)
+    dry_env = {k: v for k, v in env.items() if k not in ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN")}
+    dry = Runtime(load_settings(dry_env))
+    assert dry.settings.dry_run
+    for number in (1, 2):
+        deliver(dry, "issues", issues_event("opened", number=number), delivery=f"d-open-{number}")
+        deliver(
+            dry, "issue_comment", comment_event("created", number=number, comment_id=number, text="hi", commented=2)
+        )
+        drain(dry, f"acme/web#{number}")
+    assert {link.state for link in store.list_links(dry.engine)} == {"dry-run"} and fake.issues() == []
+    assert set(store.count_by_status(dry.engine)) == {"done", "superseded"}
+    dry.engine.dispose()
+    real = Runtime(load_settings(env))
+    for number in (1, 2):
+        deliver(real, "issues", issues_event("edited", number=number, title=f"real {number}", updated=5))
+        drain(real, f"acme/web#{number}")
+    assert sorted(i["name"] for i in fake.issues()) == ["real 1", "real 2"]
+    statuses = store.count_by_status(real.engine)
+    assert set(statuses) == {"done", "superseded"} and statuses["done"] == 4
+
+
+def test_a_comment_zoho_applies_after_the_client_gave_up_is_left_once(tmp_path, fake):
+    env = make_env(tmp_path, fake, ZOHO_TIMEOUT_SECONDS="0.5", DUPLICATE_RECHECK_SECONDS="2")
+    runtime = Runtime(load_settings(env))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=3, text="late", commented=5, updated=0))
+    fake.set_faults(slow_rate=1.0, slow_seconds=1.5)  # Zoho stores the comment after the client timed out
+    runtime.sync.process_item("github", "acme/web#1")
+    fake.set_faults()
+    drain(runtime)  # the retry finds nothing yet and posts again
+    [issue] = fake.issues()
+    time.sleep(2.5)
+    assert len(fake.comments(issue["id"])) == 2  # the late one landed
+    runtime.sync.process_item("github", "acme/web#1")  # the re-check
+    [comment] = fake.comments(issue["id"])
+    assert "late" in comment["comment"]
+    [event] = [e for e in store.list_events(runtime.engine) if e.event_name == "issue_comment.created"]
+    assert event.status == "done"
+
+
+def _edit_mapping(runtime: Runtime, old: str, new: str) -> None:
+    mapping = Path(runtime.settings.mappings_dir) / "github.yaml"
+    text = mapping.read_text()
+    assert old in text
+    mapping.write_text(text.replace(old, new))
+    time.sleep(0.01)
+    os.utime(mapping)
+
+
+def test_a_routing_change_keeps_updates_and_comments_on_the_linked_issue(tmp_path, fake):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    [issue] = fake.issues()
+    _edit_mapping(runtime, 'acme/web: "1752587000000097024"', 'acme/web: "1752587000000098001"')  # a new route
+    deliver(runtime, "issues", issues_event("edited", title="after the route changed", updated=5))
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=4, text="follows", commented=6, updated=4))
+    drain(runtime)
+    assert [(i["id"], i["name"]) for i in fake.issues()] == [(issue["id"], "after the route changed")]
+    assert ["follows" in c["comment"] for c in fake.comments(issue["id"])] == [True]
+    assert store.count_by_status(runtime.engine).get("failed", 0) == 0
+
+
+def test_an_external_id_template_change_keeps_the_issue_and_updates_its_external_id(tmp_path, fake):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    [issue] = fake.issues()
+    _edit_mapping(runtime, 'external_id: "github:{repository}#{number}"', 'external_id: "gh:{repository}/{number}"')
+    deliver(runtime, "issues", issues_event("edited", title="same issue", updated=5))
+    drain(runtime)
+    [after] = fake.issues()  # not forked into a second issue
+    assert (after["id"], after["name"], after["external_id"]) == (issue["id"], "same issue", "gh:acme/web/1")

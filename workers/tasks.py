@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from celery import shared_task
 
-from bridge import polling, store
+from bridge import polling
 from bridge.broker import TASK_REQUEUE_STALE, TASK_SYNC_ITEM, TASK_WAKE_ITEMS
 from bridge.events import SourceUnavailable
 from bridge.runtime import get_runtime
+from bridge.store import claims
 
 log = logging.getLogger("bridge.worker")
 
@@ -19,10 +19,11 @@ log = logging.getLogger("bridge.worker")
 def sync_item(source: str, item_key: str) -> dict[str, object]:
     runtime = get_runtime()
     outcome = runtime.sync.process_item(source, item_key)
-    if outcome.retry_at is not None and not outcome.busy:
-        # Work left for later (a transient Zoho failure): wake this item again when it is due.
-        # The beat job re-enqueues it too, so a lost message only costs time.
-        countdown = max(0.0, outcome.retry_at - time.time())
+    if outcome.retry_at is not None and outcome.db_now is not None and not outcome.busy and not outcome.lost:
+        # Work left for later (a back-off, a wait, a duplicate re-check): wake this item again when it is
+        # due. Both times are the database's, so this host's clock does not matter. The beat job
+        # re-enqueues it too, so a lost message only costs time.
+        countdown = max(0.0, outcome.retry_at - outcome.db_now)
         sync_item.apply_async((source, item_key), countdown=min(countdown, 240.0))
     return {"processed": outcome.processed, "busy": outcome.busy}
 
@@ -39,8 +40,7 @@ def wake_items(items: list[list[str]]) -> int:
 def requeue_stale() -> int:
     """Events stored but not processed after a grace period (broker down, worker killed) go again."""
     runtime = get_runtime()
-    now = time.time()
-    items = store.stale_items(runtime.engine, older_than=now - runtime.settings.stale_after_seconds, now=now)
+    items = claims.stale_items(runtime.engine, grace=runtime.settings.stale_after_seconds)
     for source, item_key in items:
         sync_item.delay(source, item_key)
     if items:

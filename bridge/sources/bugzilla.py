@@ -139,7 +139,7 @@ class BugzillaSource:
         """`webhook:bug:routing key:time:comment or attachment id:hash of changes`.
 
         Bugzilla has no delivery id and one-second times: two modifies of one bug in the same second
-        share everything but their `changes`, so a short hash of those keeps them apart.
+        share the rest of the key, so a short hash of the whole delivery keeps them apart.
         """
         payload = load_json_object(body)
         event, bug, bug_id = _envelope(payload)
@@ -147,8 +147,11 @@ class BugzillaSource:
         routing_key = str(event.get("routing_key") or f"{target}.{event['action']}")
         sub = bug.get(target) if target in ("comment", "attachment") else None
         sub_id = sub.get("id") if isinstance(sub, dict) and sub.get("id") is not None else ""
-        changes = json.dumps(event.get("changes") or [], sort_keys=True, default=str)
-        digest = hashlib.sha256(f"{routing_key}\n{changes}".encode()).hexdigest()[:16]
+        # A hash of the whole delivery (canonical JSON), not only of `changes`: two distinct deliveries in
+        # one second can carry the same changes (P3->P1, P1->P3, P3->P1) and differ elsewhere; a resend
+        # of the same delivery is the same JSON and still collapses to one event.
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
         key = f"{payload.get('webhook_id', '')}:{bug_id}:{routing_key[:100]}:{event.get('time', '')}:{sub_id}:{digest}"
         return key[:255]
 

@@ -424,6 +424,16 @@ class ZohoClient:
                 return str(comment["id"])
         return None
 
+    def comments_of(self, portal: str, project: str, issue_id: str) -> list[tuple[str, str]]:
+        """(id, text) of every comment of the issue, oldest first; paged (the late-copy re-check reads them)."""
+        if self.dry_run:
+            return []
+        return [
+            (str(c["id"]), self.d.comment_text(c))
+            for c in self.pages(self._comments_path(portal, project, issue_id), "comments")
+            if isinstance(c, dict) and "id" in c
+        ]
+
 
 def parse_defaultfields(data: Any) -> dict[str, dict[str, tuple[str, str]]]:
     """{field: {normalized name: (id, name)}} from the v1 defaultfields answer, either status spelling."""

@@ -1,4 +1,10 @@
-"""Reading and writing the bridge's own rows. Plain functions over an Engine; no ORM session state."""
+"""Reading and writing the bridge's own rows. Plain functions over an Engine; no ORM session state.
+
+This module keeps the engine-level helpers intake, the CLI and the admin pages use; the delivery core's
+steps live beside it, split by what they store: `claims` (item claims, generations and back-off),
+`outcomes` (finishing events, attempts), `links` (item and comment links). Those take a Connection, so
+one fenced transaction can hold several of them.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,16 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from bridge import db
-from bridge.events import NormalizedEvent
+from bridge.events import COMMENT_ACTIONS, ITEM_ACTIONS, Comment, NormalizedEvent
 
 PENDING, DONE, FAILED, SUPERSEDED, SKIPPED = "pending", "done", "failed", "superseded", "skipped"
 EVENT_STATUSES = (PENDING, DONE, FAILED, SUPERSEDED, SKIPPED)
@@ -38,7 +45,15 @@ class StoredEvent:
     event: NormalizedEvent
 
     @classmethod
-    def from_row(cls, row: Any) -> StoredEvent:
+    def from_row(cls, row: Any, *, strict: bool = True) -> StoredEvent:
+        """`strict=False` (listing, showing) turns a row whose event cannot be read into a stand-in, so a
+        failed poison event stays visible and replayable instead of breaking the page that lists it."""
+        try:
+            event = NormalizedEvent.from_json(json.loads(row.event_json))
+        except Exception:
+            if strict:
+                raise
+            event = _unreadable_event(row)
         return cls(
             id=row.id,
             source=row.source,
@@ -53,8 +68,24 @@ class StoredEvent:
             next_attempt_at=row.next_attempt_at,
             last_error=row.last_error,
             notes=row.notes,
-            event=NormalizedEvent.from_json(json.loads(row.event_json)),
+            event=event,
         )
+
+
+def _unreadable_event(row: Any) -> NormalizedEvent:
+    action = row.action if row.action in ITEM_ACTIONS + COMMENT_ACTIONS else "updated"
+    comment = Comment(id="?", body="") if action in COMMENT_ACTIONS else None
+    return NormalizedEvent(
+        source=row.source,
+        item_kind="item",
+        item_key=row.item_key,
+        action=action,
+        event_name=row.event_name,
+        source_ts=datetime.fromtimestamp(row.source_ts, UTC),
+        comment=comment,
+        has_state=False,
+        notes=("the stored event cannot be read",),
+    )
 
 
 @dataclass(frozen=True)
@@ -69,14 +100,21 @@ class Link:
     last_state_ts: float
     applied_hash: str | None
     last_fields: dict[str, Any] | None = None
+    intent_at: float | None = None  # DB time of the create intent (an unconfirmed one means "in doubt")
+    recheck_at: float | None = None  # DB time to look once more for a late duplicate of a doubtful create
 
     @property
     def confirmed(self) -> bool:
         return self.state in ("linked", "deleted") and bool(self.zoho_issue_id)
 
 
-# Built once: with the values passed apart, SQLAlchemy reuses the compiled statement (intake's hot path).
-_INSERT_EVENT = insert(db.events)
+# Built once per dialect: with the values passed apart, SQLAlchemy reuses the compiled statement (intake's
+# hot path). `received_at` is the database's time, so the coalescing wait does not depend on a web host's clock.
+_DB_EPOCH_SQL = {
+    "postgresql": "EXTRACT(EPOCH FROM clock_timestamp())::float8",
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+}
+_INSERT_EVENT = {name: insert(db.events).values(received_at=literal_column(sql)) for name, sql in _DB_EPOCH_SQL.items()}
 
 
 # -- deliveries -------------------------------------------------------------------------------------
@@ -86,7 +124,6 @@ def record_delivery(
     engine: Engine, event: NormalizedEvent, *, dedup_key: str, headers: dict[str, str], payload: bytes
 ) -> tuple[int, bool]:
     """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate."""
-    now = time.time()
     values = {
         "source": event.source,
         "dedup_key": dedup_key,
@@ -94,7 +131,6 @@ def record_delivery(
         "item_key": event.item_key,
         "action": event.action,
         "source_ts": event.source_ts.timestamp(),
-        "received_at": now,
         "status": PENDING,
         "attempts": 0,
         "next_attempt_at": 0.0,
@@ -105,7 +141,7 @@ def record_delivery(
     }
     try:
         with engine.begin() as conn:
-            result = conn.execute(_INSERT_EVENT, values)
+            result = conn.execute(_INSERT_EVENT[conn.dialect.name], values)
             return int(result.inserted_primary_key[0]), True
     except IntegrityError:
         with engine.connect() as conn:
@@ -118,7 +154,7 @@ def record_delivery(
 def get_event(engine: Engine, event_id: int) -> StoredEvent | None:
     with engine.connect() as conn:
         row = conn.execute(select(db.events).where(db.events.c.id == event_id)).first()
-    return StoredEvent.from_row(row) if row else None
+    return StoredEvent.from_row(row, strict=False) if row else None
 
 
 def get_raw_delivery(engine: Engine, event_id: int) -> tuple[dict[str, str], bytes] | None:
@@ -241,7 +277,7 @@ def list_events(
     if source:
         query = query.where(db.events.c.source == source)
     with engine.connect() as conn:
-        return [StoredEvent.from_row(r) for r in conn.execute(query).all()]
+        return [StoredEvent.from_row(r, strict=False) for r in conn.execute(query).all()]
 
 
 def count_by_status(engine: Engine) -> dict[str, int]:
@@ -265,6 +301,8 @@ def _link(row: Any) -> Link:
         last_state_ts=row.last_state_ts,
         applied_hash=row.applied_hash,
         last_fields=json.loads(row.last_fields) if row.last_fields else None,
+        intent_at=row.intent_at,
+        recheck_at=row.recheck_at,
     )
 
 

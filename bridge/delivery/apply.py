@@ -1,0 +1,368 @@
+"""Carrying a plan out against Zoho: the item's state (create, update, delete) and its comments.
+
+Exactly one Zoho issue per item, at one Zoho call for an ordinary create: the create intent is written (in
+the fenced step before the call) and the issue created. Only a create *in doubt* (an earlier attempt left
+an unconfirmed intent: a timeout, a lost answer, a killed or paused worker) looks the item up first, and
+after creating checks for a duplicate the bridge itself made (and again later, for a create Zoho applies
+after the client gave up), deleting all but the linked issue. Comments are keyed by the source comment id;
+a comment in doubt is looked up by its marker before it is posted again.
+
+A linked item is always addressed through the portal and project stored on its link, so a routing change
+in the mapping never sends an update to the issue id in another project.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from typing import Any
+
+from bridge.delivery.claim import ClaimedItem
+from bridge.delivery.plan import StateStep, comment_ts
+from bridge.events import NormalizedEvent
+from bridge.mapping import RoutingError, render_comment, translate
+from bridge.mapping.model import IssueDraft, Mapping
+from bridge.settings import Settings
+from bridge.store import DONE, FAILED, CommentLink, Link, StoredEvent, outcomes
+from bridge.store import links as link_rows
+from bridge.zoho.client import ZohoClient
+from bridge.zoho.errors import ZohoPermanentError
+
+log = logging.getLogger("bridge.sync")
+CLOCK_MARGIN = 600.0  # Zoho's clock and the database's may differ: look this much further back for duplicates
+
+
+class PermanentEventError(Exception):
+    """This event cannot succeed as it is (mapping, routing or Zoho 4xx): it goes to `failed`."""
+
+
+def comment_marker(source: str, comment_id: str) -> str:
+    return f"(issue-bridge {source} comment {comment_id})"
+
+
+def body_hash(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Applier:
+    def __init__(self, settings: Settings, client: ZohoClient) -> None:
+        self.settings = settings
+        self.client = client
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.client.dry_run)
+
+    # -- bookkeeping, queued for the next fenced step -------------------------------------------------
+
+    def finish(self, item: ClaimedItem, ev: StoredEvent, status: str, note: str | None = None) -> None:
+        item.finished.add(ev.id)
+        error = note if status == FAILED else None
+
+        def write(conn: Any, now: float) -> None:
+            if outcomes.finish(conn, ev.id, status, now, error=error) and note and status != FAILED:
+                outcomes.add_notes(conn, ev.id, [note])
+
+        item.later(write)
+        log.info("event %s", status, extra={"event_id": ev.id, "item": ev.item_key, "source": ev.source})
+
+    def note(self, item: ClaimedItem, ev: StoredEvent, *notes: str) -> None:
+        if notes:
+            item.later(lambda conn, _now: outcomes.add_notes(conn, ev.id, list(notes)))
+
+    def keep_link(self, item: ClaimedItem, link: Link, **values: Any) -> None:
+        """Remember link columns, in memory now and in the database at the next step. In dry-run the link
+        is kept in the `dry-run` state, which real runs treat as no link at all."""
+        item.link = dataclasses.replace(link, **{k: v for k, v in values.items() if hasattr(link, k)})
+        if self.dry_run:
+            snapshot = item.link
+            item.later(lambda conn, now: link_rows.save_dry_run(conn, snapshot, now))
+            return
+        item.later(
+            lambda conn, now: link_rows.update_link(conn, source=link.source, item_key=link.item_key, now=now, **values)
+        )
+
+    # -- state -----------------------------------------------------------------------------------------
+
+    def draft(self, mapping: Mapping, event: NormalizedEvent, known: dict[str, Any] | None = None) -> IssueDraft:
+        try:
+            return translate(mapping, event, known)
+        except RoutingError as exc:
+            raise PermanentEventError(str(exc)) from None
+
+    def _applied_tags(self, mapping: Mapping, ev: StoredEvent, link: Link) -> tuple[str, ...] | None:
+        """The tags the bridge last applied, from the fields it last applied: the update adds and removes
+        the difference in the documented form (seed 001:3843-3847). None when unknown: then it only adds."""
+        if link.last_fields is None:
+            return None
+        try:
+            before = translate(mapping, dataclasses.replace(ev.event, fields=dict(link.last_fields)), None)
+        except Exception:  # an older mapping may not translate the old fields: only add, never guess removals
+            return None
+        return tuple(before.tags)
+
+    def apply_state(self, item: ClaimedItem, step: StateStep, mapping: Mapping) -> None:
+        ev = step.event
+        self.client.event_id = ev.id
+        if step.action == "skip":
+            self.note(item, ev, step.note or "nothing to apply")
+            return
+        draft = self.draft(mapping, ev.event, step.known)
+        self.note(item, ev, *draft.notes)
+        if step.action == "create":
+            self._create(item, ev, draft, step)
+            return
+        link = item.link
+        assert link is not None
+        draft = addressed(draft, link)
+        if step.action == "delete" and step.in_doubt:
+            self._delete_in_doubt(item, ev, mapping, draft, link)
+            return
+        assert link.zoho_issue_id is not None
+        if step.action == "delete":
+            self._delete(item, ev, mapping, draft, link.zoho_issue_id)
+            self.keep_link(item, link, state="deleted", last_state_ts=ev.source_ts, applied_hash="deleted")
+            return
+        new_hash = body_hash(self.client.issue_body(draft, creating=False))
+        if new_hash != link.applied_hash:
+            self.client.update_issue(draft, link.zoho_issue_id, applied_tags=self._applied_tags(mapping, ev, link))
+        else:
+            self.note(item, ev, "no field changed: no Zoho call")
+        self.keep_link(
+            item, link, state="linked", last_state_ts=ev.source_ts, applied_hash=new_hash, last_fields=step.fields
+        )
+
+    def _create(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft, step: StateStep) -> None:
+        new_hash = body_hash(self.client.issue_body(draft, creating=False))
+        link = item.link
+        if link is None:
+            link = Link(
+                ev.source, draft.external_id, ev.item_key, draft.portal, draft.project, None, "creating", 0.0, None
+            )
+        else:
+            draft = addressed(draft, link)
+        if not self.dry_run:
+            item.later(
+                lambda conn, now: link_rows.write_intent(
+                    conn,
+                    source=ev.source,
+                    external_id=link.external_id,
+                    item_key=ev.item_key,
+                    portal=draft.portal,
+                    project=draft.project,
+                    now=now,
+                )
+            )
+        recheck_at = None
+        if step.in_doubt:
+            since = (link.intent_at or item.now) - CLOCK_MARGIN
+            issue_id = self.client.find_issue(draft, created_after=since)
+            if issue_id is not None:
+                self.client.update_issue(draft, issue_id)  # adopt it and bring it to this state
+                self.note(item, ev, f"found Zoho issue {issue_id} made by an earlier attempt: adopted")
+            else:
+                created = self.client.create_issue(draft)
+                issue_id = self.remove_duplicates(item, ev, draft, keep=None, since=since) or created
+                if issue_id != created:  # an earlier attempt's issue showed up meanwhile: it is the one kept
+                    self.client.update_issue(draft, issue_id)
+            recheck_at = item.now + self.settings.duplicate_recheck_seconds
+        else:
+            issue_id = self.client.create_issue(draft)
+        self.keep_link(
+            item,
+            link,
+            zoho_issue_id=issue_id,
+            state="linked",
+            portal=draft.portal,
+            project=draft.project,
+            last_state_ts=ev.source_ts,
+            applied_hash=new_hash,
+            last_fields=step.fields,
+            recheck_at=recheck_at,
+        )
+
+    def remove_duplicates(
+        self, item: ClaimedItem, ev: StoredEvent | None, draft: IssueDraft, *, keep: str | None, since: float
+    ) -> str | None:
+        """Delete copies the bridge made itself (a create answered too late, or applied after the client gave
+        up): issues carrying this item's marker that are newer than the one kept. `keep=None` keeps the
+        oldest, the same choice every worker makes, so two workers never delete each other's keeper.
+        Returns the id kept (None if Zoho shows none)."""
+        found = self.client.find_marked_issues(draft, created_after=since)
+        if not found or (keep is not None and keep not in found):
+            return keep  # Zoho does not show the one we keep (yet): deleting anything now would be a guess
+        kept = keep if keep is not None else found[0]
+        for other in found[found.index(kept) + 1 :]:
+            item.step()  # a destructive call is always fenced: a worker that lost the item deletes nothing
+            try:
+                self.client.delete_issue(draft.portal, draft.project, other)
+            except ZohoPermanentError as exc:
+                if exc.status != 404:  # already gone: another worker removed the same copy
+                    raise
+            log.warning("deleted duplicate Zoho issue %s (kept %s)", other, kept, extra={"item": draft.external_id})
+            if ev is not None:
+                self.note(item, ev, f"deleted duplicate Zoho issue {other}, kept {kept}")
+        return kept
+
+    def recheck(self, item: ClaimedItem, mapping: Mapping, event: NormalizedEvent) -> None:
+        """The delayed look for late copies of a create or a comment that was in doubt: Zoho may apply a
+        request the client gave up on after the retry has already looked for it."""
+        link = item.link
+        assert link is not None
+        if link.state == "creating" and event.action == "deleted":  # a create that landed after the deletion
+            draft = addressed(self.draft(mapping, event, link.last_fields), link)
+            since = (link.intent_at or item.now) - CLOCK_MARGIN
+            issue_id = self.remove_duplicates(item, None, draft, keep=None, since=since)
+            if issue_id is not None:
+                self._delete(item, None, mapping, draft, issue_id, event)
+                self.keep_link(item, link, zoho_issue_id=issue_id, state="deleted", applied_hash="deleted")
+        if link.zoho_issue_id and link.state in ("linked", "deleted"):
+            if link.intent_at is not None:
+                draft = addressed(self.draft(mapping, event, link.last_fields), link)
+                since = link.intent_at - CLOCK_MARGIN
+                self.remove_duplicates(item, None, draft, keep=link.zoho_issue_id, since=since)
+            self._remove_duplicate_comments(item, link)
+        self.keep_link(item, link, recheck_at=None)
+
+    def _remove_duplicate_comments(self, item: ClaimedItem, link: Link) -> None:
+        assert link.zoho_issue_id is not None
+        ours = {c.zoho_comment_id for c in item.comment_links.values() if c.zoho_comment_id}
+        seen: dict[str, list[str]] = {}
+        for comment_id, text in self.client.comments_of(link.portal, link.project, link.zoho_issue_id):
+            start = text.rfind(f"(issue-bridge {link.source} comment ")
+            if start >= 0:
+                seen.setdefault(text[start:], []).append(comment_id)
+        for ids in seen.values():
+            keep = next((i for i in ids if i in ours), ids[0])
+            for other in ids:
+                if other != keep:
+                    item.step()  # fenced, like every destructive call
+                    self.client.delete_comment(link.portal, link.project, link.zoho_issue_id, other)
+                    log.warning("deleted duplicate Zoho comment %s (kept %s)", other, keep)
+
+    def _delete_in_doubt(
+        self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft, link: Link
+    ) -> None:
+        """Deleted while a create is in doubt: if the create reached Zoho, that issue gets the deletion;
+        a create Zoho applies later is found by the re-check, which applies the deletion then."""
+        since = (link.intent_at or item.now) - CLOCK_MARGIN
+        issue_id = self.remove_duplicates(item, ev, draft, keep=None, since=since)
+        recheck_at = item.now + self.settings.duplicate_recheck_seconds
+        if issue_id is None:
+            self.note(item, ev, "deleted before it was synced: nothing in Zoho yet")
+            self.keep_link(item, link, last_state_ts=ev.source_ts, recheck_at=recheck_at)
+            return
+        self._delete(item, ev, mapping, draft, issue_id)
+        self.keep_link(
+            item,
+            link,
+            zoho_issue_id=issue_id,
+            state="deleted",
+            last_state_ts=ev.source_ts,
+            applied_hash="deleted",
+            recheck_at=recheck_at,
+        )
+
+    def _delete(
+        self,
+        item: ClaimedItem,
+        ev: StoredEvent | None,
+        mapping: Mapping,
+        draft: IssueDraft,
+        issue_id: str,
+        event: NormalizedEvent | None = None,
+    ) -> None:
+        event = event or (ev.event if ev is not None else None)
+        assert event is not None
+        if mapping.on_delete == "close":
+            self.client.close_issue(draft, issue_id, mapping.closed_status)
+        elif mapping.on_delete == "comment":
+            self.client.add_comment(
+                draft.portal, draft.project, issue_id, f"The {event.item_kind} was deleted in {event.source}."
+            )
+        elif ev is not None:
+            self.note(item, ev, "on_delete is ignore: nothing done")
+
+    # -- comments --------------------------------------------------------------------------------------
+
+    def apply_comment(self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping) -> None:
+        self.client.event_id = ev.id
+        comment = ev.event.comment
+        assert comment is not None
+        link = item.link
+        if self.dry_run and (link is None or not link.confirmed):
+            draft = self.draft(mapping, ev.event)  # where it would go; nothing is stored in dry-run
+            link = Link(
+                ev.source, draft.external_id, ev.item_key, draft.portal, draft.project, "dry-run", "linked", 0.0, None
+            )
+        if link is None or not link.confirmed or not link.zoho_issue_id:
+            raise PermanentEventError("the item has no Zoho issue yet")
+        portal, project, issue_id = link.portal, link.project, link.zoho_issue_id
+        needle = comment_marker(ev.source, comment.id)
+        text = f"{render_comment(mapping, ev.event)}\n\n{needle}"
+        ts = comment_ts(ev)
+        existing = item.comment_links.get(comment.id)
+
+        def keep(zoho_comment_id: str | None, state: str, digest: str | None) -> None:
+            item.comment_links[comment.id] = CommentLink(zoho_comment_id, state, ts, digest)
+            if self.dry_run:
+                return
+            item.later(
+                lambda conn, now: link_rows.save_comment(
+                    conn,
+                    source=ev.source,
+                    external_id=link.external_id,
+                    comment_id=comment.id,
+                    zoho_comment_id=zoho_comment_id,
+                    state=state,
+                    last_ts=ts,
+                    body_hash=digest,
+                    now=now,
+                )
+            )
+
+        if ev.action == "comment_deleted":
+            if existing and existing.zoho_comment_id and existing.state != "deleted":
+                self.client.delete_comment(portal, project, issue_id, existing.zoho_comment_id)
+                keep(existing.zoho_comment_id, "deleted", None)
+            else:
+                self.note(item, ev, "comment was never synced: nothing to delete")
+            return
+        digest = body_hash(text)
+        if existing and existing.state == "posted" and existing.zoho_comment_id:
+            if existing.body_hash == digest or ts < existing.last_ts:
+                self.note(item, ev, "comment already in Zoho")
+                return
+            self.client.update_comment(portal, project, issue_id, existing.zoho_comment_id, text)
+            keep(existing.zoho_comment_id, "posted", digest)
+            return
+        if existing and existing.state == "deleted":
+            self.note(item, ev, "comment was deleted in the source: not re-posted")
+            return
+        zoho_comment_id = None
+        if existing is not None:  # an earlier attempt may have posted it before dying: look first
+            zoho_comment_id = self.client.find_comment(portal, project, issue_id, needle)
+            if zoho_comment_id is None and item.link is not None:  # Zoho may still apply the earlier post
+                self.keep_link(item, item.link, recheck_at=item.now + self.settings.duplicate_recheck_seconds)
+        elif not self.dry_run:
+            item.later(
+                lambda conn, now: link_rows.write_comment_intent(
+                    conn, source=ev.source, external_id=link.external_id, comment_id=comment.id, now=now
+                )
+            )
+            item.comment_links[comment.id] = CommentLink(None, "posting", 0.0, None)
+        if zoho_comment_id is None:
+            zoho_comment_id = self.client.add_comment(portal, project, issue_id, text)
+        keep(zoho_comment_id, "posted", digest)
+
+
+def addressed(draft: IssueDraft, link: Link) -> IssueDraft:
+    """The draft sent where the item's issue is: the link's portal and project, whatever the route says now."""
+    if (draft.portal, draft.project) == (link.portal, link.project):
+        return draft
+    return dataclasses.replace(draft, portal=link.portal, project=link.project)
+
+
+__all__ = ["DONE", "Applier", "PermanentEventError", "addressed", "comment_marker"]

@@ -1,0 +1,71 @@
+"""One claim on one item, as the delivery core holds it: the writes waiting for the next fenced step.
+
+Writes are queued with `later()` and committed by `step()`, one transaction that starts with the fence
+(`bridge.store.claims.fence`). A step runs right before a Zoho call (the client's `before_call` hook)
+when there is something to record (the intent before a create, the link after it) or the lease may be
+running out, and once at the end; in between, a claim renewed less than half a lease ago cannot have
+been taken by anyone (others take it only once it expired by the database's clock). If the fence
+fails, nothing queued is written and the worker stops: a worker that lost its claim neither touches
+Zoho nor the events it no longer owns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+
+from bridge.store import CommentLink, Link
+from bridge.store import claims as claim_rows
+from bridge.store.claims import Batch, Claim
+
+Write = Callable[[Connection, float], object]  # the result is ignored
+T = TypeVar("T")
+
+
+class ClaimedItem:
+    def __init__(self, engine: Engine, claim: Claim, batch: Batch, *, renewed: float) -> None:
+        self.engine = engine
+        self.claim = claim
+        self.batch = batch
+        self.now = batch.now  # database time of the last read or step
+        self.link: Link | None = batch.link
+        self.comment_links: dict[str, CommentLink] = dict(batch.comment_links)
+        self.finished: set[int] = set()  # events whose end is written (or queued)
+        self.next_due: float | None = None  # when the item has work again, read when it was released
+        self._writes: list[Write] = []
+        self._renewed = renewed  # monotonic time taken before the claim's transaction began: conservative
+
+    def still_held(self) -> bool:
+        """True while the claim is certainly ours without asking: less than half its lease has passed since
+        it was last renewed (measured on this host's monotonic clock, which no skew between hosts affects)."""
+        return time.monotonic() - self._renewed < self.claim.ttl / 2
+
+    def before_call(self) -> None:
+        """The fence before a Zoho call: a fenced step when there is something to record or the claim
+        may be running out, otherwise nothing (the lease cannot have been taken yet)."""
+        if self._writes or not self.still_held():
+            self.step()
+
+    def later(self, write: Write) -> None:
+        self._writes.append(write)
+
+    def step(self, final: Callable[[Connection, float], T] | None = None) -> T | None:
+        """Commit the queued writes in one fenced transaction; `final` runs last in it."""
+        renewing = time.monotonic()
+        with claim_rows.fenced(self.engine, self.claim) as (conn, now):
+            for write in self._writes:
+                write(conn, now)
+            result = final(conn, now) if final is not None else None
+        self._writes.clear()
+        self.now = now
+        self._renewed = renewing
+        return result
+
+    def next_batch(self, batch: Batch) -> None:
+        self.batch = batch
+        self.now = batch.now
+        self.link = batch.link
+        self.comment_links = dict(batch.comment_links)

@@ -1,0 +1,98 @@
+"""Planning an item's batch, a pure function: from the link and the due events, what this batch must do.
+
+No database, no HTTP: `plan_batch` decides which event carries the state to apply (the newest by the
+source's own time; a deletion wins a tie, and once applied it is terminal), which events are superseded or
+carry nothing, and in which order comments go. `apply.py` carries the plan out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bridge.store import DONE, SKIPPED, SUPERSEDED, Link, StoredEvent
+
+StateAction = Literal["create", "update", "delete", "skip"]
+
+
+@dataclass(frozen=True)
+class StateStep:
+    event: StoredEvent  # the newest state event of the batch
+    action: StateAction
+    known: dict[str, Any]  # fields the event does not carry keep these values (link, then older events)
+    note: str | None = None  # why nothing is sent, for "skip"
+    in_doubt: bool = False  # an earlier create left an unconfirmed intent: look before creating
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {**self.known, **self.event.event.fields}
+
+
+@dataclass(frozen=True)
+class Plan:
+    state: StateStep | None
+    finish_now: list[tuple[StoredEvent, str, str | None]] = field(default_factory=list)  # (event, status, note)
+    comments: list[StoredEvent] = field(default_factory=list)  # in the source's comment order
+
+    @property
+    def worked_on(self) -> list[StoredEvent]:
+        """Events this batch tries (the ones a failure counts an attempt for)."""
+        ids = {e.id for e, _, _ in self.finish_now}
+        out = [self.state.event] if self.state else []
+        return out + [c for c in self.comments if c.id not in ids and (not self.state or c.id != self.state.event.id)]
+
+
+def comment_ts(ev: StoredEvent) -> float:
+    c = ev.event.comment
+    ts = (c.updated_at or c.created_at) if c else None
+    return ts.timestamp() if ts else ev.source_ts
+
+
+def state_order(ev: StoredEvent) -> tuple[float, bool, int]:
+    """Newest state last; at equal source time a deletion comes last, so a same-second reopen cannot undo it."""
+    return (ev.source_ts, ev.action == "deleted", ev.id)
+
+
+def plan_batch(events: list[StoredEvent], link: Link | None, *, comments_enabled: bool) -> Plan:
+    state_events = sorted((e for e in events if e.event.has_state), key=state_order)
+    comment_events = sorted((e for e in events if e.event.comment is not None), key=lambda e: (comment_ts(e), e.id))
+    finish_now: list[tuple[StoredEvent, str, str | None]] = [
+        (e, SKIPPED, "the delivery carried none of the item's fields")
+        for e in events
+        if not e.event.has_state and e.event.comment is None
+    ]
+    state: StateStep | None = None
+    if state_events:
+        latest = state_events[-1]
+        known: dict[str, Any] = dict(link.last_fields or {}) if link else {}
+        applied_ts = link.last_state_ts if link else 0.0
+        for older in state_events[:-1]:
+            if older.source_ts >= applied_ts:
+                known.update(older.event.fields)
+            if older.event.comment is None:
+                finish_now.append((older, SUPERSEDED, f"superseded by event {latest.id}"))
+        state = _state_step(latest, link, known)
+    if not comments_enabled:
+        for ev in comment_events:
+            if state is None or ev.id != state.event.id:
+                finish_now.append((ev, DONE, "comments are off in the mapping"))
+        comment_events = []
+    return Plan(state=state, finish_now=finish_now, comments=comment_events)
+
+
+def _state_step(latest: StoredEvent, link: Link | None, known: dict[str, Any]) -> StateStep:
+    confirmed = link is not None and link.confirmed
+    deleting = latest.action == "deleted"
+    if link is not None and link.state == "deleted":
+        return StateStep(latest, "skip", known, "the item was deleted: a deletion is terminal")
+    if confirmed and link is not None and latest.source_ts < link.last_state_ts:
+        return StateStep(latest, "skip", known, "older than the state already in Zoho: not applied")
+    if deleting and link is not None and not confirmed:  # an earlier create may have reached Zoho
+        return StateStep(latest, "delete", known, in_doubt=True)
+    if deleting and not confirmed:
+        return StateStep(latest, "skip", known, "deleted before it was synced: nothing to do")
+    if deleting:
+        return StateStep(latest, "delete", known)
+    if confirmed:
+        return StateStep(latest, "update", known)
+    return StateStep(latest, "create", known, in_doubt=link is not None)  # an unconfirmed intent: in doubt

@@ -1,0 +1,82 @@
+"""How events end: finished with a status, or back in the queue after a counted attempt. Connection-level,
+so the delivery core runs them inside its fenced transactions."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from bridge import db
+from bridge.events import NormalizedEvent
+from bridge.store import PENDING
+
+
+def finish(conn: Connection, event_id: int, status: str, now: float, *, error: str | None = None) -> bool:
+    """End a pending event. Compare-and-set on `pending`: a replay reset mid-attempt is not absorbed."""
+    result = conn.execute(
+        update(db.events)
+        .where(db.events.c.id == event_id, db.events.c.status == PENDING)
+        .values(status=status, last_error=error, processed_at=now)
+    )
+    return bool(result.rowcount)
+
+
+def add_notes(conn: Connection, event_id: int, notes: list[str]) -> None:
+    if not notes:
+        return
+    old = conn.execute(select(db.events.c.notes).where(db.events.c.id == event_id)).scalar()
+    conn.execute(
+        update(db.events).where(db.events.c.id == event_id).values(notes="; ".join(n for n in (old, *notes) if n))
+    )
+
+
+def replace_event(conn: Connection, event_id: int, event: NormalizedEvent) -> None:
+    """Store a completed version of an event (fields fetched from the source's API)."""
+    conn.execute(
+        update(db.events)
+        .where(db.events.c.id == event_id)
+        .values(event_json=json.dumps(event.to_json()), notes="; ".join(event.notes) or None)
+    )
+
+
+def count_attempt(
+    conn: Connection, event_id: int, *, started_at: float, now: float, outcome: str, detail: str = ""
+) -> int:
+    """Count one attempt of an event and keep its history row; returns the event's attempt count."""
+    conn.execute(update(db.events).where(db.events.c.id == event_id).values(attempts=db.events.c.attempts + 1))
+    number = int(conn.execute(select(db.events.c.attempts).where(db.events.c.id == event_id)).scalar_one())
+    conn.execute(
+        insert(db.attempts).values(
+            event_id=event_id,
+            number=number,
+            started_at=started_at,
+            finished_at=now,
+            outcome=outcome,
+            detail=detail[:4000],
+        )
+    )
+    return number
+
+
+def defer(conn: Connection, event_id: int, *, at: float, error: str | None) -> None:
+    conn.execute(
+        update(db.events)
+        .where(db.events.c.id == event_id, db.events.c.status == PENDING)
+        .values(next_attempt_at=at, last_error=error)
+    )
+
+
+def defer_item(conn: Connection, source: str, item_key: str, *, at: float) -> None:
+    """Every pending event of the item waits until `at`: the item backs off as one, not event by event."""
+    conn.execute(
+        update(db.events)
+        .where(
+            db.events.c.source == source,
+            db.events.c.item_key == item_key,
+            db.events.c.status == PENDING,
+            db.events.c.next_attempt_at < at,
+        )
+        .values(next_attempt_at=at)
+    )
