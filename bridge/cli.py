@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from bridge import store
+from bridge import store, store_pages
 from bridge.settings import Settings, SettingsError, load_settings
 
 
@@ -148,7 +149,7 @@ def events_list(status: str | None, source: str | None, limit: int, as_json: boo
     """Recent events, newest first, with the Zoho calls each made (or, in dry-run, would make)."""
     settings = _settings()
     engine = _engine(settings)
-    rows = store.list_events(engine, status=status, source=source, limit=limit)
+    rows = itertools.islice(store_pages.iter_events(engine, status=status, source=source), limit)
     if as_json:
         out = []
         for ev in rows:
@@ -235,8 +236,10 @@ def events_replay(event_id: int | None, all_failed: bool) -> None:
         raise click.UsageError("give an EVENT_ID or --failed")
     settings = _settings()
     engine = _engine(settings)
-    if all_failed:
-        ids = [e.id for e in store.list_events(engine, status=store.FAILED, limit=100_000)]
+    if all_failed:  # a batch at a time: bounded memory however many failed
+        count = sum(_replay_batch(settings, engine, b) for b in store_pages.id_batches(engine, store.FAILED))
+        click.echo(f"replaying {count} event(s)")
+        return
     else:
         if store.get_event(engine, event_id) is None:  # type: ignore[arg-type]
             raise click.ClickException(f"no event {event_id}")
@@ -244,6 +247,12 @@ def events_replay(event_id: int | None, all_failed: bool) -> None:
     count = store.reset_for_replay(engine, ids)
     _wake(settings, engine, ids)
     click.echo(f"replaying {count} event(s)")
+
+
+def _replay_batch(settings: Settings, engine, batch: list[store_pages.EventRef]) -> int:  # type: ignore[no-untyped-def]
+    count = store.reset_for_replay(engine, [ref.id for ref in batch])
+    _wake(settings, engine, [ref.id for ref in batch])
+    return count
 
 
 def _wake(settings: Settings, engine, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
@@ -554,6 +563,9 @@ def _register_source_commands() -> None:
     from bridge import cli_sources
 
     main.add_command(cli_sources.bugherd)
+    from bridge import cli_db
+
+    db.add_command(cli_db.prune)
 
 
 _register_source_commands()

@@ -57,6 +57,8 @@ class Settings:
     bugzilla_poll_seconds: float = 60.0
     admin_token: str = ""  # the admin pages (/admin) are disabled (404) unless it is set
     extra: Mapping[str, str] = field(default_factory=dict)
+    retention_days: float = 30.0  # finished events, their attempts and Zoho calls are pruned after this (0: never)
+    retention_payload_days: float = 7.0  # raw bodies of finished events are dropped after this (0: never)
 
     @property
     def dry_run(self) -> bool:
@@ -212,4 +214,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         bugzilla_poll_products=tuple(p.strip() for p in env.get("BUGZILLA_POLL_PRODUCTS", "").split(",") if p.strip()),
         bugzilla_poll_seconds=max(10.0, _float(env, "BUGZILLA_POLL_SECONDS", 60.0)),
         admin_token=env.get("ADMIN_TOKEN", "").strip(),
+        retention_days=_float(env, "RETENTION_DAYS", 30.0),
+        retention_payload_days=_float(env, "RETENTION_PAYLOAD_DAYS", 7.0),
     )

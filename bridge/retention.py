@@ -1,0 +1,244 @@
+"""Retention: storage bounded by RETENTION_DAYS and RETENTION_PAYLOAD_DAYS, not by how long the bridge has run.
+
+Pruned, oldest first, in small batches (each its own short transaction, with a pause between them so
+intake's inserts never wait long for SQLite's write lock or a PostgreSQL row):
+
+1. the raw body and headers of finished events (done, superseded, skipped) after RETENTION_PAYLOAD_DAYS:
+   processing and replay read the normalized event (`event_json`), never the raw body again;
+2. finished events after RETENTION_DAYS, with their attempts and Zoho call records;
+3. Zoho call records made outside any event (lookups, option reads) after RETENTION_DAYS;
+4. item leases that expired a day ago (a killed worker's leftovers).
+
+Kept whatever their age: pending and failed events (a failed event stays, with its body, attempts and
+Zoho answers, until it is replayed and done, or dropped), links and comment links (every future event of
+an item needs them), kv, OAuth tokens and the rate-limit slots (a fixed ring of ZOHO_RATE_LIMIT_PER_MINUTE
+rows, bounded by design). The metric counters are never touched: pruning changes no counter; only the
+stored-events gauge goes down by what was deleted.
+
+Step 1 walks `processed_at` from a high-water mark kept in kv (so rows already stripped are not read
+again); step 2 deletes what it reads, so each batch starts where the last ended. Both use the index
+`ix_events_processed (processed_at, status)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from bridge import counters, db, store
+from bridge.clock import db_now, engine_now
+from bridge.settings import Settings
+
+log = logging.getLogger("bridge.retention")
+
+DAY = 86400.0
+FINISHED = (store.DONE, store.SUPERSEDED, store.SKIPPED)
+PAYLOAD_MARK_KEY = "retention:payload-mark"  # "processed_at id" of the last stripped event
+LEASE_KEY = "retention"
+BATCH = 500
+PAUSE_SECONDS = 0.01  # between batches: the write lock is free for intake meanwhile
+
+
+@dataclass
+class PruneReport:
+    payloads: int = 0  # raw bodies dropped
+    payload_bytes: int = 0  # their size (body + headers)
+    events: int = 0
+    attempts: int = 0
+    zoho_calls: int = 0
+    leases: int = 0
+    batches: int = 0
+    payload_cutoff: float | None = None
+    event_cutoff: float | None = None
+    dry_run: bool = False
+    complete: bool = True  # False when max_seconds stopped it (the next run continues)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _read_mark(conn: Connection) -> tuple[float, int]:
+    raw = conn.execute(select(db.kv.c.value).where(db.kv.c.key == PAYLOAD_MARK_KEY)).scalar()
+    if not raw:
+        return (-1.0, 0)
+    at, event_id = raw.split()
+    return float(at), int(event_id)
+
+
+def _write_mark(conn: Connection, mark: tuple[float, int]) -> None:
+    value = f"{mark[0]!r} {mark[1]}"
+    stmt = store._upsert(conn)(db.kv).values(key=PAYLOAD_MARK_KEY, value=value)
+    conn.execute(stmt.on_conflict_do_update(index_elements=[db.kv.c.key], set_={"value": value}))
+
+
+def _after_mark(mark: tuple[float, int], cutoff: float):  # type: ignore[no-untyped-def]
+    e = db.events
+    return and_(
+        e.c.processed_at < cutoff,
+        or_(e.c.processed_at > mark[0], and_(e.c.processed_at == mark[0], e.c.id > mark[1])),
+        e.c.status.in_(FINISHED),
+    )
+
+
+def prune(
+    engine: Engine,
+    *,
+    retention_days: float,
+    payload_days: float,
+    dry_run: bool = False,
+    batch: int = BATCH,
+    pause: float = PAUSE_SECONDS,
+    max_seconds: float | None = None,
+) -> PruneReport:
+    """Prune what is past its age (see the module's docstring). Safe beside live intake and workers."""
+    now = engine_now(engine)
+    report = PruneReport(dry_run=dry_run)
+    report.payload_cutoff = now - payload_days * DAY if payload_days > 0 else None
+    report.event_cutoff = now - retention_days * DAY if retention_days > 0 else None
+    deadline = time.monotonic() + max_seconds if max_seconds else None
+    if dry_run:
+        return _count(engine, report)
+
+    def more_time() -> bool:
+        if deadline is not None and time.monotonic() > deadline:
+            report.complete = False
+            return False
+        return True
+
+    if report.payload_cutoff is not None:
+        while more_time() and _strip_payloads(engine, report, report.payload_cutoff, batch):
+            time.sleep(pause)
+    if report.event_cutoff is not None:
+        while more_time() and _delete_events(engine, report, report.event_cutoff, batch):
+            time.sleep(pause)
+        while more_time() and _delete_loose_calls(engine, report, report.event_cutoff, batch):
+            time.sleep(pause)
+    with engine.begin() as conn:
+        expired = conn.execute(delete(db.leases).where(db.leases.c.expires_at < db_now(conn) - DAY))
+        report.leases = int(expired.rowcount or 0)
+    log.info("retention prune", extra=report.as_dict())
+    return report
+
+
+def _strip_payloads(engine: Engine, report: PruneReport, cutoff: float, batch: int) -> bool:
+    e = db.events
+    with engine.begin() as conn:
+        mark = _read_mark(conn)
+        query = (
+            select(e.c.id, e.c.processed_at, func.length(e.c.payload) + func.length(e.c.headers))
+            .where(_after_mark(mark, cutoff))
+            .order_by(e.c.processed_at, e.c.id)
+            .limit(batch)
+        )
+        rows = conn.execute(query).all()
+        if not rows:
+            return False
+        ids = [r[0] for r in rows]
+        conn.execute(
+            update(e)
+            .where(e.c.id.in_(ids), e.c.status.in_(FINISHED))  # a replayed one keeps its body
+            .values(payload=b"", headers="{}")
+        )
+        _write_mark(conn, (float(rows[-1][1]), int(rows[-1][0])))
+    report.payloads += len(ids)
+    report.payload_bytes += sum(int(r[2] or 0) for r in rows)
+    report.batches += 1
+    return len(rows) == batch
+
+
+def _delete_events(engine: Engine, report: PruneReport, cutoff: float, batch: int) -> bool:
+    e = db.events
+    with engine.begin() as conn:
+        query = (
+            select(e.c.id, e.c.source, e.c.status)
+            .where(e.c.processed_at < cutoff, e.c.status.in_(FINISHED))
+            .order_by(e.c.processed_at)
+            .limit(batch)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)  # a worker replaying one of them wins
+        rows = conn.execute(query).all()
+        if not rows:
+            return False
+        ids = [r.id for r in rows]
+        report.attempts += int(conn.execute(delete(db.attempts).where(db.attempts.c.event_id.in_(ids))).rowcount or 0)
+        calls = conn.execute(delete(db.zoho_calls).where(db.zoho_calls.c.event_id.in_(ids)))
+        report.zoho_calls += int(calls.rowcount or 0)
+        conn.execute(delete(e).where(e.c.id.in_(ids)))
+        counters.events_deleted(conn, [(r.source, r.status) for r in rows])
+    report.events += len(ids)
+    report.batches += 1
+    return len(rows) == batch
+
+
+def _delete_loose_calls(engine: Engine, report: PruneReport, cutoff: float, batch: int) -> bool:
+    calls = db.zoho_calls
+    with engine.begin() as conn:
+        ids = (
+            conn.execute(
+                select(calls.c.id)
+                .where(calls.c.at < cutoff, calls.c.event_id.is_(None))
+                .order_by(calls.c.at)
+                .limit(batch)
+            )
+            .scalars()
+            .all()
+        )
+        if not ids:
+            return False
+        conn.execute(delete(calls).where(calls.c.id.in_(ids)))
+    report.zoho_calls += len(ids)
+    report.batches += 1
+    return len(ids) == batch
+
+
+def _count(engine: Engine, report: PruneReport) -> PruneReport:
+    """What a prune would remove now (index range counts; nothing is changed)."""
+    e = db.events
+    with engine.connect() as conn:
+        if report.payload_cutoff is not None:
+            mark = _read_mark(conn)
+            n, size = conn.execute(
+                select(func.count(), func.coalesce(func.sum(func.length(e.c.payload) + func.length(e.c.headers)), 0))
+                .where(_after_mark(mark, report.payload_cutoff))
+                .where(func.length(e.c.payload) > 0)
+            ).one()
+            report.payloads, report.payload_bytes = int(n), int(size)
+        if report.event_cutoff is not None:
+            old = select(e.c.id).where(e.c.processed_at < report.event_cutoff, e.c.status.in_(FINISHED))
+            report.events = int(conn.execute(select(func.count()).select_from(old.subquery())).scalar() or 0)
+            report.attempts = int(
+                conn.execute(select(func.count()).where(db.attempts.c.event_id.in_(old))).scalar() or 0
+            )
+            calls = db.zoho_calls
+            report.zoho_calls = int(
+                conn.execute(
+                    select(func.count()).where(
+                        or_(
+                            calls.c.event_id.in_(old),
+                            and_(calls.c.at < report.event_cutoff, calls.c.event_id.is_(None)),
+                        )
+                    )
+                ).scalar()
+                or 0
+            )
+        report.leases = int(
+            conn.execute(select(func.count()).where(db.leases.c.expires_at < db_now(conn) - DAY)).scalar() or 0
+        )
+    return report
+
+
+def prune_from_settings(
+    engine: Engine, settings: Settings, *, dry_run: bool = False, max_seconds: float | None = None
+) -> PruneReport:
+    return prune(
+        engine,
+        retention_days=settings.retention_days,
+        payload_days=settings.retention_payload_days,
+        dry_run=dry_run,
+        max_seconds=max_seconds,
+    )
