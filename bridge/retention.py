@@ -3,10 +3,10 @@
 Pruned, oldest first, in small batches (each its own short transaction, with a pause between them so
 intake's inserts never wait long for SQLite's write lock or a PostgreSQL row):
 
-1. the raw body and headers of finished events (done, superseded, skipped) after RETENTION_PAYLOAD_DAYS:
+1. finished events (done, superseded, skipped) after RETENTION_DAYS, with their attempts and Zoho calls;
+2. Zoho call records made outside any event (lookups, option reads) after RETENTION_DAYS;
+3. the raw body and headers of the finished events that remain, after RETENTION_PAYLOAD_DAYS:
    processing and replay read the normalized event (`event_json`), never the raw body again;
-2. finished events after RETENTION_DAYS, with their attempts and Zoho call records;
-3. Zoho call records made outside any event (lookups, option reads) after RETENTION_DAYS;
 4. item leases that expired a day ago (a killed worker's leftovers).
 
 Kept whatever their age: pending and failed events (a failed event stays, with its body, attempts and
@@ -15,15 +15,17 @@ an item needs them), kv, OAuth tokens and the rate-limit slots (a fixed ring of 
 rows, bounded by design). The metric counters are never touched: pruning changes no counter; only the
 stored-events gauge goes down by what was deleted.
 
-Step 1 walks `processed_at` from a high-water mark kept in kv (so rows already stripped are not read
-again); step 2 deletes what it reads, so each batch starts where the last ended. Both use the index
+Step 1 deletes what it reads, so each batch starts where the last ended; step 3 walks `processed_at` from a
+high-water mark kept in kv, so rows already stripped are not read again. Both use the index
 `ix_events_processed (processed_at, status)`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -39,8 +41,10 @@ DAY = 86400.0
 FINISHED = (store.DONE, store.SUPERSEDED, store.SKIPPED)
 PAYLOAD_MARK_KEY = "retention:payload-mark"  # "processed_at id" of the last stripped event
 LEASE_KEY = "retention"
-BATCH = 500
-PAUSE_SECONDS = 0.01  # between batches: the write lock is free for intake meanwhile
+BATCH = 200  # rows per transaction to start with; on SQLite adjusted so one holds the write lock ~HOLD
+MAX_BATCH = 2000
+HOLD_SECONDS = 0.015
+PAUSE_SECONDS = 0.02  # at least this between batches (on SQLite, at least twice the last hold) for intake
 
 
 @dataclass
@@ -109,14 +113,18 @@ def prune(
             return False
         return True
 
-    if report.payload_cutoff is not None:
-        while more_time() and _strip_payloads(engine, report, report.payload_cutoff, batch):
-            time.sleep(pause)
+    pacer = _Pacer(engine, batch, pause)
+    # Old events go first, so the bodies stripped next are only those of events that stay.
     if report.event_cutoff is not None:
-        while more_time() and _delete_events(engine, report, report.event_cutoff, batch):
-            time.sleep(pause)
-        while more_time() and _delete_loose_calls(engine, report, report.event_cutoff, batch):
-            time.sleep(pause)
+        cutoff = report.event_cutoff
+        while more_time() and pacer.step(lambda n: _delete_events(pacer, report, cutoff, n)):
+            pass
+        while more_time() and pacer.step(lambda n: _delete_loose_calls(pacer, report, cutoff, n)):
+            pass
+    if report.payload_cutoff is not None:
+        start, cutoff = report.event_cutoff, report.payload_cutoff
+        while more_time() and pacer.step(lambda n: _strip_payloads(pacer, report, start, cutoff, n)):
+            pass
     with engine.begin() as conn:
         expired = conn.execute(delete(db.leases).where(db.leases.c.expires_at < db_now(conn) - DAY))
         report.leases = int(expired.rowcount or 0)
@@ -124,10 +132,56 @@ def prune(
     return report
 
 
-def _strip_payloads(engine: Engine, report: PruneReport, cutoff: float, batch: int) -> bool:
+class _Pacer:
+    """Runs one batch at a time with a pause after each. On SQLite (one writer for the whole file) the batch
+    size follows the time the last one held the write lock, and the pause is at least twice that hold, so a
+    delivery arriving meanwhile waits one short batch at most."""
+
+    def __init__(self, engine: Engine, batch: int, pause: float) -> None:
+        self.engine = engine
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.batch = batch
+        self.pause = pause
+        self.held = 0.0
+
+    @contextlib.contextmanager
+    def txn(self) -> Iterator[Connection]:
+        """One batch's transaction; times how long it held the lock (from BEGIN granted to COMMIT done)."""
+        with self.engine.begin() as conn:
+            started = time.perf_counter()
+            yield conn
+        self.held = time.perf_counter() - started
+
+    def step(self, run) -> bool:  # type: ignore[no-untyped-def]
+        self.held = 0.0
+        more = bool(run(self.batch))
+        held = self.held
+        if self.sqlite:
+            self._checkpoint()
+            if held > HOLD_SECONDS and self.batch > 10:
+                self.batch = max(10, self.batch // 2)
+            elif held < HOLD_SECONDS / 3:
+                self.batch = min(MAX_BATCH, self.batch * 2)
+        if more:
+            time.sleep(max(self.pause, 2 * held) if self.sqlite else self.pause)
+        return more
+
+    def _checkpoint(self) -> None:
+        # Copy what this batch wrote out of the WAL now, on our own connection: otherwise the commit of some
+        # delivery crosses the auto-checkpoint threshold and that delivery waits for our pages to be copied.
+        raw = self.engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            raw.close()
+
+
+def _strip_payloads(pacer: _Pacer, report: PruneReport, start: float | None, cutoff: float, batch: int) -> bool:
     e = db.events
-    with engine.begin() as conn:
+    with pacer.txn() as conn:
         mark = _read_mark(conn)
+        if start is not None and mark[0] < start:
+            mark = (start, 0)  # older events were deleted (or are failed, and keep their body)
         query = (
             select(e.c.id, e.c.processed_at, func.length(e.c.payload) + func.length(e.c.headers))
             .where(_after_mark(mark, cutoff))
@@ -150,9 +204,9 @@ def _strip_payloads(engine: Engine, report: PruneReport, cutoff: float, batch: i
     return len(rows) == batch
 
 
-def _delete_events(engine: Engine, report: PruneReport, cutoff: float, batch: int) -> bool:
+def _delete_events(pacer: _Pacer, report: PruneReport, cutoff: float, batch: int) -> bool:
     e = db.events
-    with engine.begin() as conn:
+    with pacer.txn() as conn:
         query = (
             select(e.c.id, e.c.source, e.c.status)
             .where(e.c.processed_at < cutoff, e.c.status.in_(FINISHED))
@@ -175,9 +229,9 @@ def _delete_events(engine: Engine, report: PruneReport, cutoff: float, batch: in
     return len(rows) == batch
 
 
-def _delete_loose_calls(engine: Engine, report: PruneReport, cutoff: float, batch: int) -> bool:
+def _delete_loose_calls(pacer: _Pacer, report: PruneReport, cutoff: float, batch: int) -> bool:
     calls = db.zoho_calls
-    with engine.begin() as conn:
+    with pacer.txn() as conn:
         ids = (
             conn.execute(
                 select(calls.c.id)
@@ -202,6 +256,8 @@ def _count(engine: Engine, report: PruneReport) -> PruneReport:
     with engine.connect() as conn:
         if report.payload_cutoff is not None:
             mark = _read_mark(conn)
+            if report.event_cutoff is not None and mark[0] < report.event_cutoff:
+                mark = (report.event_cutoff, 0)
             n, size = conn.execute(
                 select(func.count(), func.coalesce(func.sum(func.length(e.c.payload) + func.length(e.c.headers)), 0))
                 .where(_after_mark(mark, report.payload_cutoff))
