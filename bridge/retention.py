@@ -133,9 +133,10 @@ def prune(
 
 
 class _Pacer:
-    """Runs one batch at a time with a pause after each. On SQLite (one writer for the whole file) the batch
-    size follows the time the last one held the write lock, and the pause is at least twice that hold, so a
-    delivery arriving meanwhile waits one short batch at most."""
+    """Runs one batch at a time with a pause after each. The batch size follows the time the last one held
+    its transaction open (on SQLite, the write lock of the whole file) and the pause is at least twice that,
+    so a delivery arriving meanwhile waits one short batch at most and the prune takes a third of the time
+    (and disk) at most."""
 
     def __init__(self, engine: Engine, batch: int, pause: float) -> None:
         self.engine = engine
@@ -158,12 +159,12 @@ class _Pacer:
         held = self.held
         if self.sqlite:
             self._checkpoint()
-            if held > HOLD_SECONDS and self.batch > 10:
-                self.batch = max(10, self.batch // 2)
-            elif held < HOLD_SECONDS / 3:
-                self.batch = min(MAX_BATCH, self.batch * 2)
+        if held > HOLD_SECONDS and self.batch > 10:
+            self.batch = max(10, self.batch // 2)
+        elif held < HOLD_SECONDS / 3:
+            self.batch = min(MAX_BATCH, self.batch * 2)
         if more:
-            time.sleep(max(self.pause, 2 * held) if self.sqlite else self.pause)
+            time.sleep(max(self.pause, 2 * held))
         return more
 
     def _checkpoint(self) -> None:
@@ -271,17 +272,11 @@ def _count(engine: Engine, report: PruneReport) -> PruneReport:
                 conn.execute(select(func.count()).where(db.attempts.c.event_id.in_(old))).scalar() or 0
             )
             calls = db.zoho_calls
-            report.zoho_calls = int(
-                conn.execute(
-                    select(func.count()).where(
-                        or_(
-                            calls.c.event_id.in_(old),
-                            and_(calls.c.at < report.event_cutoff, calls.c.event_id.is_(None)),
-                        )
-                    )
-                ).scalar()
-                or 0
-            )
+            of_old = conn.execute(select(func.count()).where(calls.c.event_id.in_(old))).scalar() or 0
+            loose = conn.execute(
+                select(func.count()).where(calls.c.at < report.event_cutoff, calls.c.event_id.is_(None))
+            ).scalar()
+            report.zoho_calls = int(of_old) + int(loose or 0)
         report.leases = int(
             conn.execute(select(func.count()).where(db.leases.c.expires_at < db_now(conn) - DAY)).scalar() or 0
         )
