@@ -227,7 +227,8 @@ def replay_peak_kb(stack: BridgeStack) -> tuple[int, str]:
 
 def prune(stack: BridgeStack) -> tuple[float, dict[str, Any]]:
     t0 = time.perf_counter()
-    result = stack.cli("db", "prune", "--json")
+    cmd = [PYTHON, "-m", "bridge.cli", "db", "prune", "--json"]
+    result = subprocess.run(cmd, cwd=REPO, env=stack.env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"db prune failed: {result.stdout}{result.stderr}")
     return time.perf_counter() - t0, json.loads(result.stdout.strip().splitlines()[-1])

@@ -42,9 +42,9 @@ FINISHED = (store.DONE, store.SUPERSEDED, store.SKIPPED)
 PAYLOAD_MARK_KEY = "retention:payload-mark"  # "processed_at id" of the last stripped event
 LEASE_KEY = "retention"
 BATCH = 200  # rows per transaction to start with; on SQLite adjusted so one holds the write lock ~HOLD
-MAX_BATCH = 2000
+MIN_BATCH, MAX_BATCH = 50, 2000
 HOLD_SECONDS = 0.015
-PAUSE_SECONDS = 0.02  # at least this between batches (on SQLite, at least twice the last hold) for intake
+PAUSE_SECONDS = 0.02  # at least this between batches (and at least the last hold): intake's turn
 
 
 @dataclass
@@ -134,9 +134,9 @@ def prune(
 
 class _Pacer:
     """Runs one batch at a time with a pause after each. The batch size follows the time the last one held
-    its transaction open (on SQLite, the write lock of the whole file) and the pause is at least twice that,
-    so a delivery arriving meanwhile waits one short batch at most and the prune takes a third of the time
-    (and disk) at most."""
+    its transaction open (on SQLite, the write lock of the whole file) and the pause is at least as long, so
+    a delivery arriving meanwhile waits one short batch at most and the prune takes half the time (and disk)
+    at most."""
 
     def __init__(self, engine: Engine, batch: int, pause: float) -> None:
         self.engine = engine
@@ -159,12 +159,12 @@ class _Pacer:
         held = self.held
         if self.sqlite:
             self._checkpoint()
-        if held > HOLD_SECONDS and self.batch > 10:
-            self.batch = max(10, self.batch // 2)
+        if held > HOLD_SECONDS and self.batch > MIN_BATCH:
+            self.batch = max(MIN_BATCH, self.batch // 2)
         elif held < HOLD_SECONDS / 3:
             self.batch = min(MAX_BATCH, self.batch * 2)
         if more:
-            time.sleep(max(self.pause, 2 * held))
+            time.sleep(max(self.pause, held))
         return more
 
     def _checkpoint(self) -> None:
