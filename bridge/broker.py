@@ -25,6 +25,8 @@ log = logging.getLogger("bridge.broker")
 TASK_SYNC_ITEM = "workers.tasks.sync_item"
 TASK_REQUEUE_STALE = "workers.tasks.requeue_stale"
 TASK_WAKE_ITEMS = "workers.tasks.wake_items"
+TASK_PRUNE = "workers.tasks.prune_history"
+PRUNE_EVERY_SECONDS = 600.0  # retention: each run does at most a few minutes of small batches
 VISIBILITY_TIMEOUT = 300  # > the longest task (MAX_ITEM_SECONDS + a Zoho wait); else Redis redelivers it
 
 
@@ -157,6 +159,7 @@ def make_celery(settings: Settings) -> Celery:
                 "task": "workers.tasks.poll_bugzilla",
                 "schedule": settings.bugzilla_poll_seconds,
             },
+            "prune-history": {"task": TASK_PRUNE, "schedule": PRUNE_EVERY_SECONDS},
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bridge import store
+from bridge import store, store_pages
 from bridge.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ def events_list(status: str | None, source: str | None, limit: int, as_json: boo
     """Recent events, newest first, with the Zoho calls each made (or, in dry-run, would make)."""
     settings = _settings()
     engine = _engine(settings)
-    rows = store.list_events(engine, status=status, source=source, limit=limit)
+    rows = itertools.islice(store_pages.iter_events(engine, status=status, source=source), limit)
     if as_json:
         out = []
         for ev in rows:
@@ -226,15 +227,23 @@ def events_replay(event_id: int | None, all_failed: bool) -> None:
         raise click.UsageError("give an EVENT_ID or --failed")
     settings = _settings()
     engine = _engine(settings)
-    if all_failed:
-        ids = [e.id for e in store.list_events(engine, status=store.FAILED, limit=100_000)]
-    else:
-        if store.get_event(engine, event_id) is None:  # type: ignore[arg-type]
-            raise click.ClickException(f"no event {event_id}")
-        ids = [event_id]  # type: ignore[list-item]
+    if all_failed:  # a batch at a time: bounded memory however many failed
+        count = sum(_replay_batch(settings, engine, b) for b in store_pages.id_batches(engine, store.FAILED))
+        click.echo(f"replaying {count} event(s)")
+        return
+    assert event_id is not None
+    if store.get_event(engine, event_id) is None:
+        raise click.ClickException(f"no event {event_id}")
+    ids = [event_id]
     count = store.reset_for_replay(engine, ids)
     _wake(settings, engine, ids)
     click.echo(f"replaying {count} event(s)")
+
+
+def _replay_batch(settings: Settings, engine, batch: list[store_pages.EventRef]) -> int:  # type: ignore[no-untyped-def]
+    count = store.reset_for_replay(engine, [ref.id for ref in batch])
+    _wake(settings, engine, [ref.id for ref in batch])
+    return count
 
 
 def _wake(settings: Settings, engine, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
@@ -710,6 +719,9 @@ def _register_source_commands() -> None:
     from bridge.cli_zoho import zoho
 
     main.add_command(zoho)
+    from bridge import cli_db
+
+    db.add_command(cli_db.prune)
 
 
 _register_source_commands()

@@ -57,6 +57,9 @@ events = Table(
 )
 Index("ix_events_item", events.c.source, events.c.item_key, events.c.status)
 Index("ix_events_status_next", events.c.status, events.c.next_attempt_at)
+# Keyset pages by status (lists, replay --failed, gauges of pending/failed) and the retention sweep by age.
+Index("ix_events_status_id", events.c.status, events.c.id)
+Index("ix_events_processed", events.c.processed_at, events.c.status)
 
 # external item ↔ Zoho issue. state: creating (intent written before Zoho's create) | linked | deleted
 links = Table(
@@ -80,6 +83,7 @@ links = Table(
     UniqueConstraint("source", "external_id", name="uq_links_source_external"),
 )
 Index("ix_links_item", links.c.source, links.c.item_key)
+Index("ix_links_zoho_issue", links.c.zoho_issue_id)  # the admin lookup by Zoho issue id
 
 # source comment ↔ Zoho comment. state: posting (intent) | posted | deleted
 comment_links = Table(
@@ -126,6 +130,7 @@ zoho_calls = Table(
     Column("duration_ms", Float),
     Column("dry_run", Boolean, nullable=False, default=False),
 )
+Index("ix_zoho_calls_at", zoho_calls.c.at)  # retention of calls made outside any event (lookups, refreshes)
 
 # Deliveries answered without being stored (ignored, duplicate, refused), for metrics across hosts.
 intake_counters = Table(
@@ -135,6 +140,19 @@ intake_counters = Table(
     Column("event", String(64), primary_key=True),
     Column("answer", String(16), primary_key=True),
     Column("count", Integer, nullable=False),
+)
+
+# Metrics maintained as things happen (bridge/counters.py), in the transaction of the change they count:
+# a scrape reads these few rows instead of scanning history, and pruning history leaves them alone.
+# A series is (name, labels); its value is the sum over shards (writers pick a shard at random on
+# PostgreSQL so concurrent transactions rarely wait on the same row).
+metric_counters = Table(
+    "metric_counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("labels", String(255), primary_key=True),
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("value", Float, nullable=False),
 )
 
 # The shared OAuth access token (one refresh per expiry across all processes).

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
-from bridge import db
+from bridge import counters, db
 from bridge.clock import engine_now
 from bridge.store import FAILED, PENDING, Link
 
@@ -145,6 +145,7 @@ def resync(engine: Engine, external_id: str, source: str | None = None) -> Resyn
                 notes=f"resync: a copy of event {latest.id}, applied again by an operator",
             )
         )
+        counters.delivery_stored(conn, item_source, latest.event_name)
         conn.execute(
             update(db.links)
             .where(db.links.c.source == item_source, db.links.c.item_key == item_key)

@@ -70,6 +70,8 @@ class Settings:
     zoho_daily_limit: int = 0  # calls per UTC day (BugTracker plans); 0 = no daily quota
     event_max_age_seconds: float = 7 * 86400.0  # an event still pending this long after intake ends `failed`
     duplicate_recheck_seconds: float = 120.0  # after a create in doubt, look again this much later for a late copy
+    retention_days: float = 30.0  # finished events, their attempts and Zoho calls are pruned after this (0: never)
+    retention_payload_days: float = 7.0  # raw bodies of finished events are dropped after this (0: never)
 
     @property
     def dry_run(self) -> bool:
@@ -275,6 +277,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         zoho_daily_limit=PLANS[plan][1] if dialect == "bugtracker" else 0,
         event_max_age_seconds=max(60.0, _float(env, "EVENT_MAX_AGE_SECONDS", 7 * 86400.0)),
         duplicate_recheck_seconds=max(0.0, _float(env, "DUPLICATE_RECHECK_SECONDS", 120.0)),
+        retention_days=_float(env, "RETENTION_DAYS", 30.0),
+        retention_payload_days=_float(env, "RETENTION_PAYLOAD_DAYS", 7.0),
     )
 
 

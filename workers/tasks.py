@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from celery import shared_task
 
-from bridge import polling
-from bridge.broker import TASK_REQUEUE_STALE, TASK_SYNC_ITEM, TASK_WAKE_ITEMS
+from bridge import polling, store
+from bridge.broker import TASK_PRUNE, TASK_REQUEUE_STALE, TASK_SYNC_ITEM, TASK_WAKE_ITEMS
 from bridge.events import SourceUnavailable
 from bridge.runtime import get_runtime
 from bridge.store import claims
@@ -64,3 +65,18 @@ def poll_bugzilla() -> int:
         except Exception as exc:  # the events are stored: requeue_stale wakes them later
             log.warning("could not enqueue a polled item: %s", exc, extra={"item": item_key})
     return len(fed)
+
+
+@shared_task(name=TASK_PRUNE)
+def prune_history() -> dict[str, object]:
+    """Beat job: retention (bridge/retention.py). One run at a time across hosts, a few minutes at most."""
+    from bridge import retention
+
+    runtime = get_runtime()
+    holder = f"prune:{uuid.uuid4().hex}"
+    if not store.acquire_lease(runtime.engine, retention.LEASE_KEY, holder, ttl=600.0):
+        return {"skipped": "another prune is running"}
+    try:
+        return retention.prune_from_settings(runtime.engine, runtime.settings, max_seconds=240.0).as_dict()
+    finally:
+        store.release_lease(runtime.engine, retention.LEASE_KEY, holder)

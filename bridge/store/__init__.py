@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from bridge import db
+from bridge import counters, db
 from bridge.events import COMMENT_ACTIONS, ITEM_ACTIONS, Comment, NormalizedEvent
 
 PENDING, DONE, FAILED, SUPERSEDED, SKIPPED = "pending", "done", "failed", "superseded", "skipped"
@@ -142,6 +142,7 @@ def record_delivery(
     try:
         with engine.begin() as conn:
             result = conn.execute(_INSERT_EVENT[conn.dialect.name], values)
+            counters.delivery_stored(conn, event.source, event.event_name)
             return int(result.inserted_primary_key[0]), True
     except IntegrityError:
         with engine.connect() as conn:
@@ -208,6 +209,7 @@ def stale_items(engine: Engine, *, older_than: float, now: float, limit: int = 5
 
 def finish_event(engine: Engine, event_id: int, status: str, *, error: str | None = None) -> None:
     with engine.begin() as conn:
+        counters.event_finished(conn, event_id, status)
         conn.execute(
             update(db.events)
             .where(db.events.c.id == event_id)
@@ -248,6 +250,7 @@ def start_attempt(engine: Engine, event_id: int) -> tuple[int, int]:
 
 def finish_attempt(engine: Engine, attempt_id: int, outcome: str, detail: str = "") -> None:
     with engine.begin() as conn:
+        counters.attempt_finished(conn, outcome)
         conn.execute(
             update(db.attempts)
             .where(db.attempts.c.id == attempt_id)
@@ -260,6 +263,7 @@ def reset_for_replay(engine: Engine, event_ids: list[int]) -> int:
     if not event_ids:
         return 0
     with engine.begin() as conn:
+        counters.events_replayed(conn, event_ids)
         result = conn.execute(
             update(db.events)
             .where(db.events.c.id.in_(event_ids))
@@ -491,6 +495,7 @@ def endpoint_of(method: str, path: str) -> str:
 def count_answer(engine: Engine, *, source: str, event: str, answer: str) -> None:
     """Count a delivery answered without storing it (ignored, duplicate, refused)."""
     with engine.begin() as conn:
+        counters.delivery_answered(conn, source, event[:64], answer)
         stmt = _upsert(conn)(db.intake_counters).values(source=source, event=event[:64], answer=answer, count=1)
         conn.execute(
             stmt.on_conflict_do_update(
@@ -513,6 +518,7 @@ def record_zoho_call(
     dry_run: bool,
 ) -> None:
     with engine.begin() as conn:
+        counters.zoho_call(conn, endpoint_of(method, path), status, dry_run, duration_ms)
         conn.execute(
             insert(db.zoho_calls).values(
                 event_id=event_id,
@@ -553,9 +559,11 @@ def _upsert(conn: Connection):  # type: ignore[no-untyped-def]
 
 
 def acquire_lease(engine: Engine, name: str, holder: str, ttl: float) -> bool:
-    """Take (or renew) a lease; the database arbitrates, so it holds across processes and hosts."""
-    now = time.time()
+    """Take (or renew) a lease; the database arbitrates (and its clock times it), across processes and hosts."""
+    from bridge.clock import db_now
+
     with engine.begin() as conn:
+        now = db_now(conn)
         ins = _upsert(conn)(db.leases).values(name=name, holder=holder, expires_at=now + ttl)
         stmt = ins.on_conflict_do_update(
             index_elements=[db.leases.c.name],

@@ -8,13 +8,14 @@ import json
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from bridge import db
+from bridge import counters, db
 from bridge.events import NormalizedEvent
 from bridge.store import PENDING
 
 
 def finish(conn: Connection, event_id: int, status: str, now: float, *, error: str | None = None) -> bool:
     """End a pending event. Compare-and-set on `pending`: a replay reset mid-attempt is not absorbed."""
+    counters.event_finished(conn, event_id, status, only_from=PENDING)
     result = conn.execute(
         update(db.events)
         .where(db.events.c.id == event_id, db.events.c.status == PENDING)
@@ -45,6 +46,7 @@ def count_attempt(
     conn: Connection, event_id: int, *, started_at: float, now: float, outcome: str, detail: str = ""
 ) -> int:
     """Count one attempt of an event and keep its history row; returns the event's attempt count."""
+    counters.attempt_finished(conn, outcome)
     conn.execute(update(db.events).where(db.events.c.id == event_id).values(attempts=db.events.c.attempts + 1))
     number = int(conn.execute(select(db.events.c.attempts).where(db.events.c.id == event_id)).scalar_one())
     conn.execute(

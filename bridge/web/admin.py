@@ -33,7 +33,7 @@ from flask import (
 from sqlalchemy import or_, select
 from werkzeug.wrappers import Response
 
-from bridge import db, store
+from bridge import db, store, store_pages
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from bridge.web import admin_guard
@@ -43,6 +43,8 @@ bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="template
 
 SESSION_HOURS = 12
 RECENT_LIMIT = 50
+FAILED_PAGE = 200
+SOURCES = ("github", "bugzilla", "bugherd")  # lets the lookup by item key use the (source, item_key) index
 RAW_BODY_LIMIT = 100_000  # characters of a raw delivery shown on its page
 PUBLIC_ENDPOINTS = ("admin.login",)
 SECURITY_HEADERS = {
@@ -220,8 +222,9 @@ def dashboard() -> str:
     if status not in store.EVENT_STATUSES:
         status = None
     source = request.args.get("source") or None
-    events = store.list_events(engine, status=status, source=source, limit=RECENT_LIMIT)
-    counts = store.count_by_status(engine)
+    before = request.args.get("before", type=int)
+    events = store_pages.page_events(engine, status=status, source=source, before_id=before, limit=RECENT_LIMIT)
+    counts = store_pages.status_counts(engine)
     problems = sum(len(p) for p in _runtime().registry.problems.values())
     return render_template(
         "admin/dashboard.html",
@@ -230,6 +233,7 @@ def dashboard() -> str:
         status=status,
         source=source,
         mapping_problems=problems,
+        page_size=RECENT_LIMIT,
     )
 
 
@@ -241,9 +245,10 @@ def _zoho_reason(event_id: int) -> dict[str, Any] | None:
 
 @bp.get("/failed")
 def failed() -> str:
-    events = store.list_events(_engine(), status=store.FAILED, limit=200)
+    before = request.args.get("before", type=int)
+    events = store_pages.page_events(_engine(), status=store.FAILED, before_id=before, limit=FAILED_PAGE)
     rows = [(ev, _zoho_reason(ev.id)) for ev in events]
-    return render_template("admin/failed.html", rows=rows)
+    return render_template("admin/failed.html", rows=rows, page_size=FAILED_PAGE)
 
 
 @bp.get("/events/<int:event_id>")
@@ -289,8 +294,7 @@ def replay(event_id: int) -> Response:
 
 @bp.post("/failed/replay")
 def replay_failed() -> Response:
-    ids = [ev.id for ev in store.list_events(_engine(), status=store.FAILED, limit=100_000)]
-    count = _replay(ids)
+    count = sum(_replay([ref.id for ref in b]) for b in store_pages.id_batches(_engine(), store.FAILED))
     flash(f"{count} failed event(s) are back in the queue.")
     return redirect(url_for("admin.failed"))
 
@@ -319,7 +323,9 @@ def lookup() -> str:
             items = [(r.source, r.item_key) for r in link_rows]
             if not items:  # no Zoho issue yet (or it failed): the item's events still tell its story
                 event_items = conn.execute(
-                    select(db.events.c.source, db.events.c.item_key).where(db.events.c.item_key == query).distinct()
+                    select(db.events.c.source, db.events.c.item_key)
+                    .where(db.events.c.source.in_(SOURCES), db.events.c.item_key == query)
+                    .distinct()
                 ).all()
                 items = [(r.source, r.item_key) for r in event_items]
             histories = {
