@@ -53,10 +53,13 @@ events = Table(
     Column("event_json", Text, nullable=False),
     Column("notes", Text),
     Column("processed_at", Float),
+    # "live" (webhooks, polls) or "backfill:<id>": lets status and metrics tell the lanes apart.
+    Column("origin", String(32), nullable=False, default="live", server_default="live"),
     UniqueConstraint("source", "dedup_key", name="uq_events_source_dedup"),
 )
 Index("ix_events_item", events.c.source, events.c.item_key, events.c.status)
 Index("ix_events_status_next", events.c.status, events.c.next_attempt_at)
+Index("ix_events_origin", events.c.origin, events.c.status)
 
 # external item ↔ Zoho issue. state: creating (intent written before Zoho's create) | linked | deleted
 links = Table(
@@ -169,6 +172,31 @@ kv = Table(
     Column("key", String(255), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+
+# One row per backfill run (`issue-bridge backfill …`). state: running | interrupted | failed | read
+# (every page read and stored; its events may still be syncing). `cursor` is the source reader's own
+# JSON position, written after each page, so `--resume` continues where it stopped.
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("scope", Text, nullable=False),  # canonical JSON of the options (repo/product/project, filters)
+    Column("state", String(16), nullable=False),
+    Column("cursor", Text),
+    Column("items_read", Integer, nullable=False, default=0),
+    Column("events_stored", Integer, nullable=False, default=0),
+    Column("duplicates", Integer, nullable=False, default=0),
+    Column("source_calls", Integer, nullable=False, default=0),
+    Column("planned_zoho_calls", Float, nullable=False, default=0.0),
+    Column("paced_until", Float, nullable=False, default=0.0),  # when its last stored event becomes due
+    Column("last_error", Text),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+)
+Index("ix_backfills_scope", backfills.c.source, backfills.c.scope)
 
 
 def make_engine(database_url: str) -> Engine:

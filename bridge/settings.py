@@ -57,6 +57,9 @@ class Settings:
     bugzilla_poll_seconds: float = 60.0
     admin_token: str = ""  # the admin pages (/admin) are disabled (404) unless it is set
     extra: Mapping[str, str] = field(default_factory=dict)
+    github_api_url: str = "https://api.github.com"  # GitHub Enterprise: https://<host>/api/v3
+    bugherd_api_url: str = "https://www.bugherd.com"
+    backfill_budget_share: float = 0.5  # the most of the Zoho budget a backfill may use (live gets the rest)
 
     @property
     def dry_run(self) -> bool:
@@ -212,4 +215,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         bugzilla_poll_products=tuple(p.strip() for p in env.get("BUGZILLA_POLL_PRODUCTS", "").split(",") if p.strip()),
         bugzilla_poll_seconds=max(10.0, _float(env, "BUGZILLA_POLL_SECONDS", 60.0)),
         admin_token=env.get("ADMIN_TOKEN", "").strip(),
+        github_api_url=_url(env, "GITHUB_API_URL", "https://api.github.com", ("http", "https")),
+        bugherd_api_url=_url(env, "BUGHERD_API_URL", "https://www.bugherd.com", ("http", "https")),
+        backfill_budget_share=_share(env, "BACKFILL_BUDGET_SHARE", 0.5),
     )
+
+
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 < value <= 1:
+        raise SettingsError(f"{name}: expected a share above 0 and at most 1 (e.g. 0.5), got {value}")
+    return value

@@ -83,9 +83,19 @@ _INSERT_EVENT = insert(db.events)
 
 
 def record_delivery(
-    engine: Engine, event: NormalizedEvent, *, dedup_key: str, headers: dict[str, str], payload: bytes
+    engine: Engine,
+    event: NormalizedEvent,
+    *,
+    dedup_key: str,
+    headers: dict[str, str],
+    payload: bytes,
+    next_attempt_at: float = 0.0,
+    origin: str = "live",
 ) -> tuple[int, bool]:
-    """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate."""
+    """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate.
+
+    A backfill passes a future `next_attempt_at` (its paced slot) and its `origin` ("backfill:<id>").
+    """
     now = time.time()
     values = {
         "source": event.source,
@@ -97,11 +107,12 @@ def record_delivery(
         "received_at": now,
         "status": PENDING,
         "attempts": 0,
-        "next_attempt_at": 0.0,
+        "next_attempt_at": next_attempt_at,
         "headers": json.dumps(headers),
         "payload": payload,
         "event_json": json.dumps(event.to_json()),
         "notes": "; ".join(event.notes) or None,
+        "origin": origin,
     }
     try:
         with engine.begin() as conn:
