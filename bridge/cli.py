@@ -551,9 +551,10 @@ def _guess_github_event(body: bytes) -> str:
 
 
 def _register_source_commands() -> None:
-    from bridge import cli_sources
+    from bridge import cli_backfill, cli_sources
 
     main.add_command(cli_sources.bugherd)
+    main.add_command(cli_backfill.backfill)
 
 
 _register_source_commands()
