@@ -157,6 +157,8 @@ def make_celery(settings: Settings) -> Celery:
                 "task": "workers.tasks.poll_bugzilla",
                 "schedule": settings.bugzilla_poll_seconds,
             },
+            # Talking back to the source: back-links, then Zoho changes (a no-op without backlink:/reverse:).
+            "reverse-tick": {"task": "workers.tasks.reverse_tick", "schedule": settings.zoho_poll_seconds},
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )

@@ -199,6 +199,40 @@ backfills = Table(
 Index("ix_backfills_scope", backfills.c.source, backfills.c.scope)
 
 
+# Talking back to the source (bridge/reverse). One row per linked item with back-link or reverse sync on:
+# the back-link's state (pending → posting → posted | failed; `backlink_ref` is the source comment id),
+# the Zoho status last seen or acted on, and the poll's view of it.
+reverse_items = Table(
+    "reverse_items",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("external_id", String(255), primary_key=True),
+    Column("backlink_state", String(16), nullable=False, default="none"),
+    Column("backlink_ref", String(255)),
+    Column("backlink_attempts", Integer, nullable=False, default=0),
+    Column("backlink_next_at", Float, nullable=False, default=0.0),
+    Column("backlink_error", Text),
+    Column("zoho_status", String(255)),  # the Zoho status name last seen (or set) by the bridge
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_reverse_items_backlink", reverse_items.c.backlink_state, reverse_items.c.backlink_next_at)
+
+# What the bridge itself wrote to a source, so the source's webhook echo of it is recognized by id and
+# value, never by wording. kind: comment (ref = the source comment id) | state (ref = the value written).
+source_writes = Table(
+    "source_writes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("ref", String(255), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("consumed", Boolean, nullable=False, default=False),
+)
+Index("ix_source_writes_item", source_writes.c.source, source_writes.c.external_id, source_writes.c.kind)
+
+
 def make_engine(database_url: str) -> Engine:
     """An engine tuned for many small transactions from several processes."""
     if database_url.startswith("sqlite"):

@@ -60,6 +60,8 @@ class Settings:
     github_api_url: str = "https://api.github.com"  # GitHub Enterprise: https://<host>/api/v3
     bugherd_api_url: str = "https://www.bugherd.com"
     backfill_budget_share: float = 0.5  # the most of the Zoho budget a backfill may use (live gets the rest)
+    zoho_poll_seconds: float = 60.0  # how often linked Zoho projects are polled for changes made in Zoho
+    zoho_webhook_token: str = ""  # the URL token of POST /webhooks/zoho/<token>; "" disables the endpoint
 
     @property
     def dry_run(self) -> bool:
@@ -218,6 +220,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         github_api_url=_url(env, "GITHUB_API_URL", "https://api.github.com", ("http", "https")),
         bugherd_api_url=_url(env, "BUGHERD_API_URL", "https://www.bugherd.com", ("http", "https")),
         backfill_budget_share=_share(env, "BACKFILL_BUDGET_SHARE", 0.5),
+        zoho_poll_seconds=max(2.0, _float(env, "ZOHO_POLL_SECONDS", 60.0)),
+        zoho_webhook_token=env.get("ZOHO_WEBHOOK_TOKEN", "").strip(),
     )
 
 

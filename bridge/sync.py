@@ -26,6 +26,7 @@ from bridge import sources, store
 from bridge.events import NormalizedEvent, SourceUnavailable
 from bridge.mapping import MappingRegistry, RoutingError, external_id_of, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
+from bridge.reverse import hooks as reverse
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, SKIPPED, SUPERSEDED, Link, StoredEvent
 from bridge.zoho.client import ZohoClient
@@ -246,7 +247,9 @@ class SyncService:
                 applied_hash=body_hash,
                 fields=fields,
             )
-            return store.get_link(self.engine, ev.source, draft.external_id)
+            created = store.get_link(self.engine, ev.source, draft.external_id)
+            reverse.request_backlink(self.engine, mapping, created)  # talks back to the source (bridge/reverse)
+            return created
         assert link.zoho_issue_id is not None
         if deleting:
             self._apply_delete(ev, mapping, draft, link.zoho_issue_id)
@@ -259,7 +262,10 @@ class SyncService:
                 state="deleted",
             )
             return link
-        if body_hash != link.applied_hash:
+        if body_hash != link.applied_hash and reverse.is_own_write(self.engine, link, fields):
+            store.add_note(self.engine, ev.id, "the source's echo of the bridge's own write: no Zoho call")
+        elif body_hash != link.applied_hash:
+            draft = reverse.guard_status(self.client, self.engine, mapping, link, draft, fields)
             self.client.update_issue(draft, link.zoho_issue_id)
         else:
             store.add_note(self.engine, ev.id, "no field changed: no Zoho call")
@@ -333,6 +339,9 @@ class SyncService:
     def _apply_comment_inner(self, ev: StoredEvent, mapping: Mapping, link: Link) -> None:
         comment = ev.event.comment
         assert comment is not None and link.zoho_issue_id is not None
+        if reverse.is_own_comment(self.engine, ev.source, comment):
+            store.add_note(self.engine, ev.id, "a comment the bridge wrote on the source: not synced back")
+            return
         portal, project, issue_id = link.portal, link.project, link.zoho_issue_id
         needle = comment_marker(ev.source, comment.id)
         text = f"{render_comment(mapping, ev.event)}\n\n{needle}"

@@ -64,3 +64,12 @@ def poll_bugzilla() -> int:
         except Exception as exc:  # the events are stored: requeue_stale wakes them later
             log.warning("could not enqueue a polled item: %s", exc, extra={"item": item_key})
     return len(fed)
+
+
+@shared_task(name="workers.tasks.reverse_tick")
+def reverse_tick() -> dict[str, int]:
+    """Beat job: post due back-links, then poll linked Zoho projects (both wait while forward work is due)."""
+    from bridge.reverse.hooks import tick
+
+    runtime = get_runtime()
+    return tick(runtime.settings, runtime.engine, runtime.registry, runtime.zoho)

@@ -224,6 +224,68 @@ class GitHubClient:
                 return
             page = self.issues_page(repo, url=page.next_url)
 
+    # -- writes (talking back: back-links, closing the loop) ---------------------------------------------
+
+    def send(self, method: str, path: str, body: Any = None, *, repo: str = "") -> Any:
+        """One write (or a single-object read), with the same limit waits and retries as `get`."""
+        full = f"{self.base_url}/{path.lstrip('/')}"
+        transient = 0
+        while True:
+            self._wait_for_reset()
+            try:
+                response = self.session.request(method, full, json=body, timeout=TIMEOUT)
+            except requests.RequestException as exc:
+                transient += 1
+                if transient > MAX_TRANSIENT_RETRIES:
+                    raise SourceUnavailable(f"GitHub unreachable: {type(exc).__name__}") from None
+                self._wait(min(30.0, 2.0**transient), f"GitHub unreachable ({type(exc).__name__})")
+                continue
+            self.calls += 1
+            self._note_limits(response)
+            status = response.status_code
+            if status in (403, 429):
+                wait = self._limit_wait(response)
+                if wait is not None:
+                    self._wait(wait, f"GitHub rate limit ({status})")
+                    continue
+            if status >= 500:
+                transient += 1
+                if transient > MAX_TRANSIENT_RETRIES:
+                    raise SourceUnavailable(f"GitHub answered {status}")
+                self._wait(min(30.0, 2.0**transient), f"GitHub answered {status}")
+                continue
+            if status >= 400:
+                what = f"{method} {path}"
+                if status == 401:
+                    raise GitHubError(f"GitHub refused GITHUB_TOKEN (401{_message(response)}) for {what}")
+                raise GitHubError(f"GitHub answered {status}{_message(response)} to {what}")
+            try:
+                return response.json() if response.content else None
+            except ValueError:
+                raise GitHubError("GitHub answered with something that is not JSON") from None
+
+    def get_issue(self, repo: str, number: int) -> dict[str, Any]:
+        return dict(self.send("GET", f"/repos/{repo}/issues/{number}", repo=repo) or {})
+
+    def add_comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
+        """`POST /repos/{repo}/issues/{number}/comments`: 201 with the new comment."""
+        return dict(self.send("POST", f"/repos/{repo}/issues/{number}/comments", {"body": body}, repo=repo) or {})
+
+    def set_state(self, repo: str, number: int, state: str, state_reason: str | None = None) -> dict[str, Any]:
+        """`PATCH` the issue: `state` open|closed, `state_reason` completed|not_planned|reopened."""
+        body: dict[str, Any] = {"state": state}
+        if state_reason:
+            body["state_reason"] = state_reason
+        return dict(self.send("PATCH", f"/repos/{repo}/issues/{number}", body, repo=repo) or {})
+
+    def add_labels(self, repo: str, number: int, labels: list[str]) -> None:
+        self.send("POST", f"/repos/{repo}/issues/{number}/labels", {"labels": labels}, repo=repo)
+
+    def remove_label(self, repo: str, number: int, label: str) -> None:
+        from urllib.parse import quote
+
+        self.send("DELETE", f"/repos/{repo}/issues/{number}/labels/{quote(label, safe='')}", repo=repo)
+
 
 def issue_number_of(comment: dict[str, Any]) -> int | None:
     """The issue a comment belongs to, from its `issue_url` (`…/issues/<number>`)."""

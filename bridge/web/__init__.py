@@ -36,11 +36,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.dry_run:
         log.warning("no Zoho credentials: DRY-RUN mode, Zoho calls are recorded, not sent")
 
-    from bridge.web import admin
+    from bridge.web import admin, zoho_hook
     from bridge.web.health import bp as health_bp
     from bridge.web.intake import bp as intake_bp
 
     app.register_blueprint(intake_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(zoho_hook.bp)  # POST /webhooks/zoho/<token> (bridge/reverse)
     admin.init_app(app, settings)  # /admin: 404 unless ADMIN_TOKEN is set
     return app

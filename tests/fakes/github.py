@@ -15,6 +15,7 @@ next n requests 403 with GitHub's secondary-limit message and `Retry-After`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -23,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from tests.fakes.server import FakeServer
 
@@ -32,6 +33,10 @@ BASE_TIME = 1_700_000_000.0  # issue times are BASE_TIME + offsets, so tests can
 ISSUES = re.compile(r"^/repos/([^/]+/[^/]+)/issues$")
 ISSUE_COMMENTS = re.compile(r"^/repos/([^/]+/[^/]+)/issues/(\d+)/comments$")
 REPO_COMMENTS = re.compile(r"^/repos/([^/]+/[^/]+)/issues/comments$")
+ONE_ISSUE = re.compile(r"^/repos/([^/]+/[^/]+)/issues/(\d+)$")
+ISSUE_LABELS = re.compile(r"^/repos/([^/]+/[^/]+)/issues/(\d+)/labels$")
+ISSUE_LABEL = re.compile(r"^/repos/([^/]+/[^/]+)/issues/(\d+)/labels/([^/]+)$")
+STATE_REASONS = {"closed": ("completed", "not_planned", "duplicate"), "open": ("reopened",)}
 
 
 def iso(seconds: float) -> str:
@@ -49,7 +54,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        status, body, headers = self.server.fake._handle(self.command, self.path, self.headers)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        status, body, headers = self.server.fake._handle(self.command, self.path, self.headers, raw)
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -58,6 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    do_POST = do_PATCH = do_DELETE = do_GET
 
 
 class FakeGitHub(FakeServer):
@@ -74,6 +83,10 @@ class FakeGitHub(FakeServer):
         self._used = 0
         self._secondary: list[float] = []
         self.requests: list[dict[str, Any]] = []
+        # Where the fake delivers the webhooks its writes cause, as GitHub does (None: no webhooks).
+        self.webhook_url: str | None = None
+        self.webhook_secret = ""
+        self.token_user = "issue-bridge[bot]"
 
     # -- data --------------------------------------------------------------------------------------------------
     def add_repo(self, full_name: str) -> None:
@@ -179,7 +192,7 @@ class FakeGitHub(FakeServer):
             "X-RateLimit-Resource": "core",
         }
 
-    def _handle(self, method: str, target: str, headers: Any) -> tuple[int, Any, dict[str, str]]:
+    def _handle(self, method: str, target: str, headers: Any, raw: bytes = b"") -> tuple[int, Any, dict[str, str]]:
         parts = urlsplit(target)
         path, query = parts.path, parse_qs(parts.query)
         with self._lock:
@@ -209,6 +222,11 @@ class FakeGitHub(FakeServer):
                 )
             self._used += 1
             limits = self._limit_headers(now)
+            if method != "GET" or ONE_ISSUE.match(path):
+                status, answer = self._write(method, path, raw)
+                if method != "GET":
+                    self.requests[-1]["body"] = raw.decode("utf-8", "replace")
+                return status, answer, limits
             for pattern, handler in (
                 (REPO_COMMENTS, self._repo_comments),
                 (ISSUE_COMMENTS, self._issue_comments),
@@ -273,3 +291,133 @@ class FakeGitHub(FakeServer):
             links.append(f'<{host}?{urlencode({**base, "page": 1})}>; rel="first"')
             links.append(f'<{host}?{urlencode({**base, "page": page - 1})}>; rel="prev"')
         return 200, copy.deepcopy(chunk), ({"Link": ", ".join(links)} if links else {})
+
+    # -- writes (the REST calls the bridge uses to talk back), and the webhooks they cause -----------------
+    # `GET/PATCH /repos/{o}/{r}/issues/{n}` (state open|closed, state_reason completed|not_planned|duplicate on
+    # close, reopened on open; unknown keys are ignored as GitHub does, a bad value is 422),
+    # `POST …/issues/{n}/comments` (`body` required; 201), `POST …/issues/{n}/labels` (`labels`: a list of
+    # names; 200 with the issue's labels), `DELETE …/issues/{n}/labels/{name}` (404 "Label does not exist"
+    # when the issue lacks it). Each change fires the `issues` / `issue_comment` webhook GitHub would send.
+
+    def writes(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self.requests if r["method"] != "GET"]
+
+    def issue(self, repo: str, number: int) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._repos[repo]["issues"][number])
+
+    def comments_of(self, repo: str, number: int) -> list[dict[str, Any]]:
+        with self._lock:
+            url = self._repos[repo]["issues"][number]["url"]
+            return [copy.deepcopy(c) for c in self._repos[repo]["comments"] if c["issue_url"] == url]
+
+    def _write(self, method: str, path: str, raw: bytes) -> tuple[int, Any]:
+        match = ONE_ISSUE.match(path) or ISSUE_COMMENTS.match(path) or ISSUE_LABELS.match(path)
+        match = match or ISSUE_LABEL.match(path)
+        if match is None or match.group(1) not in self._repos:
+            return 404, {"message": "Not Found"}
+        repo, number = match.group(1), int(match.group(2))
+        issue = self._repos[repo]["issues"].get(number)
+        if issue is None:
+            return 404, {"message": "Not Found"}
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            return 400, {"message": "Problems parsing JSON"}
+        if not isinstance(body, dict):
+            return 400, {"message": "Problems parsing JSON"}
+        now = time.time()
+        if ONE_ISSUE.match(path):
+            if method == "GET":
+                return 200, copy.deepcopy(issue)
+            if method != "PATCH":
+                return 404, {"message": "Not Found"}
+            return self._patch_issue(repo, issue, body, now)
+        if ISSUE_COMMENTS.match(path) and method == "POST":
+            if not isinstance(body.get("body"), str) or not body["body"]:
+                return 422, {"message": "Validation Failed", "errors": [{"field": "body", "code": "missing_field"}]}
+            comment = self.add_comment(repo, number, body["body"], at=now - BASE_TIME, user=self.token_user)
+            self.deliver("issue_comment", "created", repo, number, comment)
+            return 201, comment
+        if ISSUE_LABELS.match(path) and method == "POST":
+            names = body.get("labels")
+            if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                return 422, {"message": "Validation Failed", "errors": [{"field": "labels", "code": "invalid"}]}
+            have = [lb["name"] for lb in issue["labels"]]
+            added = [n for n in names if n not in have]
+            if added:
+                self.edit_issue(repo, number, at=now - BASE_TIME, labels=[*have, *added])
+                for _name in added:
+                    self.deliver("issues", "labeled", repo, number)
+            return 200, copy.deepcopy(self._repos[repo]["issues"][number]["labels"])
+        label = ISSUE_LABEL.match(path)
+        if label and method == "DELETE":
+            name = unquote(label.group(3))
+            have = [lb["name"] for lb in issue["labels"]]
+            if name not in have:
+                return 404, {"message": "Label does not exist"}
+            self.edit_issue(repo, number, at=now - BASE_TIME, labels=[n for n in have if n != name])
+            self.deliver("issues", "unlabeled", repo, number)
+            return 200, copy.deepcopy(self._repos[repo]["issues"][number]["labels"])
+        return 404, {"message": "Not Found"}
+
+    def _patch_issue(self, repo: str, issue: dict[str, Any], body: dict[str, Any], now: float) -> tuple[int, Any]:
+        state = body.get("state", issue["state"])
+        if state not in ("open", "closed"):
+            return 422, {"message": "Validation Failed", "errors": [{"field": "state", "code": "invalid"}]}
+        reason = body.get("state_reason")
+        if reason is not None and reason not in STATE_REASONS[state]:
+            return 422, {"message": "Validation Failed", "errors": [{"field": "state_reason", "code": "invalid"}]}
+        changes: dict[str, Any] = {k: body[k] for k in ("title", "body") if k in body}
+        action = None
+        if state != issue["state"]:
+            action = "closed" if state == "closed" else "reopened"
+            changes.update(
+                state=state,
+                state_reason=reason or ("completed" if state == "closed" else "reopened"),
+                closed_at=iso(now) if state == "closed" else None,
+            )
+        if changes:
+            updated = self.edit_issue(repo, issue["number"], at=now - BASE_TIME, **changes)
+            if action:
+                self.deliver("issues", action, repo, issue["number"])
+            return 200, updated
+        return 200, copy.deepcopy(issue)
+
+    def person_edits(self, repo: str, number: int, action: str, **changes: Any) -> dict[str, Any]:
+        """Someone changes the issue on GitHub (e.g. `state="closed"`): the change, then its webhook."""
+        with self._lock:
+            changes.setdefault("updated_at", iso(time.time()))
+            issue = self._repos[repo]["issues"][number]
+            issue.update(changes)
+            self.deliver("issues", action, repo, number, sender="octocat")
+            return copy.deepcopy(issue)
+
+    def deliver(
+        self, event: str, action: str, repo: str, number: int, comment: dict | None = None, sender: str = ""
+    ) -> None:
+        """Send the webhook GitHub sends for a change (in a thread: GitHub does not wait for it either)."""
+        if not self.webhook_url:
+            return
+        from tests.factories import github_request
+
+        payload: dict[str, Any] = {
+            "action": action,
+            "issue": copy.deepcopy(self._repos[repo]["issues"][number]),
+            "repository": {"full_name": repo, "name": repo.split("/")[1], "owner": {"login": repo.split("/")[0]}},
+            "sender": {"login": sender or self.token_user, "type": "User" if sender else "Bot"},
+        }
+        if comment is not None:
+            payload["comment"] = comment
+        body, headers = github_request(self.webhook_secret, event, payload)
+        url = self.webhook_url
+
+        def send() -> None:
+            import requests
+
+            # GitHub marks a failed delivery and moves on; a test sees the missing event.
+            with contextlib.suppress(requests.RequestException):
+                requests.post(url, data=body, headers=headers, timeout=10)
+
+        threading.Thread(target=send, daemon=True).start()
