@@ -328,15 +328,28 @@ def mappings_check(path: Path | None, offline: bool) -> None:
         return []
 
     problems = check(None)
+    zoho_options = None
     if not problems and not offline:
         zoho_options = _zoho_options_for(files)
         if zoho_options:
             problems = check(zoho_options)
+    if not problems:  # back-links and reverse sync need the source's token (bridge/reverse)
+        problems = _talkback_problems(files, zoho_options)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
         raise SystemExit(1)
     click.echo(f"{target}: ok")
+
+
+def _talkback_problems(files: list[Path], zoho_options: dict | None) -> list:
+    from bridge.reverse.checks import talkback_problems
+
+    try:
+        settings = load_settings()
+    except SettingsError:
+        settings = None
+    return talkback_problems(files, settings, zoho_options)
 
 
 def _zoho_options_for(files: list[Path]) -> dict | None:

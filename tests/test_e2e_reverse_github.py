@@ -37,7 +37,10 @@ def _mapping(tmp: Path, conflict: str = "source_wins") -> Path:
     return path
 
 
-def _stack(tmp: Path, zoho: FakeZoho, github: FakeGitHub, *, conflict: str, poll: float) -> BridgeStack:
+def _stack(
+    tmp: Path, zoho: FakeZoho, github: FakeGitHub, *, conflict: str, poll: float, extra: dict | None = None
+) -> BridgeStack:
+    tmp.mkdir(parents=True, exist_ok=True)
     stack = BridgeStack(
         tmp,
         zoho,
@@ -47,6 +50,7 @@ def _stack(tmp: Path, zoho: FakeZoho, github: FakeGitHub, *, conflict: str, poll
             "GITHUB_API_URL": github.base_url,
             "ZOHO_POLL_SECONDS": str(poll),
             "ZOHO_WEBHOOK_TOKEN": HOOK_TOKEN,
+            **(extra or {}),
         },
     )
     github.webhook_url = stack.base_url + "/webhooks/github"

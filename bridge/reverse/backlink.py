@@ -27,6 +27,7 @@ from bridge.store import Link
 from bridge.zoho.client import ZohoClient
 
 log = logging.getLogger("bridge.reverse")
+CLAIM_SECONDS = 300.0  # a tick holds an item's back-link this long; a dead tick's item is looked at again after
 SOURCE_PROJECT_FIELD = {"github": "repository", "bugzilla": "product", "bugherd": "project"}
 
 
@@ -69,6 +70,8 @@ def post_due_backlinks(
 ) -> int:
     posted = 0
     for item in state.due_backlinks(engine, time.time(), limit):
+        if not state.claim_backlink(engine, item, CLAIM_SECONDS):
+            continue  # another tick (another worker) has it
         link = store.get_link(engine, item.source, item.external_id)
         mapping = mapping_for(registry, link) if link else None
         if link is None or mapping is None or mapping.backlink is None:

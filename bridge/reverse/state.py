@@ -72,6 +72,25 @@ def due_backlinks(engine: Engine, now: float, limit: int) -> list[ReverseItem]:
     return [_item(r) for r in rows]
 
 
+def claim_backlink(engine: Engine, item: ReverseItem, ttl: float) -> bool:
+    """Take the item's back-link for `ttl` seconds; False when another tick took it first."""
+    t = db.reverse_items
+    with engine.begin() as conn:
+        taken = conn.execute(
+            update(t)
+            .where(
+                and_(
+                    t.c.source == item.source,
+                    t.c.external_id == item.external_id,
+                    t.c.backlink_state == item.backlink_state,
+                    t.c.backlink_next_at == item.backlink_next_at,
+                )
+            )
+            .values(backlink_next_at=time.time() + ttl, updated_at=time.time())
+        ).rowcount
+    return taken == 1
+
+
 def set_backlink(engine: Engine, source: str, external_id: str, **values: object) -> None:
     t = db.reverse_items
     with engine.begin() as conn:
