@@ -104,11 +104,13 @@ def test_backlink_once_loop_closed_and_reopened_and_no_echo(tmp_path, fakes):
         # A person reopens it: reopened.
         zoho.person_sets_status(issue["id"], "Reopened")
         wait_for(lambda: github.issue("acme/web", 7)["state"] == "open", POLL_SECONDS * 3, what="reopened")
+        # The echoes of our close and reopen (two `issues` webhooks, sent a moment later) were recognized
+        # and caused no Zoho call at all.
+        echo = "the source's echo of the bridge's own write"
+        wait_for(lambda: _notes(stack).count(echo) == 2, 30, what="both echoes processed")
         stack.wait_idle()
-        # The echoes of our close and reopen (two `issues` webhooks) caused no Zoho call at all.
         assert zoho.writes()[zoho_writes:] == []
         assert zoho.issue(issue["id"])["status"]["name"] == "Reopened"
-        assert _notes(stack).count("the source's echo of the bridge's own write") == 2
 
         # A quiet period: no writes on either side, only the poll's one read per interval.
         gh_writes, z_writes, z_reads = len(github.writes()), len(zoho.writes()), len(zoho.api_calls("GET"))
