@@ -1,0 +1,277 @@
+"""The backfill runner in this process against a real fake GitHub and a real FakeZoho over HTTP.
+
+The sync service runs here too (no Celery): `drain` does what the workers and the beat job do, taking every
+item with due events. What is checked is what an admin sees: the Zoho issues and comments, the calls made.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from bridge import db, store
+from bridge.backfill import list_backfills, run_backfill
+from bridge.backfill.github import GitHubReader
+from bridge.backfill.runner import COMMENT_COST, CREATE_COST
+from bridge.cli import main
+from bridge.runtime import Runtime
+from bridge.settings import load_settings
+from bridge.sources.github import GitHubSource
+from bridge.sources.github_api import GitHubClient
+from tests.factories import github_request, issues_event
+from tests.fakes.github import BASE_TIME, TOKEN, FakeGitHub, iso
+from tests.fakes.zoho import FakeZoho
+from tests.harness import GITHUB_SECRET, in_process_env
+
+WEB = "1752587000000097024"
+REPO = "acme/web"
+
+
+@pytest.fixture
+def zoho():
+    with FakeZoho() as server:
+        yield server
+
+
+@pytest.fixture
+def github():
+    with FakeGitHub() as server:
+        yield server
+
+
+def populate(github: FakeGitHub, issues: int = 30, comments_each: int = 2, prs: int = 5) -> None:
+    for n in range(1, issues + 1):
+        labels = ("bug", "area:auth") if n % 3 == 0 else ("enhancement",)
+        github.add_issue(
+            REPO, n, title=f"Issue number {n}", labels=labels, at=n, state="closed" if n % 10 == 0 else "open"
+        )
+        for c in range(comments_each):
+            github.add_comment(REPO, n, f"comment {c} on {n}", at=1000 + n * 10 + c)
+    for n in range(issues + 1, issues + prs + 1):
+        github.add_issue(REPO, n, title=f"PR {n}", at=n, pull_request=True)
+        github.add_comment(REPO, n, "a review comment", at=5000 + n)
+
+
+def runtime_for(tmp_path, zoho, github, **extra) -> Runtime:
+    env = in_process_env(tmp_path, zoho, "github", GITHUB_TOKEN=TOKEN, GITHUB_API_URL=github.base_url, **extra)
+    return Runtime(load_settings(env))
+
+
+def backfill(runtime: Runtime, github: FakeGitHub, **kwargs):
+    client = GitHubClient(TOKEN, base_url=github.base_url, sleep=lambda s: None)
+    filters = {k: kwargs.pop(k) for k in ("state", "since", "labels") if k in kwargs}
+    reader = GitHubReader(client, runtime.engine, REPO, **filters)
+    return run_backfill(runtime.engine, runtime.settings, reader, **kwargs), client
+
+
+def drain(runtime: Runtime, timeout: float = 120.0) -> None:
+    """What the workers do: process every item with due events until none is pending and due."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        items = store.stale_items(runtime.engine, older_than=time.time() + 1, now=time.time(), limit=10_000)
+        if not items:
+            return
+        for source, key in items:
+            runtime.sync.process_item(source, key)
+    raise AssertionError("events still pending")
+
+
+def zoho_writes(zoho: FakeZoho) -> int:
+    return sum(len(zoho.api_calls(m)) for m in ("POST", "PATCH", "PUT", "DELETE"))
+
+
+@pytest.mark.parametrize("state", ["all", "open"])
+def test_backfill_lands_every_issue_and_comment_once_and_a_rerun_writes_nothing(tmp_path, zoho, github, state):
+    populate(github)
+    runtime = runtime_for(tmp_path, zoho, github)
+    result, _ = backfill(runtime, github, state=state)
+    wanted = 30 if state == "all" else 27  # every tenth issue is closed
+    assert result.progress.items_read == wanted
+    drain(runtime)
+    issues = zoho.issues(WEB)
+    assert len(issues) == wanted
+    assert sorted(i["external_id"] for i in issues) == sorted(
+        f"github:{REPO}#{n}" for n in range(1, 31) if state == "all" or n % 10
+    )
+    third = next(i for i in issues if i["external_id"] == f"github:{REPO}#3")
+    assert third["name"] == "Issue number 3" and third["module"]["value"] == "Authentication"
+    assert third["severity"]["value"] == "Major" and third["status"]["name"] == "Open"
+    closed = [i for i in issues if i["external_id"] == f"github:{REPO}#10"]
+    assert (closed[0]["status"]["name"] == "Closed") if state == "all" else not closed
+    for issue in issues:
+        texts = [c["comment"] for c in zoho.comments(issue["id"])]
+        assert len(texts) == 2, texts
+    # The comments came the cheaper way: repository-wide for the whole repository, else per issue.
+    repo_wide = github.calls("/issues/comments")
+    per_issue = [c for c in github.calls("/comments") if "/issues/comments" not in c["path"]]
+    if state == "all":
+        assert len(repo_wide) == 1 and not per_issue
+    else:
+        assert not repo_wide and len(per_issue) == 27
+
+    writes = zoho_writes(zoho)
+    calls_before = len(zoho.api_calls())
+    again, _ = backfill(runtime, github, state=state)
+    assert again.progress.events_stored == 0 and again.progress.duplicates == wanted * 3
+    drain(runtime)
+    assert zoho_writes(zoho) == writes and len(zoho.api_calls()) == calls_before
+    rows = list_backfills(runtime.engine)
+    assert [r["state"] for r in rows] == ["done", "done"]
+    assert rows[1]["synced"] == wanted * 3 and rows[1]["failed"] == 0
+
+
+def test_slots_are_spread_to_the_budget_share_by_the_database_clock(tmp_path, zoho, github):
+    populate(github, issues=10, comments_each=1, prs=0)
+    runtime = runtime_for(tmp_path, zoho, github, ZOHO_RATE_LIMIT_PER_MINUTE="60", BACKFILL_BUDGET_SHARE="0.5")
+    started = time.time()
+    result, _ = backfill(runtime, github, state="all")
+    rate = 0.5 * 60 / 60.0  # calls a second the backfill may use
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(
+            select(db.events.c.event_name, db.events.c.next_attempt_at, db.events.c.origin).order_by(db.events.c.id)
+        ).all()
+    assert {r.origin for r in rows} == {f"backfill:{result.backfill_id}"}
+    issue_slots = [r.next_attempt_at for r in rows if r.event_name == "backfill.issue"]
+    comment_slots = [r.next_attempt_at for r in rows if r.event_name == "backfill.comment"]
+    # Phase 1: each new issue is a lookup + a create; phase 2: the comments, one call each, after them.
+    assert [round(b - a, 3) for a, b in itertools.pairwise(issue_slots)] == [CREATE_COST / rate] * 9
+    assert [round(b - a, 3) for a, b in itertools.pairwise(comment_slots)] == [COMMENT_COST / rate] * 9
+    assert round(comment_slots[0] - issue_slots[-1], 3) == CREATE_COST / rate
+    slots = issue_slots
+    assert abs(slots[0] - started) < 5
+    assert result.progress.planned_zoho_calls == 10 * CREATE_COST + 10 * COMMENT_COST
+    # Nothing beyond the first slot is due now: the workers (and the beat job) leave the rest alone.
+    due = store.stale_items(runtime.engine, older_than=time.time() + 1, now=time.time())
+    assert len(due) <= 1
+
+
+class Interrupting(GitHubClient):
+    """Ctrl-C while fetching the n-th page."""
+
+    def __init__(self, *args, stop_at: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop_at = stop_at
+
+    def get(self, url, params=None, *, repo=""):
+        if self.calls + 1 == self.stop_at:
+            self.stop_at = -1
+            raise KeyboardInterrupt
+        return super().get(url, params, repo=repo)
+
+
+def test_interrupted_then_resumed_ends_in_the_same_state(tmp_path, zoho, github):
+    populate(github, issues=250, comments_each=1, prs=3)
+    runtime = runtime_for(tmp_path, zoho, github)
+    client = Interrupting(TOKEN, base_url=github.base_url, sleep=lambda s: None, stop_at=2)
+    reader = GitHubReader(client, runtime.engine, REPO, state="all")
+    with pytest.raises(KeyboardInterrupt):
+        run_backfill(runtime.engine, runtime.settings, reader)
+    [row] = list_backfills(runtime.engine)
+    assert row["state"] == "interrupted" and row["items_read"] == 100
+    drain(runtime)  # the workers went on with what was stored
+    assert len(zoho.issues(WEB)) == 100
+
+    fresh = GitHubReader(GitHubClient(TOKEN, base_url=github.base_url), runtime.engine, REPO, state="all")
+    result = run_backfill(runtime.engine, runtime.settings, fresh, resume=True)
+    assert result.backfill_id == row["id"]
+    pages = [c for c in github.calls("/repos/acme/web/issues") if c["path"].endswith("/issues")]
+    assert len(pages) == 3  # page 1 before the interrupt, then pages 2 and 3: page 1 is not read again
+    drain(runtime)
+    issues = zoho.issues(WEB)
+    assert len(issues) == 250 and len({i["external_id"] for i in issues}) == 250
+    assert all(len(zoho.comments(i["id"])) == 1 for i in issues)
+    [row] = list_backfills(runtime.engine)
+    assert row["state"] == "done" and row["items_read"] == 250 and row["failed"] == 0
+
+
+def test_a_newer_webhook_wins_over_the_backfilled_state(tmp_path, zoho, github):
+    populate(github, issues=3, comments_each=0, prs=0)
+    runtime = runtime_for(tmp_path, zoho, github, ZOHO_RATE_LIMIT_PER_MINUTE="6000")
+    # The backfill reads issue 2 as it was; then the issue is renamed and its webhook arrives.
+    backfill(runtime, github, state="open")
+    source = GitHubSource(GITHUB_SECRET)
+    newer = issues_event("edited", number=2, title="Renamed after the backfill read it", updated=10**8)
+    body, headers = github_request(GITHUB_SECRET, "issues", newer)
+    event = source.parse(body, headers)
+    store.record_delivery(runtime.engine, event, dedup_key=source.dedup_key(body, headers), headers={}, payload=body)
+    drain(runtime)
+    [issue] = [i for i in zoho.issues(WEB) if i["external_id"] == f"github:{REPO}#2"]
+    assert issue["name"] == "Renamed after the backfill read it"
+    assert len(zoho.issues(WEB)) == 3
+
+
+def test_dry_run_stores_nothing_and_estimates_the_calls(tmp_path, zoho, github):
+    populate(github, issues=5, comments_each=2, prs=1)
+    runtime = runtime_for(tmp_path, zoho, github)
+    result, _ = backfill(runtime, github, state="open", dry_run=True)
+    assert result.backfill_id is None
+    assert result.progress.items_read == 5 and result.progress.events_stored == 15
+    assert result.progress.planned_zoho_calls == 5 * CREATE_COST + 10 * COMMENT_COST
+    assert store.count_by_status(runtime.engine) == {} and list_backfills(runtime.engine) == []
+
+
+# -- the command line: bad input is a clear error and stores nothing ---------------------------------------
+
+
+def _cli(tmp_path, zoho, github, *args, **extra):
+    env = in_process_env(tmp_path, zoho, "github", **{"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": github.base_url, **extra})
+    return CliRunner().invoke(main, ["backfill", "github", *args], env=env), load_settings(env)
+
+
+def _nothing_stored(settings) -> bool:
+    engine = db.make_engine(settings.database_url)
+    db.ensure_schema(engine)
+    return store.count_by_status(engine) == {} and list_backfills(engine) == []
+
+
+def test_cli_unknown_repository(tmp_path, zoho, github):
+    github.add_repo(REPO)
+    result, settings = _cli(tmp_path, zoho, github, "--repo", "acme/nope")
+    assert result.exit_code == 1
+    assert "unknown repository 'acme/nope' on GitHub (404: Not Found)" in result.output
+    assert _nothing_stored(settings)
+
+
+def test_cli_missing_token(tmp_path, zoho, github):
+    result, settings = _cli(tmp_path, zoho, github, "--repo", REPO, GITHUB_TOKEN="")
+    assert result.exit_code == 1 and "GITHUB_TOKEN is not set" in result.output
+    assert _nothing_stored(settings)
+
+
+def test_cli_bad_token(tmp_path, zoho, github):
+    github.add_repo(REPO)
+    result, settings = _cli(tmp_path, zoho, github, "--repo", REPO, GITHUB_TOKEN="ghp_wrong")
+    assert result.exit_code == 1 and "GitHub refused GITHUB_TOKEN (401: Bad credentials)" in result.output
+    assert _nothing_stored(settings)
+
+
+@pytest.mark.parametrize("args", [["--since", "last tuesday"], ["--since", "2024-13-01"], ["--repo-x"]])
+def test_cli_malformed_options(tmp_path, zoho, github, args):
+    github.add_repo(REPO)
+    if args == ["--repo-x"]:
+        args = ["--repo", "not a repo"]
+        message = "expected OWNER/NAME"
+    else:
+        args = ["--repo", REPO, *args]
+        message = "expected a date like 2024-01-31"
+    result, settings = _cli(tmp_path, zoho, github, *args)
+    assert result.exit_code == 2 and message in result.output
+    assert _nothing_stored(settings)
+
+
+def test_cli_backfill_and_since_filter(tmp_path, zoho, github):
+    populate(github, issues=6, comments_each=1, prs=1)
+    github.edit_issue(REPO, 2, at=10**6, title="touched later")
+    result, settings = _cli(tmp_path, zoho, github, "--repo", REPO, "--since", iso(BASE_TIME + 10**6)[:10])
+    assert result.exit_code == 0, result.output
+    assert "backfill 1: 1 items read, 2 events stored" in result.output
+    engine = db.make_engine(settings.database_url)
+    [row] = list_backfills(engine)
+    assert row["scope"]["since"].startswith(iso(BASE_TIME + 10**6)[:10]) and row["items_read"] == 1
+    assert {e.event.fields["title"] for e in store.list_events(engine)} == {"touched later"}
+    resumed, _ = _cli(tmp_path, zoho, github, "--repo", REPO, "--resume")
+    assert resumed.exit_code == 1 and "no interrupted github backfill with these options" in resumed.output
