@@ -118,7 +118,7 @@ def test_a_wait_over_the_maximum_stops_resumable_instead():
 @responses.activate
 def test_401_names_the_token():
     responses.get(ISSUES, status=401, json={"message": "Bad credentials"})
-    with pytest.raises(GitHubError, match="GITHUB_TOKEN.*401: Bad credentials"):
+    with pytest.raises(GitHubError, match=r"GITHUB_TOKEN.*401: Bad credentials"):
         _client([]).issues_page("acme/web")
 
 

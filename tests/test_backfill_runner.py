@@ -218,7 +218,8 @@ def test_dry_run_stores_nothing_and_estimates_the_calls(tmp_path, zoho, github):
 
 
 def _cli(tmp_path, zoho, github, *args, **extra):
-    env = in_process_env(tmp_path, zoho, "github", **{"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": github.base_url, **extra})
+    settings = {"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": github.base_url, **extra}
+    env = in_process_env(tmp_path, zoho, "github", **settings)
     return CliRunner().invoke(main, ["backfill", "github", *args], env=env), load_settings(env)
 
 
