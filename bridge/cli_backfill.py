@@ -143,6 +143,7 @@ def _run(
     wait: bool,
     errors: tuple[type[Exception], ...],
 ) -> None:
+    from bridge.backfill import feeder
     from bridge.backfill.runner import BackfillError, budget_rate, refresh, run_backfill
     from bridge.events import SourceUnavailable
 
@@ -150,8 +151,14 @@ def _run(
     bar = _Bar(dry_run)
     rate = budget_rate(settings)
 
-    def on_batch(progress: Any, due: set[tuple[str, str]]) -> None:
-        waker.wake(due)
+    def feed() -> None:
+        # The beat job feeds the lane every second; feeding here too starts it at once and keeps a
+        # `--wait` going where no beat runs. The feeder's lease and pace make the two one lane.
+        waker.wake(set(feeder.release(engine, settings)))
+
+    def on_batch(progress: Any) -> None:
+        if not dry_run:
+            feed()
         bar.show(progress)
 
     try:
@@ -184,11 +191,12 @@ def _run(
     )
     if wait:
         while True:
-            progress = refresh(engine, p)
+            feed()
+            progress = refresh(engine, p, rate)
             bar.show(progress)
             if not progress.pending:
                 break
-            time.sleep(2.0)
+            time.sleep(1.0)
         bar.done()
         click.echo(f"synced: {p.synced}, failed: {p.failed}")
 
@@ -223,7 +231,7 @@ class _Bar:
 
 
 class _Waker:
-    """Wakes a worker for items whose first slot is now; the beat job wakes the later ones when due."""
+    """Wakes a worker for each item the feeder released (the stale sweeper wakes any it misses)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

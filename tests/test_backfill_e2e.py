@@ -31,7 +31,10 @@ from tests.harness import REPO, BridgeStack, wait_for
 pytestmark = pytest.mark.e2e
 
 WEB = "1752587000000097024"
-BUDGET = {"ZOHO_RATE_LIMIT_PER_MINUTE": "600", "ZOHO_RATE_WINDOW_SECONDS": "5", "BACKFILL_BUDGET_SHARE": "0.5"}
+# 60 calls a second in all, 30 for the backfill: within what one worker process on SQLite keeps up with (pacing
+# is by the Zoho budget; see the README: a budget beyond the workers' pace would queue backfill work ahead of
+# live). Zoho's real budgets (100-300 calls a minute) are far below it.
+BUDGET = {"ZOHO_RATE_LIMIT_PER_MINUTE": "300", "ZOHO_RATE_WINDOW_SECONDS": "5", "BACKFILL_BUDGET_SHARE": "0.5"}
 MAPPINGS = [REPO / "mappings" / f"{name}.yaml" for name in ("github", "bugzilla", "bugherd")]
 
 
@@ -100,12 +103,14 @@ def test_github_300_issues_900_comments_interrupted_resumed_rerun_and_live_laten
             assert "--resume" in out
             assert list_backfills(stack.engine)[0]["state"] == "interrupted"
 
+            resumed_at = time.monotonic()
             resumed = _cli(stack, "github", "--repo", "acme/web", "--state", "all", "--resume", "--wait")
             during = []
-            while resumed.poll() is None and len(during) < 15:
+            while resumed.poll() is None and len(during) < 60:
                 during.append(_live_latency(stack, zoho, 9100 + len(during)))
                 time.sleep(0.5)
             out, _ = resumed.communicate(timeout=300)
+            took = time.monotonic() - resumed_at
             assert resumed.returncode == 0, out
             stack.wait_idle(120)
             stack.assert_alive()
@@ -128,8 +133,9 @@ def test_github_300_issues_900_comments_interrupted_resumed_rerun_and_live_laten
             assert _zoho_writes(zoho) == writes
 
             print(
-                f"\nlive latency without backfill: max {max(baseline):.2f}s; during: n={len(during)} "
-                f"max {max(during):.2f}s median {sorted(during)[len(during) // 2]:.2f}s"
+                f"\nresumed backfill synced in {took:.1f}s; live latency without backfill: "
+                f"{', '.join(f'{x:.2f}' for x in baseline)}s; during: n={len(during)} max {max(during):.2f}s "
+                f"median {sorted(during)[len(during) // 2]:.2f}s all={[round(x, 2) for x in during]}"
             )
             assert len(during) >= 3
             assert max(during) <= max(baseline) + 3.0

@@ -6,18 +6,17 @@ item with due events. What is checked is what an admin sees: the Zoho issues and
 
 from __future__ import annotations
 
-import itertools
 import time
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
 
 from bridge import db, store
-from bridge.backfill import list_backfills, run_backfill
+from bridge.backfill import feeder, list_backfills, run_backfill
 from bridge.backfill.github import GitHubReader
 from bridge.backfill.runner import COMMENT_COST, CREATE_COST
 from bridge.cli import main
+from bridge.clock import engine_now
 from bridge.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.sources.github import GitHubSource
@@ -69,11 +68,13 @@ def backfill(runtime: Runtime, github: FakeGitHub, **kwargs):
 
 
 def drain(runtime: Runtime, timeout: float = 120.0) -> None:
-    """What the workers do: process every item with due events until none is pending and due."""
+    """What beat and the workers do: release parked backfill events, process every item with due events."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        store.kv_set(runtime.engine, feeder.FED_AT_KEY, "0")  # as if a long while passed: the pace is tested apart
+        feeder.release(runtime.engine, runtime.settings)
         items = store.stale_items(runtime.engine, older_than=time.time() + 1, now=time.time(), limit=10_000)
-        if not items:
+        if not items and not feeder.parked_count(runtime.engine, "backfill:%"):
             return
         for source, key in items:
             runtime.sync.process_item(source, key)
@@ -124,29 +125,43 @@ def test_backfill_lands_every_issue_and_comment_once_and_a_rerun_writes_nothing(
     assert rows[1]["synced"] == wanted * 3 and rows[1]["failed"] == 0
 
 
-def test_slots_are_spread_to_the_budget_share_by_the_database_clock(tmp_path, zoho, github):
-    populate(github, issues=10, comments_each=1, prs=0)
-    runtime = runtime_for(tmp_path, zoho, github, ZOHO_RATE_LIMIT_PER_MINUTE="60", BACKFILL_BUDGET_SHARE="0.5")
-    started = time.time()
+def test_the_feeder_releases_parked_events_at_the_budget_share_and_only_while_workers_keep_up(tmp_path, zoho, github):
+    populate(github, issues=40, comments_each=1, prs=0)
+    # 600 calls a minute, half for the backfill: 5 calls a second; in flight at most 2 s of that (10 events).
+    runtime = runtime_for(tmp_path, zoho, github, ZOHO_RATE_LIMIT_PER_MINUTE="600", BACKFILL_BUDGET_SHARE="0.5")
+    engine = runtime.engine
     result, _ = backfill(runtime, github, state="all")
-    rate = 0.5 * 60 / 60.0  # calls a second the backfill may use
-    with runtime.engine.connect() as conn:
-        rows = conn.execute(
-            select(db.events.c.event_name, db.events.c.next_attempt_at, db.events.c.origin).order_by(db.events.c.id)
-        ).all()
-    assert {r.origin for r in rows} == {f"backfill:{result.backfill_id}"}
-    issue_slots = [r.next_attempt_at for r in rows if r.event_name == "backfill.issue"]
-    comment_slots = [r.next_attempt_at for r in rows if r.event_name == "backfill.comment"]
-    # Phase 1: each new issue is a lookup + a create; phase 2: the comments, one call each, after them.
-    assert [round(b - a, 3) for a, b in itertools.pairwise(issue_slots)] == [CREATE_COST / rate] * 9
-    assert [round(b - a, 3) for a, b in itertools.pairwise(comment_slots)] == [COMMENT_COST / rate] * 9
-    assert round(comment_slots[0] - issue_slots[-1], 3) == CREATE_COST / rate
-    slots = issue_slots
-    assert abs(slots[0] - started) < 5
-    assert result.progress.planned_zoho_calls == 10 * CREATE_COST + 10 * COMMENT_COST
-    # Nothing beyond the first slot is due now: the workers (and the beat job) leave the rest alone.
-    due = store.stale_items(runtime.engine, older_than=time.time() + 1, now=time.time())
-    assert len(due) <= 1
+    assert result.progress.planned_zoho_calls == 40 * CREATE_COST + 40 * COMMENT_COST
+    # Everything is parked: neither the workers nor the stale sweeper see it.
+    assert store.stale_items(engine, older_than=time.time() + 1, now=time.time()) == []
+    assert feeder.parked_count(engine, f"backfill:{result.backfill_id}") == 80
+    # A live delivery meanwhile is due at once.
+    live = issues_event("opened", number=777, title="live", updated=5)
+    body, headers = github_request(GITHUB_SECRET, "issues", live)
+    source = GitHubSource(GITHUB_SECRET)
+    store.record_delivery(engine, source.parse(body, headers), dedup_key="live-777", headers={}, payload=body)
+    assert store.stale_items(engine, older_than=time.time() + 1, now=time.time()) == [("github", f"{REPO}#777")]
+
+    def release_after(seconds: float) -> list:
+        store.kv_set(engine, feeder.FED_AT_KEY, repr(engine_now(engine) - seconds))
+        return feeder.release(engine, runtime.settings)
+
+    # 2 s of pace = 10 calls; whole items (the issue: lookup + create, its comment: 1), oldest first: 4 items.
+    first = release_after(2.0)
+    assert first == [("github", f"{REPO}#{n}") for n in range(1, 5)]
+    assert feeder.release(engine, runtime.settings) == []  # no time passed: no allowance
+    # The workers did nothing with them: 8 events in flight of at most 10, however long it has been.
+    assert release_after(60.0) == [("github", f"{REPO}#5")]
+    assert release_after(60.0) == []  # 10 in flight: nothing more until the workers catch up
+    drain_due(runtime)  # they do
+    assert release_after(1.0) == [("github", f"{REPO}#6"), ("github", f"{REPO}#7")]  # 5 calls of allowance
+    drain(runtime)
+    assert len(zoho.issues(WEB)) == 41
+
+
+def drain_due(runtime: Runtime) -> None:
+    for source, key in store.stale_items(runtime.engine, older_than=time.time() + 1, now=time.time()):
+        runtime.sync.process_item(source, key)
 
 
 class Interrupting(GitHubClient):
