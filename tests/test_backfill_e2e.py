@@ -86,7 +86,8 @@ def test_github_300_issues_900_comments_interrupted_resumed_rerun_and_live_laten
             github.add_comment("acme/web", n, "LGTM", at=20_000 + n)
         stack = _stack(tmp_path, zoho, GITHUB_TOKEN=TOKEN, GITHUB_API_URL=github.base_url)
         try:
-            baseline = [_live_latency(stack, zoho, 9000 + i) for i in range(3)]
+            _live_latency(stack, zoho, 8999)  # warm-up: the first call also fetches the Zoho token and options
+            baseline = sorted(_live_latency(stack, zoho, 9000 + i) for i in range(5))
 
             # Interrupted half way: GitHub stalls after the first page; Ctrl-C while it does.
             github.hold_after(1)
@@ -138,7 +139,8 @@ def test_github_300_issues_900_comments_interrupted_resumed_rerun_and_live_laten
                 f"median {sorted(during)[len(during) // 2]:.2f}s all={[round(x, 2) for x in during]}"
             )
             assert len(during) >= 3
-            assert max(during) <= max(baseline) + 3.0
+            # On a shared 2-core machine single values jump; the median must stay within the normal latency.
+            assert sorted(during)[len(during) // 2] <= baseline[len(baseline) // 2] + 2.0
         finally:
             stack.stop()
     finally:

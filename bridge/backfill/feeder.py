@@ -6,9 +6,9 @@ due events and the stale sweeper wakes only due events, so parked ones wait. Eve
 `backfill` command after each page) `release` makes some of them due, oldest first, whole items at a time:
 
 - at most `BACKFILL_BUDGET_SHARE` x the Zoho budget (calls a second) since the last release, and
-- only while fewer than `IN_FLIGHT_SECONDS` of that pace are released-but-not-done: when the workers fall behind
-  (a slow Zoho, few workers) nothing more is released, so the broker queue stays short and a live webhook's
-  task waits behind at most about a second of backfill work.
+- only while fewer than `IN_FLIGHT_SECONDS` of that pace (at most `MAX_IN_FLIGHT` events) are released but not
+  done: when the workers fall behind (a slow Zoho, few or busy workers) nothing more is released, so the broker
+  queue stays short and a live webhook's task waits behind a handful of backfilled items at most.
 
 Everything is in the database, timed by its clock (`db_now`): a crash of the command, of a worker or of beat
 loses nothing; the next release continues. A lease keeps two releasers from doubling the pace.
@@ -32,6 +32,7 @@ LEASE = "backfill:feeder"
 FED_AT_KEY = "backfill.fed_at"
 IN_FLIGHT_SECONDS = 2.0  # released-but-not-done work allowed, in seconds of the backfill's pace
 MIN_IN_FLIGHT = 4  # events: even a tiny budget keeps a worker busy
+MAX_IN_FLIGHT = 20  # events: a live task never queues behind more than this, however large the budget
 MAX_GAP_SECONDS = 5.0  # allowance saved up while idle (or blocked) is capped: no burst after a pause
 UNLIMITED_RATE = 200.0  # calls a second when the Zoho budget is unlimited (0): still a bounded lane
 BACKFILL_ORIGIN = "backfill:%"
@@ -69,7 +70,7 @@ def _release(engine: Engine, rate: float) -> list[tuple[str, str]]:
         in_flight = conn.execute(
             select(func.count()).select_from(events).where(lane, events.c.next_attempt_at < PARKED_AT)
         ).scalar_one()
-        cap = max(MIN_IN_FLIGHT, rate * IN_FLIGHT_SECONDS)
+        cap = max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, rate * IN_FLIGHT_SECONDS))
         allowance = min(rate * (now - paid_until), cap - in_flight)
         if allowance <= 0:
             _set_fed_at(conn, paid_until)  # workers behind: release nothing, save up no more than the cap
