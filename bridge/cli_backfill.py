@@ -114,6 +114,33 @@ def backfill_bugherd(project_id: int, dry_run: bool, resume: bool, wait: bool) -
     _run(settings, engine, reader, resume=resume, dry_run=dry_run, wait=wait, errors=(BugHerdError,))
 
 
+@backfill.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def backfill_list(as_json: bool) -> None:
+    """Running and finished backfills with their progress (also in `issue-bridge status`)."""
+    import json
+
+    from bridge.backfill import list_backfills
+
+    settings = _settings_for_backfill()
+    rows = list_backfills(_engine(settings), settings=settings)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no backfills yet")
+        return
+    for r in rows:
+        scope = " ".join(f"{k}={v}" for k, v in r["scope"].items() if v not in (None, [], ""))
+        started = datetime.fromtimestamp(r["started_at"], UTC).strftime("%Y-%m-%d %H:%M")
+        click.echo(
+            f"#{r['id']} {r['source']} {scope} [{r['state']}] started {started}: read {r['items_read']}, "
+            f"stored {r['events_stored']} (+{r['duplicates']} dup), synced {r['synced']}, failed {r['failed']}, "
+            f"pending {r['pending']}, ETA {_duration(r['eta_seconds'])}"
+            + (f" | {r['last_error']}" if r["last_error"] else "")
+        )
+
+
 # -- shared -------------------------------------------------------------------------------------------------
 
 

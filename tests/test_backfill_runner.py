@@ -289,5 +289,10 @@ def test_cli_backfill_and_since_filter(tmp_path, zoho, github):
     [row] = list_backfills(engine)
     assert row["scope"]["since"].startswith(iso(BASE_TIME + 10**6)[:10]) and row["items_read"] == 1
     assert {e.event.fields["title"] for e in store.list_events(engine)} == {"touched later"}
+    env = in_process_env(tmp_path, zoho, "github")
+    listed = CliRunner().invoke(main, ["backfill", "list"], env=env)
+    assert listed.exit_code == 0
+    assert "#1 github repo=acme/web since=2023-11-26T00:00:00Z state=open [syncing]" in listed.output
+    assert "read 1, stored 2 (+0 dup)" in listed.output
     resumed, _ = _cli(tmp_path, zoho, github, "--repo", REPO, "--resume")
     assert resumed.exit_code == 1 and "no interrupted github backfill with these options" in resumed.output
