@@ -114,6 +114,33 @@ def backfill_bugherd(project_id: int, dry_run: bool, resume: bool, wait: bool) -
     _run(settings, engine, reader, resume=resume, dry_run=dry_run, wait=wait, errors=(BugHerdError,))
 
 
+@backfill.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def backfill_list(as_json: bool) -> None:
+    """Running and finished backfills with their progress (also in `issue-bridge status`)."""
+    import json
+
+    from bridge.backfill import list_backfills
+
+    settings = _settings_for_backfill()
+    rows = list_backfills(_engine(settings), settings=settings)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no backfills yet")
+        return
+    for r in rows:
+        scope = " ".join(f"{k}={v}" for k, v in r["scope"].items() if v not in (None, [], ""))
+        started = datetime.fromtimestamp(r["started_at"], UTC).strftime("%Y-%m-%d %H:%M")
+        click.echo(
+            f"#{r['id']} {r['source']} {scope} [{r['state']}] started {started}: read {r['items_read']}, "
+            f"stored {r['events_stored']} (+{r['duplicates']} dup), synced {r['synced']}, failed {r['failed']}, "
+            f"pending {r['pending']}, ETA {_duration(r['eta_seconds'])}"
+            + (f" | {r['last_error']}" if r["last_error"] else "")
+        )
+
+
 # -- shared -------------------------------------------------------------------------------------------------
 
 
@@ -143,6 +170,7 @@ def _run(
     wait: bool,
     errors: tuple[type[Exception], ...],
 ) -> None:
+    from bridge.backfill import feeder
     from bridge.backfill.runner import BackfillError, budget_rate, refresh, run_backfill
     from bridge.events import SourceUnavailable
 
@@ -150,8 +178,14 @@ def _run(
     bar = _Bar(dry_run)
     rate = budget_rate(settings)
 
-    def on_batch(progress: Any, due: set[tuple[str, str]]) -> None:
-        waker.wake(due)
+    def feed() -> None:
+        # The beat job feeds the lane every second; feeding here too starts it at once and keeps a
+        # `--wait` going where no beat runs. The feeder's lease and pace make the two one lane.
+        waker.wake(set(feeder.release(engine, settings)))
+
+    def on_batch(progress: Any) -> None:
+        if not dry_run:
+            feed()
         bar.show(progress)
 
     try:
@@ -184,11 +218,12 @@ def _run(
     )
     if wait:
         while True:
-            progress = refresh(engine, p)
+            feed()
+            progress = refresh(engine, p, rate)
             bar.show(progress)
             if not progress.pending:
                 break
-            time.sleep(2.0)
+            time.sleep(1.0)
         bar.done()
         click.echo(f"synced: {p.synced}, failed: {p.failed}")
 
@@ -223,7 +258,7 @@ class _Bar:
 
 
 class _Waker:
-    """Wakes a worker for items whose first slot is now; the beat job wakes the later ones when due."""
+    """Wakes a worker for each item the feeder released (the stale sweeper wakes any it misses)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

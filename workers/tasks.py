@@ -8,6 +8,7 @@ import time
 from celery import shared_task
 
 from bridge import polling, store
+from bridge.backfill import feeder
 from bridge.broker import TASK_REQUEUE_STALE, TASK_SYNC_ITEM, TASK_WAKE_ITEMS
 from bridge.events import SourceUnavailable
 from bridge.runtime import get_runtime
@@ -64,6 +65,16 @@ def poll_bugzilla() -> int:
         except Exception as exc:  # the events are stored: requeue_stale wakes them later
             log.warning("could not enqueue a polled item: %s", exc, extra={"item": item_key})
     return len(fed)
+
+
+@shared_task(name="workers.tasks.feed_backfill")
+def feed_backfill() -> int:
+    """Beat job: release parked backfill events at the backfill's budget share, while workers keep up."""
+    runtime = get_runtime()
+    items = feeder.release(runtime.engine, runtime.settings)
+    for source, item_key in items:
+        sync_item.delay(source, item_key)
+    return len(items)
 
 
 @shared_task(name="workers.tasks.reverse_tick")

@@ -1,25 +1,20 @@
-"""The shared backfill runner: a source reader's batches → stored events, paced, with a resumable cursor.
+"""The shared backfill runner: a source reader's batches -> stored events, parked for the feeder, with a
+resumable cursor.
 
 One pipeline: every event a backfill reads is stored with `store.record_delivery`, exactly like a webhook
-(same normalizers, same dedup, latest-state-wins, comment-once), but with two differences:
+(same normalizers, same dedup, latest-state-wins, comment-once), with two differences:
 
 - its `origin` is `backfill:<id>` (status, metrics and progress tell the lanes apart);
-- its `next_attempt_at` is a paced slot, by the DATABASE clock: the slots are spread so the backfill's
-  expected Zoho calls fit `BACKFILL_BUDGET_SHARE` x the Zoho budget. Workers only take due events, and the
-  beat job only wakes due events, so the rest of the budget stays with live deliveries. The slots live in
-  the event rows themselves, so pacing survives a crash of the backfill, a worker restart, or both.
+- it is stored *parked* (`next_attempt_at = feeder.PARKED_AT`): the feeder (`bridge.backfill.feeder`) makes
+  parked events due at the backfill's share of the Zoho budget, and only while the workers keep up.
 
-The next free slot is shared by all backfills (kv `backfill.next_slot_at`, taken under a lease), so two
-backfills at once still share one budget share. The reader's cursor is written after each batch; a batch
-stored twice (a crash between its events and its cursor) only yields duplicates, which cost nothing.
+The reader's cursor is written after each batch; a batch stored twice (a crash between its events and its
+cursor) only yields duplicates, which cost nothing.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,16 +23,15 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from bridge import db, store
+from bridge.backfill.feeder import PARKED_AT, UNLIMITED_RATE
 from bridge.clock import db_now, engine_now
 from bridge.events import NormalizedEvent
 from bridge.settings import Settings
 
 RUNNING, INTERRUPTED, FAILED, READ = "running", "interrupted", "failed", "read"
 UNFINISHED = (RUNNING, INTERRUPTED, FAILED)
-SLOT_KEY = "backfill.next_slot_at"
-PACER_LEASE = "backfill:pacer"
 # Zoho calls an event is expected to cost (sync.py): a new item is a lookup + a create, a changed one an
-# update, a comment one post. Used only to spread the slots; the shared rate limiter still has the last word.
+# update, a comment one post. For the feeder's pace and the ETA; the shared rate limiter has the last word.
 CREATE_COST, UPDATE_COST, COMMENT_COST = 2.0, 1.0, 1.0
 
 
@@ -161,11 +155,13 @@ def event_counts(engine: Engine, backfill_id: int) -> dict[str, int]:
     return {s: int(n) for s, n in rows}
 
 
-def list_backfills(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
-    """Running and finished backfills, newest first, with their events' sync progress (for status/admin)."""
+def list_backfills(engine: Engine, limit: int = 20, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Running and finished backfills, newest first, with their events' sync progress (for status/admin).
+
+    With `settings`, `eta_seconds` is what is left at the backfill's share of the Zoho budget."""
+    rate = budget_rate(settings) if settings is not None else None
     with engine.connect() as conn:
         rows = conn.execute(select(db.backfills).order_by(db.backfills.c.id.desc()).limit(limit)).all()
-    now = engine_now(engine)
     result = []
     for row in rows:
         counts = event_counts(engine, row.id)
@@ -186,7 +182,15 @@ def list_backfills(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
                 "synced": counts.get(store.DONE, 0) + counts.get(store.SUPERSEDED, 0) + counts.get(store.SKIPPED, 0),
                 "failed": counts.get(store.FAILED, 0),
                 "pending": pending,
-                "eta_seconds": max(0.0, row.paced_until - now) if pending else 0.0,
+                "eta_seconds": _eta(
+                    Progress(
+                        row.id,
+                        events_stored=row.events_stored,
+                        planned_zoho_calls=row.planned_zoho_calls,
+                        pending=pending,
+                    ),
+                    rate,
+                ),
                 "last_error": row.last_error,
                 "started_at": row.started_at,
                 "updated_at": row.updated_at,
@@ -197,33 +201,6 @@ def list_backfills(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
 
 
 # -- pacing -------------------------------------------------------------------------------------------------
-
-
-class Pacer:
-    """Hands out slots `cost / rate` seconds apart, starting no earlier than the database's now."""
-
-    def __init__(self, engine: Engine, rate: float | None, holder: str) -> None:
-        self.engine, self.rate, self.holder = engine, rate, holder
-        self.next_at = 0.0
-
-    def begin(self, floor: float = 0.0) -> None:
-        """Take the shared pacer for one batch (waits while another backfill stores its batch)."""
-        while not store.acquire_lease(self.engine, PACER_LEASE, self.holder, 120.0):
-            time.sleep(0.2)
-        stored = float(store.kv_get(self.engine, SLOT_KEY) or 0.0)
-        self.next_at = max(engine_now(self.engine), stored, floor)
-
-    def slot(self) -> float:
-        return self.next_at if self.rate else 0.0
-
-    def spend(self, cost: float) -> None:
-        if self.rate:
-            self.next_at += cost / self.rate
-
-    def end(self) -> None:
-        if self.rate:
-            store.kv_set(self.engine, SLOT_KEY, repr(self.next_at))
-        store.release_lease(self.engine, PACER_LEASE, self.holder)
 
 
 def _cost(engine: Engine, item: Item) -> tuple[float, dict[int, float]]:
@@ -264,7 +241,6 @@ def _link_for_item(engine: Engine, source: str, item_key: str) -> store.Link | N
 class RunResult:
     backfill_id: int | None
     progress: Progress
-    fed: set[tuple[str, str]] = field(default_factory=set)  # items with new events due now (to wake)
 
 
 def run_backfill(
@@ -274,9 +250,9 @@ def run_backfill(
     *,
     resume: bool = False,
     dry_run: bool = False,
-    on_batch: Callable[[Progress, set[tuple[str, str]]], None] | None = None,
+    on_batch: Callable[[Progress], None] | None = None,
 ) -> RunResult:
-    """Read every batch and store its events, paced. `on_batch(progress, due_items)` after each batch.
+    """Read every batch and store its events, parked for the feeder. `on_batch(progress)` after each batch.
 
     Ctrl-C (KeyboardInterrupt) and errors leave the row `interrupted` / `failed` with its cursor; `resume`
     continues the newest unfinished backfill of the same source and scope.
@@ -286,7 +262,6 @@ def run_backfill(
     if dry_run:
         return _dry_run(engine, reader, rate, on_batch)
     cursor: dict[str, Any] | None = None
-    floor = 0.0
     backfill_id: int | None = None
     progress = Progress(None)
     if resume:
@@ -304,7 +279,6 @@ def run_backfill(
             planned_zoho_calls=row.planned_zoho_calls,
             paced_until=row.paced_until,
         )
-        floor = _last_slot(engine, backfill_id)  # a crash may have stored slots the kv never heard of
         _save(engine, backfill_id, state=RUNNING, last_error=None)
     result = RunResult(backfill_id, progress)
     calls_before = progress.source_calls
@@ -314,18 +288,12 @@ def run_backfill(
             if backfill_id is None:
                 # Created with the first answer: an unknown repository or a bad token leaves no row behind.
                 backfill_id = result.backfill_id = progress.backfill_id = _create(engine, reader.source, scope)
-            pacer = Pacer(engine, rate, f"{socket.gethostname()}:{os.getpid()}:backfill:{backfill_id}")
-            due: set[tuple[str, str]] = set()
-            pacer.begin(floor)
-            try:
-                for item in batch.items:
-                    _store_item(engine, item, pacer, progress, origin_of(backfill_id), due)
-            finally:
-                pacer.end()
+            for item in batch.items:
+                _store_item(engine, item, progress, origin_of(backfill_id))
             progress.items_read += batch.read
             progress.total = batch.total if batch.total is not None else progress.total
             progress.source_calls = calls_before + reader.source_calls
-            progress.paced_until = max(progress.paced_until, pacer.next_at if rate else 0.0)
+            progress.paced_until = engine_now(engine) + _eta(progress, rate)
             _save(
                 engine,
                 backfill_id,
@@ -337,9 +305,8 @@ def run_backfill(
                 planned_zoho_calls=progress.planned_zoho_calls,
                 paced_until=progress.paced_until,
             )
-            result.fed |= due
             if on_batch is not None:
-                on_batch(refresh(engine, progress), due)
+                on_batch(refresh(engine, progress, rate))
     except KeyboardInterrupt:
         if backfill_id is not None:
             _save(engine, backfill_id, state=INTERRUPTED, last_error="interrupted (Ctrl-C)")
@@ -354,12 +321,8 @@ def run_backfill(
     return result
 
 
-def _store_item(
-    engine: Engine, item: Item, pacer: Pacer, progress: Progress, origin: str, due: set[tuple[str, str]]
-) -> None:
+def _store_item(engine: Engine, item: Item, progress: Progress, origin: str) -> None:
     _, costs = _cost(engine, item)
-    at = pacer.slot()
-    spent = 0.0
     for index, read in enumerate(item.events):
         body = json.dumps(read.payload, sort_keys=True, default=str).encode()
         _, new = store.record_delivery(
@@ -368,29 +331,25 @@ def _store_item(
             dedup_key=read.dedup_key[:255],
             headers={"X-Bridge-Origin": origin},
             payload=body,
-            next_attempt_at=at,
+            next_attempt_at=PARKED_AT,
             origin=origin,
         )
         if new:
             progress.events_stored += 1
-            spent += costs[index]
+            progress.planned_zoho_calls += costs[index]
         else:
             progress.duplicates += 1
-    pacer.spend(spent)
-    progress.planned_zoho_calls += spent
-    if spent and at <= time.time() + 1.0:
-        due.add((item.events[0].event.source, item.item_key))
 
 
-def _last_slot(engine: Engine, backfill_id: int) -> float:
-    with engine.connect() as conn:
-        value = conn.execute(
-            select(func.max(db.events.c.next_attempt_at)).where(db.events.c.origin == origin_of(backfill_id))
-        ).scalar()
-    return float(value or 0.0)
+def _eta(progress: Progress, rate: float | None) -> float:
+    """Seconds until what is stored and not yet synced is through, at the backfill's share of the budget."""
+    if not progress.events_stored:
+        return 0.0
+    waiting = progress.pending if progress.pending else progress.events_stored
+    return progress.planned_zoho_calls * min(1.0, waiting / progress.events_stored) / (rate or UNLIMITED_RATE)
 
 
-def refresh(engine: Engine, progress: Progress) -> Progress:
+def refresh(engine: Engine, progress: Progress, rate: float | None) -> Progress:
     """Fill in the sync side of the progress (from the events' statuses) and the ETA from the budget."""
     if progress.backfill_id is None:
         return progress
@@ -399,7 +358,7 @@ def refresh(engine: Engine, progress: Progress) -> Progress:
     progress.synced = sum(counts.get(s, 0) for s in (store.DONE, store.SUPERSEDED, store.SKIPPED))
     progress.failed = counts.get(store.FAILED, 0)
     progress.pending = counts.get(store.PENDING, 0)
-    progress.eta_seconds = max(0.0, progress.paced_until - engine_now(engine)) if progress.pending else 0.0
+    progress.eta_seconds = _eta(progress, rate) if progress.pending else 0.0
     return progress
 
 
@@ -407,7 +366,7 @@ def _dry_run(
     engine: Engine,
     reader: Reader,
     rate: float | None,
-    on_batch: Callable[[Progress, set[tuple[str, str]]], None] | None,
+    on_batch: Callable[[Progress], None] | None,
 ) -> RunResult:
     """Read the source and say what would be stored and what it would cost; store nothing."""
     progress = Progress(None)
@@ -421,7 +380,7 @@ def _dry_run(
         progress.source_calls = reader.source_calls
         progress.eta_seconds = progress.planned_zoho_calls / rate if rate else 0.0
         if on_batch is not None:
-            on_batch(progress, set())
+            on_batch(progress)
     return RunResult(None, progress)
 
 

@@ -94,6 +94,7 @@ class GitHubClient:
             if status in (403, 429):
                 wait = self._limit_wait(response)
                 if wait is not None:
+                    self._reset_at = None  # this wait already runs to the reset
                     self._wait(wait, f"GitHub rate limit ({status})")
                     continue
             if status >= 500:

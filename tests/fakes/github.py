@@ -10,7 +10,8 @@ Pagination by a `Link` header (`rel="next"`, `rel="last"`). Auth: `Authorization
 401 `Bad credentials`; an unknown repository is 404 `Not Found`. Every answer carries `X-RateLimit-Limit`,
 `-Remaining`, `-Reset`, `-Used`, `-Resource`; past `rate_limit` calls in `rate_window` seconds the answer is 403
 `API rate limit exceeded` with `X-RateLimit-Remaining: 0`. `secondary_limit_next(n, retry_after)` answers the
-next n requests 403 with GitHub's secondary-limit message and `Retry-After`.
+next n requests 403 with GitHub's secondary-limit message and `Retry-After`. `hold_after(n)` makes requests
+after the n-th wait for `release()`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class FakeGitHub(FakeServer):
         self._window_start = time.time()
         self._used = 0
         self._secondary: list[float] = []
+        self._hold_after: int | None = None
+        self._released = threading.Event()
+        self._released.set()
         self.requests: list[dict[str, Any]] = []
         # Where the fake delivers the webhooks its writes cause, as GitHub does (None: no webhooks).
         self.webhook_url: str | None = None
@@ -178,6 +182,15 @@ class FakeGitHub(FakeServer):
         with self._lock:
             self._secondary.extend([retry_after] * n)
 
+    def hold_after(self, n: int) -> None:
+        """Requests after the n-th wait until `release()` (a slow GitHub, to interrupt a backfill mid-way)."""
+        with self._lock:
+            self._hold_after = n
+            self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
     def calls(self, path_contains: str = "") -> list[dict[str, Any]]:
         with self._lock:
             return [dict(r) for r in self.requests if path_contains in r["path"]]
@@ -195,6 +208,10 @@ class FakeGitHub(FakeServer):
     def _handle(self, method: str, target: str, headers: Any, raw: bytes = b"") -> tuple[int, Any, dict[str, str]]:
         parts = urlsplit(target)
         path, query = parts.path, parse_qs(parts.query)
+        with self._lock:
+            held = self._hold_after is not None and len(self.requests) >= self._hold_after
+        if held:
+            self._released.wait(60)
         with self._lock:
             now = time.time()
             self.requests.append({"method": method, "path": path, "query": parts.query, "at": now})
