@@ -49,11 +49,16 @@ def _same(a: str | None, b: str | None) -> bool:
 
 
 def forward_busy(engine: Engine) -> bool:
-    """Forward events are due now: reverse work waits (it is the lower priority in the shared budget)."""
+    """Live forward events are due now: reverse work waits (it is the lower priority in the shared budget).
+
+    A backfill's events do not hold it back: a backfill can run for hours, a person's close should not wait.
+    """
     t = db.events
     with engine.connect() as conn:
         due = conn.execute(
-            select(func.count()).where(and_(t.c.status == "pending", t.c.next_attempt_at <= time.time()))
+            select(func.count()).where(
+                and_(t.c.status == "pending", t.c.origin == "live", t.c.next_attempt_at <= time.time())
+            )
         ).scalar()
     return bool(due)
 

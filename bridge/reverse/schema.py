@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 BACKLINK_NAMES = frozenset({"key", "url", "issue_id", "portal", "project", "external_id"})
 DEFAULT_BACKLINK = "Tracked in Zoho Projects as {key}: {url}"
@@ -76,7 +76,7 @@ class _Strict(Schema):
 class BacklinkSchema(_Strict):
     template = fields.Raw(load_default=DEFAULT_BACKLINK)
     url = fields.Raw(load_default=DEFAULT_URL)
-    via = fields.String(load_default="comment", validate=lambda v: v in ("comment", "see_also"))
+    via = fields.String(load_default="comment", validate=validate.OneOf(("comment", "see_also")))
 
     @post_load
     def _build(self, data: dict[str, Any], **kwargs: Any) -> Backlink:
