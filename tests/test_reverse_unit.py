@@ -56,6 +56,7 @@ def test_keys_are_off_by_default_and_parsed_when_given(tmp_path):
         ("reverse: {status: {Closed: {explode: true}}}\n", "unknown action 'explode' for github"),
         ("reverse: {status: {Closed: {close: completed, reopen: true}}}\n", "close and reopen exclude each other"),
         ("reverse: {statuses: {}}\n", "statuses"),
+        ("reverse: {comments: true}\n", "not built yet"),
     ],
 )
 def test_bad_keys_are_refused_with_a_reason(tmp_path, extra, message):
