@@ -2,8 +2,8 @@
 
 The seeds document no Zoho webhook endpoint, so each linked project is polled with the documented issue list
 (`GET …/issues?page&per_page&sort_by=DESC(last_modified_time)`, seed 001 lines 3467-3553) from a stored
-high-water mark: a quiet project costs one call per interval. Polling is forward sync's junior: a tick does
-nothing while forward events are due, and spends at most `MAX_PAGES` calls per project.
+high-water mark: a quiet project costs one call per interval, a busy one a page per 100 changed issues.
+Polling is forward sync's junior: a tick does nothing while live forward events are due.
 
 Whose change is it? The bridge only ever writes to Zoho the status its forward map gives for the source's
 state, so a Zoho status that equals that is the bridge's own (or agreement) and is never sent back. A status
@@ -35,7 +35,7 @@ from bridge.zoho.client import ZohoClient, normalize_name
 
 log = logging.getLogger("bridge.reverse")
 PER_PAGE = 100
-MAX_PAGES = 3
+MAX_PAGES = 50  # 5,000 changed issues in one interval; beyond that the rest is caught by a Zoho webhook or not at all
 
 
 def forward_status(mapping: Mapping, fields: dict[str, Any] | None) -> str | None:
@@ -91,7 +91,10 @@ def changed_issues(client: ZohoClient, portal: str, project: str, since: float) 
             found.append(issue)
         page_info = (resp.data or {}).get("page_info", {}) if isinstance(resp.data, dict) else {}
         if not page_info.get("has_next_page"):
-            break
+            return found
+    log.warning(
+        "more than %s issues changed in project %s since the last poll: the oldest are skipped", len(found), project
+    )
     return found
 
 
