@@ -154,12 +154,16 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="bridge",
         beat_schedule={
             "requeue-stale-events": {"task": TASK_REQUEUE_STALE, "schedule": 10.0},
+            # Backfill lane: parked backfill events made due at their budget share (bridge.backfill.feeder).
+            "feed-backfill": {"task": "workers.tasks.feed_backfill", "schedule": 1.0},
             # Bugzilla without webhooks: poll for changes (a no-op without BUGZILLA_POLL_PRODUCTS).
             "poll-bugzilla": {
                 "task": "workers.tasks.poll_bugzilla",
                 "schedule": settings.bugzilla_poll_seconds,
             },
             "prune-history": {"task": TASK_PRUNE, "schedule": PRUNE_EVERY_SECONDS},
+            # Talking back to the source: back-links, then Zoho changes (a no-op without backlink:/reverse:).
+            "reverse-tick": {"task": "workers.tasks.reverse_tick", "schedule": settings.zoho_poll_seconds},
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )

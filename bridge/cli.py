@@ -543,15 +543,28 @@ def mappings_check(path: Path | None, offline: bool) -> None:
         from bridge.mapping.loader import dialect_problems
 
         problems = dialect_problems(target, os.environ.get("ZOHO_DIALECT", "").strip() or "projects")
+    zoho_options = None
     if not problems and not offline:
         zoho_options = _zoho_options_for(files)
         if zoho_options:
             problems = check(zoho_options)
+    if not problems:  # back-links and reverse sync need the source's token (bridge/reverse)
+        problems = _talkback_problems(files, zoho_options)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
         raise SystemExit(1)
     click.echo(f"{target}: ok")
+
+
+def _talkback_problems(files: list[Path], zoho_options: dict | None) -> list:
+    from bridge.reverse.checks import talkback_problems
+
+    try:
+        settings = load_settings()
+    except SettingsError:
+        settings = None
+    return talkback_problems(files, settings, zoho_options)
 
 
 def _zoho_options_for(files: list[Path]) -> dict | None:
@@ -713,7 +726,7 @@ def _github_event_for(body: bytes, given: str | None) -> str:
 
 
 def _register_source_commands() -> None:
-    from bridge import cli_sources
+    from bridge import cli_backfill, cli_sources
 
     main.add_command(cli_sources.bugherd)
     from bridge.cli_zoho import zoho
@@ -722,6 +735,7 @@ def _register_source_commands() -> None:
     from bridge import cli_db
 
     db.add_command(cli_db.prune)
+    main.add_command(cli_backfill.backfill)
 
 
 _register_source_commands()

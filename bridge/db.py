@@ -53,6 +53,8 @@ events = Table(
     Column("event_json", Text, nullable=False),
     Column("notes", Text),
     Column("processed_at", Float),
+    # "live" (webhooks, polls) or "backfill:<id>": lets status and metrics tell the lanes apart.
+    Column("origin", String(32), nullable=False, default="live", server_default="live"),
     UniqueConstraint("source", "dedup_key", name="uq_events_source_dedup"),
 )
 Index("ix_events_item", events.c.source, events.c.item_key, events.c.status)
@@ -60,6 +62,7 @@ Index("ix_events_status_next", events.c.status, events.c.next_attempt_at)
 # Keyset pages by status (lists, replay --failed, gauges of pending/failed) and the retention sweep by age.
 Index("ix_events_status_id", events.c.status, events.c.id)
 Index("ix_events_processed", events.c.processed_at, events.c.status)
+Index("ix_events_origin", events.c.origin, events.c.status)
 
 # external item ↔ Zoho issue. state: creating (intent written before Zoho's create) | linked | deleted
 links = Table(
@@ -210,6 +213,65 @@ def _writes_begin_immediate(engine: Engine) -> None:
                 yield conn
 
     engine.begin = begin  # type: ignore[method-assign]
+
+
+# One row per backfill run (`issue-bridge backfill …`). state: running | interrupted | failed | read
+# (every page read and stored; its events may still be syncing). `cursor` is the source reader's own
+# JSON position, written after each page, so `--resume` continues where it stopped.
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("scope", Text, nullable=False),  # canonical JSON of the options (repo/product/project, filters)
+    Column("state", String(16), nullable=False),
+    Column("cursor", Text),
+    Column("items_read", Integer, nullable=False, default=0),
+    Column("events_stored", Integer, nullable=False, default=0),
+    Column("duplicates", Integer, nullable=False, default=0),
+    Column("source_calls", Integer, nullable=False, default=0),
+    Column("planned_zoho_calls", Float, nullable=False, default=0.0),
+    Column("paced_until", Float, nullable=False, default=0.0),  # when its last stored event becomes due
+    Column("last_error", Text),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+)
+Index("ix_backfills_scope", backfills.c.source, backfills.c.scope)
+
+
+# Talking back to the source (bridge/reverse). One row per linked item with back-link or reverse sync on:
+# the back-link's state (pending → posting → posted | failed; `backlink_ref` is the source comment id),
+# the Zoho status last seen or acted on, and the poll's view of it.
+reverse_items = Table(
+    "reverse_items",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("external_id", String(255), primary_key=True),
+    Column("backlink_state", String(16), nullable=False, default="none"),
+    Column("backlink_ref", String(255)),
+    Column("backlink_attempts", Integer, nullable=False, default=0),
+    Column("backlink_next_at", Float, nullable=False, default=0.0),
+    Column("backlink_error", Text),
+    Column("zoho_status", String(255)),  # the Zoho status name last seen (or set) by the bridge
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_reverse_items_backlink", reverse_items.c.backlink_state, reverse_items.c.backlink_next_at)
+
+# What the bridge itself wrote to a source, so the source's webhook echo of it is recognized by id and
+# value, never by wording. kind: comment (ref = the source comment id) | state (ref = the value written).
+source_writes = Table(
+    "source_writes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("ref", String(255), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("consumed", Boolean, nullable=False, default=False),
+)
+Index("ix_source_writes_item", source_writes.c.source, source_writes.c.external_id, source_writes.c.kind)
 
 
 def make_engine(database_url: str) -> Engine:

@@ -72,6 +72,11 @@ class Settings:
     duplicate_recheck_seconds: float = 120.0  # after a create in doubt, look again this much later for a late copy
     retention_days: float = 30.0  # finished events, their attempts and Zoho calls are pruned after this (0: never)
     retention_payload_days: float = 7.0  # raw bodies of finished events are dropped after this (0: never)
+    github_api_url: str = "https://api.github.com"  # GitHub Enterprise: https://<host>/api/v3
+    bugherd_api_url: str = "https://www.bugherd.com"
+    backfill_budget_share: float = 0.5  # the most of the Zoho budget a backfill may use (live gets the rest)
+    zoho_poll_seconds: float = 60.0  # how often linked Zoho projects are polled for changes made in Zoho
+    zoho_webhook_token: str = ""  # the URL token of POST /webhooks/zoho/<token>; "" disables the endpoint
 
     @property
     def dry_run(self) -> bool:
@@ -277,6 +282,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         zoho_daily_limit=PLANS[plan][1] if dialect == "bugtracker" else 0,
         event_max_age_seconds=max(60.0, _float(env, "EVENT_MAX_AGE_SECONDS", 7 * 86400.0)),
         duplicate_recheck_seconds=max(0.0, _float(env, "DUPLICATE_RECHECK_SECONDS", 120.0)),
+        github_api_url=_url(env, "GITHUB_API_URL", "https://api.github.com", ("http", "https")),
+        bugherd_api_url=_url(env, "BUGHERD_API_URL", "https://www.bugherd.com", ("http", "https")),
+        backfill_budget_share=_share(env, "BACKFILL_BUDGET_SHARE", 0.5),
+        zoho_poll_seconds=max(2.0, _float(env, "ZOHO_POLL_SECONDS", 60.0)),
+        zoho_webhook_token=env.get("ZOHO_WEBHOOK_TOKEN", "").strip(),
         retention_days=_float(env, "RETENTION_DAYS", 30.0),
         retention_payload_days=_float(env, "RETENTION_PAYLOAD_DAYS", 7.0),
     )
@@ -302,3 +312,10 @@ def datacentre_mismatch(settings: Settings) -> str | None:
         f"ZOHO_ACCOUNTS_URL ({settings.zoho_accounts_url}) is in the .{accounts} data centre but ZOHO_API_BASE "
         f"({settings.zoho_api_base}) is in .{api}: Zoho will refuse every token; use one data centre for both"
     )
+
+
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 < value <= 1:
+        raise SettingsError(f"{name}: expected a share above 0 and at most 1 (e.g. 0.5), got {value}")
+    return value

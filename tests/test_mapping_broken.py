@@ -172,7 +172,7 @@ CASES = [
         15,
         "comment",
         "unknown key 'comment', did you mean 'comments'? (expected one of: source, name, match, zoho, external_id, "
-        "fields, comments, comment_template, on_delete)",
+        "fields, comments, comment_template, on_delete, backlink, reverse, conflict)",
     ),
     (
         "comments is not a boolean",

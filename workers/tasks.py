@@ -8,6 +8,7 @@ import uuid
 from celery import shared_task
 
 from bridge import polling, store
+from bridge.backfill import feeder
 from bridge.broker import TASK_PRUNE, TASK_REQUEUE_STALE, TASK_SYNC_ITEM, TASK_WAKE_ITEMS
 from bridge.events import SourceUnavailable
 from bridge.runtime import get_runtime
@@ -80,3 +81,22 @@ def prune_history() -> dict[str, object]:
         return retention.prune_from_settings(runtime.engine, runtime.settings, max_seconds=240.0).as_dict()
     finally:
         store.release_lease(runtime.engine, retention.LEASE_KEY, holder)
+
+
+@shared_task(name="workers.tasks.feed_backfill")
+def feed_backfill() -> int:
+    """Beat job: release parked backfill events at the backfill's budget share, while workers keep up."""
+    runtime = get_runtime()
+    items = feeder.release(runtime.engine, runtime.settings)
+    for source, item_key in items:
+        sync_item.delay(source, item_key)
+    return len(items)
+
+
+@shared_task(name="workers.tasks.reverse_tick")
+def reverse_tick() -> dict[str, int]:
+    """Beat job: post due back-links, then poll linked Zoho projects (both wait while forward work is due)."""
+    from bridge.reverse.hooks import tick
+
+    runtime = get_runtime()
+    return tick(runtime.settings, runtime.engine, runtime.registry, runtime.zoho)

@@ -24,6 +24,7 @@ from bridge.delivery.plan import StateStep, comment_ts
 from bridge.events import NormalizedEvent
 from bridge.mapping import RoutingError, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
+from bridge.reverse import hooks as reverse
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, CommentLink, Link, StoredEvent, outcomes
 from bridge.store import links as link_rows
@@ -112,7 +113,7 @@ class Applier:
         draft = self.draft(mapping, ev.event, step.known)
         self.note(item, ev, *draft.notes)
         if step.action == "create":
-            self._create(item, ev, draft, step)
+            self._create(item, ev, draft, step, mapping)
             return
         link = item.link
         assert link is not None
@@ -126,7 +127,10 @@ class Applier:
             self.keep_link(item, link, state="deleted", last_state_ts=ev.source_ts, applied_hash="deleted")
             return
         new_hash = body_hash(self.client.issue_body(draft, creating=False))
-        if new_hash != link.applied_hash:
+        if new_hash != link.applied_hash and reverse.is_own_write(self.client.engine, link, step.fields):
+            self.note(item, ev, "the source's echo of the bridge's own write: no Zoho call")
+        elif new_hash != link.applied_hash:
+            draft = reverse.guard_status(self.client, self.client.engine, mapping, link, draft, step.fields)
             self.client.update_issue(draft, link.zoho_issue_id, applied_tags=self._applied_tags(mapping, ev, link))
         else:
             self.note(item, ev, "no field changed: no Zoho call")
@@ -134,7 +138,7 @@ class Applier:
             item, link, state="linked", last_state_ts=ev.source_ts, applied_hash=new_hash, last_fields=step.fields
         )
 
-    def _create(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft, step: StateStep) -> None:
+    def _create(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft, step: StateStep, mapping: Mapping) -> None:
         new_hash = body_hash(self.client.issue_body(draft, creating=False))
         link = item.link
         if link is None:
@@ -182,6 +186,9 @@ class Applier:
             last_fields=step.fields,
             recheck_at=recheck_at,
         )
+        if not self.dry_run:
+            # talks back to the source (bridge/reverse): a back-link once the issue exists
+            reverse.request_backlink(self.client.engine, mapping, item.link)
 
     def remove_duplicates(
         self, item: ClaimedItem, ev: StoredEvent | None, draft: IssueDraft, *, keep: str | None, since: float
@@ -300,6 +307,9 @@ class Applier:
         if link is None or not link.confirmed or not link.zoho_issue_id:
             raise PermanentEventError("the item has no Zoho issue yet")
         portal, project, issue_id = link.portal, link.project, link.zoho_issue_id
+        if reverse.is_own_comment(self.client.engine, ev.source, comment):
+            self.note(item, ev, "a comment the bridge wrote on the source: not synced back")
+            return
         needle = comment_marker(ev.source, comment.id)
         text = f"{render_comment(mapping, ev.event)}\n\n{needle}"
         ts = comment_ts(ev)

@@ -76,6 +76,9 @@ class Mapping:
     flag: ValueMap | None = None
     due_date_template: str | None = None
     tags: ValueMap | None = None  # every matching entry contributes its tag id
+    backlink: Any = None  # bridge.reverse.schema.Backlink, or None: no back-link
+    reverse: Any = None  # bridge.reverse.schema.Reverse, or None: Zoho changes stay in Zoho
+    conflict: str = "source_wins"  # both sides changed the status: source_wins | zoho_wins
 
     def value_map(self, zoho_field: str) -> ValueMap | None:
         return dict(self.value_maps).get(zoho_field)

@@ -17,6 +17,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validates_schema
 
+from bridge.reverse.schema import CONFLICT_RULES, BacklinkField, ReverseField
+
 from .model import (
     COMBINATION_SEPARATOR,
     FLAGS,
@@ -412,6 +414,9 @@ class MappingSchema(_Schema):
     comments = Bool(load_default=True)
     comment_template = TemplateField(load_default=DEFAULT_COMMENT_TEMPLATE, extra=COMMENT_NAMES)
     on_delete = Text(load_default="close", choices=ON_DELETE_CHOICES)
+    backlink = BacklinkField(load_default=None)
+    reverse = ReverseField(load_default=None)
+    conflict = Text(load_default="source_wins", choices=CONFLICT_RULES)
 
     @post_load
     def _build(self, data: dict[str, Any], **kwargs: Any) -> Mapping:
@@ -442,6 +447,9 @@ class MappingSchema(_Schema):
             flag=mapped["flag"],
             due_date_template=mapped["due_date"],
             tags=mapped["tags"],
+            backlink=data["backlink"],
+            reverse=data["reverse"],
+            conflict=data["conflict"],
         )
 
 

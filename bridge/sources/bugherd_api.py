@@ -29,6 +29,7 @@ FETCHED_NOTE = "fields fetched from BugHerd"
 RATE_PER_SECOND = 1.0  # 60 a minute
 BURST = 10
 MAX_WAIT = 30.0  # never wait longer than this for a token: report the source busy instead
+PAGE_SIZE = 100  # BugHerd's lists return 100 records a page
 
 
 class BugHerdError(Exception):
@@ -112,6 +113,28 @@ class BugHerdClient:
         if not isinstance(task, dict):
             raise BugHerdError(f"task {task_id} not in BugHerd's answer")
         return task
+
+    def tasks_page(self, project_id: int | str, page: int = 1) -> tuple[list[dict[str, Any]], int | None]:
+        """One page (up to 100) of the project's tasks, archived ones included, and BugHerd's total count."""
+        data = self.request("GET", f"projects/{project_id}/tasks.json?page={int(page)}")
+        tasks = [t for t in data.get("tasks") or [] if isinstance(t, dict)]
+        meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+        count = meta.get("count")
+        return tasks, int(count) if isinstance(count, int) else None
+
+    def task_comments(self, project_id: int | str, task_id: int | str) -> list[dict[str, Any]]:
+        """Every comment of a task, oldest first (the list is paginated by `page`, 100 a page)."""
+        comments: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            data = self.request("GET", f"projects/{project_id}/tasks/{task_id}/comments.json?page={page}")
+            batch = [c for c in data.get("comments") or [] if isinstance(c, dict)]
+            comments.extend(batch)
+            meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+            count = meta.get("count")
+            if not batch or len(batch) < PAGE_SIZE or (isinstance(count, int) and len(comments) >= count):
+                return comments
+            page += 1
 
     def webhooks(self) -> list[dict[str, Any]]:
         hooks = self.request("GET", "webhooks.json").get("webhooks")

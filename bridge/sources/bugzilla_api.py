@@ -115,6 +115,7 @@ class BugzillaClient:
         limit: int = 100,
         offset: int = 0,
         include_fields: Iterable[str] = BUG_FIELDS,
+        component: str | None = None,
     ) -> list[dict[str, Any]]:
         """Bugs changed at `last_change_time` or later, oldest change first (then by id)."""
         params: dict[str, Any] = {
@@ -126,6 +127,8 @@ class BugzillaClient:
         }
         if product:
             params["product"] = product
+        if component:
+            params["component"] = component
         bugs = self.get("bug", params).get("bugs")
         return [b for b in bugs or [] if isinstance(b, dict)]
 

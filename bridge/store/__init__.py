@@ -121,9 +121,19 @@ _INSERT_EVENT = {name: insert(db.events).values(received_at=literal_column(sql))
 
 
 def record_delivery(
-    engine: Engine, event: NormalizedEvent, *, dedup_key: str, headers: dict[str, str], payload: bytes
+    engine: Engine,
+    event: NormalizedEvent,
+    *,
+    dedup_key: str,
+    headers: dict[str, str],
+    payload: bytes,
+    next_attempt_at: float = 0.0,
+    origin: str = "live",
 ) -> tuple[int, bool]:
-    """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate."""
+    """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate.
+
+    A backfill passes a future `next_attempt_at` (its paced slot) and its `origin` ("backfill:<id>").
+    """
     values = {
         "source": event.source,
         "dedup_key": dedup_key,
@@ -133,11 +143,12 @@ def record_delivery(
         "source_ts": event.source_ts.timestamp(),
         "status": PENDING,
         "attempts": 0,
-        "next_attempt_at": 0.0,
+        "next_attempt_at": next_attempt_at,
         "headers": json.dumps(headers),
         "payload": payload,
         "event_json": json.dumps(event.to_json()),
         "notes": "; ".join(event.notes) or None,
+        "origin": origin,
     }
     try:
         with engine.begin() as conn:

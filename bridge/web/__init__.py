@@ -45,13 +45,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     if mismatch := datacentre_mismatch(settings):
         log.warning("%s", mismatch)
 
-    from bridge.web import admin, front
+    from bridge.web import admin, front, zoho_hook
     from bridge.web.health import bp as health_bp
     from bridge.web.intake import bp as intake_bp
 
     app.register_blueprint(intake_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(front.bp)  # `/`: what this is and where to point each tracker
+    app.register_blueprint(zoho_hook.bp)  # POST /webhooks/zoho/<token> (bridge/reverse)
     admin.init_app(app, settings)  # /admin: 404 unless ADMIN_TOKEN is set
     register_error_handlers(app)
     return app

@@ -2,7 +2,10 @@
 
 Serves `GET /api_v2/projects/{p}/tasks/{t}.json` (`{"task": {...}}`), `GET /api_v2/webhooks.json`
 (`{"webhooks": [...]}`) and `POST /api_v2/webhooks.json` (`{"project_id"?, "target_url", "event"}` →
-`{"webhook": {...}}`). Basic auth with the API key as user and `x` as password, else 401.
+`{"webhook": {...}}`), the lists `GET /api_v2/projects/{p}/tasks.json?page=N` (`{"tasks": [...], "meta":
+{"count": n}}`, 100 a page) and `GET /api_v2/projects/{p}/tasks/{t}/comments.json?page=N` (`{"comments": [...],
+"meta": {"count": n}}`). More than `rate_limit` requests in a sliding minute (0: no limit) answer 429.
+Basic auth with the API key as user and `x` as password, else 401.
 `fail_next(n, 429)` answers 429 with Retry-After.
 """
 
@@ -13,15 +16,19 @@ import copy
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.server import FakeServer
 
 API_KEY = "bhapi-9d41c7e2a05b4f68"
 EVENTS = ("task_create", "task_update", "comment", "task_destroy")
 TASK_PATH = re.compile(r"^/api_v2/projects/(\d+)/tasks/(\d+)\.json$")
+TASKS_PATH = re.compile(r"^/api_v2/projects/(\d+)/tasks\.json$")
+COMMENTS_PATH = re.compile(r"^/api_v2/projects/(\d+)/tasks/(\d+)/comments\.json$")
+PAGE_SIZE = 100  # "only the first 100 records are returned": pages by the `page` parameter
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -54,7 +61,9 @@ class FakeBugHerd(FakeServer):
         self._lock = threading.RLock()
         self._tasks: dict[int, dict[str, Any]] = {}
         self._webhooks: list[dict[str, Any]] = []
+        self._comments: dict[int, list[dict[str, Any]]] = {}
         self._faults: list[int] = []
+        self.rate_limit = 0
         self._next_hook = 700
         self.requests: list[dict[str, Any]] = []
 
@@ -63,6 +72,11 @@ class FakeBugHerd(FakeServer):
         """A task as BugHerd's API returns it (e.g. `tests.factories_trackers.bugherd_task(...)`)."""
         with self._lock:
             self._tasks[int(task["id"])] = copy.deepcopy(task)
+
+    def put_comment(self, task_id: int, comment: dict[str, Any]) -> None:
+        """A comment as BugHerd's API lists it (e.g. `tests.factories_trackers.bugherd_comment(...)`)."""
+        with self._lock:
+            self._comments.setdefault(int(task_id), []).append(copy.deepcopy(comment))
 
     def webhooks(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -78,15 +92,35 @@ class FakeBugHerd(FakeServer):
 
     # -- HTTP --------------------------------------------------------------------------------------------------
     def _handle(self, method: str, target: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
-        path = urlsplit(target).path
+        parts = urlsplit(target)
+        path = parts.path
+        page = max(1, int((parse_qs(parts.query).get("page") or ["1"])[0]))
         with self._lock:
-            self.requests.append({"method": method, "path": path, "auth": headers.get("Authorization")})
+            now = time.time()
+            if self.rate_limit and len([r for r in self.requests if r["at"] > now - 60.0]) >= self.rate_limit:
+                self.requests.append({"method": method, "path": path, "auth": None, "at": now, "status": 429})
+                return 429, {"error": "rate limit"}, {"Retry-After": "5"}
+            self.requests.append({"method": method, "path": path, "auth": headers.get("Authorization"), "at": now})
             if self._faults:
                 status = self._faults.pop(0)
                 return status, {"error": f"injected {status}"}, ({"Retry-After": "3"} if status == 429 else {})
             expected = "Basic " + base64.b64encode(f"{self.api_key}:x".encode()).decode()
             if headers.get("Authorization") != expected:
                 return 401, {"error": "HTTP Basic: Access denied."}, {}
+            listing = TASKS_PATH.match(path)
+            if method == "GET" and listing:
+                tasks = [t for t in self._tasks.values() if str(t.get("project_id")) == listing.group(1)]
+                tasks.sort(key=lambda t: int(t["id"]))
+                chunk = tasks[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+                return 200, {"tasks": copy.deepcopy(chunk), "meta": {"count": len(tasks)}}, {}
+            comments = COMMENTS_PATH.match(path)
+            if method == "GET" and comments:
+                task = self._tasks.get(int(comments.group(2)))
+                if task is None or str(task.get("project_id")) != comments.group(1):
+                    return 404, {"error": "not found"}, {}
+                listed = self._comments.get(int(task["id"]), [])
+                chunk = listed[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+                return 200, {"comments": copy.deepcopy(chunk), "meta": {"count": len(listed)}}, {}
             match = TASK_PATH.match(path)
             if method == "GET" and match:
                 task = self._tasks.get(int(match.group(2)))

@@ -1,7 +1,7 @@
 """A fake Bugzilla REST server (Bugzilla 5.x `/rest/bug…`) on a real loopback HTTP port, bugs in memory.
 
 Serves `GET /rest/bug/{id}`, `GET /rest/bug/{id}/comment` (`new_since`: strictly newer) and the search
-`GET /rest/bug` with `last_change_time` (modified at that time or later), `product` (repeatable),
+`GET /rest/bug` with `last_change_time` (modified at that time or later), `product` (repeatable), `component`,
 `limit` (capped by `max_limit`; 0 means all), `offset` and `include_fields`; results are ordered by
 last change, then id. The API key must come in the `X-BUGZILLA-API-KEY` header (or `api_key`); else 401.
 Times are REST-style UTC with `Z`, one-second precision.
@@ -191,6 +191,9 @@ class FakeBugzilla(FakeServer):
         if query.get("product"):
             products = {p for value in query["product"] for p in value.split(",")}
             bugs = [b for b in bugs if b["product"] in products]
+        if query.get("component"):
+            components = set(query["component"])
+            bugs = [b for b in bugs if b["component"] in components]
         bugs.sort(key=lambda b: (_parse(b["last_change_time"]), b["id"]))
         limit = int((query.get("limit") or ["0"])[0])
         if self.max_limit and (limit == 0 or limit > self.max_limit):

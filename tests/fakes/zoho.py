@@ -364,6 +364,7 @@ class FakeZoho(FakeServer):
             self._issued, self._window, self._fail_queue = deque(), deque(), deque()
             self._refreshes = self._refreshes_denied = self._rate_limited = 0
             self._v3_calls, self.blocked_until = deque(), 0.0
+            self.person_changes = []  # what tests changed "as a person" (see People working in Zoho)
 
     # ------------------------------------------------------------------ inspection
     def issues(self, project_id=None, dialect=None) -> list[dict]:
@@ -1143,3 +1144,53 @@ class FakeZoho(FakeServer):
         if "is_private" in body:
             c["is_private"] = body["is_private"]
         return 200, {"comments": [copy.deepcopy(c)]}, {}
+
+    # ------------------------------------------------------------------ People working in Zoho (issue 16)
+    # A test changes an issue as a person would in Zoho's UI (status, comment); the bridge learns of it only
+    # through documented calls: the issue list with `sort_by` (seed 001 lines 3497-3500: created_time, due_date or
+    # last_modified_time, optionally as ASC(...) / DESC(...); the issue's field is `last_updated_time`) and
+    # GET of one issue. Anything else in `sort_by` is a 400, as an unknown parameter value is.
+    SORT_BY = re.compile(r"^(?:(ASC|DESC)\()?(created_time|due_date|last_modified_time)\)?$")
+    SORT_FIELD = {"created_time": "created_time", "due_date": "due_date", "last_modified_time": "last_updated_time"}
+
+    def _sorted_issues(self, items, sort_by):
+        if sort_by is None:
+            return items
+        m = self.SORT_BY.match(sort_by.strip().strip('"'))
+        if not m or (m.group(1) is None) != (not sort_by.strip().endswith(")")):
+            raise _bad("sort_by", f"sort_by must be created_time, due_date or last_modified_time, got {sort_by!r}")
+        key = self.SORT_FIELD[m.group(2)]
+        return sorted(items, key=lambda i: (str(i.get(key) or ""), i["id"]), reverse=m.group(1) == "DESC")
+
+    def person_sets_status(self, issue_id, status_name, user_index=1):
+        """A person (not the API token's owner) moves the issue to `status_name`, as in Zoho's UI."""
+        with self._lock:
+            rec = self._issues[str(issue_id)]
+            opt = next(o for o in self._options["status"] if o["name"] == status_name)
+            obj = rec["obj"]
+            if rec["dialect"] == "bugtracker":
+                obj["status"] = status_name
+            else:
+                obj["status"] = self._v3_option("status", {"id": opt["id"]})
+            obj["last_updated_time"] = _iso()
+            obj["last_updated_by"] = self._user(self.users[user_index]["zpuid"])
+            self.person_changes.append({"issue": str(issue_id), "status": status_name, "t": time.time()})
+            return self._snapshot(rec)
+
+    def person_comments(self, issue_id, text, user_index=1):
+        """A person adds a comment in Zoho's UI."""
+        with self._lock:
+            self._record_by_id(issue_id)
+            user, now = self._user(self.users[user_index]["zpuid"]), _iso()
+            c = dict(id=self._new_id(), comment=text, created_time=now, last_modified_time=now, added_by=user)
+            c.update(last_modified_by=user, added_via="Web", can_edit_comment=True, can_delete_comment=True)
+            self._comments.setdefault(str(issue_id), []).append(c)
+            self._issues[str(issue_id)]["obj"]["last_updated_time"] = now
+            return copy.deepcopy(c)
+
+    def _record_by_id(self, issue_id):
+        return self._issues[str(issue_id)]
+
+    def writes(self):
+        """Every API call that changes something (POST, PATCH, PUT, DELETE), oldest first."""
+        return [c for c in self.api_calls() if c["method"] != "GET"]

@@ -1,0 +1,56 @@
+"""`POST /webhooks/zoho/<token>`: Zoho's UI-configured webhook, a nudge to look at one issue now.
+
+Authenticated like BugHerd's URL token (ZOHO_WEBHOOK_TOKEN; a wrong token is 401, never 410). The body is
+never trusted for state: only its issue id is read, and the issue is fetched from Zoho through the same
+documented call and the same decision as polling. An issue the bridge did not link is ignored (200).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from bridge.reverse import poll
+
+log = logging.getLogger("bridge.intake")
+bp = Blueprint("zoho_hook", __name__)
+
+
+def _answer(status: str, code: int = 200, **extra: object) -> tuple[Response, int]:
+    return jsonify({"status": status, **extra}), code
+
+
+def _issue_id(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    value = body.get("issue_id")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    return text if text.isdigit() else None
+
+
+@bp.post("/webhooks/zoho/<token>")
+def zoho_webhook(token: str) -> tuple[Response, int]:
+    runtime = current_app.extensions["bridge"]
+    expected = runtime.settings.zoho_webhook_token
+    if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        return _answer("error", 401, error="unknown webhook token (ZOHO_WEBHOOK_TOKEN)")
+    issue_id = _issue_id(request.get_json(silent=True))
+    if issue_id is None:
+        return _answer("error", 400, error='expected a JSON object with "issue_id" (the Zoho issue id, digits)')
+    link = poll.link_by_issue(runtime.engine, issue_id)
+    if link is None or not link.zoho_issue_id:
+        return _answer("ignored", reason="the issue is not linked to a source item")
+    mapping = poll.mapping_for(runtime.registry, link)
+    if mapping is None or mapping.reverse is None:
+        return _answer("ignored", reason="reverse sync is off in the item's mapping")
+    try:
+        applied = poll.refresh_issue(runtime.settings, runtime.engine, runtime.registry, runtime.zoho, link)
+    except Exception as exc:  # Zoho or the source is unavailable: polling picks the change up later
+        log.warning("zoho webhook: fetch or apply failed, the next poll retries: %s", exc)
+        return _answer("accepted", 202, applied=False, retry="next poll")
+    return _answer("accepted", applied=applied)

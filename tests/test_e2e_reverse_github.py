@@ -1,0 +1,221 @@
+"""Talking back to GitHub, end to end on real processes: gunicorn + celery worker + beat + broker, a strict
+FakeZoho and a FakeGitHub that records the writes and sends the webhooks GitHub would send for them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fakes.github import FakeGitHub
+from tests.fakes.zoho import FakeZoho
+from tests.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
+
+pytestmark = pytest.mark.e2e
+
+POLL_SECONDS = 2.0
+HOOK_TOKEN = "zoho-hook-token-6f1d"
+REVERSE_KEYS = """
+backlink:
+  template: "Tracked in Zoho as {key}: {url}"
+reverse:
+  status:
+    Closed: {close: completed}
+    Reopened: {reopen: true}
+    "In Progress": {reopen: true}
+conflict: %s
+"""
+
+
+def _mapping(tmp: Path, conflict: str = "source_wins") -> Path:
+    path = tmp / "src" / "github.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text((REPO / "mappings" / "github.yaml").read_text() + REVERSE_KEYS % conflict)
+    return path
+
+
+def _stack(
+    tmp: Path, zoho: FakeZoho, github: FakeGitHub, *, conflict: str, poll: float, extra: dict | None = None
+) -> BridgeStack:
+    tmp.mkdir(parents=True, exist_ok=True)
+    stack = BridgeStack(
+        tmp,
+        zoho,
+        mappings=[_mapping(tmp, conflict)],
+        extra_env={
+            "GITHUB_TOKEN": github.token,
+            "GITHUB_API_URL": github.base_url,
+            "ZOHO_POLL_SECONDS": str(poll),
+            "ZOHO_WEBHOOK_TOKEN": HOOK_TOKEN,
+            **(extra or {}),
+        },
+    )
+    github.webhook_url = stack.base_url + "/webhooks/github"
+    github.webhook_secret = GITHUB_SECRET
+    return stack.start()
+
+
+@pytest.fixture
+def fakes():
+    zoho, github = FakeZoho().start(), FakeGitHub().start()
+    github.add_issue("acme/web", 7, title="Login button does nothing", labels=("bug", "area:auth"), at=0)
+    yield zoho, github
+    github.stop()
+    zoho.stop()
+
+
+def _open_and_link(stack: BridgeStack, zoho: FakeZoho, github: FakeGitHub) -> dict:
+    github.deliver("issues", "opened", "acme/web", 7, sender="octocat")
+    issue = wait_for(lambda: zoho.issues(), 30, what="the Zoho issue")[0]
+    stack.wait_idle()
+    return issue
+
+
+def test_backlink_once_loop_closed_and_reopened_and_no_echo(tmp_path, fakes):
+    zoho, github = fakes
+    stack = _stack(tmp_path, zoho, github, conflict="source_wins", poll=POLL_SECONDS)
+    try:
+        issue = _open_and_link(stack, zoho, github)
+
+        # Exactly one back-link on the GitHub issue, naming the Zoho issue's key and URL.
+        comments = wait_for(lambda: github.comments_of("acme/web", 7), 30, what="the back-link")
+        time.sleep(POLL_SECONDS * 2)  # more ticks: still one
+        comments = github.comments_of("acme/web", 7)
+        assert len(comments) == 1, comments
+        assert f"Tracked in Zoho as {issue['prefix']}" in comments[0]["body"]
+        assert f"#issue/{issue['id']}" in comments[0]["body"]
+        # Its webhook echo reached the bridge and was recognized: nothing posted to Zoho.
+        stack.wait_idle()
+        assert zoho.comments(issue["id"]) == []
+        assert "a comment the bridge wrote on the source" in _notes(stack)
+
+        # A person closes the Zoho issue: the GitHub issue is closed within one poll interval.
+        zoho.person_sets_status(issue["id"], "Closed")
+        started = time.monotonic()
+        wait_for(lambda: github.issue("acme/web", 7)["state"] == "closed", POLL_SECONDS * 3, what="closed")
+        close_latency = time.monotonic() - started
+        assert github.issue("acme/web", 7)["state_reason"] == "completed"
+        zoho_writes = len(zoho.writes())
+        stack.wait_idle()
+
+        # A person reopens it: reopened.
+        zoho.person_sets_status(issue["id"], "Reopened")
+        wait_for(lambda: github.issue("acme/web", 7)["state"] == "open", POLL_SECONDS * 3, what="reopened")
+        # The echoes of our close and reopen (two `issues` webhooks, sent a moment later) were recognized
+        # and caused no Zoho call at all.
+        echo = "the source's echo of the bridge's own write"
+        wait_for(lambda: _notes(stack).count(echo) == 2, 30, what="both echoes processed")
+        stack.wait_idle()
+        assert zoho.writes()[zoho_writes:] == []
+        assert zoho.issue(issue["id"])["status"]["name"] == "Reopened"
+
+        # A quiet period: no writes on either side, only the poll's one read per interval.
+        gh_writes, z_writes, z_reads = len(github.writes()), len(zoho.writes()), len(zoho.api_calls("GET"))
+        quiet = 20.0
+        time.sleep(quiet)
+        assert github.writes()[gh_writes:] == []
+        assert zoho.writes()[z_writes:] == []
+        reads = len(zoho.api_calls("GET")) - z_reads
+        assert reads <= quiet / POLL_SECONDS + 2, reads
+        print(f"\nclose latency {close_latency:.1f}s (poll {POLL_SECONDS}s); quiet {quiet:.0f}s: {reads} Zoho reads")
+        # GitHub writes over the whole run: one back-link comment, one close, one reopen.
+        assert [(w["method"], w["path"].rsplit("/", 1)[-1]) for w in github.writes()] == [
+            ("POST", "comments"),
+            ("PATCH", "7"),
+            ("PATCH", "7"),
+        ]
+    finally:
+        stack.stop()
+
+
+@pytest.mark.parametrize("rule", ["source_wins", "zoho_wins"])
+def test_conflict_rule_decides_once(tmp_path, fakes, rule):
+    """Both sides change the status between two looks at Zoho: the rule wins, the other side moves once."""
+    zoho, github = fakes
+    stack = _stack(tmp_path, zoho, github, conflict=rule, poll=3600)  # looks only through the Zoho webhook
+    try:
+        issue = _open_and_link(stack, zoho, github)
+        assert _nudge(stack, issue["id"]).json()["applied"] is False  # in step: nothing to do
+        before_gh, before_z = len(github.writes()), len(zoho.writes())
+
+        zoho.person_sets_status(issue["id"], "In Progress")  # a person in Zoho
+        github.person_edits("acme/web", 7, "closed", state="closed", state_reason="completed")  # one on GitHub
+        stack.wait_idle()
+        wait_for(lambda: stack.counts().get("done", 0) >= 2, 30, what="the close synced")
+        stack.wait_idle()
+        first = _nudge(stack, issue["id"]).json()
+        wait_for(lambda: stack.counts().get("pending", 0) == 0, 30)
+        time.sleep(1.5)
+        stack.wait_idle()
+        second = _nudge(stack, issue["id"]).json()  # a second look changes nothing: no oscillation
+        stack.wait_idle()
+
+        gh_writes, z_writes = github.writes()[before_gh:], zoho.writes()[before_z:]
+        status = zoho.issue(issue["id"])["status"]["name"]
+        state = github.issue("acme/web", 7)["state"]
+        assert second["applied"] is False
+        if rule == "source_wins":
+            assert (status, state) == ("Closed", "closed")
+            assert gh_writes == []
+            assert len(z_writes) == 1 and "status" in (z_writes[0]["json"] or {})
+            assert first["applied"] is False
+        else:
+            assert (status, state) == ("In Progress", "open")
+            assert len(gh_writes) == 1 and gh_writes[0]["method"] == "PATCH"
+            assert all("status" not in (w["json"] or {}) for w in z_writes)
+            assert first["applied"] is True
+        assert f"conflict on status: {rule}" in stack.log_text()
+    finally:
+        stack.stop()
+
+
+def test_zoho_webhook_endpoint(tmp_path, fakes):
+    zoho, github = fakes
+    stack = _stack(tmp_path, zoho, github, conflict="source_wins", poll=3600)
+    try:
+        issue = _open_and_link(stack, zoho, github)
+        wrong = requests.post(f"{stack.base_url}/webhooks/zoho/nope", json={"issue_id": issue["id"]}, timeout=5)
+        assert wrong.status_code == 401 and wrong.json()["status"] == "error"
+        bad = _post_hook(stack, {"issue": "x"})
+        assert bad.status_code == 400
+        reads = len(zoho.api_calls("GET"))
+        unlinked = _post_hook(stack, {"issue_id": "1752587000000999999", "status": "Closed"})
+        assert unlinked.status_code == 200 and unlinked.json()["status"] == "ignored"
+        assert len(zoho.api_calls("GET")) == reads  # nothing fetched for an issue that is not ours
+
+        # The body's status is never trusted: it says Closed, Zoho says Open → nothing happens.
+        lie = _post_hook(stack, {"issue_id": issue["id"], "status": "Closed"})
+        assert lie.json() == {"status": "accepted", "applied": False}
+        assert github.issue("acme/web", 7)["state"] == "open"
+
+        zoho.person_sets_status(issue["id"], "Closed")
+        reads = len(zoho.api_calls("GET"))
+        valid = _post_hook(stack, {"issue_id": issue["id"], "status": "Closed", "modified_time": "now"})
+        assert valid.json() == {"status": "accepted", "applied": True}
+        assert len(zoho.api_calls("GET")) - reads == 1  # one fetch of the issue
+        assert github.issue("acme/web", 7)["state"] == "closed"  # as a poll would have done
+    finally:
+        stack.stop()
+
+
+def _post_hook(stack: BridgeStack, body: dict) -> requests.Response:
+    return requests.post(f"{stack.base_url}/webhooks/zoho/{HOOK_TOKEN}", json=body, timeout=10)
+
+
+def _nudge(stack: BridgeStack, issue_id: str) -> requests.Response:
+    response = _post_hook(stack, {"issue_id": issue_id})
+    assert response.status_code == 200, response.text
+    return response
+
+
+def _notes(stack: BridgeStack) -> str:
+    from sqlalchemy import select
+
+    from bridge import db
+
+    with stack.engine.connect() as conn:
+        rows = conn.execute(select(db.events.c.notes)).all()
+    return "\n".join(str(r.notes or "") for r in rows)
