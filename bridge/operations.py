@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from bridge import counters, db
 from bridge.clock import engine_now
 from bridge.store import FAILED, PENDING, Link
+from bridge.store.links import UNLINKED
 
 RESYNC_PREFIX = "resync:"
 SOURCES = ("github", "bugzilla", "bugherd")
@@ -45,7 +46,9 @@ class NotFound(Exception):
 
 def find_links(engine: Engine, external_id: str, source: str | None = None) -> list[Link]:
     """Links whose external id (`github:acme/web#5`) or item key (`acme/web#5`) is `external_id`."""
-    query = select(db.links).where(or_(db.links.c.external_id == external_id, db.links.c.item_key == external_id))
+    query = select(db.links).where(
+        or_(db.links.c.external_id == external_id, db.links.c.item_key == external_id), db.links.c.state != UNLINKED
+    )
     if source:
         query = query.where(db.links.c.source == source)
     with engine.connect() as conn:
@@ -73,7 +76,16 @@ def unlink(engine: Engine, external_id: str, source: str | None = None) -> tuple
                 or 0
             )
             conn.execute(
-                delete(db.links).where(db.links.c.source == link.source, db.links.c.external_id == link.external_id)
+                update(db.links)
+                .where(db.links.c.source == link.source, db.links.c.external_id == link.external_id)
+                .values(
+                    state=UNLINKED,
+                    zoho_issue_id=None,
+                    applied_hash=None,
+                    last_state_ts=0.0,
+                    recheck_at=None,
+                    intent_at=func.coalesce(db.links.c.intent_at, db.links.c.created_at),
+                )
             )
     return found, comments
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from bridge import db
 from bridge.store import CommentLink, Link
 
 DRY_RUN = "dry-run"  # a link state: what a dry-run "created"; dry-run reads it, real runs ignore it
+# A link an operator forgot (`links unlink`): the item's Zoho issue may still exist, so its next create is in
+# doubt and looks the issue up (by its marker, from when the forgotten link was made) instead of forking it.
+UNLINKED = "unlinked"
 
 
 def write_intent(
@@ -40,8 +43,12 @@ def write_intent(
             )
         )
         return
-    if existing is not None:
-        conn.execute(update(db.links).where(db.links.c.id == existing.id).values(intent_at=now, updated_at=now))
+    if existing is not None:  # the earliest intent counts: the lookup must reach back to the first create
+        conn.execute(
+            update(db.links)
+            .where(db.links.c.id == existing.id)
+            .values(state="creating", intent_at=func.coalesce(db.links.c.intent_at, now), updated_at=now)
+        )
         return
     conn.execute(
         insert(db.links).values(
