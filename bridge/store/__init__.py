@@ -330,7 +330,8 @@ def get_link(engine: Engine, source: str, external_id: str) -> Link | None:
 
 
 def list_links(engine: Engine, *, source: str | None = None, limit: int = 100) -> list[Link]:
-    query = select(db.links).order_by(db.links.c.id.desc()).limit(limit)
+    # A link an operator forgot (`links unlink`, state "unlinked") is kept only as the next create's doubt.
+    query = select(db.links).where(db.links.c.state != "unlinked").order_by(db.links.c.id.desc()).limit(limit)
     if source:
         query = query.where(db.links.c.source == source)
     with engine.connect() as conn:
