@@ -372,6 +372,7 @@ def status_command(as_json: bool) -> None:
     settings = _settings()
     engine = _engine(settings)
     report = operations.status(engine)
+    report.extra_sections.append(("backfills (newest first)", _backfill_lines(engine, settings)))
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2, default=str))
         return
@@ -417,6 +418,19 @@ def status_command(as_json: bool) -> None:
         click.echo(f"{title}:")
         for line in lines:
             click.echo(f"  {line}")
+
+
+def _backfill_lines(engine: Engine, settings: Settings) -> list[str]:
+    from bridge.backfill.runner import list_backfills
+
+    lines = []
+    for b in list_backfills(engine, limit=5, settings=settings):
+        eta = f", ETA {b['eta_seconds']:.0f}s" if b.get("eta_seconds") else ""
+        lines.append(
+            f"#{b['id']} {b['source']} {b['state']}: {b['items_read']} read, {b['events_stored']} stored, "
+            f"{b['synced']} synced, {b['failed']} failed, {b['pending']} pending{eta}"
+        )
+    return lines or ["none"]
 
 
 # -- send-test ----------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ def test_send_test_status_resync_and_unlink_on_a_running_bridge(tmp_path):
         assert "events: pending 0  done 1  failed 1" in lines, lines
         assert "failing items (newest first):" in lines and "acme/web#8" in lines and "400" in lines, lines
         assert "lag: none (nothing pending)" in lines and "zoho back-off: none" in lines, lines
+        assert "backfills (newest first):" in lines, lines  # running and finished backfills have their place
         assert "UTC" in lines or "+0000" in lines or "(+" in lines or "(-" in lines  # times carry their zone
 
         # resync: a hand edit in Zoho is put back to the item's latest known state.
