@@ -128,7 +128,9 @@ def test_backfill_lands_every_issue_and_comment_once_and_a_rerun_writes_nothing(
 def test_the_feeder_releases_parked_events_at_the_budget_share_and_only_while_workers_keep_up(tmp_path, zoho, github):
     populate(github, issues=40, comments_each=1, prs=0)
     # 600 calls a minute, half for the backfill: 5 calls a second; in flight at most 2 s of that (10 events).
-    runtime = runtime_for(tmp_path, zoho, github, ZOHO_RATE_LIMIT_PER_MINUTE="600", BACKFILL_BUDGET_SHARE="0.5")
+    runtime = runtime_for(
+        tmp_path, zoho, github, ZOHO_RATE_LIMIT_PER_MINUTE="600", ZOHO_RATE_WINDOW_SECONDS="60", BACKFILL_BUDGET_SHARE="0.5"
+    )
     engine = runtime.engine
     result, _ = backfill(runtime, github, state="all")
     assert result.progress.planned_zoho_calls == 40 * CREATE_COST + 40 * COMMENT_COST
@@ -235,6 +237,7 @@ def test_dry_run_stores_nothing_and_estimates_the_calls(tmp_path, zoho, github):
 def _cli(tmp_path, zoho, github, *args, **extra):
     settings = {"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": github.base_url, **extra}
     env = in_process_env(tmp_path, zoho, "github", **settings)
+    db.ensure_schema(db.make_engine(load_settings(env).database_url))  # the bridge's database, as `run` made it
     return CliRunner().invoke(main, ["backfill", "github", *args], env=env), load_settings(env)
 
 
