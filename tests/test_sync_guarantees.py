@@ -365,7 +365,7 @@ def test_a_malformed_row_ends_failed_instead_of_looping(tmp_path, fake):
 
 
 def test_a_rate_limit_wait_is_not_an_attempt(tmp_path, fake):
-    runtime = Runtime(load_settings(make_env(tmp_path, fake, MAX_ATTEMPTS="1")))
+    runtime = Runtime(load_settings(make_env(tmp_path, fake, MAX_ATTEMPTS="1", ZOHO_RATE_BLOCK_SECONDS="1")))
     deliver(runtime, "issues", issues_event("opened"))
     fake.set_faults(retry_after_seconds=1)
     fake.fail_next(1, status=429)
