@@ -301,7 +301,7 @@ def test_chaos_nothing_lost_nothing_doubled(tmp_path):
         assert sum(answers.values()) == len(deliveries)
         assert set(answers) <= {"accepted", "duplicate"}
         try:
-            stack.wait_idle(timeout=150)
+            stack.wait_idle(timeout=300)  # creates in doubt read the descriptions of recent issues
         except AssertionError:
             from bridge import store
 
@@ -456,7 +456,7 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
         poison_id = _store_poison(stack)
         time.sleep(2)
         fake.set_faults()
-        stack.wait_idle(timeout=150)
+        stack.wait_idle(timeout=300)  # creates in doubt read the descriptions of recent issues
         time.sleep(6)  # the duplicate re-checks come due (DUPLICATE_RECHECK_SECONDS) and run
         wait_for(lambda: _no_recheck_due(stack), 60, what="duplicate re-checks done")
 
