@@ -172,7 +172,7 @@ CASES = [
         15,
         "comment",
         "unknown key 'comment' (expected one of: source, name, match, zoho, external_id, fields, comments, "
-        "comment_template, on_delete)",
+        "comment_template, on_delete, when, on_unmatch, users, attachments)",
     ),
     (
         "comments is not a boolean",
