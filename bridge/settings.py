@@ -57,6 +57,8 @@ class Settings:
     bugzilla_poll_seconds: float = 60.0
     admin_token: str = ""  # the admin pages (/admin) are disabled (404) unless it is set
     extra: Mapping[str, str] = field(default_factory=dict)
+    attachment_max_bytes: int = 10 * 1024 * 1024  # larger attachments are skipped with a note
+    attachment_hosts: tuple[str, ...] = ()  # extra hosts attachments may be fetched from (trusted, may be private)
 
     @property
     def dry_run(self) -> bool:
@@ -212,4 +214,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         bugzilla_poll_products=tuple(p.strip() for p in env.get("BUGZILLA_POLL_PRODUCTS", "").split(",") if p.strip()),
         bugzilla_poll_seconds=max(10.0, _float(env, "BUGZILLA_POLL_SECONDS", 60.0)),
         admin_token=env.get("ADMIN_TOKEN", "").strip(),
+        attachment_max_bytes=_int(env, "ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024, minimum=1024),
+        attachment_hosts=tuple(h.strip().lower() for h in env.get("ATTACHMENT_HOSTS", "").split(",") if h.strip()),
     )
