@@ -31,6 +31,7 @@ from bridge import db
 from bridge.clock import engine_now
 from bridge.events import NormalizedEvent, SourceUnavailable
 from bridge.settings import Settings
+from bridge.zoho.errors import ZohoPermanentError
 
 log = logging.getLogger("bridge.attachments")
 
@@ -360,61 +361,85 @@ def sync_attachments(
         else None
     )
     for ref in refs_of(settings, event):
-        link = get_link(engine, event.source, external_id, ref.key)
-        if link is not None and link.state in (ASSOCIATED, SKIPPED):
-            continue
-        attachment_id = link.zoho_attachment_id if link is not None and link.state == UPLOADED else None
-        if attachment_id is None:
-            try:
-                file = fetch(
-                    ref,
-                    hosts,
-                    configured,
-                    max_bytes=settings.attachment_max_bytes,
-                    session=session,
-                    headers=headers,
-                    resolve=resolve,
-                )
-            except AttachmentRefused as exc:
-                save_link(engine, event.source, external_id, ref.key, SKIPPED, note=exc.reason)
-                notes.append(f"attachment {ref.file_name} not copied: {exc.reason}")
-                log.warning("attachment skipped: %s", exc.reason, extra={"item": event.item_key})
-                continue
-            retrying = link is not None and link.note == "sending"
-            if retrying and not uploader.associates:
-                # The last attempt may have stored the file on the bug before its answer was lost.
-                same = [
-                    i
-                    for i, name, size in _listed(uploader.on_issue(portal, project, issue_id))
-                    if name == file.file_name and size in ("", str(len(file.data)))
-                ]
-                if same:
-                    save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=same[0])
-                    notes.append(f"attachment {file.file_name} found on the Zoho bug already")
-                    continue
-            save_link(engine, event.source, external_id, ref.key, FETCHING, note="sending")
-            attachment_id = uploader.upload(portal, project, issue_id, file)
-            if not uploader.associates:
-                save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
-                notes.append(f"attachment {file.file_name} copied to Zoho")
-                continue
-            save_link(engine, event.source, external_id, ref.key, UPLOADED, zoho_attachment_id=attachment_id)
-        elif (
-            link is not None
-            and link.note == "associating"
-            and _associated(uploader, portal, project, issue_id, attachment_id)
-        ):
-            # The association happened before its answer was lost: do not repeat it.
-            save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
-            continue
-        save_link(
-            engine, event.source, external_id, ref.key, UPLOADED, zoho_attachment_id=attachment_id, note="associating"
-        )
-        uploader.associate(portal, project, issue_id, attachment_id)
-        save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
-        notes.append(f"attachment {ref.file_name} copied to Zoho")
+        try:
+            note = _copy_one(engine, settings, uploader, event, ref, external_id, portal, project, issue_id, hosts,
+                             configured, headers, session, resolve)  # fmt: skip
+        except ZohoPermanentError as exc:  # Zoho refuses this file (type, size): the rest still goes
+            save_link(engine, event.source, external_id, ref.key, SKIPPED, note=f"Zoho refused it: {exc}")
+            note = f"attachment {ref.file_name} not copied: Zoho refused it: {exc}"
+        if note:
+            notes.append(note)
     return notes
 
 
 def _associated(uploader: Uploader, portal: str, project: str, issue_id: str, attachment_id: str) -> bool:
     return any(i == attachment_id for i, _, _ in _listed(uploader.on_issue(portal, project, issue_id)))
+
+
+def _copy_one(
+    engine: Engine,
+    settings: Settings,
+    uploader: Uploader,
+    event: NormalizedEvent,
+    ref: AttachmentRef,
+    external_id: str,
+    portal: str,
+    project: str,
+    issue_id: str,
+    hosts: frozenset[str],
+    configured: frozenset[str],
+    headers: dict[str, str] | None,
+    session: requests.Session | None,
+    resolve: Resolver,
+) -> str | None:
+    """One attachment through its states; returns the note for the event, if any."""
+    link = get_link(engine, event.source, external_id, ref.key)
+    if link is not None and link.state in (ASSOCIATED, SKIPPED):
+        return None
+    attachment_id = link.zoho_attachment_id if link is not None and link.state == UPLOADED else None
+    if attachment_id is None:
+        try:
+            file = fetch(
+                ref,
+                hosts,
+                configured,
+                max_bytes=settings.attachment_max_bytes,
+                session=session,
+                headers=headers,
+                resolve=resolve,
+            )
+        except AttachmentRefused as exc:
+            save_link(engine, event.source, external_id, ref.key, SKIPPED, note=exc.reason)
+            log.warning("attachment skipped: %s", exc.reason, extra={"item": event.item_key})
+            return f"attachment {ref.file_name} not copied: {exc.reason}"
+        retrying = link is not None and link.note == "sending"
+        if retrying and not uploader.associates:
+            # The last attempt may have stored the file on the bug before its answer was lost.
+            same = [
+                i
+                for i, name, size in _listed(uploader.on_issue(portal, project, issue_id))
+                if name == file.file_name and size in ("", str(len(file.data)))
+            ]
+            if same:
+                save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=same[0])
+                return f"attachment {file.file_name} found on the Zoho bug already"
+        save_link(engine, event.source, external_id, ref.key, FETCHING, note="sending")
+        attachment_id = uploader.upload(portal, project, issue_id, file)
+        if not uploader.associates:
+            save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
+            return f"attachment {file.file_name} copied to Zoho"
+        save_link(engine, event.source, external_id, ref.key, UPLOADED, zoho_attachment_id=attachment_id)
+    elif (
+        link is not None
+        and link.note == "associating"
+        and _associated(uploader, portal, project, issue_id, attachment_id)
+    ):
+        # The association happened before its answer was lost: do not repeat it.
+        save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
+        return None
+    save_link(
+        engine, event.source, external_id, ref.key, UPLOADED, zoho_attachment_id=attachment_id, note="associating"
+    )
+    uploader.associate(portal, project, issue_id, attachment_id)
+    save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
+    return f"attachment {ref.file_name} copied to Zoho"

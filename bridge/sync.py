@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from bridge import sources, store
+from bridge import sources, store, sync_v3
 from bridge.events import NormalizedEvent, SourceUnavailable
 from bridge.mapping import MappingRegistry, RoutingError, external_id_of, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
@@ -205,6 +205,7 @@ class SyncService:
         attempt_id, _ = store.start_attempt(self.engine, ev.id)
         try:
             link = self._apply_state_inner(ev, mapping, older)
+            sync_v3.attachments(self, [*older, ev], mapping, link)  # mapping v3: once the issue exists
         except ZohoTransientError as exc:
             store.finish_attempt(self.engine, attempt_id, "retry", exc.reason)
             raise
@@ -235,6 +236,9 @@ class SyncService:
         if deleting and (link is None or not link.confirmed):
             store.add_note(self.engine, ev.id, "deleted before it was synced: nothing to do")
             return link
+        decided = sync_v3.gate(self, ev, mapping, draft, link) if not deleting else None  # mapping v3 `when:`
+        if decided is not None and decided.kind not in sync_v3.PROCEED:
+            return link
         body_hash = _hash(self.client.issue_body(draft, creating=False)) if not deleting else "deleted"
         if link is None or not link.confirmed:
             self._ensure_issue(ev, draft)
@@ -246,7 +250,9 @@ class SyncService:
                 applied_hash=body_hash,
                 fields=fields,
             )
-            return store.get_link(self.engine, ev.source, draft.external_id)
+            link = store.get_link(self.engine, ev.source, draft.external_id)
+            sync_v3.created(self, ev, mapping, draft, link)
+            return link
         assert link.zoho_issue_id is not None
         if deleting:
             self._apply_delete(ev, mapping, draft, link.zoho_issue_id)
@@ -260,7 +266,7 @@ class SyncService:
             )
             return link
         if body_hash != link.applied_hash:
-            self.client.update_issue(draft, link.zoho_issue_id)
+            sync_v3.send_update(self, ev, mapping, draft, link)  # without the fields Zoho owns (mapping v3)
         else:
             store.add_note(self.engine, ev.id, "no field changed: no Zoho call")
         store.record_state_applied(
@@ -271,6 +277,8 @@ class SyncService:
             applied_hash=body_hash,
             fields=fields,
         )
+        if decided is not None:
+            sync_v3.updated(self, ev, mapping, link, decided)
         return link
 
     def _ensure_issue(self, ev: StoredEvent, draft: IssueDraft) -> str:
@@ -314,6 +322,8 @@ class SyncService:
             store.add_note(self.engine, ev.id, "comments are off in the mapping")
             return
         link = link or store.get_link(self.engine, ev.source, external_id_of(mapping, ev.event.fields))
+        if sync_v3.comment_held(self, ev, mapping, link):  # mapping v3: the filter keeps the item out
+            return
         if link is None or not link.confirmed or not link.zoho_issue_id:
             raise PermanentEventError("the item has no Zoho issue yet")
         attempt_id = store.start_attempt(self.engine, ev.id)[0] if count_attempt else None
