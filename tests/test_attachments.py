@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -28,40 +27,11 @@ from bridge.events import NormalizedEvent
 from bridge.settings import load_settings
 from bridge.zoho.attachments import ZohoAttachments
 from bridge.zoho.client import ZohoClient
-from tests.fakes.server import FakeServer
+from tests.fakes.files import FileServer
 from tests.fakes.zoho import FakeZoho
 from tests.harness import in_process_env
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
-
-
-class _FileHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, format, *args):
-        pass
-
-    def do_GET(self):
-        files = self.server.fake
-        files.hits.append(self.path)
-        status, headers, body = files.routes.get(self.path, (404, {}, b""))
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        if "Content-Length" not in headers and not headers.get("_no_length"):
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class FileServer(FakeServer):
-    """A source's file host: path -> (status, headers, body); records every path asked for."""
-
-    handler = _FileHandler
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
-        self.hits: list[str] = []
 
 
 @pytest.fixture
