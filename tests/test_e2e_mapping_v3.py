@@ -219,3 +219,29 @@ def test_attachments_become_zoho_attachments_once_each(tmp_path, fake, dialect):
             assert source.hits.count("/rest/bug/attachment/91") == 1
         finally:
             stack.stop()
+
+
+def test_a_worker_killed_between_upload_and_association_leaves_one_attachment(tmp_path, fake):
+    with FileServer() as source:
+        shots = mapping(tmp_path, "bugherd", extra="attachments: true\n")
+        stack = start(tmp_path, fake, [shots], ATTACHMENT_HOSTS="127.0.0.1", ITEM_LEASE_SECONDS="3")
+        try:
+            source.routes["/screens/6.png"] = (200, {"Content-Type": "image/png"}, PNG)
+            task = bugherd_event("task_create", task_id=6, title="Crash test")
+            task["task"]["screenshot_url"] = source.base_url + "/screens/6.png"
+            release = fake.hold_associations()
+            bugherd(stack, "task_create", task)
+            assert fake.associations_held.wait(60), stack.log_text()[-3000:]
+            for name in [n for n in stack.procs if n.startswith("worker")]:
+                stack.kill(name)  # uploaded, the association in flight: the workers die
+            fake._att_hold = None
+            release.set()  # Zoho completes the association; nobody hears the answer
+            stack.start_worker("worker1")
+            idle(stack)
+            [issue] = fake.issues()
+            assert len(fake.attachments(issue["id"])) == 1
+            assert len(fake.portal_uploads()) == 1  # not uploaded again
+            assert len(fake.api_calls(method="POST", path_contains=f"/issues/{issue['id']}/attachments")) == 1
+            assert source.hits.count("/screens/6.png") == 1
+        finally:
+            stack.stop()

@@ -230,6 +230,15 @@ class AttachmentsFake:
         with self._lock:
             return copy.deepcopy(self._attachment_state()[1].get(str(issue_id), []))
 
+    def hold_associations(self):
+        """The next associations wait (inside the call, the change not yet made) until the returned event is
+        set: a test kills the worker meanwhile, like a crash between upload and association. `associations_held`
+        is set once one waits."""
+        import threading
+
+        self._att_hold, self.associations_held = threading.Event(), threading.Event()
+        return self._att_hold
+
     def portal_uploads(self) -> list[dict]:
         with self._lock:
             return copy.deepcopy(list(self._attachment_state()[0].values()))
@@ -253,6 +262,10 @@ class AttachmentsFake:
         return 200, {"attachment": [{"attachment_id": file["id"], "entity_id": "-1", **out}]}, {}
 
     def _v3_associate(self, ctx):
+        hold = getattr(self, "_att_hold", None)
+        if hold is not None:
+            self.associations_held.set()
+            hold.wait(60)
         self._record(ctx)
         uploads, on_issue = self._attachment_state()
         raw = (_multipart_parts(ctx).get("attachment_ids") or (None, b""))[1]
