@@ -189,6 +189,13 @@ def attachments(svc: SyncService, events: list[StoredEvent], mapping: Mapping, l
     last, _ = item_state(svc.engine, link.source, link.external_id)
     if last is False:
         return  # the filter keeps the item out
+    if svc.client.dry_run:  # touch nothing, the sources included: say what would be copied
+        from bridge.attachments import refs_of
+
+        for ev in events:
+            for ref in refs_of(svc.settings, ev.event):
+                store.add_note(svc.engine, ev.id, f"dry-run: attachment {ref.file_name} would be copied ({ref.url})")
+        return
     uploader = ZohoAttachments(svc.client)
     for ev in events:
         try:

@@ -79,3 +79,16 @@ def test_dry_run_says_whether_the_filter_matches(tmp_path, env):
     assert result.exit_code == 0, result.output
     [line] = json.loads(result.output)["filter"]
     assert "does NOT match" in line and "no label 'bug'" in line
+
+
+def test_dry_run_names_the_attachments_it_would_copy_without_fetching_them(tmp_path, env):
+    with_v3(env, "attachments: true\n")
+    opened = issues_event("opened", number=8)
+    opened["issue"]["body"] = "Broken: ![shot](https://user-images.githubusercontent.com/1/shot.png)"
+    payload = tmp_path / "img.json"
+    payload.write_text(json.dumps(opened))
+    result = CliRunner().invoke(main, ["dry-run", "github", str(payload), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert "dry-run: attachment shot.png would be copied" in out["notes"]
+    assert out["status"] == "done"

@@ -534,6 +534,9 @@ class MappingRegistry:
         with tempfile.TemporaryDirectory() as tmp:
             copy = Path(tmp) / path.name
             copy.write_text(text, encoding="utf-8")
+            for shared in USERS_FILES:  # a `users: users.yaml` table is read beside the file
+                if (path.parent / shared).is_file():
+                    (Path(tmp) / shared).write_bytes((path.parent / shared).read_bytes())
             mapping, problems, _ = _load(copy, self.known_fields)
         if mapping is None or problems:
             return None
