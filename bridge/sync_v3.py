@@ -145,7 +145,8 @@ def past_comments(svc: SyncService, ev: StoredEvent, mapping: Mapping, link: Lin
 
 def created(svc: SyncService, ev: StoredEvent, mapping: Mapping, draft: IssueDraft, link: Link | None) -> None:
     """After a create: every field was sent; an item that starts matching gets its past comments."""
-    save_item_state(svc.engine, ev.source, draft.external_id, applied_values=draft_values(draft))
+    if mapping.v3.sync:  # remembered only where ownership needs it
+        save_item_state(svc.engine, ev.source, draft.external_id, applied_values=draft_values(draft))
     if link is not None and mapping.v3.when is not None:
         past_comments(svc, ev, mapping, link)
 
@@ -197,7 +198,7 @@ def attachments(svc: SyncService, events: list[StoredEvent], mapping: Mapping, l
                 store.add_note(svc.engine, ev.id, f"dry-run: attachment {ref.file_name} would be copied ({ref.url})")
         return
     uploader = ZohoAttachments(svc.client)
-    for ev in events:
+    for ev in (e for e in events if e.action != "deleted"):
         try:
             notes = sync_attachments(
                 svc.engine,
