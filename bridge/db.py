@@ -262,6 +262,10 @@ Index("ix_reverse_items_backlink", reverse_items.c.backlink_state, reverse_items
 # value, never by wording. kind: comment (ref = the source comment id) | state (ref = the value written).
 source_writes = Table(
     "source_writes",
+# Mapping v3 (migration 0009). One row per source attachment of an item; state: fetching (intent) | uploaded
+# (Zoho holds the file, `zoho_attachment_id`) | associated (on the issue: done) | skipped (too large, refused host).
+attachment_links = Table(
+    "attachment_links",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("source", String(32), nullable=False),
@@ -272,6 +276,24 @@ source_writes = Table(
     Column("consumed", Boolean, nullable=False, default=False),
 )
 Index("ix_source_writes_item", source_writes.c.source, source_writes.c.external_id, source_writes.c.kind)
+    Column("attachment_key", String(255), nullable=False),  # "bugzilla:attachment:12", "bugherd:screenshot:<sha>"
+    Column("zoho_attachment_id", String(64)),
+    Column("state", String(16), nullable=False),
+    Column("note", Text),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("source", "external_id", "attachment_key", name="uq_attachment_links"),
+)
+
+# Per item: the filter's last answer and the field values the bridge last wrote to Zoho (field ownership).
+item_sync_state = Table(
+    "item_sync_state",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("external_id", String(255), primary_key=True),
+    Column("last_matched", Boolean),  # NULL: never filtered (links made before `when:`), counts as matching
+    Column("applied_values", Text),  # JSON {draft field: value} as last sent
+    Column("updated_at", Float, nullable=False),
+)
 
 
 def make_engine(database_url: str) -> Engine:
