@@ -262,10 +262,6 @@ Index("ix_reverse_items_backlink", reverse_items.c.backlink_state, reverse_items
 # value, never by wording. kind: comment (ref = the source comment id) | state (ref = the value written).
 source_writes = Table(
     "source_writes",
-# Mapping v3 (migration 0009). One row per source attachment of an item; state: fetching (intent) | uploaded
-# (Zoho holds the file, `zoho_attachment_id`) | associated (on the issue: done) | skipped (too large, refused host).
-attachment_links = Table(
-    "attachment_links",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("source", String(32), nullable=False),
@@ -276,6 +272,15 @@ attachment_links = Table(
     Column("consumed", Boolean, nullable=False, default=False),
 )
 Index("ix_source_writes_item", source_writes.c.source, source_writes.c.external_id, source_writes.c.kind)
+
+# Mapping v3 (migration 0009). One row per source attachment of an item; state: fetching (intent) | uploaded
+# (Zoho holds the file, `zoho_attachment_id`) | associated (on the issue: done) | skipped (too large, refused host).
+attachment_links = Table(
+    "attachment_links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("external_id", String(255), nullable=False),
     Column("attachment_key", String(255), nullable=False),  # "bugzilla:attachment:12", "bugherd:screenshot:<sha>"
     Column("zoho_attachment_id", String(64)),
     Column("state", String(16), nullable=False),
