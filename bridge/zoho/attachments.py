@@ -10,16 +10,11 @@ token, budget and call log; only the body differs (multipart instead of JSON).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import requests
-
-from bridge import store
 from bridge.attachments import Fetched
-from bridge.zoho.client import Response, ZohoClient, _retry_after
-from bridge.zoho.errors import ZohoPermanentError, ZohoTransientError
-from bridge.zoho.ratelimit import RateLimitTimeout
+from bridge.zoho.client import Response, ZohoClient
+from bridge.zoho.errors import ZohoPermanentError
 
 
 class ZohoAttachments:
@@ -63,69 +58,11 @@ class ZohoAttachments:
         files: dict[str, tuple[str, bytes, str]] | None = None,
         data: dict[str, str] | None = None,
     ) -> Response:
-        """`ZohoClient.call` for a multipart body: same token refresh, budget, lease renewal, error types."""
-        client = self.client
-        described = {"files": {k: f"{v[0]} ({len(v[1])} bytes)" for k, v in (files or {}).items()}, **(data or {})}
-        if client.dry_run:
-            store.record_zoho_call(
-                client.engine,
-                event_id=client.event_id,
-                method=method,
-                path=path,
-                request_json=described,
-                status=None,
-                response_text="dry-run: not sent",
-                duration_ms=0.0,
-                dry_run=True,
-            )
+        """A multipart call through the client's transport: same token refresh, budget, fence, error types."""
+        resp = self.client.transport.call(method, path, files=files, form=data)
+        if self.client.dry_run:
             return Response(200, {"attachment": [{"attachment_id": "dry-run"}]}, "")
-        for auth_attempt in range(2):
-            token = client.tokens.get()
-            try:
-                client.limiter.acquire(timeout=min(30.0, client.settings.item_lease_seconds / 3))
-            except RateLimitTimeout as exc:
-                raise ZohoTransientError(str(exc), retry_after=exc.wait) from None
-            if client.before_call is not None:
-                client.before_call()
-            started = time.monotonic()
-            try:
-                raw = client.session.request(
-                    method,
-                    client.settings.zoho_api_base + path,
-                    files=files,
-                    data=data if data is not None else None,
-                    headers={"Authorization": f"Zoho-oauthtoken {token}"},
-                    # A file takes longer than a JSON body; the read timeout stays the client's.
-                    timeout=client.settings.zoho_timeout_seconds * 3,
-                )
-            except requests.RequestException as exc:
-                client._record(method, path, described, None, type(exc).__name__, started)
-                raise ZohoTransientError(f"{method} {path}: network error {type(exc).__name__}") from None
-            client._record(method, path, described, raw.status_code, raw.text, started)
-            try:
-                body = raw.json() if raw.content else None
-            except ValueError:
-                body = None
-            if 200 <= raw.status_code < 300:
-                return Response(raw.status_code, body, raw.text)
-            title, message, field = client._error(body, raw)
-            if raw.status_code == 401 or title in ("INVALID_OAUTHTOKEN", "6004"):
-                client.tokens.invalidate(token)
-                if auth_attempt == 0:
-                    continue
-                raise ZohoPermanentError(f"{method} {path}: Zoho rejected a fresh token: {message}", status=401)
-            if raw.status_code == 429 or title in ("6009", "TOO_MANY_REQUESTS"):
-                retry_after = _retry_after(raw)
-                client.limiter.penalize(time.time() + retry_after)
-                raise ZohoTransientError(f"{method} {path}: Zoho rate limit (429)", status=429, retry_after=retry_after)
-            if raw.status_code >= 500:
-                raise ZohoTransientError(f"{method} {path}: Zoho answered {raw.status_code}: {message}")
-            raise ZohoPermanentError(
-                f"{method} {path}: Zoho answered {raw.status_code} {title}: {message}",
-                status=raw.status_code,
-                field=field,
-            )
-        raise AssertionError("unreachable")
+        return resp
 
 
 def _attachment_id(resp: Response) -> str:
