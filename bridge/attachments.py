@@ -180,7 +180,7 @@ def check_url(url: str, hosts: frozenset[str], configured: frozenset[str], resol
 def _peer_of(response: requests.Response) -> str | None:
     """The address the connection really went to (a name may resolve differently the second time)."""
     try:
-        sock = response.raw.connection.sock  # urllib3 2: the live connection of a streamed response
+        sock = response.raw.connection.sock  # type: ignore[union-attr]  # urllib3 2: the live connection of a streamed response
         return str(sock.getpeername()[0])
     except Exception:  # not available on every transport: the resolution check stands
         return None
@@ -329,7 +329,8 @@ def _listed(items: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(id, name, size) of each attachment Zoho lists, whichever shape the dialect answers with."""
     out = []
     for item in items:
-        info = item.get("file_info") if isinstance(item.get("file_info"), dict) else item
+        nested = item.get("file_info")
+        info: dict[str, Any] = nested if isinstance(nested, dict) else item
         ident = item.get("attachment_id") or item.get("id")
         out.append((str(ident), str(info.get("name") or item.get("name") or ""), str(info.get("size") or "")))
     return out

@@ -694,13 +694,14 @@ def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -
             }
             for c in store.calls_for_event(runtime.engine, event_id)
         ]
+        filter_lines = cli_mapping_v3.match_lines(runtime.registry.all(), event)  # `when:`: whether and why
         result = {
             "event": event.to_json(),
             "status": stored.status if stored else None,
             "error": stored.last_error if stored else None,
             "notes": stored.notes if stored else None,
             "zoho_calls": calls,
-            "filter": cli_mapping_v3.match_lines(runtime.registry.all(), event),  # `when:`: whether and why
+            "filter": filter_lines,
         }
         runtime.engine.dispose()
     if as_json:
@@ -708,7 +709,7 @@ def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -
         return
     click.echo("normalized event:")
     click.echo(json.dumps(result["event"], indent=2, default=str))
-    click.echo("\n".join(["", *result["filter"]]))
+    click.echo("\n".join(["", *filter_lines]))
     if result["error"]:
         click.echo(f"\nwould FAIL: {result['error']}")
     click.echo(f"\nZoho calls ({settings.zoho_dialect} dialect; option ids are resolved from Zoho when live):")

@@ -143,10 +143,10 @@ def user_problems(files: list[Path]) -> list[MappingProblem]:
                         if exc.status not in (400, 404):
                             raise
                         login = next(s for s, e in mapping.v3.users if e == email)
-                        file, line = _line_of(mapping, login)
+                        where, line = _line_of(mapping, login)
                         problems.append(
                             MappingProblem(
-                                file, line, f"users.{login}", f"{email} is not a user of Zoho project {project}"
+                                where, line, f"users.{login}", f"{email} is not a user of Zoho project {project}"
                             )
                         )
     except ZohoError as exc:

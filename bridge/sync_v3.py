@@ -81,7 +81,7 @@ def _state(item: ClaimedItem, source: str, external_id: str) -> tuple[bool | Non
 def _save(ap: Applier, item: ClaimedItem, source: str, external_id: str, **values: Any) -> None:
     item.v3_state.setdefault((source, external_id), {}).update(values)
     if not ap.dry_run:  # dry-run keeps the answer for this batch only: real runs never see it
-            item.later(lambda conn, now: write_item_state(conn, now, source, external_id, **values))
+        item.later(lambda conn, now: write_item_state(conn, now, source, external_id, **values))
 
 
 def _synced(link: Link | None) -> bool:

@@ -139,7 +139,7 @@ class Applier:
             self.note(item, ev, "the source's echo of the bridge's own write: no Zoho call")
         elif new_hash != link.applied_hash:
             draft = reverse.guard_status(self.client, self.client.engine, mapping, link, draft, step.fields)
-            sync_v3.send_update(self, item, ev, mapping, draft, link, self._applied_tags(mapping, ev, link))  # v3 `sync:`
+            sync_v3.send_update(self, item, ev, mapping, draft, link, self._applied_tags(mapping, ev, link))
         else:
             self.note(item, ev, "no field changed: no Zoho call")
         self.keep_link(
