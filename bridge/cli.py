@@ -526,12 +526,15 @@ def mappings() -> None:
 @mappings.command("check")
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--offline", is_flag=True, help="do not ask Zoho for its field names, even with credentials")
-def mappings_check(path: Path | None, offline: bool) -> None:
+@click.option("--payload", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="a saved webhook body: "
+              "show whether and why it matches the mapping's `when:`")  # fmt: skip
+def mappings_check(path: Path | None, offline: bool, payload: Path | None = None) -> None:
     """Validate mapping files; exits non-zero on any problem (for the admins' own CI).
 
     With Zoho credentials, the names each file maps to (statuses, severities, …, custom fields) are
     also checked against the routed projects' field metadata.
     """
+    from bridge import cli_mapping_v3
     from bridge.mapping import MappingError, MappingProblem, check_directory, load_mapping
     from bridge.sources import KNOWN_FIELDS
 
@@ -562,6 +565,7 @@ def mappings_check(path: Path | None, offline: bool) -> None:
         zoho_options = _zoho_options_for(files)
         if zoho_options:
             problems = check(zoho_options)
+        problems = problems or cli_mapping_v3.user_problems(files)  # `users:` emails, one Zoho call each
     if not problems:  # back-links and reverse sync need the source's token (bridge/reverse)
         problems = _talkback_problems(files, zoho_options)
     for problem in problems:
@@ -569,6 +573,8 @@ def mappings_check(path: Path | None, offline: bool) -> None:
     if problems:
         raise SystemExit(1)
     click.echo(f"{target}: ok")
+    if payload is not None:
+        cli_mapping_v3.show_match(target, payload)
 
 
 def _talkback_problems(files: list[Path], zoho_options: dict | None) -> list:
@@ -644,6 +650,7 @@ def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -
     """
     import tempfile
 
+    from bridge import cli_mapping_v3
     from bridge.events import BadDelivery, IgnoredEvent
     from bridge.runtime import Runtime
     from bridge.sources import enabled_sources
@@ -701,12 +708,14 @@ def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -
             }
             for c in store.calls_for_event(runtime.engine, event_id)
         ]
+        filter_lines = cli_mapping_v3.match_lines(runtime.registry.all(), event)  # `when:`: whether and why
         result = {
             "event": event.to_json(),
             "status": stored.status if stored else None,
             "error": stored.last_error if stored else None,
             "notes": stored.notes if stored else None,
             "zoho_calls": calls,
+            "filter": filter_lines,
         }
         runtime.engine.dispose()
     if as_json:
@@ -714,6 +723,7 @@ def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -
         return
     click.echo("normalized event:")
     click.echo(json.dumps(result["event"], indent=2, default=str))
+    click.echo("\n".join(["", *filter_lines]))
     if result["error"]:
         click.echo(f"\nwould FAIL: {result['error']}")
     click.echo(f"\nZoho calls ({settings.zoho_dialect} dialect; option ids are resolved from Zoho when live):")

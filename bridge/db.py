@@ -273,6 +273,33 @@ source_writes = Table(
 )
 Index("ix_source_writes_item", source_writes.c.source, source_writes.c.external_id, source_writes.c.kind)
 
+# Mapping v3 (migration 0009). One row per source attachment of an item; state: fetching (intent) | uploaded
+# (Zoho holds the file, `zoho_attachment_id`) | associated (on the issue: done) | skipped (too large, refused host).
+attachment_links = Table(
+    "attachment_links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("attachment_key", String(255), nullable=False),  # "bugzilla:attachment:12", "bugherd:screenshot:<sha>"
+    Column("zoho_attachment_id", String(64)),
+    Column("state", String(16), nullable=False),
+    Column("note", Text),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("source", "external_id", "attachment_key", name="uq_attachment_links"),
+)
+
+# Per item: the filter's last answer and the field values the bridge last wrote to Zoho (field ownership).
+item_sync_state = Table(
+    "item_sync_state",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("external_id", String(255), primary_key=True),
+    Column("last_matched", Boolean),  # NULL: never filtered (links made before `when:`), counts as matching
+    Column("applied_values", Text),  # JSON {draft field: value} as last sent
+    Column("updated_at", Float, nullable=False),
+)
+
 
 def make_engine(database_url: str) -> Engine:
     """An engine tuned for many small transactions from several processes."""

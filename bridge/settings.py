@@ -77,6 +77,8 @@ class Settings:
     backfill_budget_share: float = 0.5  # the most of the Zoho budget a backfill may use (live gets the rest)
     zoho_poll_seconds: float = 60.0  # how often linked Zoho projects are polled for changes made in Zoho
     zoho_webhook_token: str = ""  # the URL token of POST /webhooks/zoho/<token>; "" disables the endpoint
+    attachment_max_bytes: int = 10 * 1024 * 1024  # larger attachments are skipped with a note
+    attachment_hosts: tuple[str, ...] = ()  # extra hosts attachments may be fetched from (trusted, may be private)
 
     @property
     def dry_run(self) -> bool:
@@ -289,6 +291,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         zoho_webhook_token=env.get("ZOHO_WEBHOOK_TOKEN", "").strip(),
         retention_days=_float(env, "RETENTION_DAYS", 30.0),
         retention_payload_days=_float(env, "RETENTION_PAYLOAD_DAYS", 7.0),
+        attachment_max_bytes=_int(env, "ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024, minimum=1024),
+        attachment_hosts=tuple(h.strip().lower() for h in env.get("ATTACHMENT_HOSTS", "").split(",") if h.strip()),
     )
 
 

@@ -22,7 +22,22 @@ BUGHERD = BugHerdSource("token")
 # file → what a user expects: the action (or the ignored reason), whether the item's state is there,
 # and a few fields worth checking by eye.
 BUGZILLA_EXPECTED: dict[str, dict[str, Any]] = {
-    "bmo.attachment-create.json": {"ignored": "attachments are not synced"},
+    "bmo.attachment-create.json": {
+        "action": "updated",
+        "item_key": "1629704",
+        "has_state": True,
+        "fields": {
+            "attachment": {
+                "id": 9180115,
+                "file_name": "file_1629704.txt",
+                "content_type": "text/plain",
+                "description": "test attachment",
+                "is_patch": False,
+                "is_obsolete": False,
+                "creation_time": "2020-10-16T07:08:12",
+            }
+        },
+    },
     "bmo.bug-modify.private-bug.json": {
         "action": "updated",
         "item_key": "2",
@@ -215,7 +230,8 @@ def test_bugzilla_fixture(name):
     _check(ev, expected)
     if ev.has_state:
         # Every field but the description, which arrives only with comment 0 (and is kept from then on).
-        assert set(ev.fields) | {"description"} == bugzilla.FIELDS
+        # An attachment event also carries the new attachment (for mappings with `attachments: true`).
+        assert (set(ev.fields) - {"attachment"}) | {"description"} == bugzilla.FIELDS
         assert ev.fields["summary"] is not None
     else:
         assert ev.notes and "BUGZILLA_API_KEY" in ev.notes[0]

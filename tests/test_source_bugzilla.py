@@ -223,12 +223,15 @@ def test_a_visible_comment_on_a_private_bug_keeps_the_comment_without_state():
 # -- ignored and bad --------------------------------------------------------------------------------------
 
 
-def test_attachments_are_ignored():
-    payload = bugzilla_event("attachment", "create", attachment=bugzilla_attachment())
-    with pytest.raises(IgnoredEvent, match="attachments are not synced"):
-        parse(payload)
+def test_a_new_attachment_is_an_update_carrying_it_and_changes_to_one_are_ignored():
+    ev = parse(bugzilla_event("attachment", "create", attachment=bugzilla_attachment(attachment_id=77)))
+    assert (ev.action, ev.event_name, ev.has_state) == ("updated", "attachment.create", True)
+    assert ev.fields["attachment"]["id"] == 77 and ev.fields["attachment"]["file_name"] == "file_1629704.txt"
+    assert "data" not in ev.fields["attachment"]  # the content is fetched later, only if the mapping wants it
     with pytest.raises(IgnoredEvent, match="attachments are not synced"):
         parse(bugzilla_event("attachment", "modify", attachment=bugzilla_attachment()))
+    with pytest.raises(IgnoredEvent, match="private attachment"):
+        parse(bugzilla_event("attachment", "create", attachment={"id": 5, "is_private": True}))
 
 
 @pytest.mark.parametrize(("target", "action"), [("comment", "modify"), ("bug", "delete"), ("flag", "create")])
@@ -372,7 +375,7 @@ def test_a_repeated_delivery_is_a_duplicate_with_200(app):
 @pytest.mark.parametrize(
     "payload",
     [
-        bugzilla_event("attachment", "create", attachment=bugzilla_attachment()),
+        bugzilla_event("attachment", "modify", attachment=bugzilla_attachment()),
         bugzilla_event("comment", "create", bug={"id": 1, "is_private": False, "comment": {"id": 5, "is_private": 1}}),
         bugzilla_event("bug", "delete"),
     ],
@@ -441,7 +444,7 @@ def test_the_source_is_disabled_without_a_secret(tmp_path):
 
 
 def test_answers_without_a_stored_event_are_counted_for_metrics(app):
-    post(app, bugzilla_event("attachment", "create", attachment=bugzilla_attachment()))
+    post(app, bugzilla_event("attachment", "modify", attachment=bugzilla_attachment()))
     post(app, bugzilla_event("bug", "create"))
     post(app, bugzilla_event("bug", "create"))
     post(app, bugzilla_event("bug", "create"), bugzilla_headers("wrong"))
@@ -449,7 +452,7 @@ def test_answers_without_a_stored_event_are_counted_for_metrics(app):
     with app.extensions["bridge"].engine.connect() as conn:
         rows = {(r.source, r.event, r.answer): r.count for r in conn.execute(select(db.intake_counters))}
     assert rows == {
-        ("bugzilla", "attachment.create", "ignored"): 1,
+        ("bugzilla", "attachment.modify", "ignored"): 1,
         ("bugzilla", "bug.create", "duplicate"): 1,
         ("bugzilla", "", "unauthorized"): 1,
         ("bugzilla", "", "bad_request"): 1,

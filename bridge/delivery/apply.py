@@ -19,6 +19,7 @@ import json
 import logging
 from typing import Any
 
+from bridge import sync_v3
 from bridge.delivery.claim import ClaimedItem
 from bridge.delivery.plan import StateStep, comment_ts
 from bridge.events import NormalizedEvent
@@ -105,6 +106,10 @@ class Applier:
         return tuple(before.tags)
 
     def apply_state(self, item: ClaimedItem, step: StateStep, mapping: Mapping) -> None:
+        self._apply_state(item, step, mapping)
+        sync_v3.attachments(self, item, mapping)  # mapping v3: the batch's attachments, once the issue exists
+
+    def _apply_state(self, item: ClaimedItem, step: StateStep, mapping: Mapping) -> None:
         ev = step.event
         self.client.event_id = ev.id
         if step.action == "skip":
@@ -112,6 +117,9 @@ class Applier:
             return
         draft = self.draft(mapping, ev.event, step.known)
         self.note(item, ev, *draft.notes)
+        decided = sync_v3.gate(self, item, ev, mapping, draft) if step.action != "delete" else None  # `when:`
+        if decided is not None and decided.kind not in sync_v3.PROCEED:
+            return
         if step.action == "create":
             self._create(item, ev, draft, step, mapping)
             return
@@ -131,12 +139,14 @@ class Applier:
             self.note(item, ev, "the source's echo of the bridge's own write: no Zoho call")
         elif new_hash != link.applied_hash:
             draft = reverse.guard_status(self.client, self.client.engine, mapping, link, draft, step.fields)
-            self.client.update_issue(draft, link.zoho_issue_id, applied_tags=self._applied_tags(mapping, ev, link))
+            sync_v3.send_update(self, item, ev, mapping, draft, link, self._applied_tags(mapping, ev, link))
         else:
             self.note(item, ev, "no field changed: no Zoho call")
         self.keep_link(
             item, link, state="linked", last_state_ts=ev.source_ts, applied_hash=new_hash, last_fields=step.fields
         )
+        if decided is not None:
+            sync_v3.updated(self, item, ev, mapping, decided)  # mapping v3: starts matching -> past comments
 
     def _create(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft, step: StateStep, mapping: Mapping) -> None:
         new_hash = body_hash(self.client.issue_body(draft, creating=False))
@@ -186,6 +196,7 @@ class Applier:
             last_fields=step.fields,
             recheck_at=recheck_at,
         )
+        sync_v3.created(self, item, ev, mapping, draft)  # mapping v3: applied values, past comments
         if not self.dry_run:
             # talks back to the source (bridge/reverse): a back-link once the issue exists
             reverse.request_backlink(self.client.engine, mapping, item.link)
@@ -298,6 +309,8 @@ class Applier:
         self.client.event_id = ev.id
         comment = ev.event.comment
         assert comment is not None
+        if sync_v3.comment_held(self, item, ev, mapping):  # mapping v3: the filter keeps the item out
+            return
         link = item.link
         if self.dry_run and (link is None or not link.confirmed):
             draft = self.draft(mapping, ev.event)  # where it would go; nothing is stored in dry-run

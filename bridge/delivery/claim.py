@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -35,6 +35,8 @@ class ClaimedItem:
         self.comment_links: dict[str, CommentLink] = dict(batch.comment_links)
         self.finished: set[int] = set()  # events whose end is written (or queued)
         self.next_due: float | None = None  # when the item has work again, read when it was released
+        # mapping v3's item_sync_state values queued for the next step, (source, external_id) -> columns
+        self.v3_state: dict[tuple[str, str], dict[str, Any]] = {}
         self._writes: list[Write] = []
         self._renewed = renewed  # monotonic time taken before the claim's transaction began: conservative
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..events import NormalizedEvent
 from .model import COMBINATION_SEPARATOR, WILDCARD, IssueDraft, Mapping, ValueMap
 from .template import Template, compile_template, to_text
+from .users import resolve_user
 
 log = logging.getLogger("bridge.mapping")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -147,7 +148,8 @@ def translate(mapping: Mapping, event: NormalizedEvent, known: dict[str, Any] | 
             options[zoho_field] = name
     assignee_email = None
     if mapping.assignee is not None:
-        assignee_email = _render(mapping.assignee.email_template, context).strip() or None
+        # A `users:` table turns a source login (or a differing email) into the Zoho user's email.
+        assignee_email = resolve_user(mapping, _render(mapping.assignee.email_template, context))
         if assignee_email is not None and not _EMAIL.fullmatch(assignee_email):
             notes.append(f"assignee {assignee_email!r} is not an email address: left to the fallback")
             assignee_email = None

@@ -21,6 +21,7 @@ from marshmallow import ValidationError
 from ..events import NormalizedEvent
 from .model import COMBINATION_SEPARATOR, OPTION_FIELDS, WILDCARD, Mapping
 from .schema import NOT_A_MAPPING, UNKNOWN_KEY, KnownFields, kind, load_mapping_data
+from .users import USERS_FILES
 
 # (portal, project) -> {zoho field: [valid names]}, as `ZohoClient.options` reports them; the optional
 # "custom" entry lists the issue custom fields' API names (`ZohoClient.custom_fields`).
@@ -406,7 +407,9 @@ def load_mapping(
 
 
 def _files(directory: Path) -> list[Path]:
-    return sorted({p for pattern in PATTERNS for p in directory.glob(pattern) if p.is_file()})
+    # A shared users table (`users: users.yaml`) sits beside the mappings but is not one.
+    found = {p for pattern in PATTERNS for p in directory.glob(pattern) if p.is_file()}
+    return sorted(p for p in found if p.name not in USERS_FILES)
 
 
 def _name_clash(path: Path, mapping: Mapping, lines: dict, holder: str) -> MappingProblem:
@@ -586,6 +589,9 @@ class MappingRegistry:
         with tempfile.TemporaryDirectory() as tmp:
             copy = Path(tmp) / path.name
             copy.write_text(text, encoding="utf-8")
+            for shared in USERS_FILES:  # a `users: users.yaml` table is read beside the file
+                if (path.parent / shared).is_file():
+                    (Path(tmp) / shared).write_bytes((path.parent / shared).read_bytes())
             mapping, problems, _ = _load(copy, self.known_fields)
         if mapping is None or problems:
             return None

@@ -79,6 +79,7 @@ class Mapping:
     backlink: Any = None  # bridge.reverse.schema.Backlink, or None: no back-link
     reverse: Any = None  # bridge.reverse.schema.Reverse, or None: Zoho changes stay in Zoho
     conflict: str = "source_wins"  # both sides changed the status: source_wins | zoho_wins
+    v3: MappingV3 = field(default_factory=lambda: MappingV3())
 
     def value_map(self, zoho_field: str) -> ValueMap | None:
         return dict(self.value_maps).get(zoho_field)
@@ -110,3 +111,41 @@ class IssueDraft:
     tags: tuple[str, ...] = ()  # Zoho tag ids
     notes: tuple[str, ...] = ()  # what the engine left out and why (never a failure)
     source_url: str | None = None  # the item's page in the source: where a cut text is read in full
+
+
+# -- mapping language v3: filters, users, field ownership ------------------------------------------------
+
+ON_UNMATCH_CHOICES = ("keep", "close", "comment")
+SYNC_POLICIES = ("always", "create_only", "if_unchanged_in_zoho")
+# Condition operators on one source field (`field: component, in: [A, B]`).
+FIELD_OPERATORS = ("equals", "in", "matches", "at_least")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One `when:` condition: `label` present, or a source field compared by an operator.
+
+    `kind` is "label", one of FIELD_OPERATORS, or "any"/"all" (then `children` holds the conditions).
+    `values` are the values as written; `order` ranks values highest first for `at_least`.
+    """
+
+    kind: str
+    field: str = ""
+    values: tuple[str, ...] = ()
+    order: tuple[str, ...] = ()
+    children: tuple[Condition, ...] = ()
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class MappingV3:
+    """What v3 adds to a mapping; `Mapping.v3` holds it, defaults mean "behave as before"."""
+
+    when: Condition | None = None  # None: every item syncs
+    on_unmatch: str = "keep"
+    users: tuple[tuple[str, str], ...] = ()  # (source login or email, Zoho email), file order
+    sync: tuple[tuple[str, str], ...] = ()  # (draft field such as `status` or `custom.cf_x`, policy)
+    attachments: bool = False
+
+    def policy(self, draft_field: str) -> str:
+        return dict(self.sync).get(draft_field, "always")

@@ -15,18 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validates_schema
 
 from bridge.reverse.schema import CONFLICT_RULES, BacklinkField, ReverseField
 
 from .model import (
     COMBINATION_SEPARATOR,
+    FIELD_OPERATORS,
     FLAGS,
     ON_DELETE_CHOICES,
+    ON_UNMATCH_CHOICES,
     OPTION_FIELDS,
+    SYNC_POLICIES,
     WILDCARD,
     Assignee,
+    Condition,
     Mapping,
+    MappingV3,
     Routing,
     ValueMap,
 )
@@ -403,6 +408,220 @@ class FieldsSchema(_Schema):
     due_date = TemplateField(load_default=None, allow_empty=False)
     tags = _Nested(TagsSchema, load_default=None)
 
+    @pre_load
+    def _sync_keys(self, data: Any, **kwargs: Any) -> Any:
+        # Per-field `sync:` is taken out here so every field keeps its own schema; see split_sync.
+        data, self._policies = split_sync(data)
+        return data
+
+    @post_load
+    def _with_sync(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {**data, "sync": getattr(self, "_policies", {})}
+
+
+# -- mapping language v3: `when:`, `users:`, per-field `sync:` ----------------------------------------------
+
+CONDITION_KEYS = ("label", "field", *FIELD_OPERATORS, "order", "any", "all")
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f", did you mean '{close[0]}'?" if close else ""
+
+
+def choice_value(value: Any, choices: tuple[str, ...]) -> str:
+    text = text_value(value).strip()
+    if text not in choices:
+        raise ValidationError(f"must be one of: {', '.join(choices)} (got '{text}'){_did_you_mean(text, choices)}")
+    return text
+
+
+def _texts(value: Any, what: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        raise ValidationError(f"must list at least one {what}")
+    return tuple(text_value(v, numbers=True).strip() for v in items)
+
+
+def condition_value(value: Any, source: str | None) -> Condition:
+    """One condition (see docs/mappings.md "Filters"); errors are keyed like the YAML, for file:line."""
+    if not isinstance(value, dict):
+        raise ValidationError(
+            f"a condition must be a mapping such as `label: bug` or `field: component, in: [A, B]`, got {kind(value)}"
+        )
+    errors: dict[str, Any] = {}
+    for key in value:
+        if key not in CONDITION_KEYS:
+            errors[str(key)] = [
+                f"{UNKNOWN_KEY} '{key}' in a condition{_did_you_mean(str(key), CONDITION_KEYS)} "
+                f"(expected one of: {', '.join(CONDITION_KEYS)})"
+            ]
+    if errors:
+        raise ValidationError(errors)
+    groups = [k for k in ("any", "all") if k in value]
+    operators = [k for k in FIELD_OPERATORS if k in value]
+    if groups:
+        if len(value) != 1:
+            raise ValidationError(f"`{groups[0]}:` stands alone in its condition; put the others inside its list")
+        return Condition(groups[0], children=_condition_list(value[groups[0]], source, groups[0]))
+    if "label" in value:
+        if len(value) != 1:
+            raise ValidationError("`label:` stands alone: `- label: bug` (write other conditions as list items)")
+        try:
+            return Condition("label", values=_texts(value["label"], "label"))
+        except ValidationError as exc:
+            raise ValidationError({"label": exc.messages}) from None
+    if "field" not in value:
+        raise ValidationError("needs `label:`, `any:`, `all:` or `field:` with one of: " + ", ".join(FIELD_OPERATORS))
+    try:
+        name = text_value(value["field"]).strip()
+        _check_known([name])
+    except ValidationError as exc:
+        raise ValidationError({"field": exc.messages}) from None
+    if len(operators) != 1:
+        found = ", ".join(operators) or "none"
+        raise ValidationError(f"`field: {name}` needs exactly one of: {', '.join(FIELD_OPERATORS)} (found: {found})")
+    op = operators[0]
+    if "order" in value and op != "at_least":
+        raise ValidationError({"order": ["only `at_least` uses an order"]})
+    try:
+        values = _texts(value[op], "value")
+        if op in ("equals", "at_least") and len(values) != 1:
+            raise ValidationError("takes one value; use `in:` for several")
+    except ValidationError as exc:
+        raise ValidationError({op: exc.messages}) from None
+    order: tuple[str, ...] = ()
+    if op == "at_least":
+        from .filters import PRIORITY_ORDERS
+
+        try:
+            order = _texts(value["order"], "value") if "order" in value else ()
+        except ValidationError as exc:
+            raise ValidationError({"order": exc.messages}) from None
+        known = order or (PRIORITY_ORDERS.get(source or "", ()) if name == "priority" else ())
+        if not known:
+            raise ValidationError({op: [f"`at_least` on {name} needs `order:`, the values from highest to lowest"]})
+        if values[0].casefold() not in {v.casefold() for v in known}:
+            raise ValidationError(
+                {op: [f"'{values[0]}' is not in the order ({', '.join(known)}){_did_you_mean(values[0], known)}"]}
+            )
+    return Condition(op, field=name, values=values, order=order)
+
+
+def _condition_list(value: Any, source: str | None, key: str) -> tuple[Condition, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValidationError({key: [f"must be a list of conditions, got {kind(value)}"]})
+    out: list[Condition] = []
+    errors: dict[str, Any] = {}
+    for i, item in enumerate(value):
+        try:
+            out.append(condition_value(item, source))
+        except ValidationError as exc:
+            errors[str(i)] = exc.messages
+    if errors:
+        raise ValidationError({key: errors})
+    return tuple(out)
+
+
+class WhenField(_Field):
+    """`when:` a list of conditions (all must hold) or one condition (`any:`, `all:`, `label:`, `field:`)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Condition:
+        source = data.get("source") if isinstance(data, dict) else None
+        if isinstance(value, list):
+            if not value:
+                raise ValidationError("must list at least one condition")
+            errors: dict[str, Any] = {}
+            out: list[Condition] = []
+            for i, item in enumerate(value):
+                try:
+                    out.append(condition_value(item, source))
+                except ValidationError as exc:
+                    errors[str(i)] = exc.messages
+            if errors:
+                raise ValidationError(errors)
+            return Condition("all", children=tuple(out))
+        return condition_value(value, source)
+
+
+def _users_table(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise ValidationError(f"must map source logins or emails to Zoho emails, got {kind(value)}")
+    errors: dict[str, list[str]] = {}
+    table: list[tuple[str, str]] = []
+    for key, email in value.items():
+        try:
+            table.append((str(key).strip(), email_value(email)))
+        except ValidationError as exc:
+            errors[str(key)] = exc.messages if isinstance(exc.messages, list) else [str(exc.messages)]
+    if errors:
+        raise ValidationError(errors)  # type: ignore[arg-type]
+    return tuple(table)
+
+
+class UsersField(_Field):
+    """`users: {octocat: jane@example.com}` or `users: users.yaml` (a shared file beside the mappings)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[tuple[str, str], ...]:
+        if isinstance(value, str):
+            import yaml
+
+            file = Path(_context().path).parent / value.strip()
+            try:
+                shared = yaml.safe_load(file.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                raise ValidationError(f"cannot read the users file {file}: {exc}") from None
+            if isinstance(shared, dict) and set(shared) == {"users"}:
+                shared = shared["users"]
+            try:
+                return _users_table(shared)
+            except ValidationError as exc:
+                raise ValidationError(f"in {file}: {exc.messages}") from None
+        return _users_table(value)
+
+
+# Fields whose short form is a template string; their long form is `{template: ..., sync: ...}`.
+_TEMPLATE_FIELDS = ("title", "description", "due_date")
+
+
+def split_sync(mapped: Any) -> tuple[Any, dict[str, str]]:
+    """The `fields:` block without its `sync:` keys, and {draft field: policy}; errors keyed for file:line."""
+    if not isinstance(mapped, dict):
+        return mapped, {}
+    out = dict(mapped)
+    policies: dict[str, str] = {}
+    errors: dict[str, Any] = {}
+
+    def take(spec: Any, name: str, path: list[str], template: bool) -> Any:
+        if not isinstance(spec, dict) or "sync" not in spec:
+            return spec
+        spec = dict(spec)
+        try:
+            policies[name] = choice_value(spec.pop("sync"), SYNC_POLICIES)
+        except ValidationError as exc:
+            node = errors
+            for part in path:
+                node = node.setdefault(part, {})
+            node["sync"] = exc.messages
+        if template:
+            if set(spec) != {"template"}:
+                node = errors
+                for part in path:
+                    node = node.setdefault(part, {})
+                node.setdefault("_schema", []).append('the long form is `{template: "...", sync: ...}`')
+                return spec
+            return spec["template"]
+        return spec
+
+    for key, spec in mapped.items():
+        if key == "custom" and isinstance(spec, dict):
+            out["custom"] = {api: take(item, f"custom.{api}", ["custom", str(api)], True) for api, item in spec.items()}
+        elif key != "custom":
+            out[key] = take(spec, str(key), [str(key)], key in _TEMPLATE_FIELDS)
+    if errors:
+        raise ValidationError(errors)
+    return out, policies
+
 
 class MappingSchema(_Schema):
     source = Text(required=True, choices=SOURCES)
@@ -417,6 +636,17 @@ class MappingSchema(_Schema):
     backlink = BacklinkField(load_default=None)
     reverse = ReverseField(load_default=None)
     conflict = Text(load_default="source_wins", choices=CONFLICT_RULES)
+    when = WhenField(load_default=None)
+    on_unmatch = _Field(load_default="keep")
+    users = UsersField(load_default=())
+    attachments = Bool(load_default=False)
+
+    @validates_schema
+    def _on_unmatch(self, data: dict[str, Any], **kwargs: Any) -> None:
+        try:
+            data["on_unmatch"] = choice_value(data["on_unmatch"], ON_UNMATCH_CHOICES)
+        except ValidationError as exc:
+            raise ValidationError({"on_unmatch": exc.messages}) from None
 
     @post_load
     def _build(self, data: dict[str, Any], **kwargs: Any) -> Mapping:
@@ -450,6 +680,13 @@ class MappingSchema(_Schema):
             backlink=data["backlink"],
             reverse=data["reverse"],
             conflict=data["conflict"],
+            v3=MappingV3(
+                when=data["when"],
+                on_unmatch=data["on_unmatch"],
+                users=tuple(data["users"]),
+                sync=tuple(mapped["sync"].items()),
+                attachments=data["attachments"],
+            ),
         )
 
 

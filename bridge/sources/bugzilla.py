@@ -100,13 +100,16 @@ class BugzillaSource:
         action = event["action"]
         target = _target(event, bug)
         event_name = f"{target}.{action}"
-        if target == "attachment":
-            raise IgnoredEvent("attachments are not synced")
-        if (target, action) not in ACTIONS:
+        attachment = _attachment(bug) if (target, action) == ("attachment", "create") else None
+        if target == "attachment" and attachment is None:
+            raise IgnoredEvent("attachments are not synced" if action != "create" else "private attachment: not synced")
+        if target != "attachment" and (target, action) not in ACTIONS:
             raise IgnoredEvent(f"Bugzilla event {event_name} is not synced")
         reduced = bool(bug.get("is_private")) and set(bug) <= REDUCED_BUG_KEYS
         fields = self.bug_fields(bug, bug_id, reduced=reduced)
-        normalized_action = ACTIONS[(target, action)]
+        normalized_action = ACTIONS.get((target, action), "updated")
+        if attachment is not None:  # copied to Zoho by mappings with `attachments: true` (bridge/attachments.py)
+            fields["attachment"] = attachment
         comment: Comment | None = None
         if target == "comment":
             raw = bug.get("comment")
@@ -183,6 +186,18 @@ class BugzillaSource:
             url=f"{url}#c{number}" if url and number is not None else url,
             created_at=parse_timestamp(created, field_name="bug.comment.creation_time") if created else None,
         )
+
+
+def _attachment(bug: dict[str, Any]) -> dict[str, Any] | None:
+    """`bug.attachment` of an `attachment.create` (webhook-formats.md: id, file_name, content_type, ...); its
+    content is fetched later through `GET /rest/bug/attachment/{id}`. None for a private one (no file_name)."""
+    raw = bug.get("attachment")
+    if not isinstance(raw, dict) or raw.get("id") is None:
+        raise BadDelivery("bug.attachment: expected an object with an id")
+    if raw.get("is_private") and not raw.get("file_name"):
+        return None
+    keep = ("id", "file_name", "content_type", "description", "size", "is_patch", "is_obsolete", "creation_time")
+    return {k: raw[k] for k in keep if k in raw}
 
 
 def bug_fields(bug: dict[str, Any], bug_id: int, *, bugzilla_url: str = "", reduced: bool = False) -> dict[str, Any]:

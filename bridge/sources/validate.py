@@ -3,7 +3,8 @@
 Two layers, both raising `BadDelivery` naming the field and the rule (answered 400):
 - the raw body, before `json.loads` can recurse: bounded nesting depth (`check_depth`);
 - the normalized event, after a source parsed it (`check_event`): every string valid Unicode without NUL
-  and within its column's length, ids in range, field values flat (nothing a template could recurse into),
+  and within its column's length, ids in range, field values flat (nothing a template could recurse into;
+  `FLAT_RECORD_FIELDS` may be one record of scalars),
   numbers finite, timestamps inside a sane window. Future-dated timestamps are clamped to the receipt
   time with a note, so one sender's bad clock cannot freeze an item (later real edits would look older).
 
@@ -29,7 +30,10 @@ EARLIEST = EARLIEST_TIMESTAMP
 FUTURE_SKEW = timedelta(minutes=5)
 # Ids are stored as text and compared as numbers by some trackers: keep them inside a signed 64-bit int.
 MAX_ID = 2**63 - 1
-MAX_FIELD_LIST = 1000  # labels, keywords, assignees: more than this is not a real item
+MAX_FIELD_LIST = 1000
+# Fields that may hold one flat record (scalars only): Bugzilla's `attachment` on `attachment.create`,
+# which mapping v3's `attachments: true` copies to Zoho (bridge/attachments.py).
+FLAT_RECORD_FIELDS = frozenset({"attachment"})  # labels, keywords, assignees: more than this is not a real item
 
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 # The whole text as runs outside strings and whole strings: possessive, so linear on any input (an
@@ -116,7 +120,10 @@ def _check_scalar(name: str, value: Any) -> None:
 def _check_fields(fields: dict[str, Any]) -> None:
     for key, value in fields.items():
         name = f"field {key}"
-        if isinstance(value, list):
+        if key in FLAT_RECORD_FIELDS and isinstance(value, dict):  # one level of scalars, never deeper
+            for sub, entry in value.items():
+                _check_scalar(f"{name}.{check_text(name, str(sub), 64)}", entry)
+        elif isinstance(value, list):
             if len(value) > MAX_FIELD_LIST:
                 raise BadDelivery(f"{name}: {len(value)} entries, more than the {MAX_FIELD_LIST} allowed")
             for entry in value:

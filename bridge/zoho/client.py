@@ -239,11 +239,26 @@ class ZohoClient:
             return "dry-run-" + hashlib.sha1(draft.external_id.encode()).hexdigest()[:12]  # noqa: S324
         return _id_from(resp, self.d.create_list_key)
 
-    def update_issue(self, draft: IssueDraft, issue_id: str, *, applied_tags: tuple[str, ...] | None = None) -> None:
+    def update_issue(
+        self,
+        draft: IssueDraft,
+        issue_id: str,
+        *,
+        applied_tags: tuple[str, ...] | None = None,
+        omit: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
         """`PATCH …/issues/{id}` (seed 001:3778-3938) or `PUT …/bugs/{id}`. `applied_tags` are the tag ids
-        last applied to this issue: the update adds and removes the difference (None: only adds)."""
+        last applied to this issue: the update adds and removes the difference (None: only adds). `omit`
+        names body keys (as `issue_body` spells them, e.g. `"name"`, `"tags"`) left out of the update: the
+        fields Zoho owns under mapping v3's `sync:` policies. A body left empty sends nothing."""
         path = f"{self._issues_path(draft.portal, draft.project)}/{issue_id}"
-        body = lambda: self.issue_body(draft, creating=False, applied_tags=applied_tags)  # noqa: E731
+
+        def body() -> dict[str, Any]:
+            full = self.issue_body(draft, creating=False, applied_tags=applied_tags)
+            return {k: v for k, v in full.items() if k not in omit}
+
+        if omit and not body():
+            return
         self._send(draft, lambda: self.call(self.d.update_method, path, body=body()))
 
     def close_issue(self, draft: IssueDraft, issue_id: str, status_name: str) -> None:

@@ -86,7 +86,21 @@ class Transport:
         self.before_call: Callable[[], None] | None = None
         self.last_answer: tuple[int | None, str] | None = None  # (HTTP status, body) of the last call
 
-    def call(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None) -> Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+        form: dict[str, str] | None = None,
+    ) -> Response:
+        """One Zoho call with a JSON `body`, or multipart (`files` and/or `form` fields: attachments) when
+        given; the call log records a multipart body as file names and sizes, never the bytes."""
+        multipart = files is not None or form is not None
+        if multipart:
+            body = {"files": {k: f"{v[0]} ({len(v[1])} bytes)" for k, v in (files or {}).items()}, **(form or {})}
         if self.settings.dry_run:
             query = ("?" + "&".join(f"{k}={v}" for k, v in params.items())) if params else ""
             self._record(method, path + query, body, None, "dry-run: not sent", time.monotonic(), dry_run=True)
@@ -107,10 +121,13 @@ class Transport:
                 raw = self.session.request(
                     method,
                     self.settings.zoho_api_base + path,
-                    json=body,
+                    json=None if multipart else body,
+                    files=files,
+                    data=form,
                     params=params,
                     headers={"Authorization": f"Zoho-oauthtoken {token}"},
-                    timeout=self.settings.zoho_timeout_seconds,
+                    # a file takes longer than a JSON body
+                    timeout=self.settings.zoho_timeout_seconds * (3 if multipart else 1),
                 )
             except requests.RequestException as exc:
                 self._record(method, path, body, None, type(exc).__name__, started)

@@ -213,7 +213,143 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
-class FakeZoho(FakeServer):
+# ---------------------------------------------------------------------------------------------------------------
+# Attachments (issue #17), self-contained: routes, state and handlers of the attachment calls only.
+#   v3:  POST /api/v3/portal/{p}/attachments  multipart `upload_file` (seed 001:12288-12361) -> {"attachment": [..]}
+#        POST …/issues/{id}/attachments       form `attachment_ids` = JSON array of uploaded ids (001:5195-5241)
+#        GET  …/issues/{id}/attachments       {"attachments": [...]} (001:5136-5190)
+#   BT:  POST …/bugs/{id}/attachments          multipart `file` (seed 000:382-428); GET lists them
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _multipart_parts(ctx) -> dict:
+    """{name: (filename or None, bytes)} of a multipart/form-data body; {} when it is not one."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    if "multipart/form-data" not in ctx.ctype.lower():
+        return {}
+    msg = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + ctx.ctype.encode() + b"\r\n\r\n" + ctx.raw)
+    parts = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            parts[name] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return parts
+
+
+class AttachmentsFake:
+    """Mixed into FakeZoho: portal uploads and per-issue attachments. `reset()` leaves them (issue ids are
+    never reused, so they cannot show up on a new issue)."""
+
+    def _attachment_state(self):
+        if not hasattr(self, "_att_uploads"):
+            self._att_uploads, self._att_on_issue = {}, {}  # id -> file; issue id -> [file]
+        return self._att_uploads, self._att_on_issue
+
+    def attachments(self, issue_id) -> list[dict]:
+        """The files associated with (or uploaded to) an issue or bug: {"id", "name", "size", "data"}."""
+        with self._lock:
+            return copy.deepcopy(self._attachment_state()[1].get(str(issue_id), []))
+
+    def hold_associations(self):
+        """The next associations wait (inside the call, the change not yet made) until the returned event is
+        set: a test kills the worker meanwhile, like a crash between upload and association. `associations_held`
+        is set once one waits."""
+        import threading
+
+        self._att_hold, self.associations_held = threading.Event(), threading.Event()
+        return self._att_hold
+
+    def portal_uploads(self) -> list[dict]:
+        with self._lock:
+            return copy.deepcopy(list(self._attachment_state()[0].values()))
+
+    def _att_file(self, ctx, field):
+        filename, data = _multipart_parts(ctx).get(field, (None, None))
+        if not filename or data is None:
+            bt = ctx.dialect == "bugtracker"
+            msg = f"expected a multipart/form-data body with a file in `{field}`"
+            raise ApiError(
+                400,
+                bt_error(6003, "Invalid Data", field, msg) if bt else v3_error(400, "INVALID_INPUTSTREAM", msg, field),
+            )
+        return {"id": self._new_id(), "name": filename, "size": str(len(data)), "data": data.decode("latin-1")}
+
+    def _v3_upload(self, ctx):
+        file = self._att_file(ctx, "upload_file")
+        self._attachment_state()[0][file["id"]] = file
+        self._after_commit("projects")
+        out = {k: file[k] for k in ("name", "size")}
+        return 200, {"attachment": [{"attachment_id": file["id"], "entity_id": "-1", **out}]}, {}
+
+    def _v3_associate(self, ctx):
+        hold = getattr(self, "_att_hold", None)
+        if hold is not None:
+            self.associations_held.set()
+            hold.wait(60)
+        self._record(ctx)
+        uploads, on_issue = self._attachment_state()
+        raw = (_multipart_parts(ctx).get("attachment_ids") or (None, b""))[1]
+        if not raw:
+            raw = (parse_qs(ctx.raw.decode("latin-1")).get("attachment_ids") or [""])[0].encode()
+        try:
+            ids = [str(i) for i in json.loads(raw)]
+        except ValueError:
+            ids = None
+        if not ids or any(i not in uploads for i in ids):
+            raise _bad("attachment_ids", f"attachment_ids must be a JSON array of uploaded ids, got {raw[:80]!r}")
+        files = on_issue.setdefault(ctx.issue, [])
+        for i in ids:
+            if all(f["id"] != i for f in files):  # associating twice keeps one attachment
+                files.append(uploads[i])
+        self._after_commit("projects")
+        return (
+            200,
+            {"attachments": [{"id": f["id"], "file_info": {"name": f["name"], "size": f["size"]}} for f in files]},
+            {},
+        )
+
+    def _att_list(self, ctx):
+        self._record(ctx)
+        files = self._attachment_state()[1].get(ctx.issue, [])
+        return (
+            200,
+            {"attachments": [{"id": f["id"], "file_info": {"name": f["name"], "size": f["size"]}} for f in files]},
+            {},
+        )
+
+    def _one_user(self, ctx):
+        """``GET …/projects/{j}/users/{zpuid | email}`` (seed 001:13627-13660), the one-user call `mappings
+        check` uses to verify a `users:` table; an unknown user is a 404."""
+        from urllib.parse import unquote
+
+        wanted = unquote(ctx.params["user"]).casefold()
+        for u in self.users:
+            if wanted in (u["zpuid"].casefold(), u["email"].casefold()):
+                return 200, {**self._user(u["zpuid"]), "role": {"name": u["role"]}, "is_active": "true"}, {}
+        raise self._not_found(False, "user", ctx.params["user"])
+
+    def _bt_upload(self, ctx):
+        self._record(ctx)
+        file = self._att_file(ctx, "file")
+        self._attachment_state()[1].setdefault(ctx.issue, []).append(file)
+        self._after_commit("bugtracker")
+        return 201, {"attachments": [{"id": file["id"], "name": file["name"], "size": file["size"]}]}, {}
+
+
+ROUTES[:0] = [
+    (re.compile(p), d, dict(x.split(":") for x in m.split()))
+    for p, d, m in [
+        (_P + r"/attachments/?$", "projects", "POST:_v3_upload"),
+        (_PP + r"/users/(?P<user>[^/]+)/?$", "projects", "GET:_one_user"),
+        (_I + r"/attachments/?$", "projects", "GET:_att_list POST:_v3_associate"),
+        (_B + r"/attachments/?$", "bugtracker", "GET:_att_list POST:_bt_upload"),
+    ]
+]
+
+
+class FakeZoho(AttachmentsFake, FakeServer):
     handler = _Handler
 
     """Zoho Accounts + Zoho Projects v3 + BugTracker on one loopback port. See the module docstring.
