@@ -129,7 +129,12 @@ def test_the_feeder_releases_parked_events_at_the_budget_share_and_only_while_wo
     populate(github, issues=40, comments_each=1, prs=0)
     # 600 calls a minute, half for the backfill: 5 calls a second; in flight at most 2 s of that (10 events).
     runtime = runtime_for(
-        tmp_path, zoho, github, ZOHO_RATE_LIMIT_PER_MINUTE="600", ZOHO_RATE_WINDOW_SECONDS="60", BACKFILL_BUDGET_SHARE="0.5"
+        tmp_path,
+        zoho,
+        github,
+        ZOHO_RATE_LIMIT_PER_MINUTE="600",
+        ZOHO_RATE_WINDOW_SECONDS="60",
+        BACKFILL_BUDGET_SHARE="0.5",
     )
     engine = runtime.engine
     result, _ = backfill(runtime, github, state="all")
