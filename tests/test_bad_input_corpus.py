@@ -277,7 +277,7 @@ def bugzilla_cases() -> list[Case]:
         bz("invalid-utf8", b"\xc3\x28", 400, "not valid JSON"),
         bz("missing-auth", created, 401, "Authorization", Authorization=""),
         bz("wrong-auth", created, 401, "Authorization", Authorization="Token wrong"),
-        bz("attachment", bugzilla_event("attachment", "create", attachment={"id": 1}), 200, None),
+        bz("attachment-modify", bugzilla_event("attachment", "modify", attachment={"id": 1}), 200, None),
         bz("unknown-target-action", _set(created, "event.action", "frobnicate"), 200, None),
         bz("action-lone-surrogate", _set(created, "event.action", "\ud800"), 200, None),
         bz("target-lone-surrogate", _set(created, "event.target", "\ud800"), 200, None),
