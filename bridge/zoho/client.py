@@ -332,6 +332,17 @@ class ZohoClient:
                 hits.append(str(issue["id"]))
         return hits
 
+    def _read_twice(self, path: str, params: dict[str, str]) -> Response:
+        """A list read, repeated once at once after a 5xx or network error: it is idempotent, and a lookup
+        that fails on one page of several would otherwise cost the whole attempt (a rate-limit wait is not
+        repeated: it is the budget's to decide)."""
+        try:
+            return self.call("GET", path, params=params)
+        except ZohoRateLimited:
+            raise
+        except ZohoTransientError:
+            return self.call("GET", path, params=params)
+
     def scan_recent(self, draft: IssueDraft, created_after: float, *, first_only: bool = False) -> list[str]:
         """Issues created since `created_after` (newest first, paged), then each one's description.
 
@@ -345,7 +356,7 @@ class ZohoClient:
         page = 1
         while page <= MAX_LOOKUP_PAGES:
             params = {"sort_by": "DESC(created_time)", **self.d.page_params(page), "per_page": str(LOOKUP_PER_PAGE)}
-            resp = self.call("GET", base, params=params)
+            resp = self._read_twice(base, params)
             issues = (resp.data or {}).get("issues", []) if isinstance(resp.data, dict) else []
             older = False
             for issue in issues:

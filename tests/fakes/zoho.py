@@ -319,17 +319,6 @@ class AttachmentsFake:
             {},
         )
 
-    def _one_user(self, ctx):
-        """``GET …/projects/{j}/users/{zpuid | email}`` (seed 001:13627-13660), the one-user call `mappings
-        check` uses to verify a `users:` table; an unknown user is a 404."""
-        from urllib.parse import unquote
-
-        wanted = unquote(ctx.params["user"]).casefold()
-        for u in self.users:
-            if wanted in (u["zpuid"].casefold(), u["email"].casefold()):
-                return 200, {**self._user(u["zpuid"]), "role": {"name": u["role"]}, "is_active": "true"}, {}
-        raise self._not_found(False, "user", ctx.params["user"])
-
     def _bt_upload(self, ctx):
         self._record(ctx)
         file = self._att_file(ctx, "file")
@@ -342,7 +331,6 @@ ROUTES[:0] = [
     (re.compile(p), d, dict(x.split(":") for x in m.split()))
     for p, d, m in [
         (_P + r"/attachments/?$", "projects", "POST:_v3_upload"),
-        (_PP + r"/users/(?P<user>[^/]+)/?$", "projects", "GET:_one_user"),
         (_I + r"/attachments/?$", "projects", "GET:_att_list POST:_v3_associate"),
         (_B + r"/attachments/?$", "bugtracker", "GET:_att_list POST:_bt_upload"),
     ]
