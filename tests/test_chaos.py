@@ -235,6 +235,7 @@ def build_deliveries(rng: random.Random) -> tuple[list[Item], list[Delivery]]:
     return items, deliveries
 
 
+@pytest.mark.slow  # a few minutes on real processes: run once (SQLite pass); the fence chaos runs on both
 def test_chaos_nothing_lost_nothing_doubled(tmp_path):
     rng = random.Random(20261123)
     items, deliveries = build_deliveries(rng)
