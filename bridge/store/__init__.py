@@ -362,17 +362,6 @@ def write_link_intent(
         pass  # an earlier attempt already wrote the intent: the caller looks the item up on Zoho
 
 
-def link_intent_time(engine: Engine, source: str, external_id: str) -> float | None:
-    """When an unconfirmed create intent for this item was written (None: no intent in doubt)."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(db.links.c.created_at, db.links.c.state).where(
-                db.links.c.source == source, db.links.c.external_id == external_id
-            )
-        ).first()
-    return float(row.created_at) if row is not None and row.state == "creating" else None
-
-
 def confirm_link(engine: Engine, *, source: str, external_id: str, zoho_issue_id: str) -> None:
     with engine.begin() as conn:
         conn.execute(
