@@ -185,11 +185,7 @@ def send_update(
     _, last = _state(item, ev.source, draft.external_id)
     current = None
     if needs_zoho_current(mapping, draft, last):
-        kind = "bugs" if client.dialect == "bugtracker" else "issues"
-        path = f"/api/v3/portal/{draft.portal}/projects/{draft.project}/{kind}/{link.zoho_issue_id}"
-        data = client.call("GET", path).data
-        issue = (data.get("bugs") or [data])[0] if isinstance(data, dict) else {}
-        current = zoho_values(issue if isinstance(issue, dict) else {}, client.dialect)
+        current = zoho_values(client.get_issue(draft.portal, draft.project, link.zoho_issue_id) or {}, client.dialect)
     decision = fields_to_send(mapping, draft, last, current)
     ap.note(item, ev, *(f"{name}: {why}" for name, why in decision.held))
     held = {name for name, _ in decision.held}

@@ -321,7 +321,9 @@ def test_zoho_slower_than_the_lease_leaves_one_issue(tmp_path, fake):
     worker.join(30)
     assert result and result[0].lost  # the slow worker could not write its link
     assert len([i for i in fake.issues() if i.get("external_id") == "github:acme/web#1"]) == 2
-    time.sleep(1.0)
+    link = store.get_link(other.engine, "github", "github:acme/web#1")
+    assert link is not None and link.recheck_at is not None  # a takeover: re-checked once a lease has passed too
+    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.2)
     other.sync.process_item("github", "acme/web#1")  # the re-check, once it is due
     issues = [i for i in fake.issues() if i.get("external_id") == "github:acme/web#1"]
     link = store.get_link(other.engine, "github", "github:acme/web#1")
@@ -416,6 +418,82 @@ def test_a_deletion_is_terminal_even_against_a_same_time_reopen(tmp_path, fake):
     link = store.get_link(runtime.engine, "github", "github:acme/web#1")
     assert link is not None and link.state == "deleted"
     assert fake.issues()[0]["status"]["name"] == "Closed" and fake.issues()[0]["name"] != "back?"
+
+
+def test_a_write_zoho_applies_after_the_newer_deletion_is_put_right_by_the_recheck(tmp_path, fake):
+    """The client gives up on an update; the deletion that follows closes the issue; then Zoho applies the
+    update it was still holding (a reopen): the re-check reads the issue and closes it again."""
+    env = make_env(
+        tmp_path, fake, ZOHO_TIMEOUT_SECONDS="0.5", DUPLICATE_RECHECK_SECONDS="2.5", RETRY_BASE_SECONDS="0.1"
+    )
+    runtime = Runtime(load_settings(env))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    deliver(runtime, "issues", issues_event("reopened", title="reopened", updated=9))
+    fake.set_faults(slow_rate=1.0, slow_seconds=1.5)  # Zoho holds the reopen past the client's timeout
+    sent = time.time()
+    runtime.sync.process_item("github", "acme/web#1")
+    fake.set_faults()
+    deliver(runtime, "issues", issues_event("deleted", title="reopened", updated=9))
+    drain(runtime)
+    [issue] = fake.issues()
+    assert issue["status"]["name"] == "Closed"  # the deletion closed it ...
+    time.sleep(max(0.0, sent + 1.8 - time.time()))
+    assert fake.issues()[0]["status"]["name"] == "Open"  # ... and the held reopen landed after it
+    before = len(fake.api_calls())
+    time.sleep(max(0.0, sent + 3.2 - time.time()))  # the re-check is due
+    runtime.sync.process_item("github", "acme/web#1")
+    assert fake.issues()[0]["status"]["name"] == "Closed"
+    calls = [(c["method"], c["path"].rsplit("/", 1)[-1]) for c in fake.api_calls()[before:]]
+    assert calls[-2:] == [("GET", issue["id"]), ("PATCH", issue["id"])], calls  # read it, put the status back
+    assert [m for m, _ in calls].count("GET") == len(calls) - 1, calls  # the one write
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.state == "deleted" and link.recheck_at is None
+
+
+def test_a_claim_taken_over_from_a_slow_worker_has_its_state_checked_again(tmp_path, fake):
+    """The first worker's update takes longer than its lease; the worker that takes the item over applies a
+    newer title, then the first worker's update lands: the re-check a takeover asks for restores the newer
+    one. When the state is right, the re-check costs reads only."""
+    env = make_env(tmp_path, fake, ITEM_LEASE_SECONDS="2", DUPLICATE_RECHECK_SECONDS="1")
+    slow, other = Runtime(load_settings(env)), Runtime(load_settings(env))
+    deliver(slow, "issues", issues_event("opened"))
+    drain(slow)
+    deliver(slow, "issues", issues_event("edited", title="older", updated=3))
+    fake.set_faults(slow_rate=1.0, slow_seconds=3.0)
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(slow.sync.process_item("github", "acme/web#1")))
+    worker.start()
+    time.sleep(0.5)
+    fake.set_faults()
+    deliver(slow, "issues", issues_event("edited", title="newer", updated=4))
+    time.sleep(2.0)  # the slow worker's lease is gone; its update has not landed yet
+    other.sync.process_item("github", "acme/web#1")
+    assert fake.issues()[0]["name"] == "newer"
+    worker.join(30)
+    assert result and result[0].lost
+    assert fake.issues()[0]["name"] == "older"  # the lost worker's update landed last
+    link = store.get_link(other.engine, "github", "github:acme/web#1")
+    assert link is not None and link.recheck_at is not None
+    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.2)
+    other.sync.process_item("github", "acme/web#1")
+    assert fake.issues()[0]["name"] == "newer"
+    link = store.get_link(other.engine, "github", "github:acme/web#1")
+    assert link is not None and link.recheck_at is None
+    [patch] = [c for c in issue_calls(fake, "PATCH")][-1:]
+    assert set(patch["json"]) == {"name"}, patch["json"]  # only what differed is sent again
+    # A takeover whose state stays right: the later re-check only reads.
+    with other.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
+    deliver(other, "issues", issues_event("edited", title="newest", updated=5))
+    other.sync.process_item("github", "acme/web#1")
+    link = store.get_link(other.engine, "github", "github:acme/web#1")
+    assert link is not None and link.recheck_at is not None
+    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.2)
+    before = len(issue_calls(fake))
+    other.sync.process_item("github", "acme/web#1")
+    assert {c["method"] for c in issue_calls(fake)[before:]} == {"GET"}  # reads only
+    assert fake.issues()[0]["name"] == "newest"
 
 
 def test_dry_run_first_then_real_credentials_syncs_every_item(tmp_path, fake):

@@ -25,6 +25,7 @@ from bridge.delivery.plan import StateStep, comment_ts
 from bridge.events import NormalizedEvent
 from bridge.mapping import RoutingError, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
+from bridge.mapping.ownership import BODY_KEYS, overwritten, zoho_values
 from bridge.reverse import hooks as reverse
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, CommentLink, Link, StoredEvent, outcomes
@@ -242,7 +243,41 @@ class Applier:
                 since = link.intent_at - CLOCK_MARGIN
                 self.remove_duplicates(item, None, draft, keep=link.zoho_issue_id, since=since)
             self._remove_duplicate_comments(item, link)
+            self._verify_state(item, mapping, event, link)
         self.keep_link(item, link, recheck_at=None)
+
+    def _verify_state(self, item: ClaimedItem, mapping: Mapping, event: NormalizedEvent, link: Link) -> None:
+        """A write Zoho applied after a newer one (the client gave up on it, or a worker that had lost the item
+        sent it) leaves an older state on the issue: read the issue once and send again only what differs.
+        Compared are the fields the bridge owns and Zoho echoes as sent (title and options)."""
+        if self.dry_run or link.zoho_issue_id is None:
+            return
+        deleted = link.state == "deleted"
+        if (deleted and mapping.on_delete != "close") or (not deleted and link.last_fields is None):
+            return
+        fields = dict(link.last_fields or {})
+        draft = addressed(self.draft(mapping, dataclasses.replace(event, fields=fields), None), link)
+        if deleted:
+            draft = dataclasses.replace(draft, options={"status": mapping.closed_status})
+        current = self.client.get_issue(link.portal, link.project, link.zoho_issue_id)
+        if current is None:  # gone from Zoho: nothing to put right
+            return
+        wrong = overwritten(mapping, draft, zoho_values(current, self.client.dialect))
+        if not wrong:
+            return
+        log.warning(
+            "Zoho issue %s shows an older %s than the bridge last applied (a write that landed late): sent again",
+            link.zoho_issue_id,
+            ", ".join(wrong),
+            extra={"item": link.item_key, "source": link.source},
+        )
+        if deleted:
+            self.client.close_issue(draft, link.zoho_issue_id, mapping.closed_status)
+            return
+        renames = BODY_KEYS.get(self.client.dialect, {})
+        sent = {renames.get(name, name) for name in wrong}
+        body = self.client.issue_body(draft, creating=False)
+        self.client.update_issue(draft, link.zoho_issue_id, omit=set(body) - sent)
 
     def _remove_duplicate_comments(self, item: ClaimedItem, link: Link) -> None:
         assert link.zoho_issue_id is not None

@@ -37,6 +37,9 @@ class ClaimedItem:
         self.next_due: float | None = None  # when the item has work again, read when it was released
         # mapping v3's item_sync_state values queued for the next step, (source, external_id) -> columns
         self.v3_state: dict[tuple[str, str], dict[str, Any]] = {}
+        # Seconds after which the item's Zoho state is looked at again, when a write of ours or of the
+        # claim's previous holder may still land late (None: no doubt). Written when the item is released.
+        self.recheck_after: float | None = None
         self._writes: list[Write] = []
         self._renewed = renewed  # monotonic time taken before the claim's transaction began: conservative
 

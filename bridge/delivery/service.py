@@ -34,10 +34,11 @@ from bridge.mapping.model import Mapping
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, SUPERSEDED, StoredEvent, outcomes
 from bridge.store import claims as claim_rows
+from bridge.store import links as link_rows
 from bridge.store.claims import Batch, ClaimLost, Refused
 from bridge.store.links import DRY_RUN
 from bridge.zoho.client import ZohoClient
-from bridge.zoho.errors import ZohoConfigError, ZohoError, ZohoPermanentError, ZohoRateLimited
+from bridge.zoho.errors import ZohoConfigError, ZohoError, ZohoPermanentError, ZohoRateLimited, ZohoTransientError
 
 log = logging.getLogger("bridge.sync")
 MAX_ITEM_SECONDS = 60.0  # hand the item back after this long so one busy item cannot hog a worker
@@ -104,6 +105,8 @@ class SyncService:
             return outcome
         claim, batch = claimed
         item = ClaimedItem(self.engine, claim, batch, renewed=claiming)
+        if claim.taken_over:  # the expired holder's last call may land after ours (a pause, a slow Zoho)
+            item.recheck_after = self.settings.duplicate_recheck_seconds + claim.ttl
         self._item = item
         started = time.monotonic()
         try:
@@ -132,8 +135,20 @@ class SyncService:
 
     def _release(self, conn: Connection, now: float) -> None:
         claim = self._claim()
+        self._ask_recheck(conn, now)
         claim_rows.release(conn, claim)
         self._remember_next_due(conn, claim)
+
+    def _ask_recheck(self, conn: Connection, now: float) -> None:
+        """In the releasing step: when a write may still land late, the item's state is read again later
+        (`Applier.recheck`), once that write can no longer be in flight."""
+        assert self._item is not None
+        item = self._item
+        if item.recheck_after is not None:
+            link_rows.request_recheck(
+                conn, source=item.claim.source, item_key=item.claim.item_key, at=now + item.recheck_after
+            )
+            item.recheck_after = None
 
     def _remember_next_due(self, conn: Connection, claim: claim_rows.Claim) -> None:
         assert self._item is not None
@@ -144,6 +159,7 @@ class SyncService:
         claim = self._claim()
         batch = claim_rows.read_batch(conn, claim, now)
         if batch.empty:
+            self._ask_recheck(conn, now)
             claim_rows.release(conn, claim)
             self._remember_next_due(conn, claim)
             return None
@@ -295,9 +311,12 @@ class SyncService:
         retry_after = getattr(exc, "retry_after", None)
         events = self._unfinished(item)
         policy, jitter = self.policy, random.random()  # noqa: S311 - jitter, not security
+        if isinstance(exc, ZohoTransientError):  # a timeout or a lost answer: Zoho may apply it later
+            item.recheck_after = max(item.recheck_after or 0.0, self.settings.duplicate_recheck_seconds)
 
         def record(conn: Connection, now: float) -> None:
             claim = item.claim
+            self._ask_recheck(conn, now)
             failures = claim_rows.item_failures(conn, claim) + 1
             retry_at = now + retry.backoff(policy, failures, retry_after=retry_after, jitter=jitter)
             for ev in events:
@@ -328,6 +347,7 @@ class SyncService:
 
         def record(conn: Connection, now: float) -> None:
             claim = item.claim
+            self._ask_recheck(conn, now)
             for ev in events:
                 verdict = retry.after_wait(policy, received_at=ev.received_at, now=now, reason=exc.reason)
                 if verdict.give_up:

@@ -103,6 +103,24 @@ def applied_after(last_applied: dict[str, Any] | None, draft: IssueDraft, decisi
     return result
 
 
+# What a state re-check compares: fields Zoho echoes back in the form the bridge sent (names, option names).
+VERIFIED_FIELDS = ("title", "status", "severity", "classification", "module", "priority")
+
+
+def overwritten(mapping: Mapping, draft: IssueDraft, zoho_current: dict[str, Any]) -> list[str]:
+    """The fields the bridge owns (`sync: always`) that Zoho shows with another value than `draft`: what a
+    write landing late (applied by Zoho after a newer one) left behind."""
+    want = draft_values(draft)
+    return [
+        name
+        for name in VERIFIED_FIELDS
+        if name in want
+        and name in zoho_current
+        and mapping.v3.policy(name) == "always"
+        and not same(want[name], zoho_current[name])
+    ]
+
+
 # Draft field -> the body key each Zoho dialect uses for it (custom fields keep their API name).
 BODY_KEYS = {
     "projects": {"title": "name"},

@@ -229,6 +229,5 @@ def refresh_issue(
 ) -> bool:
     """Fetch one linked issue from Zoho (the Zoho webhook's nudge) and decide as a poll would."""
     assert link.zoho_issue_id is not None
-    resp = client.call("GET", f"{client._issues_path(link.portal, link.project)}/{link.zoho_issue_id}")
-    issue = resp.data if isinstance(resp.data, dict) else {}
+    issue = client.get_issue(link.portal, link.project, link.zoho_issue_id) or {}
     return apply_zoho_status(settings, engine, registry, link, _status_name(issue))

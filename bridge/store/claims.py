@@ -46,6 +46,9 @@ class Claim:
     holder: str
     generation: int
     ttl: float
+    # the previous claim expired instead of being released: its holder may still have a Zoho write in
+    # flight (paused, slow Zoho) that lands after ours, so the item's state is looked at again later
+    taken_over: bool = False
 
     @property
     def name(self) -> str:
@@ -86,6 +89,7 @@ def claim_item(engine: Engine, source: str, item_key: str, holder: str, ttl: flo
     name = claim_name(source, item_key)
     with engine.begin() as conn:
         now = db_now(conn)
+        before = conn.execute(select(db.leases.c.holder).where(db.leases.c.name == name)).first()
         ins = _upsert(conn)(db.leases).values(name=name, holder=holder, expires_at=now + ttl, generation=1)
         stmt = ins.on_conflict_do_update(
             index_elements=[db.leases.c.name],
@@ -99,7 +103,8 @@ def claim_item(engine: Engine, source: str, item_key: str, holder: str, ttl: flo
             ).first()
             busy = state is not None and state.expires_at >= now
             return Refused(busy=busy, retry_at=None if busy or state is None else state.retry_at, now=now)
-        claim = Claim(source, item_key, holder, int(row.generation), ttl)
+        taken_over = before is not None and before.holder != ""  # `release` empties it: this one expired
+        claim = Claim(source, item_key, holder, int(row.generation), ttl, taken_over=taken_over)
         return claim, read_batch(conn, claim, now)
 
 

@@ -78,6 +78,21 @@ def update_link(conn: Connection, *, source: str, item_key: str, now: float, **v
     )
 
 
+def request_recheck(conn: Connection, *, source: str, item_key: str, at: float) -> None:
+    """Look at the item again at `at` (database time) unless a later look is already due. Only a link with
+    a Zoho issue (or a create in doubt) has anything to look at."""
+    conn.execute(
+        update(db.links)
+        .where(
+            db.links.c.source == source,
+            db.links.c.item_key == item_key,
+            db.links.c.state.in_(("linked", "deleted", "creating")),
+            (db.links.c.recheck_at.is_(None)) | (db.links.c.recheck_at < at),
+        )
+        .values(recheck_at=at)
+    )
+
+
 def comment_links(conn: Connection, source: str, external_id: str) -> dict[str, CommentLink]:
     rows = conn.execute(
         select(db.comment_links).where(

@@ -261,6 +261,16 @@ class ZohoClient:
             return
         self._send(draft, lambda: self.call(self.d.update_method, path, body=body()))
 
+    def get_issue(self, portal: str, project: str, issue_id: str) -> dict[str, Any] | None:
+        """`GET …/issues/{id}` (seed 001:3555-3588) / `GET …/bugs/{id}` (seed 000:148); None if it is gone."""
+        try:
+            resp = self.call("GET", f"{self._issues_path(portal, project)}/{issue_id}")
+        except ZohoPermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self.d.issue_from(resp.data)
+
     def close_issue(self, draft: IssueDraft, issue_id: str, status_name: str) -> None:
         path = f"{self._issues_path(draft.portal, draft.project)}/{issue_id}"
         self.call(self.d.update_method, path, body=self.d.close_body(self, draft, status_name))

@@ -123,6 +123,10 @@ class ProjectsDialect:
     def comment_body(self, text: str) -> dict[str, Any]:
         return {"comment": text}
 
+    def issue_from(self, data: Any) -> dict[str, Any]:
+        """`GET …/issues/{id}` answers the issue object itself (seed 001:3555-3588)."""
+        return data if isinstance(data, dict) else {}
+
     def comment_text(self, comment: dict[str, Any]) -> str:
         return str(comment.get("comment") or "")
 
@@ -227,6 +231,13 @@ class BugTrackerDialect(ProjectsDialect):
 
     def comment_body(self, text: str) -> dict[str, Any]:
         return {"content": text}
+
+    def issue_from(self, data: Any) -> dict[str, Any]:
+        """`GET …/bugs/{id}` (seed 000:148) documents no answer: `{"bugs": [bug]}` like the create, or the bug."""
+        if isinstance(data, dict) and isinstance(data.get("bugs"), list):
+            bug = data["bugs"][0] if data["bugs"] else {}
+            return bug if isinstance(bug, dict) else {}
+        return data if isinstance(data, dict) else {}
 
     def comment_text(self, comment: dict[str, Any]) -> str:
         return str(comment.get("content") or comment.get("comment") or "")
