@@ -71,6 +71,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate} (last: {last!r})")
 
 
+def _own_broker_db(url: str) -> str:
+    """Under pytest-xdist each test process gets its own Redis database (the given one + its index), so one
+    process's flush or workers never touch another's queue."""
+    from urllib.parse import urlparse
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not url.startswith("redis://") or not worker.startswith("gw"):
+        return url
+    parsed = urlparse(url)
+    db_number = int((parsed.path or "/0").lstrip("/") or "0") + int(worker[2:])
+    return parsed._replace(path=f"/{db_number}").geturl()
+
+
 def _flush_redis(url: str) -> None:
     """Start each stack on an empty broker database (messages of an earlier test must not leak in)."""
     from urllib.parse import urlparse
@@ -159,7 +172,7 @@ class BridgeStack:
         if not database_url and os.environ.get("BRIDGE_TEST_DATABASE_URL"):
             database_url = self._create_database(os.environ["BRIDGE_TEST_DATABASE_URL"])
         if not broker_url and os.environ.get("BRIDGE_TEST_BROKER_URL"):
-            broker_url = os.environ["BRIDGE_TEST_BROKER_URL"]
+            broker_url = _own_broker_db(os.environ["BRIDGE_TEST_BROKER_URL"])
             if broker_url.startswith("redis://"):
                 _flush_redis(broker_url)
         env.pop("DATABASE_URL", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -481,7 +482,8 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
             if want["status"] == "Closed" and not issues:
                 continue  # deleted before any create reached Zoho: nothing to do, and nothing was done
             [issue] = issues  # exactly one, none lost
-            assert (issue["name"], issue["status"]["name"]) == (want["name"], want["status"]), n
+            got = (issue["name"], issue["status"]["name"])
+            assert got == (want["name"], want["status"]), _item_story(stack, fake, n, issue["id"])
             texts = [c["comment"] for c in fake.comments(issue["id"])]
             assert len(texts) == len(want["comments"]), (n, texts)
             for cid, text in want["comments"].items():
@@ -495,6 +497,46 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
         stack.stop()
         redis.stop()
         fake.stop()
+
+
+def _item_story(stack: BridgeStack, fake: FakeZoho, n: int, issue_id: str) -> str:
+    """What happened to one item, for a failure message: Zoho's side (time received, call, what it set) and
+    the workers' log lines that name it."""
+    title = re.compile(rf"^item {n}( |$)")
+    created = [
+        c
+        for c in fake.api_calls("POST")
+        if c["path"].endswith("/issues") and title.match((c["json"] or {}).get("name", ""))
+    ]
+    ids = {issue_id} | {str(c.get("answer_id")) for c in created if c.get("answer_id")}
+    calls = [c for c in fake.api_calls() if c in created or any(i in c["path"] for i in ids)]
+    t0 = calls[0]["t"] if calls else 0.0
+    zoho = [
+        f"{c['t'] - t0:7.2f}s {c['method']} {c['path'].rsplit('/', 1)[-1]} {c['status']} "
+        f"{ {k: v for k, v in (c['json'] or {}).items() if k in ('name', 'status')} }"
+        for c in calls
+    ]
+    needle = f"acme/web#{n}"
+    logs = [line for line in stack.log_text().splitlines() if needle in line or issue_id in line]
+    with stack.engine.connect() as conn:
+        link = conn.exec_driver_sql(
+            "SELECT zoho_issue_id, state, last_state_ts, intent_at, recheck_at FROM links WHERE item_key = ?"
+            if stack.engine.dialect.name == "sqlite"
+            else "SELECT zoho_issue_id, state, last_state_ts, intent_at, recheck_at FROM links WHERE item_key = %s",
+            (needle,),
+        ).all()
+        events = conn.exec_driver_sql(
+            "SELECT id, event_name, source_ts, status, attempts, last_error FROM events WHERE item_key = ?"
+            if stack.engine.dialect.name == "sqlite"
+            else "SELECT id, event_name, source_ts, status, attempts, last_error FROM events WHERE item_key = %s",
+            (needle,),
+        ).all()
+    return (
+        f"item {n} (Zoho issue {issue_id}) link {link}\nevents {events}\nZoho:\n"
+        + "\n".join(zoho)
+        + "\nlogs:\n"
+        + "\n".join(logs[-60:])
+    )
 
 
 def _digest(payload: dict) -> str:

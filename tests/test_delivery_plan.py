@@ -85,11 +85,15 @@ def test_a_deletion_wins_a_tie_and_stays_terminal():
     assert "terminal" in (later_reopen.state.note or "")
 
 
-def test_a_deletion_while_a_create_is_in_doubt_looks_for_the_issue_and_one_never_synced_does_nothing():
+def test_a_deletion_while_a_create_is_in_doubt_looks_for_the_issue_and_one_never_synced_is_remembered():
     doubt = plan_batch([ev(1, "created", 0), ev(2, "deleted", 3)], link(state="creating"), comments_enabled=True)
     assert doubt.state is not None and (doubt.state.action, doubt.state.in_doubt) == ("delete", True)
     never = plan_batch([ev(1, "created", 0), ev(2, "deleted", 3)], None, comments_enabled=True)
-    assert never.state is not None and never.state.action == "skip"
+    assert never.state is not None and never.state.action == "tombstone"  # nothing sent, the deletion kept
+    # the tombstone (a deleted link without an issue) keeps an older redelivery from creating the item
+    tombstone = link(state="deleted", ts=3, zoho_issue_id=None)
+    redelivered = plan_batch([ev(3, "created", 0)], tombstone, comments_enabled=True)
+    assert redelivered.state is not None and redelivered.state.action == "skip"
 
 
 def test_older_than_applied_is_not_applied_and_unconfirmed_link_means_doubt():

@@ -496,6 +496,57 @@ def test_a_claim_taken_over_from_a_slow_worker_has_its_state_checked_again(tmp_p
     assert fake.issues()[0]["name"] == "newest"
 
 
+def test_a_recheck_that_keeps_failing_ends_instead_of_spinning(tmp_path, fake):
+    env = make_env(
+        tmp_path,
+        fake,
+        ITEM_LEASE_SECONDS="2",
+        DUPLICATE_RECHECK_SECONDS="0.2",
+        MAX_ATTEMPTS="2",
+        RETRY_BASE_SECONDS="0.1",
+        RETRY_MAX_SECONDS="0.2",
+    )
+    runtime = Runtime(load_settings(env))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    with runtime.engine.begin() as conn:  # the item's last holder died holding it
+        conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
+    deliver(runtime, "issues", issues_event("edited", title="after", updated=3))
+    drain(runtime)
+    fake.fail_next(50, 500)  # Zoho is down for every read the re-check makes
+    rounds = 0
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+        assert link is not None
+        if link.recheck_at is None:
+            break
+        time.sleep(max(0.0, link.recheck_at - time.time()) + 0.3)
+        runtime.sync.process_item("github", "acme/web#1")
+        rounds += 1
+    assert link.recheck_at is None and rounds == 2, rounds  # MAX_ATTEMPTS rounds, then given up
+    from bridge.store.claims import stale_items
+
+    assert ("github", "acme/web#1") not in stale_items(runtime.engine, grace=0)
+    assert fake.issues()[0]["name"] == "after"
+
+
+def test_a_deletion_before_the_first_sync_stays_terminal_against_older_redeliveries(tmp_path, fake):
+    """The deletion is the first event the bridge gets (the others come late, or are GitHub's redeliveries):
+    nothing is created, then or later."""
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    deliver(runtime, "issues", issues_event("deleted", title="gone", updated=9))
+    drain(runtime)
+    deliver(runtime, "issues", issues_event("opened", title="first", updated=0))
+    deliver(runtime, "issues", issues_event("edited", title="second", updated=3))
+    drain(runtime)
+    assert fake.issues() == [] and issue_calls(fake) == []
+    events = store.list_events(runtime.engine)
+    assert {e.status for e in events} <= {"done", "superseded"} and len(events) == 3
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.state == "deleted" and link.zoho_issue_id is None
+
+
 def test_dry_run_first_then_real_credentials_syncs_every_item(tmp_path, fake):
     """The README path: run without credentials first, then with them. Nothing dry-run 'created' is used."""
     env = make_env(tmp_path, fake)

@@ -87,6 +87,17 @@ class Applier:
             lambda conn, now: link_rows.update_link(conn, source=link.source, item_key=link.item_key, now=now, **values)
         )
 
+    def recheck_later(self, item: ClaimedItem, delay: float | None = None) -> None:
+        """Look at the item in Zoho again after `delay` seconds (database time; default the re-check window),
+        when a request of ours may still land late. A later look already asked for is kept: it covers both."""
+        if self.dry_run or item.link is None:
+            return
+        wait = self.settings.duplicate_recheck_seconds if delay is None else delay
+        at = max(item.link.recheck_at or 0.0, item.now + wait)
+        item.link = dataclasses.replace(item.link, recheck_at=at)
+        source, item_key = item.claim.source, item.claim.item_key
+        item.later(lambda conn, now: link_rows.request_recheck(conn, source=source, item_key=item_key, at=now + wait))
+
     # -- state -----------------------------------------------------------------------------------------
 
     def draft(self, mapping: Mapping, event: NormalizedEvent, known: dict[str, Any] | None = None) -> IssueDraft:
@@ -115,6 +126,10 @@ class Applier:
         self.client.event_id = ev.id
         if step.action == "skip":
             self.note(item, ev, step.note or "nothing to apply")
+            return
+        if step.action == "tombstone":
+            self.note(item, ev, step.note or "deleted before it was synced")
+            self._tombstone(item, ev, mapping, step)
             return
         draft = self.draft(mapping, ev.event, step.known)
         self.note(item, ev, *draft.notes)
@@ -170,7 +185,7 @@ class Applier:
                     now=now,
                 )
             )
-        recheck_at = None
+        in_doubt_create = step.in_doubt
         if step.in_doubt:
             since = (link.intent_at or item.now) - CLOCK_MARGIN
             issue_id = self.client.find_issue(draft, created_after=since)
@@ -182,7 +197,6 @@ class Applier:
                 issue_id = self.remove_duplicates(item, ev, draft, keep=None, since=since) or created
                 if issue_id != created:  # an earlier attempt's issue showed up meanwhile: it is the one kept
                     self.client.update_issue(draft, issue_id)
-            recheck_at = item.now + self.settings.duplicate_recheck_seconds
         else:
             issue_id = self.client.create_issue(draft)
         self.keep_link(
@@ -195,12 +209,35 @@ class Applier:
             last_state_ts=ev.source_ts,
             applied_hash=new_hash,
             last_fields=step.fields,
-            recheck_at=recheck_at,
         )
+        if in_doubt_create:  # an earlier attempt's create may still land: look for a copy later
+            self.recheck_later(item)
         sync_v3.created(self, item, ev, mapping, draft)  # mapping v3: applied values, past comments
         if not self.dry_run:
             # talks back to the source (bridge/reverse): a back-link once the issue exists
             reverse.request_backlink(self.client.engine, mapping, item.link)
+
+    def _tombstone(self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, step: StateStep) -> None:
+        """Remember a deletion that reached the bridge before anything was synced (a link in state `deleted`
+        without an issue): a redelivered older event of the item must not create it afterwards."""
+        try:
+            draft = self.draft(mapping, ev.event, step.known)
+        except PermanentEventError:
+            return  # no route for it: nothing would ever be created for it either
+        link = Link(
+            ev.source,
+            draft.external_id,
+            ev.item_key,
+            draft.portal,
+            draft.project,
+            None,
+            "deleted",
+            ev.source_ts,
+            "deleted",
+        )
+        item.link = link
+        if not self.dry_run:
+            item.later(lambda conn, now: link_rows.write_tombstone(conn, link, last_state_ts=ev.source_ts, now=now))
 
     def remove_duplicates(
         self, item: ClaimedItem, ev: StoredEvent | None, draft: IssueDraft, *, keep: str | None, since: float
@@ -230,7 +267,8 @@ class Applier:
         request the client gave up on after the retry has already looked for it."""
         link = item.link
         assert link is not None
-        if link.state == "creating" and event.action == "deleted":  # a create that landed after the deletion
+        deleted_in_doubt = link.zoho_issue_id is None and link.intent_at is not None
+        if deleted_in_doubt and (link.state == "deleted" or event.action == "deleted"):  # a create landing late
             draft = addressed(self.draft(mapping, event, link.last_fields), link)
             since = (link.intent_at or item.now) - CLOCK_MARGIN
             issue_id = self.remove_duplicates(item, None, draft, keep=None, since=since)
@@ -302,10 +340,10 @@ class Applier:
         a create Zoho applies later is found by the re-check, which applies the deletion then."""
         since = (link.intent_at or item.now) - CLOCK_MARGIN
         issue_id = self.remove_duplicates(item, ev, draft, keep=None, since=since)
-        recheck_at = item.now + self.settings.duplicate_recheck_seconds
-        if issue_id is None:
+        if issue_id is None:  # terminal now; the re-check closes a create that lands later
             self.note(item, ev, "deleted before it was synced: nothing in Zoho yet")
-            self.keep_link(item, link, last_state_ts=ev.source_ts, recheck_at=recheck_at)
+            self.keep_link(item, link, state="deleted", last_state_ts=ev.source_ts, applied_hash="deleted")
+            self.recheck_later(item)
             return
         self._delete(item, ev, mapping, draft, issue_id)
         self.keep_link(
@@ -315,8 +353,8 @@ class Applier:
             state="deleted",
             last_state_ts=ev.source_ts,
             applied_hash="deleted",
-            recheck_at=recheck_at,
         )
+        self.recheck_later(item)
 
     def _delete(
         self,
@@ -403,7 +441,7 @@ class Applier:
         if existing is not None:  # an earlier attempt may have posted it before dying: look first
             zoho_comment_id = self.client.find_comment(portal, project, issue_id, needle)
             if zoho_comment_id is None and item.link is not None:  # Zoho may still apply the earlier post
-                self.keep_link(item, item.link, recheck_at=item.now + self.settings.duplicate_recheck_seconds)
+                self.recheck_later(item)
         elif not self.dry_run:
             item.later(
                 lambda conn, now: link_rows.write_comment_intent(

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from bridge.store import DONE, SKIPPED, SUPERSEDED, Link, StoredEvent
 
-StateAction = Literal["create", "update", "delete", "skip"]
+StateAction = Literal["create", "update", "delete", "skip", "tombstone"]
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ def _state_step(latest: StoredEvent, link: Link | None, known: dict[str, Any]) -
         return StateStep(latest, "skip", known, "older than the state already in Zoho: not applied")
     if deleting and link is not None and not confirmed:  # an earlier create may have reached Zoho
         return StateStep(latest, "delete", known, in_doubt=True)
-    if deleting and not confirmed:
-        return StateStep(latest, "skip", known, "deleted before it was synced: nothing to do")
+    if deleting and not confirmed:  # nothing to do in Zoho, but remembered: an older redelivery must not create it
+        return StateStep(latest, "tombstone", known, "deleted before it was synced: nothing to do")
     if deleting:
         return StateStep(latest, "delete", known)
     if confirmed:

@@ -311,13 +311,19 @@ class SyncService:
         retry_after = getattr(exc, "retry_after", None)
         events = self._unfinished(item)
         policy, jitter = self.policy, random.random()  # noqa: S311 - jitter, not security
-        if isinstance(exc, ZohoTransientError):  # a timeout or a lost answer: Zoho may apply it later
+        transient = isinstance(exc, ZohoTransientError)
+        if transient:  # a timeout or a lost answer: Zoho may apply it later
             item.recheck_after = max(item.recheck_after or 0.0, self.settings.duplicate_recheck_seconds)
+        rechecking = item.batch.recheck_due
 
         def record(conn: Connection, now: float) -> None:
             claim = item.claim
-            self._ask_recheck(conn, now)
             failures = claim_rows.item_failures(conn, claim) + 1
+            if rechecking and failures >= policy.max_attempts:  # a re-check that keeps failing must not spin
+                log.error("re-check given up after %s failures: %s", failures, reason, extra={"item": claim.item_key})
+                link_rows.update_link(conn, source=claim.source, item_key=claim.item_key, now=now, recheck_at=None)
+                item.recheck_after = None
+            self._ask_recheck(conn, now)
             retry_at = now + retry.backoff(policy, failures, retry_after=retry_after, jitter=jitter)
             for ev in events:
                 attempts = outcomes.count_attempt(

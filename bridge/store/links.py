@@ -66,6 +66,30 @@ def write_intent(
     )
 
 
+def write_tombstone(conn: Connection, link: Link, *, last_state_ts: float, now: float) -> None:
+    """The item was deleted before anything reached Zoho: a `deleted` link without an issue, so the deletion
+    stays terminal (a dry-run's row for the item is taken over)."""
+    values = dict(
+        external_id=link.external_id,
+        portal=link.portal,
+        project=link.project,
+        zoho_issue_id=None,
+        state="deleted",
+        last_state_ts=last_state_ts,
+        applied_hash="deleted",
+        last_fields=None,
+        recheck_at=None,
+        updated_at=now,
+    )
+    existing = conn.execute(
+        select(db.links.c.id).where(db.links.c.source == link.source, db.links.c.item_key == link.item_key)
+    ).first()
+    if existing is not None:
+        conn.execute(update(db.links).where(db.links.c.id == existing.id).values(**values))
+        return
+    conn.execute(insert(db.links).values(source=link.source, item_key=link.item_key, created_at=now, **values))
+
+
 def update_link(conn: Connection, *, source: str, item_key: str, now: float, **values: Any) -> None:
     """Set columns of the item's link (zoho_issue_id, state, last_state_ts, applied_hash, last_fields,
     project, recheck_at)."""

@@ -569,6 +569,8 @@ class FakeZoho(AttachmentsFake, FakeServer):
                 oldest = self._window[0] if self._window else time.time()
                 out.setdefault("X-RateLimit-Reset", math.ceil(oldest + RATE_WINDOW_SECONDS))
             entry["status"] = status
+            if method == "POST" and isinstance(payload, dict) and payload.get("id"):  # what a create made
+                entry["answer_id"] = str(payload["id"])
             self._log.append(entry)
         return status, payload, out
 
