@@ -24,11 +24,10 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Engine
 
 from bridge import db
-from bridge.clock import engine_now
+from bridge.clock import db_now
 from bridge.events import NormalizedEvent, SourceUnavailable
 from bridge.settings import Settings
 from bridge.zoho.errors import ZohoPermanentError
@@ -285,8 +284,21 @@ def get_link(engine: Engine, source: str, external_id: str, key: str) -> Attachm
     return AttachmentLink(row.state, row.zoho_attachment_id, row.note) if row else None
 
 
+RowWrite = Callable[[Callable[[Connection, float], object]], object]  # runs fn(conn, db time) in one transaction
+
+
+def unfenced(engine: Engine) -> RowWrite:
+    """Each write in a transaction of its own (tools and tests; the delivery core passes its fenced step)."""
+
+    def write(fn: Callable[[Connection, float], object]) -> object:
+        with engine.begin() as conn:
+            return fn(conn, db_now(conn))
+
+    return write
+
+
 def save_link(
-    engine: Engine,
+    write: RowWrite,
     source: str,
     external_id: str,
     key: str,
@@ -296,20 +308,16 @@ def save_link(
     note: str | None = None,
 ) -> None:
     t = db.attachment_links
-    now = engine_now(engine)
-    values: dict[str, Any] = {"state": state, "updated_at": now, "note": note}
-    if zoho_attachment_id is not None:
-        values["zoho_attachment_id"] = zoho_attachment_id
-    where = (t.c.source == source, t.c.external_id == external_id, t.c.attachment_key == key)
-    with engine.begin() as conn:
-        if conn.execute(update(t).where(*where).values(**values)).rowcount:
-            return
-    try:
-        with engine.begin() as conn:
+
+    def save(conn: Connection, now: float) -> None:
+        values: dict[str, Any] = {"state": state, "updated_at": now, "note": note}
+        if zoho_attachment_id is not None:
+            values["zoho_attachment_id"] = zoho_attachment_id
+        where = (t.c.source == source, t.c.external_id == external_id, t.c.attachment_key == key)
+        if not conn.execute(update(t).where(*where).values(**values)).rowcount:  # one writer: the item's holder
             conn.execute(insert(t).values(source=source, external_id=external_id, attachment_key=key, **values))
-    except IntegrityError:  # written meanwhile by a retry of ours: update it instead
-        with engine.begin() as conn:
-            conn.execute(update(t).where(*where).values(**values))
+
+    write(save)
 
 
 class Uploader(Protocol):
@@ -348,6 +356,7 @@ def sync_attachments(
     issue_id: str,
     session: requests.Session | None = None,
     resolve: Resolver = _resolve,
+    write: RowWrite | None = None,
 ) -> list[str]:
     """Copy the event's attachments to the issue, each exactly once; returns notes for the event.
 
@@ -357,6 +366,7 @@ def sync_attachments(
     attachments are listed first. Transient failures (source or Zoho) raise, for the caller's retry.
     """
     notes: list[str] = []
+    write = write or unfenced(engine)  # the delivery core's: a worker that lost the item records nothing
     hosts, configured = allowed_hosts(settings, event)
     headers = (
         {"X-BUGZILLA-API-KEY": settings.bugzilla_api_key}
@@ -365,10 +375,10 @@ def sync_attachments(
     )
     for ref in refs_of(settings, event):
         try:
-            note = _copy_one(engine, settings, uploader, event, ref, external_id, portal, project, issue_id, hosts,
-                             configured, headers, session, resolve)  # fmt: skip
+            note = _copy_one(engine, write, settings, uploader, event, ref, external_id, portal, project, issue_id,
+                             hosts, configured, headers, session, resolve)  # fmt: skip
         except ZohoPermanentError as exc:  # Zoho refuses this file (type, size): the rest still goes
-            save_link(engine, event.source, external_id, ref.key, SKIPPED, note=f"Zoho refused it: {exc}")
+            save_link(write, event.source, external_id, ref.key, SKIPPED, note=f"Zoho refused it: {exc}")
             note = f"attachment {ref.file_name} not copied: Zoho refused it: {exc}"
         if note:
             notes.append(note)
@@ -381,6 +391,7 @@ def _associated(uploader: Uploader, portal: str, project: str, issue_id: str, at
 
 def _copy_one(
     engine: Engine,
+    write: RowWrite,
     settings: Settings,
     uploader: Uploader,
     event: NormalizedEvent,
@@ -412,7 +423,7 @@ def _copy_one(
                 resolve=resolve,
             )
         except AttachmentRefused as exc:
-            save_link(engine, event.source, external_id, ref.key, SKIPPED, note=exc.reason)
+            save_link(write, event.source, external_id, ref.key, SKIPPED, note=exc.reason)
             log.warning("attachment skipped: %s", exc.reason, extra={"item": event.item_key})
             return f"attachment {ref.file_name} not copied: {exc.reason}"
         retrying = link is not None and link.note == "sending"
@@ -424,25 +435,23 @@ def _copy_one(
                 if name == file.file_name and size in ("", str(len(file.data)))
             ]
             if same:
-                save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=same[0])
+                save_link(write, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=same[0])
                 return f"attachment {file.file_name} found on the Zoho bug already"
-        save_link(engine, event.source, external_id, ref.key, FETCHING, note="sending")
+        save_link(write, event.source, external_id, ref.key, FETCHING, note="sending")
         attachment_id = uploader.upload(portal, project, issue_id, file)
         if not uploader.associates:
-            save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
+            save_link(write, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
             return f"attachment {file.file_name} copied to Zoho"
-        save_link(engine, event.source, external_id, ref.key, UPLOADED, zoho_attachment_id=attachment_id)
+        save_link(write, event.source, external_id, ref.key, UPLOADED, zoho_attachment_id=attachment_id)
     elif (
         link is not None
         and link.note == "associating"
         and _associated(uploader, portal, project, issue_id, attachment_id)
     ):
         # The association happened before its answer was lost: do not repeat it.
-        save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
+        save_link(write, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
         return None
-    save_link(
-        engine, event.source, external_id, ref.key, UPLOADED, zoho_attachment_id=attachment_id, note="associating"
-    )
+    save_link(write, event.source, external_id, ref.key, UPLOADED, zoho_attachment_id=attachment_id, note="associating")
     uploader.associate(portal, project, issue_id, attachment_id)
-    save_link(engine, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
+    save_link(write, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
     return f"attachment {ref.file_name} copied to Zoho"

@@ -232,6 +232,7 @@ def attachments(ap: Applier, item: ClaimedItem, mapping: Mapping) -> None:
                 portal=link.portal,
                 project=link.project,
                 issue_id=link.zoho_issue_id,
+                write=item.step,  # each row write fenced, like the calls between them
             )
         except SourceUnavailable as exc:
             raise ZohoTransientError(f"{ev.source}: {exc.reason}", retry_after=exc.retry_after) from None

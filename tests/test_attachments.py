@@ -287,3 +287,43 @@ def test_bugtracker_retry_after_a_lost_upload_answer_adopts_the_file(zoho, files
         fake.set_faults(error_500_after_commit_rate=0.0)
     assert copy_once(zoho, ev) == ["attachment 4.png found on the Zoho bug already"]
     assert len(fake.attachments(issue_id)) == 1
+
+
+def test_a_worker_that_lost_the_item_mid_copy_records_nothing_and_the_next_holder_copies_once(zoho, files):
+    """Row writes go through the delivery core's fenced step: once the claim is gone (a pause past the
+    lease), the stalled worker's upload answer is not recorded, and the worker that holds the item now
+    finishes the copy with one attachment on the issue."""
+    from bridge.store import claims
+
+    fake, settings, engine, client, issue_id = zoho
+    files.routes["/s/3.png"] = (200, {}, PNG[:700])
+    ev = event("bugherd", screenshot_url=files.base_url + "/s/3.png")
+    claimed = claims.claim_item(engine, "bugherd", ev.item_key, "stalled", 60.0)
+    assert not isinstance(claimed, claims.Refused)
+    stalled = claimed[0]
+
+    def fenced_write(fn):
+        with claims.fenced(engine, stalled) as (conn, now):
+            return fn(conn, now)
+
+    uploader = ZohoAttachments(client)
+    real_upload = uploader.upload
+
+    def upload_then_lose_the_claim(*args):
+        answer = real_upload(*args)
+        with engine.begin() as conn:  # paused past the lease while Zoho answered: another worker took it
+            conn.exec_driver_sql("UPDATE leases SET expires_at = 0")
+        return answer
+
+    uploader.upload = upload_then_lose_the_claim
+    with pytest.raises(claims.ClaimLost):
+        sync_attachments(engine, settings, uploader, ev, external_id="bugherd:1", portal=fake.portal_id,
+                         project=next(iter(fake.projects)), issue_id=issue_id, write=fenced_write)  # fmt: skip
+    key = refs_of(settings, ev)[0].key
+    row = get_link(engine, "bugherd", "bugherd:1", key)
+    assert row is not None and row.zoho_attachment_id is None  # the lost worker's answer was not written
+    # Projects: the upload was never associated, so it goes again; BugTracker stored it on the bug already
+    done = "found on the Zoho bug already" if client.dialect == "bugtracker" else "copied to Zoho"
+    assert copy_once(zoho, ev) == [f"attachment 3.png {done}"]
+    assert len(fake.attachments(issue_id)) == 1
+    assert get_link(engine, "bugherd", "bugherd:1", key).state == ASSOCIATED

@@ -30,9 +30,10 @@ from bridge.settings import Settings
 
 RUNNING, INTERRUPTED, FAILED, READ = "running", "interrupted", "failed", "read"
 UNFINISHED = (RUNNING, INTERRUPTED, FAILED)
-# Zoho calls an event is expected to cost (sync.py): a new item is a lookup + a create, a changed one an
-# update, a comment one post. For the feeder's pace and the ETA; the shared rate limiter has the last word.
-CREATE_COST, UPDATE_COST, COMMENT_COST = 2.0, 1.0, 1.0
+# Zoho calls an event is expected to cost (bridge/delivery/apply.py): a new item one create (a lookup only
+# when an earlier create is in doubt), a changed one an update, a comment one post. For the feeder's pace
+# and the ETA; the shared rate limiter has the last word.
+CREATE_COST, UPDATE_COST, COMMENT_COST = 1.0, 1.0, 1.0
 
 
 class BackfillError(Exception):
