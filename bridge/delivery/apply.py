@@ -276,13 +276,19 @@ class Applier:
                 self._delete(item, None, mapping, draft, issue_id, event)
                 self.keep_link(item, link, zoho_issue_id=issue_id, state="deleted", applied_hash="deleted")
         if link.zoho_issue_id and link.state in ("linked", "deleted"):
-            if link.intent_at is not None:
+            if link.intent_at is not None and item.now - link.intent_at <= self._late_window():
                 draft = addressed(self.draft(mapping, event, link.last_fields), link)
                 since = link.intent_at - CLOCK_MARGIN
                 self.remove_duplicates(item, None, draft, keep=link.zoho_issue_id, since=since)
             self._remove_duplicate_comments(item, link)
             self._verify_state(item, mapping, event, link)
         self.keep_link(item, link, recheck_at=None)
+
+    def _late_window(self) -> float:
+        """How long after it was sent a create can still land, as far as the re-checks go (a re-check is due
+        at most one window and one lease after a doubt). A create intent older than that cannot have a copy
+        landing now, so a re-check on a long-linked item (a timed-out update, a takeover) lists no issues."""
+        return 2 * (self.settings.duplicate_recheck_seconds + self.settings.item_lease_seconds) + CLOCK_MARGIN
 
     def _verify_state(self, item: ClaimedItem, mapping: Mapping, event: NormalizedEvent, link: Link) -> None:
         """A write Zoho applied after a newer one (the client gave up on it, or a worker that had lost the item
