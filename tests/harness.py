@@ -226,7 +226,7 @@ class BridgeStack:
                 "bridge.wsgi:app",
             ],
         )
-        wait_for(self._web_up, 30, what=f"web on {self.base_url} (see {self.logs / 'web.log'})")
+        wait_for(self._web_up, 90, what=f"web on {self.base_url} (see {self.logs / 'web.log'})")
 
     def _web_up(self) -> bool:
         try:
