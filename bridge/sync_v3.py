@@ -78,6 +78,12 @@ def _state(item: ClaimedItem, source: str, external_id: str) -> tuple[bool | Non
     return pending.get("last_matched", last), pending.get("applied_values", applied)
 
 
+def filtered_out(item: ClaimedItem, link: Link) -> bool:
+    """Whether mapping v3's `when:` filter last kept the item out."""
+    last, _ = _state(item, link.source, link.external_id)
+    return last is False
+
+
 def _save(ap: Applier, item: ClaimedItem, source: str, external_id: str, **values: Any) -> None:
     item.v3_state.setdefault((source, external_id), {}).update(values)
     if not ap.dry_run:  # dry-run keeps the answer for this batch only: real runs never see it

@@ -499,6 +499,29 @@ def test_a_claim_taken_over_from_a_slow_worker_has_its_state_checked_again(tmp_p
     assert fake.issues()[0]["name"] == "newest"
 
 
+def test_a_recheck_leaves_a_persons_zoho_status_alone_when_the_mapping_talks_back(tmp_path, fake):
+    """With `reverse:` on, Zoho's status is a person's to change: a re-check puts back only what a late
+    write could have left (here nothing), never the status a person set in Zoho."""
+    env = make_env(tmp_path, fake, ITEM_LEASE_SECONDS="2", DUPLICATE_RECHECK_SECONDS="0.2")
+    mapping = Path(env["MAPPINGS_DIR"]) / "github.yaml"
+    mapping.write_text(mapping.read_text() + "reverse:\n  status:\n    Closed: {close: completed}\n")
+    runtime = Runtime(load_settings(env))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    [issue] = fake.issues()
+    fake.person_sets_status(issue["id"], "Closed")
+    with runtime.engine.begin() as conn:  # the item's last holder died holding it: a re-check comes due
+        conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
+    deliver(runtime, "issues", issues_event("edited", title="renamed", updated=3))
+    drain(runtime)
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.recheck_at is not None
+    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.3)
+    runtime.sync.process_item("github", "acme/web#1")
+    assert store.get_link(runtime.engine, "github", "github:acme/web#1").recheck_at is None
+    assert (fake.issues()[0]["name"], fake.issues()[0]["status"]["name"]) == ("renamed", "Closed")
+
+
 def test_a_recheck_that_keeps_failing_ends_instead_of_spinning(tmp_path, fake):
     env = make_env(
         tmp_path,

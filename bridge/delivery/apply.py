@@ -296,6 +296,8 @@ class Applier:
         Compared are the fields the bridge owns and Zoho echoes as sent (title and options)."""
         if self.dry_run or link.zoho_issue_id is None:
             return
+        if sync_v3.filtered_out(item, link):  # `when:` keeps it out: what Zoho shows is on_unmatch's to decide
+            return
         deleted = link.state == "deleted"
         if (deleted and mapping.on_delete != "close") or (not deleted and link.last_fields is None):
             return
@@ -307,6 +309,8 @@ class Applier:
         if current is None:  # gone from Zoho: nothing to put right
             return
         wrong = overwritten(mapping, draft, zoho_values(current, self.client.dialect))
+        if mapping.reverse is not None:  # Zoho's status is a person's to change there: `conflict:` decides
+            wrong = [name for name in wrong if name != "status"]
         if not wrong:
             return
         log.warning(
