@@ -193,6 +193,12 @@ class FakeBugHerd(FakeServer):
         self._deliver("task_update", task, {"task": copy.deepcopy(task)})
         return 200, {"task": copy.deepcopy(task)}, {}
 
+    def deliver(self, event: str, task_id: int) -> None:
+        """The webhook for a change a person made (e.g. `put_task` then `deliver("task_create", id)`)."""
+        with self._lock:
+            task = self._tasks[int(task_id)]
+            self._deliver(event, task, {"task": copy.deepcopy(task)})
+
     def _deliver(self, event: str, task: dict[str, Any], body: dict[str, Any]) -> None:
         """BugHerd posts the event to each webhook of that event for the task's project (or all projects)."""
         urls = [

@@ -294,6 +294,16 @@ class FakeBugzilla(FakeServer):
         return 200, {"bugs": [{**answer, "last_change_time": bug["last_change_time"]}]}, {}
 
     # -- webhooks (BMO's Webhooks extension, docs/webhook-formats.md §2) ---------------------------------------
+    def deliver(
+        self, target: str, action: str, bug_id: int, *, changes: dict[str, dict[str, str]] | None = None
+    ) -> None:
+        """The webhook for a change a person made (e.g. `put_bug` then `deliver("bug", "create", id)`)."""
+        with self._lock:
+            bug = self._bugs[bug_id]
+            comment = self._comments[bug_id][-1] if target == "comment" else None
+            extra = {"changes": changes or {}} if action == "modify" else {}
+            self._webhook(target, action, bug, bug["last_change_time"], comment=comment, **extra)
+
     def _webhook(
         self,
         target: str,
