@@ -298,4 +298,6 @@ def refresh_issue(
     """Fetch one linked issue from Zoho (the Zoho webhook's nudge) and decide as a poll would."""
     assert link.zoho_issue_id is not None
     issue = client.get_issue(link.portal, link.project, link.zoho_issue_id) or {}
-    return apply_zoho_status(settings, engine, registry, link, _status_name(issue))
+    applied = apply_zoho_status(settings, engine, registry, link, _status_name(issue))
+    copied = copy_zoho_comments(settings, engine, registry, client, link, modified_ts(issue)) if issue else 0
+    return applied or bool(copied)

@@ -51,6 +51,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         status, body, headers = self.server.fake._handle(self.command, self.path, self.headers, raw)
+        if self.server.fake._take_drop(self.command, status):
+            self.close_connection = True  # done, but the answer is lost on the way: the client sees a dropped line
+            return
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -87,6 +90,7 @@ class FakeBugHerd(FakeServer):
         self.columns: dict[int, tuple[str, ...]] = {}  # a project's custom columns, by project id
         self.members = {"bridge@example.org": 902400}  # project members: email -> user id
         self.delivered: list[dict[str, Any]] = []
+        self._drop_writes = 0
 
     # -- data --------------------------------------------------------------------------------------------------
     def put_task(self, task: dict[str, Any]) -> None:
@@ -114,6 +118,31 @@ class FakeBugHerd(FakeServer):
     def writes(self) -> list[dict[str, Any]]:
         with self._lock:
             return copy.deepcopy(self._writes)
+
+    def drop_next_write_answers(self, n: int = 1) -> None:
+        """The next n accepted writes are applied, but their answers never reach the client (a cut line)."""
+        with self._lock:
+            self._drop_writes += n
+
+    def _take_drop(self, method: str, status: int) -> bool:
+        with self._lock:
+            if method in ("POST", "PUT") and status < 300 and self._drop_writes:
+                self._drop_writes -= 1
+                return True
+            return False
+
+    def person_comments(self, task_id: int, text: str, email: str = "tom.okafor@example.org") -> dict[str, Any]:
+        """Someone comments on the task in BugHerd: the comment, then its `comment` webhook."""
+        with self._lock:
+            task = self._tasks[int(task_id)]
+            self._next_comment += 1
+            now = _ms()
+            user = {"id": 902305, "email": email, "display_name": email.split("@")[0]}
+            new = {"id": self._next_comment, "created_at": now, "text": text, "deleted_at": None}
+            new.update(updated_at=now, user=user)
+            self._comments.setdefault(int(task_id), []).append(new)
+            self._deliver("comment", task, {"comment": {**copy.deepcopy(new), "task": copy.deepcopy(task)}})
+            return copy.deepcopy(new)
 
     def task(self, task_id: int) -> dict[str, Any]:
         with self._lock:
