@@ -52,6 +52,7 @@ def test_keys_are_off_by_default_and_parsed_when_given(tmp_path):
         ("conflict: both_win\n", "conflict"),
         ("backlink: {template: 'see {nope}'}\n", "unknown name(s) nope"),
         ("backlink: {via: email}\n", "via"),
+        ("backlink: {via: see_also}\n", "see_also is a Bugzilla field"),
         ("reverse: {status: {Closed: {close: maybe}}}\n", "close must be one of completed, not_planned"),
         ("reverse: {status: {Closed: {explode: true}}}\n", "unknown action 'explode' for github"),
         ("reverse: {status: {Closed: {close: completed, reopen: true}}}\n", "close and reopen exclude each other"),

@@ -192,3 +192,12 @@ def test_bugherd_status_is_a_put_of_the_task(engine):
     responses.replace(responses.GET, task, json={"task": {"id": 41000217, "status": "done", "status_id": 4}})
     assert _bh(engine).apply(BH_LINK, BH_FIELDS, {"status": "done"}) == []
     assert len(put.calls) == 1
+
+
+@responses.activate
+def test_bugzilla_comment_only_action_is_posted(engine):
+    responses.get(f"{BZ}/rest/bug/35", json=_bug("NEW"))
+    put = responses.put(f"{BZ}/rest/bug/35", json=SEED_PUT_ANSWER)
+    responses.get(f"{BZ}/rest/bug/35/comment", json=_comments("d"))
+    assert _bz(engine).apply(BZ_LINK, {"id": 35}, {"comment": "In testing in Zoho."}) == ["comment"]
+    assert list(json.loads(put.calls[0].request.body)) == ["comment"]

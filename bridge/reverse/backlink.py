@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -66,10 +67,19 @@ def zoho_values(client: ZohoClient, mapping: Mapping, link: Link) -> dict[str, s
 
 
 def post_due_backlinks(
-    settings: Settings, engine: Engine, registry: MappingRegistry, client: ZohoClient, *, limit: int = 20
+    settings: Settings,
+    engine: Engine,
+    registry: MappingRegistry,
+    client: ZohoClient,
+    *,
+    limit: int = 20,
+    busy: Callable[[], bool] | None = None,
 ) -> int:
+    """Post up to `limit` due back-links; stops early when `busy()` says forward events came in meanwhile."""
     posted = 0
-    for item in state.due_backlinks(engine, time.time(), limit):
+    for n, item in enumerate(state.due_backlinks(engine, time.time(), limit)):
+        if busy is not None and n and n % 5 == 0 and busy():
+            break  # forward sync first: each back-link costs a Zoho read
         if not state.claim_backlink(engine, item, CLAIM_SECONDS):
             continue  # another tick (another worker) has it
         link = store.get_link(engine, item.source, item.external_id)

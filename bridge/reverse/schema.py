@@ -141,4 +141,8 @@ class BacklinkField(fields.Field):
             return Backlink()
         if value is False or value is None:
             return None
-        return BacklinkSchema().load(value)
+        loaded: Backlink = BacklinkSchema().load(value)
+        source = data.get("source") if isinstance(data, dict) else None
+        if loaded.via == "see_also" and source != "bugzilla":
+            raise ValidationError({"via": [f"see_also is a Bugzilla field; {source} takes via: comment"]})
+        return loaded

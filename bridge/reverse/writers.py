@@ -156,7 +156,7 @@ class BugzillaWriter:
             new_resolution = ""  # an open status clears the resolution by itself (seed 003:2033-2037)
         elif new_resolution != resolution:
             body["resolution"] = new_resolution
-        if not body:
+        if not body and ("status" in actions or "resolution" in actions):
             return []  # the bug already says so: no comment either, it would repeat itself
         if actions.get("comment"):
             body["comment"] = {"body": f"{actions['comment']}\n\n{plain_marker('resolution', link)}"}
@@ -169,8 +169,10 @@ class BugzillaWriter:
         old_sr = f"{status}/{resolution}" if resolution else status
         if new_sr != old_sr:
             state.record_write(self.engine, self.source, link.external_id, "state", f"status_resolution={new_sr}")
+        if not body:
+            return []
         self.client.update(bug, body)
-        done = [f"status {new_sr}"]
+        done = [f"status {new_sr}"] if new_sr != old_sr else []
         if "comment" in body:
             self.find_comment(link, fields, "resolution")
             done.append("comment")
