@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from tests.fakes.zoho import FakeZoho
 from tests.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
 
 TARGET = 1.1
+REVERSE_PATH = re.compile(r"/issues/\d+(/comments)?/?$")
 REVERSE_KEYS = """
 backlink:
   template: "Tracked in Zoho as {key}: {url}"
@@ -48,7 +50,7 @@ def creates(fake: FakeZoho) -> list[dict]:
 
 def is_reverse(call: dict) -> bool:
     """A poll list (sorted by modified time), a back-link's read of one issue, or a comments read."""
-    return "sort_by" in call["query"] or call["path"].rsplit("/", 1)[-1].isdigit() or call["path"].endswith("/comments")
+    return call["method"] == "GET" and ("sort_by" in call["query"] or bool(REVERSE_PATH.search(call["path"])))
 
 
 def burst(tmp: Path, *, reverse: bool, issues: int, limit: int, window: float) -> dict:
@@ -93,6 +95,7 @@ def burst(tmp: Path, *, reverse: bool, issues: int, limit: int, window: float) -
             "ideal_s": round(ideal, 2),
             "x_ideal": round(drain / ideal, 3),
             "reverse_calls_in_burst": len(in_burst) - len(forward),
+            "reverse_calls_seen": [f"{c['method']} {c['path']}" for c in in_burst if is_reverse(c)][:5],
             "429s": sum(1 for c in fake.api_calls() if c["status"] == 429),
             "max_calls_in_any_window": fake.max_calls_in_window(window),
         }

@@ -78,7 +78,7 @@ def post_due_backlinks(
     """Post up to `limit` due back-links; stops early when `busy()` says forward events came in meanwhile."""
     posted = 0
     for n, item in enumerate(state.due_backlinks(engine, time.time(), limit)):
-        if busy is not None and n and n % 5 == 0 and busy():
+        if busy is not None and n and n % 10 == 0 and busy():
             break  # forward sync first: each back-link costs a Zoho read
         if not state.claim_backlink(engine, item, CLAIM_SECONDS):
             continue  # another tick (another worker) has it
