@@ -49,6 +49,7 @@ class Settings:
     bugzilla_url: str = ""
     bugzilla_api_key: str = ""
     bugherd_api_key: str = ""
+    bugherd_bridge_email: str = ""  # the BugHerd member the bridge comments as (back-links, Zoho comments)
     github_token: str = ""
     max_webhook_bytes: int = 5 * 1024 * 1024
     max_attempts: int = 8
@@ -264,6 +265,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         bugzilla_url=_url(env, "BUGZILLA_URL", "", ("http", "https")),
         bugzilla_api_key=env.get("BUGZILLA_API_KEY", ""),
         bugherd_api_key=env.get("BUGHERD_API_KEY", ""),
+        bugherd_bridge_email=env.get("BUGHERD_BRIDGE_EMAIL", "").strip(),
         github_token=env.get("GITHUB_TOKEN", ""),
         max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", 5 * 1024 * 1024, minimum=1024),
         max_attempts=_int(env, "MAX_ATTEMPTS", 8, minimum=1),

@@ -52,15 +52,33 @@ def test_keys_are_off_by_default_and_parsed_when_given(tmp_path):
         ("conflict: both_win\n", "conflict"),
         ("backlink: {template: 'see {nope}'}\n", "unknown name(s) nope"),
         ("backlink: {via: email}\n", "via"),
+        ("backlink: {via: see_also}\n", "see_also is a Bugzilla field"),
         ("reverse: {status: {Closed: {close: maybe}}}\n", "close must be one of completed, not_planned"),
         ("reverse: {status: {Closed: {explode: true}}}\n", "unknown action 'explode' for github"),
         ("reverse: {status: {Closed: {close: completed, reopen: true}}}\n", "close and reopen exclude each other"),
         ("reverse: {statuses: {}}\n", "statuses"),
-        ("reverse: {comments: true}\n", "not built yet"),
+        ("reverse: {comments: yes please}\n", "comments"),
     ],
 )
 def test_bad_keys_are_refused_with_a_reason(tmp_path, extra, message):
     assert message in _problems(tmp_path, extra)
+
+
+def test_comments_copy_back_is_a_key(tmp_path):
+    assert _load(tmp_path, "reverse: {comments: true}\n").reverse.comments is True
+    assert _load(tmp_path, "reverse: {status: {Closed: {close: completed}}}\n").reverse.comments is False
+
+
+def test_mappings_check_names_each_trackers_settings(tmp_path):
+    env = {"BRIDGE_DATA_DIR": str(tmp_path / "var"), "BROKER_URL": "redis://127.0.0.1:1/0"}
+    for name, extra, wanted in [
+        ("bugzilla", {}, "BUGZILLA_URL and BUGZILLA_API_KEY are not set"),
+        ("bugherd", {"BUGHERD_API_KEY": "k"}, "BUGHERD_BRIDGE_EMAIL is not set"),
+    ]:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text((REPO / "mappings" / f"{name}.yaml").read_text() + "backlink: true\n")
+        problems = [str(p) for p in talkback_problems([path], load_settings({**env, **extra}), None)]
+        assert problems == [f"{path}: backlink: {wanted}: back-links and reverse sync need it"]
 
 
 def test_actions_are_per_source(tmp_path):

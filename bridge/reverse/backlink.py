@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -21,14 +22,14 @@ from bridge.mapping import MappingRegistry
 from bridge.mapping.model import Mapping
 from bridge.reverse import state
 from bridge.reverse.schema import render
-from bridge.reverse.writers import writer_for
+from bridge.reverse.writers import missing_credential, writer_for
 from bridge.settings import Settings
 from bridge.store import Link
 from bridge.zoho.client import ZohoClient
 
 log = logging.getLogger("bridge.reverse")
 CLAIM_SECONDS = 300.0  # a tick holds an item's back-link this long; a dead tick's item is looked at again after
-SOURCE_PROJECT_FIELD = {"github": "repository", "bugzilla": "product", "bugherd": "project"}
+SOURCE_PROJECT_FIELD = {"github": "repository", "bugzilla": "product", "bugherd": "project_id"}
 
 
 def request_backlink(engine: Engine, mapping: Mapping, link: Link | None) -> None:
@@ -66,10 +67,19 @@ def zoho_values(client: ZohoClient, mapping: Mapping, link: Link) -> dict[str, s
 
 
 def post_due_backlinks(
-    settings: Settings, engine: Engine, registry: MappingRegistry, client: ZohoClient, *, limit: int = 20
+    settings: Settings,
+    engine: Engine,
+    registry: MappingRegistry,
+    client: ZohoClient,
+    *,
+    limit: int = 20,
+    busy: Callable[[], bool] | None = None,
 ) -> int:
+    """Post up to `limit` due back-links; stops early when `busy()` says forward events came in meanwhile."""
     posted = 0
-    for item in state.due_backlinks(engine, time.time(), limit):
+    for n, item in enumerate(state.due_backlinks(engine, time.time(), limit)):
+        if busy is not None and n and n % 10 == 0 and busy():
+            break  # forward sync first: each back-link costs a Zoho read
         if not state.claim_backlink(engine, item, CLAIM_SECONDS):
             continue  # another tick (another worker) has it
         link = store.get_link(engine, item.source, item.external_id)
@@ -77,11 +87,10 @@ def post_due_backlinks(
         if link is None or mapping is None or mapping.backlink is None:
             state.set_backlink(engine, item.source, item.external_id, backlink_state="none")
             continue
-        writer = writer_for(item.source, settings, engine)
+        writer = writer_for(item.source, settings, engine, via=mapping.backlink.via)
         if writer is None:
-            state.set_backlink(
-                engine, item.source, item.external_id, backlink_state="failed", backlink_error="no writer for source"
-            )
+            reason = missing_credential(item.source, settings) or "no writer for source"
+            state.set_backlink(engine, item.source, item.external_id, backlink_state="failed", backlink_error=reason)
             continue
         fields = link.last_fields or {}
         phase = item.backlink_state if item.backlink_state == "posting" else "pending"
@@ -96,7 +105,10 @@ def post_due_backlinks(
             values = zoho_values(client, mapping, link)
             state.set_backlink(engine, item.source, item.external_id, backlink_state="posting")
             phase = "posting"  # from here a failure may hide a posted comment: look before posting again
-            ref = writer.post_comment(link, fields, render(mapping.backlink.template, values), "backlink")
+            # Bugzilla's `via: see_also` adds the URL alone to See Also; everything else posts the template.
+            see_also = item.source == "bugzilla" and mapping.backlink.via == "see_also"
+            text = values["url"] if see_also else render(mapping.backlink.template, values)
+            ref = writer.post_comment(link, fields, text, "backlink")
         except Exception as exc:  # every failure is retried with back-off and recorded: never lost
             attempts = item.backlink_attempts + 1
             delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempts - 1))

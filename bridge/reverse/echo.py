@@ -16,14 +16,14 @@ from sqlalchemy.engine import Engine
 from bridge import db
 from bridge.events import Comment
 from bridge.reverse import state
-from bridge.reverse.writers import MARKER_PREFIX
+from bridge.reverse.writers import MARKER_PREFIXES
 
 # Fields the source bumps on its own with every change: they never make an event a person's.
 NOISE = frozenset({"updated_at", "closed_at", "state_reason", "last_change_time", "updated_at_ts"})
 
 
 def is_own_comment(engine: Engine, source: str, comment: Comment) -> bool:
-    return MARKER_PREFIX in comment.body or state.is_own_comment(engine, source, comment.id)
+    return any(p in comment.body for p in MARKER_PREFIXES) or state.is_own_comment(engine, source, comment.id)
 
 
 def changed_refs(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

@@ -43,7 +43,9 @@ def tick(settings: Settings, engine: Engine, registry: MappingRegistry, client: 
     client.event_id = None  # these calls belong to no event
     try:
         registry.reload_if_changed()
-        counts = {"backlinks": post_due_backlinks(settings, engine, registry, client)}
+        counts = {
+            "backlinks": post_due_backlinks(settings, engine, registry, client, busy=lambda: forward_busy(engine))
+        }
         counts.update(poll_zoho(settings, engine, registry, client))
     finally:
         store.release_lease(engine, TICK_LEASE, holder)

@@ -10,7 +10,7 @@ A self-contained nested schema; `bridge/mapping/schema.py` adds it with three li
       status:
         Closed: {close: completed}           # GitHub: close (completed | not_planned), reopen, add/remove_label
         Reopened: {reopen: true}
-      comments: false              # copy Zoho comments back to the source (not built yet: only false)
+      comments: false              # copy each person's Zoho comment to the source item, once
     conflict: source_wins          # both sides changed the status since the last sync: source_wins | zoho_wins
 """
 
@@ -128,8 +128,6 @@ class ReverseField(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Reverse:
         source = data.get("source") if isinstance(data, dict) else None
         loaded = ReverseSchema().load(value)
-        if loaded["comments"]:  # refused rather than silently ignored
-            raise ValidationError({"comments": ["copying Zoho comments back to the source is not built yet"]})
         source = source if isinstance(source, str) else "github"
         entries = tuple((str(n), _check_actions(source, str(n), a)) for n, a in loaded["status"].items())
         return Reverse(entries, loaded["comments"])
@@ -143,4 +141,8 @@ class BacklinkField(fields.Field):
             return Backlink()
         if value is False or value is None:
             return None
-        return BacklinkSchema().load(value)
+        loaded: Backlink = BacklinkSchema().load(value)
+        source = data.get("source") if isinstance(data, dict) else None
+        if loaded.via == "see_also" and source != "bugzilla":
+            raise ValidationError({"via": [f"see_also is a Bugzilla field; {source} takes via: comment"]})
+        return loaded

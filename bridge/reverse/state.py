@@ -152,6 +152,36 @@ def consume_state_write(engine: Engine, source: str, external_id: str, value: st
     return True
 
 
+# A Zoho comment copied to the source: `zc_posting` (intent, written before the POST) → `zc_posted`.
+def zoho_comment_state(engine: Engine, source: str, zoho_comment_id: str) -> str | None:
+    t = db.source_writes
+    with engine.connect() as conn:
+        kinds = set(
+            conn.execute(
+                select(t.c.kind).where(
+                    and_(t.c.source == source, t.c.kind.in_(("zc_posting", "zc_posted")), t.c.ref == zoho_comment_id)
+                )
+            ).scalars()
+        )
+    return "posted" if "zc_posted" in kinds else "posting" if kinds else None
+
+
+def zoho_comment_posting(engine: Engine, source: str, external_id: str, zoho_comment_id: str) -> None:
+    record_write(engine, source, external_id, "zc_posting", zoho_comment_id)
+
+
+def zoho_comment_posted(engine: Engine, source: str, external_id: str, zoho_comment_id: str) -> None:
+    t = db.source_writes
+    with engine.begin() as conn:
+        conn.execute(
+            update(t)
+            .where(and_(t.c.source == source, t.c.kind == "zc_posting", t.c.ref == zoho_comment_id))
+            .values(kind="zc_posted", consumed=True)
+        )
+    if zoho_comment_state(engine, source, zoho_comment_id) != "posted":
+        record_write(engine, source, external_id, "zc_posted", zoho_comment_id)
+
+
 def writes(engine: Engine, source: str | None = None) -> list[dict[str, object]]:
     t = db.source_writes
     query = select(t).order_by(t.c.id)

@@ -70,9 +70,18 @@ class BugzillaClient:
     # -- requests -----------------------------------------------------------------------------------------
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.send("GET", path, params=params)
+
+    def update(self, bug_id: int | str, body: dict[str, Any]) -> dict[str, Any]:
+        """`PUT /rest/bug/{id}` (seed 003:1820-2176): status, resolution, see_also, a comment (`comment.body`)."""
+        return self.send("PUT", f"bug/{bug_id}", body=body)
+
+    def send(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         url = f"{self.base_url}/rest/{path.lstrip('/')}"
         try:
-            response = self.session.get(url, params=params, timeout=TIMEOUT)
+            response = self.session.request(method, url, params=params, json=body, timeout=TIMEOUT)
         except requests.RequestException as exc:
             raise SourceUnavailable(f"Bugzilla unreachable: {type(exc).__name__}") from None
         status = response.status_code

@@ -1296,22 +1296,30 @@ class FakeZoho(AttachmentsFake, FakeServer):
             obj = rec["obj"]
             if rec["dialect"] == "bugtracker":
                 obj["status"] = status_name
+                obj["modified_time"] = _iso()  # a bug's time field (seed 000:135)
             else:
                 obj["status"] = self._v3_option("status", {"id": opt["id"]})
-            obj["last_updated_time"] = _iso()
-            obj["last_updated_by"] = self._user(self.users[user_index]["zpuid"])
+                obj["last_updated_time"] = _iso()
+                obj["last_updated_by"] = self._user(self.users[user_index]["zpuid"])
             self.person_changes.append({"issue": str(issue_id), "status": status_name, "t": time.time()})
             return self._snapshot(rec)
 
     def person_comments(self, issue_id, text, user_index=1):
         """A person adds a comment in Zoho's UI."""
         with self._lock:
-            self._record_by_id(issue_id)
+            rec = self._record_by_id(issue_id)
             user, now = self._user(self.users[user_index]["zpuid"]), _iso()
+            if rec["dialect"] == "bugtracker":  # seed 000 "3. Comments": content, is_private
+                u = self.users[user_index]
+                c = dict(id=self._new_id(), content=text, is_private=False, created_time=now, modified_time=now)
+                c["added_by"] = {"id": u["zpuid"], "name": u["name"], "email": u["email"]}
+                self._comments.setdefault(str(issue_id), []).append(c)
+                rec["obj"]["modified_time"] = now
+                return copy.deepcopy(c)
             c = dict(id=self._new_id(), comment=text, created_time=now, last_modified_time=now, added_by=user)
             c.update(last_modified_by=user, added_via="Web", can_edit_comment=True, can_delete_comment=True)
             self._comments.setdefault(str(issue_id), []).append(c)
-            self._issues[str(issue_id)]["obj"]["last_updated_time"] = now
+            rec["obj"]["last_updated_time"] = now
             return copy.deepcopy(c)
 
     def _record_by_id(self, issue_id):
