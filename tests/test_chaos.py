@@ -451,6 +451,17 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
             list(pool.map(send, deliveries[third : 2 * third]))
             time.sleep(3)
             os.killpg(worker.pid, signal.SIGCONT)
+            # Mid-run an admin changes the external id template and the route of acme/web: linked items keep
+            # their issue (and get the new external id), new items land in the new project.
+            mapping_file = stack.mappings_dir / "github.yaml"
+            text = mapping_file.read_text()
+            for old, new in (
+                ('external_id: "github:{repository}#{number}"', 'external_id: "gh:{repository}/{number}"'),
+                ('acme/web: "1752587000000097024"', 'acme/web: "1752587000000098001"'),
+            ):
+                assert old in text, old
+                text = text.replace(old, new)
+            mapping_file.write_text(text)
             time.sleep(1)
             stack.kill("worker1")  # SIGKILL mid-run
             stack.start_worker("worker1")
@@ -473,12 +484,15 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
                 select(db.events.c.id, db.events.c.last_error).where(db.events.c.status == "failed")
             ).all()
         assert failed_id == poison_id and "cannot be read" in (error or "")
-        by_external = {}
+        by_item: dict[int, list[dict]] = {}  # by the item's number, under either external id template
         for issue in fake.issues():
-            by_external.setdefault(issue["external_id"], []).append(issue)
-        assert all(len(v) == 1 for v in by_external.values()), {k: len(v) for k, v in by_external.items()}
+            by_item.setdefault(int(re.search(r"(\d+)$", issue["external_id"]).group(1)), []).append(issue)
+        assert all(len(v) == 1 for v in by_item.values()), {
+            k: [i["external_id"] for i in v] for k, v in by_item.items()
+        }
+        assert {i["project_id"] for i in fake.issues()} <= {"1752587000000097024", "1752587000000098001"}
         for n, want in expected.items():
-            issues = by_external.get(f"github:acme/web#{n}", [])
+            issues = by_item.get(n, [])
             if want["status"] == "Closed" and not issues:
                 continue  # deleted before any create reached Zoho: nothing to do, and nothing was done
             [issue] = issues  # exactly one, none lost

@@ -650,3 +650,20 @@ def test_an_external_id_template_change_keeps_the_issue_and_updates_its_external
     drain(runtime)
     [after] = fake.issues()  # not forked into a second issue
     assert (after["id"], after["name"], after["external_id"]) == (issue["id"], "same issue", "gh:acme/web/1")
+
+
+def test_an_external_id_template_change_while_a_create_is_in_doubt_adopts_the_first_issue(tmp_path, fake):
+    """The create reached Zoho but its answer was lost; then the template changes. The retry looks for the
+    issue under the identity the create was sent with, adopts it and gives it the new external id."""
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    deliver(runtime, "issues", issues_event("opened"))
+    fake.set_faults(error_500_after_commit_rate=1.0)
+    runtime.sync.process_item("github", "acme/web#1")
+    fake.set_faults()
+    [first] = fake.issues()
+    assert first["external_id"] == "github:acme/web#1"
+    _edit_mapping(runtime, 'external_id: "github:{repository}#{number}"', 'external_id: "gh:{repository}/{number}"')
+    drain(runtime)
+    [issue] = fake.issues()  # adopted, not forked
+    assert (issue["id"], issue["external_id"]) == (first["id"], "gh:acme/web/1")
+    assert "gh:acme/web/1" in issue["description"]  # the marker too

@@ -187,15 +187,18 @@ class Applier:
             )
         in_doubt_create = step.in_doubt
         if step.in_doubt:
+            # Every copy of this create carries the identity the first attempt was sent with (the link's), even
+            # if the `external_id` template changed since: created and looked up under it, then updated.
+            probe = as_created(draft, link)
             since = (link.intent_at or item.now) - CLOCK_MARGIN
-            issue_id = self.client.find_issue(draft, created_after=since)
+            issue_id = self.client.find_issue(probe, created_after=since)
             if issue_id is not None:
                 self.client.update_issue(draft, issue_id)  # adopt it and bring it to this state
                 self.note(item, ev, f"found Zoho issue {issue_id} made by an earlier attempt: adopted")
             else:
-                created = self.client.create_issue(draft)
-                issue_id = self.remove_duplicates(item, ev, draft, keep=None, since=since) or created
-                if issue_id != created:  # an earlier attempt's issue showed up meanwhile: it is the one kept
+                created = self.client.create_issue(probe)
+                issue_id = self.remove_duplicates(item, ev, probe, keep=None, since=since) or created
+                if issue_id != created or probe is not draft:  # the earlier attempt's issue is kept, or renamed
                     self.client.update_issue(draft, issue_id)
         else:
             issue_id = self.client.create_issue(draft)
@@ -240,17 +243,29 @@ class Applier:
             item.later(lambda conn, now: link_rows.write_tombstone(conn, link, last_state_ts=ev.source_ts, now=now))
 
     def remove_duplicates(
-        self, item: ClaimedItem, ev: StoredEvent | None, draft: IssueDraft, *, keep: str | None, since: float
+        self,
+        item: ClaimedItem,
+        ev: StoredEvent | None,
+        draft: IssueDraft,
+        *,
+        keep: str | None,
+        since: float,
+        keeper_renamed: bool = False,
     ) -> str | None:
         """Delete copies the bridge made itself (a create answered too late, or applied after the client gave
         up): issues carrying this item's marker that are newer than the one kept. `keep=None` keeps the
         oldest, the same choice every worker makes, so two workers never delete each other's keeper.
-        Returns the id kept (None if Zoho shows none)."""
+        `keeper_renamed`: the kept issue carries another external id now (the template changed), so every
+        issue under this one is a copy. Returns the id kept (None if Zoho shows none)."""
         found = self.client.find_marked_issues(draft, created_after=since)
-        if not found or (keep is not None and keep not in found):
+        if keeper_renamed and keep is not None and keep not in found:
+            copies = found
+        elif not found or (keep is not None and keep not in found):
             return keep  # Zoho does not show the one we keep (yet): deleting anything now would be a guess
+        else:
+            copies = found[found.index(keep if keep is not None else found[0]) + 1 :]
         kept = keep if keep is not None else found[0]
-        for other in found[found.index(kept) + 1 :]:
+        for other in copies:
             item.step()  # a destructive call is always fenced: a worker that lost the item deletes nothing
             try:
                 self.client.delete_issue(draft.portal, draft.project, other)
@@ -271,7 +286,7 @@ class Applier:
         if deleted_in_doubt and (link.state == "deleted" or event.action == "deleted"):  # a create landing late
             draft = addressed(self.draft(mapping, event, link.last_fields), link)
             since = (link.intent_at or item.now) - CLOCK_MARGIN
-            issue_id = self.remove_duplicates(item, None, draft, keep=None, since=since)
+            issue_id = self.remove_duplicates(item, None, as_created(draft, link), keep=None, since=since)
             if issue_id is not None:
                 self._delete(item, None, mapping, draft, issue_id, event)
                 self.keep_link(item, link, zoho_issue_id=issue_id, state="deleted", applied_hash="deleted")
@@ -279,7 +294,9 @@ class Applier:
             if link.intent_at is not None and item.now - link.intent_at <= self._late_window():
                 draft = addressed(self.draft(mapping, event, link.last_fields), link)
                 since = link.intent_at - CLOCK_MARGIN
-                self.remove_duplicates(item, None, draft, keep=link.zoho_issue_id, since=since)
+                renamed = draft.external_id != link.external_id
+                probe = as_created(draft, link)
+                self.remove_duplicates(item, None, probe, keep=link.zoho_issue_id, since=since, keeper_renamed=renamed)
             self._remove_duplicate_comments(item, link)
             self._verify_state(item, mapping, event, link)
         self.keep_link(item, link, recheck_at=None)
@@ -349,7 +366,7 @@ class Applier:
         """Deleted while a create is in doubt: if the create reached Zoho, that issue gets the deletion;
         a create Zoho applies later is found by the re-check, which applies the deletion then."""
         since = (link.intent_at or item.now) - CLOCK_MARGIN
-        issue_id = self.remove_duplicates(item, ev, draft, keep=None, since=since)
+        issue_id = self.remove_duplicates(item, ev, as_created(draft, link), keep=None, since=since)
         if issue_id is None:  # terminal now; the re-check closes a create that lands later
             self.note(item, ev, "deleted before it was synced: nothing in Zoho yet")
             self.keep_link(item, link, state="deleted", last_state_ts=ev.source_ts, applied_hash="deleted")
@@ -462,6 +479,14 @@ class Applier:
         if zoho_comment_id is None:
             zoho_comment_id = self.client.add_comment(portal, project, issue_id, text)
         keep(zoho_comment_id, "posted", digest)
+
+
+def as_created(draft: IssueDraft, link: Link) -> IssueDraft:
+    """The draft under the external id the item's first create was sent with (the link's): what a lookup
+    for that create's issue or its copies must search for, even after an `external_id` template change."""
+    if draft.external_id == link.external_id:
+        return draft
+    return dataclasses.replace(draft, external_id=link.external_id)
 
 
 def addressed(draft: IssueDraft, link: Link) -> IssueDraft:
