@@ -9,12 +9,22 @@ issue, the latest state, its external id updated, comments once.
 
 from __future__ import annotations
 
-import pytest
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
-from bridge import db
+import pytest
+from sqlalchemy import select, text
+
+from bridge import db, store
 from bridge.events import BadDelivery, IgnoredEvent, NormalizedEvent
+from bridge.runtime import Runtime
+from bridge.settings import load_settings
 from bridge.sources.github import GitHubSource
 from bridge.store import identities
+from bridge.zoho.dialects import marker
 from tests.factories import (
     comment_event,
     github_issue_id,
@@ -23,9 +33,11 @@ from tests.factories import (
     repository_id,
     transfer_events,
 )
-from tests.harness import GITHUB_SECRET
+from tests.fakes.zoho import FakeZoho
+from tests.harness import GITHUB_SECRET, in_process_env
 
 SOURCE = GitHubSource(GITHUB_SECRET)
+WEB, API = "1752587000000097024", "1752587000000098001"  # the shipped mapping's projects for acme/web, acme/api
 WEB_ID = repository_id("acme/web")
 ISSUE_ID = github_issue_id("acme/web", 1)
 
@@ -138,3 +150,323 @@ def test_an_identity_seen_once_costs_one_read_and_no_write(engine):
         sa_event.listen(conn, "before_cursor_execute", lambda *a: statements.append(a[2]))
         identities.resolve(conn, parse("issues", renamed("edited", updated=2)))
     assert len(statements) == 1 and statements[0].lstrip().upper().startswith("SELECT")
+
+
+# -- the sync service against FakeZoho -----------------------------------------------------------------
+
+
+@pytest.fixture
+def fake():
+    with FakeZoho() as server:
+        yield server
+
+
+def make_runtime(tmp: Path, fake: FakeZoho, **extra: str) -> Runtime:
+    return Runtime(load_settings(in_process_env(tmp, fake, "github", **extra)))
+
+
+def deliver(runtime: Runtime, event: str, payload: dict, delivery: str | None = None) -> str:
+    """Store a delivery as intake does; returns the item handle it was filed under."""
+    body, headers = github_request(GITHUB_SECRET, event, payload, delivery=delivery)
+    recorded = store.record_delivery(
+        runtime.engine, SOURCE.parse(body, headers), dedup_key=SOURCE.dedup_key(body, headers), headers={}, payload=body
+    )
+    return recorded.item_key
+
+
+def drain(runtime: Runtime, item: str = "acme/web#1", timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runtime.sync.process_item("github", item)
+        if not store.pending_for_item(runtime.engine, "github", item, now=float("inf")):
+            return
+        time.sleep(0.05)
+    raise AssertionError("events still pending")
+
+
+def edit_mapping(runtime: Runtime, old: str, new: str, name: str = "github.yaml") -> None:
+    path = Path(runtime.settings.mappings_dir) / name
+    content = path.read_text()
+    assert old in content
+    path.write_text(content.replace(old, new))
+    time.sleep(0.01)
+    os.utime(path)
+
+
+def carries(issue: dict, external_id: str) -> bool:
+    """The Zoho issue carries the external id in its custom field and as its description's marker."""
+    return issue.get("external_id") == external_id and marker(external_id) in issue["description"].splitlines()
+
+
+def statuses(runtime: Runtime) -> dict[str, int]:
+    return store.count_by_status(runtime.engine)
+
+
+def test_a_repository_rename_keeps_the_zoho_issue_and_updates_its_external_id(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened"))
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=5, text="before", commented=1))
+    drain(runtime)
+    [issue] = fake.issues()
+    assert carries(issue, "github:acme/web#1")
+    # The repository is renamed: the next deliveries name acme/site, with the same ids.
+    assert deliver(runtime, "issues", renamed("edited", title="after the rename", updated=5)) == "acme/web#1"
+    # (the comments carry the issue as it was: older than the edit, so only their text counts)
+    after_comment = renamed_comment("created", comment_id=6, text="after", commented=6, updated=0)
+    assert deliver(runtime, "issue_comment", after_comment) == "acme/web#1"
+    edited = renamed_comment("edited", comment_id=5, text="before, edited", commented=7, updated=0)
+    deliver(runtime, "issue_comment", edited)
+    drain(runtime)
+    [after] = fake.issues()
+    assert (after["id"], after["name"]) == (issue["id"], "after the rename")
+    assert carries(after, "github:acme/site#1") and not carries(after, "github:acme/web#1")
+    texts = [c["comment"] for c in fake.comments(issue["id"])]
+    assert len(texts) == 2 and "before, edited" in texts[0] and "after" in texts[1]  # edited in place, not again
+    link = store.get_link(runtime.engine, "github", "github:acme/site#1")  # operators look it up by the new id
+    assert link is not None and link.zoho_issue_id == issue["id"] and link.item_key == "acme/web#1"
+    assert store.get_link(runtime.engine, "github", "github:acme/web#1") is None
+    assert statuses(runtime).get("failed", 0) == 0
+
+
+def test_deliveries_reordered_and_repeated_around_a_rename_end_in_the_latest_state(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened", title="t0"))
+    drain(runtime)
+    [issue] = fake.issues()
+    # The newest edit (under the new name) arrives first, then an older one under the old name, twice;
+    # a comment made after the rename is delivered twice, one made before it arrives last.
+    deliver(runtime, "issues", renamed("edited", title="t9", updated=9), delivery="new-9")
+    deliver(runtime, "issue_comment", renamed_comment("created", comment_id=2, text="second", commented=8, updated=0))
+    deliver(runtime, "issues", issues_event("edited", title="t4", updated=4), delivery="old-4")
+    deliver(runtime, "issues", issues_event("edited", title="t4", updated=4), delivery="old-4")  # redelivered
+    deliver(runtime, "issue_comment", renamed_comment("created", comment_id=2, text="second", commented=8, updated=0))
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=1, text="first", commented=3, updated=0))
+    drain(runtime)
+    [after] = fake.issues()
+    assert (after["id"], after["name"]) == (issue["id"], "t9") and carries(after, "github:acme/site#1")
+    texts = [c["comment"] for c in fake.comments(issue["id"])]
+    assert len(texts) == 2 and {"first", "second"} == {t.split("\n\n")[1] for t in texts}
+    # A late old-name edit, older than what Zoho shows, changes nothing back (name nor external id).
+    deliver(runtime, "issues", issues_event("edited", title="t5", updated=5))
+    drain(runtime)
+    [final] = fake.issues()
+    assert final["name"] == "t9" and carries(final, "github:acme/site#1")
+    assert statuses(runtime).get("failed", 0) == 0 and statuses(runtime).get("pending", 0) == 0
+
+
+def test_a_transfer_moves_the_link_to_the_new_issue(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened"))
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=1, text="in web", commented=1))
+    drain(runtime)
+    [issue] = fake.issues()
+    transferred, opened = transfer_events(new_repo="acme/api", new_number=7, updated=10)
+    assert deliver(runtime, "issues", transferred) == "acme/web#1"
+    assert deliver(runtime, "issues", opened) == "acme/web#1"
+    drain(runtime)
+    # Later deliveries come from the new repository only, under the new issue's id and number.
+    edited = issues_event("edited", repo="acme/api", number=7, title="edited in api", updated=12)
+    assert deliver(runtime, "issues", edited) == "acme/web#1"
+    deliver(
+        runtime,
+        "issue_comment",
+        comment_event("created", repo="acme/api", number=7, comment_id=2, text="in api", commented=13, updated=0),
+    )
+    drain(runtime)
+    [after] = fake.issues()  # not a second issue
+    assert (after["id"], after["name"], after["project_id"]) == (issue["id"], "edited in api", WEB)  # keep: stays
+    assert carries(after, "github:acme/api#7")
+    assert ["in web" in c["comment"] for c in fake.comments(issue["id"])] == [True, False]
+    assert "in api" in fake.comments(issue["id"])[1]["comment"]
+    assert statuses(runtime).get("failed", 0) == 0
+
+
+def test_a_transfer_delivered_out_of_order_and_twice_still_ends_on_one_issue(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened", title="t0"))
+    drain(runtime)
+    [issue] = fake.issues()
+    transferred, opened = transfer_events(new_repo="acme/api", new_number=7, updated=10, title="t10")
+    # The new repository's opened arrives first, then a comment there, then the old repository's
+    # transferred twice (two deliveries), then an old edit of the old repository that lost its way.
+    deliver(runtime, "issues", opened)
+    deliver(
+        runtime,
+        "issue_comment",
+        comment_event(
+            "created", repo="acme/api", number=7, comment_id=3, text="new home", commented=11, updated=10, title="t10"
+        ),
+    )
+    deliver(runtime, "issues", transferred, delivery="t-1")
+    deliver(runtime, "issues", transferred, delivery="t-2")
+    deliver(runtime, "issues", issues_event("edited", title="t5", updated=5))
+    drain(runtime)
+    [after] = fake.issues()
+    assert (after["id"], after["name"]) == (issue["id"], "t10") and carries(after, "github:acme/api#7")
+    assert [("new home" in c["comment"]) for c in fake.comments(issue["id"])] == [True]
+    assert statuses(runtime).get("failed", 0) == 0 and statuses(runtime).get("pending", 0) == 0
+
+
+def test_an_external_id_template_change_moves_the_links_rows_with_it(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened"))
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=1, text="hello", commented=1))
+    drain(runtime)
+    [issue] = fake.issues()
+    edit_mapping(runtime, 'external_id: "github:{repository}#{number}"', 'external_id: "github:{issue_id}"')
+    deliver(runtime, "issues", issues_event("edited", title="same issue", updated=5))
+    deliver(runtime, "issue_comment", comment_event("edited", comment_id=1, text="hello again", commented=6))
+    drain(runtime)
+    [after] = fake.issues()
+    assert after["id"] == issue["id"] and carries(after, f"github:{ISSUE_ID}")
+    [comment] = fake.comments(issue["id"])  # the comment's link followed: edited, not posted again
+    assert "hello again" in comment["comment"]
+    link = store.get_link(runtime.engine, "github", f"github:{ISSUE_ID}")
+    assert link is not None and link.zoho_issue_id == issue["id"]
+
+
+def test_another_mapping_instance_keeps_the_zoho_issue(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    [issue] = fake.issues()
+    folder = Path(runtime.settings.mappings_dir)
+    content = (folder / "github.yaml").read_text()
+    content = content.replace(
+        'external_id: "github:{repository}#{number}"', 'external_id: "acme:{repository}/{number}"'
+    )
+    (folder / "acme.yaml").write_text(
+        content.replace("source: github ", 'name: acme\nmatch: {source_project: ["acme/*"]}\nsource: github ')
+    )
+    (folder / "github.yaml").unlink()  # the admin split the file: the item is now the `acme` instance's
+    time.sleep(0.01)
+    deliver(runtime, "issues", issues_event("edited", title="by the acme instance", updated=5))
+    drain(runtime)
+    assert runtime.registry.for_event(parse("issues", issues_event("edited"))).name == "acme"
+    [after] = fake.issues()
+    assert (after["id"], after["name"]) == (issue["id"], "by the acme instance") and carries(after, "acme:acme/web/1")
+
+
+def _as_before_the_upgrade(runtime: Runtime) -> None:
+    """Turn the database back into what the previous version left: schema 0009, no identity bindings, links
+    and events keyed `acme/web#N`, links' last fields without `repository_id` (it did not exist)."""
+    with runtime.engine.begin() as conn:
+        for row in conn.execute(select(db.links.c.id, db.links.c.last_fields)).all():
+            if row.last_fields is None:
+                continue
+            fields = json.loads(row.last_fields)
+            fields.pop("repository_id", None)
+            conn.execute(db.links.update().where(db.links.c.id == row.id).values(last_fields=json.dumps(fields)))
+        conn.execute(text("DROP TABLE item_identities"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0009'"))
+    runtime.engine.dispose()
+
+
+def test_an_upgraded_database_keeps_old_keyed_items_on_their_zoho_issue_across_a_rename(tmp_path, fake):
+    env = in_process_env(tmp_path, fake, "github")
+    before = Runtime(load_settings(env))
+    for number in (1, 2):
+        deliver(before, "issues", issues_event("opened", number=number))
+        drain(before, f"acme/web#{number}")
+    deliver(before, "issue_comment", comment_event("created", comment_id=1, text="old", commented=1))
+    drain(before)
+    _as_before_the_upgrade(before)
+    issues = {i["external_id"]: i["id"] for i in fake.issues()}
+    after = Runtime(load_settings(env))  # migrates 0009 -> 0011: binds acme/web#N to its issue id
+    with after.engine.connect() as conn:
+        bound = dict(conn.execute(select(db.item_identities.c.identity, db.item_identities.c.item_key)).all())
+    assert bound == {
+        str(github_issue_id("acme/web", 1)): "acme/web#1",
+        str(github_issue_id("acme/web", 2)): "acme/web#2",
+    }
+    # The repository is renamed before either item sees another delivery.
+    assert deliver(after, "issues", renamed("edited", title="renamed after the upgrade", updated=5)) == "acme/web#1"
+    deliver(after, "issue_comment", renamed_comment("edited", comment_id=1, text="old, edited", commented=6, updated=0))
+    drain(after)
+    second = issues_event(
+        "edited", repo="acme/site", repo_id=WEB_ID, number=2, issue_id=github_issue_id("acme/web", 2), updated=5
+    )
+    assert deliver(after, "issues", second) == "acme/web#2"
+    drain(after, "acme/web#2")
+    assert len(fake.issues()) == 2  # no second issue for either
+    one = fake.issue(issues["github:acme/web#1"])
+    assert one["name"] == "renamed after the upgrade" and carries(one, "github:acme/site#1")
+    [comment] = fake.comments(one["id"])
+    assert "old, edited" in comment["comment"]
+    assert carries(fake.issue(issues["github:acme/web#2"]), "github:acme/site#2")
+
+
+def test_an_old_keyed_link_without_an_issue_id_is_adopted_by_its_key(tmp_path, fake):
+    env = in_process_env(tmp_path, fake, "github")
+    before = Runtime(load_settings(env))
+    deliver(before, "issues", issues_event("opened"))
+    drain(before)
+    with before.engine.begin() as conn:  # a link whose fields and events say nothing of the issue id
+        conn.execute(db.links.update().values(last_fields=None))
+        conn.execute(db.events.update().values(event_json=text("replace(event_json, 'issue_id', 'was_id')")))
+    _as_before_the_upgrade(before)
+    after = Runtime(load_settings(env))
+    with after.engine.connect() as conn:
+        assert conn.execute(select(db.item_identities)).all() == []
+    assert deliver(after, "issues", issues_event("edited", title="adopted", updated=5)) == "acme/web#1"
+    drain(after)
+    [issue] = fake.issues()
+    assert issue["name"] == "adopted"
+    with after.engine.connect() as conn:
+        assert conn.execute(select(db.item_identities.c.item_key)).scalars().all() == ["acme/web#1"]
+
+
+def test_the_stored_event_names_the_handle_and_the_identity(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened"))
+    deliver(runtime, "issues", renamed("edited", updated=5))
+    [newest, _] = store.list_events(runtime.engine)
+    assert (newest.item_key, newest.event.item_key, newest.event.identity) == (
+        "acme/web#1",
+        "acme/web#1",
+        str(ISSUE_ID),
+    )
+    assert newest.event.fields["repository"] == "acme/site"  # what an admin reads: the current name, in the fields
+    assert datetime.fromtimestamp(newest.source_ts, UTC) == newest.event.source_ts
+
+
+def test_a_new_repository_delivery_before_the_transfer_is_folded_into_the_transferred_item(tmp_path, fake):
+    """The new repository's edit arrives before either transfer delivery and starts an item of its own; while
+    that item has no Zoho issue, the transfer folds it in, and a worker holding its claim stops before any
+    create (its claim's generation moved on)."""
+    from bridge.store import claims
+
+    runtime = make_runtime(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened", title="t0"))
+    drain(runtime)
+    [issue] = fake.issues()
+    early = issues_event("edited", repo="acme/api", number=7, title="edited in api first", updated=12)
+    assert deliver(runtime, "issues", early) == "acme/api#7"  # nothing tells it is the transferred issue yet
+    held = claims.claim_item(runtime.engine, "github", "acme/api#7", "a stalled worker", ttl=30)
+    assert not isinstance(held, claims.Refused)
+    transferred, opened = transfer_events(new_repo="acme/api", new_number=7, updated=10)
+    assert deliver(runtime, "issues", transferred) == "acme/web#1"
+    with pytest.raises(claims.ClaimLost), claims.fenced(runtime.engine, held[0]):  # no create can follow
+        pass
+    assert deliver(runtime, "issues", opened) == "acme/web#1"
+    assert store.pending_for_item(runtime.engine, "github", "acme/api#7", now=float("inf")) == []
+    drain(runtime)
+    runtime.sync.process_item("github", "acme/api#7")  # the stray handle has nothing left to do
+    [after] = fake.issues()
+    assert (after["id"], after["name"]) == (issue["id"], "edited in api first") and carries(after, "github:acme/api#7")
+    assert statuses(runtime).get("failed", 0) == 0 and statuses(runtime).get("pending", 0) == 0
+
+
+def test_two_items_rendering_one_external_id_fail_with_a_reason_instead_of_colliding(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    edit_mapping(runtime, 'external_id: "github:{repository}#{number}"', 'external_id: "github:#{number}"')
+    deliver(runtime, "issues", issues_event("edited", updated=2))  # the linked item takes github:#1
+    drain(runtime)
+    other = issues_event("opened", repo="acme/api", number=1, title="another #1")
+    assert deliver(runtime, "issues", other) == "acme/api#1"
+    drain(runtime, "acme/api#1")
+    [failed] = store.list_events(runtime.engine, status="failed")
+    assert "external id 'github:#1' is already item acme/web#1's" in (failed.last_error or "")
+    assert failed.attempts == 1 and len(fake.issues()) == 1

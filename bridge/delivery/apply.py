@@ -19,7 +19,7 @@ import json
 import logging
 from typing import Any
 
-from bridge import sync_v3
+from bridge import store, sync_v3
 from bridge.delivery.claim import ClaimedItem
 from bridge.delivery.plan import StateStep, comment_ts
 from bridge.events import NormalizedEvent
@@ -118,6 +118,8 @@ class Applier:
             return
         draft = self.draft(mapping, ev.event, step.known)
         self.note(item, ev, *draft.notes)
+        if step.action == "update":  # before v3's gate reads the item's state under the external id
+            self._follow_identity(item, ev, draft)
         decided = sync_v3.gate(self, item, ev, mapping, draft) if step.action != "delete" else None  # `when:`
         if decided is not None and decided.kind not in sync_v3.PROCEED:
             return
@@ -149,6 +151,27 @@ class Applier:
         if decided is not None:
             sync_v3.updated(self, item, ev, mapping, decided)  # mapping v3: starts matching -> past comments
 
+    def _follow_identity(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft) -> None:
+        """The item's external id renders differently now (a repository rename or transfer, a new `external_id`
+        template, another mapping instance): the same Zoho issue takes the new one (the update sends it, in
+        the custom field and the marker), and the bridge's rows of the item follow it, committed at once."""
+        link = item.link
+        if link is None or not link.confirmed or draft.external_id == link.external_id:
+            return
+        old, new = link.external_id, draft.external_id
+        if not self.dry_run:
+            holder = store.get_link(self.client.engine, link.source, new)
+            if holder and holder.item_key != link.item_key:
+                raise PermanentEventError(
+                    f"external id {new!r} is already item {holder.item_key}'s: the mapping's external_id template "
+                    "must tell items apart"
+                )
+            item.later(lambda conn, now: link_rows.rename_external_id(conn, link.source, old, new, now))
+        self.keep_link(item, link, external_id=new)
+        self.note(item, ev, f"external id {old} is now {new}: the same Zoho issue carries it")
+        if not self.dry_run:
+            item.step()
+
     def _create(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft, step: StateStep, mapping: Mapping) -> None:
         new_hash = body_hash(self.client.issue_body(draft, creating=False))
         link = item.link
@@ -159,8 +182,9 @@ class Applier:
         else:
             draft = addressed(draft, link)
         if not self.dry_run:
-            item.later(
-                lambda conn, now: link_rows.write_intent(
+
+            def intent(conn: Any, now: float) -> None:
+                link_rows.write_intent(
                     conn,
                     source=ev.source,
                     external_id=link.external_id,
@@ -169,7 +193,16 @@ class Applier:
                     project=draft.project,
                     now=now,
                 )
-            )
+
+            item.later(intent)
+            try:
+                item.step()  # the step the create's fence would take anyway, so a refusal comes before any call
+            except link_rows.ExternalIdTaken as exc:
+                item.forget(intent)
+                raise PermanentEventError(
+                    f"external id {exc.external_id!r} is already item {exc.holder}'s: the mapping's external_id "
+                    "template must tell items apart (e.g. github:{issue_id})"
+                ) from None
         recheck_at = None
         if step.in_doubt:
             since = (link.intent_at or item.now) - CLOCK_MARGIN
