@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 
 from bridge import db, store
 from bridge.events import BadDelivery, IgnoredEvent, NormalizedEvent
+from bridge.mapping.loader import dialect_problems
 from bridge.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.sources.github import GitHubSource
@@ -345,6 +346,70 @@ def test_another_mapping_instance_keeps_the_zoho_issue(tmp_path, fake):
     assert runtime.registry.for_event(parse("issues", issues_event("edited"))).name == "acme"
     [after] = fake.issues()
     assert (after["id"], after["name"]) == (issue["id"], "by the acme instance") and carries(after, "acme:acme/web/1")
+
+
+def test_a_routing_change_with_move_moves_the_issue_and_comments_follow(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    edit_mapping(runtime, "on_route_change: keep", "on_route_change: move")
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    [issue] = fake.issues()
+    assert issue["project_id"] == WEB
+    edit_mapping(runtime, f'acme/web: "{WEB}"', f'acme/web: "{API}"')
+    deliver(runtime, "issues", issues_event("edited", title="moved", updated=5))
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=4, text="follows", commented=6, updated=4))
+    drain(runtime)
+    [after] = fake.issues()
+    assert (after["id"], after["project_id"], after["name"]) == (issue["id"], API, "moved")
+    [move] = fake.api_calls("POST", "/move")
+    assert move["path"].endswith(f"/projects/{WEB}/issues/{issue['id']}/move") and move["json"] == {"to_project": API}
+    assert ["follows" in c["comment"] for c in fake.comments(issue["id"])] == [True]
+    comment_posts = [c for c in fake.api_calls("POST", "/comments")]
+    assert f"/projects/{API}/" in comment_posts[-1]["path"]
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.project == API
+
+
+def test_a_move_whose_answer_was_lost_is_not_sent_to_the_old_project_again(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    edit_mapping(runtime, "on_route_change: keep", "on_route_change: move")
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    [issue] = fake.issues()
+    edit_mapping(runtime, f'acme/web: "{WEB}"', f'acme/web: "{API}"')
+    deliver(runtime, "issues", issues_event("edited", title="moved once", updated=5))
+    fake.set_faults(error_500_after_commit_rate=1.0)  # Zoho moves it, the answer is lost
+    runtime.sync.process_item("github", "acme/web#1")
+    fake.set_faults()
+    assert fake.issue(issue["id"])["project_id"] == API
+    drain(runtime)
+    [after] = fake.issues()
+    assert (after["id"], after["project_id"], after["name"]) == (issue["id"], API, "moved once")
+    assert store.get_link(runtime.engine, "github", "github:acme/web#1").project == API  # type: ignore[union-attr]
+    assert statuses(runtime).get("failed", 0) == 0
+
+
+def test_the_default_keep_leaves_the_issue_where_it_is(tmp_path, fake):
+    runtime = make_runtime(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    edit_mapping(runtime, f'acme/web: "{WEB}"', f'acme/web: "{API}"')
+    deliver(runtime, "issues", issues_event("edited", title="kept", updated=5))
+    drain(runtime)
+    [after] = fake.issues()
+    assert (after["project_id"], after["name"]) == (WEB, "kept") and fake.api_calls("POST", "/move") == []
+
+
+def test_mappings_check_refuses_move_in_the_bugtracker_dialect(tmp_path):
+    path = tmp_path / "github.yaml"
+    shipped = (Path(__file__).resolve().parents[1] / "mappings" / "github.yaml").read_text()
+    path.write_text(shipped.replace("on_route_change: keep", "on_route_change: move"))
+    assert dialect_problems(path, "projects") == []
+    [problem] = dialect_problems(path, "bugtracker")
+    assert problem.key == "on_route_change" and "documents no move" in problem.message and problem.line
+
+
+# -- upgrading a database whose items are keyed the old way -------------------------------------------------
 
 
 def _as_before_the_upgrade(runtime: Runtime) -> None:

@@ -128,6 +128,8 @@ class Applier:
             return
         link = item.link
         assert link is not None
+        if step.action == "update":
+            link = self._follow_route(item, ev, mapping, draft, link)
         draft = addressed(draft, link)
         if step.action == "delete" and step.in_doubt:
             self._delete_in_doubt(item, ev, mapping, draft, link)
@@ -171,6 +173,30 @@ class Applier:
         self.note(item, ev, f"external id {old} is now {new}: the same Zoho issue carries it")
         if not self.dry_run:
             item.step()
+
+    def _follow_route(
+        self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft, link: Link
+    ) -> Link:
+        """The route names another project than the one the item's issue is in. `on_route_change: keep` (the
+        default) leaves it there; `move` moves it with the documented call (seed 001:4007-4062), and the link
+        follows, so updates and comments reach it in its new project."""
+        target = draft.project
+        if mapping.on_route_change != "move" or target == link.project or not link.zoho_issue_id:
+            return link
+        if draft.portal != link.portal:
+            self.note(item, ev, f"the route names portal {draft.portal}: an issue moves only within its portal")
+            return link
+        issue_id = link.zoho_issue_id
+        try:
+            self.client.move_issue(link.portal, link.project, issue_id, target)
+        except ZohoPermanentError as exc:
+            # An earlier attempt's move whose answer was lost: the issue is in the new project already.
+            if exc.status != 404 or self.client.get_issue(link.portal, target, issue_id) is None:
+                raise
+        self.keep_link(item, link, project=target)
+        self.note(item, ev, f"moved Zoho issue {issue_id} from project {link.project} to {target}")
+        assert item.link is not None
+        return item.link
 
     def _create(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft, step: StateStep, mapping: Mapping) -> None:
         new_hash = body_hash(self.client.issue_body(draft, creating=False))
