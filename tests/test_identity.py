@@ -26,6 +26,7 @@ from bridge.settings import load_settings
 from bridge.sources.github import GitHubSource
 from bridge.store import identities
 from bridge.zoho.dialects import marker
+from tests.dbs import fresh_engine
 from tests.factories import (
     comment_event,
     github_issue_id,
@@ -113,12 +114,9 @@ def test_a_body_without_an_issue_id_keeps_the_name_as_its_identity():
 # -- the bindings: which item handle a delivery is filed under -------------------------------------------
 
 
-@pytest.fixture
-def engine(tmp_path):
-    engine = db.make_engine(f"sqlite:///{tmp_path}/ids.db")
-    db.ensure_schema(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    yield from fresh_engine(request.param, tmp_path)
 
 
 def _resolve(engine, event: NormalizedEvent) -> str:
@@ -140,6 +138,31 @@ def test_bindings_follow_renames_and_transfers_in_any_order(engine):
     # Another issue #1 in a new repository that took the old name is another item.
     other = issues_event("opened", repo="acme/web", repo_id=123, issue_id=999)
     assert _resolve(engine, parse("issues", other)) == "acme/web#1 (id 999)"
+
+
+def test_concurrent_first_deliveries_of_one_issue_file_it_under_one_handle(engine):
+    """Eight intakes store the first deliveries of one issue at once (under two names: a rename raced its
+    first sync): every event lands under one handle, so one claim and one link serve them."""
+    import threading
+
+    payloads = [issues_event("opened"), renamed("edited", updated=1)] * 4
+    keys: list[str] = []
+    barrier = threading.Barrier(len(payloads))
+
+    def intake(i: int) -> None:
+        event = parse("issues", payloads[i])
+        barrier.wait()
+        keys.append(store.record_delivery(engine, event, dedup_key=f"d{i}", headers={}, payload=b"{}").item_key)
+
+    threads = [threading.Thread(target=intake, args=(i,)) for i in range(len(payloads))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(keys) == len(payloads) and len(set(keys)) == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(db.events.c.item_key).distinct()).scalars().all() == keys[:1]
+        assert conn.execute(select(db.item_identities.c.identity)).scalars().all() == [str(ISSUE_ID)]
 
 
 def test_an_identity_seen_once_costs_one_read_and_no_write(engine):
