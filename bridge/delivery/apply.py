@@ -23,7 +23,7 @@ from bridge import store, sync_v3
 from bridge.delivery.claim import ClaimedItem
 from bridge.delivery.plan import StateStep, comment_ts
 from bridge.events import NormalizedEvent
-from bridge.mapping import RoutingError, render_comment, translate
+from bridge.mapping import RoutingError, external_id_of, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
 from bridge.mapping.ownership import BODY_KEYS, overwritten, zoho_values
 from bridge.reverse import hooks as reverse
@@ -115,6 +115,8 @@ class Applier:
         self.client.event_id = ev.id
         if step.action == "skip":
             self.note(item, ev, step.note or "nothing to apply")
+            if ev.action == "deleted" and item.link is None:
+                self._tombstone(item, ev, mapping)
             return
         draft = self.draft(mapping, ev.event, step.known)
         self.note(item, ev, *draft.notes)
@@ -152,6 +154,30 @@ class Applier:
         )
         if decided is not None:
             sync_v3.updated(self, item, ev, mapping, decided)  # mapping v3: starts matching -> past comments
+
+    def _tombstone(self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping) -> None:
+        """Deleted before anything reached Zoho: a link in the `deleted` state, without an issue, keeps the
+        deletion terminal, so a reopen of the same (or an older) time delivered later creates nothing."""
+        if self.dry_run:
+            return
+        try:
+            draft = translate(mapping, ev.event, None)
+            portal, project, external_id = draft.portal, draft.project, draft.external_id
+        except RoutingError:  # an unroutable item has nowhere to go: the link only needs to exist
+            portal, project, external_id = mapping.routing.portal, "", external_id_of(mapping, ev.event.fields)
+        item.link = Link(ev.source, external_id, ev.item_key, portal, project, None, "deleted", ev.source_ts, None)
+        item.later(
+            lambda conn, now: link_rows.write_tombstone(
+                conn,
+                source=ev.source,
+                external_id=external_id,
+                item_key=ev.item_key,
+                portal=portal,
+                project=project,
+                deleted_ts=ev.source_ts,
+                now=now,
+            )
+        )
 
     def _follow_identity(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft) -> None:
         """The item's external id renders differently now (a repository rename or transfer, a new `external_id`
@@ -411,6 +437,9 @@ class Applier:
             link = Link(
                 ev.source, draft.external_id, ev.item_key, draft.portal, draft.project, "dry-run", "linked", 0.0, None
             )
+        if link is not None and link.state == "deleted" and not link.zoho_issue_id:
+            self.note(item, ev, "the item was deleted before it was synced: nothing to comment on")
+            return
         if link is None or not link.confirmed or not link.zoho_issue_id:
             raise PermanentEventError("the item has no Zoho issue yet")
         portal, project, issue_id = link.portal, link.project, link.zoho_issue_id

@@ -81,6 +81,42 @@ def write_intent(
     )
 
 
+def write_tombstone(
+    conn: Connection,
+    *,
+    source: str,
+    external_id: str,
+    item_key: str,
+    portal: str,
+    project: str,
+    deleted_ts: float,
+    now: float,
+) -> None:
+    """An item deleted before it reached Zoho: a `deleted` link without an issue (the deletion is terminal)."""
+    exists = conn.execute(
+        select(db.links.c.id).where(db.links.c.source == source, db.links.c.item_key == item_key)
+    ).first()
+    taken = conn.execute(
+        select(db.links.c.id).where(db.links.c.source == source, db.links.c.external_id == external_id)
+    ).first()
+    if exists is not None or taken is not None:  # a link of its own (or another item's id): nothing to add
+        return
+    conn.execute(
+        insert(db.links).values(
+            source=source,
+            external_id=external_id,
+            item_key=item_key,
+            portal=portal,
+            project=project,
+            state="deleted",
+            last_state_ts=deleted_ts,
+            applied_hash="deleted",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
 def update_link(conn: Connection, *, source: str, item_key: str, now: float, **values: Any) -> None:
     """Set columns of the item's link (zoho_issue_id, state, last_state_ts, applied_hash, last_fields,
     project, recheck_at)."""
