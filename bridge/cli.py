@@ -697,8 +697,9 @@ def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -
                 click.echo(f"mapping problem: {problem}", err=True)
             if problems and not runtime.registry.for_source(source):
                 raise click.ClickException(f"{file}: refused, see above")
-        event_id, _ = store.record_delivery(runtime.engine, event, dedup_key="dry-run", headers={}, payload=body)
-        runtime.sync.process_item(event.source, event.item_key)
+        recorded = store.record_delivery(runtime.engine, event, dedup_key="dry-run", headers={}, payload=body)
+        event_id = recorded[0]
+        runtime.sync.process_item(event.source, recorded.item_key)
         stored = store.get_event(runtime.engine, event_id)
         calls = [
             {

@@ -88,6 +88,19 @@ links = Table(
 Index("ix_links_item", links.c.source, links.c.item_key)
 Index("ix_links_zoho_issue", links.c.zoho_issue_id)  # the admin lookup by Zoho issue id
 
+# A source's never-changing identity of an item (GitHub: the issue id) → the item's handle (`item_key`),
+# bound by the item's first delivery (bridge/store/identities.py). A transfer binds the new issue id to the
+# old one's handle. Items of sources whose item key is their identity (Bugzilla, BugHerd) have no row.
+item_identities = Table(
+    "item_identities",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("identity", String(255), primary_key=True),
+    Column("item_key", String(255), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_item_identities_item", item_identities.c.source, item_identities.c.item_key)
+
 # source comment ↔ Zoho comment. state: posting (intent) | posted | deleted
 comment_links = Table(
     "comment_links",

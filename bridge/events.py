@@ -65,7 +65,10 @@ class Comment:
 class NormalizedEvent:
     source: str  # "github" | "bugzilla" | "bugherd"
     item_kind: str  # the source's word for the item: "issue", "bug", "task"
-    item_key: str  # stable, source-native identity of the item ("acme/web#12", "1629704", "41000217")
+    # The item's handle in the bridge ("acme/web#12", "1629704", "41000217"): what events, links and claims are
+    # filed under. For GitHub it is the name the item had when first seen: `identity` decides which item a
+    # delivery belongs to (bridge/store/identities.py), so a rename or a transfer keeps the handle.
+    item_key: str
     action: str  # one of ITEM_ACTIONS or COMMENT_ACTIONS
     event_name: str  # the source's own name, e.g. "issues.labeled", "bug.modify", "task_update"
     source_ts: datetime  # the item's (or comment's) own timestamp, for latest-state-wins
@@ -74,6 +77,10 @@ class NormalizedEvent:
     source_project: str = ""  # repository / product / BugHerd project, for routing
     has_state: bool = True  # False when the body lacked the item's fields (private Bugzilla bug)
     notes: tuple[str, ...] = ()  # what the source could not provide, shown in the event's record
+    # What never changes in the source (GitHub: the issue id); "" when the item key itself is that.
+    identity: str = ""
+    # A transfer: the identity the item had before (the old repository's issue), whose link it keeps.
+    previous_identity: str = ""
 
     def __post_init__(self) -> None:
         if self.action not in ITEM_ACTIONS + COMMENT_ACTIONS:

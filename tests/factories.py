@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import uuid
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,10 +29,21 @@ def github_user(login: str = "octocat", user_id: int = 583231, kind: str = "User
     }
 
 
-def github_repository(full_name: str = "acme/web") -> dict[str, Any]:
+def repository_id(full_name: str) -> int:
+    """A repository id that is the same in every process (`hash()` of a str is salted per process)."""
+    return zlib.crc32(full_name.encode()) % 10**9
+
+
+def github_issue_id(repo: str = "acme/web", number: int = 1) -> int:
+    """GitHub's issue id: unique across repositories (acme/web#1 and acme/api#1 are two issues)."""
+    offset = 0 if repo == "acme/web" else (zlib.crc32(repo.encode()) % 9000 + 1) * 10000
+    return 444500000 + offset + number
+
+
+def github_repository(full_name: str = "acme/web", repo_id: int | None = None) -> dict[str, Any]:
     owner, name = full_name.split("/")
     return {
-        "id": abs(hash(full_name)) % 10**9,
+        "id": repository_id(full_name) if repo_id is None else repo_id,
         "node_id": "MDEwOlJlcG9zaXRvcnkxMzU0OTMyMzM=",
         "name": name,
         "full_name": full_name,
@@ -52,11 +64,12 @@ def github_issue(
     updated: float = 0,
     pull_request: bool = False,
     assignee: str | None = None,
+    issue_id: int | None = None,
 ) -> dict[str, Any]:
     issue: dict[str, Any] = {
         "url": f"https://api.github.com/repos/{repo}/issues/{number}",
         "html_url": f"https://github.com/{repo}/issues/{number}",
-        "id": 444500000 + number,
+        "id": github_issue_id(repo, number) if issue_id is None else issue_id,
         "node_id": "MDU6SXNzdWU0NDQ1MDAwNDE=",
         "number": number,
         "title": title,
@@ -91,12 +104,13 @@ def github_issue(
     return issue
 
 
-def issues_event(action: str, **issue_kwargs: Any) -> dict[str, Any]:
+def issues_event(action: str, *, repo_id: int | None = None, **issue_kwargs: Any) -> dict[str, Any]:
+    """`repo_id` keeps a repository's id across a rename (`repo="acme/site", repo_id=repository_id("acme/web")`)."""
     repo = issue_kwargs.get("repo", "acme/web")
     payload: dict[str, Any] = {
         "action": action,
         "issue": github_issue(**issue_kwargs),
-        "repository": github_repository(repo),
+        "repository": github_repository(repo, repo_id),
         "sender": github_user(),
     }
     if action in ("labeled", "unlabeled") and issue_kwargs.get("labels"):
@@ -107,7 +121,14 @@ def issues_event(action: str, **issue_kwargs: Any) -> dict[str, Any]:
 
 
 def comment_event(
-    action: str, *, comment_id: int, text: str, commented: float, author: str = "hubot", **issue_kwargs: Any
+    action: str,
+    *,
+    comment_id: int,
+    text: str,
+    commented: float,
+    author: str = "hubot",
+    repo_id: int | None = None,
+    **issue_kwargs: Any,
 ) -> dict[str, Any]:
     repo = issue_kwargs.get("repo", "acme/web")
     number = issue_kwargs.get("number", 1)
@@ -127,12 +148,38 @@ def comment_event(
             "author_association": "NONE",
             "body": text,
         },
-        "repository": github_repository(repo),
+        "repository": github_repository(repo, repo_id),
         "sender": github_user(author, 2),
     }
     if action == "edited":
         payload["changes"] = {"body": {"from": "old text"}}
     return payload
+
+
+def transfer_events(
+    *, old_repo: str = "acme/web", old_number: int = 1, new_repo: str, new_number: int, updated: float, **issue: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A transfer as GitHub sends it (shaped after ../shared/fixtures/github/issues.transferred.json and
+    issues.opened.via-transfer.json): the old repository's `issues.transferred` naming `changes.new_issue`
+    and `changes.new_repository`, and the new repository's `issues.opened` naming `changes.old_issue` and
+    `changes.old_repository`."""
+    old = github_issue(repo=old_repo, number=old_number, updated=updated, **issue)
+    new = github_issue(repo=new_repo, number=new_number, updated=updated, **issue)
+    transferred = {
+        "action": "transferred",
+        "issue": old,
+        "changes": {"new_issue": new, "new_repository": github_repository(new_repo)},
+        "repository": github_repository(old_repo),
+        "sender": github_user(),
+    }
+    opened = {
+        "action": "opened",
+        "changes": {"old_issue": old, "old_repository": github_repository(old_repo)},
+        "issue": new,
+        "repository": github_repository(new_repo),
+        "sender": github_user(),
+    }
+    return transferred, opened
 
 
 def sign(secret: str, body: bytes) -> str:

@@ -23,7 +23,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.factories import comment_event, github_request, issues_event
+from tests.factories import (
+    comment_event,
+    github_issue_id,
+    github_request,
+    issues_event,
+    repository_id,
+    transfer_events,
+)
 from tests.factories_trackers import (
     BUGHERD_TOKEN,
     BUGZILLA_SECRET,
@@ -352,14 +359,42 @@ LIBFAKETIME = next(
 )
 
 
+RENAMED = {1, 7, 13, 19}  # acme/web is renamed acme/site for these items' later deliveries (same ids)
+TRANSFERRED = {3, 9, 15, 21}  # transferred to acme/api as #100+n (a new issue id) at time 4
+AFTER_TRANSFER = 12  # positions: the new repository's deliveries are sent after the transfer's first (6 senders)
+
+
+def fence_item_of(external_id: str) -> int:
+    """The item's number from its Zoho external id, under the old template (`github:acme/web#3`) or the one
+    the run switches to (`gh:acme/web/3`), after a rename (acme/site) or a transfer (acme/api, number + 100)."""
+    found = re.search(r"(acme/\w+)[#/](\d+)$", external_id)
+    assert found is not None, external_id
+    repo, number = found.group(1), int(found.group(2))
+    return number - 100 if repo == "acme/api" else number
+
+
 def _fence_deliveries(rng: random.Random) -> tuple[dict[int, dict[str, Any]], list[tuple[str, dict]]]:
     """Per item: opened, comments, edits (the last one's title is the expected name); every fourth item
-    also gets a reopen and a deletion with the same timestamp (the deletion must win)."""
+    also gets a reopen and a deletion with the same timestamp (the deletion must win). Some items' repository
+    is renamed midway, others are transferred (both transfer deliveries, shuffled with the rest): their
+    later edits and a comment come from the new name or repository. Only one order is kept: a transferred
+    issue's new-repository deliveries are sent after the first of its transfer deliveries (before it, nothing
+    tells the bridge that the new issue is the old one; GitHub's own first delivery there is the transfer's)."""
     expected: dict[int, dict[str, Any]] = {}
     deliveries: list[tuple[str, dict]] = []
+    held: list[tuple[int, tuple[str, dict]]] = []  # (item, delivery) of a transferred issue's new repository
     for n in range(1, FENCE_ITEMS + 1):
         deleted = n % 4 == 0
         title = f"item {n} final"
+
+        def where(k: int, n: int = n) -> dict[str, Any]:
+            if n in RENAMED and k >= 4:
+                site = {"repo": "acme/site", "repo_id": repository_id("acme/web")}
+                return {**site, "issue_id": github_issue_id("acme/web", n), "number": n}
+            if n in TRANSFERRED and k >= 5:
+                return {"repo": "acme/api", "number": 100 + n}
+            return {"number": n}
+
         deliveries.append(("issues", issues_event("opened", number=n, title=f"item {n}", updated=0)))
         comments = {} if deleted else {100 * n + k: f"comment {k} of item {n}" for k in (1, 2)}
         for k, (cid, text) in enumerate(comments.items(), start=1):
@@ -367,15 +402,45 @@ def _fence_deliveries(rng: random.Random) -> tuple[dict[int, dict[str, Any]], li
                 ("issue_comment", comment_event("created", comment_id=cid, text=text, commented=k, number=n, updated=k))
             )
         for k in (3, 4, 5):
-            deliveries.append(
-                ("issues", issues_event("edited", number=n, title=title if k == 5 else f"item {n} v{k}", updated=k))
-            )
+            if n in TRANSFERRED and k == 4:
+                transferred, opened = transfer_events(
+                    old_number=n, new_repo="acme/api", new_number=100 + n, updated=4, title=f"item {n} v4"
+                )
+                deliveries += [("issues", transferred), ("issues", opened)]
+                continue
+            kwargs = where(k)
+            edit = ("issues", issues_event("edited", title=title if k == 5 else f"item {n} v{k}", updated=k, **kwargs))
+            if n in TRANSFERRED and k >= 5:
+                held.append((n, edit))
+            else:
+                deliveries.append(edit)
+        if n in RENAMED | TRANSFERRED:
+            cid, text = 100 * n + 3, f"comment 3 of item {n}"
+            comments[cid] = text
+            kwargs = where(6)
+            comment = comment_event("created", comment_id=cid, text=text, commented=6, updated=5, title=title, **kwargs)
+            if n in TRANSFERRED:
+                held.append((n, ("issue_comment", comment)))
+            else:
+                deliveries.append(("issue_comment", comment))
         if deleted:
             deliveries.append(("issues", issues_event("reopened", number=n, title=title, updated=9)))
             deliveries.append(("issues", issues_event("deleted", number=n, title=title, updated=9)))
         expected[n] = {"name": title, "status": "Closed" if deleted else "Open", "comments": comments}
     rng.shuffle(deliveries)
+    for n, delivery in held:
+        first = min(i for i, d in enumerate(deliveries) if _transfer_of(d) == n)
+        deliveries.insert(rng.randint(min(first + AFTER_TRANSFER, len(deliveries)), len(deliveries)), delivery)
     return expected, deliveries + [d for d in deliveries if rng.random() < 0.1]  # ~10% delivered twice
+
+
+def _transfer_of(delivery: tuple[str, dict]) -> int | None:
+    """The old issue number a transfer delivery names (`issues.transferred` or the new repository's opened)."""
+    event, payload = delivery
+    changes = payload.get("changes") or {}
+    if event != "issues" or not ({"new_issue", "old_issue"} & set(changes)):
+        return None
+    return int((changes.get("old_issue") or payload["issue"])["number"])
 
 
 @pytest.mark.slow
@@ -486,13 +551,14 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
         assert failed_id == poison_id and "cannot be read" in (error or "")
         by_item: dict[int, list[dict]] = {}  # by the item's number, under either external id template
         for issue in fake.issues():
-            by_item.setdefault(int(re.search(r"(\d+)$", issue["external_id"]).group(1)), []).append(issue)
-        assert all(len(v) == 1 for v in by_item.values()), {
-            k: [i["external_id"] for i in v] for k, v in by_item.items()
-        }
+            by_item.setdefault(fence_item_of(issue["external_id"]), []).append(issue)
+        doubled = {k: [i["external_id"] for i in v] for k, v in by_item.items() if len(v) != 1}
+        assert not doubled, doubled
         assert {i["project_id"] for i in fake.issues()} <= {"1752587000000097024", "1752587000000098001"}
+        made = 0
         for n, want in expected.items():
             issues = by_item.get(n, [])
+            made += len(issues)
             if want["status"] == "Closed" and not issues:
                 continue  # deleted before any create reached Zoho: nothing to do, and nothing was done
             [issue] = issues  # exactly one, none lost
@@ -502,6 +568,7 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
             assert len(texts) == len(want["comments"]), (n, texts)
             for cid, text in want["comments"].items():
                 assert len([t for t in texts if f"comment {cid})" in t and text in t]) == 1, (n, cid, texts)
+        assert len(fake.issues()) == made  # renamed and transferred items kept their one issue: nothing forked
         slow = sum(1 for c in fake.api_calls() if c["status"] == 500)
         print(
             f"\nfence chaos: {FENCE_ITEMS} items, {len(deliveries)} deliveries, {len(fake.api_calls())} Zoho calls"

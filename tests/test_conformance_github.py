@@ -38,13 +38,21 @@ EXPECTED: dict[str, str | dict[str, Any]] = {
             "state": "open",
             "state_reason": None,  # recorded before 2022: no key at all
             "issue_id": 444500041,
+            "repository_id": 186853002,
             "html_url": "https://github.com/Codertocat/Hello-World/issues/1",
             "user": "Codertocat",
         },
         "body_starts": "It looks like you accidently spelled",
+        "identity": "444500041",  # GitHub's issue id: a rename of the repository keeps it
     },
     "issues.opened.null-body.json": {"action": "created", "item_key": f"{HELLO}#1", "fields": {"body": ""}},
-    "issues.opened.via-transfer.json": {"action": "created", "item_key": f"{HELLO}#1", "fields": {"title": SPELLING}},
+    "issues.opened.via-transfer.json": {
+        "action": "created",
+        "item_key": f"{HELLO}#1",
+        "fields": {"title": SPELLING},
+        "identity": "444500041",
+        "previous_identity": "512748900",  # changes.old_issue.id: the item keeps the old issue's link
+    },
     "issues.edited.json": {"action": "updated", "item_key": f"{HELLO}#1", "fields": {"title": SPELLING}},
     "issues.labeled.json": {"action": "updated", "item_key": f"{HELLO}#1", "fields": {"labels": ["bug"]}},
     "issues.unlabeled.json": {"action": "updated", "item_key": f"{HELLO}#1", "fields": {"labels": ["bug"]}},
@@ -67,7 +75,14 @@ EXPECTED: dict[str, str | dict[str, Any]] = {
     },
     "issues.deleted.json": {"action": "deleted", "item_key": f"{HELLO}#1", "fields": {"state": "closed"}},
     "issues.milestoned.json": "ignored",  # the "issue" is a pull request
-    "issues.transferred.json": "ignored",  # the new repository sends its own issues.opened
+    # The old repository's news of a transfer: the new issue's fields under its new id, and the old id.
+    "issues.transferred.json": {
+        "action": "updated",
+        "item_key": f"{HELLO}#1",
+        "fields": {"repository": HELLO, "number": 1, "issue_id": 444500041, "repository_id": 186853002},
+        "identity": "444500041",
+        "previous_identity": "512748900",
+    },
     "issue_comment.created.json": {
         "action": "comment_created",
         "item_key": f"{HELLO}#1",
@@ -182,6 +197,8 @@ def test_fixture_parses_as_expected(name: str):
     assert event.source_ts.tzinfo is not None
     for key, value in expected.get("fields", {}).items():
         assert event.fields[key] == value, key
+    assert event.identity == expected.get("identity", str(event.fields["issue_id"]))
+    assert event.previous_identity == expected.get("previous_identity", "")
     if "body_starts" in expected:
         assert event.fields["body"].startswith(expected["body_starts"])
     if "comment" in expected:

@@ -172,7 +172,8 @@ CASES = [
         15,
         "comment",
         "unknown key 'comment', did you mean 'comments'? (expected one of: source, name, match, zoho, external_id, "
-        "fields, comments, comment_template, on_delete, backlink, reverse, conflict, when, on_unmatch, users, "
+        "fields, comments, comment_template, on_delete, on_route_change, backlink, reverse, conflict, when, "
+        "on_unmatch, users, "
         "attachments)",
     ),
     (

@@ -667,3 +667,21 @@ def test_an_external_id_template_change_while_a_create_is_in_doubt_adopts_the_fi
     [issue] = fake.issues()  # adopted, not forked
     assert (issue["id"], issue["external_id"]) == (first["id"], "gh:acme/web/1")
     assert "gh:acme/web/1" in issue["description"]  # the marker too
+
+
+def test_a_deletion_before_the_first_sync_stays_terminal_against_a_later_same_time_reopen(tmp_path, fake):
+    """Found by the fence chaos: opened, edited and deleted arrive in one batch (nothing reaches Zoho: the item
+    is gone), then the reopen of the deletion's own second arrives. It must not create the issue."""
+    runtime = Runtime(load_settings(make_env(tmp_path, fake)))
+    deliver(runtime, "issues", issues_event("opened"))
+    deliver(runtime, "issues", issues_event("edited", title="edited", updated=3))
+    deliver(runtime, "issues", issues_event("deleted", updated=9))
+    drain(runtime)
+    deliver(runtime, "issues", issues_event("reopened", title="back?", updated=9))
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=8, text="late", commented=10, updated=0))
+    drain(runtime)
+    assert fake.issues() == [] and issue_calls(fake, "POST") == []
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.state == "deleted" and link.zoho_issue_id is None
+    statuses = store.count_by_status(runtime.engine)
+    assert statuses.get("failed", 0) == 0 and statuses.get("pending", 0) == 0, statuses

@@ -19,11 +19,11 @@ import json
 import logging
 from typing import Any
 
-from bridge import sync_v3
+from bridge import store, sync_v3
 from bridge.delivery.claim import ClaimedItem
 from bridge.delivery.plan import StateStep, comment_ts
 from bridge.events import NormalizedEvent
-from bridge.mapping import RoutingError, render_comment, translate
+from bridge.mapping import RoutingError, external_id_of, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
 from bridge.mapping.ownership import BODY_KEYS, overwritten, zoho_values
 from bridge.reverse import hooks as reverse
@@ -129,10 +129,12 @@ class Applier:
             return
         if step.action == "tombstone":
             self.note(item, ev, step.note or "deleted before it was synced")
-            self._tombstone(item, ev, mapping, step)
+            self._tombstone(item, ev, mapping)
             return
         draft = self.draft(mapping, ev.event, step.known)
         self.note(item, ev, *draft.notes)
+        if step.action == "update":  # before v3's gate reads the item's state under the external id
+            self._follow_identity(item, ev, draft)
         decided = sync_v3.gate(self, item, ev, mapping, draft) if step.action != "delete" else None  # `when:`
         if decided is not None and decided.kind not in sync_v3.PROCEED:
             return
@@ -141,6 +143,8 @@ class Applier:
             return
         link = item.link
         assert link is not None
+        if step.action == "update":
+            link = self._follow_route(item, ev, mapping, draft, link)
         draft = addressed(draft, link)
         if step.action == "delete" and step.in_doubt:
             self._delete_in_doubt(item, ev, mapping, draft, link)
@@ -164,6 +168,75 @@ class Applier:
         if decided is not None:
             sync_v3.updated(self, item, ev, mapping, decided)  # mapping v3: starts matching -> past comments
 
+    def _tombstone(self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping) -> None:
+        """Deleted before anything reached Zoho: a link in the `deleted` state, without an issue, keeps the
+        deletion terminal, so a reopen of the same (or an older) time delivered later creates nothing."""
+        if self.dry_run:
+            return
+        try:
+            draft = translate(mapping, ev.event, None)
+            portal, project, external_id = draft.portal, draft.project, draft.external_id
+        except RoutingError:  # an unroutable item has nowhere to go: the link only needs to exist
+            portal, project, external_id = mapping.routing.portal, "", external_id_of(mapping, ev.event.fields)
+        item.link = Link(ev.source, external_id, ev.item_key, portal, project, None, "deleted", ev.source_ts, None)
+        item.later(
+            lambda conn, now: link_rows.write_tombstone(
+                conn,
+                source=ev.source,
+                external_id=external_id,
+                item_key=ev.item_key,
+                portal=portal,
+                project=project,
+                deleted_ts=ev.source_ts,
+                now=now,
+            )
+        )
+
+    def _follow_identity(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft) -> None:
+        """The item's external id renders differently now (a repository rename or transfer, a new `external_id`
+        template, another mapping instance): the same Zoho issue takes the new one (the update sends it, in
+        the custom field and the marker), and the bridge's rows of the item follow it, committed at once."""
+        link = item.link
+        if link is None or not link.confirmed or draft.external_id == link.external_id:
+            return
+        old, new = link.external_id, draft.external_id
+        if not self.dry_run:
+            holder = store.get_link(self.client.engine, link.source, new)
+            if holder and holder.item_key != link.item_key:
+                raise PermanentEventError(
+                    f"external id {new!r} is already item {holder.item_key}'s: the mapping's external_id template "
+                    "must tell items apart"
+                )
+            item.later(lambda conn, now: link_rows.rename_external_id(conn, link.source, old, new, now))
+        self.keep_link(item, link, external_id=new)
+        self.note(item, ev, f"external id {old} is now {new}: the same Zoho issue carries it")
+        if not self.dry_run:
+            item.step()
+
+    def _follow_route(
+        self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft, link: Link
+    ) -> Link:
+        """The route names another project than the one the item's issue is in. `on_route_change: keep` (the
+        default) leaves it there; `move` moves it with the documented call (seed 001:4007-4062), and the link
+        follows, so updates and comments reach it in its new project."""
+        target = draft.project
+        if mapping.on_route_change != "move" or target == link.project or not link.zoho_issue_id:
+            return link
+        if draft.portal != link.portal:
+            self.note(item, ev, f"the route names portal {draft.portal}: an issue moves only within its portal")
+            return link
+        issue_id = link.zoho_issue_id
+        try:
+            self.client.move_issue(link.portal, link.project, issue_id, target)
+        except ZohoPermanentError as exc:
+            # An earlier attempt's move whose answer was lost: the issue is in the new project already.
+            if exc.status != 404 or self.client.get_issue(link.portal, target, issue_id) is None:
+                raise
+        self.keep_link(item, link, project=target)
+        self.note(item, ev, f"moved Zoho issue {issue_id} from project {link.project} to {target}")
+        assert item.link is not None
+        return item.link
+
     def _create(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft, step: StateStep, mapping: Mapping) -> None:
         new_hash = body_hash(self.client.issue_body(draft, creating=False))
         link = item.link
@@ -174,8 +247,9 @@ class Applier:
         else:
             draft = addressed(draft, link)
         if not self.dry_run:
-            item.later(
-                lambda conn, now: link_rows.write_intent(
+
+            def intent(conn: Any, now: float) -> None:
+                link_rows.write_intent(
                     conn,
                     source=ev.source,
                     external_id=link.external_id,
@@ -184,7 +258,16 @@ class Applier:
                     project=draft.project,
                     now=now,
                 )
-            )
+
+            item.later(intent)
+            try:
+                item.step()  # the step the create's fence would take anyway, so a refusal comes before any call
+            except link_rows.ExternalIdTaken as exc:
+                item.forget(intent)
+                raise PermanentEventError(
+                    f"external id {exc.external_id!r} is already item {exc.holder}'s: the mapping's external_id "
+                    "template must tell items apart (e.g. github:{issue_id})"
+                ) from None
         in_doubt_create = step.in_doubt
         if step.in_doubt:
             # Every copy of this create carries the identity the first attempt was sent with (the link's), even
@@ -219,28 +302,6 @@ class Applier:
         if not self.dry_run:
             # talks back to the source (bridge/reverse): a back-link once the issue exists
             reverse.request_backlink(self.client.engine, mapping, item.link)
-
-    def _tombstone(self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, step: StateStep) -> None:
-        """Remember a deletion that reached the bridge before anything was synced (a link in state `deleted`
-        without an issue): a redelivered older event of the item must not create it afterwards."""
-        try:
-            draft = self.draft(mapping, ev.event, step.known)
-        except PermanentEventError:
-            return  # no route for it: nothing would ever be created for it either
-        link = Link(
-            ev.source,
-            draft.external_id,
-            ev.item_key,
-            draft.portal,
-            draft.project,
-            None,
-            "deleted",
-            ev.source_ts,
-            "deleted",
-        )
-        item.link = link
-        if not self.dry_run:
-            item.later(lambda conn, now: link_rows.write_tombstone(conn, link, last_state_ts=ev.source_ts, now=now))
 
     def remove_duplicates(
         self,
@@ -417,6 +478,9 @@ class Applier:
             link = Link(
                 ev.source, draft.external_id, ev.item_key, draft.portal, draft.project, "dry-run", "linked", 0.0, None
             )
+        if link is not None and link.state == "deleted" and not link.zoho_issue_id:
+            self.note(item, ev, "the item was deleted before it was synced: nothing to comment on")
+            return
         if link is None or not link.confirmed or not link.zoho_issue_id:
             raise PermanentEventError("the item has no Zoho issue yet")
         portal, project, issue_id = link.portal, link.project, link.zoho_issue_id

@@ -57,6 +57,10 @@ class ClaimedItem:
     def later(self, write: Write) -> None:
         self._writes.append(write)
 
+    def forget(self, write: Write) -> None:
+        """Drop a queued write that refused (its step rolled back): the others are committed by the next step."""
+        self._writes = [w for w in self._writes if w is not write]
+
     def step(self, final: Callable[[Connection, float], T] | None = None) -> T | None:
         """Commit the queued writes in one fenced transaction; `final` runs last in it."""
         renewing = time.monotonic()

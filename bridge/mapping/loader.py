@@ -600,7 +600,8 @@ class MappingRegistry:
 
 def dialect_problems(path: str | Path, dialect: str) -> list[MappingProblem]:
     """What a valid mapping cannot do in this Zoho dialect: the BugTracker API documents no custom fields
-    (seed 000:145-343), so `fields.custom` there is refused rather than silently dropped."""
+    (seed 000:145-343), so `fields.custom` there is refused rather than silently dropped, and no move of a
+    bug to another project, so `on_route_change: move` is refused too."""
     target = Path(path)
     files = [target] if target.is_file() else sorted([*target.glob("*.yaml"), *target.glob("*.yml")])
     problems: list[MappingProblem] = []
@@ -610,4 +611,7 @@ def dialect_problems(path: str | Path, dialect: str) -> list[MappingProblem]:
             names = ", ".join(name for name, _ in mapping.custom_fields)
             message = f"the bugtracker dialect documents no custom fields: remove fields.custom ({names})"
             problems.append(MappingProblem(str(file), _line_of(lines, "fields.custom"), "fields.custom", message))
+        if dialect == "bugtracker" and mapping is not None and mapping.on_route_change == "move":
+            message = "the bugtracker dialect documents no move of a bug between projects: use on_route_change: keep"
+            problems.append(MappingProblem(str(file), _line_of(lines, "on_route_change"), "on_route_change", message))
     return problems

@@ -7,6 +7,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 ON_DELETE_CHOICES = ("close", "comment", "ignore")
+# What a routing change does to an item already linked: `keep` its issue where it is, or `move` it.
+ON_ROUTE_CHANGE_CHOICES = ("keep", "move")
 # Zoho option fields a value map may target; their values are Zoho *names*, resolved to ids later.
 OPTION_FIELDS = ("status", "severity", "classification", "module", "priority")
 # `flag` values: Projects v3 takes Internal/External, BugTracker Bug/Feature/Enhancement/Task (seeds 001, 000).
@@ -69,6 +71,7 @@ class Mapping:
     comments: bool = True
     comment_template: str = "{author} commented:\n\n{body}\n\n{url}"
     on_delete: str = "close"
+    on_route_change: str = "keep"
     closed_status: str = "Closed"
     custom_fields: tuple[tuple[str, str], ...] = ()  # (Zoho API name, template)
     match_source_projects: tuple[str, ...] | None = None  # globs; None: every source project (tried last)

@@ -24,6 +24,7 @@ from .model import (
     FIELD_OPERATORS,
     FLAGS,
     ON_DELETE_CHOICES,
+    ON_ROUTE_CHANGE_CHOICES,
     ON_UNMATCH_CHOICES,
     OPTION_FIELDS,
     SYNC_POLICIES,
@@ -633,6 +634,7 @@ class MappingSchema(_Schema):
     comments = Bool(load_default=True)
     comment_template = TemplateField(load_default=DEFAULT_COMMENT_TEMPLATE, extra=COMMENT_NAMES)
     on_delete = Text(load_default="close", choices=ON_DELETE_CHOICES)
+    on_route_change = Text(load_default="keep", choices=ON_ROUTE_CHANGE_CHOICES)
     backlink = BacklinkField(load_default=None)
     reverse = ReverseField(load_default=None)
     conflict = Text(load_default="source_wins", choices=CONFLICT_RULES)
@@ -670,6 +672,7 @@ class MappingSchema(_Schema):
             comments=data["comments"],
             comment_template=data["comment_template"],
             on_delete=data["on_delete"],
+            on_route_change=data["on_route_change"],
             closed_status=zoho["closed_status"],
             custom_fields=tuple(mapped["custom"].items()),
             match_source_projects=data["match"]["source_project"] if data["match"] else None,

@@ -2,6 +2,12 @@
 
 Signature: `X-Hub-Signature-256` = "sha256=" + hex(HMAC-SHA256(secret, raw body)), compared in
 constant time over the bytes as received. Dedup key: `X-GitHub-Delivery` (kept on redelivery).
+
+Identity: an issue is known by `issue.id`, GitHub's database id, unique across every repository of the
+instance and kept when the repository is renamed (its `full_name` changes, `repository.id` does not). A
+transfer gives the issue a new id in the new repository: `issues.transferred` (sent by the old repository,
+`changes.new_issue` / `changes.new_repository`) and the new repository's `issues.opened` (with
+`changes.old_issue` / `changes.old_repository`) both name the old id, so either one moves the item on.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ FIELDS = frozenset(
         "updated_at",
         "closed_at",
         "issue_id",
+        "repository_id",
     }
 )
 
@@ -96,6 +103,8 @@ class GitHubSource:
             raise BadDelivery("issue: expected an object")
         if "pull_request" in issue:
             raise IgnoredEvent(f"{event}.{action} on a pull request")
+        if event == "issues" and action == "transferred":
+            return _transferred(payload, issue)
         if event == "issues":
             if action not in ISSUE_ACTIONS:
                 raise IgnoredEvent(f"issues.{action} is not synced")
@@ -105,21 +114,79 @@ class GitHubSource:
                 raise IgnoredEvent(f"issue_comment.{action} is not synced")
             normalized_action, comment = COMMENT_ACTIONS[action], _comment(payload.get("comment"))
         fields = issue_fields(issue, payload.get("repository"))
+        previous = ""
+        changes = payload.get("changes")
+        if event == "issues" and action == "opened" and isinstance(changes, dict):
+            previous = _identity(changes.get("old_issue"), "changes.old_issue.id")  # opened by a transfer
         return NormalizedEvent(
             source=NAME,
             item_kind="issue",
-            item_key=f"{fields['repository']}#{fields['number']}",
+            item_key=item_key(fields),
             action=normalized_action,
             event_name=f"{event}.{action}",
             source_ts=parse_timestamp(issue.get("updated_at"), field_name="issue.updated_at"),
             fields=fields,
             comment=comment,
             source_project=fields["repository"],
+            identity=_identity(issue, "issue.id"),
+            previous_identity=previous,
         )
 
     def dedup_key(self, body: bytes, headers: Mapping[str, str], event_hint: str | None = None) -> str:
         delivery = headers.get("X-GitHub-Delivery", "").strip()
         return delivery[:200] if delivery else "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def item_key(fields: dict[str, Any]) -> str:
+    """The readable handle of a new item: `acme/web#12`."""
+    return f"{fields['repository']}#{fields['number']}"
+
+
+def identity_of(issue_id: Any) -> str:
+    """The item's identity from GitHub's issue id; "" when the body did not carry one (a trimmed sample)."""
+    return str(issue_id) if issue_id not in (None, "") else ""
+
+
+def _identity(issue: Any, name: str) -> str:
+    if not isinstance(issue, dict) or issue.get("id") is None:
+        return ""
+    return identity_of(check_id(name, issue.get("id"), allow_text=False))
+
+
+def _transferred(payload: dict[str, Any], old_issue: dict[str, Any]) -> NormalizedEvent:
+    """`issues.transferred`: the old repository tells where its issue went. The event carries the new
+    issue's fields under the new identity, and the old identity, whose link the item keeps."""
+    changes = payload.get("changes")
+    new_issue = changes.get("new_issue") if isinstance(changes, dict) else None
+    new_repository = changes.get("new_repository") if isinstance(changes, dict) else None
+    if not isinstance(new_issue, dict) or not isinstance(new_repository, dict):
+        raise BadDelivery("changes.new_issue, changes.new_repository: expected objects")
+    identity = _identity(new_issue, "changes.new_issue.id")
+    previous = _identity(old_issue, "issue.id")
+    if not identity or not previous:
+        raise IgnoredEvent("issues.transferred without the issues' ids: nothing to follow")
+    fields = issue_fields(new_issue, new_repository)
+    # The new issue's own time may be older than the old one's last edit (GitHub copies it): the transfer
+    # is the newest state of the item either way.
+    times = [
+        parse_timestamp(i.get("updated_at"), field_name=f"{n}.updated_at")
+        for n, i in (("issue", old_issue), ("changes.new_issue", new_issue))
+        if i.get("updated_at")
+    ]
+    if not times:
+        raise BadDelivery("issue.updated_at: expected an ISO-8601 timestamp")
+    return NormalizedEvent(
+        source=NAME,
+        item_kind="issue",
+        item_key=item_key(fields),
+        action="updated",
+        event_name="issues.transferred",
+        source_ts=max(times),
+        fields=fields,
+        source_project=fields["repository"],
+        identity=identity,
+        previous_identity=previous,
+    )
 
 
 def _payload(body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
@@ -164,6 +231,7 @@ def issue_fields(issue: dict[str, Any], repository: Any) -> dict[str, Any]:
         "updated_at": issue.get("updated_at"),
         "closed_at": issue.get("closed_at"),
         "issue_id": issue.get("id"),
+        "repository_id": repository.get("id") if isinstance(repository.get("id"), int) else None,
     }
 
 

@@ -129,12 +129,48 @@ def record_delivery(
     payload: bytes,
     next_attempt_at: float = 0.0,
     origin: str = "live",
-) -> tuple[int, bool]:
+) -> Recorded:
     """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate.
 
-    A backfill passes a future `next_attempt_at` (its paced slot) and its `origin` ("backfill:<id>").
+    A backfill passes a future `next_attempt_at` (its paced slot) and its `origin` ("backfill:<id>"). The
+    event is filed under its item's handle (`identities.resolve`): the answer's `item_key` says which.
     """
-    values = {
+    from bridge.store import identities
+
+    try:
+        with engine.begin() as conn:
+            event = identities.resolve(conn, event)
+            result = conn.execute(
+                _INSERT_EVENT[conn.dialect.name],
+                _event_values(event, dedup_key, headers, payload, next_attempt_at, origin),
+            )
+            counters.delivery_stored(conn, event.source, event.event_name)
+            return Recorded(int(result.inserted_primary_key[0]), True, event.item_key)
+    except IntegrityError:
+        with engine.connect() as conn:
+            existing = conn.execute(
+                select(db.events.c.id, db.events.c.item_key).where(
+                    db.events.c.source == event.source, db.events.c.dedup_key == dedup_key
+                )
+            ).one()
+        return Recorded(int(existing.id), False, str(existing.item_key))
+
+
+class Recorded(tuple[int, bool]):
+    """(event id, stored now), and the item handle the event is filed under."""
+
+    item_key: str
+
+    def __new__(cls, event_id: int, fresh: bool, item_key: str) -> Recorded:
+        obj = super().__new__(cls, (event_id, fresh))
+        obj.item_key = item_key
+        return obj
+
+
+def _event_values(
+    event: NormalizedEvent, dedup_key: str, headers: dict[str, str], payload: bytes, next_attempt_at: float, origin: str
+) -> dict[str, Any]:
+    return {
         "source": event.source,
         "dedup_key": dedup_key,
         "event_name": event.event_name,
@@ -150,17 +186,6 @@ def record_delivery(
         "notes": "; ".join(event.notes) or None,
         "origin": origin,
     }
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(_INSERT_EVENT[conn.dialect.name], values)
-            counters.delivery_stored(conn, event.source, event.event_name)
-            return int(result.inserted_primary_key[0]), True
-    except IntegrityError:
-        with engine.connect() as conn:
-            existing = conn.execute(
-                select(db.events.c.id).where(db.events.c.source == event.source, db.events.c.dedup_key == dedup_key)
-            ).scalar_one()
-        return int(existing), False
 
 
 def get_event(engine: Engine, event_id: int) -> StoredEvent | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from bridge import db
@@ -15,6 +15,16 @@ DRY_RUN = "dry-run"  # a link state: what a dry-run "created"; dry-run reads it,
 # A link an operator forgot (`links unlink`): the item's Zoho issue may still exist, so its next create is in
 # doubt and looks the issue up (by its marker, from when the forgotten link was made) instead of forking it.
 UNLINKED = "unlinked"
+
+
+class ExternalIdTaken(Exception):
+    """Another item's link has this external id: a create would fork nothing but collide (the mapping's
+    template renders the same id for two items)."""
+
+    def __init__(self, external_id: str, holder: str) -> None:
+        super().__init__(f"external id {external_id} is item {holder}'s")
+        self.external_id = external_id
+        self.holder = holder
 
 
 def write_intent(
@@ -50,6 +60,11 @@ def write_intent(
             .values(state="creating", intent_at=func.coalesce(db.links.c.intent_at, now), updated_at=now)
         )
         return
+    holder = conn.execute(
+        select(db.links.c.item_key).where(db.links.c.source == source, db.links.c.external_id == external_id)
+    ).scalar()
+    if holder is not None:
+        raise ExternalIdTaken(external_id, holder)
     conn.execute(
         insert(db.links).values(
             source=source,
@@ -66,28 +81,44 @@ def write_intent(
     )
 
 
-def write_tombstone(conn: Connection, link: Link, *, last_state_ts: float, now: float) -> None:
-    """The item was deleted before anything reached Zoho: a `deleted` link without an issue, so the deletion
-    stays terminal (a dry-run's row for the item is taken over)."""
+def write_tombstone(
+    conn: Connection,
+    *,
+    source: str,
+    external_id: str,
+    item_key: str,
+    portal: str,
+    project: str,
+    deleted_ts: float,
+    now: float,
+) -> None:
+    """An item deleted before it reached Zoho: a `deleted` link without an issue (the deletion is terminal).
+    A dry-run's row for the item is taken over (real runs treat it as no link at all)."""
     values = dict(
-        external_id=link.external_id,
-        portal=link.portal,
-        project=link.project,
+        external_id=external_id,
+        portal=portal,
+        project=project,
         zoho_issue_id=None,
         state="deleted",
-        last_state_ts=last_state_ts,
+        last_state_ts=deleted_ts,
         applied_hash="deleted",
         last_fields=None,
         recheck_at=None,
         updated_at=now,
     )
-    existing = conn.execute(
-        select(db.links.c.id).where(db.links.c.source == link.source, db.links.c.item_key == link.item_key)
+    own = conn.execute(
+        select(db.links.c.id, db.links.c.state).where(db.links.c.source == source, db.links.c.item_key == item_key)
     ).first()
-    if existing is not None:
-        conn.execute(update(db.links).where(db.links.c.id == existing.id).values(**values))
+    if own is not None:
+        if own.state == DRY_RUN:
+            conn.execute(update(db.links).where(db.links.c.id == own.id).values(**values))
         return
-    conn.execute(insert(db.links).values(source=link.source, item_key=link.item_key, created_at=now, **values))
+    taken = conn.execute(
+        select(db.links.c.id).where(db.links.c.source == source, db.links.c.external_id == external_id)
+    ).first()
+    if taken is not None:  # another item's id: nothing to add
+        return
+    conn.execute(insert(db.links).values(source=source, item_key=item_key, created_at=now, **values))
 
 
 def update_link(conn: Connection, *, source: str, item_key: str, now: float, **values: Any) -> None:
@@ -197,3 +228,31 @@ def save_dry_run(conn: Connection, link: Link, now: float) -> None:
         conn.execute(insert(db.links).values(source=link.source, item_key=link.item_key, created_at=now, **values))
     elif existing.state == DRY_RUN:
         conn.execute(update(db.links).where(db.links.c.id == existing.id).values(**values))
+
+
+# Rows filed under an item's external id besides its link: (table, the column that tells its rows apart).
+_BY_EXTERNAL_ID = (
+    (db.comment_links, db.comment_links.c.comment_id),
+    (db.attachment_links, db.attachment_links.c.attachment_key),
+    (db.source_writes, None),
+    (db.item_sync_state, None),
+    (db.reverse_items, None),
+)
+
+
+def rename_external_id(conn: Connection, source: str, old: str, new: str, now: float) -> None:
+    """The item's rows follow its new external id (the link itself is updated by `update_link`). A row
+    already filed under the new id (written by an older version that rendered it first) is kept; the old
+    one is then dropped only where the table holds one row per item."""
+    for table, key in _BY_EXTERNAL_ID:
+        old_rows = (table.c.source == source) & (table.c.external_id == old)
+        taken = select(table.c.external_id).where(table.c.source == source, table.c.external_id == new)
+        if key is None:
+            single = table.name in ("item_sync_state", "reverse_items")
+            if single and conn.execute(taken.limit(1)).first() is not None:
+                conn.execute(delete(table).where(old_rows))
+                continue
+            conn.execute(update(table).where(old_rows).values(external_id=new))
+            continue
+        clash = select(key).where(table.c.source == source, table.c.external_id == new)
+        conn.execute(update(table).where(old_rows, key.not_in(clash)).values(external_id=new))

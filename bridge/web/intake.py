@@ -222,25 +222,26 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
     if event_hint:
         kept["X-Bridge-Event"] = event_hint
     with _SQLITE_WRITER if runtime.engine.dialect.name == "sqlite" else contextlib.nullcontext():
-        event_id, is_new = store.record_delivery(
+        recorded = store.record_delivery(
             runtime.engine,
             event,
             dedup_key=dedup_key,
             headers=kept,
             payload=body,
         )
+    event_id, is_new = recorded
     if not is_new:
         log.info("delivery duplicate", extra={"source": source_name, "event_id": event_id, "answer": 200})
         _count(source_name, event.event_name, "duplicate")
         return _answer("duplicate", event_id=event_id)
-    current_app.extensions["publisher"].wake(event.source, event.item_key)
+    current_app.extensions["publisher"].wake(event.source, recorded.item_key)  # the handle it is filed under
     log.info(
         "delivery accepted",
         extra={
             "source": source_name,
             "event_id": event_id,
             "event": event.event_name,
-            "item": event.item_key,
+            "item": recorded.item_key,
             "answer": 200,
             "ms": round((time.perf_counter() - started) * 1000, 2),
         },

@@ -81,7 +81,7 @@ class ZohoClient:
         self._options: dict[tuple[str, str], tuple[float, dict[str, dict[str, tuple[str, str]]]]] = {}
         self._options_lock = threading.Lock()
         self._users: dict[tuple[str, str, str], tuple[float, str | None]] = {}  # (portal, project, email)
-        self._descriptions: dict[str, str] = {}  # issue id -> description (the marker line never changes)
+        self._descriptions: dict[str, str] = {}  # issue id -> description (dropped when this client updates it)
 
     @property
     def d(self) -> ProjectsDialect:
@@ -259,6 +259,7 @@ class ZohoClient:
 
         if omit and not body():
             return
+        self._descriptions.pop(issue_id, None)  # the marker changes with the external id (a rename, a transfer)
         self._send(draft, lambda: self.call(self.d.update_method, path, body=body()))
 
     def get_issue(self, portal: str, project: str, issue_id: str) -> dict[str, Any] | None:
@@ -358,8 +359,9 @@ class ZohoClient:
 
         Candidates named like the draft are read first (the likely one; `first_only` stops at the first hit),
         then the others (the item may have been renamed inside its own crash window). Descriptions read are
-        kept per process (an issue's marker never changes), so retries and other items in doubt do not read
-        them again: the cost is bounded by the issues created meanwhile, not multiplied by the retries."""
+        kept per process (dropped when this client updates the issue: its marker follows the external id), so
+        retries and other items in doubt do not read them again: the cost is bounded by the issues created
+        meanwhile, not multiplied by the retries."""
         base = self._issues_path(draft.portal, draft.project)
         since = created_after - CLOCK_SLACK
         candidates: list[tuple[float, str, dict[str, Any]]] = []

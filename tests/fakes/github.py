@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from tests.factories import github_issue_id
 from tests.fakes.server import FakeServer
 
 TOKEN = "ghp_fakeBackfillToken0123456789abcdef"
@@ -119,7 +120,8 @@ class FakeGitHub(FakeServer):
             self.add_repo(repo)
             when = iso(BASE_TIME + at)
             issue: dict[str, Any] = {
-                "id": self._id(),
+                # the id the project's webhook bodies give this issue (tests.factories): one issue, one id
+                "id": github_issue_id(repo, number),
                 "node_id": f"I_{number}",
                 "url": f"https://api.github.com/repos/{repo}/issues/{number}",
                 "repository_url": f"https://api.github.com/repos/{repo}",
