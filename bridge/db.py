@@ -80,6 +80,7 @@ links = Table(
     Column("applied_hash", String(64)),  # hash of the last body sent, to skip no-op updates
     Column("last_fields", Text),  # the item's fields as last applied (JSON): events carrying fewer keep them
     Column("intent_at", Float),  # DB time the create intent was written: a later attempt is "in doubt"
+    Column("create_sent_at", Float),  # DB time the latest create was about to be sent (intent_at: the first)
     Column("recheck_at", Float),  # DB time to look for a late duplicate of a create that was in doubt
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),

@@ -486,7 +486,7 @@ def test_a_claim_taken_over_from_a_slow_worker_has_its_state_checked_again(tmp_p
     # lists no issues (a create sent a day ago cannot land now).
     with other.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
-        conn.exec_driver_sql("UPDATE links SET intent_at = intent_at - 86400")
+        conn.exec_driver_sql("UPDATE links SET intent_at = intent_at - 86400, create_sent_at = create_sent_at - 86400")
     deliver(other, "issues", issues_event("edited", title="newest", updated=5))
     other.sync.process_item("github", "acme/web#1")
     link = store.get_link(other.engine, "github", "github:acme/web#1")
@@ -685,3 +685,72 @@ def test_a_deletion_before_the_first_sync_stays_terminal_against_a_later_same_ti
     assert link is not None and link.state == "deleted" and link.zoho_issue_id is None
     statuses = store.count_by_status(runtime.engine)
     assert statuses.get("failed", 0) == 0 and statuses.get("pending", 0) == 0, statuses
+
+
+@pytest.mark.parametrize("first_intent_days_ago", [0, 1])
+def test_a_late_copy_of_a_retried_create_is_removed_however_old_the_first_intent(tmp_path, fake, first_intent_days_ago):
+    """Creates kept timing out (a long outage, or an item unlinked long ago: the first intent is old); the
+    last one lands after the retry created and linked another. The re-check still removes the copy: how
+    late a copy can land is measured from the latest create sent."""
+    env = make_env(tmp_path, fake, ZOHO_TIMEOUT_SECONDS="0.5", DUPLICATE_RECHECK_SECONDS="3", RETRY_BASE_SECONDS="0.1")
+    runtime = Runtime(load_settings(env))
+    deliver(runtime, "issues", issues_event("opened"))
+    deliver(runtime, "issues", issues_event("opened", number=2), delivery="warm")
+    drain(runtime, "acme/web#2")  # metadata cached: the slow call below is the create
+    fake.set_faults(slow_rate=1.0, slow_seconds=2.0)
+    runtime.sync.process_item("github", "acme/web#1")
+    fake.set_faults()
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE links SET intent_at = intent_at - ?", (86400.0 * first_intent_days_ago,))
+    drain(runtime)
+    time.sleep(2.5)
+    assert len(fake.issues()) == 3  # the late copy landed
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.recheck_at is not None
+    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.3)
+    runtime.sync.process_item("github", "acme/web#1")
+    assert len(fake.issues()) == 2
+
+
+def test_a_recheck_leaves_a_persons_zoho_title_alone(tmp_path, fake):
+    """A re-check puts back only a value the bridge once sent (what a late write carries), never a person's."""
+    env = make_env(tmp_path, fake, ITEM_LEASE_SECONDS="2", DUPLICATE_RECHECK_SECONDS="0.2")
+    runtime = Runtime(load_settings(env))
+    deliver(runtime, "issues", issues_event("opened"))
+    drain(runtime)
+    [issue] = fake.issues()
+    with fake._lock:
+        fake._issues[str(issue["id"])]["obj"]["name"] = "renamed by a person in Zoho"
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=5, text="hi", commented=4))
+    drain(runtime)
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.recheck_at is not None
+    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.3)
+    runtime.sync.process_item("github", "acme/web#1")
+    assert fake.issues()[0]["name"] == "renamed by a person in Zoho"
+    assert issue_calls(fake, "PATCH") == []
+
+
+def test_a_due_recheck_under_dry_run_neither_loops_nor_is_lost(tmp_path, fake):
+    from bridge.store.claims import stale_items
+
+    env = make_env(tmp_path, fake)
+    real = Runtime(load_settings(env))
+    deliver(real, "issues", issues_event("opened"))
+    drain(real)
+    with real.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE links SET recheck_at = 1")
+    real.engine.dispose()
+    dry_env = {k: v for k, v in env.items() if k not in ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN")}
+    dry = Runtime(load_settings(dry_env))
+    assert dry.settings.dry_run
+    calls = len(fake.api_calls())
+    started = time.monotonic()
+    dry.sync.process_item("github", "acme/web#1")
+    assert time.monotonic() - started < 5  # no loop until MAX_ITEM_SECONDS
+    again = dry.sync.process_item("github", "acme/web#1")
+    assert again.processed == 0 and len(fake.api_calls()) == calls  # refused for a while, nothing called
+    assert ("github", "acme/web#1") in stale_items(dry.engine, grace=0)  # still due for the real run
+    assert store.get_link(dry.engine, "github", "github:acme/web#1").recheck_at == 1

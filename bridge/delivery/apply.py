@@ -25,7 +25,7 @@ from bridge.delivery.plan import StateStep, comment_ts
 from bridge.events import NormalizedEvent
 from bridge.mapping import RoutingError, external_id_of, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
-from bridge.mapping.ownership import BODY_KEYS, overwritten, zoho_values
+from bridge.mapping.ownership import BODY_KEYS, draft_values, overwritten, same, zoho_values
 from bridge.reverse import hooks as reverse
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, CommentLink, Link, StoredEvent, outcomes
@@ -352,7 +352,8 @@ class Applier:
                 self._delete(item, None, mapping, draft, issue_id, event)
                 self.keep_link(item, link, zoho_issue_id=issue_id, state="deleted", applied_hash="deleted")
         if link.zoho_issue_id and link.state in ("linked", "deleted"):
-            if link.intent_at is not None and item.now - link.intent_at <= self._late_window():
+            sent = link.create_sent_at or link.intent_at
+            if link.intent_at is not None and sent is not None and item.now - sent <= self._late_window():
                 draft = addressed(self.draft(mapping, event, link.last_fields), link)
                 since = link.intent_at - CLOCK_MARGIN
                 renamed = draft.external_id != link.external_id
@@ -364,8 +365,9 @@ class Applier:
 
     def _late_window(self) -> float:
         """How long after it was sent a create can still land, as far as the re-checks go (a re-check is due
-        at most one window and one lease after a doubt). A create intent older than that cannot have a copy
-        landing now, so a re-check on a long-linked item (a timed-out update, a takeover) lists no issues."""
+        at most one window and one lease after a doubt). A create sent longer ago than that cannot have a copy
+        landing now, so a re-check on a long-linked item (a timed-out update, a takeover) lists no issues.
+        Measured from the latest create sent (`create_sent_at`), not the first intent."""
         return 2 * (self.settings.duplicate_recheck_seconds + self.settings.item_lease_seconds) + CLOCK_MARGIN
 
     def _verify_state(self, item: ClaimedItem, mapping: Mapping, event: NormalizedEvent, link: Link) -> None:
@@ -386,9 +388,16 @@ class Applier:
         current = self.client.get_issue(link.portal, link.project, link.zoho_issue_id)
         if current is None:  # gone from Zoho: nothing to put right
             return
-        wrong = overwritten(mapping, draft, zoho_values(current, self.client.dialect))
+        shown = zoho_values(current, self.client.dialect)
+        wrong = overwritten(mapping, draft, shown)
+        if deleted:  # a deleted item's issue is only kept closed
+            wrong = [name for name in wrong if name == "status"]
         if mapping.reverse is not None:  # Zoho's status is a person's to change there: `conflict:` decides
             wrong = [name for name in wrong if name != "status"]
+        # A late write only ever carries a value the bridge once sent for this item; anything else is a
+        # person's edit in Zoho, which stays.
+        sent_before = self._values_sent_before(item, mapping, link, wrong) if wrong else {}
+        wrong = [name for name in wrong if any(same(shown[name], v) for v in sent_before.get(name, ()))]
         if not wrong:
             return
         log.warning(
@@ -404,6 +413,23 @@ class Applier:
         sent = {renames.get(name, name) for name in wrong}
         body = self.client.issue_body(draft, creating=False)
         self.client.update_issue(draft, link.zoho_issue_id, omit=set(body) - sent)
+
+    def _values_sent_before(
+        self, item: ClaimedItem, mapping: Mapping, link: Link, names: list[str]
+    ) -> dict[str, list[Any]]:
+        """Per field, the values the item's stored state events translate to: what a write of the bridge's
+        own, landing late, could have carried (fields an event lacks keep the last applied ones)."""
+        values: dict[str, list[Any]] = {name: [] for name in names}
+        for older in store.state_events_of(item.engine, link.source, link.item_key):
+            try:
+                draft = translate(mapping, older, link.last_fields)
+            except Exception:  # noqa: S112 - an event this mapping cannot translate was never sent as it is
+                continue
+            known = draft_values(draft)
+            for name in names:
+                if name in known:
+                    values[name].append(known[name])
+        return values
 
     def _remove_duplicate_comments(self, item: ClaimedItem, link: Link) -> None:
         assert link.zoho_issue_id is not None

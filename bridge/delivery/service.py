@@ -113,7 +113,7 @@ class SyncService:
             self.registry.reload_if_changed()
             while True:
                 batch = self._wait_for_quiet(item)
-                if batch.empty:
+                if self._idle(batch):
                     item.step(self._release)
                     break
                 if not self._run_batch(item, outcome):
@@ -136,8 +136,21 @@ class SyncService:
     def _release(self, conn: Connection, now: float) -> None:
         claim = self._claim()
         self._ask_recheck(conn, now)
-        claim_rows.release(conn, claim)
+        claim_rows.release(conn, claim, retry_at=self._dry_run_pause(now))
         self._remember_next_due(conn, claim)
+
+    def _idle(self, batch: Batch) -> bool:
+        """Nothing to do: no events, and no re-check this run may make (dry-run leaves a real run's re-check
+        to the real run: it neither calls Zoho for it nor clears it)."""
+        return batch.empty or (self.client.dry_run and not batch.events and not batch.unreadable)
+
+    def _dry_run_pause(self, now: float) -> float:
+        """In dry-run an item with a real run's re-check due stays due: it is not claimed again for a while,
+        so the sweeper's wake-ups cost one refused claim, never a loop."""
+        assert self._item is not None
+        if self.client.dry_run and self._item.batch.recheck_due:
+            return now + max(1.0, self.settings.duplicate_recheck_seconds)
+        return 0.0
 
     def _ask_recheck(self, conn: Connection, now: float) -> None:
         """In the releasing step: when a write may still land late, the item's state is read again later
@@ -158,9 +171,9 @@ class SyncService:
         """In the finishing step: what arrived meanwhile, or give the item back if nothing did."""
         claim = self._claim()
         batch = claim_rows.read_batch(conn, claim, now)
-        if batch.empty:
+        if self._idle(batch):
             self._ask_recheck(conn, now)
-            claim_rows.release(conn, claim)
+            claim_rows.release(conn, claim, retry_at=self._dry_run_pause(now))
             self._remember_next_due(conn, claim)
             return None
         return batch
@@ -211,7 +224,7 @@ class SyncService:
                     )
                 return True
             recheck_event = batch.latest_event or (batch.events[-1].event if batch.events else None)
-            if batch.recheck_due and recheck_event is not None:
+            if batch.recheck_due and recheck_event is not None and not self.client.dry_run:
                 self.applier.recheck(item, mapping, recheck_event)
             if item.link is not None and item.link.state == DRY_RUN:  # dry-run's links are dry-run's only
                 item.link = dataclasses.replace(item.link, state="linked") if self.client.dry_run else None

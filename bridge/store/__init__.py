@@ -101,6 +101,7 @@ class Link:
     applied_hash: str | None
     last_fields: dict[str, Any] | None = None
     intent_at: float | None = None  # DB time of the create intent (an unconfirmed one means "in doubt")
+    create_sent_at: float | None = None  # DB time the latest create was sent (a late copy can land after it)
     recheck_at: float | None = None  # DB time to look once more for a late duplicate of a doubtful create
 
     @property
@@ -320,6 +321,26 @@ def list_events(
         return [StoredEvent.from_row(r, strict=False) for r in conn.execute(query).all()]
 
 
+def state_events_of(engine: Engine, source: str, item_key: str, *, limit: int = 200) -> list[NormalizedEvent]:
+    """The item's stored events that carry its state, newest first (at most `limit`; unreadable rows skipped)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(db.events.c.event_json)
+            .where(db.events.c.source == source, db.events.c.item_key == item_key)
+            .order_by(db.events.c.id.desc())
+            .limit(limit)
+        ).all()
+    events = []
+    for row in rows:
+        try:
+            event = NormalizedEvent.from_json(json.loads(row.event_json))
+        except Exception:  # noqa: S112 - a malformed row is failed by the core; here it only adds nothing
+            continue
+        if event.has_state:
+            events.append(event)
+    return events
+
+
 def count_by_status(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(select(db.events.c.status, func.count()).group_by(db.events.c.status)).all()
@@ -342,6 +363,7 @@ def _link(row: Any) -> Link:
         applied_hash=row.applied_hash,
         last_fields=json.loads(row.last_fields) if row.last_fields else None,
         intent_at=row.intent_at,
+        create_sent_at=getattr(row, "create_sent_at", None),
         recheck_at=row.recheck_at,
     )
 

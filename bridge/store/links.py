@@ -48,6 +48,7 @@ def write_intent(
                 applied_hash=None,
                 last_fields=None,
                 intent_at=now,
+                create_sent_at=now,
                 recheck_at=None,
                 updated_at=now,
             )
@@ -57,7 +58,12 @@ def write_intent(
         conn.execute(
             update(db.links)
             .where(db.links.c.id == existing.id)
-            .values(state="creating", intent_at=func.coalesce(db.links.c.intent_at, now), updated_at=now)
+            .values(
+                state="creating",
+                intent_at=func.coalesce(db.links.c.intent_at, now),
+                create_sent_at=now,
+                updated_at=now,
+            )
         )
         return
     holder = conn.execute(
@@ -75,6 +81,7 @@ def write_intent(
             state="creating",
             last_state_ts=0.0,
             intent_at=now,
+            create_sent_at=now,
             created_at=now,
             updated_at=now,
         )
