@@ -364,6 +364,44 @@ TRANSFERRED = {3, 9, 15, 21}  # transferred to acme/api as #100+n (a new issue i
 AFTER_TRANSFER = 12  # positions: the new repository's deliveries are sent after the transfer's first (6 senders)
 
 
+FENCE_BUGS = (900001, 900002, 900003, 900004, 900005, 900006)
+
+
+def _fence_bugzilla(rng: random.Random) -> tuple[dict[int, dict[str, Any]], list[tuple[str, dict]]]:
+    """Per bug: the create, two modifies and two comments *in the same second* (distinct deliveries that
+    share `event.time`: both are stored, none answered as a duplicate of the other), then the final modify."""
+    expected: dict[int, dict[str, Any]] = {}
+    out: list[tuple[str, dict]] = []
+    for bug_id in FENCE_BUGS:
+        out.append(
+            ("bugzilla", bugzilla_event("bug", "create", bug_id=bug_id, summary=f"Bugzilla {bug_id}", changed=0))
+        )
+        for name, removed, added in (("priority", "P3", "P1"), ("severity", "normal", "major")):
+            out.append(
+                (
+                    "bugzilla",
+                    bugzilla_event(
+                        "bug", "modify", bug_id=bug_id, summary=f"Bugzilla {bug_id} {name}", changed=4,
+                        changes=[{"field": name, "removed": removed, "added": added}],
+                    ),
+                )
+            )  # fmt: skip
+        comments = {}
+        for k in (1, 2):
+            cid = bug_id * 10 + k
+            comments[cid] = f"same-second comment {k} on {bug_id}"
+            comment = bugzilla_comment(comment_id=cid, number=k, text=comments[cid], commented=3)
+            out.append(
+                ("bugzilla", bugzilla_event("comment", "create", bug_id=bug_id, comment=comment, at=3, changed=3))
+            )
+        final = bugzilla_event("bug", "modify", bug_id=bug_id, summary=f"Bugzilla {bug_id} final", changed=5,
+                               changes=[{"field": "summary", "removed": "", "added": "final"}])  # fmt: skip
+        out.append(("bugzilla", final))
+        expected[bug_id] = {"name": f"Bugzilla {bug_id} final", "comments": comments}
+    rng.shuffle(out)
+    return expected, out
+
+
 def fence_item_of(external_id: str) -> int:
     """The item's number from its Zoho external id, under the old template (`github:acme/web#3`) or the one
     the run switches to (`gh:acme/web/3`), after a rename (acme/site) or a transfer (acme/api, number + 100)."""
@@ -452,13 +490,18 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
     poison event. End: one issue per item with its latest state, each comment once, nothing pending."""
     rng = random.Random(11)
     expected, deliveries = _fence_deliveries(rng)
+    bz_expected, bz_deliveries = _fence_bugzilla(rng)
+    for bz in bz_deliveries:  # among the GitHub ones, whose own order stays as it was
+        deliveries.insert(rng.randrange(len(deliveries) + 1), bz)
     fake = FakeZoho(seed=11).start()
     redis = RedisServer(tmp_path)
     stack = BridgeStack(
         tmp_path,
         fake,
         broker_url=redis.url,
+        mappings=[REPO / "mappings" / "github.yaml", REPO / "mappings" / "bugzilla.yaml"],
         extra_env={
+            "BUGZILLA_WEBHOOK_SECRET": BUGZILLA_SECRET,
             "STALE_AFTER_SECONDS": "2",
             "ITEM_LEASE_SECONDS": "2",  # shorter than a slow Zoho answer
             "ZOHO_TIMEOUT_SECONDS": "3",  # longer than the lease: a worker's claim expires while it waits
@@ -502,10 +545,18 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
         # Slow answers outlast the lease and the client's timeout: Zoho applies them after the client gave up.
         fake.set_faults(slow_rate=0.12, slow_seconds=3.5, error_500_after_commit_rate=0.05, error_500_rate=0.05)
 
+        answers: dict[str, list[str]] = {}
+
         def send(delivery: tuple[str, dict]) -> None:
             event, payload = delivery
-            body, headers = github_request(GITHUB_SECRET, event, payload, delivery=_digest(payload))
-            r = requests.post(stack.base_url + "/webhooks/github", data=body, headers=headers, timeout=30)
+            if event == "bugzilla":
+                body = json.dumps(payload).encode()
+                headers = {"Content-Type": "application/json", **bugzilla_headers(BUGZILLA_SECRET)}
+                r = requests.post(stack.base_url + "/webhooks/bugzilla", data=body, headers=headers, timeout=30)
+                answers.setdefault(_digest(payload), []).append(r.text)
+            else:
+                body, headers = github_request(GITHUB_SECRET, event, payload, delivery=_digest(payload))
+                r = requests.post(stack.base_url + "/webhooks/github", data=body, headers=headers, timeout=30)
             assert r.status_code == 200, r.text
 
         third = len(deliveries) // 3
@@ -549,12 +600,26 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
                 select(db.events.c.id, db.events.c.last_error).where(db.events.c.status == "failed")
             ).all()
         assert failed_id == poison_id and "cannot be read" in (error or "")
-        by_item: dict[int, list[dict]] = {}  # by the item's number, under either external id template
+        # Same-second Bugzilla deliveries: the first send of each distinct one was stored, not a "duplicate"
+        firsts = [texts[0] for texts in answers.values()]
+        assert len(answers) == 6 * len(FENCE_BUGS) and not [t for t in firsts if "duplicate" in t], firsts
+        bugs: dict[int, list[dict]] = {}
         for issue in fake.issues():
+            if issue["external_id"].startswith("bugzilla:"):
+                bugs.setdefault(int(issue["external_id"].split(":")[1]), []).append(issue)
+        for bug_id, want in bz_expected.items():
+            [issue] = bugs.get(bug_id, [])  # one per bug
+            assert issue["name"] == want["name"], _item_story(stack, fake, bug_id, issue["id"])
+            texts = [c["comment"] for c in fake.comments(issue["id"])]
+            for text in want["comments"].values():
+                assert len([t for t in texts if text in t]) == 1, (bug_id, texts)
+        github_issues = [i for i in fake.issues() if not i["external_id"].startswith("bugzilla:")]
+        by_item: dict[int, list[dict]] = {}  # by the item's number, under either external id template
+        for issue in github_issues:
             by_item.setdefault(fence_item_of(issue["external_id"]), []).append(issue)
         doubled = {k: [i["external_id"] for i in v] for k, v in by_item.items() if len(v) != 1}
         assert not doubled, doubled
-        assert {i["project_id"] for i in fake.issues()} <= {"1752587000000097024", "1752587000000098001"}
+        assert {i["project_id"] for i in github_issues} <= {"1752587000000097024", "1752587000000098001"}
         made = 0
         for n, want in expected.items():
             issues = by_item.get(n, [])
@@ -568,7 +633,7 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
             assert len(texts) == len(want["comments"]), (n, texts)
             for cid, text in want["comments"].items():
                 assert len([t for t in texts if f"comment {cid})" in t and text in t]) == 1, (n, cid, texts)
-        assert len(fake.issues()) == made  # renamed and transferred items kept their one issue: nothing forked
+        assert len(github_issues) == made  # renamed and transferred items kept their one issue: nothing forked
         slow = sum(1 for c in fake.api_calls() if c["status"] == 500)
         print(
             f"\nfence chaos: {FENCE_ITEMS} items, {len(deliveries)} deliveries, {len(fake.api_calls())} Zoho calls"
