@@ -723,7 +723,7 @@ def test_a_recheck_leaves_a_persons_zoho_title_alone(tmp_path, fake):
         fake._issues[str(issue["id"])]["obj"]["name"] = "renamed by a person in Zoho"
     with runtime.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
-    deliver(runtime, "issue_comment", comment_event("created", comment_id=5, text="hi", commented=4))
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=5, text="hi", commented=4, updated=0))
     drain(runtime)
     link = store.get_link(runtime.engine, "github", "github:acme/web#1")
     assert link is not None and link.recheck_at is not None
@@ -754,3 +754,28 @@ def test_a_due_recheck_under_dry_run_neither_loops_nor_is_lost(tmp_path, fake):
     assert again.processed == 0 and len(fake.api_calls()) == calls  # refused for a while, nothing called
     assert ("github", "acme/web#1") in stale_items(dry.engine, grace=0)  # still due for the real run
     assert store.get_link(dry.engine, "github", "github:acme/web#1").recheck_at == 1
+
+
+@pytest.mark.parametrize("bug_answer", ["wrapped", "bare"])
+def test_a_recheck_in_the_bugtracker_dialect_reads_the_bug_whichever_shape_zoho_answers(tmp_path, fake, bug_answer):
+    """`GET …/bugs/{id}` documents no answer (seed 000:148): the re-check reads both plausible shapes and puts
+    back the title a late write (an older value the bridge sent) left on the bug."""
+    fake.set_variant(bug_answer=bug_answer)
+    env = make_env(tmp_path, fake, ZOHO_DIALECT="bugtracker", ITEM_LEASE_SECONDS="2", DUPLICATE_RECHECK_SECONDS="0.2")
+    runtime = Runtime(load_settings(env))
+    deliver(runtime, "issues", issues_event("opened", title="first"))
+    drain(runtime)
+    deliver(runtime, "issues", issues_event("edited", title="second", updated=3))
+    drain(runtime)
+    [bug] = fake.issues(dialect="bugtracker")
+    with fake._lock:  # the first title's write, landing late
+        fake._issues[str(bug["id"])]["obj"]["title"] = "first"
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
+    deliver(runtime, "issue_comment", comment_event("created", comment_id=5, text="hi", commented=4, updated=0))
+    drain(runtime)
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.recheck_at is not None
+    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.3)
+    runtime.sync.process_item("github", "acme/web#1")
+    assert fake.issues(dialect="bugtracker")[0]["title"] == "second"

@@ -83,6 +83,8 @@ VARIANTS = {
     "filter_api_name": ("accepted", "refused"),
     "status_key": ("status_details", "status_deatils"),
     "date_only_due": ("accepted", "refused"),
+    # `GET …/bugs/{id}` (seed 000:148) documents no answer: wrapped like the create's, or the bug itself
+    "bug_answer": ("wrapped", "bare"),
 }
 V3_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$")
 RATE_WINDOW_SECONDS = 60.0
@@ -371,6 +373,7 @@ class FakeZoho(AttachmentsFake, FakeServer):
     ):
         variants = dict(custom_field=custom_field, filter_api_name=filter_api_name, status_key=status_key)
         variants["date_only_due"] = date_only_due
+        variants["bug_answer"] = "wrapped"  # switched with set_variant
         for name, value in variants.items():
             if value not in VARIANTS[name]:
                 raise ValueError(f"{name}: expected one of {VARIANTS[name]}, got {value!r}")
@@ -1204,7 +1207,8 @@ class FakeZoho(AttachmentsFake, FakeServer):
         return 201, {"bugs": [copy.deepcopy(obj)]}, {}
 
     def _bt_get(self, ctx):
-        return 200, {"bugs": [copy.deepcopy(self._record(ctx)["obj"])]}, {}
+        bug = copy.deepcopy(self._record(ctx)["obj"])
+        return 200, ({"bugs": [bug]} if self.variants["bug_answer"] == "wrapped" else bug), {}
 
     def _bt_update(self, ctx):
         """``PUT .../bugs/{id}``: same fields, none required (plus ``resolution_comments``, seed example)."""
