@@ -28,10 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.backfill import list_backfills
-from tests.factories import issues_event
-from tests.fakes.github import TOKEN, FakeGitHub
-from tests.fakes.zoho import FakeZoho
-from tests.harness import REPO, BridgeStack, wait_for
+from testkit.factories import issues_event
+from testkit.fakes.github import TOKEN, FakeGitHub
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import REPO, BridgeStack, wait_for
 
 WEB = "1752587000000097024"
 LIMIT, WINDOW = 100, 120.0  # Zoho Projects: 100 calls per 2 minutes

@@ -1,6 +1,6 @@
 """The intake benchmark's baseline: a Flask endpoint that answers 200 and does no work.
 
-Served by the same gunicorn settings as the bridge (`-c python:bridge.gunicorn_conf`). It reads the
+Served by the same gunicorn settings as the bridge (`-c python:bridge.process.gunicorn_conf`). It reads the
 body, as any endpoint must (closing a socket with unread bytes turns the close into a reset), and
 answers the same JSON shape as the bridge's intake.
 """

@@ -23,8 +23,8 @@ from bridge.mapping import MappingRegistry, RoutingError, external_id_of, render
 from bridge.mapping.model import IssueDraft, Mapping
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, SKIPPED, SUPERSEDED, Link, StoredEvent
-from bridge.zoho.client import ZohoClient
-from bridge.zoho.errors import ZohoPermanentError, ZohoTransientError
+from bridge.targets.zoho.client import ZohoClient
+from bridge.targets.zoho.errors import ZohoPermanentError, ZohoTransientError
 
 log = logging.getLogger("bridge.sync")
 MAX_ITEM_SECONDS = 60.0  # hand the item back after this long so one busy item cannot hog a worker

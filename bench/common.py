@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.factories import github_request, issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, BridgeStack, free_port, wait_for
+from testkit.factories import github_request, issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import GITHUB_SECRET, BridgeStack, free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -448,7 +448,7 @@ def start_workers(stack: BridgeStack, count: int, concurrency: int) -> None:
 
 
 class GunicornServer:
-    """gunicorn with the Procfile's settings (`-c python:bridge.gunicorn_conf`) serving `app`.
+    """gunicorn with the Procfile's settings (`-c python:bridge.process.gunicorn_conf`) serving `app`.
 
     Its environment is the bridge's: the config's post_fork hook builds the bridge app in each worker
     whatever `app` is (once, at boot; never on the request path).
@@ -465,7 +465,7 @@ class GunicornServer:
         log = open(self.log_path, "ab")  # lives as long as the process
         bind = f"127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "gunicorn", "-c", "python:bridge.gunicorn_conf", "-b", bind, self.app],
+            [PYTHON, "-m", "gunicorn", "-c", "python:bridge.process.gunicorn_conf", "-b", bind, self.app],
             cwd=REPO,
             env=self.env,
             stdout=log,

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests
 
-import tests.fakes.zoho as fake_zoho
+import testkit.fakes.zoho as fake_zoho
 from bench.common import (
     GITHUB_PATH,
     BridgeStack,

@@ -49,9 +49,10 @@ from bench.common import (
     write_json,
 )
 from bench.delivery import creates
-from bridge import counters, db
-from bridge.sources.github import GitHubSource
-from tests.harness import GITHUB_SECRET, BridgeStack
+from bridge.sources.github.webhook import GitHubSource
+from bridge.store import counters
+from bridge.store import schema as db
+from testkit.harness import GITHUB_SECRET, BridgeStack
 
 ADMIN_TOKEN = "growth-bench-admin-token-0123456789"
 DAY = 86400.0

@@ -1,7 +1,7 @@
 """Intake: webhooks accepted per second and p50/p99 latency through gunicorn, against a bare endpoint.
 
-The bridge (`bridge.wsgi:app`) and the baseline (`bench/bare_app.py`, 200 and no work) run side by side
-under the Procfile's settings (`gunicorn -c python:bridge.gunicorn_conf`). For each sender count the two
+The bridge (`bridge.web.wsgi:app`) and the baseline (`bench/bare_app.py`, 200 and no work) run side by side
+under the Procfile's settings (`gunicorn -c python:bridge.process.gunicorn_conf`). For each sender count the two
 are loaded in turn, `--rounds` times (medians are reported), by threads of this process: one connection
 per sender, kept alive when the server allows it (gunicorn's sync workers close after every response).
 Bodies: ~5 KB signed GitHub `issues.opened` deliveries (tests/factories.py, padded) for distinct issues.

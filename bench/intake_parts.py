@@ -35,11 +35,11 @@ from bench.common import (
 )
 from bench.variants import record_delivery_prebuilt
 from bridge import store
-from bridge.broker import TASK_SYNC_ITEM, ensure_embedded_redis, make_celery, stop_embedded_redis
-from bridge.logs import configure_logging
-from bridge.runtime import Runtime
+from bridge.process.broker import TASK_SYNC_ITEM, ensure_embedded_redis, make_celery, stop_embedded_redis
+from bridge.process.logs import configure_logging
+from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
-from bridge.sources.github import GitHubSource
+from bridge.sources.github.webhook import GitHubSource
 
 
 def timed(count: int, fn: Callable[[int], object]) -> tuple[float, float]:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.factories import issues_event
-from tests.fakes.github import FakeGitHub
-from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
+from testkit.factories import issues_event
+from testkit.fakes.github import FakeGitHub
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
 
 TARGET = 1.1
 REVERSE_PATH = re.compile(r"/issues/\d+(/comments)?/?$")

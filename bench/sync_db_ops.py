@@ -6,7 +6,7 @@ trips that is and which `bridge` functions make them. Each item is stored with `
 (as the intake does) and processed with `Runtime.sync.process_item` (what the Celery task calls), with the
 product's defaults (COALESCE_MS=300: the events are made older than the window first, so nothing sleeps).
 Before and after in the same run: each phase runs with the delivery core as it was before issue #11
-(bench/baseline_sync.py, a copy of the old bridge/sync.py) and with the current one, on fresh items.
+(bench/baseline_sync.py, a copy of the old bridge/core/service.py) and with the current one, on fresh items.
 Phases: a new issue, an edit, a comment on a linked item.
 
     .venv/bin/python bench/sync_db_ops.py [--quick] [--config embedded|redis-pg] [--items N] [--limit 0|100]
@@ -39,11 +39,12 @@ from bench.common import (
     temp_dir,
     write_json,
 )
-from bridge import db, store
-from bridge.runtime import Runtime
+from bridge import store
+from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
-from bridge.sources.github import GitHubSource
-from bridge.zoho.client import ZohoClient
+from bridge.sources.github.webhook import GitHubSource
+from bridge.store import schema as db
+from bridge.targets.zoho.client import ZohoClient
 
 
 class DbCounter:
@@ -78,7 +79,7 @@ def _call_site() -> str:
     """The innermost frame in bridge/ that is not the engine set-up: `module.function`."""
     for frame in reversed(traceback.extract_stack(limit=40)):
         path = frame.filename
-        if "/bridge/" in path and not path.endswith("bridge/db.py"):
+        if "/bridge/" in path and not path.endswith("bridge/store/schema.py"):
             module = path.rsplit("/bridge/", 1)[1].removesuffix(".py").replace("/", ".")
             return f"{module}.{frame.name}"
     return "(sqlalchemy / other)"
@@ -105,7 +106,7 @@ def run(config: str, items: int, limit: int) -> dict[str, Any]:
             "LOG_LEVEL": "WARNING",
         }
         runtime = Runtime(load_settings(env, read_dotenv=False))
-        from tests.factories import comment_event, github_request  # the payload builders the tests use
+        from testkit.factories import comment_event, github_request  # the payload builders the tests use
 
         engine = runtime.engine
         source = GitHubSource(GITHUB_SECRET)

@@ -33,7 +33,7 @@ from bridge.events import IgnoredEvent, NormalizedEvent
 from bridge.mapping import load_mapping, render_comment, translate
 from bridge.mapping.model import Mapping
 from bridge.sources import KNOWN_FIELDS
-from tests.factories import comment_event
+from testkit.factories import comment_event
 
 TARGET = 20_000.0
 
@@ -103,7 +103,7 @@ def corpus_deliveries(source: str, hint_from_name: bool) -> list[Delivery]:
 
 
 def cases(notes: list[str]) -> list[Case]:
-    from bridge.sources.github import GitHubSource
+    from bridge.sources.github.webhook import GitHubSource
 
     def mapping(source: str) -> Mapping:
         return load_mapping(REPO / "mappings" / f"{source}.yaml", known_fields=KNOWN_FIELDS)
@@ -116,14 +116,14 @@ def cases(notes: list[str]) -> list[Case]:
         notes.append(f"github corpus: skipped, {FIXTURES / 'github'} does not exist")
     sources_dir = REPO / "bridge" / "sources"
     if (sources_dir / "bugzilla.py").exists():
-        from bridge.sources.bugzilla import BugzillaSource
+        from bridge.sources.bugzilla.webhook import BugzillaSource
 
         bugzilla = BugzillaSource("bench-secret", bugzilla_url="https://bugzilla.example.com")
         out.append(Case("bugzilla", bugzilla.parse, mapping("bugzilla"), corpus_deliveries("bugzilla", False)))
     else:
         notes.append("bugzilla: skipped, bridge/sources/bugzilla.py does not exist")
     if (sources_dir / "bugherd.py").exists():
-        from bridge.sources.bugherd import BugHerdSource
+        from bridge.sources.bugherd.webhook import BugHerdSource
 
         bugherd = BugHerdSource("bench-token")
         out.append(Case("bugherd", bugherd.parse, mapping("bugherd"), corpus_deliveries("bugherd", True)))

@@ -9,8 +9,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from bridge import db, store
+from bridge import store
 from bridge.events import NormalizedEvent
+from bridge.store import schema as db
 
 _INSERT_EVENT = insert(db.events)
 

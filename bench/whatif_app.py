@@ -16,7 +16,7 @@ import os
 
 from bench.variants import no_wake, record_delivery_prebuilt
 from bridge import store
-from bridge.wsgi import app
+from bridge.web.wsgi import app
 
 for variant in filter(None, os.environ.get("BENCH_WHATIF", "").split(",")):
     if variant == "no-wake":

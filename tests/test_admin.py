@@ -16,7 +16,7 @@ from bridge import store
 from bridge.settings import load_settings
 from bridge.web import create_app
 from bridge.web.admin import session_key
-from tests.factories import github_request, issues_event
+from testkit.factories import github_request, issues_event
 
 SECRET = "It's a Secret to Everybody"
 TOKEN = "admin-token-0123456789abcdef"

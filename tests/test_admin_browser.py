@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import BridgeStack, wait_for
+from testkit.factories import issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import BridgeStack, wait_for
 
 TOKEN = "browser-admin-token-0123456789abcdef"
 TITLE = "Checkout <b>total</b> is wrong"

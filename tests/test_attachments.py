@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import db
-from bridge.attachments import (
+from bridge.core.attachments import (
     ASSOCIATED,
     UPLOADED,
     AttachmentRef,
@@ -25,11 +24,12 @@ from bridge.attachments import (
 )
 from bridge.events import NormalizedEvent
 from bridge.settings import load_settings
-from bridge.zoho.attachments import ZohoAttachments
-from bridge.zoho.client import ZohoClient
-from tests.fakes.files import FileServer
-from tests.fakes.zoho import FakeZoho
-from tests.harness import in_process_env
+from bridge.store import schema as db
+from bridge.targets.zoho.attachments import ZohoAttachments
+from bridge.targets.zoho.client import ZohoClient
+from testkit.fakes.files import FileServer
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import in_process_env
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 

@@ -16,17 +16,17 @@ import time
 import pytest
 
 from bridge.backfill import list_backfills, run_backfill
-from bridge.backfill.bugherd import BugHerdReader
-from bridge.sources.bugherd_api import BugHerdClient, TokenBucket
-from tests.factories import issues_event
-from tests.factories_trackers import bugherd_comment, bugherd_task
-from tests.fakes.bugherd import API_KEY as BUGHERD_KEY
-from tests.fakes.bugherd import FakeBugHerd
-from tests.fakes.bugzilla import API_KEY as BUGZILLA_KEY
-from tests.fakes.bugzilla import FakeBugzilla
-from tests.fakes.github import TOKEN, FakeGitHub
-from tests.fakes.zoho import FakeZoho
-from tests.harness import REPO, BridgeStack, wait_for
+from bridge.sources.bugherd.api import BugHerdClient, TokenBucket
+from bridge.sources.bugherd.backfill import BugHerdReader
+from testkit.factories import issues_event
+from testkit.factories_trackers import bugherd_comment, bugherd_task
+from testkit.fakes.bugherd import API_KEY as BUGHERD_KEY
+from testkit.fakes.bugherd import FakeBugHerd
+from testkit.fakes.bugzilla import API_KEY as BUGZILLA_KEY
+from testkit.fakes.bugzilla import FakeBugzilla
+from testkit.fakes.github import TOKEN, FakeGitHub
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import REPO, BridgeStack, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import responses
 from responses import matchers
 
 from bridge.events import SourceUnavailable
-from bridge.sources.github_api import GitHubClient, GitHubError, issue_number_of
+from bridge.sources.github.api import GitHubClient, GitHubError, issue_number_of
 
 API = "https://ghe.example.org/api/v3"
 ISSUES = f"{API}/repos/acme/web/issues"

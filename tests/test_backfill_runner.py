@@ -11,20 +11,21 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from bridge import db, store
+from bridge import store
 from bridge.backfill import feeder, list_backfills, run_backfill
-from bridge.backfill.github import GitHubReader
 from bridge.backfill.runner import COMMENT_COST, CREATE_COST
 from bridge.cli import main
-from bridge.clock import engine_now
-from bridge.runtime import Runtime
+from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
-from bridge.sources.github import GitHubSource
-from bridge.sources.github_api import GitHubClient
-from tests.factories import github_request, issues_event
-from tests.fakes.github import BASE_TIME, TOKEN, FakeGitHub, iso
-from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, in_process_env
+from bridge.sources.github.api import GitHubClient
+from bridge.sources.github.backfill import GitHubReader
+from bridge.sources.github.webhook import GitHubSource
+from bridge.store import schema as db
+from bridge.store.clock import engine_now
+from testkit.factories import github_request, issues_event
+from testkit.fakes.github import BASE_TIME, TOKEN, FakeGitHub, iso
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import GITHUB_SECRET, in_process_env
 
 WEB = "1752587000000097024"
 REPO = "acme/web"

@@ -22,9 +22,9 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from bridge import db
-from tests.factories import comment_event, github_request, issues_event
-from tests.factories_trackers import (
+from bridge.store import schema as db
+from testkit.factories import comment_event, github_request, issues_event
+from testkit.factories_trackers import (
     BUGHERD_TOKEN,
     BUGZILLA_SECRET,
     bugherd_event,
@@ -33,8 +33,8 @@ from tests.factories_trackers import (
     bugzilla_event,
     bugzilla_headers,
 )
-from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
 
 pytestmark = pytest.mark.e2e
 

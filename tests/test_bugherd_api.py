@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from bridge.cli import main
 from bridge.events import SourceUnavailable
 from bridge.settings import load_settings
-from bridge.sources import bugherd_api
-from bridge.sources.bugherd import REDUCED_TASK_NOTE, BugHerdSource
-from tests.factories_trackers import BUGHERD_TOKEN, bugherd_task, encode, tracker_env
-from tests.fakes.bugherd import API_KEY, FakeBugHerd
+from bridge.sources.bugherd import api as bugherd_api
+from bridge.sources.bugherd.webhook import REDUCED_TASK_NOTE, BugHerdSource
+from testkit.factories_trackers import BUGHERD_TOKEN, bugherd_task, encode, tracker_env
+from testkit.fakes.bugherd import API_KEY, FakeBugHerd
 
 EVENTS = ("task_create", "task_update", "comment", "task_destroy")
 

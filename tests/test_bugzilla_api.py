@@ -14,14 +14,14 @@ import pytest
 
 from bridge import store
 from bridge.events import SourceUnavailable
-from bridge.runtime import Runtime
+from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
-from bridge.sources import bugzilla_api
-from bridge.sources.bugzilla import PRIVATE_BUG_NOTE, BugzillaSource
-from tests.factories_trackers import BUGZILLA_SECRET, bugzilla_bug, bugzilla_event, encode
-from tests.fakes.bugzilla import API_KEY, FakeBugzilla
-from tests.fakes.zoho import FakeZoho
-from tests.harness import in_process_env
+from bridge.sources.bugzilla import api as bugzilla_api
+from bridge.sources.bugzilla.webhook import PRIVATE_BUG_NOTE, BugzillaSource
+from testkit.factories_trackers import BUGZILLA_SECRET, bugzilla_bug, bugzilla_event, encode
+from testkit.fakes.bugzilla import API_KEY, FakeBugzilla
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import in_process_env
 
 
 @pytest.fixture

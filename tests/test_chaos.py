@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.factories import (
+from testkit.factories import (
     comment_event,
     github_issue_id,
     github_request,
@@ -31,7 +31,7 @@ from tests.factories import (
     repository_id,
     transfer_events,
 )
-from tests.factories_trackers import (
+from testkit.factories_trackers import (
     BUGHERD_TOKEN,
     BUGZILLA_SECRET,
     bugherd_event,
@@ -40,8 +40,8 @@ from tests.factories_trackers import (
     bugzilla_event,
     bugzilla_headers,
 )
-from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, REPO, BridgeStack, RedisServer, wait_for
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import GITHUB_SECRET, REPO, BridgeStack, RedisServer, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -593,7 +593,7 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
         assert counts.get("pending", 0) == 0 and counts.get("failed", 0) == 1, (counts, stack.log_text()[-3000:])
         from sqlalchemy import select
 
-        from bridge import db
+        from bridge.store import schema as db
 
         with stack.engine.connect() as conn:
             [(failed_id, error)] = conn.execute(
@@ -696,8 +696,9 @@ def _store_poison(stack: BridgeStack) -> int:
     """A stored event whose row cannot be read (as a bad migration or a manual edit would leave it)."""
     from sqlalchemy import update
 
-    from bridge import db, store
-    from bridge.sources.github import GitHubSource
+    from bridge import store
+    from bridge.sources.github.webhook import GitHubSource
+    from bridge.store import schema as db
 
     body, headers = github_request(GITHUB_SECRET, "issues", issues_event("opened", number=999))
     event = GitHubSource(GITHUB_SECRET).parse(body, headers)
@@ -710,7 +711,7 @@ def _store_poison(stack: BridgeStack) -> int:
 def _no_recheck_due(stack: BridgeStack) -> bool:
     from sqlalchemy import func, select
 
-    from bridge import db
+    from bridge.store import schema as db
 
     with stack.engine.connect() as conn:
         return not conn.execute(select(func.count()).where(db.links.c.recheck_at.is_not(None))).scalar()

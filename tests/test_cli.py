@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import main
-from tests.factories import comment_event, issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import REPO
+from testkit.factories import comment_event, issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import REPO
 
 
 @pytest.fixture

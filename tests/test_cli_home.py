@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bridge.settings import SettingsError, find_home, load_settings
-from tests.factories import comment_event
-from tests.harness import REPO
+from testkit.factories import comment_event
+from testkit.harness import REPO
 
 SCRIPT = str(Path(sys.executable).parent / "issue-bridge")
 

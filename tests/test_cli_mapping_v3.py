@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import main
-from tests.factories import issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import REPO
+from testkit.factories import issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import REPO
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge import samples
-from tests.factories import issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import BridgeStack, wait_for
+from bridge.cli import samples
+from testkit.factories import issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import BridgeStack, wait_for
 
 pytestmark = pytest.mark.e2e
 SCRIPT = str(Path(sys.executable).parent / "issue-bridge")

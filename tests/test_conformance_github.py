@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bridge import db, store
+from bridge import store
 from bridge.events import BadDelivery, IgnoredEvent, NormalizedEvent
 from bridge.settings import load_settings
-from bridge.sources.github import GitHubSource
+from bridge.sources.github.webhook import GitHubSource
+from bridge.store import schema as db
 from bridge.web import create_app
-from tests.factories import sign
+from testkit.factories import sign
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "github"
 SECRET = "It's a Secret to Everybody"

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from bridge.events import BadDelivery, IgnoredEvent, NormalizedEvent
-from bridge.sources import bugherd, bugzilla
-from bridge.sources.bugherd import BugHerdSource
-from bridge.sources.bugzilla import BugzillaSource
+from bridge.sources.bugherd import webhook as bugherd
+from bridge.sources.bugherd.webhook import BugHerdSource
+from bridge.sources.bugzilla import webhook as bugzilla
+from bridge.sources.bugzilla.webhook import BugzillaSource
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 BUGZILLA = BugzillaSource("secret", bugzilla_url="https://bugzilla.mozilla.org")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from sqlalchemy import delete
 
-from bridge import counters, db, metrics, store
-from tests.dbs import deliver, engine  # noqa: F401  (the fixture)
+from bridge import store
+from bridge.process import metrics
+from bridge.store import counters
+from bridge.store import schema as db
+from testkit.dbs import deliver, engine  # noqa: F401  (the fixture)
 
 
 def series(engine) -> dict:  # noqa: F811

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.delivery import retry
-from bridge.delivery.plan import plan_batch
+from bridge.core import retry
+from bridge.core.plan import plan_batch
 from bridge.events import Comment, NormalizedEvent
 from bridge.store import DONE, SKIPPED, SUPERSEDED, Link, StoredEvent
 

@@ -11,9 +11,9 @@ import os
 import pytest
 import requests
 
-from tests.factories import issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import BridgeStack, wait_for
+from testkit.factories import issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import BridgeStack, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from bridge import db
-from tests.factories_trackers import (
+from bridge.store import schema as db
+from testkit.factories_trackers import (
     BUGHERD_TOKEN,
     BUGZILLA_SECRET,
     bugherd_event,
@@ -23,9 +23,9 @@ from tests.factories_trackers import (
     bugzilla_headers,
     encode,
 )
-from tests.fakes.files import FileServer
-from tests.fakes.zoho import FakeZoho
-from tests.harness import REPO, BridgeStack, wait_for
+from testkit.fakes.files import FileServer
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import REPO, BridgeStack, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,9 @@ from sqlalchemy import text
 
 from bridge.settings import load_settings
 from bridge.web import create_app
-from tests.factories import comment_event, github_request, issues_event, sign
-from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, REPO, BridgeStack
+from testkit.factories import comment_event, github_request, issues_event, sign
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import GITHUB_SECRET, REPO, BridgeStack
 
 
 def _env(tmp_path, **extra: str) -> dict[str, str]:

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from tests.fakes.github import FakeGitHub
-from tests.fakes.zoho import FakeZoho
-from tests.harness import BridgeStack, wait_for
+from testkit.fakes.github import FakeGitHub
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import BridgeStack, wait_for
 from tests.test_e2e_reverse_github import _stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fakes.github import FakeGitHub
-from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
+from testkit.fakes.github import FakeGitHub
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -214,7 +214,7 @@ def _nudge(stack: BridgeStack, issue_id: str) -> requests.Response:
 def _notes(stack: BridgeStack) -> str:
     from sqlalchemy import select
 
-    from bridge import db
+    from bridge.store import schema as db
 
     with stack.engine.connect() as conn:
         rows = conn.execute(select(db.events.c.notes)).all()

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories_trackers import BUGHERD_TOKEN, BUGZILLA_SECRET, bugherd_task
-from tests.fakes.bugherd import FakeBugHerd
-from tests.fakes.bugzilla import FakeBugzilla
-from tests.fakes.zoho import FakeZoho
-from tests.harness import REPO, BridgeStack, wait_for
+from testkit.factories_trackers import BUGHERD_TOKEN, BUGZILLA_SECRET, bugherd_task
+from testkit.fakes.bugherd import FakeBugHerd
+from testkit.fakes.bugzilla import FakeBugzilla
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import REPO, BridgeStack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +50,7 @@ def _mapping(tmp: Path, name: str, keys: str) -> Path:
 def _notes(stack: BridgeStack) -> str:
     from sqlalchemy import select
 
-    from bridge import db
+    from bridge.store import schema as db
 
     with stack.engine.connect() as conn:
         return "\n".join(str(r.notes or "") for r in conn.execute(select(db.events.c.notes)).all())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import BridgeStack
+from testkit.factories import issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import BridgeStack
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.factories_trackers import (
+from testkit.factories_trackers import (
     BUGHERD_TOKEN,
     BUGZILLA_SECRET,
     bugherd_event,
@@ -22,8 +22,8 @@ from tests.factories_trackers import (
     bugzilla_headers,
     encode,
 )
-from tests.fakes.zoho import FakeZoho
-from tests.harness import REPO, BridgeStack, wait_for
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import REPO, BridgeStack, wait_for
 
 pytestmark = pytest.mark.e2e
 

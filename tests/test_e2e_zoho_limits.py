@@ -8,9 +8,9 @@ import time
 import pytest
 import requests
 
-from tests.factories import issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import BridgeStack, wait_for
+from testkit.factories import issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import BridgeStack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +74,7 @@ def test_tokens_zoho_refuses_are_a_configuration_error_without_a_refresh_loop(tm
         with stack.engine.connect() as conn:
             from sqlalchemy import select
 
-            from bridge import db
+            from bridge.store import schema as db
 
             errors = conn.execute(select(db.events.c.last_error)).scalars().all()
         assert all("scopes" in (e or "") and "data centre" in (e or "") for e in errors), errors

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import BridgeStack, wait_for
+from testkit.factories import issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import BridgeStack, wait_for
 from tests.test_admin_browser import CHROMIUM_ARGS, _chromium
 
 pytestmark = pytest.mark.e2e

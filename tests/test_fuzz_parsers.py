@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from bridge.events import BadDelivery, IgnoredEvent, NormalizedEvent
 from bridge.mapping import RoutingError, render_comment, translate
 from bridge.mapping.loader import load_mapping
-from bridge.sources.bugherd import BugHerdSource
-from bridge.sources.bugzilla import BugzillaSource
-from bridge.sources.github import GitHubSource
+from bridge.sources.bugherd.webhook import BugHerdSource
+from bridge.sources.bugzilla.webhook import BugzillaSource
+from bridge.sources.github.webhook import GitHubSource
 from bridge.sources.validate import FUTURE_SKEW, check_event, check_text
-from tests.factories import comment_event, issues_event
-from tests.factories_trackers import bugherd_event, bugzilla_comment, bugzilla_event
-from tests.harness import REPO
+from testkit.factories import comment_event, issues_event
+from testkit.factories_trackers import bugherd_event, bugzilla_comment, bugzilla_event
+from testkit.harness import REPO
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)

@@ -18,16 +18,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from bridge import db, store
+from bridge import store
 from bridge.events import BadDelivery, IgnoredEvent, NormalizedEvent
 from bridge.mapping.loader import dialect_problems
-from bridge.runtime import Runtime
+from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
-from bridge.sources.github import GitHubSource
+from bridge.sources.github.webhook import GitHubSource
 from bridge.store import identities
-from bridge.zoho.dialects import marker
-from tests.dbs import fresh_engine
-from tests.factories import (
+from bridge.store import schema as db
+from bridge.targets.zoho.dialects import marker
+from testkit.dbs import fresh_engine
+from testkit.factories import (
     comment_event,
     github_issue_id,
     github_request,
@@ -35,8 +36,8 @@ from tests.factories import (
     repository_id,
     transfer_events,
 )
-from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, in_process_env
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import GITHUB_SECRET, in_process_env
 
 SOURCE = GitHubSource(GITHUB_SECRET)
 WEB, API = "1752587000000097024", "1752587000000098001"  # the shipped mapping's projects for acme/web, acme/api

@@ -17,9 +17,9 @@ import pytest
 from bridge import store
 from bridge.events import Unauthorized
 from bridge.settings import load_settings
-from bridge.sources.github import GitHubSource
+from bridge.sources.github.webhook import GitHubSource
 from bridge.web import create_app
-from tests.factories import comment_event, github_request, issues_event, sign
+from testkit.factories import comment_event, github_request, issues_event, sign
 
 SECRET = "It's a Secret to Everybody"
 URL = "/webhooks/github"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 
-from bridge import db
 from bridge.mapping import MappingRegistry
-from bridge.runtime import DatabaseLastGood
+from bridge.process.runtime import DatabaseLastGood
 from bridge.sources import KNOWN_FIELDS
-from tests.harness import REPO
+from bridge.store import schema as db
+from testkit.harness import REPO
 
 
 def test_a_process_started_after_a_broken_edit_runs_the_last_good_version(tmp_path):

@@ -15,8 +15,8 @@ import pytest
 from bridge.events import NormalizedEvent
 from bridge.mapping import load_mapping, translate
 from bridge.sources import KNOWN_FIELDS
-from bridge.zoho.client import NAME_MAX, SINGLELINE_MAX, TRUNCATED, ZohoClient
-from bridge.zoho.errors import ZohoPermanentError
+from bridge.targets.zoho.client import NAME_MAX, SINGLELINE_MAX, TRUNCATED, ZohoClient
+from bridge.targets.zoho.errors import ZohoPermanentError
 
 USERS = {"alice@example.com": "9001", "bob@example.com": "9002", "triage@example.com": "9009"}
 
@@ -341,8 +341,8 @@ def test_users_are_looked_up_one_by_one_with_the_documented_call_and_cached():
             )
 
         def call(self, method, path, *, body=None, params=None):
-            from bridge.zoho.client import Response
-            from bridge.zoho.errors import ZohoPermanentError
+            from bridge.targets.zoho.client import Response
+            from bridge.targets.zoho.errors import ZohoPermanentError
 
             self.calls.append(path)
             if path.endswith("/monica.hemsworth@zylker.com"):

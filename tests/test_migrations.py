@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from bridge import db
+from bridge.store import schema as db
 
 
 def test_migrations_reach_the_declared_schema(tmp_path):

@@ -11,14 +11,15 @@ from collections import Counter
 
 import pytest
 
-from bridge import polling, store
+from bridge import store
 from bridge.events import SourceUnavailable, parse_timestamp
-from bridge.polling import PollConfig, load_mark, poll_bugzilla
-from bridge.runtime import Runtime
+from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
-from tests.factories import BASE_TIME
-from tests.fakes.bugzilla import API_KEY, FakeBugzilla, rest_ts
-from tests.fakes.zoho import FakeZoho
+from bridge.sources.bugzilla import poller as polling
+from bridge.sources.bugzilla.poller import PollConfig, load_mark, poll_bugzilla
+from testkit.factories import BASE_TIME
+from testkit.fakes.bugzilla import API_KEY, FakeBugzilla, rest_ts
+from testkit.fakes.zoho import FakeZoho
 from tests.test_bugzilla_api import make_env
 
 CONFIG = PollConfig(products=("Firefox",), start=BASE_TIME)

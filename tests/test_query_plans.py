@@ -11,8 +11,11 @@ from collections.abc import Callable
 
 from sqlalchemy import event
 
-from bridge import metrics, retention, store, store_pages
-from tests.dbs import age, deliver, engine  # noqa: F401  (the fixture)
+from bridge import store
+from bridge.process import metrics
+from bridge.store import pages as store_pages
+from bridge.store import retention
+from testkit.dbs import age, deliver, engine  # noqa: F401  (the fixture)
 
 HISTORY_TABLES = ("events", "zoho_calls", "attempts")
 SQLITE_SCAN = re.compile(r"\bSCAN (?:TABLE )?(" + "|".join(HISTORY_TABLES) + r")\b")

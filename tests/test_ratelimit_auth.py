@@ -10,12 +10,13 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from bridge import db, store
-from bridge.clock import engine_now
+from bridge import store
 from bridge.settings import load_settings
-from bridge.zoho.auth import TokenProvider
-from bridge.zoho.ratelimit import BACKOFF_KEY, RateLimiter, RateLimitTimeout
-from tests.fakes.zoho import FakeZoho
+from bridge.store import schema as db
+from bridge.store.clock import engine_now
+from bridge.targets.zoho.auth import TokenProvider
+from bridge.targets.zoho.ratelimit import BACKOFF_KEY, RateLimiter, RateLimitTimeout
+from testkit.fakes.zoho import FakeZoho
 
 SPAWN = multiprocessing.get_context("spawn")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.factories import issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import BridgeStack, RedisServer, wait_for
+from testkit.factories import issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import BridgeStack, RedisServer, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_redis]
 

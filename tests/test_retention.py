@@ -14,9 +14,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, insert, select
 
-from bridge import db, metrics, retention, store
+from bridge import store
 from bridge.cli import main as cli
-from tests.dbs import age, deliver, engine  # noqa: F401  (the fixture)
+from bridge.process import metrics
+from bridge.store import retention
+from bridge.store import schema as db
+from testkit.dbs import age, deliver, engine  # noqa: F401  (the fixture)
 
 COUNTER_LINE = re.compile(
     r"^(bridge_deliveries_total|bridge_events_finished_total|bridge_zoho_calls_total|bridge_event_retries_total"

@@ -8,14 +8,15 @@ from __future__ import annotations
 import pytest
 
 from bridge import store
-from bridge.reverse import poll, state
-from bridge.runtime import Runtime
+from bridge.core import zoho_poll as poll
+from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
-from bridge.sources.bugherd import BugHerdSource
-from tests.factories_trackers import BUGHERD_TOKEN, bugherd_event, bugherd_task, encode
-from tests.fakes.bugherd import FakeBugHerd
-from tests.fakes.zoho import FakeZoho
-from tests.harness import in_process_env
+from bridge.sources.bugherd.webhook import BugHerdSource
+from bridge.store import reverse as state
+from testkit.factories_trackers import BUGHERD_TOKEN, bugherd_event, bugherd_task, encode
+from testkit.fakes.bugherd import FakeBugHerd
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import in_process_env
 
 TASK = 41000217
 KEYS = "\nreverse:\n  status:\n    Closed: {status: closed}\n  comments: true\n"

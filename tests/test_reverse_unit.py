@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from bridge import db
+from bridge.cli.talkback_checks import talkback_problems
+from bridge.core import echo
 from bridge.events import Comment
 from bridge.mapping import MappingError, load_mapping
-from bridge.reverse import echo, state
-from bridge.reverse.checks import talkback_problems
-from bridge.reverse.schema import Backlink
+from bridge.mapping.talkback import Backlink
 from bridge.settings import load_settings
 from bridge.sources import KNOWN_FIELDS
-from tests.harness import REPO
+from bridge.store import reverse as state
+from bridge.store import schema as db
+from testkit.harness import REPO
 
 BASE = (REPO / "mappings" / "github.yaml").read_text()
 

@@ -11,12 +11,13 @@ import json
 import pytest
 import responses
 
-from bridge import db
+from bridge.core import echo
 from bridge.events import Comment
-from bridge.reverse import echo, state
-from bridge.reverse.writers import BugHerdWriter, BugzillaWriter, missing_credential, plain_marker, writer_for
 from bridge.settings import load_settings
+from bridge.sources.writers import BugHerdWriter, BugzillaWriter, missing_credential, plain_marker, writer_for
 from bridge.store import Link
+from bridge.store import reverse as state
+from bridge.store import schema as db
 
 BZ = "https://bugzilla.example.org"
 BH = "https://www.bugherd.com"
@@ -148,7 +149,7 @@ def test_bugzilla_reopen_never_sends_a_resolution_to_an_open_bug(engine):
 def test_bugzilla_error_body_is_a_failure_not_a_success(engine):
     responses.get(f"{BZ}/rest/bug/35", json=_bug("NEW"))
     responses.put(f"{BZ}/rest/bug/35", status=400, json={"error": True, "code": 104, "message": "no resolution"})
-    from bridge.sources.bugzilla_api import BugzillaError
+    from bridge.sources.bugzilla.api import BugzillaError
 
     with pytest.raises(BugzillaError, match="no resolution"):
         _bz(engine).apply(BZ_LINK, {"id": 35}, {"status": "RESOLVED"})

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.harness import GITHUB_SECRET, REPO, free_port, wait_for
+from testkit.harness import GITHUB_SECRET, REPO, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 SCRIPT = Path(sys.executable).parent / "issue-bridge"
@@ -191,7 +191,7 @@ def test_a_busy_port_is_named_with_the_setting_to_change_it(tmp_path):
 def test_a_worker_restarted_by_sighup_comes_back_and_processes_deliveries(tmp_path):
     """Celery restarts itself on SIGHUP by re-executing its command line; under `python -m celery` that crashed
     (`attempted relative import`) and left events pending. The supervisor starts the console script instead."""
-    from tests.factories import github_request, issues_event
+    from testkit.factories import github_request, issues_event
 
     env = _home(tmp_path)
     port = free_port()

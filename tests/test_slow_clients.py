@@ -20,9 +20,9 @@ import time
 import pytest
 
 from bridge.web.intake import BODY_READ_SECONDS
-from tests.factories import github_request, issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, BridgeStack
+from testkit.factories import github_request, issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import GITHUB_SECRET, BridgeStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

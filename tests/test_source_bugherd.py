@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from bridge import db, store
+from bridge import store
 from bridge.events import BadDelivery, NormalizedEvent, Unauthorized
 from bridge.settings import load_settings
 from bridge.sources import KNOWN_FIELDS, enabled_sources
-from bridge.sources.bugherd import FIELDS, TITLE_LIMIT, BugHerdSource
+from bridge.sources.bugherd.webhook import FIELDS, TITLE_LIMIT, BugHerdSource
+from bridge.store import schema as db
 from bridge.web import create_app
-from tests.factories_trackers import (
+from testkit.factories_trackers import (
     BUGHERD_TOKEN,
     bugherd_event,
     bugherd_path,
@@ -42,7 +43,7 @@ def test_verify_accepts_the_token_and_refuses_anything_else():
 
 
 def test_verify_compares_in_constant_time(monkeypatch):
-    import bridge.sources.bugherd as module
+    import bridge.sources.bugherd.webhook as module
 
     seen = []
     real = module.hmac.compare_digest

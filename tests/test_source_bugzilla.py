@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from bridge import db, store
+from bridge import store
 from bridge.events import BadDelivery, IgnoredEvent, NormalizedEvent, Unauthorized
 from bridge.settings import load_settings
 from bridge.sources import KNOWN_FIELDS, enabled_sources
-from bridge.sources.bugzilla import FIELDS, PRIVATE_BUG_NOTE, BugzillaSource
+from bridge.sources.bugzilla.webhook import FIELDS, PRIVATE_BUG_NOTE, BugzillaSource
+from bridge.store import schema as db
 from bridge.web import create_app
-from tests.factories_trackers import (
+from testkit.factories_trackers import (
     BUGZILLA_SECRET,
     bugzilla_attachment,
     bugzilla_bug,
@@ -86,7 +87,7 @@ def test_a_secret_that_has_a_scheme_must_be_sent_whole():
 
 
 def test_verify_compares_in_constant_time(monkeypatch):
-    import bridge.sources.bugzilla as module
+    import bridge.sources.bugzilla.webhook as module
 
     seen = []
     real = module.hmac.compare_digest

@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
-from bridge import db, metrics, store
-from tests.factories import github_request, issues_event
-from tests.harness import GITHUB_SECRET
+from bridge import store
+from bridge.process import metrics
+from bridge.store import schema as db
+from testkit.factories import github_request, issues_event
+from testkit.harness import GITHUB_SECRET
 from tests.test_sync_guarantees import SOURCE
 
 ROWS = 150_000

@@ -17,14 +17,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bridge import db, store
+from bridge import store
 from bridge.events import NormalizedEvent
-from bridge.runtime import Runtime
+from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
-from bridge.sources.github import GitHubSource
-from tests.factories import comment_event, github_request, issues_event
-from tests.fakes.zoho import FakeZoho
-from tests.harness import GITHUB_SECRET, in_process_env
+from bridge.sources.github.webhook import GitHubSource
+from bridge.store import schema as db
+from testkit.factories import comment_event, github_request, issues_event
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import GITHUB_SECRET, in_process_env
 
 SOURCE = GitHubSource(GITHUB_SECRET)
 
@@ -231,8 +232,8 @@ def test_expired_token_is_refreshed_once_and_the_call_repeated(tmp_path, fake):
 
 def test_a_field_an_event_does_not_carry_keeps_its_value(tmp_path, fake):
     """Bugzilla sends the description (comment 0) once; later changes must not blank it in Zoho."""
-    from bridge.sources.bugzilla import BugzillaSource
-    from tests.factories_trackers import bugzilla_comment, bugzilla_event
+    from bridge.sources.bugzilla.webhook import BugzillaSource
+    from testkit.factories_trackers import bugzilla_comment, bugzilla_event
 
     env = make_env(tmp_path, fake, BUGZILLA_WEBHOOK_SECRET="s3cret")
     runtime = Runtime(load_settings(env))

@@ -8,11 +8,11 @@ import sqlite3
 
 from sqlalchemy import event, func, select
 
-from bridge import db
 from bridge.settings import load_settings
+from bridge.store import schema as db
 from bridge.web import create_app, warn_if_metrics_open
-from tests.factories import github_request, issues_event
-from tests.harness import GITHUB_SECRET
+from testkit.factories import github_request, issues_event
+from testkit.harness import GITHUB_SECRET
 
 
 def _app(tmp_path, **extra):

@@ -12,13 +12,14 @@ import requests
 import responses
 from sqlalchemy import select
 
-from bridge import db, store
+from bridge import store
 from bridge.mapping.model import IssueDraft
 from bridge.settings import load_settings
-from bridge.zoho import auth
-from bridge.zoho.client import ZohoClient
-from bridge.zoho.errors import ResolutionError, ZohoConfigError, ZohoPermanentError, ZohoTransientError
-from bridge.zoho.ratelimit import BACKOFF_KEY
+from bridge.store import schema as db
+from bridge.targets.zoho import auth
+from bridge.targets.zoho.client import ZohoClient
+from bridge.targets.zoho.errors import ResolutionError, ZohoConfigError, ZohoPermanentError, ZohoTransientError
+from bridge.targets.zoho.ratelimit import BACKOFF_KEY
 
 API = "https://projectsapi.zoho.test"
 ACCOUNTS = "https://accounts.zoho.test"

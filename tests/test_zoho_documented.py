@@ -16,15 +16,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-from bridge import db
-from bridge.clock import engine_now
 from bridge.mapping.model import IssueDraft
 from bridge.settings import datacentre_mismatch, load_settings
-from bridge.zoho import auth
-from bridge.zoho.client import ZohoClient, parse_defaultfields
-from bridge.zoho.errors import ZohoPermanentError, ZohoRateLimited, ZohoTransientError
-from bridge.zoho.ratelimit import RateLimiter, block_status
-from tests import zoho_seed_samples as seed
+from bridge.store import schema as db
+from bridge.store.clock import engine_now
+from bridge.targets.zoho import auth
+from bridge.targets.zoho.client import ZohoClient, parse_defaultfields
+from bridge.targets.zoho.errors import ZohoPermanentError, ZohoRateLimited, ZohoTransientError
+from bridge.targets.zoho.ratelimit import RateLimiter, block_status
+from testkit import zoho_seed_samples as seed
 
 API = "https://projectsapi.zoho.test"
 ACCOUNTS = "https://accounts.zoho.test"

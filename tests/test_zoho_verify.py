@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import main
-from bridge.zoho.knowledge import KEY
-from tests.fakes.zoho import FakeZoho
-from tests.harness import REPO
+from bridge.targets.zoho.knowledge import KEY
+from testkit.fakes.zoho import FakeZoho
+from testkit.harness import REPO
 
 PROJECT = "1752587000000097024"
 
@@ -72,7 +72,8 @@ def rows(output: str) -> dict[str, str]:
 def learned(tmp_path, fake) -> dict:
     import json
 
-    from bridge import db, store
+    from bridge import store
+    from bridge.store import schema as db
 
     engine = db.make_engine(f"sqlite:///{tmp_path / 'var' / 'bridge.db'}")
     try:
@@ -138,7 +139,7 @@ def test_verify_fails_and_still_cleans_up_when_a_step_is_refused(tmp_path):
         original = fake._v3_comment_create
 
         def refuse(ctx):
-            from tests.fakes.zoho import ApiError, v3_error
+            from testkit.fakes.zoho import ApiError, v3_error
 
             raise ApiError(403, v3_error(403, "FORBIDDEN", "You do not have permission to add comments"))
 

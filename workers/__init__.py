@@ -6,8 +6,8 @@ worker here with one line naming it). On the embedded default the private Redis 
 
 from __future__ import annotations
 
-from bridge.broker import ensure_embedded_redis, make_celery
-from bridge.logs import configure_logging
+from bridge.process.broker import ensure_embedded_redis, make_celery
+from bridge.process.logs import configure_logging
 from bridge.settings import load_settings
 
 settings = load_settings()

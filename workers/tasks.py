@@ -7,11 +7,12 @@ import uuid
 
 from celery import shared_task
 
-from bridge import polling, store
+from bridge import store
 from bridge.backfill import feeder
-from bridge.broker import TASK_PRUNE, TASK_REQUEUE_STALE, TASK_SYNC_ITEM, TASK_WAKE_ITEMS
 from bridge.events import SourceUnavailable
-from bridge.runtime import get_runtime
+from bridge.process.broker import TASK_PRUNE, TASK_REQUEUE_STALE, TASK_SYNC_ITEM, TASK_WAKE_ITEMS
+from bridge.process.runtime import get_runtime
+from bridge.sources.bugzilla import poller as polling
 from bridge.store import claims
 
 log = logging.getLogger("bridge.worker")
@@ -70,8 +71,8 @@ def poll_bugzilla() -> int:
 
 @shared_task(name=TASK_PRUNE)
 def prune_history() -> dict[str, object]:
-    """Beat job: retention (bridge/retention.py). One run at a time across hosts, a few minutes at most."""
-    from bridge import retention
+    """Beat job: retention (bridge/store/retention.py). One run at a time across hosts, a few minutes at most."""
+    from bridge.store import retention
 
     runtime = get_runtime()
     holder = f"prune:{uuid.uuid4().hex}"
@@ -96,7 +97,7 @@ def feed_backfill() -> int:
 @shared_task(name="workers.tasks.reverse_tick")
 def reverse_tick() -> dict[str, int]:
     """Beat job: post due back-links, then poll linked Zoho projects (both wait while forward work is due)."""
-    from bridge.reverse.hooks import tick
+    from bridge.core.talkback import tick
 
     runtime = get_runtime()
     return tick(runtime.settings, runtime.engine, runtime.registry, runtime.zoho)

@@ -23,9 +23,10 @@ from collections import OrderedDict
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Engine
 
-from bridge import db, store
-from bridge.clock import db_now
+from bridge import store
 from bridge.settings import Settings
+from bridge.store import schema as db
+from bridge.store.clock import db_now
 
 PARKED_AT = 10_000_000_000.0  # year 2286: "not before the feeder releases it"
 LEASE = "backfill:feeder"

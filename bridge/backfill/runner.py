@@ -22,15 +22,16 @@ from typing import Any, Protocol
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
-from bridge import db, store
+from bridge import store
 from bridge.backfill.feeder import PARKED_AT, UNLIMITED_RATE
-from bridge.clock import db_now, engine_now
 from bridge.events import NormalizedEvent
 from bridge.settings import Settings
+from bridge.store import schema as db
+from bridge.store.clock import db_now, engine_now
 
 RUNNING, INTERRUPTED, FAILED, READ = "running", "interrupted", "failed", "read"
 UNFINISHED = (RUNNING, INTERRUPTED, FAILED)
-# Zoho calls an event is expected to cost (bridge/delivery/apply.py): a new item one create (a lookup only
+# Zoho calls an event is expected to cost (bridge/core/apply.py): a new item one create (a lookup only
 # when an earlier create is in doubt), a changed one an update, a comment one post. For the feeder's pace
 # and the ETA; the shared rate limiter has the last word.
 CREATE_COST, UPDATE_COST, COMMENT_COST = 1.0, 1.0, 1.0

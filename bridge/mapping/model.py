@@ -79,8 +79,8 @@ class Mapping:
     flag: ValueMap | None = None
     due_date_template: str | None = None
     tags: ValueMap | None = None  # every matching entry contributes its tag id
-    backlink: Any = None  # bridge.reverse.schema.Backlink, or None: no back-link
-    reverse: Any = None  # bridge.reverse.schema.Reverse, or None: Zoho changes stay in Zoho
+    backlink: Any = None  # bridge.mapping.talkback.Backlink, or None: no back-link
+    reverse: Any = None  # bridge.mapping.talkback.Reverse, or None: Zoho changes stay in Zoho
     conflict: str = "source_wins"  # both sides changed the status: source_wins | zoho_wins
     v3: MappingV3 = field(default_factory=lambda: MappingV3())
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validates_schema
 
-from bridge.reverse.schema import CONFLICT_RULES, BacklinkField, ReverseField
+from bridge.mapping.talkback import CONFLICT_RULES, BacklinkField, ReverseField
 
 from .model import (
     COMBINATION_SEPARATOR,

@@ -7,7 +7,9 @@ from typing import Protocol
 
 from bridge.events import NormalizedEvent
 from bridge.settings import Settings
-from bridge.sources import bugherd, bugzilla, github
+from bridge.sources.bugherd import webhook as bugherd_hook
+from bridge.sources.bugzilla import webhook as bugzilla_hook
+from bridge.sources.github import webhook as github_hook
 
 
 class Source(Protocol):
@@ -35,9 +37,9 @@ class PathTokenSource(Source, Protocol):
 
 # The fields each source provides, for validating mapping templates and `from:` keys.
 KNOWN_FIELDS: dict[str, frozenset[str]] = {
-    github.NAME: github.FIELDS,
-    bugzilla.NAME: bugzilla.FIELDS,
-    bugherd.NAME: bugherd.FIELDS,
+    github_hook.NAME: github_hook.FIELDS,
+    bugzilla_hook.NAME: bugzilla_hook.FIELDS,
+    bugherd_hook.NAME: bugherd_hook.FIELDS,
 }
 
 
@@ -45,15 +47,15 @@ def enabled_sources(settings: Settings) -> dict[str, Source]:
     """Sources whose secret is configured. A source without one is disabled, not open."""
     sources: dict[str, Source] = {}
     if settings.github_webhook_secret:
-        sources[github.NAME] = github.GitHubSource(settings.github_webhook_secret)
+        sources[github_hook.NAME] = github_hook.GitHubSource(settings.github_webhook_secret)
     if settings.bugzilla_webhook_secret:
-        sources[bugzilla.NAME] = bugzilla.BugzillaSource(
+        sources[bugzilla_hook.NAME] = bugzilla_hook.BugzillaSource(
             settings.bugzilla_webhook_secret,
             header=settings.bugzilla_webhook_header,
             bugzilla_url=settings.bugzilla_url,
         )
     if settings.bugherd_webhook_token:
-        sources[bugherd.NAME] = bugherd.BugHerdSource(settings.bugherd_webhook_token)
+        sources[bugherd_hook.NAME] = bugherd_hook.BugHerdSource(settings.bugherd_webhook_token)
     return sources
 
 
@@ -66,12 +68,12 @@ def enrich(settings: Settings, event: NormalizedEvent) -> NormalizedEvent:
     """
     if event.has_state:
         return event
-    if event.source == bugzilla.NAME:
-        from bridge.sources import bugzilla_api
+    if event.source == bugzilla_hook.NAME:
+        from bridge.sources.bugzilla import api as bugzilla_api
 
         return bugzilla_api.enrich(settings, event)
-    if event.source == bugherd.NAME:
-        from bridge.sources import bugherd_api
+    if event.source == bugherd_hook.NAME:
+        from bridge.sources.bugherd import api as bugherd_api
 
         return bugherd_api.enrich(settings, event)
     return event

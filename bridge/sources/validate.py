@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
-from bridge import db
 from bridge.events import EARLIEST_TIMESTAMP, BadDelivery, Comment, NormalizedEvent
+from bridge.store import schema as db
 
 # Real deliveries nest 5 to 8 levels (GitHub's issue.labels[].…); 32 leaves room and is far below recursion.
 MAX_DEPTH = 32
@@ -32,7 +32,7 @@ FUTURE_SKEW = timedelta(minutes=5)
 MAX_ID = 2**63 - 1
 MAX_FIELD_LIST = 1000
 # Fields that may hold one flat record (scalars only): Bugzilla's `attachment` on `attachment.create`,
-# which mapping v3's `attachments: true` copies to Zoho (bridge/attachments.py).
+# which mapping v3's `attachments: true` copies to Zoho (bridge/core/attachments.py).
 FLAT_RECORD_FIELDS = frozenset({"attachment"})  # labels, keywords, assignees: more than this is not a real item
 
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)

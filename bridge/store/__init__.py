@@ -20,8 +20,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from bridge import counters, db
 from bridge.events import COMMENT_ACTIONS, ITEM_ACTIONS, Comment, NormalizedEvent
+from bridge.store import counters
+from bridge.store import schema as db
 
 PENDING, DONE, FAILED, SUPERSEDED, SKIPPED = "pending", "done", "failed", "superseded", "skipped"
 EVENT_STATUSES = (PENDING, DONE, FAILED, SUPERSEDED, SKIPPED)
@@ -608,7 +609,7 @@ def _upsert(conn: Connection):  # type: ignore[no-untyped-def]
 
 def acquire_lease(engine: Engine, name: str, holder: str, ttl: float) -> bool:
     """Take (or renew) a lease; the database arbitrates (and its clock times it), across processes and hosts."""
-    from bridge.clock import db_now
+    from bridge.store.clock import db_now
 
     with engine.begin() as conn:
         now = db_now(conn)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from bridge import db
-from bridge.clock import db_now
 from bridge.events import NormalizedEvent
 from bridge.store import PENDING, CommentLink, Link, StoredEvent, _link, _upsert
+from bridge.store import schema as db
+from bridge.store.clock import db_now
 from bridge.store.links import comment_links
 
 log = logging.getLogger("bridge.store.claims")

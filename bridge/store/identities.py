@@ -17,9 +17,9 @@ import json
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from bridge import db
-from bridge.clock import db_now
 from bridge.events import NormalizedEvent
+from bridge.store import schema as db
+from bridge.store.clock import db_now
 
 _T = db.item_identities
 

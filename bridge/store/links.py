@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from bridge import db
 from bridge.store import CommentLink, Link
+from bridge.store import schema as db
 
 DRY_RUN = "dry-run"  # a link state: what a dry-run "created"; dry-run reads it, real runs ignore it
 # A link an operator forgot (`links unlink`): the item's Zoho issue may still exist, so its next create is in

@@ -8,9 +8,9 @@ import json
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from bridge import counters, db
 from bridge.events import NormalizedEvent
-from bridge.store import PENDING
+from bridge.store import PENDING, counters
+from bridge.store import schema as db
 
 
 def finish(conn: Connection, event_id: int, status: str, now: float, *, error: str | None = None) -> bool:

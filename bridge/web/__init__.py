@@ -10,9 +10,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from bridge.broker import ensure_embedded_redis, make_celery
-from bridge.logs import configure_logging
-from bridge.runtime import Runtime
+from bridge.process.broker import ensure_embedded_redis, make_celery
+from bridge.process.logs import configure_logging
+from bridge.process.runtime import Runtime
 from bridge.settings import Settings, datacentre_mismatch, load_settings
 from bridge.sources import enabled_sources
 from bridge.web.publisher import WakePublisher

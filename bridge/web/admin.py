@@ -33,9 +33,11 @@ from flask import (
 from sqlalchemy import or_, select
 from werkzeug.wrappers import Response
 
-from bridge import db, store, store_pages
-from bridge.runtime import Runtime
+from bridge import store
+from bridge.process.runtime import Runtime
 from bridge.settings import Settings
+from bridge.store import pages as store_pages
+from bridge.store import schema as db
 from bridge.web import admin_guard
 
 log = logging.getLogger("bridge.admin")

@@ -22,8 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from bridge import db
-from bridge.clock import db_now
+from bridge.store import schema as db
+from bridge.store.clock import db_now
 
 CLIENT_FREE_FAILURES = 5
 CLIENT_MAX_DELAY = 900.0

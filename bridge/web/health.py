@@ -17,7 +17,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from bridge import db, metrics
+from bridge.process import metrics
+from bridge.store import schema as db
 
 bp = Blueprint("health", __name__)
 

@@ -19,10 +19,10 @@ from typing import cast
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from bridge import store
-from bridge.clock import engine_now
 from bridge.events import BadDelivery, IgnoredEvent, Unauthorized
 from bridge.sources import PathTokenSource, Source
 from bridge.sources.validate import DEDUP_KEY_LIMIT, check_event, check_text
+from bridge.store.clock import engine_now
 
 log = logging.getLogger("bridge.intake")
 bp = Blueprint("intake", __name__)

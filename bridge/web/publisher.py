@@ -14,7 +14,7 @@ import time
 
 from celery import Celery
 
-from bridge.broker import TASK_SYNC_ITEM, TASK_WAKE_ITEMS
+from bridge.process.broker import TASK_SYNC_ITEM, TASK_WAKE_ITEMS
 
 log = logging.getLogger("bridge.intake")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from bridge.reverse import poll
+from bridge.core import zoho_poll as poll
 
 log = logging.getLogger("bridge.intake")
 bp = Blueprint("zoho_hook", __name__)

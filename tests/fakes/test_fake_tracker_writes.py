@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.factories_trackers import bugherd_task
-from tests.fakes.bugherd import FakeBugHerd
-from tests.fakes.bugzilla import FakeBugzilla
+from testkit.factories_trackers import bugherd_task
+from testkit.fakes.bugherd import FakeBugHerd
+from testkit.fakes.bugzilla import FakeBugzilla
 
 
 @pytest.fixture

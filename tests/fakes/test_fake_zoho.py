@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from .zoho import FakeZoho
+from testkit.fakes.zoho import FakeZoho
 
 PORTAL, WEB, API = "739121528", "1752587000000097024", "1752587000000098001"
 OAUTH = {

@@ -31,7 +31,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_zoho_calls_at", ["at"], unique=False)
 
     # Start the counters from the history already stored, so they continue where the old scans left off.
-    from bridge import counters
+    from bridge.store import counters
 
     counters.seed_from_history(op.get_bind())
 

@@ -1,0 +1,291 @@
+"""`issue-bridge backfill github|bugzilla|bugherd`: bring the items that existed before the webhook into Zoho."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from bridge.settings import Settings
+
+REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+@click.group()
+def backfill() -> None:
+    """Read existing items from a source's API and sync them like webhooks, within a share of the Zoho budget
+    (BACKFILL_BUDGET_SHARE, default 0.5). Resumable with --resume; re-running stores nothing new."""
+
+
+def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--dry-run", is_flag=True, help="read and count, store nothing, estimate the Zoho calls")(func)
+    func = click.option("--resume", is_flag=True, help="continue the interrupted backfill with the same options")(func)
+    func = click.option("--wait", is_flag=True, help="after reading, show progress until everything is synced")(func)
+    return func
+
+
+def parse_since(value: str | None) -> str | None:
+    """`2024-01-31` or an ISO-8601 time → `2024-01-31T00:00:00Z` (UTC); a clear error otherwise."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a date like 2024-01-31 or a time like 2024-01-31T12:00:00Z, got {value!r}", param_hint="--since"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@backfill.command("github")
+@click.option("--repo", required=True, help="OWNER/NAME")
+@click.option("--state", type=click.Choice(["open", "closed", "all"]), default="open", show_default=True)
+@click.option("--since", help="only issues updated at or after this date (2024-01-31 or ISO-8601, UTC)")
+@click.option("--label", "labels", multiple=True, help="only issues with this label (repeat: all must match)")
+@_common
+def backfill_github(
+    repo: str, state: str, since: str | None, labels: tuple[str, ...], dry_run: bool, resume: bool, wait: bool
+) -> None:
+    """Backfill a GitHub repository's issues and their comments (pull requests are skipped). Needs GITHUB_TOKEN."""
+    from bridge.sources.github.api import GitHubClient, GitHubError
+    from bridge.sources.github.backfill import GitHubReader
+
+    if not REPO_RE.match(repo):
+        raise click.BadParameter(f"expected OWNER/NAME, got {repo!r}", param_hint="--repo")
+    since_iso = parse_since(since)
+    settings = _settings_for_backfill()
+    if not settings.github_token:
+        raise click.ClickException("GITHUB_TOKEN is not set: the backfill reads issues through GitHub's REST API")
+    engine = _engine(settings)
+    try:
+        client = GitHubClient(settings.github_token, base_url=settings.github_api_url, on_wait=_say_wait)
+    except GitHubError as exc:
+        raise click.ClickException(str(exc)) from None
+    reader = GitHubReader(client, engine, repo, state=state, since=since_iso, labels=labels)
+    _run(settings, engine, reader, resume=resume, dry_run=dry_run, wait=wait, errors=(GitHubError,))
+
+
+@backfill.command("bugzilla")
+@click.option("--product", required=True)
+@click.option("--component", default=None)
+@click.option("--since", help="only bugs changed at or after this date (2024-01-31 or ISO-8601, UTC)")
+@_common
+def backfill_bugzilla(
+    product: str, component: str | None, since: str | None, dry_run: bool, resume: bool, wait: bool
+) -> None:
+    """Backfill a Bugzilla product's bugs and their comments. Needs BUGZILLA_URL and BUGZILLA_API_KEY."""
+    from bridge.sources.bugzilla.api import BugzillaClient, BugzillaError
+    from bridge.sources.bugzilla.backfill import BugzillaReader
+
+    since_iso = parse_since(since)
+    if not product.strip():
+        raise click.BadParameter("must not be empty", param_hint="--product")
+    settings = _settings_for_backfill()
+    if not (settings.bugzilla_url and settings.bugzilla_api_key):
+        raise click.ClickException("BUGZILLA_URL and BUGZILLA_API_KEY must both be set to read bugs from Bugzilla")
+    engine = _engine(settings)
+    client = BugzillaClient(settings.bugzilla_url, settings.bugzilla_api_key)
+    reader = BugzillaReader(client, settings, product.strip(), component=component, since=since_iso)
+    _run(settings, engine, reader, resume=resume, dry_run=dry_run, wait=wait, errors=(BugzillaError,))
+
+
+@backfill.command("bugherd")
+@click.option("--project", "project_id", required=True, type=int, help="BugHerd project id")
+@_common
+def backfill_bugherd(project_id: int, dry_run: bool, resume: bool, wait: bool) -> None:
+    """Backfill a BugHerd project's tasks and their comments (60 API requests a minute). Needs BUGHERD_API_KEY."""
+    from bridge.sources.bugherd.api import BugHerdClient, BugHerdError
+    from bridge.sources.bugherd.backfill import BugHerdReader
+
+    settings = _settings_for_backfill()
+    if not settings.bugherd_api_key:
+        raise click.ClickException("BUGHERD_API_KEY is not set: the backfill reads tasks through BugHerd's API")
+    engine = _engine(settings)
+    client = BugHerdClient(settings.bugherd_api_key, base_url=settings.bugherd_api_url)
+    reader = BugHerdReader(client, project_id)
+    _run(settings, engine, reader, resume=resume, dry_run=dry_run, wait=wait, errors=(BugHerdError,))
+
+
+@backfill.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def backfill_list(as_json: bool) -> None:
+    """Running and finished backfills with their progress (also in `issue-bridge status`)."""
+    import json
+
+    from bridge.backfill import list_backfills
+
+    settings = _settings_for_backfill()
+    rows = list_backfills(_engine(settings), settings=settings)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no backfills yet")
+        return
+    for r in rows:
+        scope = " ".join(f"{k}={v}" for k, v in r["scope"].items() if v not in (None, [], ""))
+        started = datetime.fromtimestamp(r["started_at"], UTC).strftime("%Y-%m-%d %H:%M")
+        click.echo(
+            f"#{r['id']} {r['source']} {scope} [{r['state']}] started {started}: read {r['items_read']}, "
+            f"stored {r['events_stored']} (+{r['duplicates']} dup), synced {r['synced']}, failed {r['failed']}, "
+            f"pending {r['pending']}, ETA {_duration(r['eta_seconds'])}"
+            + (f" | {r['last_error']}" if r["last_error"] else "")
+        )
+
+
+# -- shared -------------------------------------------------------------------------------------------------
+
+
+def _settings_for_backfill() -> Settings:
+    from bridge.cli.common import _settings
+
+    return _settings()
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from bridge.cli.common import _engine as make
+
+    return make(settings)
+
+
+def _say_wait(seconds: float, why: str) -> None:
+    click.echo(f"\nwaiting {seconds:.0f}s: {why}", err=True)
+
+
+def _run(
+    settings: Settings,
+    engine: Any,
+    reader: Any,
+    *,
+    resume: bool,
+    dry_run: bool,
+    wait: bool,
+    errors: tuple[type[Exception], ...],
+) -> None:
+    from bridge.backfill import feeder
+    from bridge.backfill.runner import BackfillError, budget_rate, refresh, run_backfill
+    from bridge.events import SourceUnavailable
+
+    waker = _Waker(settings)
+    bar = _Bar(dry_run)
+    rate = budget_rate(settings)
+
+    def feed() -> None:
+        # The beat job feeds the lane every second; feeding here too starts it at once and keeps a
+        # `--wait` going where no beat runs. The feeder's lease and pace make the two one lane.
+        waker.wake(set(feeder.release(engine, settings)))
+
+    def on_batch(progress: Any) -> None:
+        if not dry_run:
+            feed()
+        bar.show(progress)
+
+    try:
+        result = run_backfill(engine, settings, reader, resume=resume, dry_run=dry_run, on_batch=on_batch)
+    except KeyboardInterrupt:
+        bar.done()
+        click.echo("interrupted: what was read is stored; continue with the same command and --resume", err=True)
+        sys.exit(130)
+    except BackfillError as exc:
+        raise click.ClickException(str(exc)) from None
+    except SourceUnavailable as exc:
+        bar.done()
+        raise click.ClickException(f"{exc.reason}; what was read is stored: continue later with --resume") from None
+    except errors as exc:
+        bar.done()
+        raise click.ClickException(str(exc)) from None
+    bar.done()
+    p = result.progress
+    if dry_run:
+        budget = f"{p.planned_zoho_calls / rate:.0f}s at {rate:.2f} calls/s" if rate else "unlimited budget"
+        click.echo(
+            f"dry run: {p.items_read} items, {p.events_stored} events would be stored, "
+            f"~{p.planned_zoho_calls:.0f} Zoho calls ({budget}), {p.source_calls} source API calls; nothing stored"
+        )
+        return
+    click.echo(
+        f"backfill {result.backfill_id}: {p.items_read} items read, {p.events_stored} events stored "
+        f"({p.duplicates} already there), {p.source_calls} source API calls, ~{p.planned_zoho_calls:.0f} Zoho calls"
+        f" planned; ETA {_duration(p.eta_seconds)} at the backfill's share of the Zoho budget"
+    )
+    if wait:
+        while True:
+            feed()
+            progress = refresh(engine, p, rate)
+            bar.show(progress)
+            if not progress.pending:
+                break
+            time.sleep(1.0)
+        bar.done()
+        click.echo(f"synced: {p.synced}, failed: {p.failed}")
+
+
+class _Bar:
+    """One progress line, redrawn in place on a terminal (a line per update otherwise)."""
+
+    def __init__(self, dry_run: bool) -> None:
+        self.dry_run = dry_run
+        self.tty = sys.stderr.isatty()
+        self.drawn = False
+
+    def show(self, p: Any) -> None:
+        total = f"/{p.total}" if p.total else ""
+        if self.dry_run:
+            line = f"read {p.items_read}{total} items, {p.events_stored} events, ~{p.planned_zoho_calls:.0f} Zoho calls"
+        else:
+            line = (
+                f"read {p.items_read}{total} | stored {p.events_stored} (+{p.duplicates} dup) | "
+                f"synced {p.synced} | failed {p.failed} | pending {p.pending} | ETA {_duration(p.eta_seconds)}"
+            )
+        if self.tty:
+            click.echo("\r" + line.ljust(110), nl=False, err=True)
+            self.drawn = True
+        else:
+            click.echo(line, err=True)
+
+    def done(self) -> None:
+        if self.drawn:
+            click.echo("", err=True)
+            self.drawn = False
+
+
+class _Waker:
+    """Wakes a worker for each item the feeder released (the stale sweeper wakes any it misses)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._celery: Any = None
+        self.broken = False
+
+    def wake(self, items: set[tuple[str, str]]) -> None:
+        if not items or self.broken:
+            return
+        from bridge.process.broker import TASK_SYNC_ITEM, ensure_embedded_redis, make_celery
+
+        try:
+            if self._celery is None:
+                if self.settings.embedded_broker:
+                    ensure_embedded_redis(self.settings)
+                self._celery = make_celery(self.settings)
+            for source, item_key in sorted(items):
+                self._celery.send_task(TASK_SYNC_ITEM, args=(source, item_key))
+        except Exception as exc:  # the events are stored and due: the beat job wakes them
+            self.broken = True
+            click.echo(f"\nbroker unreachable ({type(exc).__name__}); the beat job will pick the items up", err=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -1,0 +1,49 @@
+"""`bridge` commands that talk to the sources' own APIs (BugHerd, Bugzilla)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def bugherd() -> None:
+    """BugHerd: webhooks and tasks through the BugHerd API (needs BUGHERD_API_KEY)."""
+
+
+@bugherd.command("register-webhooks")
+@click.argument("public_base_url")
+@click.option("--project-id", type=int, default=None, help="Only this BugHerd project (default: all projects).")
+@click.option("--api-url", default=None, hidden=True, help="BugHerd's address (tests).")
+def register_webhooks(public_base_url: str, project_id: int | None, api_url: str | None) -> None:
+    """Create the four BugHerd webhooks (task_create, task_update, comment, task_destroy) pointing at
+    PUBLIC_BASE_URL/webhooks/bugherd/<BUGHERD_WEBHOOK_TOKEN>/<event>; ones already there are left alone."""
+    from bridge.cli.common import _settings
+    from bridge.events import SourceUnavailable
+    from bridge.sources.bugherd import webhook as source
+    from bridge.sources.bugherd.api import API_URL, BugHerdClient, BugHerdError, mask
+
+    settings = _settings()
+    if not settings.bugherd_api_key:
+        raise click.ClickException("BUGHERD_API_KEY is not set: it is needed to create webhooks through the API")
+    token = settings.bugherd_webhook_token
+    if not token:
+        raise click.ClickException("BUGHERD_WEBHOOK_TOKEN is not set: the webhook URLs need it")
+    if not public_base_url.startswith(("https://", "http://")):
+        raise click.ClickException(f"PUBLIC_BASE_URL: expected https://…, got {public_base_url!r}")
+    base = public_base_url.rstrip("/")
+    client = BugHerdClient(settings.bugherd_api_key, base_url=api_url or API_URL)
+    try:
+        existing = {(h.get("event"), h.get("target_url"), h.get("project_id")) for h in client.webhooks()}
+        for event in source.EVENTS:
+            target = f"{base}/webhooks/bugherd/{token}/{event}"
+            shown = target.replace(token, mask(token))
+            if (event, target, project_id) in existing:
+                click.echo(f"{event}: already registered → {shown}")
+                continue
+            hook = client.create_webhook(event, target, project_id)
+            hook_id = f" (id {hook['id']})" if isinstance(hook, dict) and hook.get("id") is not None else ""
+            click.echo(f"{event}: created{hook_id} → {shown}")
+    except (BugHerdError, SourceUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not public_base_url.startswith("https://"):
+        click.echo("warning: the URL is not https; BugHerd's token travels in the path", err=True)

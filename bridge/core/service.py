@@ -1,0 +1,401 @@
+"""The delivery core's loop: claim an item, plan and apply its due events, and one failure boundary.
+
+Per item: claim (one transaction that also reads the due work), then per Zoho call one fenced step, then
+one fenced finish that also reads what arrived meanwhile (or releases the item). Any exception while an
+item is processed lands in `_failed`: each unfinished event of the batch gets an attempt with the reason
+and a masked traceback, the item backs off as one (by the database's clock), and an event past
+`MAX_ATTEMPTS` or the maximum age ends `failed`. A rate-limit wait is not an attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import random
+import re
+import socket
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Connection, Engine
+
+from bridge import sources
+from bridge.core import retry
+from bridge.core.apply import Applier, PermanentEventError
+from bridge.core.claim import ClaimedItem
+from bridge.core.plan import Plan, plan_batch
+from bridge.events import NormalizedEvent, SourceUnavailable
+from bridge.mapping import MappingRegistry
+from bridge.mapping.model import Mapping
+from bridge.settings import Settings
+from bridge.store import DONE, FAILED, SUPERSEDED, StoredEvent, outcomes
+from bridge.store import claims as claim_rows
+from bridge.store import links as link_rows
+from bridge.store.claims import Batch, ClaimLost, Refused
+from bridge.store.links import DRY_RUN
+from bridge.targets.zoho.client import ZohoClient
+from bridge.targets.zoho.errors import (
+    ZohoConfigError,
+    ZohoError,
+    ZohoPermanentError,
+    ZohoRateLimited,
+    ZohoTransientError,
+)
+
+log = logging.getLogger("bridge.sync")
+MAX_ITEM_SECONDS = 60.0  # hand the item back after this long so one busy item cannot hog a worker
+_SECRETS = re.compile(
+    r"(?i)(oauthtoken\s+|access_token[\"'=:\s]+|refresh_token[\"'=:\s]+|client_secret[\"'=:\s]+)[^\s\"'&,]+"
+)
+
+
+@dataclass
+class ItemOutcome:
+    processed: int = 0
+    busy: bool = False
+    lost: bool = False  # the claim was lost mid-way: another worker has the item
+    retry_at: float | None = None  # when the item has due work again (database time)
+    db_now: float | None = None  # the database's time when retry_at was read, to turn it into a countdown
+    statuses: dict[int, str] = field(default_factory=dict)
+
+
+def mask(text: str) -> str:
+    """Tracebacks are stored and shown: no token or secret goes with them."""
+    return _SECRETS.sub(lambda m: m.group(1) + "***", text)
+
+
+def reason_of(exc: BaseException) -> str:
+    if isinstance(exc, ZohoError):
+        return exc.reason
+    if isinstance(exc, SourceUnavailable):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+class SyncService:
+    def __init__(self, settings: Settings, engine: Engine, registry: MappingRegistry, client: ZohoClient) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.registry = registry
+        self.client = client
+        self.applier = Applier(settings, client)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_ttl = settings.item_lease_seconds
+        self.policy = retry.RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_seconds=settings.retry_base_seconds,
+            max_seconds=settings.retry_max_seconds,
+            max_age_seconds=settings.event_max_age_seconds,
+        )
+        self._item: ClaimedItem | None = None
+        client.before_call = self._before_zoho_call
+
+    def _before_zoho_call(self) -> None:
+        """The fence before every Zoho call: commit what the last call achieved, or stop if the claim is lost."""
+        if self._item is not None:
+            self._item.before_call()
+
+    # -- entry point --------------------------------------------------------------------------------
+
+    def process_item(self, source: str, item_key: str) -> ItemOutcome:
+        outcome = ItemOutcome()
+        claiming = time.monotonic()
+        claimed = claim_rows.claim_item(self.engine, source, item_key, self.holder, self.lease_ttl)
+        if isinstance(claimed, Refused):
+            outcome.busy = claimed.busy  # the holder takes our events too; the sweeper covers a dead holder
+            outcome.retry_at, outcome.db_now = claimed.retry_at, claimed.now
+            return outcome
+        claim, batch = claimed
+        item = ClaimedItem(self.engine, claim, batch, renewed=claiming)
+        if claim.taken_over:  # the expired holder's last call may land after ours (a pause, a slow Zoho)
+            item.recheck_after = self.settings.duplicate_recheck_seconds + claim.ttl
+        self._item = item
+        started = time.monotonic()
+        try:
+            self.registry.reload_if_changed()
+            while True:
+                batch = self._wait_for_quiet(item)
+                if self._idle(batch):
+                    item.step(self._release)
+                    break
+                if not self._run_batch(item, outcome):
+                    break  # failed or waiting: the item was released with its back-off
+                more = time.monotonic() - started < MAX_ITEM_SECONDS
+                nxt = item.step(self._read_or_release if more else self._release)
+                if nxt is None:
+                    break
+                item.next_batch(nxt)
+        except ClaimLost as exc:
+            outcome.lost = True
+            log.warning("%s: stopping without touching Zoho", exc, extra={"item": item_key, "source": source})
+            return outcome
+        finally:
+            self._item = None
+            self.client.event_id = None
+        outcome.retry_at, outcome.db_now = item.next_due, item.now
+        return outcome
+
+    def _release(self, conn: Connection, now: float) -> None:
+        claim = self._claim()
+        self._ask_recheck(conn, now)
+        claim_rows.release(conn, claim, retry_at=self._dry_run_pause(now))
+        self._remember_next_due(conn, claim)
+
+    def _idle(self, batch: Batch) -> bool:
+        """Nothing to do: no events, and no re-check this run may make (dry-run leaves a real run's re-check
+        to the real run: it neither calls Zoho for it nor clears it)."""
+        return batch.empty or (self.client.dry_run and not batch.events and not batch.unreadable)
+
+    def _dry_run_pause(self, now: float) -> float:
+        """In dry-run an item with a real run's re-check due stays due: it is not claimed again for a while,
+        so the sweeper's wake-ups cost one refused claim, never a loop."""
+        assert self._item is not None
+        if self.client.dry_run and self._item.batch.recheck_due:
+            return now + max(1.0, self.settings.duplicate_recheck_seconds)
+        return 0.0
+
+    def _ask_recheck(self, conn: Connection, now: float) -> None:
+        """In the releasing step: when a write may still land late, the item's state is read again later
+        (`Applier.recheck`), once that write can no longer be in flight."""
+        assert self._item is not None
+        item = self._item
+        if item.recheck_after is not None:
+            link_rows.request_recheck(
+                conn, source=item.claim.source, item_key=item.claim.item_key, at=now + item.recheck_after
+            )
+            item.recheck_after = None
+
+    def _remember_next_due(self, conn: Connection, claim: claim_rows.Claim) -> None:
+        assert self._item is not None
+        self._item.next_due = claim_rows.next_due(conn, claim.source, claim.item_key)
+
+    def _read_or_release(self, conn: Connection, now: float) -> Batch | None:
+        """In the finishing step: what arrived meanwhile, or give the item back if nothing did."""
+        claim = self._claim()
+        batch = claim_rows.read_batch(conn, claim, now)
+        if self._idle(batch):
+            self._ask_recheck(conn, now)
+            claim_rows.release(conn, claim, retry_at=self._dry_run_pause(now))
+            self._remember_next_due(conn, claim)
+            return None
+        return batch
+
+    def _claim(self) -> claim_rows.Claim:
+        assert self._item is not None
+        return self._item.claim
+
+    def _wait_for_quiet(self, item: ClaimedItem) -> Batch:
+        """Coalesce a burst: wait until the newest event is `coalesce_ms` old by the database's clock (bounded)."""
+        window = self.settings.coalesce_ms / 1000.0
+        batch = item.batch
+        waited = 0.0
+        while window > 0 and batch.events and waited < 4 * window:
+            quiet_for = batch.now - max(e.received_at for e in batch.events)
+            if quiet_for >= window:
+                break
+            pause = min(window - quiet_for, 4 * window - waited)
+            time.sleep(pause)
+            waited += pause
+            with self.engine.connect() as conn:
+                batch = claim_rows.read_batch(conn, item.claim)
+            item.next_batch(batch)
+        return batch
+
+    # -- one batch ------------------------------------------------------------------------------------
+
+    def _run_batch(self, item: ClaimedItem, outcome: ItemOutcome) -> bool:
+        """Apply the batch; False when it failed or must wait (the item is then released with its back-off)."""
+        batch = item.batch
+        started = batch.now
+        for event_id, why in batch.unreadable:
+            item.later(functools.partial(_fail_unreadable, event_id=event_id, why=why))
+            outcome.statuses[event_id] = FAILED
+        plan: Plan | None = None
+        try:
+            mapping = self._mapping(batch)
+            if mapping is None:
+                if batch.recheck_due and item.link is not None:  # nothing to re-check with: drop it, never spin
+                    self.applier.keep_link(item, item.link, recheck_at=None)
+                for ev in batch.events:
+                    self._end(
+                        item,
+                        ev,
+                        FAILED,
+                        outcome,
+                        f"no valid mapping for source {ev.source!r} in {self.settings.mappings_dir}",
+                    )
+                return True
+            recheck_event = batch.latest_event or (batch.events[-1].event if batch.events else None)
+            if batch.recheck_due and recheck_event is not None and not self.client.dry_run:
+                self.applier.recheck(item, mapping, recheck_event)
+            if item.link is not None and item.link.state == DRY_RUN:  # dry-run's links are dry-run's only
+                item.link = dataclasses.replace(item.link, state="linked") if self.client.dry_run else None
+            events = [self._enrich(item, ev) for ev in batch.events]
+            plan = plan_batch(events, item.link, comments_enabled=mapping.comments)
+            self._apply(item, plan, mapping, outcome)
+            return True
+        except ClaimLost:
+            raise
+        except ZohoRateLimited as exc:
+            self._waiting(item, exc, outcome)
+            return False
+        except Exception as exc:  # the one failure boundary: whatever went wrong is an attempt
+            self._failed(item, exc, started, outcome)
+            return False
+
+    def _mapping(self, batch: Batch) -> Mapping | None:
+        first = batch.events[0].event if batch.events else batch.latest_event
+        return self.registry.for_event(first) if first is not None else None
+
+    def _enrich(self, item: ClaimedItem, ev: StoredEvent) -> StoredEvent:
+        """Ask the source for what the delivery lacked (a private Bugzilla bug), when it can be asked."""
+        if ev.event.has_state:
+            return ev
+        completed = sources.enrich(self.settings, ev.event)
+        if completed is ev.event:
+            return ev
+        item.later(lambda conn, _now: outcomes.replace_event(conn, ev.id, completed))
+        return _with_event(ev, completed)
+
+    def _apply(self, item: ClaimedItem, plan: Plan, mapping: Mapping, outcome: ItemOutcome) -> None:
+        # Superseded events end only once the state that supersedes them is applied (or failed for good):
+        # if the attempt fails and is retried, they stay in the batch and their fields with it.
+        superseded = [(ev, note) for ev, status, note in plan.finish_now if status == SUPERSEDED]
+        for ev, status, note in plan.finish_now:
+            if status != SUPERSEDED:
+                self._end(item, ev, status, outcome, note)
+        state_failed: str | None = None
+        if plan.state is not None:
+            step = plan.state
+            try:
+                self.applier.apply_state(item, step, mapping)
+            except ZohoConfigError:
+                raise  # a configuration problem is not this event's fault: retried, not failed at once
+            except (ZohoPermanentError, PermanentEventError) as exc:
+                state_failed = reason_of(exc)
+                self._attempted(item, step.event, "failed", state_failed)
+                self._end(item, step.event, FAILED, outcome, state_failed)
+            else:
+                self._attempted(item, step.event, "done")
+                if step.event.event.comment is None:
+                    self._end(item, step.event, DONE, outcome, None)
+        for ev, note in superseded:
+            self._end(item, ev, SUPERSEDED, outcome, note)
+        for ev in plan.comments:
+            if ev.id in item.finished:
+                continue
+            try:
+                self.applier.apply_comment(item, ev, mapping)
+            except ZohoConfigError:
+                raise
+            except (ZohoPermanentError, PermanentEventError) as exc:
+                reason = reason_of(exc)
+                if state_failed and (item.link is None or not item.link.confirmed):
+                    reason = f"the item has no Zoho issue: {state_failed}"
+                if plan.state is None or ev.id != plan.state.event.id:
+                    self._attempted(item, ev, "failed", reason)
+                self._end(item, ev, FAILED, outcome, reason)
+                continue
+            if plan.state is None or ev.id != plan.state.event.id:
+                self._attempted(item, ev, "done")
+            self._end(item, ev, DONE, outcome, None)
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+
+    def _end(self, item: ClaimedItem, ev: StoredEvent, status: str, outcome: ItemOutcome, note: str | None) -> None:
+        self.applier.finish(item, ev, status, note)
+        outcome.processed += 1
+        outcome.statuses[ev.id] = status
+        if status == FAILED:
+            log.error("event failed: %s", note, extra={"event_id": ev.id, "item": ev.item_key, "source": ev.source})
+
+    def _attempted(self, item: ClaimedItem, ev: StoredEvent, result: str, detail: str = "") -> None:
+        started = item.batch.now
+        item.later(
+            lambda conn, now: outcomes.count_attempt(
+                conn, ev.id, started_at=started, now=now, outcome=result, detail=detail
+            )
+        )
+
+    def _unfinished(self, item: ClaimedItem) -> list[StoredEvent]:
+        return [ev for ev in item.batch.events if ev.id not in item.finished]
+
+    def _failed(self, item: ClaimedItem, exc: Exception, started: float, outcome: ItemOutcome) -> None:
+        reason = reason_of(exc)
+        detail = mask(f"{reason}\n{traceback.format_exc()}")
+        retry_after = getattr(exc, "retry_after", None)
+        events = self._unfinished(item)
+        policy, jitter = self.policy, random.random()  # noqa: S311 - jitter, not security
+        transient = isinstance(exc, ZohoTransientError)
+        if transient:  # a timeout or a lost answer: Zoho may apply it later
+            item.recheck_after = max(item.recheck_after or 0.0, self.settings.duplicate_recheck_seconds)
+        rechecking = item.batch.recheck_due
+
+        def record(conn: Connection, now: float) -> None:
+            claim = item.claim
+            failures = claim_rows.item_failures(conn, claim) + 1
+            if rechecking and failures >= policy.max_attempts:  # a re-check that keeps failing must not spin
+                log.error("re-check given up after %s failures: %s", failures, reason, extra={"item": claim.item_key})
+                link_rows.update_link(conn, source=claim.source, item_key=claim.item_key, now=now, recheck_at=None)
+                item.recheck_after = None
+            self._ask_recheck(conn, now)
+            retry_at = now + retry.backoff(policy, failures, retry_after=retry_after, jitter=jitter)
+            for ev in events:
+                attempts = outcomes.count_attempt(
+                    conn, ev.id, started_at=started, now=now, outcome="retry", detail=detail
+                )
+                verdict = retry.after_attempt(
+                    policy, attempts=attempts, received_at=ev.received_at, now=now, reason=reason
+                )
+                if verdict.give_up:
+                    outcomes.finish(conn, ev.id, FAILED, now, error=verdict.reason)
+                    outcome.statuses[ev.id] = FAILED
+                else:
+                    outcomes.defer(conn, ev.id, at=retry_at, error=reason)
+            outcomes.defer_item(conn, claim.source, claim.item_key, at=retry_at)
+            claim_rows.release(conn, claim, retry_at=retry_at, failures=failures)
+            self._remember_next_due(conn, claim)
+
+        item.step(record)
+        log.warning(
+            "item failed, retrying later: %s", reason, extra={"item": item.claim.item_key, "source": item.claim.source}
+        )
+
+    def _waiting(self, item: ClaimedItem, exc: ZohoRateLimited, outcome: ItemOutcome) -> None:
+        """Zoho's budget says wait: the item waits, no attempt is counted (an event can still grow too old)."""
+        events = self._unfinished(item)
+        policy, wait = self.policy, max(1.0, exc.retry_after or 1.0)
+
+        def record(conn: Connection, now: float) -> None:
+            claim = item.claim
+            self._ask_recheck(conn, now)
+            for ev in events:
+                verdict = retry.after_wait(policy, received_at=ev.received_at, now=now, reason=exc.reason)
+                if verdict.give_up:
+                    outcomes.finish(conn, ev.id, FAILED, now, error=verdict.reason)
+                    outcome.statuses[ev.id] = FAILED
+            outcomes.defer_item(conn, claim.source, claim.item_key, at=now + wait)
+            claim_rows.release(conn, claim, retry_at=now + wait, failures=claim_rows.item_failures(conn, claim))
+            self._remember_next_due(conn, claim)
+
+        item.step(record)
+        log.info("zoho budget: item waits %.1fs", wait, extra={"item": item.claim.item_key})
+
+
+def _with_event(ev: StoredEvent, event: NormalizedEvent) -> StoredEvent:
+    return dataclasses.replace(ev, event=event)
+
+
+def describe(event: NormalizedEvent) -> str:
+    return f"{event.source} {event.item_kind} {event.item_key} {event.event_name}"
+
+
+__all__ = ["ItemOutcome", "SyncService", "describe", "mask"]
+
+
+def _fail_unreadable(conn: Connection, now: float, *, event_id: int, why: str) -> None:
+    outcomes.finish(conn, event_id, FAILED, now, error=why)

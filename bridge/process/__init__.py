@@ -1,0 +1,1 @@
+"""Process plumbing: runtime, broker, supervisor, metrics, logs, gunicorn configuration."""

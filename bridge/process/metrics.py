@@ -1,0 +1,137 @@
+"""Prometheus metrics at /metrics, read from the shared database at scrape time.
+
+Every process (web, workers, on every host) writes to the same store, so reading the figures from
+it aggregates them across processes and hosts with no per-process registry to merge. Counters and
+histograms are the rows of `metric_counters`, kept by bridge/store/counters.py in the transaction of the change
+they count (the stored-events gauge is kept the same way, by deltas); the other gauges are indexed lookups
+bounded by the backlog or by small tables, never by history.
+A scrape therefore costs the same at a thousand stored events or at a million.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Engine
+
+from bridge.store import counters
+from bridge.store import schema as db
+from bridge.store.clock import db_now
+from bridge.store.counters import LAG_BUCKETS_S, LATENCY_BUCKETS_MS
+from bridge.targets.zoho.ratelimit import block_status
+
+__all__ = ["LAG_BUCKETS_S", "LATENCY_BUCKETS_MS", "BridgeCollector", "render"]
+
+
+def _histogram(series: dict, name: str, buckets) -> tuple[list[tuple[str, float]], float]:  # type: ignore[no-untyped-def]
+    per_bucket = {labels.get("le"): value for labels, value in series.get(f"{name}_bucket", [])}
+    running, out = 0.0, []
+    for le in [*(str(b) for b in buckets), "+Inf"]:
+        running += per_bucket.get(le, 0.0)
+        out.append((le, running))
+    total = sum(v for _labels, v in series.get(f"{name}_sum", []))
+    return out, total
+
+
+def zoho_block_gauges(conn: Connection) -> list[GaugeMetricFamily]:
+    """The shared Zoho block (a 429, a spent daily quota): how long it still lasts and when it ends, by the
+    database clock."""
+    remaining, until = block_status(conn)
+    wait = GaugeMetricFamily("bridge_zoho_backoff_seconds", "Seconds every worker still waits after a 429")
+    wait.add_metric([], remaining)
+    ends = GaugeMetricFamily("bridge_zoho_block_until_seconds", "When the shared Zoho block ends (UNIX time; 0: none)")
+    ends.add_metric([], until or 0.0)
+    return [wait, ends]
+
+
+class BridgeCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator:  # type: ignore[override]
+        with self.engine.connect() as conn:
+            now = db_now(conn)  # leases and rate slots are timed by the database's clock
+            series = counters.read_all(conn)
+            pending = conn.execute(select(func.count()).where(db.events.c.status == "pending")).scalar()
+            oldest_at = conn.execute(
+                select(db.events.c.received_at)
+                .where(db.events.c.status == "pending")
+                .order_by(db.events.c.status, db.events.c.id)
+                .limit(1)
+            ).scalar()
+            leases = conn.execute(
+                select(func.count()).where(db.leases.c.name.like("item:%"), db.leases.c.expires_at > now)
+            ).scalar()
+            block = zoho_block_gauges(conn)
+            slots = conn.execute(select(func.count()).where(db.rate_slots.c.used_at > now - 60.0)).scalar()
+            # (more gauges from other modules go here: one indexed query each, read on this connection)
+
+        received = CounterMetricFamily(
+            "bridge_deliveries", "Webhook deliveries by source, event and answer", labels=["source", "event", "answer"]
+        )
+        for labels, value in series.get(counters.DELIVERIES, []):
+            received.add_metric([labels["source"], labels["event"], labels["answer"]], value)
+        yield received
+
+        events = GaugeMetricFamily("bridge_events", "Stored events by state", labels=["source", "status"])
+        for labels, value in series.get(counters.EVENTS_STORED, []):
+            if value:
+                events.add_metric([labels["source"], labels["status"]], value)
+        yield events
+
+        finished = CounterMetricFamily(
+            "bridge_events_finished", "Events processed to an end state", labels=["source", "status"]
+        )
+        for labels, value in series.get(counters.EVENTS_FINISHED, []):
+            finished.add_metric([labels["source"], labels["status"]], value)
+        yield finished
+
+        retried = CounterMetricFamily("bridge_event_retries", "Processing attempts that ended in a retry")
+        retried.add_metric([], sum(v for _labels, v in series.get(counters.RETRIES, [])))
+        yield retried
+
+        depth = GaugeMetricFamily("bridge_queue_depth", "Events stored and not yet processed")
+        depth.add_metric([], pending or 0)
+        yield depth
+        oldest = GaugeMetricFamily("bridge_oldest_pending_seconds", "Age of the oldest unprocessed event")
+        oldest.add_metric([], max(0.0, now - oldest_at) if oldest_at else 0.0)
+        yield oldest
+
+        calls = CounterMetricFamily(
+            "bridge_zoho_calls", "Zoho calls by endpoint and HTTP status", labels=["endpoint", "status", "dry_run"]
+        )
+        for labels, value in series.get(counters.ZOHO_CALLS, []):
+            calls.add_metric([labels["endpoint"], labels["status"], labels["dry_run"]], value)
+        yield calls
+
+        buckets, total = _histogram(series, counters.ZOHO_LATENCY, LATENCY_BUCKETS_MS)
+        latency = HistogramMetricFamily("bridge_zoho_latency_ms", "Zoho call latency in milliseconds")
+        latency.add_metric([], buckets, total)
+        yield latency
+
+        buckets, total = _histogram(series, counters.END_TO_END_LAG, LAG_BUCKETS_S)
+        lag = HistogramMetricFamily(
+            "bridge_end_to_end_lag_seconds", "From the source's timestamp to the Zoho answer, per processed event"
+        )
+        lag.add_metric([], buckets, total)
+        yield lag
+
+        busy = GaugeMetricFamily("bridge_items_locked", "Items a worker holds the lease of right now")
+        busy.add_metric([], leases or 0)
+        yield busy
+
+        yield from block
+        used = GaugeMetricFamily("bridge_zoho_budget_used", "Zoho calls in the last 60 s (shared budget)")
+        used.add_metric([], slots or 0)
+        yield used
+
+
+def render(engine: Engine) -> bytes:
+    from prometheus_client import generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BridgeCollector(engine))
+    return generate_latest(registry)

@@ -1,0 +1,73 @@
+"""Builds the long-lived objects a process needs, once: engine, mappings, Zoho client, sync service."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy.engine import Engine
+
+from bridge import store
+from bridge.core.service import SyncService
+from bridge.mapping import MappingRegistry
+from bridge.settings import Settings, load_settings
+from bridge.sources import KNOWN_FIELDS
+from bridge.store import schema as db
+from bridge.targets.zoho.client import ZohoClient
+
+log = logging.getLogger("bridge")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        engine = db.make_engine(self.settings.database_url)
+        db.ensure_schema(engine)
+        return engine
+
+    @cached_property
+    def registry(self) -> MappingRegistry:
+        registry = MappingRegistry(
+            self.settings.mappings_dir, known_fields=KNOWN_FIELDS, last_good=DatabaseLastGood(self.engine)
+        )
+        for problems in registry.problems.values():
+            for problem in problems:
+                log.error("mapping refused: %s", problem)
+        return registry
+
+    @cached_property
+    def zoho(self) -> ZohoClient:
+        return ZohoClient(self.settings, self.engine)
+
+    @cached_property
+    def sync(self) -> SyncService:
+        return SyncService(self.settings, self.engine, self.registry, self.zoho)
+
+
+class DatabaseLastGood:
+    """The last good text of each mapping file, in the shared database (kv `mapping.last_good.<file>`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def get(self, name: str) -> str | None:
+        return store.kv_get(self.engine, f"mapping.last_good.{name}")
+
+    def put(self, name: str, text: str) -> None:
+        if store.kv_get(self.engine, f"mapping.last_good.{name}") != text:
+            store.kv_set(self.engine, f"mapping.last_good.{name}", text)
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime (worker processes build it lazily, after the fork)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(load_settings())
+    return _runtime

@@ -1,0 +1,1 @@
+"""BugHerd: webhook parsing, API client, backfill reader."""

@@ -1,0 +1,76 @@
+"""Backfill reader for BugHerd: a project's tasks (archived ones included) and their comments.
+
+`GET /api_v2/projects/{id}/tasks.json?page=N` (100 a page, `meta.count` the total) and, per task,
+`GET …/tasks/{id}/comments.json` (seed 002). The client's token bucket keeps to BugHerd's 60 requests a
+minute (bursts of 10), so a backfill of N tasks takes about N seconds of BugHerd time; a 429 anyway
+(another process using the key) stops the backfill resumable at its last page.
+
+Task and comment objects are wrapped in the webhooks' bodies and normalized by `bridge.sources.bugherd`.
+A listed task without its description and status (a shortened list) is fetched whole first.
+Dedup keys: `backfill:task:<id>:<updated_at>` and `backfill:task-comment:<id>:<updated_at>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from bridge.backfill.runner import Batch, Item, ReadEvent
+from bridge.events import NormalizedEvent
+from bridge.sources.bugherd.api import BugHerdClient
+from bridge.sources.bugherd.webhook import NAME, BugHerdSource
+
+NOTE = "backfilled from BugHerd"
+_NORMALIZER = BugHerdSource("backfill: parse only, never verifies")
+
+
+class BugHerdReader:
+    source = NAME
+
+    def __init__(self, client: BugHerdClient, project_id: int) -> None:
+        self.client, self.project_id = client, project_id
+        self.calls = 0
+
+    @property
+    def source_calls(self) -> int:
+        return self.calls
+
+    def scope(self) -> dict[str, Any]:
+        return {"project": self.project_id}
+
+    def batches(self, cursor: dict[str, Any] | None) -> Iterator[Batch]:
+        cursor = dict(cursor or {"page": 1, "seen": 0})
+        while True:
+            self.calls += 1
+            tasks, total = self.client.tasks_page(self.project_id, cursor["page"])
+            if not tasks:
+                return
+            items = [self._item(task) for task in tasks]
+            cursor["page"] += 1
+            cursor["seen"] += len(tasks)
+            yield Batch(items, dict(cursor), len(tasks), total)
+            if (total is not None and cursor["seen"] >= total) or len(tasks) < 100:
+                return
+
+    def _item(self, listed: dict[str, Any]) -> Item:
+        task = {"project_id": self.project_id, **listed}
+        if "description" not in task and "status" not in task:
+            self.calls += 1
+            task = {"project_id": self.project_id, **self.client.task(self.project_id, task["id"])}
+        body = {"task": task}
+        event = _normalize(body, "task_update")
+        events = [ReadEvent(event, f"backfill:task:{task['id']}:{task.get('updated_at')}", body)]
+        self.calls += 1
+        for comment in self.client.task_comments(self.project_id, task["id"]):
+            comment_body = {"comment": {**comment, "task": task}}
+            updated = comment.get("updated_at") or comment.get("created_at")
+            key = f"backfill:task-comment:{comment['id']}:{updated}"
+            events.append(ReadEvent(_normalize(comment_body, "comment"), key, comment_body))
+        return Item(str(task["id"]), events)
+
+
+def _normalize(body: dict[str, Any], event_hint: str) -> NormalizedEvent:
+    event = _NORMALIZER.parse(json.dumps(body).encode(), {}, event_hint)
+    return dataclasses.replace(event, event_name=f"backfill.{event_hint}", notes=(*event.notes, NOTE))

@@ -1,0 +1,1 @@
+"""Bugzilla: webhook parsing, REST client, backfill reader, poller."""

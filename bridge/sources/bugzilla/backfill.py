@@ -1,0 +1,132 @@
+"""Backfill reader for Bugzilla: a product's bugs (optionally one component) and their comments.
+
+Search: `GET /rest/bug?product=…&component=…&last_change_time=…&order=changeddate,bug_id&limit&offset`
+(seed 003), paged keyset-style like the poller: each page restarts at the newest change time seen, with an
+offset only within one second, so a bug that changes during the backfill moves to the end instead of
+shifting the pages. Comments: `GET /rest/bug/{id}/comment`, one call per bug (comment 0 is the description).
+
+The events and their dedup keys are the poller's (`bridge.sources.bugzilla.poller`: `poll:<id>:<time>:<hash>` and
+`poll-comment:<comment id>`), so a bug both polled and backfilled is stored once. Private comments are not
+copied, as with webhooks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from bridge.backfill.runner import BackfillError, Batch, Item, ReadEvent
+from bridge.events import Comment, NormalizedEvent, parse_timestamp
+from bridge.settings import Settings
+from bridge.sources.bugzilla.api import BugzillaClient, change_ts, description_of, fields_of
+from bridge.sources.bugzilla.poller import rest_time
+from bridge.sources.bugzilla.webhook import NAME
+
+EPOCH = "1970-01-01T00:00:00Z"
+PAGE_SIZE = 100
+NOTE = "backfilled from Bugzilla"
+
+
+class BugzillaReader:
+    source = NAME
+
+    def __init__(
+        self,
+        client: BugzillaClient,
+        settings: Settings,
+        product: str,
+        *,
+        component: str | None = None,
+        since: str | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.client, self.settings = client, settings
+        self.product, self.component, self.since = product, component, since
+        self.page_size = page_size
+        self.calls = 0
+
+    @property
+    def source_calls(self) -> int:
+        return self.calls
+
+    def scope(self) -> dict[str, Any]:
+        return {"product": self.product, "component": self.component, "since": self.since}
+
+    def batches(self, cursor: dict[str, Any] | None) -> Iterator[Batch]:
+        cursor = dict(cursor or {"time": self.since or EPOCH, "skip": 0, "seen": 0})
+        while True:
+            self.calls += 1
+            page = self.client.search(
+                last_change_time=cursor["time"],
+                product=self.product,
+                component=self.component,
+                limit=self.page_size,
+                offset=cursor["skip"],
+            )
+            if not page:
+                if not cursor["seen"] and not self.since:
+                    where = f"product {self.product!r}" + (f", component {self.component!r}" if self.component else "")
+                    raise BackfillError(f"Bugzilla has no bugs in {where}: is the name right (it must match exactly)?")
+                return
+            items = [self._item(bug) for bug in page]
+            times = [change_ts(b) for b in page]
+            last = max(times)
+            if rest_time(last) == cursor["time"]:
+                cursor["skip"] += len(page)  # a whole page within one second: step through that second
+            else:
+                cursor["time"], cursor["skip"] = rest_time(last), sum(1 for t in times if t == last)
+            cursor["seen"] += len(page)
+            yield Batch(items, dict(cursor), len(page))
+            if len(page) < self.page_size:
+                return
+
+    def _item(self, bug: dict[str, Any]) -> Item:
+        bug_id = int(bug["id"])
+        ts = change_ts(bug)
+        self.calls += 1
+        comments = self.client.comments(bug_id)
+        fields = fields_of(bug, self.settings.bugzilla_url, description_of(comments))
+        state = {k: v for k, v in fields.items() if k != "description"}  # the poller's key leaves it out
+        digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        event = NormalizedEvent(
+            source=NAME,
+            item_kind="bug",
+            item_key=str(bug_id),
+            action="updated",  # the sync creates the Zoho issue when the bug has no link yet
+            event_name="backfill.bug",
+            source_ts=ts,
+            fields=fields,
+            source_project=str(fields.get("product") or ""),
+            notes=(NOTE,),
+        )
+        events = [ReadEvent(event, f"poll:{bug_id}:{rest_time(ts)}:{digest}", bug)]
+        url = fields.get("bug_url") or ""
+        for raw in comments:
+            number = raw.get("count", raw.get("number"))
+            if number == 0 or raw.get("is_private") or raw.get("id") is None:
+                continue
+            created = raw.get("creation_time") or raw.get("time")
+            created_at = parse_timestamp(created, field_name="comment.creation_time") if created else ts
+            comment = Comment(
+                id=str(raw["id"]),
+                body=str(raw.get("text") or ""),
+                author=str(raw.get("creator") or ""),
+                url=f"{url}#c{number}" if url and number is not None else url,
+                created_at=created_at,
+            )
+            comment_event = NormalizedEvent(
+                source=NAME,
+                item_kind="bug",
+                item_key=str(bug_id),
+                action="comment_created",
+                event_name="backfill.comment",
+                source_ts=min(created_at, ts),
+                fields=state,
+                comment=comment,
+                source_project=event.source_project,
+                notes=(NOTE,),
+            )
+            events.append(ReadEvent(comment_event, f"poll-comment:{raw['id']}", raw))
+        return Item(str(bug_id), events)

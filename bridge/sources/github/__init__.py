@@ -1,0 +1,1 @@
+"""GitHub: webhook parsing, REST client, backfill reader."""

@@ -1,0 +1,233 @@
+"""What operators do by hand: forget a link, apply an item's state again, and the one-screen status.
+
+Small SQLAlchemy Core functions on `bridge.store.schema`'s tables, beside `bridge.store` (whose functions serve the
+delivery core); the CLI and, later, the admin pages call them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.engine import Engine
+
+from bridge.store import FAILED, PENDING, Link, counters
+from bridge.store import schema as db
+from bridge.store.clock import engine_now
+from bridge.store.links import UNLINKED
+
+RESYNC_PREFIX = "resync:"
+SOURCES = ("github", "bugzilla", "bugherd")
+BACKOFF_KEY = "zoho.backoff_until"  # bridge.targets.zoho.ratelimit's; read here without building a Zoho client
+
+
+def _as_link(row: Any) -> Link:
+    return Link(
+        source=row.source,
+        external_id=row.external_id,
+        item_key=row.item_key,
+        portal=row.portal,
+        project=row.project,
+        zoho_issue_id=row.zoho_issue_id,
+        state=row.state,
+        last_state_ts=row.last_state_ts,
+        applied_hash=row.applied_hash,
+        last_fields=json.loads(row.last_fields) if row.last_fields else None,
+    )
+
+
+class NotFound(Exception):
+    """No link or event matches what the operator named."""
+
+
+def find_links(engine: Engine, external_id: str, source: str | None = None) -> list[Link]:
+    """Links whose external id (`github:acme/web#5`) or item key (`acme/web#5`) is `external_id`."""
+    query = select(db.links).where(
+        or_(db.links.c.external_id == external_id, db.links.c.item_key == external_id), db.links.c.state != UNLINKED
+    )
+    if source:
+        query = query.where(db.links.c.source == source)
+    with engine.connect() as conn:
+        return [_as_link(row) for row in conn.execute(query).all()]
+
+
+def unlink(engine: Engine, external_id: str, source: str | None = None) -> tuple[list[Link], int]:
+    """Forget the link(s) and their comment links; the item's next event re-finds or creates its Zoho issue.
+
+    Returns (links removed, comment links removed). The Zoho issue itself is left alone: finding it by its
+    external id is how the next event adopts it again, if it still exists.
+    """
+    found = find_links(engine, external_id, source)
+    if not found:
+        raise NotFound(f"no link for {external_id!r}" + (f" in {source}" if source else ""))
+    comments = 0
+    with engine.begin() as conn:
+        for link in found:
+            comments += (
+                conn.execute(
+                    delete(db.comment_links).where(
+                        db.comment_links.c.source == link.source, db.comment_links.c.external_id == link.external_id
+                    )
+                ).rowcount
+                or 0
+            )
+            conn.execute(
+                update(db.links)
+                .where(db.links.c.source == link.source, db.links.c.external_id == link.external_id)
+                .values(
+                    state=UNLINKED,
+                    zoho_issue_id=None,
+                    applied_hash=None,
+                    last_state_ts=0.0,
+                    recheck_at=None,
+                    intent_at=func.coalesce(db.links.c.intent_at, db.links.c.created_at),
+                )
+            )
+    return found, comments
+
+
+@dataclass(frozen=True)
+class Resync:
+    event_id: int
+    source: str
+    item_key: str
+    copied_from: int
+
+
+def resync(engine: Engine, external_id: str, source: str | None = None) -> Resync:
+    """Apply the item's latest known state again: a new pending event, a copy of its newest state event.
+
+    The link's applied-body hash is cleared so the update is sent even if nothing changed on our side (the
+    point is usually an edit made by hand in Zoho, or a Zoho issue that was fixed up). An item without a link
+    (never synced, or unlinked) is created, or found on Zoho by its external id, as on any event.
+    """
+    links = find_links(engine, external_id, source)
+    keys = {(link.source, link.item_key) for link in links}
+    if not keys:  # not linked (never synced, or unlinked): find the item by its key among the events
+        wanted, key = source, external_id
+        prefix, _, rest = external_id.partition(":")
+        if rest and prefix in SOURCES and source in (None, prefix):
+            wanted, key = prefix, rest  # the shipped mappings' external ids are `<source>:<item key>`
+        with engine.connect() as conn:
+            query = select(db.events.c.source, db.events.c.item_key).where(db.events.c.item_key.in_({key, external_id}))
+            if wanted:
+                query = query.where(db.events.c.source == wanted)
+            keys = {(row.source, row.item_key) for row in conn.execute(query.distinct()).all()}
+    if not keys:
+        raise NotFound(f"no link and no event for {external_id!r}" + (f" in {source}" if source else ""))
+    if len(keys) > 1:
+        names = ", ".join(f"{s} {k}" for s, k in sorted(keys))
+        raise NotFound(f"{external_id!r} names more than one item ({names}): give --source")
+    item_source, item_key = keys.pop()
+    with engine.begin() as conn:
+        latest = conn.execute(
+            select(db.events)
+            .where(
+                db.events.c.source == item_source,
+                db.events.c.item_key == item_key,
+                db.events.c.action.in_(("created", "updated", "deleted")),
+            )
+            .order_by(db.events.c.source_ts.desc(), db.events.c.id.desc())
+            .limit(1)
+        ).first()
+        if latest is None:
+            raise NotFound(f"no state event is stored for {item_source} {item_key}: nothing to apply again")
+        event = json.loads(latest.event_json)
+        if not event.get("has_state", True):
+            raise NotFound(f"event {latest.id}, the newest for {item_key}, carried none of its fields")
+        result = conn.execute(
+            insert(db.events).values(
+                source=item_source,
+                dedup_key=f"{RESYNC_PREFIX}{uuid.uuid4().hex}",
+                event_name=latest.event_name,
+                item_key=item_key,
+                action=latest.action,
+                source_ts=latest.source_ts,
+                received_at=time.time(),
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=0.0,
+                headers=json.dumps({"X-Issue-Bridge": "resync"}),
+                payload=latest.payload,
+                event_json=latest.event_json,
+                notes=f"resync: a copy of event {latest.id}, applied again by an operator",
+            )
+        )
+        counters.delivery_stored(conn, item_source, latest.event_name)
+        conn.execute(
+            update(db.links)
+            .where(db.links.c.source == item_source, db.links.c.item_key == item_key)
+            .values(applied_hash=None)
+        )
+    inserted = result.inserted_primary_key
+    assert inserted is not None
+    return Resync(int(inserted[0]), item_source, item_key, int(latest.id))
+
+
+# -- status ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Status:
+    now: float
+    counts: dict[str, int]
+    oldest_pending_at: float | None
+    due_now: int
+    failing: list[dict[str, Any]]
+    zoho_calls_last_minute: int
+    zoho_failed_last_hour: int
+    backoff_until: float | None
+    last_event_at: float | None
+    extra_sections: list[tuple[str, list[str]]] = field(default_factory=list)  # e.g. backfills (#15)
+
+
+def status(engine: Engine, *, failing_limit: int = 10) -> Status:
+    now = engine_now(engine)
+    events = db.events.c
+    with engine.connect() as conn:
+        counts = {s: int(n) for s, n in conn.execute(select(events.status, func.count()).group_by(events.status))}
+        oldest = conn.execute(select(func.min(events.received_at)).where(events.status == PENDING)).scalar()
+        due = conn.execute(
+            select(func.count()).where(events.status == PENDING, events.next_attempt_at <= now)
+        ).scalar_one()
+        last = conn.execute(select(func.max(events.received_at))).scalar()
+        failing = [
+            {
+                "event_id": row.id,
+                "source": row.source,
+                "item": row.item_key,
+                "event": row.event_name,
+                "at": row.processed_at or row.received_at,
+                "reason": row.last_error or "",
+                "status": row.status,
+            }
+            for row in conn.execute(
+                select(events.id, events.source, events.item_key, events.event_name)
+                .add_columns(events.processed_at, events.received_at, events.last_error, events.status)
+                .where(or_(events.status == FAILED, (events.status == PENDING) & events.last_error.is_not(None)))
+                .order_by(events.id.desc())
+                .limit(failing_limit)
+            )
+        ]
+        calls = db.zoho_calls.c
+        recent = conn.execute(select(func.count()).where(calls.at >= now - 60, calls.dry_run.is_(False))).scalar_one()
+        refused = conn.execute(
+            select(func.count()).where(calls.at >= now - 3600, calls.status >= 400, calls.dry_run.is_(False))
+        ).scalar_one()
+        backoff = conn.execute(select(db.kv.c.value).where(db.kv.c.key == BACKOFF_KEY)).scalar()
+    backoff_until = float(backoff) if backoff and float(backoff) > now else None
+    return Status(
+        now=now,
+        counts=counts,
+        oldest_pending_at=float(oldest) if oldest is not None else None,
+        due_now=int(due),
+        failing=failing,
+        zoho_calls_last_minute=int(recent),
+        zoho_failed_last_hour=int(refused),
+        backoff_until=backoff_until,
+        last_event_at=float(last) if last is not None else None,
+    )

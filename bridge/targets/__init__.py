@@ -1,0 +1,1 @@
+"""Where issues go: one package per target system."""

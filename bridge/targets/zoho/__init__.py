@@ -1,0 +1,1 @@
+"""Zoho Projects (API v3) and Zoho BugTracker: client, dialects, auth, budget, verify."""

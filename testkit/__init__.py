@@ -1,0 +1,1 @@
+"""What tests and benchmarks share: strict fakes of every outside system, the process harness, factories."""

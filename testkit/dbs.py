@@ -1,0 +1,85 @@
+"""A fresh, migrated database per test on SQLite and (when BRIDGE_TEST_DATABASE_URL is set) on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+
+from bridge import store
+from bridge.events import NormalizedEvent
+from bridge.store import schema as db
+
+DAY = 86400.0
+
+
+def fresh_engine(kind: str, tmp_path: Path) -> Iterator[Engine]:
+    if kind == "sqlite":
+        engine = db.make_engine(f"sqlite:///{tmp_path}/bridge.db")
+        db.ensure_schema(engine)
+        yield engine
+        engine.dispose()
+        return
+    server = os.environ.get("BRIDGE_TEST_DATABASE_URL", "")
+    if not server.startswith("postgresql"):
+        pytest.skip("BRIDGE_TEST_DATABASE_URL is not a PostgreSQL URL")
+    import psycopg
+
+    base = server.replace("postgresql+psycopg://", "postgresql://")
+    name = f"bridge_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    engine = db.make_engine("postgresql+psycopg://" + base.split("://", 1)[1].rsplit("/", 1)[0] + "/" + name)
+    try:
+        db.ensure_schema(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path) -> Iterator[Engine]:
+    yield from fresh_engine(request.param, tmp_path)
+
+
+def deliver(engine: Engine, n: int, *, source: str = "github", body_bytes: int = 2000) -> int:
+    """Store delivery number `n` (item acme/web#n) the way intake does; returns its event id."""
+    event = NormalizedEvent(
+        source=source,
+        item_kind="issue",
+        item_key=f"acme/web#{n}",
+        action="created",
+        event_name="issues.opened",
+        source_ts=datetime.now(UTC),
+        fields={"title": f"Issue {n}"},
+        source_project="acme/web",
+    )
+    payload = json.dumps({"issue": {"number": n, "body": "x" * body_bytes}}).encode()
+    event_id, new = store.record_delivery(
+        engine, event, dedup_key=f"d-{source}-{n}", headers={"X-GitHub-Event": "issues"}, payload=payload
+    )
+    assert new
+    return event_id
+
+
+def age(engine: Engine, event_id: int, days: float) -> None:
+    """Pretend the event was received and processed `days` ago (test setup of history)."""
+    import time
+
+    at = time.time() - days * DAY
+    with engine.begin() as conn:
+        values = {"received_at": at}
+        row = conn.execute(db.events.select().where(db.events.c.id == event_id)).one()
+        if row.processed_at is not None:
+            values["processed_at"] = at
+        conn.execute(update(db.events).where(db.events.c.id == event_id).values(**values))
+        conn.execute(update(db.zoho_calls).where(db.zoho_calls.c.event_id == event_id).values(at=at))

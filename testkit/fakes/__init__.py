@@ -1,0 +1,1 @@
+"""Fakes that follow the documents: real HTTP servers for Zoho, GitHub, Bugzilla and BugHerd."""
