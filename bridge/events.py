@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.outbound.errors import Transient
+
 # What happened to the external item. Comment actions carry `comment`; item actions carry `fields`.
 ITEM_ACTIONS = ("created", "updated", "deleted")
 COMMENT_ACTIONS = ("comment_created", "comment_updated", "comment_deleted")
@@ -42,13 +44,11 @@ class Unauthorized(Exception):
         self.reason = reason
 
 
-class SourceUnavailable(Exception):
+class SourceUnavailable(Transient):
     """Fetching more of an item from its source failed for now (network, 5xx, 429): retry later."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+    def __init__(self, reason: str, retry_after: float | None = None, *, status: int | None = None) -> None:
+        super().__init__(reason, status=status, retry_after=retry_after)
 
 
 @dataclass(frozen=True)

@@ -448,6 +448,9 @@ def _as_before_the_upgrade(runtime: Runtime) -> None:
             conn.execute(db.links.update().where(db.links.c.id == row.id).values(last_fields=json.dumps(fields)))
         conn.execute(text("DROP TABLE item_identities"))
         conn.execute(text("ALTER TABLE links DROP COLUMN create_sent_at"))  # 0012
+        conn.execute(text("DROP TABLE budget_slots"))  # 0013
+        conn.execute(text("DROP TABLE budget_state"))
+        conn.execute(text("CREATE TABLE rate_slots (slot INTEGER PRIMARY KEY, used_at FLOAT NOT NULL)"))
         conn.execute(text("UPDATE alembic_version SET version_num = '0009'"))
     runtime.engine.dispose()
 

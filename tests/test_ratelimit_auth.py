@@ -10,12 +10,11 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from bridge import store
 from bridge.settings import load_settings
 from bridge.store import schema as db
 from bridge.store.clock import engine_now
 from bridge.targets.zoho.auth import TokenProvider
-from bridge.targets.zoho.ratelimit import BACKOFF_KEY, RateLimiter, RateLimitTimeout
+from bridge.targets.zoho.ratelimit import RateLimiter, RateLimitTimeout, block_status
 from testkit.fakes.zoho import FakeZoho
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -66,10 +65,10 @@ def test_a_block_makes_every_acquire_wait(engine):
     limiter = RateLimiter(engine, 5, window=2.0, margin=0.1)
     other = RateLimiter(engine, 5, window=2.0, margin=0.1)  # another worker on the same database
     until = limiter.block(0.4, "test")
-    assert float(store.kv_get(engine, BACKOFF_KEY)) == pytest.approx(until)
+    assert block_status(engine)[1] == pytest.approx(until)
     assert until == pytest.approx(engine_now(engine) + 0.4, abs=0.2)  # timed by the database clock
     limiter.block(0.01, "shorter")  # a shorter block never shortens the one in force
-    assert float(store.kv_get(engine, BACKOFF_KEY)) == pytest.approx(until)
+    assert block_status(engine)[1] == pytest.approx(until)
     with pytest.raises(RateLimitTimeout):
         other.acquire(timeout=0.1)
     waited = other.acquire(timeout=5)
@@ -85,12 +84,12 @@ def test_zero_budget_means_no_limiter(engine):
 def test_lowering_the_budget_deletes_extra_slots(engine):
     RateLimiter(engine, 5, window=2.0, margin=0.1).acquire()
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(db.rate_slots)).scalar() == 5
+        assert conn.execute(select(func.count()).select_from(db.budget_slots)).scalar() == 5
     lower = RateLimiter(engine, 3, window=2.0, margin=0.1)
     for _ in range(2):  # slot 0 is still busy from the first limiter; slots 1 and 2 are free
         assert lower.acquire(timeout=1) < 0.2
     with engine.connect() as conn:
-        slots = conn.execute(select(db.rate_slots.c.slot)).scalars().all()
+        slots = conn.execute(select(db.budget_slots.c.slot)).scalars().all()
     assert sorted(slots) == [0, 1, 2]
     with pytest.raises(RateLimitTimeout):
         lower.acquire(timeout=0.5)  # only 3 slots now, all used within the window
@@ -108,7 +107,7 @@ def test_raising_the_budget_adds_slots(engine):
 def _take_slots(url: str, n: int, barrier, out) -> None:  # runs in a spawned process
     engine = db.make_engine(url)
     limiter = RateLimiter(engine, 6, window=1.5, margin=0.25)  # margin: slack between slot and clock read
-    limiter._init_slots()
+    limiter.prepare()
     barrier.wait()
     grants = []
     for _ in range(n):

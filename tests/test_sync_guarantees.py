@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bridge import store
 from bridge.events import NormalizedEvent
@@ -205,17 +205,35 @@ def test_zoho_4xx_fails_the_event_with_zohos_reason_and_a_newer_event_recovers(t
     assert issue["severity"]["value"] == "Major" and issue["name"] == "fixed"
 
 
-def test_transient_failures_retry_then_give_up_after_max_attempts(tmp_path, fake):
-    runtime = Runtime(load_settings(make_env(tmp_path, fake, MAX_ATTEMPTS="3")))
+def test_an_outage_is_a_wait_never_a_failure_by_attempts(tmp_path, fake):
+    """Zoho answers 500 to everything for longer than MAX_ATTEMPTS tries: the event stays pending (an outage
+    is a wait until EVENT_MAX_AGE_SECONDS) and syncs once Zoho is back, without a replay."""
+    runtime = Runtime(load_settings(make_env(tmp_path, fake, MAX_ATTEMPTS="2")))
     deliver(runtime, "issues", issues_event("opened"))
+    fake.set_faults(error_500_rate=1.0)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        runtime.sync.process_item("github", "acme/web#1")
+        [event] = store.list_events(runtime.engine)
+        if event.attempts >= 5:
+            break
+        time.sleep(0.05)
+    assert event.status == "pending" and event.attempts >= 5, event
+    fake.set_faults()
+    drain(runtime)
+    assert len(fake.issues()) == 1
+    assert store.count_by_status(runtime.engine) == {"done": 1}
+
+
+def test_an_event_past_its_maximum_age_ends_failed(tmp_path, fake):
+    runtime = Runtime(load_settings(make_env(tmp_path, fake, EVENT_MAX_AGE_SECONDS="3600")))
+    deliver(runtime, "issues", issues_event("opened"))
+    with runtime.engine.begin() as conn:  # received two hours ago (by the database's clock)
+        conn.execute(update(db.events).values(received_at=db.events.c.received_at - 7200))
     fake.set_faults(error_500_rate=1.0)
     drain(runtime)
     [failed] = store.list_events(runtime.engine, status="failed")
-    assert failed.attempts == 3 and "gave up after 3 attempts" in (failed.last_error or "")
-    fake.set_faults()
-    store.reset_for_replay(runtime.engine, [failed.id])
-    drain(runtime)
-    assert len(fake.issues()) == 1
+    assert "still not synced" in (failed.last_error or "") and failed.attempts == 1
 
 
 def test_expired_token_is_refreshed_once_and_the_call_repeated(tmp_path, fake):
@@ -386,10 +404,18 @@ def test_an_item_backs_off_as_one_during_an_outage(tmp_path, fake):
     for n in range(1, 7):
         deliver(runtime, "issues", issues_event("edited", title=f"edit {n}", updated=n))
     fake.set_faults(error_500_rate=1.0)
-    drain(runtime)
+    deadline = time.time() + 20
+    while len(issue_calls(fake, "PATCH")) < 4 and time.time() < deadline:
+        runtime.sync.process_item("github", "acme/web#1")
+        time.sleep(0.05)
+    tries = len(issue_calls(fake, "PATCH"))
+    assert tries >= 4  # more than MAX_ATTEMPTS: an outage is a wait
+    assert store.count_by_status(runtime.engine) == {"done": 1, "pending": 6}
     fake.set_faults()
-    assert len(issue_calls(fake, "PATCH")) == 3  # MAX_ATTEMPTS tries of the newest state, nothing more
-    assert store.count_by_status(runtime.engine) == {"done": 1, "failed": 6}
+    drain(runtime)
+    assert len(issue_calls(fake, "PATCH")) == tries + 1  # the newest state, once, when Zoho is back
+    assert store.count_by_status(runtime.engine) == {"done": 2, "superseded": 5}
+    assert fake.issues()[0]["name"] == "edit 6"
 
 
 def test_a_failing_state_update_does_not_fail_the_comments(tmp_path, fake):

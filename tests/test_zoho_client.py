@@ -19,7 +19,7 @@ from bridge.store import schema as db
 from bridge.targets.zoho import auth
 from bridge.targets.zoho.client import ZohoClient
 from bridge.targets.zoho.errors import ResolutionError, ZohoConfigError, ZohoPermanentError, ZohoTransientError
-from bridge.targets.zoho.ratelimit import BACKOFF_KEY
+from bridge.targets.zoho.ratelimit import block_status
 
 API = "https://projectsapi.zoho.test"
 ACCOUNTS = "https://accounts.zoho.test"
@@ -436,7 +436,7 @@ def test_429_with_retry_after_is_transient_and_backs_everyone_off(projects, rsps
         projects.create_issue(draft())
     assert err.value.status == 429
     assert err.value.retry_after == pytest.approx(7, abs=0.5)
-    backoff = store.kv_get(projects.engine, BACKOFF_KEY)
+    backoff = block_status(projects.engine)[1]
     assert backoff is not None and before + 6 <= float(backoff) <= time.time() + 8
 
 
@@ -446,7 +446,7 @@ def test_429_with_only_x_ratelimit_reset_is_honoured(projects, rsps):
     with pytest.raises(ZohoTransientError) as err:
         projects.create_issue(draft())
     assert err.value.retry_after == pytest.approx(42, abs=2)
-    assert float(store.kv_get(projects.engine, BACKOFF_KEY)) == pytest.approx(reset, abs=2)
+    assert block_status(projects.engine)[1] == pytest.approx(reset, abs=2)
 
 
 def test_429_retry_after_as_http_date(projects, rsps):

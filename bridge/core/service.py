@@ -28,9 +28,10 @@ from bridge.core import retry
 from bridge.core.apply import Applier, PermanentEventError
 from bridge.core.claim import ClaimedItem
 from bridge.core.plan import Plan, plan_batch
-from bridge.events import NormalizedEvent, SourceUnavailable
+from bridge.events import NormalizedEvent
 from bridge.mapping import MappingRegistry
 from bridge.mapping.model import Mapping
+from bridge.outbound.errors import ConfigError, LimitWait, OutboundError, Transient
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, SUPERSEDED, StoredEvent, outcomes
 from bridge.store import claims as claim_rows
@@ -40,13 +41,12 @@ from bridge.store.links import DRY_RUN
 from bridge.targets.zoho.client import ZohoClient
 from bridge.targets.zoho.errors import (
     ZohoConfigError,
-    ZohoError,
     ZohoPermanentError,
-    ZohoRateLimited,
     ZohoTransientError,
 )
 
 log = logging.getLogger("bridge.sync")
+CONFIG_WAIT_SECONDS = 300.0  # an item held up by a refused configuration looks again this often
 MAX_ITEM_SECONDS = 60.0  # hand the item back after this long so one busy item cannot hog a worker
 _SECRETS = re.compile(
     r"(?i)(oauthtoken\s+|access_token[\"'=:\s]+|refresh_token[\"'=:\s]+|client_secret[\"'=:\s]+)[^\s\"'&,]+"
@@ -69,9 +69,7 @@ def mask(text: str) -> str:
 
 
 def reason_of(exc: BaseException) -> str:
-    if isinstance(exc, ZohoError):
-        return exc.reason
-    if isinstance(exc, SourceUnavailable):
+    if isinstance(exc, OutboundError):
         return exc.reason
     return f"{type(exc).__name__}: {exc}"
 
@@ -240,7 +238,7 @@ class SyncService:
             return True
         except ClaimLost:
             raise
-        except ZohoRateLimited as exc:
+        except (LimitWait, ConfigError) as exc:  # a budget, a throttle, a refused configuration: a wait
             self._waiting(item, exc, outcome)
             return False
         except Exception as exc:  # the one failure boundary: whatever went wrong is an attempt
@@ -330,15 +328,17 @@ class SyncService:
         retry_after = getattr(exc, "retry_after", None)
         events = self._unfinished(item)
         policy, jitter = self.policy, random.random()  # noqa: S311 - jitter, not security
-        transient = isinstance(exc, ZohoTransientError)
-        if transient:  # a timeout or a lost answer: Zoho may apply it later
+        transient = isinstance(exc, Transient)
+        if isinstance(exc, ZohoTransientError):  # a timeout or a lost answer: Zoho may apply it later
             item.recheck_after = max(item.recheck_after or 0.0, self.settings.duplicate_recheck_seconds)
         rechecking = item.batch.recheck_due
 
         def record(conn: Connection, now: float) -> None:
             claim = item.claim
             failures = claim_rows.item_failures(conn, claim) + 1
-            if rechecking and failures >= policy.max_attempts:  # a re-check that keeps failing must not spin
+            if (
+                rechecking and not transient and failures >= policy.max_attempts
+            ):  # a re-check that keeps failing must not spin
                 log.error("re-check given up after %s failures: %s", failures, reason, extra={"item": claim.item_key})
                 link_rows.update_link(conn, source=claim.source, item_key=claim.item_key, now=now, recheck_at=None)
                 item.recheck_after = None
@@ -348,9 +348,12 @@ class SyncService:
                 attempts = outcomes.count_attempt(
                     conn, ev.id, started_at=started, now=now, outcome="retry", detail=detail
                 )
-                verdict = retry.after_attempt(
-                    policy, attempts=attempts, received_at=ev.received_at, now=now, reason=reason
-                )
+                if transient:  # an outage is a wait: only the event's age can end it
+                    verdict = retry.after_wait(policy, received_at=ev.received_at, now=now, reason=reason)
+                else:
+                    verdict = retry.after_attempt(
+                        policy, attempts=attempts, received_at=ev.received_at, now=now, reason=reason
+                    )
                 if verdict.give_up:
                     outcomes.finish(conn, ev.id, FAILED, now, error=verdict.reason)
                     outcome.statuses[ev.id] = FAILED
@@ -365,25 +368,31 @@ class SyncService:
             "item failed, retrying later: %s", reason, extra={"item": item.claim.item_key, "source": item.claim.source}
         )
 
-    def _waiting(self, item: ClaimedItem, exc: ZohoRateLimited, outcome: ItemOutcome) -> None:
-        """Zoho's budget says wait: the item waits, no attempt is counted (an event can still grow too old)."""
+    def _waiting(self, item: ClaimedItem, exc: LimitWait | ConfigError, outcome: ItemOutcome) -> None:
+        """A budget, a throttle or a refused configuration says wait: the item waits, no attempt is counted
+        (an event can still grow too old). A configuration error waits CONFIG_WAIT_SECONDS, reported once
+        by the client that met it, so a fixed setting is picked up without anyone replaying anything."""
         events = self._unfinished(item)
-        policy, wait = self.policy, max(1.0, exc.retry_after or 1.0)
+        default = CONFIG_WAIT_SECONDS if isinstance(exc, ConfigError) else 1.0
+        policy, wait = self.policy, max(1.0, exc.retry_after or default)
+        reason = reason_of(exc)
 
         def record(conn: Connection, now: float) -> None:
             claim = item.claim
             self._ask_recheck(conn, now)
             for ev in events:
-                verdict = retry.after_wait(policy, received_at=ev.received_at, now=now, reason=exc.reason)
+                verdict = retry.after_wait(policy, received_at=ev.received_at, now=now, reason=reason)
                 if verdict.give_up:
                     outcomes.finish(conn, ev.id, FAILED, now, error=verdict.reason)
                     outcome.statuses[ev.id] = FAILED
+                else:  # the reason stays visible on the event while it waits (status, events list)
+                    outcomes.defer(conn, ev.id, at=now + wait, error=reason)
             outcomes.defer_item(conn, claim.source, claim.item_key, at=now + wait)
             claim_rows.release(conn, claim, retry_at=now + wait, failures=claim_rows.item_failures(conn, claim))
             self._remember_next_due(conn, claim)
 
         item.step(record)
-        log.info("zoho budget: item waits %.1fs", wait, extra={"item": item.claim.item_key})
+        log.info("item waits %.1fs: %s", wait, reason_of(exc), extra={"item": item.claim.item_key})
 
 
 def _with_event(ev: StoredEvent, event: NormalizedEvent) -> StoredEvent:

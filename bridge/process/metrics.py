@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from bridge.store import counters
+from bridge.store import budgets, counters
 from bridge.store import schema as db
 from bridge.store.clock import db_now
 from bridge.store.counters import LAG_BUCKETS_S, LATENCY_BUCKETS_MS
@@ -66,7 +66,7 @@ class BridgeCollector(Collector):
                 select(func.count()).where(db.leases.c.name.like("item:%"), db.leases.c.expires_at > now)
             ).scalar()
             block = zoho_block_gauges(conn)
-            slots = conn.execute(select(func.count()).where(db.rate_slots.c.used_at > now - 60.0)).scalar()
+            slots = budgets.used_since(conn, "zoho", now - 60.0)
             # (more gauges from other modules go here: one indexed query each, read on this connection)
 
         received = CounterMetricFamily(

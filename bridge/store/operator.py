@@ -15,14 +15,13 @@ from typing import Any
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
-from bridge.store import FAILED, PENDING, Link, counters
+from bridge.store import FAILED, PENDING, Link, budgets, counters
 from bridge.store import schema as db
 from bridge.store.clock import engine_now
 from bridge.store.links import UNLINKED
 
 RESYNC_PREFIX = "resync:"
 SOURCES = ("github", "bugzilla", "bugherd")
-BACKOFF_KEY = "zoho.backoff_until"  # bridge.targets.zoho.ratelimit's; read here without building a Zoho client
 
 
 def _as_link(row: Any) -> Link:
@@ -218,8 +217,8 @@ def status(engine: Engine, *, failing_limit: int = 10) -> Status:
         refused = conn.execute(
             select(func.count()).where(calls.at >= now - 3600, calls.status >= 400, calls.dry_run.is_(False))
         ).scalar_one()
-        backoff = conn.execute(select(db.kv.c.value).where(db.kv.c.key == BACKOFF_KEY)).scalar()
-    backoff_until = float(backoff) if backoff and float(backoff) > now else None
+        zoho = budgets.peek(conn, "zoho")
+    backoff_until = zoho.blocked_until if zoho is not None and zoho.blocked_until > now else None
     return Status(
         now=now,
         counts=counts,

@@ -196,13 +196,31 @@ leases = Table(
     Column("failures", Integer, nullable=False, default=0, server_default="0"),
 )
 
-# The shared Zoho call budget: one row per slot of the sliding window, plus the global back-off.
-rate_slots = Table(
-    "rate_slots",
+# The shared call budgets of every outside system (bridge/outbound/budget.py, bridge/store/budgets.py), timed by
+# the database's clock: per budget its block (a throttle, a reset time, an outage breaker), the GCRA clock
+# (`tat`, for rates with bursts) and the UTC day's count (daily quotas)...
+budget_state = Table(
+    "budget_state",
     metadata,
-    Column("slot", Integer, primary_key=True, autoincrement=False),
-    Column("used_at", Float, nullable=False, index=True),
+    Column("budget", String(64), primary_key=True),
+    Column("blocked_until", Float, nullable=False, default=0.0),
+    Column("reason", Text),
+    Column("outages", Integer, nullable=False, default=0),  # consecutive failures to answer (the breaker)
+    Column("tat", Float, nullable=False, default=0.0),
+    Column("day", String(10)),
+    Column("day_count", Integer, nullable=False, default=0),
+    Column("updated_at", Float, nullable=False),
 )
+# ...and, for a sliding window of N calls, N slots: a call takes the one used longest ago, only if that
+# use is more than a window ago.
+budget_slots = Table(
+    "budget_slots",
+    metadata,
+    Column("budget", String(64), primary_key=True),
+    Column("slot", Integer, primary_key=True, autoincrement=False),
+    Column("used_at", Float, nullable=False),
+)
+Index("ix_budget_slots_used", budget_slots.c.budget, budget_slots.c.used_at)
 
 # Small durable values: back-off deadline, polling high-water marks.
 kv = Table(

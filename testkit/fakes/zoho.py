@@ -52,6 +52,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
+from bridge.targets.zoho import calls as zoho_calls
 from testkit.fakes.server import FakeServer
 
 DEFAULT_PROJECTS = {"1752587000000097024": {"name": "Web"}, "1752587000000098001": {"name": "API"}}
@@ -341,6 +342,7 @@ ROUTES[:0] = [
 
 class FakeZoho(AttachmentsFake, FakeServer):
     handler = _Handler
+    tables = (zoho_calls.PROJECTS, zoho_calls.BUGTRACKER, zoho_calls.ACCOUNTS)
 
     """Zoho Accounts + Zoho Projects v3 + BugTracker on one loopback port. See the module docstring.
 
@@ -543,6 +545,7 @@ class FakeZoho(AttachmentsFake, FakeServer):
     # ------------------------------------------------------------------ request entry point
     def _handle(self, method, target, raw, headers):
         t = time.time()
+        self.declared(method, target)
         split = urlsplit(target)
         path, query = split.path, parse_qs(split.query, keep_blank_values=True)
         ctype = headers.get("Content-Type") or ""

@@ -205,7 +205,7 @@ def test_patch_updates_and_validates(fake, api):
     assert api("GET", f"{issues_path()}/{iid}").status_code == 404 and fake.issues() == []
 
 
-def test_wrong_method_unknown_url_and_unknown_ids(api):
+def test_wrong_method_unknown_url_and_unknown_ids(api, probing_fakes):
     resp = api("PUT", f"{issues_path()}/1752587000000100001", json={"name": "x"})
     assert resp.status_code == 405
     title, detail = v3_detail(resp)
@@ -304,7 +304,7 @@ def test_metadata_endpoints(fake, api):
 
 
 # ------------------------------------------------------------------ BugTracker dialect
-def test_bugtracker_create_by_names_search_comments_and_headers(fake, api):
+def test_bugtracker_create_by_names_search_comments_and_headers(fake, api, probing_fakes):
     body = {
         "title": "Checkout crash",
         "description": "NullPointer in cart",
@@ -522,3 +522,13 @@ def test_bugtracker_on_its_own_host_and_move(fake, api):
     iid = api("POST", issues_path(), json={"name": "x"}).json()["id"]
     moved = api("POST", f"{issues_path()}/{iid}/move", json={"to_project": "1752587000000098001"})
     assert moved.status_code == 204 and fake.issue(iid)["project_id"] == "1752587000000098001"
+
+
+def test_a_call_no_table_declares_is_logged_for_the_session(probing_fakes):
+    log = probing_fakes
+    with FakeZoho() as fake:
+        assert fake.declared("GET", "/api/v3/portal/1/projects/2/issues?page=1&per_page=10")
+        assert fake.declared("POST", "/oauth/v2/token")
+        assert not fake.declared("GET", "/api/v3/portal/1/projects/2/tasks")
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(e["method"], e["path"]) for e in entries] == [("GET", "/api/v3/portal/1/projects/2/tasks")]

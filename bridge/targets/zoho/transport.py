@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from bridge import store
 from bridge.settings import Settings
 from bridge.targets.zoho.auth import CONFIG_HINT, TokenProvider
+from bridge.targets.zoho.calls import TABLES
 from bridge.targets.zoho.errors import ZohoConfigError, ZohoPermanentError, ZohoRateLimited, ZohoTransientError
 from bridge.targets.zoho.ratelimit import RateLimiter, RateLimitTimeout
 
@@ -98,6 +99,9 @@ class Transport:
     ) -> Response:
         """One Zoho call with a JSON `body`, or multipart (`files` and/or `form` fields: attachments) when
         given; the call log records a multipart body as file names and sizes, never the bytes."""
+        declared = TABLES[self.dialect].find(method, path)
+        if declared is None:  # never sent: a call the documents do not have is a bug, not a request
+            raise ZohoPermanentError(f"{method} {path}: not a declared Zoho call (bridge/targets/zoho/calls.py)")
         multipart = files is not None or form is not None
         if multipart:
             body = {"files": {k: f"{v[0]} ({len(v[1])} bytes)" for k, v in (files or {}).items()}, **(form or {})}

@@ -1,0 +1,53 @@
+"""Session-wide checks.
+
+Every request a fake receives is matched against the bridge's declared call tables (testkit/fakes/server.py);
+a request no table declares is written to one log for the whole session (xdist workers included), and the
+session fails listing them: the bridge made a call its tables (and so its documents) do not have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from testkit.fakes.server import UNDECLARED_LOG
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if UNDECLARED_LOG not in os.environ:  # the controller: its workers inherit the same file
+        handle, name = tempfile.mkstemp(prefix="bridge-undeclared-", suffix=".jsonl")
+        os.close(handle)
+        os.environ[UNDECLARED_LOG] = name
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller reports
+        return
+    log = Path(os.environ.get(UNDECLARED_LOG, ""))
+    if not log.is_file():
+        return
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    log.unlink()
+    if not entries:
+        return
+    seen = sorted({(e["fake"], e["method"], e["path"], e["test"]) for e in entries})
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"{fake}: {method} {path}  ({test})" for fake, method, path, test in seen[:50]]
+    message = "calls no table declares (bridge/targets/zoho/calls.py, bridge/sources/*/calls.py):\n" + "\n".join(lines)
+    if reporter is not None:
+        reporter.write_sep("=", "undeclared outside calls", red=True)
+        reporter.write_line(message)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def probing_fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """For tests of the fakes themselves, which send calls the bridge never makes on purpose (a 405, an unknown
+    path): their requests go to a log of their own, not the session's."""
+    log = tmp_path / "undeclared-probes.jsonl"
+    monkeypatch.setenv(UNDECLARED_LOG, str(log))
+    return log
