@@ -16,6 +16,8 @@ from bridge.outbound.errors import Transient
 # What happened to the external item. Comment actions carry `comment`; item actions carry `fields`.
 ITEM_ACTIONS = ("created", "updated", "deleted")
 COMMENT_ACTIONS = ("comment_created", "comment_updated", "comment_deleted")
+# A change seen in Zoho (a poll, Zoho's webhook): a nudge to the item's talk-back, never a source state.
+ZOHO_ACTIONS = ("zoho_changed",)
 # Nothing these trackers send predates 1995 (Bugzilla dates from 1998, GitHub from 2008).
 EARLIEST_TIMESTAMP = datetime(1995, 1, 1, tzinfo=UTC)
 
@@ -83,7 +85,7 @@ class NormalizedEvent:
     previous_identity: str = ""
 
     def __post_init__(self) -> None:
-        if self.action not in ITEM_ACTIONS + COMMENT_ACTIONS:
+        if self.action not in ITEM_ACTIONS + COMMENT_ACTIONS + ZOHO_ACTIONS:
             raise ValueError(f"unknown action {self.action!r}")
         if self.action in COMMENT_ACTIONS and self.comment is None:
             raise ValueError(f"{self.action} needs a comment")

@@ -344,14 +344,24 @@ class BridgeStack:
         return {s: int(n) for s, n in rows}
 
     def wait_idle(self, timeout: float = 60.0) -> dict[str, int]:
-        """Until no event is pending (every delivery processed, failed or superseded)."""
+        """Until no event is pending (every delivery processed, failed or superseded) and no side work is
+        planned or in doubt (back-links, copied comments, attachments, source writes: done or failed)."""
 
         def done() -> bool:
             self.assert_alive()
-            return self.counts().get("pending", 0) == 0
+            return self.counts().get("pending", 0) == 0 and not self.side_work_open()
 
-        wait_for(done, timeout, what="all events processed")
+        wait_for(done, timeout, what="all events processed and side work finished")
         return self.counts()
+
+    def side_work_open(self) -> int:
+        """Side operations still planned or in doubt."""
+        from bridge.core.journal import SIDE_KINDS
+
+        t = db.operations
+        with self.engine.connect() as conn:
+            query = select(func.count()).where(t.c.kind.in_(SIDE_KINDS), t.c.state.in_(("planned", "sent")))
+            return int(conn.execute(query).scalar() or 0)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

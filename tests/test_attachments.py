@@ -5,28 +5,30 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from bridge import store
 from bridge.core.attachments import (
-    ASSOCIATED,
-    UPLOADED,
     AttachmentRef,
     AttachmentRefused,
     AttachmentTooLarge,
     check_url,
     fetch,
-    get_link,
     refs_of,
-    sync_attachments,
 )
 from bridge.events import NormalizedEvent
+from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
-from bridge.store import schema as db
+from bridge.sources.bugherd.webhook import BugHerdSource
+from bridge.store import journal
+from bridge.store.clock import db_now
 from bridge.targets.zoho.attachments import ZohoAttachments
-from bridge.targets.zoho.client import ZohoClient
+from bridge.targets.zoho.errors import ZohoTransientError
+from testkit.factories_trackers import BUGHERD_TOKEN, bugherd_event, encode
 from testkit.fakes.files import FileServer
 from testkit.fakes.zoho import FakeZoho
 from testkit.harness import in_process_env
@@ -153,177 +155,179 @@ def test_bugzilla_attachment_comes_base64_in_json(files):
         fetch(ref, hosts, hosts, max_bytes=len(PNG) - 1)
 
 
-# -- exactly once into Zoho --------------------------------------------------------------------------------------
+# -- exactly once into Zoho, as side work of the delivery core ------------------------------------------------
+# Each attachment is a `zoho.attachment` operation of the journal, carried out under the item's claim after its
+# state is synced; a crash between its steps resumes from what the journal recorded.
+
+TASK = "41000217"
 
 
 @pytest.fixture(params=["projects", "bugtracker"])
 def zoho(request, tmp_path: Path, files):
     fake = FakeZoho().start()
-    env = in_process_env(tmp_path, fake, DATABASE_URL=f"sqlite:///{tmp_path}/b.db", ZOHO_DIALECT=request.param,
-                         ATTACHMENT_HOSTS="127.0.0.1", ATTACHMENT_MAX_BYTES="4096")  # fmt: skip
-    settings = load_settings(env, read_dotenv=False)
-    engine = db.make_engine(settings.database_url)
-    db.ensure_schema(engine)
-    client = ZohoClient(settings, engine)
-    kind = "bugs" if request.param == "bugtracker" else "issues"
-    body = {"title": "t"} if request.param == "bugtracker" else {"name": "t"}
-    resp = client.call(
-        "POST", f"/api/v3/portal/{fake.portal_id}/projects/{next(iter(fake.projects))}/{kind}", body=body
-    )
-    data = resp.data["bugs"][0] if request.param == "bugtracker" else resp.data
-    yield fake, settings, engine, client, str(data["id"])
-    engine.dispose()
+    env = in_process_env(tmp_path, fake, "bugherd", ZOHO_DIALECT=request.param, ATTACHMENT_HOSTS="127.0.0.1",
+                         ATTACHMENT_MAX_BYTES="4096", BUGHERD_WEBHOOK_TOKEN=BUGHERD_TOKEN)  # fmt: skip
+    mapping = Path(env["MAPPINGS_DIR"]) / "bugherd.yaml"
+    mapping.write_text(mapping.read_text() + "attachments: true\n")
+    runtime = Runtime(load_settings(env, read_dotenv=False))
+    yield fake, runtime
+    runtime.engine.dispose()
     fake.stop()
 
 
-def copy_once(zoho, ev, **kw):
-    fake, settings, engine, client, issue_id = zoho
-    return sync_attachments(
-        engine, settings, ZohoAttachments(client), ev, external_id="bugherd:1", portal=fake.portal_id,
-        project=next(iter(fake.projects)), issue_id=issue_id, **kw,
-    )  # fmt: skip
+def deliver_task(runtime: Runtime, screenshot_url: str, *, updated: int, kind: str = "task_update") -> None:
+    source = BugHerdSource(BUGHERD_TOKEN)
+    payload = bugherd_event(kind, status="doing", updated=updated)
+    payload["task"]["screenshot_url"] = screenshot_url
+    body = encode(payload)
+    normalized = source.parse(body, {}, kind)
+    store.record_delivery(runtime.engine, normalized, dedup_key=source.dedup_key(body, {}, kind), headers={},
+                          payload=body)  # fmt: skip
+
+
+def run(runtime: Runtime) -> None:
+    """Process the item until its events are done and no side work is due now."""
+    for _ in range(20):
+        runtime.sync.process_item("bugherd", TASK)
+        with runtime.engine.connect() as conn:
+            now = db_now(conn)
+            due = [o for o in journal.open_for_item(conn, "bugherd", TASK) if o.next_at is not None and o.next_at <= now
+                   and o.kind == "zoho.attachment"]  # fmt: skip
+        if not store.pending_for_item(runtime.engine, "bugherd", TASK, float("inf")) and not due:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the item still has work")
+
+
+def attachment_op(runtime: Runtime):
+    with runtime.engine.connect() as conn:
+        ops = [o for o in journal.for_item(conn, "bugherd", TASK) if o.kind == "zoho.attachment"]
+    assert len(ops) == 1, ops
+    return ops[0]
+
+
+def issue_of(fake: FakeZoho) -> str:
+    issues = fake.issues(dialect="bugtracker") or fake.issues()
+    return str(issues[0]["id"])
+
+
+def notes(runtime: Runtime) -> str:
+    return "\n".join(e.notes or "" for e in store.list_events(runtime.engine))
 
 
 def test_screenshot_is_copied_once_across_redeliveries(zoho, files):
-    fake, _, engine, _, issue_id = zoho
+    fake, runtime = zoho
     files.routes["/s/1.png"] = (200, {"Content-Type": "image/png"}, PNG[:1000])
-    ev = event("bugherd", screenshot_url=files.base_url + "/s/1.png")
-    assert copy_once(zoho, ev) == ["attachment 1.png copied to Zoho"]
-    assert copy_once(zoho, ev) == []  # a redelivery: nothing fetched, nothing sent
-    assert files.hits == ["/s/1.png"]
-    [att] = fake.attachments(issue_id)
+    deliver_task(runtime, files.base_url + "/s/1.png", updated=10, kind="task_create")
+    run(runtime)
+    deliver_task(runtime, files.base_url + "/s/1.png", updated=20)  # names the same screenshot again
+    run(runtime)
+    assert files.hits == ["/s/1.png"]  # fetched once, sent once
+    [att] = fake.attachments(issue_of(fake))
     assert (att["name"], att["size"]) == ("1.png", "1000")
-    assert get_link(engine, "bugherd", "bugherd:1", refs_of(zoho[1], ev)[0].key).state == ASSOCIATED
+    assert attachment_op(runtime).state == "confirmed"
+    assert "attachment 1.png copied to Zoho" in notes(runtime)
 
 
-def test_oversize_and_foreign_are_skipped_with_a_note_and_never_sent(zoho, files):
-    fake, _, _engine, _, issue_id = zoho
+def test_oversize_and_foreign_are_refused_with_a_note_and_never_sent(zoho, files):
+    fake, runtime = zoho
     files.routes["/big.png"] = (200, {}, PNG * 3)
-    notes = copy_once(zoho, event("bugherd", screenshot_url=files.base_url + "/big.png"))
-    assert len(notes) == 1 and "over ATTACHMENT_MAX_BYTES (4096)" in notes[0]
-    notes = copy_once(zoho, event("bugherd", screenshot_url="http://10.0.0.7/s.png"))
-    assert "not one of the source's own hosts" in notes[0]
-    assert fake.attachments(issue_id) == [] and fake.portal_uploads() == []
-    assert copy_once(zoho, event("bugherd", screenshot_url=files.base_url + "/big.png")) == []  # decided once
+    deliver_task(runtime, files.base_url + "/big.png", updated=10, kind="task_create")
+    run(runtime)
+    op = attachment_op(runtime)
+    assert op.state == "failed" and "over ATTACHMENT_MAX_BYTES (4096)" in (op.last_error or "")
+    assert "over ATTACHMENT_MAX_BYTES (4096)" in notes(runtime)
+    assert fake.attachments(issue_of(fake)) == [] and fake.portal_uploads() == []
+    assert store.count_by_status(runtime.engine) == {"done": 1}  # the item's state synced all the same
 
 
-def test_a_crash_between_upload_and_association_resumes_without_a_second_upload(zoho, files):
-    fake, settings, engine, client, issue_id = zoho
-    if client.dialect == "bugtracker":
+def test_an_unreachable_image_never_holds_the_items_state_back(zoho, files):
+    """Issue #21: one image that cannot be downloaded failed the item. Now the state is synced and the event
+    done; the attachment retries on its own, visibly, and is copied once when the host answers."""
+    fake, runtime = zoho
+    files.routes["/s/9.png"] = (503, {}, b"down")
+    deliver_task(runtime, files.base_url + "/s/9.png", updated=10, kind="task_create")
+    runtime.sync.process_item("bugherd", TASK)
+    assert store.count_by_status(runtime.engine) == {"done": 1}
+    op = attachment_op(runtime)
+    assert op.state == "planned" and op.attempts == 1 and "HTTP 503" in (op.last_error or "")
+    files.routes["/s/9.png"] = (200, {}, PNG[:400])
+    time.sleep(max(0.0, (op.next_at or 0) - time.time()) + 0.05)
+    run(runtime)
+    assert attachment_op(runtime).state == "confirmed" and len(fake.attachments(issue_of(fake))) == 1
+
+
+def test_a_crash_between_upload_and_association_resumes_without_a_second_upload(zoho, files, monkeypatch):
+    fake, runtime = zoho
+    if runtime.settings.zoho_dialect == "bugtracker":
         pytest.skip("BugTracker uploads onto the bug in one call: nothing to associate")
     files.routes["/s/2.png"] = (200, {}, PNG[:500])
-    ev = event("bugherd", screenshot_url=files.base_url + "/s/2.png")
-    uploader = ZohoAttachments(client)
-    real_associate = uploader.associate
+    real_associate = ZohoAttachments.associate
 
-    def dies(*args):
+    def dies(self, *args):
         raise SystemExit("worker killed")
 
-    uploader.associate = dies
+    monkeypatch.setattr(ZohoAttachments, "associate", dies)
+    deliver_task(runtime, files.base_url + "/s/2.png", updated=10, kind="task_create")
     with pytest.raises(SystemExit):
-        sync_attachments(engine, settings, uploader, ev, external_id="bugherd:1", portal=fake.portal_id,
-                         project=next(iter(fake.projects)), issue_id=issue_id)  # fmt: skip
-    key = refs_of(settings, ev)[0].key
-    assert get_link(engine, "bugherd", "bugherd:1", key).state == UPLOADED
-    assert len(fake.portal_uploads()) == 1 and fake.attachments(issue_id) == []
-    uploader.associate = real_associate
-    assert copy_once(zoho, ev) == ["attachment 2.png copied to Zoho"]
-    assert len(fake.portal_uploads()) == 1 and len(fake.attachments(issue_id)) == 1
+        runtime.sync.process_item("bugherd", TASK)
+    op = attachment_op(runtime)
+    assert op.state == "sent" and op.payload.get("uploaded")  # the upload's id was recorded before associating
+    assert len(fake.portal_uploads()) == 1 and fake.attachments(issue_of(fake)) == []
+    monkeypatch.setattr(ZohoAttachments, "associate", real_associate)
+    with runtime.engine.begin() as conn:  # the killed worker's claim expired
+        conn.exec_driver_sql("UPDATE leases SET expires_at = 0")
+        conn.exec_driver_sql("UPDATE operations SET next_at = 0 WHERE kind = 'zoho.attachment'")
+    run(runtime)
+    assert len(fake.portal_uploads()) == 1 and len(fake.attachments(issue_of(fake))) == 1
     assert files.hits == ["/s/2.png"]  # fetched once
 
 
-def test_a_lost_association_answer_is_looked_up_not_repeated(zoho, files):
-    fake, _settings, _engine, client, issue_id = zoho
-    if client.dialect == "bugtracker":
-        pytest.skip("no association step in BugTracker")
-    files.routes["/s/3.png"] = (200, {}, PNG[:300])
-    ev = event("bugherd", screenshot_url=files.base_url + "/s/3.png")
-    fake.set_faults(error_500_after_commit_rate=1.0)  # every write is stored, then answered 500
-    try:
-        with pytest.raises(Exception, match="500"):
-            copy_once(zoho, ev)
-    finally:
-        fake.set_faults(error_500_after_commit_rate=0.0)
-    # The upload's answer was lost: uploaded again (an unassociated orphan stays in the portal), then associated.
-    copy_once(zoho, ev)
-    assert len(fake.attachments(issue_id)) == 1 and len(fake.portal_uploads()) == 2
-
-
-def test_an_association_whose_answer_was_lost_is_not_repeated(zoho, files):
-    fake, settings, engine, client, issue_id = zoho
-    if client.dialect == "bugtracker":
+def test_an_association_whose_answer_was_lost_is_not_repeated(zoho, files, monkeypatch):
+    fake, runtime = zoho
+    if runtime.settings.zoho_dialect == "bugtracker":
         pytest.skip("no association step in BugTracker")
     files.routes["/s/5.png"] = (200, {}, PNG[:300])
-    ev = event("bugherd", screenshot_url=files.base_url + "/s/5.png")
-    uploader = ZohoAttachments(client)
-    real_associate = uploader.associate
+    real_associate = ZohoAttachments.associate
 
-    def associates_then_dies(*args):
-        real_associate(*args)
+    def associates_then_dies(self, *args):
+        real_associate(self, *args)
         raise SystemExit("worker killed before recording the association")
 
-    uploader.associate = associates_then_dies
+    monkeypatch.setattr(ZohoAttachments, "associate", associates_then_dies)
+    deliver_task(runtime, files.base_url + "/s/5.png", updated=10, kind="task_create")
     with pytest.raises(SystemExit):
-        sync_attachments(engine, settings, uploader, ev, external_id="bugherd:1", portal=fake.portal_id,
-                         project=next(iter(fake.projects)), issue_id=issue_id)  # fmt: skip
+        runtime.sync.process_item("bugherd", TASK)
+    monkeypatch.setattr(ZohoAttachments, "associate", real_associate)
     posts = len(fake.api_calls(method="POST", path_contains="/attachments"))
-    assert copy_once(zoho, ev) == []
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE leases SET expires_at = 0")
+        conn.exec_driver_sql("UPDATE operations SET next_at = 0 WHERE kind = 'zoho.attachment'")
+    run(runtime)
     assert len(fake.api_calls(method="POST", path_contains="/attachments")) == posts  # looked up, not re-sent
-    assert len(fake.attachments(issue_id)) == 1
-    assert get_link(engine, "bugherd", "bugherd:1", refs_of(settings, ev)[0].key).state == ASSOCIATED
+    assert len(fake.attachments(issue_of(fake))) == 1
+    assert attachment_op(runtime).state == "confirmed"
 
 
-def test_bugtracker_retry_after_a_lost_upload_answer_adopts_the_file(zoho, files):
-    fake, _settings, _engine, client, issue_id = zoho
-    if client.dialect != "bugtracker":
+def test_bugtracker_retry_after_a_lost_upload_answer_adopts_the_file(zoho, files, monkeypatch):
+    fake, runtime = zoho
+    if runtime.settings.zoho_dialect != "bugtracker":
         pytest.skip("BugTracker only")
     files.routes["/s/4.png"] = (200, {}, PNG[:200])
-    ev = event("bugherd", screenshot_url=files.base_url + "/s/4.png")
-    fake.set_faults(error_500_after_commit_rate=1.0)
-    try:
-        with pytest.raises(Exception, match="500"):
-            copy_once(zoho, ev)
-    finally:
-        fake.set_faults(error_500_after_commit_rate=0.0)
-    assert copy_once(zoho, ev) == ["attachment 4.png found on the Zoho bug already"]
-    assert len(fake.attachments(issue_id)) == 1
+    real_upload = ZohoAttachments.upload
 
+    def stored_but_answer_lost(self, *args):
+        real_upload(self, *args)
+        raise ZohoTransientError("POST …/attachments: network error ReadTimeout")
 
-def test_a_worker_that_lost_the_item_mid_copy_records_nothing_and_the_next_holder_copies_once(zoho, files):
-    """Row writes go through the delivery core's fenced step: once the claim is gone (a pause past the
-    lease), the stalled worker's upload answer is not recorded, and the worker that holds the item now
-    finishes the copy with one attachment on the issue."""
-    from bridge.store import claims
-
-    fake, settings, engine, client, issue_id = zoho
-    files.routes["/s/3.png"] = (200, {}, PNG[:700])
-    ev = event("bugherd", screenshot_url=files.base_url + "/s/3.png")
-    claimed = claims.claim_item(engine, "bugherd", ev.item_key, "stalled", 60.0)
-    assert not isinstance(claimed, claims.Refused)
-    stalled = claimed[0]
-
-    def fenced_write(fn):
-        with claims.fenced(engine, stalled) as (conn, now):
-            return fn(conn, now)
-
-    uploader = ZohoAttachments(client)
-    real_upload = uploader.upload
-
-    def upload_then_lose_the_claim(*args):
-        answer = real_upload(*args)
-        with engine.begin() as conn:  # paused past the lease while Zoho answered: another worker took it
-            conn.exec_driver_sql("UPDATE leases SET expires_at = 0")
-        return answer
-
-    uploader.upload = upload_then_lose_the_claim
-    with pytest.raises(claims.ClaimLost):
-        sync_attachments(engine, settings, uploader, ev, external_id="bugherd:1", portal=fake.portal_id,
-                         project=next(iter(fake.projects)), issue_id=issue_id, write=fenced_write)  # fmt: skip
-    key = refs_of(settings, ev)[0].key
-    row = get_link(engine, "bugherd", "bugherd:1", key)
-    assert row is not None and row.zoho_attachment_id is None  # the lost worker's answer was not written
-    # Projects: the upload was never associated, so it goes again; BugTracker stored it on the bug already
-    done = "found on the Zoho bug already" if client.dialect == "bugtracker" else "copied to Zoho"
-    assert copy_once(zoho, ev) == [f"attachment 3.png {done}"]
-    assert len(fake.attachments(issue_id)) == 1
-    assert get_link(engine, "bugherd", "bugherd:1", key).state == ASSOCIATED
+    monkeypatch.setattr(ZohoAttachments, "upload", stored_but_answer_lost)
+    deliver_task(runtime, files.base_url + "/s/4.png", updated=10, kind="task_create")
+    runtime.sync.process_item("bugherd", TASK)
+    monkeypatch.setattr(ZohoAttachments, "upload", real_upload)
+    assert store.count_by_status(runtime.engine) == {"done": 1}
+    op = attachment_op(runtime)
+    assert op.state == "sent"
+    time.sleep(max(0.0, (op.next_at or 0) - time.time()) + 0.05)
+    run(runtime)
+    assert "attachment 4.png found on the Zoho bug already" in notes(runtime)
+    assert len(fake.attachments(issue_of(fake))) == 1

@@ -86,8 +86,12 @@ def test_a_deletion_wins_a_tie_and_stays_terminal():
 
 
 def test_a_deletion_while_a_create_is_in_doubt_looks_for_the_issue_and_one_never_synced_is_remembered():
-    doubt = plan_batch([ev(1, "created", 0), ev(2, "deleted", 3)], link(state="creating"), comments_enabled=True)
+    events = [ev(1, "created", 0), ev(2, "deleted", 3)]
+    doubt = plan_batch(events, link(state="creating"), comments_enabled=True, create_in_doubt=True)
     assert doubt.state is not None and (doubt.state.action, doubt.state.in_doubt) == ("delete", True)
+    # a create intent that never left (its budget said wait): nothing can be in Zoho, the deletion is kept
+    unsent = plan_batch(events, link(state="creating"), comments_enabled=True, create_in_doubt=False)
+    assert unsent.state is not None and unsent.state.action == "tombstone"
     never = plan_batch([ev(1, "created", 0), ev(2, "deleted", 3)], None, comments_enabled=True)
     assert never.state is not None and never.state.action == "tombstone"  # nothing sent, the deletion kept
     # the tombstone (a deleted link without an issue) keeps an older redelivery from creating the item
@@ -96,11 +100,24 @@ def test_a_deletion_while_a_create_is_in_doubt_looks_for_the_issue_and_one_never
     assert redelivered.state is not None and redelivered.state.action == "skip"
 
 
-def test_older_than_applied_is_not_applied_and_unconfirmed_link_means_doubt():
+def test_a_deletion_is_terminal_whatever_its_body_timestamps_say():
+    """A BugHerd destroy carries `deleted_at: null`: its time can be older than a comment event's state that
+    arrived with it. The deletion still wins, in one batch and after the item's newer state was applied."""
+    batch = plan_batch([ev(1, "updated", 9, title="commented"), ev(2, "deleted", 3)], link(ts=5), comments_enabled=True)
+    assert batch.state is not None and (batch.state.event.id, batch.state.action) == (2, "delete")
+    later = plan_batch([ev(2, "deleted", 3)], link(ts=9), comments_enabled=True)
+    assert later.state is not None and later.state.action == "delete"
+
+
+def test_older_than_applied_is_not_applied_and_a_create_sent_unconfirmed_means_doubt():
     stale = plan_batch([ev(1, ts=3, title="old")], link(ts=10), comments_enabled=True)
     assert stale.state is not None and stale.state.action == "skip"
-    doubt = plan_batch([ev(1, "created", 0, title="t")], link(state="creating"), comments_enabled=True)
+    doubt = plan_batch([ev(1, "created", 0, title="t")], link(state="creating"), comments_enabled=True,
+                       create_in_doubt=True)  # fmt: skip
     assert doubt.state is not None and doubt.state.action == "create" and doubt.state.in_doubt
+    # only a create actually handed to the network can be in doubt: an intent alone is not
+    planned = plan_batch([ev(1, "created", 0, title="t")], link(state="creating"), comments_enabled=True)
+    assert planned.state is not None and planned.state.action == "create" and not planned.state.in_doubt
     update = plan_batch([ev(1, ts=20, title="new")], link(ts=10), comments_enabled=True)
     assert update.state is not None and update.state.action == "update"
     assert update.state.fields == {"title": "new"}

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import select, text
 
 from bridge import store
@@ -26,6 +27,7 @@ from bridge.settings import load_settings
 from bridge.sources.github.webhook import GitHubSource
 from bridge.store import identities
 from bridge.store import schema as db
+from bridge.store.schema import _alembic_config
 from bridge.targets.zoho.dialects import marker
 from testkit.dbs import fresh_engine
 from testkit.factories import (
@@ -437,21 +439,17 @@ def test_mappings_check_refuses_move_in_the_bugtracker_dialect(tmp_path):
 
 
 def _as_before_the_upgrade(runtime: Runtime) -> None:
-    """Turn the database back into what the previous version left: schema 0009, no identity bindings, links
-    and events keyed `acme/web#N`, links' last fields without `repository_id` (it did not exist)."""
+    """Turn the database back into what the previous version left: schema 0009 (by the migrations' own
+    downgrades), no identity bindings, links and events keyed `acme/web#N`, links' last fields without
+    `repository_id` (it did not exist)."""
     with runtime.engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), "0009")
         for row in conn.execute(select(db.links.c.id, db.links.c.last_fields)).all():
             if row.last_fields is None:
                 continue
             fields = json.loads(row.last_fields)
             fields.pop("repository_id", None)
             conn.execute(db.links.update().where(db.links.c.id == row.id).values(last_fields=json.dumps(fields)))
-        conn.execute(text("DROP TABLE item_identities"))
-        conn.execute(text("ALTER TABLE links DROP COLUMN create_sent_at"))  # 0012
-        conn.execute(text("DROP TABLE budget_slots"))  # 0013
-        conn.execute(text("DROP TABLE budget_state"))
-        conn.execute(text("CREATE TABLE rate_slots (slot INTEGER PRIMARY KEY, used_at FLOAT NOT NULL)"))
-        conn.execute(text("UPDATE alembic_version SET version_num = '0009'"))
     runtime.engine.dispose()
 
 

@@ -5,6 +5,8 @@ write whose answer is lost (the line cut after BugHerd stored it) is found by it
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bridge import store
@@ -12,7 +14,7 @@ from bridge.core import zoho_poll as poll
 from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.sources.bugherd.webhook import BugHerdSource
-from bridge.store import reverse as state
+from bridge.store import journal
 from testkit.factories_trackers import BUGHERD_TOKEN, bugherd_event, bugherd_task, encode
 from testkit.fakes.bugherd import FakeBugHerd
 from testkit.fakes.zoho import FakeZoho
@@ -54,7 +56,15 @@ def _deliver(runtime: Runtime, event: str, payload: dict) -> None:
 
 
 def _poll(runtime: Runtime) -> dict[str, int]:
-    return poll.poll_zoho(runtime.settings, runtime.engine, runtime.registry, runtime.zoho)
+    """One poll; the nudges it stored handled by the item's worker (and its side work carried out)."""
+    counts, wake = poll.poll_zoho(runtime.engine, runtime.registry, runtime.zoho)
+    for source, item_key in wake:
+        runtime.sync.process_item(source, item_key)
+    return counts
+
+
+def _copy(runtime: Runtime, zoho_id: str):
+    return journal.get(runtime.engine, "bugherd", str(TASK), "source.comment", zoho_id)
 
 
 def _posts(bugherd: FakeBugHerd) -> list[dict]:
@@ -72,18 +82,19 @@ def test_each_zoho_comment_copied_once_never_our_own(world):
     zoho.person_comments(issue["id"], "Root cause found.")
     zoho.person_comments(issue["id"], "Fix deployed to staging.")
 
-    assert _poll(runtime)["comments"] == 2
+    assert _poll(runtime)["nudged"] == 1
     texts = [c["text"] for c in bugherd.comments(TASK)]
     assert [t.split("\n\n")[1] for t in texts] == ["Root cause found.", "Fix deployed to staging."]
     assert all("(issue-bridge:zoho-comment" in t for t in texts)  # its webhook echo is recognized by this
-    assert _poll(runtime)["comments"] == 0  # unchanged issue: its comments are not even read again
-
     reads = len(zoho.api_calls("GET", path_contains="/comments"))
+    assert _poll(runtime)["nudged"] == 0  # unchanged issue: its comments are not even read again
+    assert len(zoho.api_calls("GET", path_contains="/comments")) == reads
+
     zoho.person_sets_status(issue["id"], "Closed")  # the issue changes: comments read again, nothing copied
-    counts = _poll(runtime)
-    assert counts["comments"] == 0 and counts["applied"] == 1
+    assert _poll(runtime)["nudged"] == 1
     assert len(zoho.api_calls("GET", path_contains="/comments")) == reads + 1
     assert len(_posts(bugherd)) == 2
+    assert bugherd.task(TASK)["status"] == "closed"
 
 
 def test_a_lost_answer_is_found_by_its_marker_not_posted_twice(world):
@@ -93,13 +104,15 @@ def test_a_lost_answer_is_found_by_its_marker_not_posted_twice(world):
     zoho.person_comments(issue["id"], "Please retest.")
     bugherd.drop_next_write_answers(1)  # BugHerd stores the comment; the bridge never hears back
 
-    first = _poll(runtime)
-    assert first["comments"] == 0  # failed, to be retried
-    assert len(bugherd.comments(TASK)) == 1  # but it is there
-    zoho_id = zoho.comments(issue["id"])[0]["id"]
-    assert state.zoho_comment_state(runtime.engine, "bugherd", zoho_id) == "posting"
+    _poll(runtime)
+    zoho_id = str(zoho.comments(issue["id"])[0]["id"])
+    assert len(bugherd.comments(TASK)) == 1  # it is there, but the bridge never heard back: in doubt
+    op = _copy(runtime, zoho_id)
+    assert op is not None and op.state == "sent" and op.next_at is not None
 
-    _poll(runtime)  # the next tick looks before posting
+    time.sleep(max(0.0, op.next_at - time.time()) + 0.1)
+    runtime.sync.process_item("bugherd", str(TASK))  # its retry looks for the marker before posting
     assert len(bugherd.comments(TASK)) == 1 and len(_posts(bugherd)) == 1
-    assert state.zoho_comment_state(runtime.engine, "bugherd", zoho_id) == "posted"
-    assert _poll(runtime)["comments"] == 0 and len(_posts(bugherd)) == 1
+    op = _copy(runtime, zoho_id)
+    assert op is not None and op.state == "confirmed"
+    assert _poll(runtime)["nudged"] == 0 and len(_posts(bugherd)) == 1

@@ -25,7 +25,8 @@ from bridge.sources.github.webhook import GitHubSource
 from bridge.store import schema as db
 from testkit.factories import comment_event, github_request, issues_event
 from testkit.fakes.zoho import FakeZoho
-from testkit.harness import GITHUB_SECRET, in_process_env
+from testkit.harness import GITHUB_SECRET, in_process_env, wait_for
+from testkit.journal import age_create, died_after_sending_update, plan_recheck, recheck_at
 
 SOURCE = GitHubSource(GITHUB_SECRET)
 
@@ -297,7 +298,7 @@ def test_a_new_issue_costs_one_zoho_call(tmp_path, fake):
     drain(runtime)
     assert [c["method"] for c in issue_calls(fake)] == ["POST"]  # no lookup: nothing was in doubt
     link = store.get_link(runtime.engine, "github", "github:acme/web#1")
-    assert link is not None and link.confirmed and link.recheck_at is None
+    assert link is not None and link.confirmed and recheck_at(runtime.engine) is None
 
 
 def test_a_worker_that_lost_its_claim_stops_without_touching_zoho_or_the_events(tmp_path, fake):
@@ -340,14 +341,14 @@ def test_zoho_slower_than_the_lease_leaves_one_issue(tmp_path, fake):
     worker.join(30)
     assert result and result[0].lost  # the slow worker could not write its link
     assert len([i for i in fake.issues() if i.get("external_id") == "github:acme/web#1"]) == 2
-    link = store.get_link(other.engine, "github", "github:acme/web#1")
-    assert link is not None and link.recheck_at is not None  # a takeover: re-checked once a lease has passed too
-    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.2)
+    due = recheck_at(other.engine)
+    assert due is not None  # a create in doubt: re-checked once a late copy can have landed
+    time.sleep(max(0.0, due - time.time()) + 0.2)
     other.sync.process_item("github", "acme/web#1")  # the re-check, once it is due
     issues = [i for i in fake.issues() if i.get("external_id") == "github:acme/web#1"]
     link = store.get_link(other.engine, "github", "github:acme/web#1")
     assert link is not None and [i["id"] for i in issues] == [link.zoho_issue_id]
-    assert link.recheck_at is None
+    assert recheck_at(other.engine) is None
     [event] = [e for e in store.list_events(other.engine) if e.item_key == "acme/web#1"]
     assert event.status == "done"
 
@@ -475,7 +476,7 @@ def test_a_write_zoho_applies_after_the_newer_deletion_is_put_right_by_the_reche
     assert calls[-2:] == [("GET", issue["id"]), ("PATCH", issue["id"])], calls  # read it, put the status back
     assert [m for m, _ in calls].count("GET") == len(calls) - 1, calls  # the one write
     link = store.get_link(runtime.engine, "github", "github:acme/web#1")
-    assert link is not None and link.state == "deleted" and link.recheck_at is None
+    assert link is not None and link.state == "deleted" and recheck_at(runtime.engine) is None
 
 
 def test_a_claim_taken_over_from_a_slow_worker_has_its_state_checked_again(tmp_path, fake):
@@ -500,25 +501,26 @@ def test_a_claim_taken_over_from_a_slow_worker_has_its_state_checked_again(tmp_p
     worker.join(30)
     assert result and result[0].lost
     assert fake.issues()[0]["name"] == "older"  # the lost worker's update landed last
-    link = store.get_link(other.engine, "github", "github:acme/web#1")
-    assert link is not None and link.recheck_at is not None
-    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.2)
+    due = recheck_at(other.engine)
+    assert due is not None
+    time.sleep(max(0.0, due - time.time()) + 0.2)
     other.sync.process_item("github", "acme/web#1")
     assert fake.issues()[0]["name"] == "newer"
-    link = store.get_link(other.engine, "github", "github:acme/web#1")
-    assert link is not None and link.recheck_at is None
+    assert recheck_at(other.engine) is None
     [patch] = [c for c in issue_calls(fake, "PATCH")][-1:]
     assert set(patch["json"]) == {"name"}, patch["json"]  # only what differed is sent again
     # A day later, a takeover whose state stays right: the re-check reads the issue and its comments, and
     # lists no issues (a create sent a day ago cannot land now).
-    with other.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
-        conn.exec_driver_sql("UPDATE links SET intent_at = intent_at - 86400, create_sent_at = create_sent_at - 86400")
     deliver(other, "issues", issues_event("edited", title="newest", updated=5))
     other.sync.process_item("github", "acme/web#1")
-    link = store.get_link(other.engine, "github", "github:acme/web#1")
-    assert link is not None and link.recheck_at is not None
-    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.2)
+    died_after_sending_update(other.engine)
+    age_create(other.engine, 86400)
+    with other.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE operations SET sent_at = sent_at - 86400 WHERE kind = 'zoho.create'")
+    other.sync.process_item("github", "acme/web#1")  # the takeover finds the update in doubt
+    due = recheck_at(other.engine)
+    assert due is not None
+    time.sleep(max(0.0, due - time.time()) + 0.2)
     before = len(issue_calls(fake))
     other.sync.process_item("github", "acme/web#1")
     reads = [c["path"].rsplit("/", 1)[-1] for c in issue_calls(fake)[before:]]
@@ -537,19 +539,21 @@ def test_a_recheck_leaves_a_persons_zoho_status_alone_when_the_mapping_talks_bac
     drain(runtime)
     [issue] = fake.issues()
     fake.person_sets_status(issue["id"], "Closed")
-    with runtime.engine.begin() as conn:  # the item's last holder died holding it: a re-check comes due
-        conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
     deliver(runtime, "issues", issues_event("edited", title="renamed", updated=3))
     drain(runtime)
-    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
-    assert link is not None and link.recheck_at is not None
-    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.3)
+    died_after_sending_update(runtime.engine)  # its last holder died right after sending: a re-check comes due
     runtime.sync.process_item("github", "acme/web#1")
-    assert store.get_link(runtime.engine, "github", "github:acme/web#1").recheck_at is None
+    due = recheck_at(runtime.engine)
+    assert due is not None
+    time.sleep(max(0.0, due - time.time()) + 0.3)
+    runtime.sync.process_item("github", "acme/web#1")
+    assert recheck_at(runtime.engine) is None
     assert (fake.issues()[0]["name"], fake.issues()[0]["status"]["name"]) == ("renamed", "Closed")
 
 
-def test_a_recheck_that_keeps_failing_ends_instead_of_spinning(tmp_path, fake):
+@pytest.mark.parametrize("answer", [400, 500])
+def test_a_recheck_that_keeps_failing_ends_instead_of_spinning(tmp_path, fake, answer):
+    """A refusal ends the re-check after MAX_ATTEMPTS; an outage (500) is a wait: it keeps it planned."""
     env = make_env(
         tmp_path,
         fake,
@@ -562,22 +566,33 @@ def test_a_recheck_that_keeps_failing_ends_instead_of_spinning(tmp_path, fake):
     runtime = Runtime(load_settings(env))
     deliver(runtime, "issues", issues_event("opened"))
     drain(runtime)
-    with runtime.engine.begin() as conn:  # the item's last holder died holding it
-        conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
     deliver(runtime, "issues", issues_event("edited", title="after", updated=3))
     drain(runtime)
-    fake.fail_next(50, 500)  # Zoho is down for every read the re-check makes
+    died_after_sending_update(runtime.engine)  # the item's last holder died right after sending
+    runtime.sync.process_item("github", "acme/web#1")
+    fake.fail_next(50, answer)  # Zoho refuses (or is down for) every read the re-check makes
     rounds = 0
     deadline = time.time() + 20
     while time.time() < deadline:
-        link = store.get_link(runtime.engine, "github", "github:acme/web#1")
-        assert link is not None
-        if link.recheck_at is None:
+        due = recheck_at(runtime.engine)
+        if due is None:
             break
-        time.sleep(max(0.0, link.recheck_at - time.time()) + 0.3)
+        time.sleep(max(0.0, due - time.time()) + 0.3)
         runtime.sync.process_item("github", "acme/web#1")
         rounds += 1
-    assert link.recheck_at is None and rounds == 2, rounds  # MAX_ATTEMPTS rounds, then given up
+        if rounds == 4:
+            break
+    if answer == 500:  # an outage: still planned, the item's back-off spacing the tries
+        assert recheck_at(runtime.engine) is not None and rounds == 4
+        with fake._lock:  # Zoho is back
+            fake._fail_queue.clear()
+        due = recheck_at(runtime.engine)
+        time.sleep(max(0.0, (due or 0) - time.time()) + 0.3)
+        drain(runtime)
+        wait_for(lambda: runtime.sync.process_item("github", "acme/web#1") and recheck_at(runtime.engine) is None, 10)
+        assert fake.issues()[0]["name"] == "after"
+        return
+    assert recheck_at(runtime.engine) is None and rounds == 2, rounds  # MAX_ATTEMPTS rounds, then given up
     from bridge.store.claims import stale_items
 
     assert ("github", "acme/web#1") not in stale_items(runtime.engine, grace=0)
@@ -727,14 +742,13 @@ def test_a_late_copy_of_a_retried_create_is_removed_however_old_the_first_intent
     fake.set_faults(slow_rate=1.0, slow_seconds=2.0)
     runtime.sync.process_item("github", "acme/web#1")
     fake.set_faults()
-    with runtime.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE links SET intent_at = intent_at - ?", (86400.0 * first_intent_days_ago,))
+    age_create(runtime.engine, 86400.0 * first_intent_days_ago)
     drain(runtime)
     time.sleep(2.5)
     assert len(fake.issues()) == 3  # the late copy landed
-    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
-    assert link is not None and link.recheck_at is not None
-    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.3)
+    due = recheck_at(runtime.engine)
+    assert due is not None
+    time.sleep(max(0.0, due - time.time()) + 0.3)
     runtime.sync.process_item("github", "acme/web#1")
     assert len(fake.issues()) == 2
 
@@ -748,13 +762,12 @@ def test_a_recheck_leaves_a_persons_zoho_title_alone(tmp_path, fake):
     [issue] = fake.issues()
     with fake._lock:
         fake._issues[str(issue["id"])]["obj"]["name"] = "renamed by a person in Zoho"
-    with runtime.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
+    died_after_sending_update(runtime.engine)
     deliver(runtime, "issue_comment", comment_event("created", comment_id=5, text="hi", commented=4, updated=0))
     drain(runtime)
-    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
-    assert link is not None and link.recheck_at is not None
-    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.3)
+    due = recheck_at(runtime.engine)
+    assert due is not None
+    time.sleep(max(0.0, due - time.time()) + 0.3)
     runtime.sync.process_item("github", "acme/web#1")
     assert fake.issues()[0]["name"] == "renamed by a person in Zoho"
     assert issue_calls(fake, "PATCH") == []
@@ -767,8 +780,7 @@ def test_a_due_recheck_under_dry_run_neither_loops_nor_is_lost(tmp_path, fake):
     real = Runtime(load_settings(env))
     deliver(real, "issues", issues_event("opened"))
     drain(real)
-    with real.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE links SET recheck_at = 1")
+    plan_recheck(real.engine, at=1)
     real.engine.dispose()
     dry_env = {k: v for k, v in env.items() if k not in ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN")}
     dry = Runtime(load_settings(dry_env))
@@ -780,7 +792,7 @@ def test_a_due_recheck_under_dry_run_neither_loops_nor_is_lost(tmp_path, fake):
     again = dry.sync.process_item("github", "acme/web#1")
     assert again.processed == 0 and len(fake.api_calls()) == calls  # refused for a while, nothing called
     assert ("github", "acme/web#1") in stale_items(dry.engine, grace=0)  # still due for the real run
-    assert store.get_link(dry.engine, "github", "github:acme/web#1").recheck_at == 1
+    assert recheck_at(dry.engine) == 1
 
 
 @pytest.mark.parametrize("bug_answer", ["wrapped", "bare"])
@@ -797,12 +809,11 @@ def test_a_recheck_in_the_bugtracker_dialect_reads_the_bug_whichever_shape_zoho_
     [bug] = fake.issues(dialect="bugtracker")
     with fake._lock:  # the first title's write, landing late
         fake._issues[str(bug["id"])]["obj"]["title"] = "first"
-    with runtime.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE leases SET holder = 'gone', expires_at = 1")
+    died_after_sending_update(runtime.engine)
     deliver(runtime, "issue_comment", comment_event("created", comment_id=5, text="hi", commented=4, updated=0))
     drain(runtime)
-    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
-    assert link is not None and link.recheck_at is not None
-    time.sleep(max(0.0, link.recheck_at - time.time()) + 0.3)
+    due = recheck_at(runtime.engine)
+    assert due is not None
+    time.sleep(max(0.0, due - time.time()) + 0.3)
     runtime.sync.process_item("github", "acme/web#1")
     assert fake.issues(dialect="bugtracker")[0]["title"] == "second"

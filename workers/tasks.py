@@ -96,8 +96,25 @@ def feed_backfill() -> int:
 
 @shared_task(name="workers.tasks.reverse_tick")
 def reverse_tick() -> dict[str, int]:
-    """Beat job: post due back-links, then poll linked Zoho projects (both wait while forward work is due)."""
-    from bridge.core.talkback import tick
+    """Beat job: poll linked Zoho projects for changes (waits while forward work is due); each change is a
+    nudge stored for its item, decided by a worker under the item's claim. Side work (back-links, copies)
+    is not done here: the sweeper wakes items whose operations are due."""
+    from bridge.core.zoho_poll import poll_zoho
 
     runtime = get_runtime()
-    return tick(runtime.settings, runtime.engine, runtime.registry, runtime.zoho)
+    holder = f"reverse:{uuid.uuid4().hex}"
+    if not store.acquire_lease(runtime.engine, "reverse:tick", holder, ttl=600.0):
+        return {"skipped_running": 1}  # one poll at a time, across processes
+    runtime.zoho.event_id = None  # these calls belong to no event
+    try:
+        counts, wake = poll_zoho(runtime.engine, runtime.registry, runtime.zoho)
+    except Exception as exc:  # Zoho unavailable: the mark stays, the next tick reads the same changes
+        log.warning("Zoho poll failed, next tick retries: %s", exc)
+        return {"failed": 1}
+    finally:
+        store.release_lease(runtime.engine, "reverse:tick", holder)
+    for source, item_key in sorted(wake):
+        sync_item.delay(source, item_key)
+    if counts.get("nudged"):
+        log.info("zoho poll", extra=counts)
+    return counts

@@ -335,12 +335,14 @@ def _ago(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def status_command(as_json: bool) -> None:
     """One screen: events by state, failing items and why, lag, the Zoho budget and any back-off."""
+    from bridge.cli.journal import operation_lines
     from bridge.store import operator as operations
 
     settings = _settings()
     engine = _engine(settings)
     report = operations.status(engine)
     report.extra_sections.append(("backfills (newest first)", _backfill_lines(engine, settings)))
+    report.extra_sections.append(("outside operations (side work, writes in doubt)", operation_lines(engine)))
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2, default=str))
         return
@@ -720,6 +722,9 @@ def _github_event_for(body: bytes, given: str | None) -> str:
 
 def _register_source_commands() -> None:
     from bridge.cli import backfill as cli_backfill
+    from bridge.cli.journal import links_backlink
+
+    links.add_command(links_backlink)
     from bridge.cli import bugherd as cli_sources
 
     main.add_command(cli_sources.bugherd)

@@ -1,11 +1,12 @@
 """Carrying a plan out against Zoho: the item's state (create, update, delete) and its comments.
 
-Exactly one Zoho issue per item, at one Zoho call for an ordinary create: the create intent is written (in
-the fenced step before the call) and the issue created. Only a create *in doubt* (an earlier attempt left
-an unconfirmed intent: a timeout, a lost answer, a killed or paused worker) looks the item up first, and
-after creating checks for a duplicate the bridge itself made (and again later, for a create Zoho applies
-after the client gave up), deleting all but the linked issue. Comments are keyed by the source comment id;
-a comment in doubt is looked up by its marker before it is posted again.
+Every write is an operation of the journal (`bridge/core/journal.py`), marked sent in the fenced step right
+before its request leaves. Exactly one Zoho issue per item, at one Zoho call for an ordinary create. Only a
+create *in doubt* (its operation was sent and never confirmed: a timeout, a lost answer, a killed or paused
+worker) looks the item up first, by its marker, back to the operation's first send, and after creating checks
+for a copy the bridge itself made (and again later, in the re-check, for a create Zoho applies after the
+client gave up), deleting all but the linked issue. Comments are keyed by the source comment id; a comment in
+doubt is looked up by its marker before it is posted again.
 
 A linked item is always addressed through the portal and project stored on its link, so a routing change
 in the mapping never sends an update to the issue id in another project.
@@ -17,17 +18,19 @@ import dataclasses
 import hashlib
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from bridge import store
-from bridge.core import rules as sync_v3
-from bridge.core import talkback as reverse
+from bridge.core import rules, talkback
 from bridge.core.claim import ClaimedItem
+from bridge.core.journal import SENT, ZOHO_COMMENT, ZOHO_CREATE, ZOHO_RECHECK, ZOHO_UPDATE, Operation
 from bridge.core.plan import StateStep, comment_ts
 from bridge.events import NormalizedEvent
 from bridge.mapping import RoutingError, external_id_of, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
 from bridge.mapping.ownership import BODY_KEYS, draft_values, overwritten, same, zoho_values
+from bridge.outbound.errors import ConfigError, LimitWait, Permanent
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, CommentLink, Link, StoredEvent, outcomes
 from bridge.store import links as link_rows
@@ -35,6 +38,7 @@ from bridge.targets.zoho.client import ZohoClient
 from bridge.targets.zoho.errors import ZohoPermanentError
 
 log = logging.getLogger("bridge.sync")
+T = TypeVar("T")
 CLOCK_MARGIN = 600.0  # Zoho's clock and the database's may differ: look this much further back for duplicates
 
 
@@ -89,15 +93,44 @@ class Applier:
         )
 
     def recheck_later(self, item: ClaimedItem, delay: float | None = None) -> None:
-        """Look at the item in Zoho again after `delay` seconds (database time; default the re-check window),
-        when a request of ours may still land late. A later look already asked for is kept: it covers both."""
+        """Look at the item in Zoho again after `delay` seconds (default the re-check window), when a request
+        of ours may still land late (a `zoho.recheck` operation). A later look already planned is kept."""
         if self.dry_run or item.link is None:
             return
         wait = self.settings.duplicate_recheck_seconds if delay is None else delay
-        at = max(item.link.recheck_at or 0.0, item.now + wait)
-        item.link = dataclasses.replace(item.link, recheck_at=at)
-        source, item_key = item.claim.source, item.claim.item_key
-        item.later(lambda conn, now: link_rows.request_recheck(conn, source=source, item_key=item_key, at=now + wait))
+        planned = item.journal.get(ZOHO_RECHECK)
+        if planned is not None and planned.state == "planned" and (planned.next_at or 0.0) >= item.now + wait:
+            return
+        item.journal.plan(ZOHO_RECHECK, delay=wait)
+
+    def send(
+        self,
+        item: ClaimedItem,
+        kind: str,
+        send: Callable[[], T],
+        *,
+        ref: str = "",
+        payload: dict[str, Any] | None = None,
+        result: Callable[[T], str | None] | None = None,
+    ) -> T:
+        """One journaled write: marked sent right before its request leaves, confirmed with its answer. A
+        request answered without effect (a throttle, a refusal) leaves nothing in doubt; a lost answer leaves
+        the operation sent, which the next claim resolves."""
+        if self.dry_run:
+            return send()
+        item.journal.sending(kind, ref, payload=payload)
+        try:
+            answer = send()
+        except (LimitWait, ConfigError):
+            item.journal.answered(kind, ref, refused=None)
+            raise
+        except Permanent as exc:
+            item.journal.answered(kind, ref, refused=exc.reason)
+            raise
+        item.journal.not_sent()  # a verb that turned out to send nothing (an empty update) leaves no doubt
+        if (kind, ref) in item.journal.sent_now:
+            item.journal.confirmed(kind, ref, result=result(answer) if result else None)
+        return answer
 
     # -- state -----------------------------------------------------------------------------------------
 
@@ -120,7 +153,7 @@ class Applier:
 
     def apply_state(self, item: ClaimedItem, step: StateStep, mapping: Mapping) -> None:
         self._apply_state(item, step, mapping)
-        sync_v3.attachments(self, item, mapping)  # mapping v3: the batch's attachments, once the issue exists
+        rules.plan_attachments(self, item, mapping)  # the batch's attachments, side work once the issue exists
 
     def _apply_state(self, item: ClaimedItem, step: StateStep, mapping: Mapping) -> None:
         ev = step.event
@@ -136,8 +169,8 @@ class Applier:
         self.note(item, ev, *draft.notes)
         if step.action == "update":  # before v3's gate reads the item's state under the external id
             self._follow_identity(item, ev, draft)
-        decided = sync_v3.gate(self, item, ev, mapping, draft) if step.action != "delete" else None  # `when:`
-        if decided is not None and decided.kind not in sync_v3.PROCEED:
+        decided = rules.gate(self, item, ev, mapping, draft) if step.action != "delete" else None  # `when:`
+        if decided is not None and decided.kind not in rules.PROCEED:
             return
         if step.action == "create":
             self._create(item, ev, draft, step, mapping)
@@ -156,18 +189,19 @@ class Applier:
             self.keep_link(item, link, state="deleted", last_state_ts=ev.source_ts, applied_hash="deleted")
             return
         new_hash = body_hash(self.client.issue_body(draft, creating=False))
-        if new_hash != link.applied_hash and reverse.is_own_write(self.client.engine, link, step.fields):
+        own_echo = talkback.own_echo(item, link, step.fields, ev)
+        if new_hash != link.applied_hash and own_echo:
             self.note(item, ev, "the source's echo of the bridge's own write: no Zoho call")
         elif new_hash != link.applied_hash:
-            draft = reverse.guard_status(self.client, self.client.engine, mapping, link, draft, step.fields)
-            sync_v3.send_update(self, item, ev, mapping, draft, link, self._applied_tags(mapping, ev, link))
+            draft = talkback.guard_status(self, item, mapping, link, draft)
+            rules.send_update(self, item, ev, mapping, draft, link, self._applied_tags(mapping, ev, link))
         else:
             self.note(item, ev, "no field changed: no Zoho call")
         self.keep_link(
             item, link, state="linked", last_state_ts=ev.source_ts, applied_hash=new_hash, last_fields=step.fields
         )
         if decided is not None:
-            sync_v3.updated(self, item, ev, mapping, decided)  # mapping v3: starts matching -> past comments
+            rules.updated(self, item, ev, mapping, decided)  # mapping v3: starts matching -> past comments
 
     def _tombstone(self, item: ClaimedItem, ev: StoredEvent, mapping: Mapping) -> None:
         """Deleted before anything reached Zoho: a link in the `deleted` state, without an issue, keeps the
@@ -228,7 +262,9 @@ class Applier:
             return link
         issue_id = link.zoho_issue_id
         try:
-            self.client.move_issue(link.portal, link.project, issue_id, target)
+            move = {"move_to": target}
+            self.send(item, ZOHO_UPDATE, lambda: self.client.move_issue(link.portal, link.project, issue_id, target),
+                      payload=move)  # fmt: skip
         except ZohoPermanentError as exc:
             # An earlier attempt's move whose answer was lost: the issue is in the new project already.
             if exc.status != 404 or self.client.get_issue(link.portal, target, issue_id) is None:
@@ -247,7 +283,10 @@ class Applier:
             )
         else:
             draft = addressed(draft, link)
+        doubt = item.journal.in_doubt(ZOHO_CREATE)
+        intent = None
         if not self.dry_run:
+            # The link's intent goes with the create's `sent` mark, in the step right before the request.
 
             def intent(conn: Any, now: float) -> None:
                 link_rows.write_intent(
@@ -261,31 +300,20 @@ class Applier:
                 )
 
             item.later(intent)
-            try:
-                item.step()  # the step the create's fence would take anyway, so a refusal comes before any call
-            except link_rows.ExternalIdTaken as exc:
-                item.forget(intent)
-                raise PermanentEventError(
-                    f"external id {exc.external_id!r} is already item {exc.holder}'s: the mapping's external_id "
-                    "template must tell items apart (e.g. github:{issue_id})"
-                ) from None
-        in_doubt_create = step.in_doubt
-        if step.in_doubt:
-            # Every copy of this create carries the identity the first attempt was sent with (the link's), even
-            # if the `external_id` template changed since: created and looked up under it, then updated.
-            probe = as_created(draft, link)
-            since = (link.intent_at or item.now) - CLOCK_MARGIN
-            issue_id = self.client.find_issue(probe, created_after=since)
-            if issue_id is not None:
-                self.client.update_issue(draft, issue_id)  # adopt it and bring it to this state
-                self.note(item, ev, f"found Zoho issue {issue_id} made by an earlier attempt: adopted")
+        try:
+            if doubt is not None:
+                issue_id = self._create_in_doubt(item, ev, draft, link, doubt)
             else:
-                created = self.client.create_issue(probe)
-                issue_id = self.remove_duplicates(item, ev, probe, keep=None, since=since) or created
-                if issue_id != created or probe is not draft:  # the earlier attempt's issue is kept, or renamed
-                    self.client.update_issue(draft, issue_id)
-        else:
-            issue_id = self.client.create_issue(draft)
+                issue_id = self.send(item, ZOHO_CREATE, lambda: self.client.create_issue(draft), result=str)
+        except link_rows.ExternalIdTaken as exc:
+            if intent is not None:
+                item.forget(intent)
+            item.forget(item.journal.sent_write)
+            item.journal.not_sent()
+            raise PermanentEventError(
+                f"external id {exc.external_id!r} is already item {exc.holder}'s: the mapping's external_id "
+                "template must tell items apart (e.g. github:{issue_id})"
+            ) from None
         self.keep_link(
             item,
             link,
@@ -297,12 +325,39 @@ class Applier:
             applied_hash=new_hash,
             last_fields=step.fields,
         )
-        if in_doubt_create:  # an earlier attempt's create may still land: look for a copy later
+        if doubt is not None:  # an earlier attempt's create may still land: look for a copy later
             self.recheck_later(item)
-        sync_v3.created(self, item, ev, mapping, draft)  # mapping v3: applied values, past comments
+        rules.created(self, item, ev, mapping, draft)  # mapping v3: written values, past comments
         if not self.dry_run:
-            # talks back to the source (bridge/reverse): a back-link once the issue exists
-            reverse.request_backlink(self.client.engine, mapping, item.link)
+            talkback.request_backlink(item, mapping)  # talks back to the source: once the issue exists
+
+    def _create_in_doubt(
+        self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft, link: Link, doubt: Operation
+    ) -> str:
+        """An earlier attempt sent a create and never learned its answer. Every copy of that create carries the
+        identity it was first sent with (the link's), even if the `external_id` template changed since: it is
+        looked up under it, back to the operation's first send (however many issues were made since), adopted
+        if found (and brought to this state), else created once more and the copies removed."""
+        probe = as_created(draft, link)
+        since = self._first_sent(doubt, item) - CLOCK_MARGIN
+        found = self.client.find_issue(probe, created_after=since)
+        if found is not None:
+            issue_id = found
+            self.send(item, ZOHO_UPDATE, lambda: self.client.update_issue(draft, issue_id))
+            item.journal.confirmed(ZOHO_CREATE, result=issue_id)
+            self.note(item, ev, f"found Zoho issue {issue_id} made by an earlier attempt: adopted")
+            return issue_id
+        created = self.send(item, ZOHO_CREATE, lambda: self.client.create_issue(probe), result=str)
+        issue_id = self.remove_duplicates(item, ev, probe, keep=None, since=since) or created
+        if issue_id != created or probe is not draft:  # the earlier attempt's issue is kept, or renamed
+            self.send(item, ZOHO_UPDATE, lambda: self.client.update_issue(draft, issue_id))
+        item.journal.confirmed(ZOHO_CREATE, result=issue_id)
+        return issue_id
+
+    @staticmethod
+    def _first_sent(op: Operation, item: ClaimedItem) -> float:
+        first = (op.payload or {}).get("first_sent_at")
+        return float(first) if isinstance(first, int | float) else (op.sent_at or item.now)
 
     def remove_duplicates(
         self,
@@ -340,35 +395,47 @@ class Applier:
         return kept
 
     def recheck(self, item: ClaimedItem, mapping: Mapping, event: NormalizedEvent) -> None:
-        """The delayed look for late copies of a create or a comment that was in doubt: Zoho may apply a
-        request the client gave up on after the retry has already looked for it."""
+        """The re-check (`zoho.recheck`): the delayed look at the item in Zoho once a write of ours that was in
+        doubt can no longer be in flight: late copies of a create or a comment, a state Zoho applied late.
+        Resolves the operations it covered (confirmed)."""
         link = item.link
         assert link is not None
-        deleted_in_doubt = link.zoho_issue_id is None and link.intent_at is not None
-        if deleted_in_doubt and (link.state == "deleted" or event.action == "deleted"):  # a create landing late
+        create = item.journal.get(ZOHO_CREATE)
+        deleted_in_doubt = link.zoho_issue_id is None and create is not None and create.state == SENT
+        if create is not None and deleted_in_doubt and (link.state == "deleted" or event.action == "deleted"):
             draft = addressed(self.draft(mapping, event, link.last_fields), link)
-            since = (link.intent_at or item.now) - CLOCK_MARGIN
+            since = self._first_sent(create, item) - CLOCK_MARGIN
             issue_id = self.remove_duplicates(item, None, as_created(draft, link), keep=None, since=since)
             if issue_id is not None:
+                item.journal.confirmed(ZOHO_CREATE, result=issue_id)
                 self._delete(item, None, mapping, draft, issue_id, event)
                 self.keep_link(item, link, zoho_issue_id=issue_id, state="deleted", applied_hash="deleted")
+            else:  # the re-check comes once a late create can no longer land: it never reached Zoho
+                never = "never reached Zoho (re-checked): nothing to delete"
+                item.journal.failed(ZOHO_CREATE, "", never, attempt=False)
         if link.zoho_issue_id and link.state in ("linked", "deleted"):
-            sent = link.create_sent_at or link.intent_at
-            if link.intent_at is not None and sent is not None and item.now - sent <= self._late_window():
+            sent = create.sent_at if create is not None else None
+            if create is not None and sent is not None and item.now - sent <= self._late_window():
                 draft = addressed(self.draft(mapping, event, link.last_fields), link)
-                since = link.intent_at - CLOCK_MARGIN
+                since = self._first_sent(create, item) - CLOCK_MARGIN
                 renamed = draft.external_id != link.external_id
                 probe = as_created(draft, link)
                 self.remove_duplicates(item, None, probe, keep=link.zoho_issue_id, since=since, keeper_renamed=renamed)
             self._remove_duplicate_comments(item, link)
             self._verify_state(item, mapping, event, link)
-        self.keep_link(item, link, recheck_at=None)
+        update = item.journal.in_doubt(ZOHO_UPDATE)
+        if update is not None and link.zoho_issue_id:
+            item.journal.confirmed(ZOHO_UPDATE, payload={"resolved": "re-checked"})
+        for op in item.journal.of_kind(ZOHO_COMMENT):
+            if op.state == SENT and item.comment_links.get(op.ref) is not None:
+                item.journal.confirmed(ZOHO_COMMENT, op.ref, result=item.comment_links[op.ref].zoho_comment_id)
+        item.journal.confirmed(ZOHO_RECHECK)
 
     def _late_window(self) -> float:
         """How long after it was sent a create can still land, as far as the re-checks go (a re-check is due
         at most one window and one lease after a doubt). A create sent longer ago than that cannot have a copy
         landing now, so a re-check on a long-linked item (a timed-out update, a takeover) lists no issues.
-        Measured from the latest create sent (`create_sent_at`), not the first intent."""
+        Measured from the latest create sent (the operation's `sent_at`), not its first."""
         return 2 * (self.settings.duplicate_recheck_seconds + self.settings.item_lease_seconds) + CLOCK_MARGIN
 
     def _verify_state(self, item: ClaimedItem, mapping: Mapping, event: NormalizedEvent, link: Link) -> None:
@@ -377,7 +444,7 @@ class Applier:
         Compared are the fields the bridge owns and Zoho echoes as sent (title and options)."""
         if self.dry_run or link.zoho_issue_id is None:
             return
-        if sync_v3.filtered_out(item, link):  # `when:` keeps it out: what Zoho shows is on_unmatch's to decide
+        if rules.filtered_out(item, link):  # `when:` keeps it out: what Zoho shows is on_unmatch's to decide
             return
         deleted = link.state == "deleted"
         if (deleted and mapping.on_delete != "close") or (not deleted and link.last_fields is None):
@@ -407,13 +474,14 @@ class Applier:
             ", ".join(wrong),
             extra={"item": link.item_key, "source": link.source},
         )
+        issue_id = link.zoho_issue_id
         if deleted:
-            self.client.close_issue(draft, link.zoho_issue_id, mapping.closed_status)
+            self.send(item, ZOHO_UPDATE, lambda: self.client.close_issue(draft, issue_id, mapping.closed_status))
             return
         renames = BODY_KEYS.get(self.client.dialect, {})
         sent = {renames.get(name, name) for name in wrong}
         body = self.client.issue_body(draft, creating=False)
-        self.client.update_issue(draft, link.zoho_issue_id, omit=set(body) - sent)
+        self.send(item, ZOHO_UPDATE, lambda: self.client.update_issue(draft, issue_id, omit=set(body) - sent))
 
     def _values_sent_before(
         self, item: ClaimedItem, mapping: Mapping, link: Link, names: list[str]
@@ -453,13 +521,16 @@ class Applier:
     ) -> None:
         """Deleted while a create is in doubt: if the create reached Zoho, that issue gets the deletion;
         a create Zoho applies later is found by the re-check, which applies the deletion then."""
-        since = (link.intent_at or item.now) - CLOCK_MARGIN
+        create = item.journal.get(ZOHO_CREATE)
+        assert create is not None
+        since = self._first_sent(create, item) - CLOCK_MARGIN
         issue_id = self.remove_duplicates(item, ev, as_created(draft, link), keep=None, since=since)
         if issue_id is None:  # terminal now; the re-check closes a create that lands later
             self.note(item, ev, "deleted before it was synced: nothing in Zoho yet")
             self.keep_link(item, link, state="deleted", last_state_ts=ev.source_ts, applied_hash="deleted")
             self.recheck_later(item)
             return
+        item.journal.confirmed(ZOHO_CREATE, result=issue_id)
         self._delete(item, ev, mapping, draft, issue_id)
         self.keep_link(
             item,
@@ -483,11 +554,12 @@ class Applier:
         event = event or (ev.event if ev is not None else None)
         assert event is not None
         if mapping.on_delete == "close":
-            self.client.close_issue(draft, issue_id, mapping.closed_status)
+            self.send(item, ZOHO_UPDATE, lambda: self.client.close_issue(draft, issue_id, mapping.closed_status),
+                      payload={"status": mapping.closed_status})  # fmt: skip
         elif mapping.on_delete == "comment":
-            self.client.add_comment(
-                draft.portal, draft.project, issue_id, f"The {event.item_kind} was deleted in {event.source}."
-            )
+            text = f"The {event.item_kind} was deleted in {event.source}."
+            self.send(item, ZOHO_UPDATE, lambda: self.client.add_comment(draft.portal, draft.project, issue_id, text),
+                      payload={"comment": "deleted"})  # fmt: skip
         elif ev is not None:
             self.note(item, ev, "on_delete is ignore: nothing done")
 
@@ -497,7 +569,7 @@ class Applier:
         self.client.event_id = ev.id
         comment = ev.event.comment
         assert comment is not None
-        if sync_v3.comment_held(self, item, ev, mapping):  # mapping v3: the filter keeps the item out
+        if rules.comment_held(self, item, ev, mapping):  # mapping v3: the filter keeps the item out
             return
         link = item.link
         if self.dry_run and (link is None or not link.confirmed):
@@ -511,7 +583,7 @@ class Applier:
         if link is None or not link.confirmed or not link.zoho_issue_id:
             raise PermanentEventError("the item has no Zoho issue yet")
         portal, project, issue_id = link.portal, link.project, link.zoho_issue_id
-        if reverse.is_own_comment(self.client.engine, ev.source, comment):
+        if talkback.own_comment(item, comment):
             self.note(item, ev, "a comment the bridge wrote on the source: not synced back")
             return
         needle = comment_marker(ev.source, comment.id)
@@ -539,7 +611,9 @@ class Applier:
 
         if ev.action == "comment_deleted":
             if existing and existing.zoho_comment_id and existing.state != "deleted":
-                self.client.delete_comment(portal, project, issue_id, existing.zoho_comment_id)
+                zoho_id = existing.zoho_comment_id
+                self.send(item, ZOHO_COMMENT, lambda: self.client.delete_comment(portal, project, issue_id, zoho_id),
+                          ref=comment.id, payload={"deleted": True}, result=lambda _: zoho_id)  # fmt: skip
                 keep(existing.zoho_comment_id, "deleted", None)
             else:
                 self.note(item, ev, "comment was never synced: nothing to delete")
@@ -549,26 +623,30 @@ class Applier:
             if existing.body_hash == digest or ts < existing.last_ts:
                 self.note(item, ev, "comment already in Zoho")
                 return
-            self.client.update_comment(portal, project, issue_id, existing.zoho_comment_id, text)
+            zoho_id = existing.zoho_comment_id
+            self.send(item, ZOHO_COMMENT, lambda: self.client.update_comment(portal, project, issue_id, zoho_id, text),
+                      ref=comment.id, payload={"body_hash": digest}, result=lambda _: zoho_id)  # fmt: skip
             keep(existing.zoho_comment_id, "posted", digest)
             return
         if existing and existing.state == "deleted":
             self.note(item, ev, "comment was deleted in the source: not re-posted")
             return
         zoho_comment_id = None
-        if existing is not None:  # an earlier attempt may have posted it before dying: look first
+        if item.journal.in_doubt(ZOHO_COMMENT, comment.id) is not None:  # an earlier post may have landed: look
             zoho_comment_id = self.client.find_comment(portal, project, issue_id, needle)
             if zoho_comment_id is None and item.link is not None:  # Zoho may still apply the earlier post
                 self.recheck_later(item)
-        elif not self.dry_run:
-            item.later(
-                lambda conn, now: link_rows.write_comment_intent(
-                    conn, source=ev.source, external_id=link.external_id, comment_id=comment.id, now=now
-                )
-            )
-            item.comment_links[comment.id] = CommentLink(None, "posting", 0.0, None)
+            else:
+                item.journal.confirmed(ZOHO_COMMENT, comment.id, result=zoho_comment_id)
         if zoho_comment_id is None:
-            zoho_comment_id = self.client.add_comment(portal, project, issue_id, text)
+            zoho_comment_id = self.send(
+                item,
+                ZOHO_COMMENT,
+                lambda: self.client.add_comment(portal, project, issue_id, text),
+                ref=comment.id,
+                payload={"body_hash": digest},
+                result=str,
+            )
         keep(zoho_comment_id, "posted", digest)
 
 

@@ -23,14 +23,9 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
-from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection, Engine
 
 from bridge.events import NormalizedEvent, SourceUnavailable
 from bridge.settings import Settings
-from bridge.store import schema as db
-from bridge.store.clock import db_now
-from bridge.targets.zoho.errors import ZohoPermanentError
 
 log = logging.getLogger("bridge.attachments")
 
@@ -120,18 +115,18 @@ def refs_of(settings: Settings, event: NormalizedEvent) -> list[AttachmentRef]:
     return []
 
 
-def allowed_hosts(settings: Settings, event: NormalizedEvent) -> tuple[frozenset[str], frozenset[str]]:
-    """(hosts this event's attachments may come from, the configured ones among them, which may be private)."""
+def allowed_hosts(settings: Settings, source: str, html_url: str | None) -> tuple[frozenset[str], frozenset[str]]:
+    """(hosts an item's attachments may come from, the configured ones among them, which may be private)."""
     configured = set(settings.attachment_hosts)
-    if event.source == "bugzilla" and settings.bugzilla_url:
+    if source == "bugzilla" and settings.bugzilla_url:
         configured.add((urlsplit(settings.bugzilla_url).hostname or "").lower())
     hosts = set(configured)
-    if event.source == "github":
+    if source == "github":
         hosts |= GITHUB_HOSTS
-        own = urlsplit(str(event.fields.get("html_url") or "")).hostname
+        own = urlsplit(str(html_url or "")).hostname
         if own:
             hosts.add(own.lower())  # GitHub Enterprise serves its images from its own host
-    if event.source == "bugherd":
+    if source == "bugherd":
         hosts |= BUGHERD_HOSTS
     hosts.discard("")
     configured.discard("")
@@ -261,67 +256,11 @@ def _from_bugzilla(ref: AttachmentRef, body: bytes, max_bytes: int) -> Fetched:
     return Fetched(name, str(item.get("content_type") or "application/octet-stream"), data)
 
 
-# -- exactly once per attachment: the attachment_links table ----------------------------------------------
-
-FETCHING, UPLOADED, ASSOCIATED, SKIPPED = "fetching", "uploaded", "associated", "skipped"
-
-
-@dataclass(frozen=True)
-class AttachmentLink:
-    state: str
-    zoho_attachment_id: str | None
-    note: str | None
-
-
-def get_link(engine: Engine, source: str, external_id: str, key: str) -> AttachmentLink | None:
-    t = db.attachment_links
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(t.c.state, t.c.zoho_attachment_id, t.c.note).where(
-                t.c.source == source, t.c.external_id == external_id, t.c.attachment_key == key
-            )
-        ).first()
-    return AttachmentLink(row.state, row.zoho_attachment_id, row.note) if row else None
-
-
-RowWrite = Callable[[Callable[[Connection, float], object]], object]  # runs fn(conn, db time) in one transaction
-
-
-def unfenced(engine: Engine) -> RowWrite:
-    """Each write in a transaction of its own (tools and tests; the delivery core passes its fenced step)."""
-
-    def write(fn: Callable[[Connection, float], object]) -> object:
-        with engine.begin() as conn:
-            return fn(conn, db_now(conn))
-
-    return write
-
-
-def save_link(
-    write: RowWrite,
-    source: str,
-    external_id: str,
-    key: str,
-    state: str,
-    *,
-    zoho_attachment_id: str | None = None,
-    note: str | None = None,
-) -> None:
-    t = db.attachment_links
-
-    def save(conn: Connection, now: float) -> None:
-        values: dict[str, Any] = {"state": state, "updated_at": now, "note": note}
-        if zoho_attachment_id is not None:
-            values["zoho_attachment_id"] = zoho_attachment_id
-        where = (t.c.source == source, t.c.external_id == external_id, t.c.attachment_key == key)
-        if not conn.execute(update(t).where(*where).values(**values)).rowcount:  # one writer: the item's holder
-            conn.execute(insert(t).values(source=source, external_id=external_id, attachment_key=key, **values))
-
-    write(save)
+# -- copying one attachment: the journal's `zoho.attachment` operation (bridge/core/sidework.py) --------------
 
 
 class Uploader(Protocol):
-    """What `sync_attachments` needs from Zoho (bridge/targets/zoho/attachments.py: `ZohoAttachments`)."""
+    """What copying needs from Zoho (bridge/targets/zoho/attachments.py: `ZohoAttachments`)."""
 
     @property
     def associates(self) -> bool: ...
@@ -333,7 +272,7 @@ class Uploader(Protocol):
     def on_issue(self, portal: str, project: str, issue_id: str) -> list[dict[str, Any]]: ...
 
 
-def _listed(items: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+def listed(items: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(id, name, size) of each attachment Zoho lists, whichever shape the dialect answers with."""
     out = []
     for item in items:
@@ -344,114 +283,20 @@ def _listed(items: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return out
 
 
-def sync_attachments(
-    engine: Engine,
+def fetch_for(
     settings: Settings,
-    uploader: Uploader,
-    event: NormalizedEvent,
+    source: str,
+    html_url: str | None,
+    ref: AttachmentRef,
     *,
-    external_id: str,
-    portal: str,
-    project: str,
-    issue_id: str,
     session: requests.Session | None = None,
     resolve: Resolver = _resolve,
-    write: RowWrite | None = None,
-) -> list[str]:
-    """Copy the event's attachments to the issue, each exactly once; returns notes for the event.
-
-    Per attachment the row goes fetching → uploaded → associated (BugTracker: fetching → associated), or
-    skipped (too large, refused host). A retry after a crash resumes from the row: an uploaded file is
-    associated without a second upload, and before repeating a step whose answer was lost the issue's
-    attachments are listed first. Transient failures (source or Zoho) raise, for the caller's retry.
-    """
-    notes: list[str] = []
-    write = write or unfenced(engine)  # the delivery core's: a worker that lost the item records nothing
-    hosts, configured = allowed_hosts(settings, event)
-    headers = (
-        {"X-BUGZILLA-API-KEY": settings.bugzilla_api_key}
-        if event.source == "bugzilla" and settings.bugzilla_api_key
-        else None
-    )
-    for ref in refs_of(settings, event):
-        try:
-            note = _copy_one(engine, write, settings, uploader, event, ref, external_id, portal, project, issue_id,
-                             hosts, configured, headers, session, resolve)  # fmt: skip
-        except ZohoPermanentError as exc:  # Zoho refuses this file (type, size): the rest still goes
-            save_link(write, event.source, external_id, ref.key, SKIPPED, note=f"Zoho refused it: {exc}")
-            note = f"attachment {ref.file_name} not copied: Zoho refused it: {exc}"
-        if note:
-            notes.append(note)
-    return notes
-
-
-def _associated(uploader: Uploader, portal: str, project: str, issue_id: str, attachment_id: str) -> bool:
-    return any(i == attachment_id for i, _, _ in _listed(uploader.on_issue(portal, project, issue_id)))
-
-
-def _copy_one(
-    engine: Engine,
-    write: RowWrite,
-    settings: Settings,
-    uploader: Uploader,
-    event: NormalizedEvent,
-    ref: AttachmentRef,
-    external_id: str,
-    portal: str,
-    project: str,
-    issue_id: str,
-    hosts: frozenset[str],
-    configured: frozenset[str],
-    headers: dict[str, str] | None,
-    session: requests.Session | None,
-    resolve: Resolver,
-) -> str | None:
-    """One attachment through its states; returns the note for the event, if any."""
-    link = get_link(engine, event.source, external_id, ref.key)
-    if link is not None and link.state in (ASSOCIATED, SKIPPED):
-        return None
-    attachment_id = link.zoho_attachment_id if link is not None and link.state == UPLOADED else None
-    if attachment_id is None:
-        try:
-            file = fetch(
-                ref,
-                hosts,
-                configured,
-                max_bytes=settings.attachment_max_bytes,
-                session=session,
-                headers=headers,
-                resolve=resolve,
-            )
-        except AttachmentRefused as exc:
-            save_link(write, event.source, external_id, ref.key, SKIPPED, note=exc.reason)
-            log.warning("attachment skipped: %s", exc.reason, extra={"item": event.item_key})
-            return f"attachment {ref.file_name} not copied: {exc.reason}"
-        retrying = link is not None and link.note == "sending"
-        if retrying and not uploader.associates:
-            # The last attempt may have stored the file on the bug before its answer was lost.
-            same = [
-                i
-                for i, name, size in _listed(uploader.on_issue(portal, project, issue_id))
-                if name == file.file_name and size in ("", str(len(file.data)))
-            ]
-            if same:
-                save_link(write, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=same[0])
-                return f"attachment {file.file_name} found on the Zoho bug already"
-        save_link(write, event.source, external_id, ref.key, FETCHING, note="sending")
-        attachment_id = uploader.upload(portal, project, issue_id, file)
-        if not uploader.associates:
-            save_link(write, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
-            return f"attachment {file.file_name} copied to Zoho"
-        save_link(write, event.source, external_id, ref.key, UPLOADED, zoho_attachment_id=attachment_id)
-    elif (
-        link is not None
-        and link.note == "associating"
-        and _associated(uploader, portal, project, issue_id, attachment_id)
-    ):
-        # The association happened before its answer was lost: do not repeat it.
-        save_link(write, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
-        return None
-    save_link(write, event.source, external_id, ref.key, UPLOADED, zoho_attachment_id=attachment_id, note="associating")
-    uploader.associate(portal, project, issue_id, attachment_id)
-    save_link(write, event.source, external_id, ref.key, ASSOCIATED, zoho_attachment_id=attachment_id)
-    return f"attachment {ref.file_name} copied to Zoho"
+) -> Fetched:
+    """Fetch one of an item's attachments within the limits, from the hosts its source allows."""
+    hosts, configured = allowed_hosts(settings, source, html_url)
+    key = settings.bugzilla_api_key if source == "bugzilla" else ""
+    headers = {"X-BUGZILLA-API-KEY": key} if key else None
+    return fetch(
+        ref, hosts, configured, max_bytes=settings.attachment_max_bytes, session=session, headers=headers,
+        resolve=resolve,
+    )  # fmt: skip

@@ -1,12 +1,12 @@
 """One claim on one item, as the delivery core holds it: the writes waiting for the next fenced step.
 
 Writes are queued with `later()` and committed by `step()`, one transaction that starts with the fence
-(`bridge.store.claims.fence`). A step runs right before a Zoho call (the client's `before_call` hook)
-when there is something to record (the intent before a create, the link after it) or the lease may be
-running out, and once at the end; in between, a claim renewed less than half a lease ago cannot have
-been taken by anyone (others take it only once it expired by the database's clock). If the fence
-fails, nothing queued is written and the worker stops: a worker that lost its claim neither touches
-Zoho nor the events it no longer owns.
+(`bridge.store.claims.fence`). A step runs right before an outside call (the transport's `before_call` hook)
+when there is something to record (an operation about to be sent: the journal's `sent`, the link's intent
+before a create) or the lease may be running out, and once at the end; in between, a claim renewed less
+than half a lease ago cannot have been taken by anyone (others take it only once it expired by the
+database's clock). If the fence fails, nothing queued is written and the worker stops: a worker that lost
+its claim neither touches an outside system nor the events it no longer owns.
 """
 
 from __future__ import annotations
@@ -17,29 +17,28 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
+from bridge.core.journal import Journal
 from bridge.store import CommentLink, Link
 from bridge.store import claims as claim_rows
 from bridge.store.claims import Batch, Claim
 
 Write = Callable[[Connection, float], object]  # the result is ignored
 T = TypeVar("T")
+READS = ("GET", "HEAD")
 
 
 class ClaimedItem:
-    def __init__(self, engine: Engine, claim: Claim, batch: Batch, *, renewed: float) -> None:
+    def __init__(self, engine: Engine, claim: Claim, batch: Batch, *, renewed: float, dry_run: bool = False) -> None:
         self.engine = engine
         self.claim = claim
         self.batch = batch
+        self.dry_run = dry_run
         self.now = batch.now  # database time of the last read or step
         self.link: Link | None = batch.link
         self.comment_links: dict[str, CommentLink] = dict(batch.comment_links)
         self.finished: set[int] = set()  # events whose end is written (or queued)
         self.next_due: float | None = None  # when the item has work again, read when it was released
-        # mapping v3's item_sync_state values queued for the next step, (source, external_id) -> columns
-        self.v3_state: dict[tuple[str, str], dict[str, Any]] = {}
-        # Seconds after which the item's Zoho state is looked at again, when a write of ours or of the
-        # claim's previous holder may still land late (None: no doubt). Written when the item is released.
-        self.recheck_after: float | None = None
+        self.journal = Journal(self, batch.ops)
         self._writes: list[Write] = []
         self._renewed = renewed  # monotonic time taken before the claim's transaction began: conservative
 
@@ -48,9 +47,12 @@ class ClaimedItem:
         it was last renewed (measured on this host's monotonic clock, which no skew between hosts affects)."""
         return time.monotonic() - self._renewed < self.claim.ttl / 2
 
-    def before_call(self) -> None:
-        """The fence before a Zoho call: a fenced step when there is something to record or the claim
-        may be running out, otherwise nothing (the lease cannot have been taken yet)."""
+    def before_call(self, method: str = "POST") -> None:
+        """The fence before an outside call. A write call first records the operation it is as sent (only now,
+        after any budget let it go, can it be in doubt); then a fenced step when there is something to record
+        or the claim may be running out, otherwise nothing (the lease cannot have been taken yet)."""
+        if method.upper() not in READS and self.journal.pending_send is not None:
+            self.journal.mark_sent()
         if self._writes or not self.still_held():
             self.step()
 
@@ -60,6 +62,10 @@ class ClaimedItem:
     def forget(self, write: Write) -> None:
         """Drop a queued write that refused (its step rolled back): the others are committed by the next step."""
         self._writes = [w for w in self._writes if w is not write]
+
+    @property
+    def queued(self) -> list[Write]:
+        return list(self._writes)
 
     def step(self, final: Callable[[Connection, float], T] | None = None) -> T | None:
         """Commit the queued writes in one fenced transaction; `final` runs last in it."""
@@ -78,3 +84,7 @@ class ClaimedItem:
         self.now = batch.now
         self.link = batch.link
         self.comment_links = dict(batch.comment_links)
+        self.journal = Journal(self, batch.ops)
+
+    def describe(self) -> dict[str, Any]:
+        return {"item": self.claim.item_key, "source": self.claim.source}

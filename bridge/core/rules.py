@@ -1,27 +1,24 @@
-"""Mapping v3 in the delivery core: the filter gate, field ownership on updates, past comments when an item
-starts matching, and attachments once the issue exists. `bridge/core/apply.py` calls these in one line
-each (search it for `sync_v3.`), with the `Applier`, the `ClaimedItem` and the step it applies; the
-decisions themselves are the pure functions of bridge/mapping/filters.py and bridge/mapping/ownership.py,
-the copying is bridge/core/attachments.py.
+"""The mapping's rules in the delivery core: the `when:` gate, field ownership on updates, past comments when
+an item starts matching, and the attachments an item's state names. `bridge/core/apply.py` calls these in
+one line each (search it for `rules.`), with the `Applier`, the `ClaimedItem` and the step it applies; the
+decisions themselves are the pure functions of bridge/mapping/filters.py and bridge/mapping/ownership.py.
 
-Like every other write of the delivery core, notes and `item_sync_state` rows are queued on the claimed item
-(`item.later`) and committed in its next fenced step; what is queued is also kept on the item
-(`item.v3_state`), so the rest of the batch reads the filter's latest answer before it is committed.
+What the rules remember lives on the item's link: `filter_matched` (the gate's last answer) and `written`
+(per field, what the bridge last wrote to Zoho, kept for every item, so an ownership rule added later
+protects issues synced before it). Both are queued on the claimed item and committed in its next step.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection, Engine
-
 from bridge import store
-from bridge.core.attachments import sync_attachments
-from bridge.events import COMMENT_ACTIONS, SourceUnavailable
-from bridge.mapping import external_id_of
+from bridge.core.attachments import refs_of
+from bridge.core.journal import ZOHO_ATTACHMENT, ZOHO_UPDATE
+from bridge.events import COMMENT_ACTIONS
+from bridge.mapping import translate
 from bridge.mapping.filters import SKIP, START, STILL_UNMATCHED, SYNC, UNMATCH, Transition, matches, transition
 from bridge.mapping.filters import unmatch_comment as unmatch_text
 from bridge.mapping.model import IssueDraft, Mapping
@@ -34,9 +31,6 @@ from bridge.mapping.ownership import (
     zoho_values,
 )
 from bridge.store import Link, StoredEvent
-from bridge.store import schema as db
-from bridge.targets.zoho.attachments import ZohoAttachments
-from bridge.targets.zoho.errors import ZohoTransientError
 
 if TYPE_CHECKING:
     from bridge.core.apply import Applier
@@ -46,53 +40,35 @@ log = logging.getLogger("bridge.sync")
 PROCEED = (SYNC, START)
 
 
-# -- item_sync_state: the filter's last answer and the values last written ---------------------------------
-
-
-def item_state(engine: Engine, source: str, external_id: str) -> tuple[bool | None, dict[str, Any] | None]:
-    t = db.item_sync_state
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(t.c.last_matched, t.c.applied_values).where(t.c.source == source, t.c.external_id == external_id)
-        ).first()
-    if row is None:
-        return None, None
-    return row.last_matched, json.loads(row.applied_values) if row.applied_values else None
-
-
-def write_item_state(conn: Connection, now: float, source: str, external_id: str, **values: Any) -> None:
-    """Set `last_matched` and/or `applied_values` (a dict) of the item in `conn`, creating its row if needed.
-    Run in the claimed item's fenced step: no other worker writes this item's row meanwhile."""
-    t = db.item_sync_state
-    if "applied_values" in values:
-        values["applied_values"] = json.dumps(values["applied_values"], sort_keys=True, default=str)
-    values["updated_at"] = now
-    where = (t.c.source == source, t.c.external_id == external_id)
-    if not conn.execute(update(t).where(*where).values(**values)).rowcount:
-        conn.execute(insert(t).values(source=source, external_id=external_id, **values))
-
-
-def _state(item: ClaimedItem, source: str, external_id: str) -> tuple[bool | None, dict[str, Any] | None]:
-    """The item's row as committed, with what this claim queued on top."""
-    last, applied = item_state(item.engine, source, external_id)
-    pending = item.v3_state.get((source, external_id), {})
-    return pending.get("last_matched", last), pending.get("applied_values", applied)
+def _synced(link: Link | None) -> bool:
+    return link is not None and link.confirmed and bool(link.zoho_issue_id)
 
 
 def filtered_out(item: ClaimedItem, link: Link) -> bool:
     """Whether mapping v3's `when:` filter last kept the item out."""
-    last, _ = _state(item, link.source, link.external_id)
-    return last is False
+    return link.filter_matched is False
 
 
-def _save(ap: Applier, item: ClaimedItem, source: str, external_id: str, **values: Any) -> None:
-    item.v3_state.setdefault((source, external_id), {}).update(values)
-    if not ap.dry_run:  # dry-run keeps the answer for this batch only: real runs never see it
-        item.later(lambda conn, now: write_item_state(conn, now, source, external_id, **values))
+def written(item: ClaimedItem, mapping: Mapping, ev: StoredEvent) -> dict[str, Any] | None:
+    """What the bridge last wrote to the item's Zoho issue, per field. An issue synced before this was recorded
+    has it derived from the fields last applied, through the mapping (what the bridge would have sent)."""
+    link = item.link
+    if link is None:
+        return None
+    if link.written is not None:
+        return dict(link.written)
+    if not link.last_fields:
+        return None
+    try:
+        return draft_values(translate(mapping, dataclasses.replace(ev.event, fields=dict(link.last_fields)), None))
+    except Exception:  # an older mapping that cannot translate the old fields: nothing is known
+        return None
 
 
-def _synced(link: Link | None) -> bool:
-    return link is not None and link.confirmed and bool(link.zoho_issue_id)
+def _remember(ap: Applier, item: ClaimedItem, **values: Any) -> None:
+    """Keep gate answers and written values on the item's link (committed with its next step)."""
+    if item.link is not None:
+        ap.keep_link(item, item.link, **values)
 
 
 # -- the filter gate -------------------------------------------------------------------------------------------
@@ -106,23 +82,26 @@ def gate(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draf
     link = item.link
     known = dict(link.last_fields or {}) if link else {}
     ok, reason = matches(mapping, ev.event, known)
-    last, _ = _state(item, ev.source, draft.external_id)
+    last = link.filter_matched if link is not None else None
     decided = transition(mapping, ok, synced=_synced(link), last_matched=last)
     if decided.kind in PROCEED:
         if decided.reason:
             ap.note(item, ev, f"{decided.reason} ({reason})")
-        _save(ap, item, ev.source, draft.external_id, last_matched=True)
+        _remember(ap, item, filter_matched=True)  # a new item's link is made with it (apply._create)
         return decided
     ap.note(item, ev, f"{decided.reason} ({reason})")
     if decided.kind == UNMATCH:
         assert link is not None and link.zoho_issue_id is not None
+        issue = link.zoho_issue_id
         if decided.action == "close":
-            ap.client.close_issue(draft, link.zoho_issue_id, mapping.closed_status)
+            ap.send(item, ZOHO_UPDATE, lambda: ap.client.close_issue(draft, issue, mapping.closed_status),
+                    payload={"status": mapping.closed_status})  # fmt: skip
         elif decided.action == "comment":
             text = unmatch_text(ev.event, reason)
-            ap.client.add_comment(link.portal, link.project, link.zoho_issue_id, text)
+            ap.send(item, ZOHO_UPDATE, lambda: ap.client.add_comment(link.portal, link.project, issue, text),
+                    payload={"comment": "unmatched"})  # fmt: skip
     if decided.kind in (SKIP, UNMATCH, STILL_UNMATCHED):
-        _save(ap, item, ev.source, draft.external_id, last_matched=False)
+        _remember(ap, item, filter_matched=False)
     return decided
 
 
@@ -131,9 +110,7 @@ def comment_held(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mappi
     if mapping.v3.when is None:
         return False
     link = item.link
-    external_id = link.external_id if link else external_id_of(mapping, ev.event.fields)
-    last, _ = _state(item, ev.source, external_id)
-    held = last is False or (
+    held = (link is not None and link.filter_matched is False) or (
         not _synced(link) and not matches(mapping, ev.event, dict(link.last_fields or {}) if link else {})[0]
     )
     if held:
@@ -146,19 +123,8 @@ def past_comments(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapp
     link = item.link
     if not mapping.comments or link is None or not link.zoho_issue_id:
         return
-    t = db.events
-    with item.engine.connect() as conn:
-        found = list(
-            conn.execute(
-                select(t.c.id)
-                .where(t.c.source == ev.source, t.c.item_key == ev.item_key, t.c.action.in_(COMMENT_ACTIONS))
-                .where(t.c.id != ev.id, t.c.status.in_(("done", "failed", "skipped")))
-                .order_by(t.c.source_ts, t.c.id)
-            ).scalars()
-        )
-    for event_id in found:
-        past = store.get_event(item.engine, event_id)
-        if past is not None and past.event.comment is not None:
+    for past in store.finished_events_of(item.engine, ev.source, ev.item_key, COMMENT_ACTIONS, besides=ev.id):
+        if past.event.comment is not None:
             ap.apply_comment(item, past, mapping)  # keyed by comment id: never posted twice
     ap.client.event_id = ev.id
 
@@ -167,9 +133,12 @@ def past_comments(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapp
 
 
 def created(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft) -> None:
-    """After a create: every field was sent; an item that starts matching gets its past comments."""
-    if mapping.v3.sync:  # remembered only where ownership needs it
-        _save(ap, item, ev.source, draft.external_id, applied_values=draft_values(draft))
+    """After a create: every field was sent (recorded for every item); an item that starts matching gets its
+    past comments."""
+    values: dict[str, Any] = {"written": draft_values(draft)}
+    if mapping.v3.when is not None:
+        values["filter_matched"] = True
+    _remember(ap, item, **values)
     if mapping.v3.when is not None:
         past_comments(ap, item, ev, mapping)
 
@@ -185,22 +154,26 @@ def send_update(
 ) -> None:
     """The update, without the fields Zoho owns now (`sync: create_only | if_unchanged_in_zoho`)."""
     assert link.zoho_issue_id is not None
-    client = ap.client
+    client, issue_id = ap.client, link.zoho_issue_id
+    last = written(item, mapping, ev)
     if not mapping.v3.sync:
-        client.update_issue(draft, link.zoho_issue_id, applied_tags=applied_tags)
+        ap.send(item, ZOHO_UPDATE, lambda: client.update_issue(draft, issue_id, applied_tags=applied_tags),
+                payload={"fields": sorted(draft_values(draft))})  # fmt: skip
+        _remember(ap, item, written=draft_values(draft))
         return
-    _, last = _state(item, ev.source, draft.external_id)
     current = None
     if needs_zoho_current(mapping, draft, last):
-        current = zoho_values(client.get_issue(draft.portal, draft.project, link.zoho_issue_id) or {}, client.dialect)
+        current = zoho_values(client.get_issue(draft.portal, draft.project, issue_id) or {}, client.dialect)
     decision = fields_to_send(mapping, draft, last, current)
     ap.note(item, ev, *(f"{name}: {why}" for name, why in decision.held))
     held = {name for name, _ in decision.held}
     full = client.issue_body(draft, creating=False, applied_tags=applied_tags)
     kept = restrict_body(full, client.dialect, held)
     if kept:
-        client.update_issue(draft, link.zoho_issue_id, applied_tags=applied_tags, omit=set(full) - set(kept))
-    _save(ap, item, ev.source, draft.external_id, applied_values=applied_after(last, draft, decision))
+        omit = set(full) - set(kept)
+        ap.send(item, ZOHO_UPDATE, lambda: client.update_issue(draft, issue_id, applied_tags=applied_tags, omit=omit),
+                payload={"fields": sorted(kept)})  # fmt: skip
+    _remember(ap, item, written=applied_after(last, draft, decision))
 
 
 def updated(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, decided: Transition) -> None:
@@ -211,36 +184,32 @@ def updated(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, d
 # -- attachments ------------------------------------------------------------------------------------------------
 
 
-def attachments(ap: Applier, item: ClaimedItem, mapping: Mapping) -> None:
-    """Copy the attachments every state event of the batch names (superseded ones too) once the issue exists."""
+def plan_attachments(ap: Applier, item: ClaimedItem, mapping: Mapping) -> None:
+    """Each attachment a state event of the batch names (superseded ones too) becomes a `zoho.attachment`
+    operation once the issue exists: side work, copied by `bridge/core/sidework.py` with its own retries, so a
+    file that cannot be fetched never holds the item's state back."""
     link = item.link
     if not mapping.v3.attachments or link is None or not link.confirmed or not link.zoho_issue_id:
         return
-    last, _ = _state(item, link.source, link.external_id)
-    if last is False:
+    if link.filter_matched is False:
         return  # the filter keeps the item out
-    events = [e for e in item.batch.events if e.event.has_state]
-    if ap.dry_run:  # touch nothing, the sources included: say what would be copied
-        from bridge.core.attachments import refs_of
-
-        for ev in events:
-            for ref in refs_of(ap.settings, ev.event):
+    known_keys: set[str] | None = None
+    for ev in (e for e in item.batch.events if e.event.has_state and e.action != "deleted"):
+        for ref in refs_of(ap.settings, ev.event):
+            if ap.dry_run:  # touch nothing, the sources included: say what would be copied
                 ap.note(item, ev, f"dry-run: attachment {ref.file_name} would be copied ({ref.url})")
-        return
-    uploader = ZohoAttachments(ap.client)
-    for ev in (e for e in events if e.action != "deleted"):
-        try:
-            notes = sync_attachments(
-                item.engine,
-                ap.settings,
-                uploader,
-                ev.event,
-                external_id=link.external_id,
-                portal=link.portal,
-                project=link.project,
-                issue_id=link.zoho_issue_id,
-                write=item.step,  # each row write fenced, like the calls between them
-            )
-        except SourceUnavailable as exc:
-            raise ZohoTransientError(f"{ev.source}: {exc.reason}", retry_after=exc.retry_after) from None
-        ap.note(item, ev, *notes)
+                continue
+            if known_keys is None:  # once per batch: which attachments the item has an operation for already
+                known_keys = store.operation_refs(item.engine, item.claim.source, item.claim.item_key, ZOHO_ATTACHMENT)
+            if ref.key in known_keys or item.journal.get(ZOHO_ATTACHMENT, ref.key) is not None:
+                continue  # copied, refused, planned or in doubt already: each attachment is one operation
+            payload = {
+                "url": ref.url,
+                "file_name": ref.file_name,
+                "size": ref.size,
+                "bugzilla_json": ref.bugzilla_json,
+                "event_id": ev.id,
+                "html_url": ev.event.fields.get("html_url"),
+            }
+            item.journal.plan(ZOHO_ATTACHMENT, ref.key, payload=payload)
+            ap.note(item, ev, f"attachment {ref.file_name}: to be copied (side work)")

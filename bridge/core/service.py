@@ -24,26 +24,23 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Connection, Engine
 
 from bridge import sources
-from bridge.core import retry
+from bridge.core import retry, sidework, talkback
 from bridge.core.apply import Applier, PermanentEventError
 from bridge.core.claim import ClaimedItem
+from bridge.core.journal import ALL_KINDS, SENT, SIDE_KINDS, ZOHO_CREATE, ZOHO_UPDATE
 from bridge.core.plan import Plan, plan_batch
-from bridge.events import NormalizedEvent
+from bridge.events import ZOHO_ACTIONS, NormalizedEvent
 from bridge.mapping import MappingRegistry
 from bridge.mapping.model import Mapping
-from bridge.outbound.errors import ConfigError, LimitWait, OutboundError, Transient
+from bridge.outbound.errors import ConfigError, LimitWait, OutboundError, Permanent, Transient
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, SUPERSEDED, StoredEvent, outcomes
 from bridge.store import claims as claim_rows
-from bridge.store import links as link_rows
-from bridge.store.claims import Batch, ClaimLost, Refused
+from bridge.store import journal as journal_rows
+from bridge.store.claims import FORWARD_KINDS, Batch, ClaimLost, Refused
+from bridge.store.clock import db_now
 from bridge.store.links import DRY_RUN
 from bridge.targets.zoho.client import ZohoClient
-from bridge.targets.zoho.errors import (
-    ZohoConfigError,
-    ZohoPermanentError,
-    ZohoTransientError,
-)
 
 log = logging.getLogger("bridge.sync")
 CONFIG_WAIT_SECONDS = 300.0  # an item held up by a refused configuration looks again this often
@@ -90,12 +87,25 @@ class SyncService:
             max_age_seconds=settings.event_max_age_seconds,
         )
         self._item: ClaimedItem | None = None
+        self._mappings_seen: tuple[int, ...] = ()
         client.before_call = self._before_zoho_call
 
-    def _before_zoho_call(self) -> None:
-        """The fence before every Zoho call: commit what the last call achieved, or stop if the claim is lost."""
+    def _before_zoho_call(self, method: str = "POST") -> None:
+        """The fence before every Zoho call: the write it is marked sent, what the last call achieved committed,
+        or stop if the claim is lost."""
         if self._item is not None:
-            self._item.before_call()
+            self._item.before_call(method)
+
+    def _reload_mappings(self) -> None:
+        """Mapping edits take effect at once; a reload plans failed side work again (its cause may be gone)."""
+        self.registry.reload_if_changed()
+        seen = tuple(sorted(id(m) for m in self.registry.all()))
+        if self._mappings_seen and seen != self._mappings_seen:
+            with self.engine.begin() as conn:
+                retried = journal_rows.retry_failed(conn, db_now(conn), kinds=SIDE_KINDS)
+            if retried:
+                log.info("mappings changed: %s failed side operations planned again", retried)
+        self._mappings_seen = seen
 
     # -- entry point --------------------------------------------------------------------------------
 
@@ -108,13 +118,11 @@ class SyncService:
             outcome.retry_at, outcome.db_now = claimed.retry_at, claimed.now
             return outcome
         claim, batch = claimed
-        item = ClaimedItem(self.engine, claim, batch, renewed=claiming)
-        if claim.taken_over:  # the expired holder's last call may land after ours (a pause, a slow Zoho)
-            item.recheck_after = self.settings.duplicate_recheck_seconds + claim.ttl
+        item = ClaimedItem(self.engine, claim, batch, renewed=claiming, dry_run=bool(self.client.dry_run))
         self._item = item
         started = time.monotonic()
         try:
-            self.registry.reload_if_changed()
+            self._reload_mappings()
             while True:
                 batch = self._wait_for_quiet(item)
                 if self._idle(batch):
@@ -139,7 +147,6 @@ class SyncService:
 
     def _release(self, conn: Connection, now: float) -> None:
         claim = self._claim()
-        self._ask_recheck(conn, now)
         claim_rows.release(conn, claim, retry_at=self._dry_run_pause(now))
         self._remember_next_due(conn, claim)
 
@@ -156,17 +163,6 @@ class SyncService:
             return now + max(1.0, self.settings.duplicate_recheck_seconds)
         return 0.0
 
-    def _ask_recheck(self, conn: Connection, now: float) -> None:
-        """In the releasing step: when a write may still land late, the item's state is read again later
-        (`Applier.recheck`), once that write can no longer be in flight."""
-        assert self._item is not None
-        item = self._item
-        if item.recheck_after is not None:
-            link_rows.request_recheck(
-                conn, source=item.claim.source, item_key=item.claim.item_key, at=now + item.recheck_after
-            )
-            item.recheck_after = None
-
     def _remember_next_due(self, conn: Connection, claim: claim_rows.Claim) -> None:
         assert self._item is not None
         self._item.next_due = claim_rows.next_due(conn, claim.source, claim.item_key)
@@ -176,7 +172,6 @@ class SyncService:
         claim = self._claim()
         batch = claim_rows.read_batch(conn, claim, now)
         if self._idle(batch):
-            self._ask_recheck(conn, now)
             claim_rows.release(conn, claim, retry_at=self._dry_run_pause(now))
             self._remember_next_due(conn, claim)
             return None
@@ -216,8 +211,8 @@ class SyncService:
         try:
             mapping = self._mapping(batch)
             if mapping is None:
-                if batch.recheck_due and item.link is not None:  # nothing to re-check with: drop it, never spin
-                    self.applier.keep_link(item, item.link, recheck_at=None)
+                for op in batch.due(*ALL_KINDS):  # nothing to carry them out with: parked, never a spin
+                    item.journal.failed(op.kind, op.ref, "no valid mapping for the item's source", attempt=False)
                 for ev in batch.events:
                     self._end(
                         item,
@@ -227,14 +222,17 @@ class SyncService:
                         f"no valid mapping for source {ev.source!r} in {self.settings.mappings_dir}",
                     )
                 return True
+            self._doubts(item)
             recheck_event = batch.latest_event or (batch.events[-1].event if batch.events else None)
             if batch.recheck_due and recheck_event is not None and not self.client.dry_run:
                 self.applier.recheck(item, mapping, recheck_event)
             if item.link is not None and item.link.state == DRY_RUN:  # dry-run's links are dry-run's only
                 item.link = dataclasses.replace(item.link, state="linked") if self.client.dry_run else None
             events = [self._enrich(item, ev) for ev in batch.events]
-            plan = plan_batch(events, item.link, comments_enabled=mapping.comments)
+            create_in_doubt = item.journal.in_doubt(ZOHO_CREATE) is not None and not self.client.dry_run
+            plan = plan_batch(events, item.link, comments_enabled=mapping.comments, create_in_doubt=create_in_doubt)
             self._apply(item, plan, mapping, outcome)
+            sidework.run_due(self.applier, item, mapping, busy=lambda: self._forward_busy(item))
             return True
         except ClaimLost:
             raise
@@ -245,13 +243,31 @@ class SyncService:
             self._failed(item, exc, started, outcome)
             return False
 
+    def _doubts(self, item: ClaimedItem) -> None:
+        """Writes to the issue found sent and unconfirmed (an answer lost, a worker that died or lost the claim).
+        An update may still land after newer ones: the issue is read again once it cannot be in flight. A create
+        or a comment is resolved by its own lookup when its event is tried again. Side work resolves its own."""
+        if self.client.dry_run:
+            return
+        # Parked ones (next_at None) have their resolution in hand already (a re-check planned by the attempt
+        # that sent them); the others were left by a claim that ended without confirming (a takeover).
+        for op in [o for o in item.batch.ops if o.kind in FORWARD_KINDS and o.state == SENT and o.next_at is not None]:
+            if op.kind == ZOHO_UPDATE:
+                window = self.settings.duplicate_recheck_seconds + self.settings.item_lease_seconds
+                self.applier.recheck_later(item, max(0.0, (op.sent_at or item.now) + window - item.now))
+            item.journal.park(op)
+
+    def _forward_busy(self, item: ClaimedItem) -> bool:
+        """Live deliveries of other items are due now: side work waits (forward sync goes first)."""
+        return outcomes.live_due_besides(self.engine, item.claim.source, item.claim.item_key)
+
     def _mapping(self, batch: Batch) -> Mapping | None:
         first = batch.events[0].event if batch.events else batch.latest_event
         return self.registry.for_event(first) if first is not None else None
 
     def _enrich(self, item: ClaimedItem, ev: StoredEvent) -> StoredEvent:
         """Ask the source for what the delivery lacked (a private Bugzilla bug), when it can be asked."""
-        if ev.event.has_state:
+        if ev.event.has_state or ev.action in ZOHO_ACTIONS:
             return ev
         completed = sources.enrich(self.settings, ev.event)
         if completed is ev.event:
@@ -271,9 +287,9 @@ class SyncService:
             step = plan.state
             try:
                 self.applier.apply_state(item, step, mapping)
-            except ZohoConfigError:
-                raise  # a configuration problem is not this event's fault: retried, not failed at once
-            except (ZohoPermanentError, PermanentEventError) as exc:
+            except ConfigError:
+                raise  # a configuration problem is not this event's fault: it waits, never failed at once
+            except (Permanent, PermanentEventError) as exc:
                 state_failed = reason_of(exc)
                 self._attempted(item, step.event, "failed", state_failed)
                 self._end(item, step.event, FAILED, outcome, state_failed)
@@ -288,9 +304,9 @@ class SyncService:
                 continue
             try:
                 self.applier.apply_comment(item, ev, mapping)
-            except ZohoConfigError:
+            except ConfigError:
                 raise
-            except (ZohoPermanentError, PermanentEventError) as exc:
+            except (Permanent, PermanentEventError) as exc:
                 reason = reason_of(exc)
                 if state_failed and (item.link is None or not item.link.confirmed):
                     reason = f"the item has no Zoho issue: {state_failed}"
@@ -301,6 +317,15 @@ class SyncService:
             if plan.state is None or ev.id != plan.state.event.id:
                 self._attempted(item, ev, "done")
             self._end(item, ev, DONE, outcome, None)
+        for ev in plan.zoho:  # a change seen in Zoho: what the source should do is planned (side work)
+            self.client.event_id = ev.id
+            try:
+                note = talkback.zoho_changed(self.applier, item, ev, mapping)
+            except ConfigError:
+                raise
+            except (Permanent, PermanentEventError) as exc:
+                note = f"not looked at: {reason_of(exc)}"
+            self._end(item, ev, DONE, outcome, note or None)
 
     # -- bookkeeping -------------------------------------------------------------------------------------
 
@@ -329,20 +354,23 @@ class SyncService:
         events = self._unfinished(item)
         policy, jitter = self.policy, random.random()  # noqa: S311 - jitter, not security
         transient = isinstance(exc, Transient)
-        if isinstance(exc, ZohoTransientError):  # a timeout or a lost answer: Zoho may apply it later
-            item.recheck_after = max(item.recheck_after or 0.0, self.settings.duplicate_recheck_seconds)
-        rechecking = item.batch.recheck_due
+        if not self.client.dry_run:  # an update this attempt sent and never learned the fate of may land late
+            for kind, ref in item.journal.sent_now:
+                op = item.journal.get(kind, ref)
+                if kind == ZOHO_UPDATE and op is not None and op.state == SENT:
+                    self.applier.recheck_later(item)
+                    item.journal.park(op)
+        recheck = next(iter(item.batch.due("zoho.recheck")), None)
 
         def record(conn: Connection, now: float) -> None:
             claim = item.claim
             failures = claim_rows.item_failures(conn, claim) + 1
-            if (
-                rechecking and not transient and failures >= policy.max_attempts
-            ):  # a re-check that keeps failing must not spin
+            # A re-check that keeps failing must not spin: it ends after MAX_ATTEMPTS, or (an outage being a
+            # wait) once it is as old as an event may grow.
+            too_old = recheck is not None and now - recheck.planned_at > policy.max_age_seconds
+            if recheck is not None and (too_old or (not transient and failures >= policy.max_attempts)):
                 log.error("re-check given up after %s failures: %s", failures, reason, extra={"item": claim.item_key})
-                link_rows.update_link(conn, source=claim.source, item_key=claim.item_key, now=now, recheck_at=None)
-                item.recheck_after = None
-            self._ask_recheck(conn, now)
+                journal_rows.give_up(conn, claim.source, claim.item_key, "zoho.recheck", f"given up: {reason}", now)
             retry_at = now + retry.backoff(policy, failures, retry_after=retry_after, jitter=jitter)
             for ev in events:
                 attempts = outcomes.count_attempt(
@@ -379,7 +407,6 @@ class SyncService:
 
         def record(conn: Connection, now: float) -> None:
             claim = item.claim
-            self._ask_recheck(conn, now)
             for ev in events:
                 verdict = retry.after_wait(policy, received_at=ev.received_at, now=now, reason=reason)
                 if verdict.give_up:

@@ -101,9 +101,9 @@ class Link:
     last_state_ts: float
     applied_hash: str | None
     last_fields: dict[str, Any] | None = None
-    intent_at: float | None = None  # DB time of the create intent (an unconfirmed one means "in doubt")
-    create_sent_at: float | None = None  # DB time the latest create was sent (a late copy can land after it)
-    recheck_at: float | None = None  # DB time to look once more for a late duplicate of a doubtful create
+    written: dict[str, Any] | None = None  # per field, what the bridge last wrote to the Zoho issue
+    filter_matched: bool | None = None  # `when:`'s last answer (None: never filtered)
+    zoho_status: str | None = None  # the Zoho status last seen or set by the bridge (talking back)
 
     @property
     def confirmed(self) -> bool:
@@ -300,6 +300,8 @@ def reset_for_replay(engine: Engine, event_ids: list[int]) -> int:
     """Put events back in the queue (after a mapping fix, say). Attempts history is kept."""
     if not event_ids:
         return 0
+    from bridge.store import journal
+
     with engine.begin() as conn:
         counters.events_replayed(conn, event_ids)
         result = conn.execute(
@@ -307,6 +309,11 @@ def reset_for_replay(engine: Engine, event_ids: list[int]) -> int:
             .where(db.events.c.id.in_(event_ids))
             .values(status=PENDING, attempts=0, next_attempt_at=0.0, last_error=None, processed_at=None)
         )
+        # A replay is a sign the cause may be gone: the items' failed side work is planned again too.
+        items = conn.execute(select(db.events.c.source, db.events.c.item_key).where(db.events.c.id.in_(event_ids)))
+        now = time.time()
+        for source, item_key in set(items.all()):
+            journal.retry_failed(conn, now, kinds=journal.SIDE_KINDS, source=source, item_key=item_key)
     return int(result.rowcount or 0)
 
 
@@ -342,6 +349,44 @@ def state_events_of(engine: Engine, source: str, item_key: str, *, limit: int = 
     return events
 
 
+def finished_events_of(
+    engine: Engine, source: str, item_key: str, actions: tuple[str, ...], *, besides: int
+) -> list[StoredEvent]:
+    """The item's finished events of these actions, oldest source time first (past comments of an item that
+    starts matching its mapping's `when:`)."""
+    t = db.events
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(t)
+            .where(t.c.source == source, t.c.item_key == item_key, t.c.action.in_(actions))
+            .where(t.c.id != besides, t.c.status.in_((DONE, FAILED, SKIPPED)))
+            .order_by(t.c.source_ts, t.c.id)
+        ).all()
+    return [StoredEvent.from_row(r, strict=False) for r in rows]
+
+
+def operation_refs(engine: Engine, source: str, item_key: str, kind: str) -> set[str]:
+    """The refs of the item's journal operations of `kind` (bridge/store/journal.py)."""
+    from bridge.store import journal
+
+    with engine.connect() as conn:
+        return journal.refs_of(conn, source, item_key, kind)
+
+
+def forward_busy(engine: Engine) -> bool:
+    """Live forward events are due now (by the database's clock): reverse polling waits (it is the lower
+    priority in the shared budget). A backfill's events do not hold it back."""
+    from bridge.store.clock import db_now
+
+    t = db.events
+    with engine.connect() as conn:
+        now = db_now(conn)
+        row = conn.execute(
+            select(t.c.id).where(t.c.status == PENDING, t.c.origin == "live", t.c.next_attempt_at <= now).limit(1)
+        ).first()
+    return row is not None
+
+
 def count_by_status(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(select(db.events.c.status, func.count()).group_by(db.events.c.status)).all()
@@ -363,9 +408,9 @@ def _link(row: Any) -> Link:
         last_state_ts=row.last_state_ts,
         applied_hash=row.applied_hash,
         last_fields=json.loads(row.last_fields) if row.last_fields else None,
-        intent_at=row.intent_at,
-        create_sent_at=getattr(row, "create_sent_at", None),
-        recheck_at=row.recheck_at,
+        written=json.loads(row.written) if row.written else None,
+        filter_matched=row.filter_matched,
+        zoho_status=row.zoho_status,
     )
 
 

@@ -20,15 +20,21 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.events import NormalizedEvent
-from bridge.store import PENDING, CommentLink, Link, StoredEvent, _link, _upsert
+from bridge.store import PENDING, CommentLink, Link, StoredEvent, _link, _upsert, journal
 from bridge.store import schema as db
 from bridge.store.clock import db_now
+from bridge.store.journal import OPEN, Operation
 from bridge.store.links import comment_links
 
 log = logging.getLogger("bridge.store.claims")
 
 # The hot path never reads the raw delivery (headers, payload): only what processing needs.
 _EVENT_COLUMNS = [c for c in db.events.c if c.name not in ("headers", "payload")]
+
+
+RECHECK = "zoho.recheck"
+# Operations that keep the item's Zoho state right: due whatever else is waiting (side work waits for them).
+FORWARD_KINDS = ("zoho.create", "zoho.update", "zoho.recheck", "zoho.comment")
 
 
 class ClaimLost(Exception):
@@ -46,9 +52,6 @@ class Claim:
     holder: str
     generation: int
     ttl: float
-    # the previous claim expired instead of being released: its holder may still have a Zoho write in
-    # flight (paused, slow Zoho) that lands after ours, so the item's state is looked at again later
-    taken_over: bool = False
 
     @property
     def name(self) -> str:
@@ -63,16 +66,31 @@ class Batch:
     events: list[StoredEvent]
     link: Link | None
     unreadable: list[tuple[int, str]]  # (event id, why) rows that cannot be parsed: they go to `failed`
-    latest_event: NormalizedEvent | None = None  # the item's newest event, for a duplicate re-check
+    latest_event: NormalizedEvent | None = None  # the item's newest event, when only operations are due
     comment_links: dict[str, CommentLink] = field(default_factory=dict)  # by source comment id
+    ops: list[Operation] = field(default_factory=list)  # the journal's open operations of the item
+
+    def due(self, *kinds: str) -> list[Operation]:
+        """Open operations of these kinds due by now (to send, or to resolve), oldest first."""
+        found = [o for o in self.ops if o.kind in kinds and o.state in OPEN and o.next_at is not None]
+        return sorted((o for o in found if o.next_at is not None and o.next_at <= self.now), key=_due_at)
 
     @property
     def recheck_due(self) -> bool:
-        return self.link is not None and self.link.recheck_at is not None and self.link.recheck_at <= self.now
+        return bool(self.due(RECHECK))
+
+    @property
+    def work_due(self) -> bool:
+        """Any operation due now (a re-check, side work, one in doubt to resolve)."""
+        return any(o.state in OPEN and o.next_at is not None and o.next_at <= self.now for o in self.ops)
 
     @property
     def empty(self) -> bool:
-        return not self.events and not self.unreadable and not self.recheck_due
+        return not self.events and not self.unreadable and not self.work_due
+
+
+def _due_at(op: Operation) -> float:
+    return op.next_at if op.next_at is not None else 0.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +107,6 @@ def claim_item(engine: Engine, source: str, item_key: str, holder: str, ttl: flo
     name = claim_name(source, item_key)
     with engine.begin() as conn:
         now = db_now(conn)
-        before = conn.execute(select(db.leases.c.holder).where(db.leases.c.name == name)).first()
         ins = _upsert(conn)(db.leases).values(name=name, holder=holder, expires_at=now + ttl, generation=1)
         stmt = ins.on_conflict_do_update(
             index_elements=[db.leases.c.name],
@@ -103,8 +120,7 @@ def claim_item(engine: Engine, source: str, item_key: str, holder: str, ttl: flo
             ).first()
             busy = state is not None and state.expires_at >= now
             return Refused(busy=busy, retry_at=None if busy or state is None else state.retry_at, now=now)
-        taken_over = before is not None and before.holder != ""  # `release` empties it: this one expired
-        claim = Claim(source, item_key, holder, int(row.generation), ttl, taken_over=taken_over)
+        claim = Claim(source, item_key, holder, int(row.generation), ttl)
         return claim, read_batch(conn, claim, now)
 
 
@@ -134,8 +150,10 @@ def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batc
         .order_by(db.links.c.id)
     ).first()
     link = _link(link_row) if link_row else None
+    ops = journal.open_for_item(conn, claim.source, claim.item_key)
+    work_due = any(o.state in OPEN and o.next_at is not None and o.next_at <= now for o in ops)
     latest: NormalizedEvent | None = None
-    if link is not None and link.recheck_at is not None and link.recheck_at <= now and not events:
+    if work_due and not events:
         json_text = conn.execute(
             select(db.events.c.event_json)
             .where(db.events.c.source == claim.source, db.events.c.item_key == claim.item_key)
@@ -144,9 +162,17 @@ def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batc
         ).scalar()
         if json_text:
             latest = NormalizedEvent.from_json(json.loads(json_text))
-    wanted = link is not None and (events or (link.recheck_at is not None and link.recheck_at <= now))
+    wanted = link is not None and (events or work_due)
     comments = comment_links(conn, claim.source, link.external_id) if wanted and link is not None else {}
-    return Batch(now=now, events=events, link=link, unreadable=unreadable, latest_event=latest, comment_links=comments)
+    return Batch(
+        now=now,
+        events=events,
+        link=link,
+        unreadable=unreadable,
+        latest_event=latest,
+        comment_links=comments,
+        ops=ops,
+    )
 
 
 def fence(conn: Connection, claim: Claim) -> float:
@@ -193,22 +219,21 @@ def item_failures(conn: Connection, claim: Claim) -> int:
 
 
 def next_due(conn: Connection, source: str, item_key: str) -> float | None:
-    """When the item has work again: its earliest pending event or duplicate re-check (DB time)."""
+    """When the item has work again: its earliest pending event or due operation (DB time)."""
     event_due = conn.execute(
         select(func.min(db.events.c.next_attempt_at)).where(
             db.events.c.source == source, db.events.c.item_key == item_key, db.events.c.status == PENDING
         )
     ).scalar()
-    recheck = conn.execute(
-        select(func.min(db.links.c.recheck_at)).where(db.links.c.source == source, db.links.c.item_key == item_key)
-    ).scalar()
-    dues = [t for t in (event_due, recheck) if t is not None]
+    op_due = journal.next_due(conn, source, item_key)
+    dues = [t for t in (event_due, op_due) if t is not None]
     return min(dues) if dues else None
 
 
 def stale_items(engine: Engine, *, grace: float, limit: int = 500) -> list[tuple[str, str]]:
     """Items with work due by the database's clock that nobody picked up: pending events received more than
-    `grace` seconds ago (or retried), and duplicate re-checks that are due."""
+    `grace` seconds ago (or retried), and operations that are due (re-checks, side work, doubts to resolve).
+    Side work waits while live deliveries are due: forward sync goes first in the shared budgets."""
     with engine.connect() as conn:
         now = db_now(conn)
         rows = conn.execute(
@@ -221,8 +246,7 @@ def stale_items(engine: Engine, *, grace: float, limit: int = 500) -> list[tuple
             .group_by(db.events.c.source, db.events.c.item_key)
             .limit(limit)
         ).all()
-        rechecks = conn.execute(
-            select(db.links.c.source, db.links.c.item_key).where(db.links.c.recheck_at <= now).limit(limit)
-        ).all()
-    seen = dict.fromkeys([(r.source, r.item_key) for r in rows] + [(r.source, r.item_key) for r in rechecks])
+        forward_due = bool(rows)
+        ops = journal.due_items(conn, now, kinds=None if not forward_due else FORWARD_KINDS, limit=limit)
+    seen = dict.fromkeys([(r.source, r.item_key) for r in rows] + ops)
     return list(seen)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from bridge.store import CommentLink, Link
@@ -30,7 +30,9 @@ class ExternalIdTaken(Exception):
 def write_intent(
     conn: Connection, *, source: str, external_id: str, item_key: str, portal: str, project: str, now: float
 ) -> None:
-    """Record that a Zoho create is about to be sent. Seen unconfirmed by a later attempt, it means doubt."""
+    """The item's link before its first create is sent (`creating`): it reserves the external id, so two items
+    rendering the same one are told apart before anything reaches Zoho. Whether a create is in doubt is the
+    journal's to say (`zoho.create` sent and unconfirmed), not the link's."""
     existing = conn.execute(
         select(db.links.c.id, db.links.c.state).where(db.links.c.source == source, db.links.c.item_key == item_key)
     ).first()
@@ -47,24 +49,14 @@ def write_intent(
                 last_state_ts=0.0,
                 applied_hash=None,
                 last_fields=None,
-                intent_at=now,
-                create_sent_at=now,
-                recheck_at=None,
+                written=None,
                 updated_at=now,
             )
         )
         return
-    if existing is not None:  # the earliest intent counts: the lookup must reach back to the first create
-        conn.execute(
-            update(db.links)
-            .where(db.links.c.id == existing.id)
-            .values(
-                state="creating",
-                intent_at=func.coalesce(db.links.c.intent_at, now),
-                create_sent_at=now,
-                updated_at=now,
-            )
-        )
+    if existing is not None:
+        if existing.state != "creating":
+            conn.execute(update(db.links).where(db.links.c.id == existing.id).values(state="creating", updated_at=now))
         return
     holder = conn.execute(
         select(db.links.c.item_key).where(db.links.c.source == source, db.links.c.external_id == external_id)
@@ -80,8 +72,6 @@ def write_intent(
             project=project,
             state="creating",
             last_state_ts=0.0,
-            intent_at=now,
-            create_sent_at=now,
             created_at=now,
             updated_at=now,
         )
@@ -110,7 +100,6 @@ def write_tombstone(
         last_state_ts=deleted_ts,
         applied_hash="deleted",
         last_fields=None,
-        recheck_at=None,
         updated_at=now,
     )
     own = conn.execute(
@@ -129,29 +118,15 @@ def write_tombstone(
 
 
 def update_link(conn: Connection, *, source: str, item_key: str, now: float, **values: Any) -> None:
-    """Set columns of the item's link (zoho_issue_id, state, last_state_ts, applied_hash, last_fields,
-    project, recheck_at)."""
-    if "last_fields" in values and values["last_fields"] is not None:
-        values["last_fields"] = json.dumps(values["last_fields"], default=str)
+    """Set columns of the item's link (zoho_issue_id, state, last_state_ts, applied_hash, last_fields, written,
+    filter_matched, zoho_status, project, portal, external_id)."""
+    for column in ("last_fields", "written"):
+        if column in values and values[column] is not None:
+            values[column] = json.dumps(values[column], sort_keys=True, default=str)
     conn.execute(
         update(db.links)
         .where(db.links.c.source == source, db.links.c.item_key == item_key)
         .values(updated_at=now, **values)
-    )
-
-
-def request_recheck(conn: Connection, *, source: str, item_key: str, at: float) -> None:
-    """Look at the item again at `at` (database time) unless a later look is already due. Only a link with
-    a Zoho issue (or a create in doubt) has anything to look at."""
-    conn.execute(
-        update(db.links)
-        .where(
-            db.links.c.source == source,
-            db.links.c.item_key == item_key,
-            db.links.c.state.in_(("linked", "deleted", "creating")),
-            (db.links.c.recheck_at.is_(None)) | (db.links.c.recheck_at < at),
-        )
-        .values(recheck_at=at)
     )
 
 
@@ -162,27 +137,6 @@ def comment_links(conn: Connection, source: str, external_id: str) -> dict[str, 
         )
     ).all()
     return {r.comment_id: CommentLink(r.zoho_comment_id, r.state, r.last_ts, r.body_hash) for r in rows}
-
-
-def write_comment_intent(conn: Connection, *, source: str, external_id: str, comment_id: str, now: float) -> None:
-    exists = conn.execute(
-        select(db.comment_links.c.id).where(
-            db.comment_links.c.source == source,
-            db.comment_links.c.external_id == external_id,
-            db.comment_links.c.comment_id == comment_id,
-        )
-    ).first()
-    if exists is None:
-        conn.execute(
-            insert(db.comment_links).values(
-                source=source,
-                external_id=external_id,
-                comment_id=comment_id,
-                state="posting",
-                last_ts=0.0,
-                updated_at=now,
-            )
-        )
 
 
 def save_comment(
@@ -224,6 +178,8 @@ def save_dry_run(conn: Connection, link: Link, now: float) -> None:
         last_state_ts=link.last_state_ts,
         applied_hash=link.applied_hash,
         last_fields=json.dumps(link.last_fields, default=str) if link.last_fields is not None else None,
+        written=json.dumps(link.written, sort_keys=True, default=str) if link.written is not None else None,
+        filter_matched=link.filter_matched,
         updated_at=now,
     )
     existing = conn.execute(
@@ -237,29 +193,13 @@ def save_dry_run(conn: Connection, link: Link, now: float) -> None:
         conn.execute(update(db.links).where(db.links.c.id == existing.id).values(**values))
 
 
-# Rows filed under an item's external id besides its link: (table, the column that tells its rows apart).
-_BY_EXTERNAL_ID = (
-    (db.comment_links, db.comment_links.c.comment_id),
-    (db.attachment_links, db.attachment_links.c.attachment_key),
-    (db.source_writes, None),
-    (db.item_sync_state, None),
-    (db.reverse_items, None),
-)
-
-
 def rename_external_id(conn: Connection, source: str, old: str, new: str, now: float) -> None:
-    """The item's rows follow its new external id (the link itself is updated by `update_link`). A row
-    already filed under the new id (written by an older version that rendered it first) is kept; the old
-    one is then dropped only where the table holds one row per item."""
-    for table, key in _BY_EXTERNAL_ID:
-        old_rows = (table.c.source == source) & (table.c.external_id == old)
-        taken = select(table.c.external_id).where(table.c.source == source, table.c.external_id == new)
-        if key is None:
-            single = table.name in ("item_sync_state", "reverse_items")
-            if single and conn.execute(taken.limit(1)).first() is not None:
-                conn.execute(delete(table).where(old_rows))
-                continue
-            conn.execute(update(table).where(old_rows).values(external_id=new))
-            continue
-        clash = select(key).where(table.c.source == source, table.c.external_id == new)
-        conn.execute(update(table).where(old_rows, key.not_in(clash)).values(external_id=new))
+    """The item's comment links follow its new external id (the link itself is updated by `update_link`; the
+    journal is filed by item, not by external id). A comment row already filed under the new id is kept."""
+    t = db.comment_links
+    clash = select(t.c.comment_id).where(t.c.source == source, t.c.external_id == new)
+    conn.execute(
+        update(t)
+        .where(t.c.source == source, t.c.external_id == old, t.c.comment_id.not_in(clash))
+        .values(external_id=new)
+    )

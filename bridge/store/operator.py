@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
-from bridge.store import FAILED, PENDING, Link, budgets, counters
+from bridge.store import FAILED, PENDING, Link, _link, budgets, counters, journal
 from bridge.store import schema as db
 from bridge.store.clock import engine_now
 from bridge.store.links import UNLINKED
@@ -25,18 +25,30 @@ SOURCES = ("github", "bugzilla", "bugherd")
 
 
 def _as_link(row: Any) -> Link:
-    return Link(
-        source=row.source,
-        external_id=row.external_id,
-        item_key=row.item_key,
-        portal=row.portal,
-        project=row.project,
-        zoho_issue_id=row.zoho_issue_id,
-        state=row.state,
-        last_state_ts=row.last_state_ts,
-        applied_hash=row.applied_hash,
-        last_fields=json.loads(row.last_fields) if row.last_fields else None,
-    )
+    return _link(row)
+
+
+def link_by_issue(engine: Engine, zoho_issue_id: str) -> Link | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(db.links).where(db.links.c.zoho_issue_id == zoho_issue_id).limit(1)).first()
+    return _as_link(row) if row else None
+
+
+def linked_items(engine: Engine, sources: list[str]) -> list[Link]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(db.links).where(db.links.c.source.in_(sources), db.links.c.state == "linked").order_by(db.links.c.id)
+        ).all()
+    return [_link(r) for r in rows]
+
+
+def linked_projects(engine: Engine, sources: list[str]) -> list[tuple[str, str]]:
+    t = db.links
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(t.c.portal, t.c.project).where(t.c.source.in_(sources), t.c.state == "linked").distinct()
+        ).all()
+    return [(r.portal, r.project) for r in rows]
 
 
 class NotFound(Exception):
@@ -77,16 +89,17 @@ def unlink(engine: Engine, external_id: str, source: str | None = None) -> tuple
             conn.execute(
                 update(db.links)
                 .where(db.links.c.source == link.source, db.links.c.external_id == link.external_id)
-                .values(
-                    state=UNLINKED,
-                    zoho_issue_id=None,
-                    applied_hash=None,
-                    last_state_ts=0.0,
-                    recheck_at=None,
-                    intent_at=func.coalesce(db.links.c.intent_at, db.links.c.created_at),
-                )
+                .values(state=UNLINKED, zoho_issue_id=None, applied_hash=None, last_state_ts=0.0, written=None)
             )
+            journal.forget_issue(conn, link.source, link.item_key, since=link_created_at(conn, link))
     return found, comments
+
+
+def link_created_at(conn: Any, link: Link) -> float:
+    at = conn.execute(
+        select(db.links.c.created_at).where(db.links.c.source == link.source, db.links.c.item_key == link.item_key)
+    ).scalar()
+    return float(at or 0.0)
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,7 @@ def resync(engine: Engine, external_id: str, source: str | None = None) -> Resyn
             .where(db.links.c.source == item_source, db.links.c.item_key == item_key)
             .values(applied_hash=None)
         )
+        journal.retry_failed(conn, time.time(), kinds=journal.SIDE_KINDS, source=item_source, item_key=item_key)
     inserted = result.inserted_primary_key
     assert inserted is not None
     return Resync(int(inserted[0]), item_source, item_key, int(latest.id))

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
 
 from bridge.events import NormalizedEvent
 from bridge.store import PENDING, counters
 from bridge.store import schema as db
+from bridge.store.clock import db_now
 
 
 def finish(conn: Connection, event_id: int, status: str, now: float, *, error: str | None = None) -> bool:
@@ -82,3 +83,17 @@ def defer_item(conn: Connection, source: str, item_key: str, *, at: float) -> No
         )
         .values(next_attempt_at=at)
     )
+
+
+def live_due_besides(engine: Engine, source: str, item_key: str) -> bool:
+    """Whether live deliveries of other items are due now (by the database's clock): side work waits then."""
+    t = db.events
+    with engine.connect() as conn:
+        now = db_now(conn)
+        row = conn.execute(
+            select(t.c.id)
+            .where(t.c.status == PENDING, t.c.origin == "live", t.c.next_attempt_at <= now)
+            .where(or_(t.c.source != source, t.c.item_key != item_key))
+            .limit(1)
+        ).first()
+    return row is not None

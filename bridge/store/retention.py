@@ -7,7 +7,11 @@ intake's inserts never wait long for SQLite's write lock or a PostgreSQL row):
 2. Zoho call records made outside any event (lookups, option reads) after RETENTION_DAYS;
 3. the raw body and headers of the finished events that remain, after RETENTION_PAYLOAD_DAYS:
    processing and replay read the normalized event (`event_json`), never the raw body again;
-4. item leases that expired a day ago (a killed worker's leftovers).
+4. item leases that expired a day ago (a killed worker's leftovers);
+5. finished journal operations whose row no decision needs any more (updates, re-checks, confirmed creates
+   and comment posts, status writes whose echo is settled) after RETENTION_DAYS. Kept whatever their age: an
+   operation planned, in doubt or failed, and a confirmed back-link, copied Zoho comment or attachment (their
+   row is what keeps them from being made twice).
 
 Kept whatever their age: pending and failed events (a failed event stays, with its body, attempts and
 Zoho answers, until it is replayed and done, or dropped), links and comment links (every future event of
@@ -57,6 +61,7 @@ class PruneReport:
     attempts: int = 0
     zoho_calls: int = 0
     leases: int = 0
+    operations: int = 0
     batches: int = 0
     payload_cutoff: float | None = None
     event_cutoff: float | None = None
@@ -126,6 +131,8 @@ def prune(
     if report.payload_cutoff is not None:
         start, cutoff = report.event_cutoff, report.payload_cutoff
         while more_time() and pacer.step(lambda n: _strip_payloads(pacer, report, start, cutoff, n)):
+            pass
+        while more_time() and pacer.step(lambda n: _delete_operations(pacer, report, cutoff, n)):
             pass
     with engine.begin() as conn:
         expired = conn.execute(delete(db.leases).where(db.leases.c.expires_at < db_now(conn) - DAY))
@@ -230,6 +237,28 @@ def _delete_events(pacer: _Pacer, report: PruneReport, cutoff: float, batch: int
     report.events += len(ids)
     report.batches += 1
     return len(rows) == batch
+
+
+# Kinds whose confirmed row no decision reads once old (the mapping tables and the link keep what matters).
+PRUNABLE_KINDS = ("zoho.update", "zoho.recheck", "zoho.create", "zoho.comment", "source.state")
+
+
+def _delete_operations(pacer: _Pacer, report: PruneReport, cutoff: float, batch: int) -> bool:
+    t = db.operations
+    with pacer.txn() as conn:
+        ids = list(
+            conn.execute(
+                select(t.c.id)
+                .where(t.c.state == "confirmed", t.c.kind.in_(PRUNABLE_KINDS), t.c.done_at < cutoff)
+                .where(or_(t.c.echo.is_(None), t.c.echo != "awaiting"))
+                .limit(batch)
+            ).scalars()
+        )
+        if ids:
+            conn.execute(delete(t).where(t.c.id.in_(ids)))
+    report.operations += len(ids)
+    report.batches += 1 if ids else 0
+    return len(ids) == batch
 
 
 def _delete_loose_calls(pacer: _Pacer, report: PruneReport, cutoff: float, batch: int) -> bool:

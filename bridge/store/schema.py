@@ -64,7 +64,8 @@ Index("ix_events_status_id", events.c.status, events.c.id)
 Index("ix_events_processed", events.c.processed_at, events.c.status)
 Index("ix_events_origin", events.c.origin, events.c.status)
 
-# external item ↔ Zoho issue. state: creating (intent written before Zoho's create) | linked | deleted
+# external item ↔ Zoho issue. state: creating (a create is planned or in doubt: see `operations`) | linked |
+# deleted | dry-run | unlinked
 links = Table(
     "links",
     metadata,
@@ -79,9 +80,11 @@ links = Table(
     Column("last_state_ts", Float, nullable=False, default=0.0),
     Column("applied_hash", String(64)),  # hash of the last body sent, to skip no-op updates
     Column("last_fields", Text),  # the item's fields as last applied (JSON): events carrying fewer keep them
-    Column("intent_at", Float),  # DB time the create intent was written: a later attempt is "in doubt"
-    Column("create_sent_at", Float),  # DB time the latest create was about to be sent (intent_at: the first)
-    Column("recheck_at", Float),  # DB time to look for a late duplicate of a create that was in doubt
+    # Per field, what the bridge last wrote to the Zoho issue (JSON {draft field: value}), for every item: field
+    # ownership (`sync: create_only | if_unchanged_in_zoho`) holds for issues synced before it was configured.
+    Column("written", Text),
+    Column("filter_matched", Boolean),  # `when:`'s last answer; NULL: never filtered (counts as matching)
+    Column("zoho_status", String(255)),  # the Zoho status last seen or set by the bridge (talking back)
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("source", "external_id", name="uq_links_source_external"),
@@ -102,7 +105,7 @@ item_identities = Table(
 )
 Index("ix_item_identities_item", item_identities.c.source, item_identities.c.item_key)
 
-# source comment ↔ Zoho comment. state: posting (intent) | posted | deleted
+# source comment ↔ Zoho comment. state: posted | deleted (a post in doubt is an operation: `operations`)
 comment_links = Table(
     "comment_links",
     metadata,
@@ -196,6 +199,33 @@ leases = Table(
     Column("failures", Integer, nullable=False, default=0, server_default="0"),
 )
 
+# The journal of outside operations (bridge/core/journal.py, bridge/store/journal.py): every write made to an
+# outside system on an item's behalf, planned -> sent -> confirmed | failed, in the item's fenced steps. An
+# operation left `sent` is in doubt; its resolver checks it when due. One row per (item, kind, ref): a create,
+# the latest update, a comment by its source id, an attachment by its key, a back-link, a Zoho comment copied.
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("item_key", String(255), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("ref", String(255), nullable=False, default=""),
+    Column("state", String(16), nullable=False),  # planned | sent | confirmed | failed
+    Column("payload", Text),  # JSON: what is (to be) written, never a secret
+    Column("result", String(255)),  # what the system answered: the id it made
+    Column("attempts", Integer, nullable=False, default=0),  # failed tries (a wait for a budget is not one)
+    Column("next_at", Float),  # database time it is due (to send, to resolve); NULL: nothing due
+    Column("last_error", Text),
+    Column("planned_at", Float, nullable=False),
+    Column("sent_at", Float),  # the latest time it was handed to the network
+    Column("done_at", Float),
+    Column("echo", String(16)),  # writes to a source: awaiting | seen | expired (its webhook echo)
+    UniqueConstraint("source", "item_key", "kind", "ref", name="uq_operations_item"),
+)
+Index("ix_operations_due", operations.c.next_at)
+Index("ix_operations_state", operations.c.state, operations.c.kind)
+
 # The shared call budgets of every outside system (bridge/outbound/budget.py, bridge/store/budgets.py), timed by
 # the database's clock: per budget its block (a throttle, a reset time, an outage breaker), the GCRA clock
 # (`tat`, for rates with bursts) and the UTC day's count (daily quotas)...
@@ -270,67 +300,6 @@ backfills = Table(
     Column("finished_at", Float),
 )
 Index("ix_backfills_scope", backfills.c.source, backfills.c.scope)
-
-
-# Talking back to the source (bridge/reverse). One row per linked item with back-link or reverse sync on:
-# the back-link's state (pending → posting → posted | failed; `backlink_ref` is the source comment id),
-# the Zoho status last seen or acted on, and the poll's view of it.
-reverse_items = Table(
-    "reverse_items",
-    metadata,
-    Column("source", String(32), primary_key=True),
-    Column("external_id", String(255), primary_key=True),
-    Column("backlink_state", String(16), nullable=False, default="none"),
-    Column("backlink_ref", String(255)),
-    Column("backlink_attempts", Integer, nullable=False, default=0),
-    Column("backlink_next_at", Float, nullable=False, default=0.0),
-    Column("backlink_error", Text),
-    Column("zoho_status", String(255)),  # the Zoho status name last seen (or set) by the bridge
-    Column("updated_at", Float, nullable=False),
-)
-Index("ix_reverse_items_backlink", reverse_items.c.backlink_state, reverse_items.c.backlink_next_at)
-
-# What the bridge itself wrote to a source, so the source's webhook echo of it is recognized by id and
-# value, never by wording. kind: comment (ref = the source comment id) | state (ref = the value written).
-source_writes = Table(
-    "source_writes",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("source", String(32), nullable=False),
-    Column("external_id", String(255), nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("ref", String(255), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("consumed", Boolean, nullable=False, default=False),
-)
-Index("ix_source_writes_item", source_writes.c.source, source_writes.c.external_id, source_writes.c.kind)
-
-# Mapping v3 (migration 0009). One row per source attachment of an item; state: fetching (intent) | uploaded
-# (Zoho holds the file, `zoho_attachment_id`) | associated (on the issue: done) | skipped (too large, refused host).
-attachment_links = Table(
-    "attachment_links",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("source", String(32), nullable=False),
-    Column("external_id", String(255), nullable=False),
-    Column("attachment_key", String(255), nullable=False),  # "bugzilla:attachment:12", "bugherd:screenshot:<sha>"
-    Column("zoho_attachment_id", String(64)),
-    Column("state", String(16), nullable=False),
-    Column("note", Text),
-    Column("updated_at", Float, nullable=False),
-    UniqueConstraint("source", "external_id", "attachment_key", name="uq_attachment_links"),
-)
-
-# Per item: the filter's last answer and the field values the bridge last wrote to Zoho (field ownership).
-item_sync_state = Table(
-    "item_sync_state",
-    metadata,
-    Column("source", String(32), primary_key=True),
-    Column("external_id", String(255), primary_key=True),
-    Column("last_matched", Boolean),  # NULL: never filtered (links made before `when:`), counts as matching
-    Column("applied_values", Text),  # JSON {draft field: value} as last sent
-    Column("updated_at", Float, nullable=False),
-)
 
 
 def make_engine(database_url: str) -> Engine:

@@ -1,19 +1,22 @@
 """`POST /webhooks/zoho/<token>`: Zoho's UI-configured webhook, a nudge to look at one issue now.
 
 Authenticated like BugHerd's URL token (ZOHO_WEBHOOK_TOKEN; a wrong token is 401, never 410). The body is
-never trusted for state: only its issue id is read, and the issue is fetched from Zoho through the same
-documented call and the same decision as polling. An issue the bridge did not link is ignored (200).
+never trusted for state: only its issue id is read. The request stores a nudge for the linked item and wakes a
+worker, which reads the issue from Zoho under the item's claim and decides as a poll would: no web request
+calls an outside system. An issue the bridge did not link is ignored (200).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import uuid
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from bridge.core import zoho_poll as poll
+from bridge.core import zoho_poll
+from bridge.store import operator
 
 log = logging.getLogger("bridge.intake")
 bp = Blueprint("zoho_hook", __name__)
@@ -42,15 +45,11 @@ def zoho_webhook(token: str) -> tuple[Response, int]:
     issue_id = _issue_id(request.get_json(silent=True))
     if issue_id is None:
         return _answer("error", 400, error='expected a JSON object with "issue_id" (the Zoho issue id, digits)')
-    link = poll.link_by_issue(runtime.engine, issue_id)
-    if link is None or not link.zoho_issue_id:
+    link = operator.link_by_issue(runtime.engine, issue_id)
+    if link is None or not link.zoho_issue_id or link.state != "linked":
         return _answer("ignored", reason="the issue is not linked to a source item")
-    mapping = poll.mapping_for(runtime.registry, link)
-    if mapping is None or mapping.reverse is None:
-        return _answer("ignored", reason="reverse sync is off in the item's mapping")
-    try:
-        applied = poll.refresh_issue(runtime.settings, runtime.engine, runtime.registry, runtime.zoho, link)
-    except Exception as exc:  # Zoho or the source is unavailable: polling picks the change up later
-        log.warning("zoho webhook: fetch or apply failed, the next poll retries: %s", exc)
-        return _answer("accepted", 202, applied=False, retry="next poll")
-    return _answer("accepted", applied=applied)
+    event_id, _ = zoho_poll.nudge(
+        runtime.engine, link, status=None, modified=None, dedup_key=f"zoho-hook:{issue_id}:{uuid.uuid4().hex}"
+    )
+    current_app.extensions["publisher"].wake(link.source, link.item_key)
+    return _answer("accepted", event_id=event_id)

@@ -49,7 +49,6 @@ USERS_TTL = OPTIONS_TTL
 UNKNOWN_USER_TTL = 60.0  # an unknown email is asked again at most this often
 CLOCK_SLACK = 60.0  # Zoho's clock against the database's, when listing issues created after an intent
 DESCRIPTIONS_KEPT = 5000  # descriptions read by the crash-window lookup, kept so a retry does not read them again
-MAX_LOOKUP_PAGES = 5  # the crash-window lookup reads at most this many pages (of LOOKUP_PER_PAGE) of newest issues
 LOOKUP_PER_PAGE = 200  # the most the list documents in its sample (seed 001:3554 "per_page": 200)
 
 
@@ -97,12 +96,12 @@ class ZohoClient:
         self.transport.event_id = value
 
     @property
-    def before_call(self) -> Callable[[], None] | None:
+    def before_call(self) -> Callable[[str], None] | None:
         """Called before every Zoho call; the sync service renews its item lease there."""
         return self.transport.before_call
 
     @before_call.setter
-    def before_call(self, hook: Callable[[], None] | None) -> None:
+    def before_call(self, hook: Callable[[str], None] | None) -> None:
         self.transport.before_call = hook
 
     def call(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None) -> Response:
@@ -366,7 +365,7 @@ class ZohoClient:
         since = created_after - CLOCK_SLACK
         candidates: list[tuple[float, str, dict[str, Any]]] = []
         page = 1
-        while page <= MAX_LOOKUP_PAGES:
+        while True:  # bounded by the doubt's send time, not a page count: it finds the create however many came since
             params = {"sort_by": "DESC(created_time)", **self.d.page_params(page), "per_page": str(LOOKUP_PER_PAGE)}
             resp = self._read_twice(base, params)
             issues = (resp.data or {}).get("issues", []) if isinstance(resp.data, dict) else []

@@ -84,7 +84,7 @@ class Transport:
             daily_limit=settings.zoho_daily_limit,
         )
         self.event_id: int | None = None
-        self.before_call: Callable[[], None] | None = None
+        self.before_call: Callable[[str], None] | None = None  # the core's fence, given the HTTP method
         self.last_answer: tuple[int | None, str] | None = None  # (HTTP status, body) of the last call
 
     def call(
@@ -119,7 +119,7 @@ class Transport:
             except RateLimitTimeout as exc:
                 raise ZohoRateLimited(f"{method} {path}: {exc}", status=429, retry_after=exc.wait) from None
             if self.before_call is not None:
-                self.before_call()
+                self.before_call(method)
             started = time.monotonic()
             try:
                 raw = self.session.request(
