@@ -77,7 +77,7 @@ def test_a_local_peers_forwarded_proto_is_not_believed_without_trusted_proxies(w
     assert f"http://127.0.0.1:{web.port}/webhooks/github" in page.text, page.text[:2000]
 
 
-def _not_json(text: str) -> list[str]:
+def not_json(text: str) -> list[str]:
     bad = []
     for line in text.splitlines():
         try:
@@ -107,7 +107,7 @@ def test_every_line_of_web_worker_and_beat_is_json(tmp_path):
     assert set(logs) >= {"web", "beat"} and any(name.startswith("worker") for name in logs)
     for name, text in logs.items():
         assert text.strip(), f"{name} wrote nothing"
-        assert _not_json(text) == [], f"{name}: lines that are not JSON records"
+        assert not_json(text) == [], f"{name}: lines that are not JSON records"
     records = [json.loads(line) for text in logs.values() for line in text.splitlines()]
     messages = [(r["logger"], r["msg"]) for r in records]
     assert any(lg == "gunicorn.error" and m.startswith("Starting gunicorn") for lg, m in messages)
