@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from typing import IO, Any, NoReturn, TextIO, cast
 
@@ -145,16 +146,16 @@ class LogStream:
         self.logger = logger
         self.level = level
         self.original = original
-        self._busy = False
+        self._local = threading.local()
 
     def write(self, text: str) -> int:
         message = text.rstrip()
-        if message and not self._busy:
-            self._busy = True  # a handler that prints would otherwise loop
+        if message and not getattr(self._local, "busy", False):
+            self._local.busy = True  # a handler that prints would otherwise loop
             try:
                 self.logger.log(self.level, message)
             finally:
-                self._busy = False
+                self._local.busy = False
         return len(text)
 
     def writelines(self, lines: list[str]) -> None:
