@@ -6,6 +6,7 @@ naming the variable (`SettingsError`), not at the first webhook.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -80,6 +81,8 @@ class Settings:
     zoho_webhook_token: str = ""  # the URL token of POST /webhooks/zoho/<token>; "" disables the endpoint
     attachment_max_bytes: int = 10 * 1024 * 1024  # larger attachments are skipped with a note
     attachment_hosts: tuple[str, ...] = ()  # extra hosts attachments may be fetched from (trusted, may be private)
+    # Reverse proxies whose X-Forwarded-For / -Proto / -Host are believed (bridge/web/proxy.py); none by default.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def dry_run(self) -> bool:
@@ -295,7 +298,21 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         retention_payload_days=_float(env, "RETENTION_PAYLOAD_DAYS", 7.0),
         attachment_max_bytes=_int(env, "ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024, minimum=1024),
         attachment_hosts=tuple(h.strip().lower() for h in env.get("ATTACHMENT_HOSTS", "").split(",") if h.strip()),
+        trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
     )
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma- or space-separated addresses or CIDRs (`10.0.0.0/8, 127.0.0.1`); a bare address is one host."""
+    networks = []
+    for part in env.get(name, "").replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"{name}: not an IP address or CIDR: {part!r} (expected e.g. 127.0.0.1 or 10.0.0.0/8, comma-separated)"
+            ) from None
+    return tuple(networks)
 
 
 def _data_centre(url: str) -> str | None:

@@ -7,11 +7,15 @@ worker here with one line naming it). On the embedded default the private Redis 
 from __future__ import annotations
 
 from bridge.process.broker import ensure_embedded_redis, make_celery
-from bridge.process.logs import configure_logging
-from bridge.settings import load_settings
+from bridge.process.logs import capture_output, configure_logging, fatal
+from bridge.settings import SettingsError, load_settings
 
-settings = load_settings()
+try:
+    settings = load_settings()
+except SettingsError as exc:
+    fatal(str(exc))  # one line naming the setting (Celery would print a traceback)
 configure_logging(settings)
+capture_output()  # what Celery prints (banners, shutdown notes) becomes JSON log lines too
 if settings.embedded_broker:
     ensure_embedded_redis(settings)
 app = make_celery(settings)

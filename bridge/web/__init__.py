@@ -15,6 +15,8 @@ from bridge.process.logs import configure_logging
 from bridge.process.runtime import Runtime
 from bridge.settings import Settings, datacentre_mismatch, load_settings
 from bridge.sources import enabled_sources
+from bridge.web import admin_guard
+from bridge.web.proxy import TrustedProxies
 from bridge.web.publisher import WakePublisher
 
 log = logging.getLogger("bridge.web")
@@ -33,6 +35,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = make_celery(settings)
     app = Flask("bridge")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_webhook_bytes
+    # Behind a reverse proxy: the client's address, scheme and host, believed only from TRUSTED_PROXIES.
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
+    app.session_interface = admin_guard.HttpsAwareSessionInterface()  # the admin cookie: Secure over HTTPS
+    if settings.trusted_proxies:
+        log.info(
+            "believing X-Forwarded-For/-Proto/-Host from %s",
+            ", ".join(str(network) for network in settings.trusted_proxies),
+        )
     app.extensions["bridge"] = runtime
     app.extensions["celery"] = celery
     app.extensions["publisher"] = WakePublisher(celery)

@@ -10,6 +10,9 @@ Sessions: each login cookie carries the session epoch and a fingerprint of ADMIN
 bumps the epoch, which ends every session (there is one operator identity: one token); changing the
 token changes the fingerprint (and the cookie's signing key), which ends them too. A cookie captured
 before either no longer opens anything.
+
+The cookie: `Secure` whenever the request came over HTTPS, directly or through a trusted proxy's
+X-Forwarded-Proto (TRUSTED_PROXIES, bridge/web/proxy.py), so a browser never sends it over plain HTTP.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from flask import Flask, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -135,3 +140,14 @@ def end_every_session(engine: Engine) -> int:
         except IntegrityError:
             continue
     return current_epoch(engine)
+
+
+class HttpsAwareSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie session, marked `Secure` when this request came over HTTPS.
+
+    `request.is_secure` reads the scheme the trusted-proxy middleware settled: the connection's own, or a
+    trusted proxy's X-Forwarded-Proto; an untrusted peer's header changes nothing.
+    """
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or (has_request_context() and request.is_secure)
