@@ -19,7 +19,7 @@ from testkit.harness import GITHUB_SECRET, REPO, BridgeStack
 def _env(tmp_path, **extra: str) -> dict[str, str]:
     mappings = tmp_path / "mappings"
     mappings.mkdir(exist_ok=True)
-    shutil.copy(REPO / "mappings" / "github.yaml", mappings / "github.yaml")
+    shutil.copy(REPO / "mappings" / "examples" / "github.yaml", mappings / "github.yaml")
     return {
         "BRIDGE_DATA_DIR": str(tmp_path / "var"),
         "MAPPINGS_DIR": str(mappings),
@@ -59,7 +59,7 @@ def test_readyz_database_and_mappings(tmp_path):
         assert any(p.startswith("mapping github.yaml:") and "on_delete" in p for p in r.json()["problems"]), r.json()
         assert str(stack.mappings_dir) not in r.text  # no folder names, even for operators' reasons
         assert requests.get(stack.base_url + "/readyz/strict", timeout=5).status_code == 503
-        shutil.copy(REPO / "mappings" / "github.yaml", mapping)
+        shutil.copy(REPO / "mappings" / "examples" / "github.yaml", mapping)
         # The database loses its tables: now it cannot store deliveries: 503, and says so.
         with stack.engine.begin() as conn:
             conn.execute(text("ALTER TABLE events RENAME TO events_gone"))

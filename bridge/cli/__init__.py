@@ -18,6 +18,8 @@ from bridge.store import pages as store_pages
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from bridge.targets.zoho.client import ZohoClient
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -54,6 +56,8 @@ def run(port: int, host: str, concurrency: int) -> None:
 
     settings = _settings()
     _engine(settings, create=True)  # create the schema once, before anything forks
+    if not settings.dry_run:
+        _refuse_unknown_routes(settings)
     supervisor = Supervisor(
         settings,
         host=host,
@@ -67,6 +71,29 @@ def run(port: int, host: str, concurrency: int) -> None:
     except SupervisorError as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(code)
+
+
+def _refuse_unknown_routes(settings: Settings) -> None:
+    """Live mode: a mapping that routes to a portal or project Zoho does not know stops the start, naming the
+    file and line (dry-run never asks Zoho). Zoho unreachable is a warning: the workers retry anyway."""
+    from bridge.cli.routes import check_routes
+    from bridge.mapping.loader import mapping_files
+    from bridge.targets.zoho.client import ZohoClient
+    from bridge.targets.zoho.errors import ZohoError
+
+    files = mapping_files(settings.mappings_dir)
+    if not files:
+        return
+    try:
+        problems = check_routes(ZohoClient(settings, _engine(settings)), files)
+    except ZohoError as exc:
+        click.echo(f"warning: Zoho unreachable, mapping routes not checked: {exc.reason}", err=True)
+        return
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise click.ClickException(
+            f"a mapping routes to a portal or project Zoho does not know; fix it and start again:\n{lines}"
+        )
 
 
 # -- db -----------------------------------------------------------------------------------------------
@@ -428,6 +455,7 @@ def send_test(source: str, file: Path | None, url: str | None, event_name: str |
     from bridge.cli import samples
 
     settings = _settings()
+    _require_mapping(settings, source)
     try:
         delivery = samples.build(settings, source, event_name, file.read_bytes() if file else None)
     except samples.SampleError as exc:
@@ -483,6 +511,28 @@ def send_test(source: str, file: Path | None, url: str | None, event_name: str |
         click.echo(f"  {mark}{call['method']} {call['path']}{status}")
 
 
+def _require_mapping(settings: Settings, source: str) -> None:
+    """A delivery no mapping takes is stored and never synced: say so before sending, and what to do."""
+    from bridge.mapping import MappingRegistry
+    from bridge.sources import KNOWN_FIELDS
+
+    registry = MappingRegistry(settings.mappings_dir, known_fields=KNOWN_FIELDS)
+    if registry.for_source(source):
+        return
+    refused = [str(p) for problems in registry.problems.values() for p in problems]
+    if refused:
+        raise click.ClickException(
+            f"no usable {source} mapping in {settings.mappings_dir}: fix it first (`issue-bridge mappings check`):\n  "
+            + "\n  ".join(refused)
+        )
+    raise click.ClickException(
+        f"no {source} mapping in {settings.mappings_dir}, so the bridge would store this delivery and sync nothing.\n"
+        f"  Write one for your Zoho project: issue-bridge mappings init {source} --project <Zoho project id>\n"
+        "  (project ids: issue-bridge zoho projects; without Zoho credentials, copy "
+        f"mappings/examples/{source}.yaml into {settings.mappings_dir} instead)"
+    )
+
+
 # -- mappings -----------------------------------------------------------------------------------------
 
 
@@ -530,7 +580,11 @@ def mappings_check(path: Path | None, offline: bool, payload: Path | None = None
         problems = dialect_problems(target, os.environ.get("ZOHO_DIALECT", "").strip() or "projects")
     zoho_options = None
     if not problems and not offline:
-        zoho_options = _zoho_options_for(files)
+        live = _live_zoho()
+        if live is not None:
+            problems = _route_problems(live[1], files)  # every portal and project must exist in Zoho
+            if not problems:
+                zoho_options = _zoho_options_for(live, files)
         if zoho_options:
             problems = check(zoho_options)
         problems = problems or cli_mapping_v3.user_problems(files)  # `users:` emails, one Zoho call each
@@ -555,20 +609,38 @@ def _talkback_problems(files: list[Path], zoho_options: dict | None) -> list:
     return talkback_problems(files, settings, zoho_options)
 
 
-def _zoho_options_for(files: list[Path]) -> dict | None:
-    """{(portal, project): {field: [names], "custom": [api names]}} for every project the files route to."""
-    from bridge.mapping import MappingError, load_mapping
-    from bridge.sources import KNOWN_FIELDS
+def _live_zoho() -> tuple[Settings, ZohoClient] | None:
+    """The settings and a Zoho client when Zoho credentials are set; else None (saying so)."""
     from bridge.targets.zoho.client import ZohoClient
-    from bridge.targets.zoho.errors import ZohoError
 
     try:
         settings = load_settings()
     except SettingsError:
         return None
     if settings.dry_run:
-        click.echo("(no Zoho credentials: Zoho names not checked)", err=True)
+        click.echo("(no Zoho credentials: portals, projects and Zoho names not checked)", err=True)
         return None
+    return settings, ZohoClient(settings, _engine(settings, create=True))
+
+
+def _route_problems(client: ZohoClient, files: list[Path]) -> list:
+    from bridge.cli.routes import check_routes
+    from bridge.targets.zoho.errors import ZohoError
+
+    try:
+        return check_routes(client, files)
+    except ZohoError as exc:
+        click.echo(f"(Zoho unreachable, portals and projects not checked: {exc.reason})", err=True)
+        return []
+
+
+def _zoho_options_for(live: tuple[Settings, ZohoClient], files: list[Path]) -> dict | None:
+    """{(portal, project): {field: [names], "custom": [api names]}} for every project the files route to."""
+    from bridge.mapping import MappingError, load_mapping
+    from bridge.sources import KNOWN_FIELDS
+    from bridge.targets.zoho.errors import ZohoError
+
+    settings, client = live
     if settings.zoho_dialect != "projects":  # BugTracker takes names and documents no option-list call
         return None
     routes: set[tuple[str, str]] = set()
@@ -580,7 +652,6 @@ def _zoho_options_for(files: list[Path]) -> dict | None:
         for project in [mapping.routing.default_project, *dict(mapping.routing.by_source_project).values()]:
             if project:
                 routes.add((mapping.routing.portal, project))
-    client = ZohoClient(settings, _engine(settings, create=True))
     options: dict = {}
     try:
         custom: dict[str, list[str]] = {}

@@ -412,6 +412,12 @@ def _files(directory: Path) -> list[Path]:
     return sorted(p for p in found if p.name not in USERS_FILES)
 
 
+def mapping_files(directory: Path) -> list[Path]:
+    """The mapping files the bridge loads: `*.yaml` / `*.yml` directly in `directory` (never a sub-folder such
+    as `examples/`), without the shared users table."""
+    return _files(directory) if directory.is_dir() else []
+
+
 def _name_clash(path: Path, mapping: Mapping, lines: dict, holder: str) -> MappingProblem:
     return MappingProblem(
         str(path),
@@ -614,4 +620,38 @@ def dialect_problems(path: str | Path, dialect: str) -> list[MappingProblem]:
         if dialect == "bugtracker" and mapping is not None and mapping.on_route_change == "move":
             message = "the bugtracker dialect documents no move of a bug between projects: use on_route_change: keep"
             problems.append(MappingProblem(str(file), _line_of(lines, "on_route_change"), "on_route_change", message))
+    return problems
+
+
+# portal id -> {project id: project name}, as Zoho lists them for the configured credentials
+ZohoRoutes = AbcMapping[str, AbcMapping[str, str]]
+
+
+def route_problems(path: str | Path, known: ZohoRoutes) -> list[MappingProblem]:
+    """A route to a portal or project that Zoho does not know (for these credentials) is an error with its
+    line: events routed there could only fail. `known` comes from `GET /api/v3/portals` and each portal's
+    project list (seed 001:745-779, 1002-1080)."""
+    file = Path(path)
+    mapping, _, lines = _load(file, None)
+    if mapping is None:
+        return []  # its other problems are reported elsewhere
+    portal = mapping.routing.portal
+    if portal not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        message = (
+            f"portal '{portal}' is not a Zoho portal these credentials can see (yours: {listed}); "
+            "`issue-bridge zoho projects` lists them"
+        )
+        return [MappingProblem(str(file), _line_of(lines, "zoho.portal"), "zoho.portal", message)]
+    projects = known[portal]
+    listed = ", ".join(f"{pid} ({name})" for pid, name in sorted(projects.items())) or "none"
+    targets: list[tuple[str, str]] = []
+    if mapping.routing.default_project:
+        targets.append(("zoho.project.default", mapping.routing.default_project))
+    targets += [(f"zoho.project.by_source_project.{k}", v) for k, v in mapping.routing.by_source_project]
+    problems = []
+    for key, project in targets:
+        if project not in projects:
+            message = f"project '{project}' is not a project of Zoho portal {portal} (its projects: {listed})"
+            problems.append(MappingProblem(str(file), _line_of(lines, key), key, message))
     return problems
