@@ -455,11 +455,11 @@ def send_test(source: str, file: Path | None, url: str | None, event_name: str |
     from bridge.cli import samples
 
     settings = _settings()
-    _require_mapping(settings, source)
     try:
         delivery = samples.build(settings, source, event_name, file.read_bytes() if file else None)
     except samples.SampleError as exc:
         raise click.ClickException(str(exc)) from None
+    _require_mapping(settings, source)
     base = (url or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}").rstrip("/")
     shown = (
         delivery.path.replace(settings.bugherd_webhook_token, "<BUGHERD_WEBHOOK_TOKEN>")
@@ -778,9 +778,19 @@ def _github_event_for(body: bytes, given: str | None) -> str:
     from bridge.cli.samples import detect_github_event
 
     try:
-        detected = detect_github_event(json.loads(body))
+        parsed = json.loads(body)
     except ValueError:
-        return given or "issues"
+        parsed = None
+    if not isinstance(parsed, dict):
+        return given or "issues"  # the parser says what is wrong with the body
+    detected = detect_github_event(parsed)
+    if detected is None:
+        if given:
+            return given
+        raise click.ClickException(
+            "cannot tell which GitHub event this body is (GitHub names it only in the X-GitHub-Event header, "
+            "shown under the hook's Recent Deliveries): give --event"
+        )
     if given and given != detected and detected != "issues":
         click.echo(
             f"note: this body is a GitHub {detected!r} delivery, not {given!r}: showing it as {detected!r}", err=True
