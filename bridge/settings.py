@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -325,3 +326,47 @@ def _share(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 < value <= 1:
         raise SettingsError(f"{name}: expected a share above 0 and at most 1 (e.g. 0.5), got {value}")
     return value
+
+
+_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9._:/@+,=-]*$")
+
+
+def env_file(settings: Settings) -> Path:
+    """The `.env` the settings are read from: the home folder's."""
+    return settings.home / ".env"
+
+
+def write_env_values(path: Path, values: Mapping[str, str]) -> None:
+    """Set `values` in a `.env` file (created if missing): each key's first assignment is replaced in place, later
+    ones dropped, new keys appended; everything else (comments, other keys) is kept. The file is written whole
+    (a temporary file renamed over it) with mode 600: it holds secrets."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    pending = dict(values)
+    seen: set[str] = set()
+    out: list[str] = []
+    for line in lines:
+        match = _ENV_LINE.match(line)
+        key = match.group(1) if match else None
+        if key is None or key not in values:
+            out.append(line)
+            continue
+        if key not in seen:
+            out.append(f"{key}={_env_quote(values[key])}")
+            seen.add(key)
+            pending.pop(key, None)
+    if pending and out and out[-1].strip():
+        out.append("")
+    out += [f"{key}={_env_quote(value)}" for key, value in pending.items()]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(out) + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _env_quote(value: str) -> str:
+    if _PLAIN_VALUE.match(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
