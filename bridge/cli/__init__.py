@@ -599,6 +599,84 @@ def mappings_check(path: Path | None, offline: bool, payload: Path | None = None
         cli_mapping_v3.show_match(target, payload)
 
 
+@mappings.command("init")
+@click.argument("source", type=click.Choice(["github", "bugzilla", "bugherd"]))
+@click.option("--project", required=True, help="the Zoho project id items land in (`issue-bridge zoho projects`)")
+@click.option("--portal", help="the Zoho portal id (default: ZOHO_PORTAL_ID)")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="where to write (default: MAPPINGS_DIR/SOURCE.yaml)",
+)
+def mappings_init(source: str, project: str, portal: str | None, output: Path | None) -> None:
+    """Write a commented mapping for SOURCE from the Zoho project's real option lists (statuses, severities,
+    classifications, modules, priorities) and the source's conventions. Never overwrites a file."""
+    from bridge.cli import mapping_init
+    from bridge.cli.routes import known_routes
+    from bridge.mapping import MappingError, MappingRegistry, load_mapping
+    from bridge.sources import KNOWN_FIELDS
+    from bridge.targets.zoho.client import ZohoClient
+    from bridge.targets.zoho.errors import ZohoError
+
+    settings = _settings()
+    if settings.dry_run:
+        raise click.ClickException(
+            "mappings init reads the project's option lists from Zoho: connect first (`issue-bridge zoho connect`), "
+            f"or start from mappings/examples/{source}.yaml"
+        )
+    portal = portal or settings.zoho_portal_id
+    if not portal:
+        raise click.ClickException("give --portal or set ZOHO_PORTAL_ID (`issue-bridge zoho connect` sets it)")
+    target = output or settings.mappings_dir / f"{source}.yaml"
+    if target.exists():
+        raise click.ClickException(f"{target} exists: not overwritten (remove it, or give --output another.yaml)")
+    if target.parent.resolve() == settings.mappings_dir.resolve():
+        for other in MappingRegistry(settings.mappings_dir, known_fields=KNOWN_FIELDS).for_source(source):
+            if other.match_source_projects is None:
+                raise click.ClickException(
+                    f"{other.path} already takes every {source} event: a second such file would be a duplicate "
+                    "route; edit that one, or write this one elsewhere with --output"
+                )
+    client = ZohoClient(settings, _engine(settings, create=True))
+    try:
+        known = known_routes(client, [portal])
+        if portal not in known:
+            raise click.ClickException(f"portal {portal} is not one these credentials can see ({', '.join(known)})")
+        if project not in known[portal]:
+            listed = ", ".join(f"{pid} ({name})" for pid, name in sorted(known[portal].items()))
+            raise click.ClickException(f"project {project} is not in portal {portal} (its projects: {listed})")
+        table = client.options(portal, project)
+        custom = [str(f.get("api_name")) for f in client.custom_fields(portal)] if client.dialect == "projects" else []
+    except ZohoError as exc:
+        raise click.ClickException(f"Zoho could not be asked: {exc.reason}") from None
+    options = {field: [display for _id, display in names.values()] for field, names in table.items()}
+    id_field = next((n for n in custom if n == "external_id"), None) or next(
+        (n for n in custom if "external" in n), None
+    )
+    text = mapping_init.render(
+        source,
+        portal=portal,
+        project=project,
+        project_name=known[portal][project],
+        options=options,
+        external_id_field=id_field,
+        command=f"issue-bridge mappings init {source} --project {project}",
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "x", encoding="utf-8") as handle:  # "x": never over a file that appeared meanwhile
+        handle.write(text)
+    try:
+        load_mapping(target, known_fields=KNOWN_FIELDS, zoho_options={(portal, project): options | {"custom": custom}})
+    except MappingError as exc:  # a bug here, not the admin's: say so, keep nothing half-right
+        target.unlink()
+        raise click.ClickException(f"the written mapping did not validate (please report this):\n{exc}") from None
+    status = mapping_init.status_roles(options.get("status", []))
+    click.echo(f"wrote {target} for Zoho project {project} ({known[portal][project]}) in portal {portal}")
+    if status:
+        click.echo(f"  statuses: open -> {status['open']}, closed -> {status['closed']} (review the file's maps)")
+    click.echo("next: issue-bridge mappings check, then issue-bridge send-test " + source)
+
+
 def _talkback_problems(files: list[Path], zoho_options: dict | None) -> list:
     from bridge.cli.talkback_checks import talkback_problems
 
