@@ -216,12 +216,27 @@ def events_show(event_id: int) -> None:
 @events.command("replay")
 @click.argument("event_id", type=int, required=False)
 @click.option("--failed", "all_failed", is_flag=True, help="replay every failed event")
-def events_replay(event_id: int | None, all_failed: bool) -> None:
-    """Put an event (or every failed one) back in the queue, e.g. after fixing a mapping."""
-    if (event_id is None) == (not all_failed):
-        raise click.UsageError("give an EVENT_ID or --failed")
+@click.option(
+    "--from-dry-run",
+    "from_dry_run",
+    is_flag=True,
+    help="after going live: send Zoho what dry-run only recorded (once; nothing is created twice)",
+)
+@click.option("--yes", is_flag=True, help="do not ask for confirmation (--from-dry-run)")
+def events_replay(event_id: int | None, all_failed: bool, from_dry_run: bool = False, yes: bool = False) -> None:
+    """Put an event (or every failed one) back in the queue, e.g. after fixing a mapping.
+
+    --from-dry-run, once Zoho credentials are set: the events dry-run processed (their Zoho calls recorded, not
+    sent) go again, live. Each item gets its newest state in one create-or-update (an item already in Zoho is
+    updated, not created again) and each comment once; run it again and it finds nothing left to send.
+    """
+    if sum((event_id is not None, all_failed, from_dry_run)) != 1:
+        raise click.UsageError("give one of EVENT_ID, --failed or --from-dry-run")
     settings = _settings()
     engine = _engine(settings)
+    if from_dry_run:
+        _replay_dry_run(settings, engine, yes)
+        return
     if all_failed:  # a batch at a time: bounded memory however many failed
         count = sum(_replay_batch(settings, engine, b) for b in store_pages.id_batches(engine, store.FAILED))
         click.echo(f"replaying {count} event(s)")
@@ -233,6 +248,26 @@ def events_replay(event_id: int | None, all_failed: bool) -> None:
     count = store.reset_for_replay(engine, ids)
     _wake(settings, engine, ids)
     click.echo(f"replaying {count} event(s)")
+
+
+def _replay_dry_run(settings: Settings, engine: Engine, yes: bool) -> None:
+    from bridge.cli.replay import REPLAYED_KEY, dry_run_batches
+
+    if settings.dry_run:
+        raise click.ClickException(
+            "still in dry-run (no Zoho credentials): connect Zoho first (`issue-bridge zoho connect`), then replay"
+        )
+    refs = [ref for batch in dry_run_batches(engine) for ref in batch]
+    if not refs:
+        click.echo("nothing to replay: no event was processed in dry-run only")
+        return
+    items = {(ref.source, ref.item_key) for ref in refs}
+    click.echo(f"{len(refs)} event(s) of {len(items)} item(s) were processed in dry-run only (Zoho calls recorded)")
+    if not yes:
+        click.confirm("send them to Zoho now?", abort=True)
+    count = sum(_replay_batch(settings, engine, refs[i : i + 500]) for i in range(0, len(refs), 500))
+    store.kv_set(engine, REPLAYED_KEY, str(max(ref.id for ref in refs)))  # once: a second replay starts after it
+    click.echo(f"replaying {count} event(s); follow them with `issue-bridge status` or `issue-bridge events list`")
 
 
 def _replay_batch(settings: Settings, engine, batch: list[store_pages.EventRef]) -> int:  # type: ignore[no-untyped-def]
