@@ -35,7 +35,9 @@ def test_replay_from_dry_run_sends_each_item_once_and_only_once(tmp_path: Path) 
         dry_env = live_env | {"ZOHO_CLIENT_ID": "", "ZOHO_CLIENT_SECRET": "", "ZOHO_REFRESH_TOKEN": ""}
         dry = Runtime(load_settings(dry_env))
         _deliver(dry, "issues", issues_event("opened", number=1, title="First"), "d1")
-        _deliver(dry, "issue_comment", comment_event("created", comment_id=11, text="seen", commented=1, title="First"), "d2")
+        _deliver(
+            dry, "issue_comment", comment_event("created", comment_id=11, text="seen", commented=1, title="First"), "d2"
+        )
         _deliver(dry, "issues", issues_event("opened", number=2, title="Second"), "d3")
         dry.engine.dispose()
         assert fake.issues() == []  # dry-run sent nothing

@@ -68,6 +68,16 @@ def session_key(admin_token: str) -> str:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the admin pages; they answer 404 unless ADMIN_TOKEN is set."""
+    configure(app, settings)
+    if settings.admin_token:
+        if len(settings.admin_token) < 24:
+            log.warning("ADMIN_TOKEN is short: use at least 24 random characters (e.g. `openssl rand -hex 24`)")
+        log.info("admin pages enabled at /admin")
+    app.register_blueprint(bp)
+
+
+def configure(app: Flask, settings: Settings) -> None:
+    """The session settings for ADMIN_TOKEN (again after a settings reload: a new token ends every session)."""
     if settings.admin_token:
         app.config.update(
             SECRET_KEY=session_key(settings.admin_token),
@@ -77,10 +87,6 @@ def init_app(app: Flask, settings: Settings) -> None:
             SESSION_COOKIE_PATH="/admin",
             PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
         )
-        if len(settings.admin_token) < 24:
-            log.warning("ADMIN_TOKEN is short: use at least 24 random characters (e.g. `openssl rand -hex 24`)")
-        log.info("admin pages enabled at /admin")
-    app.register_blueprint(bp)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
