@@ -21,7 +21,7 @@ from bridge.process import metrics
 from bridge.store import schema as db
 
 bp = Blueprint("health", __name__)
-MAPPINGS_RECHECK_SECONDS = 5.0  # how often /readyz, /metrics look for mapping edits (the workers look per event)
+MAPPINGS_RECHECK_SECONDS = 2.0  # how often /readyz, /metrics look for mapping edits (the workers look per event)
 
 
 @dataclass
