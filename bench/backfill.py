@@ -82,7 +82,7 @@ def main() -> None:
         "GITHUB_TOKEN": TOKEN,
         "GITHUB_API_URL": github.base_url,
     }
-    stack = BridgeStack(tmp, zoho, extra_env=env, mappings=[REPO / "mappings" / "github.yaml"]).start()
+    stack = BridgeStack(tmp, zoho, extra_env=env, mappings=[REPO / "mappings" / "examples" / "github.yaml"]).start()
     try:
         live_latency(stack, zoho, 900_000)  # warm-up (token, options)
         baseline = [live_latency(stack, zoho, 900_001 + i) for i in range(5)]

@@ -58,7 +58,7 @@ def run(config_name: str, count: int, redis_db: int) -> dict[str, Any]:
             "BRIDGE_DATA_DIR": str(tmp),
             "DATABASE_URL": config.database_url,
             "BROKER_URL": config.broker_url,
-            "MAPPINGS_DIR": str(REPO / "mappings"),
+            "MAPPINGS_DIR": str(REPO / "mappings" / "examples"),
             "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
         }
         settings = load_settings(env, read_dotenv=False)

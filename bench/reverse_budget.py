@@ -63,7 +63,7 @@ def burst(tmp: Path, *, reverse: bool, issues: int, limit: int, window: float) -
     if reverse:
         path = tmp / "src" / "github.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text((REPO / "mappings" / "github.yaml").read_text() + REVERSE_KEYS)
+        path.write_text((REPO / "mappings" / "examples" / "github.yaml").read_text() + REVERSE_KEYS)
         mappings = [path]
         env.update(
             GITHUB_TOKEN=github.token, GITHUB_API_URL=github.base_url, ZOHO_POLL_SECONDS=str(max(2.0, window / 2))

@@ -94,7 +94,7 @@ def run(config: str, items: int, limit: int) -> dict[str, Any]:
             "BRIDGE_DATA_DIR": str(tmp),
             "DATABASE_URL": database_url,
             "BROKER_URL": "redis://127.0.0.1:6379/15",  # never used: no task is sent from here
-            "MAPPINGS_DIR": str(REPO / "mappings"),
+            "MAPPINGS_DIR": str(REPO / "mappings" / "examples"),
             "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
             "ZOHO_API_BASE": fake.base_url,
             "ZOHO_ACCOUNTS_URL": fake.base_url,

@@ -106,7 +106,7 @@ def cases(notes: list[str]) -> list[Case]:
     from bridge.sources.github.webhook import GitHubSource
 
     def mapping(source: str) -> Mapping:
-        return load_mapping(REPO / "mappings" / f"{source}.yaml", known_fields=KNOWN_FIELDS)
+        return load_mapping(REPO / "mappings" / "examples" / f"{source}.yaml", known_fields=KNOWN_FIELDS)
 
     github = GitHubSource("bench-secret").parse
     out = [Case("github ~5KB", github, mapping("github"), github_factory_deliveries())]

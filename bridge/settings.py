@@ -6,11 +6,16 @@ naming the variable (`SettingsError`), not at the first webhook.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
+import logging
 import math
 import os
+import re
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -83,6 +88,8 @@ class Settings:
     attachment_hosts: tuple[str, ...] = ()  # extra hosts attachments may be fetched from (trusted, may be private)
     # Reverse proxies whose X-Forwarded-For / -Proto / -Host are believed (bridge/web/proxy.py); none by default.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    from_environment: bool = False  # read from the process environment and .env: a SettingsWatcher may reload it
+    env_stamp: tuple[int, int] | None = None  # the .env read then (mtime_ns, size): later edits are the watcher's
 
     @property
     def dry_run(self) -> bool:
@@ -205,11 +212,15 @@ def find_home(env: Mapping[str, str], cwd: Path | None = None) -> tuple[Path, st
 def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = True) -> Settings:
     """Read and validate every setting. `env` defaults to the process environment (plus the home's `.env`)."""
     home, home_reason = find_home(os.environ if env is None else env)
+    from_environment = env is None
+    env_stamp = _stamp(home / ".env") if from_environment else None
     if env is None:
         if read_dotenv:
             from dotenv import load_dotenv
 
+            before = set(os.environ)
             load_dotenv(home / ".env", override=False)
+            _DOTENV_APPLIED.update({k: os.environ[k] for k in set(os.environ) - before})
         env = os.environ
     data_dir = (home / (env.get("BRIDGE_DATA_DIR", "").strip() or "var")).resolve()
     database_url = env.get("DATABASE_URL", "").strip() or f"sqlite:///{data_dir / 'bridge.db'}"
@@ -222,6 +233,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
     broker_url = env.get("BROKER_URL", "").strip()
     if broker_url and not broker_url.startswith(("redis://", "rediss://", "redis+socket://", "amqp://")):
         raise SettingsError(f"BROKER_URL: expected redis://… or amqp://…, got {broker_url!r}")
+    _check_driver("DATABASE_URL", database_url)
+    _check_driver("BROKER_URL", broker_url)
     dialect = env.get("ZOHO_DIALECT", "").strip() or "projects"
     if dialect not in DIALECTS:
         raise SettingsError(f"ZOHO_DIALECT: expected one of {', '.join(DIALECTS)}, got {dialect!r}")
@@ -299,6 +312,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         attachment_max_bytes=_int(env, "ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024, minimum=1024),
         attachment_hosts=tuple(h.strip().lower() for h in env.get("ATTACHMENT_HOSTS", "").split(",") if h.strip()),
         trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
+        from_environment=from_environment,
+        env_stamp=env_stamp,
     )
 
 
@@ -313,6 +328,31 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network 
                 f"{name}: not an IP address or CIDR: {part!r} (expected e.g. 127.0.0.1 or 10.0.0.0/8, comma-separated)"
             ) from None
     return tuple(networks)
+
+
+# What `load_dotenv` put into os.environ at start-up ({name: value}): the real environment is the rest, and it
+# wins over .env (override=False), at start-up and at every reload alike.
+_DOTENV_APPLIED: dict[str, str] = {}
+# URL scheme -> (module, what to install): the drivers the optional URLs need.
+DRIVERS = {
+    "postgresql+psycopg": ("psycopg", "pip install 'issue-bridge[postgres]'"),
+    "amqp": ("amqp", "pip install 'issue-bridge[amqp]' (py-amqp)"),
+    "redis": ("redis", "pip install redis"),
+    "rediss": ("redis", "pip install redis"),
+}
+
+
+def _check_driver(name: str, url: str) -> None:
+    """A URL whose driver is not installed fails here, in one line naming what to install, not as a traceback
+    (`No module named 'psycopg'`) from the first connection."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in DRIVERS:
+        return
+    module, install = DRIVERS[scheme]
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise SettingsError(f"{name}: the {module!r} driver is not installed: {install}") from None
 
 
 def _data_centre(url: str) -> str | None:
@@ -342,3 +382,160 @@ def _share(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 < value <= 1:
         raise SettingsError(f"{name}: expected a share above 0 and at most 1 (e.g. 0.5), got {value}")
     return value
+
+
+_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9._:/@+,=-]*$")
+
+
+def env_file(settings: Settings) -> Path:
+    """The `.env` the settings are read from: the home folder's."""
+    return settings.home / ".env"
+
+
+def write_env_values(path: Path, values: Mapping[str, str]) -> None:
+    """Set `values` in a `.env` file (created if missing): each key's first assignment is replaced in place, later
+    ones dropped, new keys appended; everything else (comments, other keys) is kept. The file is written whole
+    (a temporary file renamed over it) with mode 600: it holds secrets."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    pending = dict(values)
+    seen: set[str] = set()
+    out: list[str] = []
+    for line in lines:
+        match = _ENV_LINE.match(line)
+        key = match.group(1) if match else None
+        if key is None or key not in values:
+            out.append(line)
+            continue
+        if key not in seen:
+            out.append(f"{key}={_env_quote(values[key])}")
+            seen.add(key)
+            pending.pop(key, None)
+    if pending and out and out[-1].strip():
+        out.append("")
+    out += [f"{key}={_env_quote(value)}" for key, value in pending.items()]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(out) + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _env_quote(value: str) -> str:
+    if _PLAIN_VALUE.match(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# Settings a running process cannot take over: the connections, folders and schedules it set up at start-up.
+# An edit to one of them is announced ("restart needed") and the process keeps the value it started with.
+RESTART_NEEDED = {
+    "database_url": "DATABASE_URL",
+    "broker_url": "BROKER_URL",
+    "data_dir": "BRIDGE_DATA_DIR",
+    "mappings_dir": "MAPPINGS_DIR",
+    "home": "BRIDGE_HOME",
+    "log_level": "LOG_LEVEL",
+    "bugzilla_poll_seconds": "BUGZILLA_POLL_SECONDS",
+    "zoho_poll_seconds": "ZOHO_POLL_SECONDS",
+}
+log = logging.getLogger("bridge.settings")
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+class SettingsWatcher:
+    """Re-reads the home's `.env` when it changes (one stat per look: every task, every request) or when asked
+    (`request`, e.g. on SIGHUP), with the rule the mapping files have: an edit that does not validate is refused
+    with one line naming the setting and the last good settings stay in force. The real environment still wins
+    over `.env`, as at start-up. Settings in RESTART_NEEDED keep their start-up value, announced once per edit."""
+
+    def __init__(self, settings: Settings, *, min_interval: float = 0.0) -> None:
+        self.settings = settings
+        self.path = settings.home / ".env"
+        self.min_interval = min_interval
+        self.problem: str | None = None  # the refused edit, while it stands
+        self.pending_restart: list[str] = []  # settings edited that only a restart applies
+        self._stamp = settings.env_stamp
+        self._checked = time.monotonic()
+        self._requested = False
+        self._lock = threading.Lock()
+
+    def request(self) -> None:
+        """Re-read at the next `check`, changed or not (SIGHUP)."""
+        self._requested = True
+
+    def check(self) -> Settings | None:
+        """The new settings when `.env` changed and the edit was accepted; else None."""
+        if not self.settings.from_environment:
+            return None  # built from an explicit mapping (tests, tools): nothing to re-read
+        now = time.monotonic()
+        if not self._requested and now - self._checked < self.min_interval:
+            return None
+        with self._lock:
+            self._checked = now
+            stamp = _stamp(self.path)
+            if stamp == self._stamp and not self._requested:
+                return None
+            self._stamp, self._requested = stamp, False
+            return self._reload()
+
+    def _reload(self) -> Settings | None:
+        from dotenv import dotenv_values
+
+        try:
+            values = {k: v for k, v in dotenv_values(self.path).items() if v is not None} if self._stamp else {}
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            self._refuse(f"cannot read it: {exc}")
+            return None
+        real = {k: v for k, v in os.environ.items() if _DOTENV_APPLIED.get(k) != v}
+        try:
+            fresh = load_settings({**values, **real, "BRIDGE_HOME": str(self.settings.home)}, read_dotenv=False)
+        except SettingsError as exc:
+            self._refuse(str(exc))
+            return None
+        old = self.settings
+        restart = [
+            env for field_name, env in RESTART_NEEDED.items() if getattr(fresh, field_name) != getattr(old, field_name)
+        ]
+        kept = {field_name: getattr(old, field_name) for field_name in RESTART_NEEDED}
+        fresh = replace(fresh, home_reason=old.home_reason, from_environment=True, env_stamp=self._stamp, **kept)
+        # os.environ follows .env too (for code that reads it, and for child processes), the real environment
+        # still winning; keys removed from .env leave it.
+        for key, value in list(_DOTENV_APPLIED.items()):
+            if os.environ.get(key) == value and key not in values:
+                del os.environ[key]
+                del _DOTENV_APPLIED[key]
+        for key, value in values.items():
+            if key not in real:
+                os.environ[key] = value
+                _DOTENV_APPLIED[key] = value
+        self.problem = None
+        if restart != self.pending_restart and restart:
+            log.warning(
+                "%s: %s changed: restart needed; this process keeps the value it started with",
+                self.path,
+                ", ".join(restart),
+            )
+        self.pending_restart = restart
+        changed = sorted(
+            f.name for f in fields(Settings) if f.name != "env_stamp" and getattr(fresh, f.name) != getattr(old, f.name)
+        )
+        if not changed:
+            return None
+        log.info("%s: settings reloaded (%s)", self.path, ", ".join(changed))
+        self.settings = fresh
+        return fresh
+
+    def _refuse(self, reason: str) -> None:
+        line = f"{self.path}: edit refused: {reason}; the last good settings stay in force"
+        if line != self.problem:
+            log.error("%s", line)
+        self.problem = line

@@ -35,7 +35,7 @@ def in_process_env(tmp: Path, fake: FakeZoho, *mappings: str, **extra: str) -> d
     folder = tmp / "mappings"
     folder.mkdir(exist_ok=True)
     for name in mappings or ("github",):
-        shutil.copy(REPO / "mappings" / f"{name}.yaml", folder / f"{name}.yaml")
+        shutil.copy(REPO / "mappings" / "examples" / f"{name}.yaml", folder / f"{name}.yaml")
     return {
         "BRIDGE_DATA_DIR": str(tmp / "var"),
         "MAPPINGS_DIR": str(folder),
@@ -149,7 +149,7 @@ class BridgeStack:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.mappings_dir = tmp / "mappings"
         self.mappings_dir.mkdir(parents=True, exist_ok=True)
-        for path in mappings or [REPO / "mappings" / "github.yaml"]:
+        for path in mappings or [REPO / "mappings" / "examples" / "github.yaml"]:
             shutil.copy(path, self.mappings_dir / path.name)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOHO_", "GITHUB_", "BUGZILLA_", "BUGHERD_"))}
         env.update(

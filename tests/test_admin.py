@@ -34,7 +34,7 @@ class RecordingPublisher:
 def make_app(tmp_path: Path, **extra: str):
     mappings = tmp_path / "mappings"
     mappings.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "mappings" / "github.yaml", mappings / "github.yaml")
+    shutil.copy(REPO / "mappings" / "examples" / "github.yaml", mappings / "github.yaml")
     env = {
         "BRIDGE_DATA_DIR": str(tmp_path / "var"),
         "DATABASE_URL": f"sqlite:///{tmp_path}/b.db",

@@ -35,7 +35,7 @@ WEB = "1752587000000097024"
 # is by the Zoho budget; see the README: a budget beyond the workers' pace would queue backfill work ahead of
 # live). Zoho's real budgets (100-300 calls a minute) are far below it.
 BUDGET = {"ZOHO_RATE_LIMIT_PER_MINUTE": "300", "ZOHO_RATE_WINDOW_SECONDS": "5", "BACKFILL_BUDGET_SHARE": "0.5"}
-MAPPINGS = [REPO / "mappings" / f"{name}.yaml" for name in ("github", "bugzilla", "bugherd")]
+MAPPINGS = [REPO / "mappings" / "examples" / f"{name}.yaml" for name in ("github", "bugzilla", "bugherd")]
 
 
 @pytest.fixture

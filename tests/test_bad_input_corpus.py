@@ -340,7 +340,7 @@ def stack(request, tmp_path_factory):
         tmp,
         fake,
         database_url=f"sqlite:///{tmp}/bridge.db" if request.param == "sqlite" else "",
-        mappings=[REPO / "mappings" / n for n in ("github.yaml", "bugherd.yaml", "bugzilla.yaml")],
+        mappings=[REPO / "mappings" / "examples" / n for n in ("github.yaml", "bugherd.yaml", "bugzilla.yaml")],
         extra_env={
             "BUGHERD_WEBHOOK_TOKEN": BUGHERD_TOKEN,
             "BUGZILLA_WEBHOOK_SECRET": BUGZILLA_SECRET,

@@ -253,7 +253,7 @@ def test_chaos_nothing_lost_nothing_doubled(tmp_path):
         tmp_path,
         fake,
         broker_url=redis.url,
-        mappings=[REPO / "mappings" / f"{s}.yaml" for s in ("github", "bugherd", "bugzilla")],
+        mappings=[REPO / "mappings" / "examples" / f"{s}.yaml" for s in ("github", "bugherd", "bugzilla")],
         extra_env={
             "BUGHERD_WEBHOOK_TOKEN": BUGHERD_TOKEN,
             "BUGZILLA_WEBHOOK_SECRET": BUGZILLA_SECRET,
@@ -499,7 +499,7 @@ def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
         tmp_path,
         fake,
         broker_url=redis.url,
-        mappings=[REPO / "mappings" / "github.yaml", REPO / "mappings" / "bugzilla.yaml"],
+        mappings=[REPO / "mappings" / "examples" / "github.yaml", REPO / "mappings" / "examples" / "bugzilla.yaml"],
         extra_env={
             "BUGZILLA_WEBHOOK_SECRET": BUGZILLA_SECRET,
             "STALE_AFTER_SECONDS": "2",

@@ -19,7 +19,7 @@ from testkit.harness import REPO
 def env(tmp_path):
     mappings = tmp_path / "mappings"
     mappings.mkdir()
-    shutil.copy(REPO / "mappings" / "github.yaml", mappings / "github.yaml")
+    shutil.copy(REPO / "mappings" / "examples" / "github.yaml", mappings / "github.yaml")
     return {
         "BRIDGE_DATA_DIR": str(tmp_path / "var"),
         "MAPPINGS_DIR": str(mappings),
@@ -65,7 +65,8 @@ def test_mappings_check_exit_codes(tmp_path, env):
     ok = CliRunner().invoke(main, ["mappings", "check", env["MAPPINGS_DIR"]], env=env)
     assert ok.exit_code == 0, ok.output
     broken = tmp_path / "broken.yaml"
-    broken.write_text((REPO / "mappings" / "github.yaml").read_text().replace("on_delete: close", "on_delete: shred"))
+    example = (REPO / "mappings" / "examples" / "github.yaml").read_text()
+    broken.write_text(example.replace("on_delete: close", "on_delete: shred"))
     result = CliRunner().invoke(main, ["mappings", "check", str(broken)], env=env)
     assert result.exit_code == 1
     assert "broken.yaml:" in result.output and "on_delete" in result.output
@@ -93,7 +94,7 @@ def test_zoho_fields_and_projects_from_zoho_metadata(env):
 
 
 def test_mappings_check_asks_zoho_for_the_names_when_it_can(env):
-    mapping = REPO / "mappings" / "github.yaml"
+    mapping = REPO / "mappings" / "examples" / "github.yaml"
     with FakeZoho() as fake:
         env = env | {
             "ZOHO_API_BASE": fake.base_url,

@@ -38,7 +38,7 @@ def home(tmp_path: Path) -> Path:
     """A folder set up to run a bridge: a .env beside mappings/ (what the README describes)."""
     folder = tmp_path / "bridge-home"
     (folder / "mappings").mkdir(parents=True)
-    shutil.copy(REPO / "mappings" / "github.yaml", folder / "mappings" / "github.yaml")
+    shutil.copy(REPO / "mappings" / "examples" / "github.yaml", folder / "mappings" / "github.yaml")
     (folder / ".env").write_text("GITHUB_WEBHOOK_SECRET=from-the-dot-env\nBROKER_URL=redis://127.0.0.1:1/0\n")
     return folder
 

@@ -18,7 +18,7 @@ from testkit.harness import REPO
 def env(tmp_path):
     mappings = tmp_path / "mappings"
     mappings.mkdir()
-    shutil.copy(REPO / "mappings" / "github.yaml", mappings / "github.yaml")
+    shutil.copy(REPO / "mappings" / "examples" / "github.yaml", mappings / "github.yaml")
     return {
         "BRIDGE_DATA_DIR": str(tmp_path / "var"),
         "MAPPINGS_DIR": str(mappings),
@@ -62,7 +62,8 @@ def test_check_verifies_every_users_email_through_the_one_user_call(env):
         }
         result = CliRunner().invoke(main, ["mappings", "check", env["MAPPINGS_DIR"]], env=env)
         assert result.exit_code == 1, result.output
-        lines = (REPO / "mappings" / "github.yaml").read_text().count("\n") + 4  # appended: "", users, octocat, hubot
+        example = REPO / "mappings" / "examples" / "github.yaml"
+        lines = example.read_text().count("\n") + 4  # appended: "", users, octocat, hubot
         assert f"github.yaml:{lines}: users.hubot: nobody@example.com is not a user of Zoho project" in result.output
         assert "alice@example.com" not in result.output
         asked = fake.api_calls(method="GET", path_contains="/users/")

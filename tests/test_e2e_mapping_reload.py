@@ -64,11 +64,17 @@ def test_edit_under_a_running_worker_applies_to_the_next_event(stack: BridgeStac
     assert _severity_of(stack, 3) == "Critical"
 
     # Still 200 (deliveries flow on the last good mapping), degraded with the reason; the details for operators.
-    ready = requests.get(stack.base_url + "/readyz", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+    def readyz() -> requests.Response:
+        return requests.get(stack.base_url + "/readyz", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+
+    # The web process looks at the files at most every 2 s (an anonymous /readyz never reloads them per request).
+    ready = wait_for(lambda: (r := readyz()).json()["status"] == "degraded" and r, 30, what="/readyz degraded")
     assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
     assert "mapping github.yaml: edit refused; the last good version is in force" in ready.json()["reasons"]
     problems = [p for p in ready.json()["problems"] if p.startswith("mapping ")]
     assert len(problems) == 1
-    assert "github.yaml:32: fields.severity.from: unknown field 'lables' for source github" in problems[0]
+    text = (stack.mappings_dir / "github.yaml").read_text().splitlines()
+    line = next(n for n, t in enumerate(text, 1) if "from: lables" in t)
+    assert f"github.yaml:{line}: fields.severity.from: unknown field 'lables' for source github" in problems[0]
     assert "did you mean 'labels'?" in problems[0]
     assert "mapping refused (the last good version stays in force)" in stack.log_text()

@@ -33,7 +33,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # 1032 bytes
 
 
 def mapping(tmp: Path, name: str, replace: dict[str, str] | None = None, extra: str = "") -> Path:
-    text = (REPO / "mappings" / f"{name}.yaml").read_text(encoding="utf-8")
+    text = (REPO / "mappings" / "examples" / f"{name}.yaml").read_text(encoding="utf-8")
     for old, new in (replace or {}).items():
         assert old in text, old
         text = text.replace(old, new)

@@ -13,13 +13,13 @@ from bridge.settings import load_settings
 from bridge.web import create_app
 from testkit.factories import comment_event, github_request, issues_event, sign
 from testkit.fakes.zoho import FakeZoho
-from testkit.harness import GITHUB_SECRET, REPO, BridgeStack
+from testkit.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
 
 
 def _env(tmp_path, **extra: str) -> dict[str, str]:
     mappings = tmp_path / "mappings"
     mappings.mkdir(exist_ok=True)
-    shutil.copy(REPO / "mappings" / "github.yaml", mappings / "github.yaml")
+    shutil.copy(REPO / "mappings" / "examples" / "github.yaml", mappings / "github.yaml")
     return {
         "BRIDGE_DATA_DIR": str(tmp_path / "var"),
         "MAPPINGS_DIR": str(mappings),
@@ -54,12 +54,25 @@ def test_readyz_database_and_mappings(tmp_path):
         # A broken mapping edit: degraded (the last good version is in force), with file, line and reason.
         mapping = stack.mappings_dir / "github.yaml"
         mapping.write_text(mapping.read_text().replace("on_delete: close", "on_delete: explode"))
-        r = requests.get(stack.base_url + "/readyz", headers=auth, timeout=5)
+        # Each web process looks at the files at most every few seconds (an anonymous /readyz never reloads them
+        # per request): wait until the one answering has looked.
+        wait_for(
+            lambda: requests.get(stack.base_url + "/readyz/strict", timeout=5).status_code == 503,
+            30,
+            what="/readyz/strict to see the refused edit",
+        )
+        r = wait_for(
+            lambda: (
+                (r := requests.get(stack.base_url + "/readyz", headers=auth, timeout=5)).json()["status"] == "degraded"
+                and r
+            ),
+            30,
+            what="/readyz degraded",
+        )
         assert r.status_code == 200 and r.json()["status"] == "degraded", r.text
         assert any(p.startswith("mapping github.yaml:") and "on_delete" in p for p in r.json()["problems"]), r.json()
         assert str(stack.mappings_dir) not in r.text  # no folder names, even for operators' reasons
-        assert requests.get(stack.base_url + "/readyz/strict", timeout=5).status_code == 503
-        shutil.copy(REPO / "mappings" / "github.yaml", mapping)
+        shutil.copy(REPO / "mappings" / "examples" / "github.yaml", mapping)
         # The database loses its tables: now it cannot store deliveries: 503, and says so.
         with stack.engine.begin() as conn:
             conn.execute(text("ALTER TABLE events RENAME TO events_gone"))

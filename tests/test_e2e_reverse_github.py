@@ -33,7 +33,7 @@ conflict: %s
 def _mapping(tmp: Path, conflict: str = "source_wins") -> Path:
     path = tmp / "src" / "github.yaml"
     path.parent.mkdir(exist_ok=True)
-    path.write_text((REPO / "mappings" / "github.yaml").read_text() + REVERSE_KEYS % conflict)
+    path.write_text((REPO / "mappings" / "examples" / "github.yaml").read_text() + REVERSE_KEYS % conflict)
     return path
 
 

@@ -43,7 +43,7 @@ OWN_COMMENT = "a comment the bridge wrote on the source"
 def _mapping(tmp: Path, name: str, keys: str) -> Path:
     path = tmp / "src" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text((REPO / "mappings" / f"{name}.yaml").read_text() + keys)
+    path.write_text((REPO / "mappings" / "examples" / f"{name}.yaml").read_text() + keys)
     return path
 
 

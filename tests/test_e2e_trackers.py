@@ -37,7 +37,7 @@ def stack(request, tmp_path):
     bridge = BridgeStack(
         tmp_path,
         fake,
-        mappings=[REPO / "mappings" / "bugherd.yaml", REPO / "mappings" / "bugzilla.yaml"],
+        mappings=[REPO / "mappings" / "examples" / "bugherd.yaml", REPO / "mappings" / "examples" / "bugzilla.yaml"],
         extra_env={
             "BUGHERD_WEBHOOK_TOKEN": BUGHERD_TOKEN,
             "BUGZILLA_WEBHOOK_SECRET": BUGZILLA_SECRET,

@@ -35,7 +35,7 @@ SOURCES = {
     "bugzilla": BugzillaSource("secret", bugzilla_url="https://bugzilla.example.org"),
     "bugherd": BugHerdSource("token"),
 }
-MAPPINGS = {name: load_mapping(REPO / "mappings" / f"{name}.yaml") for name in SOURCES}
+MAPPINGS = {name: load_mapping(REPO / "mappings" / "examples" / f"{name}.yaml") for name in SOURCES}
 SEEDS = {
     "github": [
         ("issues", issues_event("opened", labels=("bug",))),

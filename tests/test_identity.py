@@ -428,7 +428,7 @@ def test_the_default_keep_leaves_the_issue_where_it_is(tmp_path, fake):
 
 def test_mappings_check_refuses_move_in_the_bugtracker_dialect(tmp_path):
     path = tmp_path / "github.yaml"
-    shipped = (Path(__file__).resolve().parents[1] / "mappings" / "github.yaml").read_text()
+    shipped = (Path(__file__).resolve().parents[1] / "mappings" / "examples" / "github.yaml").read_text()
     path.write_text(shipped.replace("on_route_change: keep", "on_route_change: move"))
     assert dialect_problems(path, "projects") == []
     [problem] = dialect_problems(path, "bugtracker")

@@ -16,7 +16,7 @@ def test_a_process_started_after_a_broken_edit_runs_the_last_good_version(tmp_pa
     db.ensure_schema(engine)
     mappings = tmp_path / "mappings"
     mappings.mkdir()
-    shutil.copy(REPO / "mappings" / "github.yaml", mappings / "github.yaml")
+    shutil.copy(REPO / "mappings" / "examples" / "github.yaml", mappings / "github.yaml")
     first = MappingRegistry(mappings, known_fields=KNOWN_FIELDS, last_good=DatabaseLastGood(engine))
     assert first.get("github") is not None
     path = mappings / "github.yaml"

@@ -13,7 +13,7 @@ GITHUB_FIELDS = frozenset(
     }
 )  # fmt: skip
 KNOWN = {"github": GITHUB_FIELDS}
-SHIPPED = Path(__file__).resolve().parent.parent / "mappings" / "github.yaml"
+SHIPPED = Path(__file__).resolve().parent.parent / "mappings" / "examples" / "github.yaml"
 
 VALID = """\
 source: github

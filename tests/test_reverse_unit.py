@@ -14,7 +14,7 @@ from bridge.settings import load_settings
 from bridge.sources import KNOWN_FIELDS
 from testkit.harness import REPO
 
-BASE = (REPO / "mappings" / "github.yaml").read_text()
+BASE = (REPO / "mappings" / "examples" / "github.yaml").read_text()
 
 
 def _load(tmp_path: Path, extra: str, base: str = BASE, name: str = "github.yaml"):
@@ -74,13 +74,13 @@ def test_mappings_check_names_each_trackers_settings(tmp_path):
         ("bugherd", {"BUGHERD_API_KEY": "k"}, "BUGHERD_BRIDGE_EMAIL is not set"),
     ]:
         path = tmp_path / f"{name}.yaml"
-        path.write_text((REPO / "mappings" / f"{name}.yaml").read_text() + "backlink: true\n")
+        path.write_text((REPO / "mappings" / "examples" / f"{name}.yaml").read_text() + "backlink: true\n")
         problems = [str(p) for p in talkback_problems([path], load_settings({**env, **extra}), None)]
         assert problems == [f"{path}: backlink: {wanted}: back-links and reverse sync need it"]
 
 
 def test_actions_are_per_source(tmp_path):
-    base = (REPO / "mappings" / "bugzilla.yaml").read_text()
+    base = (REPO / "mappings" / "examples" / "bugzilla.yaml").read_text()
     ok = _load(tmp_path, "reverse: {status: {Closed: {status: RESOLVED, resolution: FIXED}}}\n", base, "bugzilla.yaml")
     assert ok.reverse.actions_for("Closed") == {"status": "RESOLVED", "resolution": "FIXED"}
     with pytest.raises(MappingError, match="unknown action 'close' for bugzilla"):

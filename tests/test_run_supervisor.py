@@ -26,7 +26,7 @@ SCRIPT = Path(sys.executable).parent / "issue-bridge"
 
 def _home(tmp: Path) -> dict[str, str]:
     (tmp / "mappings").mkdir()
-    shutil.copy(REPO / "mappings" / "github.yaml", tmp / "mappings" / "github.yaml")
+    shutil.copy(REPO / "mappings" / "examples" / "github.yaml", tmp / "mappings" / "github.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOHO_", "GITHUB_", "BUGZILLA_", "BUGHERD_"))}
     for name in ("BROKER_URL", "DATABASE_URL", "BRIDGE_DATA_DIR", "MAPPINGS_DIR", "PORT"):
         env.pop(name, None)

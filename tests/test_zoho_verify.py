@@ -18,7 +18,7 @@ PROJECT = "1752587000000097024"
 def run_verify(tmp_path, fake: FakeZoho, dialect: str = "projects", *extra: str):
     mappings = tmp_path / "mappings"
     mappings.mkdir(exist_ok=True)
-    shutil.copy(REPO / "mappings" / "github.yaml", mappings / "github.yaml")
+    shutil.copy(REPO / "mappings" / "examples" / "github.yaml", mappings / "github.yaml")
     env = {
         "BRIDGE_DATA_DIR": str(tmp_path / "var"),
         "MAPPINGS_DIR": str(mappings),

@@ -18,6 +18,8 @@ from bridge.store import pages as store_pages
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from bridge.targets.zoho.client import ZohoClient
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -54,6 +56,8 @@ def run(port: int, host: str, concurrency: int) -> None:
 
     settings = _settings()
     _engine(settings, create=True)  # create the schema once, before anything forks
+    if not settings.dry_run:
+        _refuse_unknown_routes(settings)
     supervisor = Supervisor(
         settings,
         host=host,
@@ -67,6 +71,29 @@ def run(port: int, host: str, concurrency: int) -> None:
     except SupervisorError as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(code)
+
+
+def _refuse_unknown_routes(settings: Settings) -> None:
+    """Live mode: a mapping that routes to a portal or project Zoho does not know stops the start, naming the
+    file and line (dry-run never asks Zoho). Zoho unreachable is a warning: the workers retry anyway."""
+    from bridge.cli.routes import check_routes
+    from bridge.mapping.loader import mapping_files
+    from bridge.targets.zoho.client import ZohoClient
+    from bridge.targets.zoho.errors import ZohoError
+
+    files = mapping_files(settings.mappings_dir)
+    if not files:
+        return
+    try:
+        problems = check_routes(ZohoClient(settings, _engine(settings)), files)
+    except ZohoError as exc:
+        click.echo(f"warning: Zoho unreachable, mapping routes not checked: {exc.reason}", err=True)
+        return
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise click.ClickException(
+            f"a mapping routes to a portal or project Zoho does not know; fix it and start again:\n{lines}"
+        )
 
 
 # -- db -----------------------------------------------------------------------------------------------
@@ -189,12 +216,27 @@ def events_show(event_id: int) -> None:
 @events.command("replay")
 @click.argument("event_id", type=int, required=False)
 @click.option("--failed", "all_failed", is_flag=True, help="replay every failed event")
-def events_replay(event_id: int | None, all_failed: bool) -> None:
-    """Put an event (or every failed one) back in the queue, e.g. after fixing a mapping."""
-    if (event_id is None) == (not all_failed):
-        raise click.UsageError("give an EVENT_ID or --failed")
+@click.option(
+    "--from-dry-run",
+    "from_dry_run",
+    is_flag=True,
+    help="after going live: send Zoho what dry-run only recorded (once; nothing is created twice)",
+)
+@click.option("--yes", is_flag=True, help="do not ask for confirmation (--from-dry-run)")
+def events_replay(event_id: int | None, all_failed: bool, from_dry_run: bool = False, yes: bool = False) -> None:
+    """Put an event (or every failed one) back in the queue, e.g. after fixing a mapping.
+
+    --from-dry-run, once Zoho credentials are set: the events dry-run processed (their Zoho calls recorded, not
+    sent) go again, live. Each item gets its newest state in one create-or-update (an item already in Zoho is
+    updated, not created again) and each comment once; run it again and it finds nothing left to send.
+    """
+    if sum((event_id is not None, all_failed, from_dry_run)) != 1:
+        raise click.UsageError("give one of EVENT_ID, --failed or --from-dry-run")
     settings = _settings()
     engine = _engine(settings)
+    if from_dry_run:
+        _replay_dry_run(settings, engine, yes)
+        return
     if all_failed:  # a batch at a time: bounded memory however many failed
         count = sum(_replay_batch(settings, engine, b) for b in store_pages.id_batches(engine, store.FAILED))
         click.echo(f"replaying {count} event(s)")
@@ -206,6 +248,26 @@ def events_replay(event_id: int | None, all_failed: bool) -> None:
     count = store.reset_for_replay(engine, ids)
     _wake(settings, engine, ids)
     click.echo(f"replaying {count} event(s)")
+
+
+def _replay_dry_run(settings: Settings, engine: Engine, yes: bool) -> None:
+    from bridge.cli.replay import REPLAYED_KEY, dry_run_batches
+
+    if settings.dry_run:
+        raise click.ClickException(
+            "still in dry-run (no Zoho credentials): connect Zoho first (`issue-bridge zoho connect`), then replay"
+        )
+    refs = [ref for batch in dry_run_batches(engine) for ref in batch]
+    if not refs:
+        click.echo("nothing to replay: no event was processed in dry-run only")
+        return
+    items = {(ref.source, ref.item_key) for ref in refs}
+    click.echo(f"{len(refs)} event(s) of {len(items)} item(s) were processed in dry-run only (Zoho calls recorded)")
+    if not yes:
+        click.confirm("send them to Zoho now?", abort=True)
+    count = sum(_replay_batch(settings, engine, refs[i : i + 500]) for i in range(0, len(refs), 500))
+    store.kv_set(engine, REPLAYED_KEY, str(max(ref.id for ref in refs)))  # once: a second replay starts after it
+    click.echo(f"replaying {count} event(s); follow them with `issue-bridge status` or `issue-bridge events list`")
 
 
 def _replay_batch(settings: Settings, engine, batch: list[store_pages.EventRef]) -> int:  # type: ignore[no-untyped-def]
@@ -434,6 +496,7 @@ def send_test(source: str, file: Path | None, url: str | None, event_name: str |
         delivery = samples.build(settings, source, event_name, file.read_bytes() if file else None)
     except samples.SampleError as exc:
         raise click.ClickException(str(exc)) from None
+    _require_mapping(settings, source)
     base = (url or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}").rstrip("/")
     shown = (
         delivery.path.replace(settings.bugherd_webhook_token, "<BUGHERD_WEBHOOK_TOKEN>")
@@ -485,6 +548,28 @@ def send_test(source: str, file: Path | None, url: str | None, event_name: str |
         click.echo(f"  {mark}{call['method']} {call['path']}{status}")
 
 
+def _require_mapping(settings: Settings, source: str) -> None:
+    """A delivery no mapping takes is stored and never synced: say so before sending, and what to do."""
+    from bridge.mapping import MappingRegistry
+    from bridge.sources import KNOWN_FIELDS
+
+    registry = MappingRegistry(settings.mappings_dir, known_fields=KNOWN_FIELDS)
+    if registry.for_source(source):
+        return
+    refused = [str(p) for problems in registry.problems.values() for p in problems]
+    if refused:
+        raise click.ClickException(
+            f"no usable {source} mapping in {settings.mappings_dir}: fix it first (`issue-bridge mappings check`):\n  "
+            + "\n  ".join(refused)
+        )
+    raise click.ClickException(
+        f"no {source} mapping in {settings.mappings_dir}, so the bridge would store this delivery and sync nothing.\n"
+        f"  Write one for your Zoho project: issue-bridge mappings init {source} --project <Zoho project id>\n"
+        "  (project ids: issue-bridge zoho projects; without Zoho credentials, copy "
+        f"mappings/examples/{source}.yaml into {settings.mappings_dir} instead)"
+    )
+
+
 # -- mappings -----------------------------------------------------------------------------------------
 
 
@@ -532,7 +617,11 @@ def mappings_check(path: Path | None, offline: bool, payload: Path | None = None
         problems = dialect_problems(target, os.environ.get("ZOHO_DIALECT", "").strip() or "projects")
     zoho_options = None
     if not problems and not offline:
-        zoho_options = _zoho_options_for(files)
+        live = _live_zoho()
+        if live is not None:
+            problems = _route_problems(live[1], files)  # every portal and project must exist in Zoho
+            if not problems:
+                zoho_options = _zoho_options_for(live, files)
         if zoho_options:
             problems = check(zoho_options)
         problems = problems or cli_mapping_v3.user_problems(files)  # `users:` emails, one Zoho call each
@@ -547,6 +636,84 @@ def mappings_check(path: Path | None, offline: bool, payload: Path | None = None
         cli_mapping_v3.show_match(target, payload)
 
 
+@mappings.command("init")
+@click.argument("source", type=click.Choice(["github", "bugzilla", "bugherd"]))
+@click.option("--project", required=True, help="the Zoho project id items land in (`issue-bridge zoho projects`)")
+@click.option("--portal", help="the Zoho portal id (default: ZOHO_PORTAL_ID)")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="where to write (default: MAPPINGS_DIR/SOURCE.yaml)",
+)
+def mappings_init(source: str, project: str, portal: str | None, output: Path | None) -> None:
+    """Write a commented mapping for SOURCE from the Zoho project's real option lists (statuses, severities,
+    classifications, modules, priorities) and the source's conventions. Never overwrites a file."""
+    from bridge.cli import mapping_init
+    from bridge.cli.routes import known_routes
+    from bridge.mapping import MappingError, MappingRegistry, load_mapping
+    from bridge.sources import KNOWN_FIELDS
+    from bridge.targets.zoho.client import ZohoClient
+    from bridge.targets.zoho.errors import ZohoError
+
+    settings = _settings()
+    if settings.dry_run:
+        raise click.ClickException(
+            "mappings init reads the project's option lists from Zoho: connect first (`issue-bridge zoho connect`), "
+            f"or start from mappings/examples/{source}.yaml"
+        )
+    portal = portal or settings.zoho_portal_id
+    if not portal:
+        raise click.ClickException("give --portal or set ZOHO_PORTAL_ID (`issue-bridge zoho connect` sets it)")
+    target = output or settings.mappings_dir / f"{source}.yaml"
+    if target.exists():
+        raise click.ClickException(f"{target} exists: not overwritten (remove it, or give --output another.yaml)")
+    if target.parent.resolve() == settings.mappings_dir.resolve():
+        for other in MappingRegistry(settings.mappings_dir, known_fields=KNOWN_FIELDS).for_source(source):
+            if other.match_source_projects is None:
+                raise click.ClickException(
+                    f"{other.path} already takes every {source} event: a second such file would be a duplicate "
+                    "route; edit that one, or write this one elsewhere with --output"
+                )
+    client = ZohoClient(settings, _engine(settings, create=True))
+    try:
+        known = known_routes(client, [portal])
+        if portal not in known:
+            raise click.ClickException(f"portal {portal} is not one these credentials can see ({', '.join(known)})")
+        if project not in known[portal]:
+            listed = ", ".join(f"{pid} ({name})" for pid, name in sorted(known[portal].items()))
+            raise click.ClickException(f"project {project} is not in portal {portal} (its projects: {listed})")
+        table = client.options(portal, project)
+        custom = [str(f.get("api_name")) for f in client.custom_fields(portal)] if client.dialect == "projects" else []
+    except ZohoError as exc:
+        raise click.ClickException(f"Zoho could not be asked: {exc.reason}") from None
+    options = {field: [display for _id, display in names.values()] for field, names in table.items()}
+    id_field = next((n for n in custom if n == "external_id"), None) or next(
+        (n for n in custom if "external" in n), None
+    )
+    text = mapping_init.render(
+        source,
+        portal=portal,
+        project=project,
+        project_name=known[portal][project],
+        options=options,
+        external_id_field=id_field,
+        command=f"issue-bridge mappings init {source} --project {project}",
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "x", encoding="utf-8") as handle:  # "x": never over a file that appeared meanwhile
+        handle.write(text)
+    try:
+        load_mapping(target, known_fields=KNOWN_FIELDS, zoho_options={(portal, project): options | {"custom": custom}})
+    except MappingError as exc:  # a bug here, not the admin's: say so, keep nothing half-right
+        target.unlink()
+        raise click.ClickException(f"the written mapping did not validate (please report this):\n{exc}") from None
+    status = mapping_init.status_roles(options.get("status", []))
+    click.echo(f"wrote {target} for Zoho project {project} ({known[portal][project]}) in portal {portal}")
+    if status:
+        click.echo(f"  statuses: open -> {status['open']}, closed -> {status['closed']} (review the file's maps)")
+    click.echo("next: issue-bridge mappings check, then issue-bridge send-test " + source)
+
+
 def _talkback_problems(files: list[Path], zoho_options: dict | None) -> list:
     from bridge.cli.talkback_checks import talkback_problems
 
@@ -557,20 +724,38 @@ def _talkback_problems(files: list[Path], zoho_options: dict | None) -> list:
     return talkback_problems(files, settings, zoho_options)
 
 
-def _zoho_options_for(files: list[Path]) -> dict | None:
-    """{(portal, project): {field: [names], "custom": [api names]}} for every project the files route to."""
-    from bridge.mapping import MappingError, load_mapping
-    from bridge.sources import KNOWN_FIELDS
+def _live_zoho() -> tuple[Settings, ZohoClient] | None:
+    """The settings and a Zoho client when Zoho credentials are set; else None (saying so)."""
     from bridge.targets.zoho.client import ZohoClient
-    from bridge.targets.zoho.errors import ZohoError
 
     try:
         settings = load_settings()
     except SettingsError:
         return None
     if settings.dry_run:
-        click.echo("(no Zoho credentials: Zoho names not checked)", err=True)
+        click.echo("(no Zoho credentials: portals, projects and Zoho names not checked)", err=True)
         return None
+    return settings, ZohoClient(settings, _engine(settings, create=True))
+
+
+def _route_problems(client: ZohoClient, files: list[Path]) -> list:
+    from bridge.cli.routes import check_routes
+    from bridge.targets.zoho.errors import ZohoError
+
+    try:
+        return check_routes(client, files)
+    except ZohoError as exc:
+        click.echo(f"(Zoho unreachable, portals and projects not checked: {exc.reason})", err=True)
+        return []
+
+
+def _zoho_options_for(live: tuple[Settings, ZohoClient], files: list[Path]) -> dict | None:
+    """{(portal, project): {field: [names], "custom": [api names]}} for every project the files route to."""
+    from bridge.mapping import MappingError, load_mapping
+    from bridge.sources import KNOWN_FIELDS
+    from bridge.targets.zoho.errors import ZohoError
+
+    settings, client = live
     if settings.zoho_dialect != "projects":  # BugTracker takes names and documents no option-list call
         return None
     routes: set[tuple[str, str]] = set()
@@ -582,7 +767,6 @@ def _zoho_options_for(files: list[Path]) -> dict | None:
         for project in [mapping.routing.default_project, *dict(mapping.routing.by_source_project).values()]:
             if project:
                 routes.add((mapping.routing.portal, project))
-    client = ZohoClient(settings, _engine(settings, create=True))
     options: dict = {}
     try:
         custom: dict[str, list[str]] = {}
@@ -709,9 +893,19 @@ def _github_event_for(body: bytes, given: str | None) -> str:
     from bridge.cli.samples import detect_github_event
 
     try:
-        detected = detect_github_event(json.loads(body))
+        parsed = json.loads(body)
     except ValueError:
-        return given or "issues"
+        parsed = None
+    if not isinstance(parsed, dict):
+        return given or "issues"  # the parser says what is wrong with the body
+    detected = detect_github_event(parsed)
+    if detected is None:
+        if given:
+            return given
+        raise click.ClickException(
+            "cannot tell which GitHub event this body is (GitHub names it only in the X-GitHub-Event header, "
+            "shown under the hook's Recent Deliveries): give --event"
+        )
     if given and given != detected and detected != "issues":
         click.echo(
             f"note: this body is a GitHub {detected!r} delivery, not {given!r}: showing it as {detected!r}", err=True

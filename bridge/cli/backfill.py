@@ -192,12 +192,17 @@ def _run(
         result = run_backfill(engine, settings, reader, resume=resume, dry_run=dry_run, on_batch=on_batch)
     except KeyboardInterrupt:
         bar.done()
-        click.echo("interrupted: what was read is stored; continue with the same command and --resume", err=True)
+        if dry_run:
+            click.echo("interrupted: nothing was stored (dry run)", err=True)
+        else:
+            click.echo("interrupted: what was read is stored; continue with the same command and --resume", err=True)
         sys.exit(130)
     except BackfillError as exc:
         raise click.ClickException(str(exc)) from None
     except SourceUnavailable as exc:
         bar.done()
+        if dry_run:
+            raise click.ClickException(f"{exc.reason}; nothing was stored (dry run): try again later") from None
         raise click.ClickException(f"{exc.reason}; what was read is stored: continue later with --resume") from None
     except errors as exc:
         bar.done()

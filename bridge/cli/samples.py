@@ -24,6 +24,7 @@ EVENTS = {
     "bugherd": ("task_create", "task_update", "comment", "task_destroy"),
 }
 TITLE = "issue-bridge test delivery"
+USER_AGENT = "issue-bridge-send-test"
 TEXT = "Sent by `issue-bridge send-test` to check the webhook path end to end. Safe to close."
 
 
@@ -176,14 +177,60 @@ def bugherd_payload(event: str) -> dict[str, Any]:
     return {"task": task}
 
 
-def detect_github_event(payload: Any) -> str:
-    """The X-GitHub-Event a body belongs to, from its shape (GitHub names it only in a header)."""
-    if isinstance(payload, dict):
-        if "zen" in payload and "hook_id" in payload:
-            return "ping"
-        if "comment" in payload and "issue" in payload:
-            return "issue_comment"
-    return "issues"
+# GitHub names the event only in the X-GitHub-Event header; a saved body is recognised by its shape. Every event a
+# repository or organization webhook can send to /webhooks/github is told apart (the endpoint syncs `issues` and
+# `issue_comment`, answers `ping`, and ignores the rest): the first rule that matches wins.
+SUB_ISSUE_ACTIONS = ("sub_issue_added", "sub_issue_removed", "parent_issue_added", "parent_issue_removed")
+DEPENDENCY_ACTIONS = ("blocked_by_added", "blocked_by_removed", "blocking_added", "blocking_removed")
+_GITHUB_SHAPES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("sub_issues", ("sub_issue",)),
+    ("sub_issues", ("parent_issue",)),
+    ("issue_dependencies", ("blocked_issue",)),
+    ("issue_dependencies", ("blocking_issue",)),
+    ("issue_comment", ("comment", "issue")),
+    ("issues", ("issue",)),
+    ("pull_request_review_comment", ("comment", "pull_request")),
+    ("pull_request_review", ("review", "pull_request")),
+    ("pull_request", ("pull_request",)),
+    ("commit_comment", ("comment",)),
+    ("discussion_comment", ("comment", "discussion")),
+    ("discussion", ("discussion",)),
+    ("label", ("label",)),
+    ("milestone", ("milestone",)),
+    ("release", ("release",)),
+    ("push", ("ref", "commits")),
+    ("create", ("ref", "ref_type", "master_branch")),
+    ("delete", ("ref", "ref_type")),
+    ("fork", ("forkee",)),
+    ("member", ("member",)),
+    ("projects_v2_item", ("projects_v2_item",)),
+    ("workflow_run", ("workflow_run",)),
+    ("workflow_job", ("workflow_job",)),
+    ("check_suite", ("check_suite",)),
+    ("check_run", ("check_run",)),
+    ("status", ("sha", "state", "context")),
+    ("star", ("starred_at",)),
+)
+
+
+def detect_github_event(payload: Any) -> str | None:
+    """The X-GitHub-Event a body belongs to, from its shape (GitHub names it only in a header); None when the
+    body looks like no event GitHub sends to this endpoint."""
+    if not isinstance(payload, dict):
+        return None
+    if "zen" in payload and "hook_id" in payload:
+        return "ping"
+    action = payload.get("action")
+    if action in SUB_ISSUE_ACTIONS:
+        return "sub_issues"
+    if action in DEPENDENCY_ACTIONS:
+        return "issue_dependencies"
+    if "discussion" in payload:  # a discussion comment also has `comment`: the discussion decides
+        return "discussion_comment" if "comment" in payload else "discussion"
+    for event, keys in _GITHUB_SHAPES:
+        if all(key in payload for key in keys):
+            return event
+    return None
 
 
 def build(settings: Settings, source: str, event: str | None = None, body: bytes | None = None) -> Delivery:
@@ -194,24 +241,20 @@ def build(settings: Settings, source: str, event: str | None = None, body: bytes
         try:
             event = detect_github_event(json.loads(body))
         except ValueError:
-            event = "issues"
+            event = None
+        if event is None:
+            raise SampleError("cannot tell which GitHub event this body is: give --event (issues, issue_comment, ping)")
+        if event not in EVENTS[source]:  # the bridge ignores it; sending it shows exactly that answer
+            return _github_delivery(settings, body, event)
     event = event or EVENTS[source][0]
     if event not in EVENTS[source]:
         raise SampleError(f"{source} has no event {event!r} (one of {', '.join(EVENTS[source])})")
     if body is None:
         payload = {"github": github_payload, "bugzilla": bugzilla_payload, "bugherd": bugherd_payload}[source](event)
         body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", "User-Agent": "issue-bridge-send-test"}
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     if source == "github":
-        if not settings.github_webhook_secret:
-            raise SampleError("GITHUB_WEBHOOK_SECRET is not set: the bridge refuses GitHub deliveries")
-        digest = hmac.new(settings.github_webhook_secret.encode(), body, hashlib.sha256).hexdigest()
-        headers |= {
-            "X-GitHub-Event": event,
-            "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": f"sha256={digest}",
-        }
-        return Delivery("/webhooks/github", body, headers, event)
+        return _github_delivery(settings, body, event)
     if source == "bugzilla":
         if not settings.bugzilla_webhook_secret:
             raise SampleError("BUGZILLA_WEBHOOK_SECRET is not set: the bridge refuses Bugzilla deliveries")
@@ -220,3 +263,17 @@ def build(settings: Settings, source: str, event: str | None = None, body: bytes
     if not settings.bugherd_webhook_token:
         raise SampleError("BUGHERD_WEBHOOK_TOKEN is not set: the bridge refuses BugHerd deliveries")
     return Delivery(f"/webhooks/bugherd/{settings.bugherd_webhook_token}/{event}", body, headers, event)
+
+
+def _github_delivery(settings: Settings, body: bytes, event: str) -> Delivery:
+    if not settings.github_webhook_secret:
+        raise SampleError("GITHUB_WEBHOOK_SECRET is not set: the bridge refuses GitHub deliveries")
+    digest = hmac.new(settings.github_webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": f"sha256={digest}",
+    }
+    return Delivery("/webhooks/github", body, headers, event)

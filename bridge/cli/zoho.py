@@ -120,3 +120,184 @@ def zoho_verify(project: str, portal: str | None, external_id_field: str | None,
             click.echo(f"  - {reason}", err=True)
         raise SystemExit(1)
     click.echo("\nthe bridge can work with this portal")
+
+
+# -- connect ----------------------------------------------------------------------------------------------------
+
+DEFAULT_CALLBACK = "http://127.0.0.1:8000/admin/zoho/callback"  # the admin page's "Connect Zoho" callback
+ENV_KEYS = ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "ZOHO_ACCOUNTS_URL", "ZOHO_API_BASE")
+
+
+@zoho.command("connect")
+@click.option(
+    "--dc",
+    "data_centre",
+    type=click.Choice(["com", "eu", "in", "com.au", "com.cn"]),
+    help="the Zoho data centre whose API console holds the client (asked when not given)",
+)
+@click.option("--client-id", help="the client's id (API console; asked when not given)")
+@click.option("--client-secret", help="the client's secret (asked, hidden, when not given)")
+@click.option("--code", help="the grant code, or the whole address Zoho sent the browser to (asked when not given)")
+@click.option(
+    "--redirect-uri",
+    help=f"a server-based client's registered redirect URI, for the grant URL (default {DEFAULT_CALLBACK})",
+)
+@click.option("--portal", help="the portal to use when the account has several (asked when not given)")
+@click.option("--project", help="then run `zoho verify --project ID` (a test issue is created and deleted)")
+@click.option("--accounts-url", help="the accounts server (default https://accounts.zoho.<dc>)")
+@click.option("--api-base", help="the API root (default per dialect and data centre)")
+@click.pass_context
+def zoho_connect(
+    ctx: click.Context,
+    data_centre: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+    code: str | None,
+    redirect_uri: str | None,
+    portal: str | None,
+    project: str | None,
+    accounts_url: str | None,
+    api_base: str | None,
+) -> None:
+    """Connect the bridge to Zoho: prints the grant URL and scopes, exchanges the grant code, stores the refresh
+    token in the home's .env (mode 600, never printed), lists the portals and sets ZOHO_PORTAL_ID, and with
+    --project runs `zoho verify`. Works with a Self Client (API console > Self Client > Generate Code) or a
+    server-based client (open the grant URL, then paste the address Zoho sent you to)."""
+    import os
+
+    from bridge.cli.common import _settings
+    from bridge.settings import env_file
+    from bridge.targets.zoho import grant as oauth
+
+    settings = _settings()
+    dialect = settings.zoho_dialect
+    if accounts_url is None:
+        if data_centre is None:
+            data_centre = click.prompt(
+                "Zoho data centre (com, eu, in, com.au, com.cn)",
+                default=oauth.data_centre_of(settings.zoho_accounts_url) or "com",
+                type=click.Choice(list(oauth.DATA_CENTRES)),
+                show_choices=False,
+            )
+        accounts_url = oauth.accounts_url(data_centre)
+    accounts_url = accounts_url.rstrip("/")
+    data_centre = data_centre or oauth.data_centre_of(accounts_url)
+    if api_base is None:
+        api_base = oauth.api_base(data_centre, dialect) if data_centre else settings.zoho_api_base
+    client_id = (client_id or click.prompt("Client id", default=settings.zoho_client_id or None)).strip()
+    if client_secret is None:
+        client_secret = click.prompt("Client secret", hide_input=True)
+    callback = redirect_uri or DEFAULT_CALLBACK
+    click.echo(f"\nZoho {dialect} dialect, accounts server {accounts_url}, API {api_base}")
+    click.echo(f"scopes: {','.join(oauth.SCOPES[dialect])}")
+    click.echo("  Self Client (API console > Self Client > Generate Code): paste these scopes, then the code below.")
+    click.echo(f"  Server-based client (redirect URI {callback}): open this grant URL, accept, and paste the address")
+    click.echo("  your browser is sent to:")
+    click.echo(f"  {oauth.grant_url(accounts_url, client_id, dialect, callback)}\n")
+    if code is None:
+        code = click.prompt("Grant code (or the address you were sent to)")
+    code, exchange_redirect, accounts_url = _read_code(code.strip(), redirect_uri, accounts_url)
+    try:
+        granted = oauth.exchange_code(
+            accounts_url, client_id, client_secret, code, redirect_uri=exchange_redirect, data_centre=data_centre
+        )
+    except oauth.GrantError as exc:
+        raise click.ClickException(str(exc)) from None
+    if missing := oauth.missing_scopes(granted.scope, dialect):
+        click.echo(f"warning: the grant lacks {', '.join(missing)}: calls needing them will be refused", err=True)
+    path = env_file(settings)
+    values = {
+        "ZOHO_CLIENT_ID": client_id,
+        "ZOHO_CLIENT_SECRET": client_secret,
+        "ZOHO_REFRESH_TOKEN": granted.refresh_token,
+        "ZOHO_ACCOUNTS_URL": accounts_url,
+        "ZOHO_API_BASE": api_base,
+    }
+    _store(path, values)
+    click.echo(f"stored the client and its refresh token in {path} (mode 600)")
+    live = settings.with_overrides(
+        zoho_client_id=client_id,
+        zoho_client_secret=client_secret,
+        zoho_refresh_token=granted.refresh_token,
+        zoho_accounts_url=accounts_url,
+        zoho_api_base=api_base,
+    )
+    portal = _choose_portal(live, portal)
+    _store(path, {"ZOHO_PORTAL_ID": portal})
+    os.environ["ZOHO_PORTAL_ID"] = portal
+    click.echo(f"set ZOHO_PORTAL_ID={portal} in {path}")
+    if project:
+        click.echo("")
+        ctx.invoke(zoho_verify, project=project, portal=portal, external_id_field=None, tag_id=None)
+        return
+    click.echo("next: issue-bridge zoho verify --project <id>, then issue-bridge mappings init github --project <id>")
+
+
+def _read_code(given: str, redirect_uri: str | None, accounts: str) -> tuple[str, str | None, str]:
+    """(code, redirect URI to send with it, accounts server) from a pasted code or redirect address."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from bridge.targets.zoho import grant as oauth
+
+    if "code=" not in given and "error=" not in given:
+        return given, redirect_uri, accounts
+    parts = urlsplit(given)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if query.get("error"):
+        raise click.ClickException(f"Zoho sent {query['error']}: the grant was not accepted; open the grant URL again")
+    if not query.get("code"):
+        raise click.ClickException("no code= in that address: paste the whole address Zoho sent the browser to")
+    server = query.get("accounts-server", "")
+    if server and oauth.is_zoho_accounts(server):  # the user's own data centre (seed 001:254-256)
+        accounts = server
+    base = f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else redirect_uri
+    return query["code"], base, accounts
+
+
+def _store(path, values: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Write to the .env and to this process's environment; say when the shell's environment hides a value."""
+    import os
+
+    from dotenv import dotenv_values
+
+    from bridge.settings import write_env_values
+
+    before = dotenv_values(path) if path.exists() else {}
+    for key, value in values.items():
+        shell = os.environ.get(key)
+        if shell is not None and shell != before.get(key) and shell != value:
+            click.echo(f"warning: {key} is also set in the environment, which wins over {path}: unset it", err=True)
+    write_env_values(path, values)
+    os.environ.update(values)
+
+
+def _choose_portal(settings: Settings, portal: str | None) -> str:
+    from bridge.cli.common import _engine
+    from bridge.cli.routes import portal_ids
+    from bridge.targets.zoho.client import ZohoClient
+    from bridge.targets.zoho.errors import ZohoError
+
+    client = ZohoClient(settings, _engine(settings, create=True))
+    try:
+        portals = [(portal_ids(p), p) for p in client.portals()]
+        portals = [(ids, p) for ids, p in portals if ids]
+        if not portals:
+            raise click.ClickException("Zoho lists no portal for this account: create one, or connect another user")
+        click.echo("portals:")
+        for ids, p in portals:
+            click.echo(f"  {ids[0]}: {p.get('portal_name') or p.get('name') or ''}")
+        if portal is None:
+            if len(portals) == 1:
+                portal = portals[0][0][0]
+            else:
+                portal = click.prompt("Portal id", type=click.Choice([ids[0] for ids, _ in portals]))
+        chosen = next((ids[0] for ids, _ in portals if portal in ids), None)
+        if chosen is None:
+            listed = ", ".join(ids[0] for ids, _ in portals)
+            raise click.ClickException(f"--portal {portal}: not one of this account's portals ({listed})")
+        click.echo(f"projects in portal {chosen}:")
+        for project in client.projects(chosen):
+            click.echo(f"  {project.get('id')}: {project.get('name')}")
+    except ZohoError as exc:
+        raise click.ClickException(f"Zoho refused the new token: {exc.reason}") from None
+    return chosen

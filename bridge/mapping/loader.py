@@ -8,6 +8,7 @@ import difflib
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
@@ -30,6 +31,13 @@ ZohoOptions = AbcMapping[tuple[str, str], AbcMapping[str, Iterable[str]]]
 log = logging.getLogger("bridge.mapping")
 PATTERNS = ("*.yaml", "*.yml")
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+# Bounds checked before anything is expanded, so a hostile file (a YAML "billion laughs": a few hundred bytes of
+# nested aliases that expand to billions of nodes) is refused in milliseconds, in every process that loads it.
+# A real mapping is a few KiB with a few hundred values; a few aliases may share a map between fields.
+MAX_MAPPING_BYTES = 256 * 1024
+MAX_ALIASES = 100
+MAX_EXPANDED_NODES = 20_000
+MAX_DEPTH = 64  # a mapping nests 5 levels deep; PyYAML's composer recurses once per level
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,15 @@ class MappingError(Exception):
         self.problems = problems
 
 
+class _TooLarge(Exception):
+    """The document would expand beyond the bounds; `line` is where (1-based)."""
+
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
 class _LineLoader(yaml.SafeLoader):
     """Safe loader that builds plain data while recording each key's line and any duplicate keys."""
 
@@ -61,6 +78,55 @@ class _LineLoader(yaml.SafeLoader):
         self.lines: dict[str, int] = {}
         self.problems: list[MappingProblem] = []
         self._active: set[int] = set()
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        # An alias costs nothing while composing (it points at a node already read); counting them here
+        # bounds what `build` could be asked to expand.
+        if self._depth >= MAX_DEPTH:
+            event = self.peek_event()
+            raise _TooLarge(event.start_mark.line + 1, f"the YAML nests more than {MAX_DEPTH} levels deep")
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                event = self.peek_event()
+                raise _TooLarge(
+                    event.start_mark.line + 1,
+                    f"more than {MAX_ALIASES} YAML aliases (*name): refused before expanding them; "
+                    "write the values out instead",
+                )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+    def check_expansion(self, node: yaml.Node) -> None:
+        """The number of values `build` would produce, counted on the composed graph (each node once): a
+        document whose aliases multiply it beyond MAX_EXPANDED_NODES is refused before it is expanded."""
+        sizes: dict[int, int] = {}
+
+        def size(current: yaml.Node) -> int:
+            key = id(current)
+            if key in sizes:
+                return sizes[key]
+            sizes[key] = 1  # a node inside itself (a recursive alias) counts once; `build` refuses it
+            total = 1
+            if isinstance(current, yaml.MappingNode):
+                total += sum(size(k) + size(v) for k, v in current.value)
+            elif isinstance(current, yaml.SequenceNode):
+                total += sum(size(item) for item in current.value)
+            if total > MAX_EXPANDED_NODES:
+                raise _TooLarge(
+                    _line(current),
+                    f"the YAML aliases here expand to more than {MAX_EXPANDED_NODES} values: refused before "
+                    "expanding them; write the values out instead",
+                )
+            sizes[key] = total
+            return total
+
+        size(node)
 
     def build(self, node: yaml.Node, path: str = "") -> Any:
         if id(node) in self._active:  # an alias that contains itself
@@ -361,16 +427,27 @@ def _load(
     """Read and validate one file: (mapping or None, problems, {dotted key: line})."""
     file = str(path)
     try:
+        if path.stat().st_size > MAX_MAPPING_BYTES:
+            message = f"the file is larger than {MAX_MAPPING_BYTES // 1024} KiB: not read (a mapping is a few KiB)"
+            return None, [MappingProblem(file, None, "", message)], {}
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [MappingProblem(file, None, "", f"cannot read the file: {exc}")], {}
+    if len(text) > MAX_MAPPING_BYTES:  # grew between the stat and the read
+        message = f"the file is larger than {MAX_MAPPING_BYTES // 1024} KiB: not read (a mapping is a few KiB)"
+        return None, [MappingProblem(file, None, "", message)], {}
     loader = _LineLoader(text, file)
     try:
         node = loader.get_single_node()
         if node is None:
             return None, [MappingProblem(file, None, "", "the file is empty")], {}
         loader.lines[""] = _line(node)
+        loader.check_expansion(node)
         data = loader.build(node)
+    except _TooLarge as exc:
+        return None, [MappingProblem(file, exc.line, "", exc.message)], {}
+    except RecursionError:
+        return None, [MappingProblem(file, None, "", "the YAML is nested too deeply to be a mapping file")], {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         if "end of stream" in str(getattr(exc, "problem", "")) and getattr(exc, "context_mark", None) is not None:
@@ -410,6 +487,12 @@ def _files(directory: Path) -> list[Path]:
     # A shared users table (`users: users.yaml`) sits beside the mappings but is not one.
     found = {p for pattern in PATTERNS for p in directory.glob(pattern) if p.is_file()}
     return sorted(p for p in found if p.name not in USERS_FILES)
+
+
+def mapping_files(directory: Path) -> list[Path]:
+    """The mapping files the bridge loads: `*.yaml` / `*.yml` directly in `directory` (never a sub-folder such
+    as `examples/`), without the shared users table."""
+    return _files(directory) if directory.is_dir() else []
 
 
 def _name_clash(path: Path, mapping: Mapping, lines: dict, holder: str) -> MappingProblem:
@@ -509,6 +592,7 @@ class MappingRegistry:
         self._stamps: dict[str, tuple[int, int]] = {}  # file -> (mtime_ns, size) last read
         self._clashed: set[str] = set()  # files refused only because another file holds their name
         self._lock = threading.Lock()
+        self._checked_at = time.monotonic()  # the last look at the files, for reload_if_due
         self.reload_if_changed()
 
     def all(self) -> list[Mapping]:
@@ -525,6 +609,16 @@ class MappingRegistry:
     def for_event(self, event: NormalizedEvent) -> Mapping | None:
         """The mapping that applies to `event`: the first of its source whose `match:` accepts its project."""
         return next((m for m in self.for_source(event.source) if m.accepts(event.source_project)), None)
+
+    def reload_if_due(self, min_interval: float) -> None:
+        """`reload_if_changed`, at most once per `min_interval` seconds: for callers anyone can trigger
+        (an anonymous `/readyz`), so requests cannot make a process re-read its mappings in a loop."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._checked_at < min_interval:
+                return
+            self._checked_at = now
+        self.reload_if_changed()
 
     def reload_if_changed(self) -> list[MappingProblem]:
         """Re-read files whose mtime or size changed (one stat each); returns the problems found now."""
@@ -614,4 +708,38 @@ def dialect_problems(path: str | Path, dialect: str) -> list[MappingProblem]:
         if dialect == "bugtracker" and mapping is not None and mapping.on_route_change == "move":
             message = "the bugtracker dialect documents no move of a bug between projects: use on_route_change: keep"
             problems.append(MappingProblem(str(file), _line_of(lines, "on_route_change"), "on_route_change", message))
+    return problems
+
+
+# portal id -> {project id: project name}, as Zoho lists them for the configured credentials
+ZohoRoutes = AbcMapping[str, AbcMapping[str, str]]
+
+
+def route_problems(path: str | Path, known: ZohoRoutes) -> list[MappingProblem]:
+    """A route to a portal or project that Zoho does not know (for these credentials) is an error with its
+    line: events routed there could only fail. `known` comes from `GET /api/v3/portals` and each portal's
+    project list (seed 001:745-779, 1002-1080)."""
+    file = Path(path)
+    mapping, _, lines = _load(file, None)
+    if mapping is None:
+        return []  # its other problems are reported elsewhere
+    portal = mapping.routing.portal
+    if portal not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        message = (
+            f"portal '{portal}' is not a Zoho portal these credentials can see (yours: {listed}); "
+            "`issue-bridge zoho projects` lists them"
+        )
+        return [MappingProblem(str(file), _line_of(lines, "zoho.portal"), "zoho.portal", message)]
+    projects = known[portal]
+    listed = ", ".join(f"{pid} ({name})" for pid, name in sorted(projects.items())) or "none"
+    targets: list[tuple[str, str]] = []
+    if mapping.routing.default_project:
+        targets.append(("zoho.project.default", mapping.routing.default_project))
+    targets += [(f"zoho.project.by_source_project.{k}", v) for k, v in mapping.routing.by_source_project]
+    problems = []
+    for key, project in targets:
+        if project not in projects:
+            message = f"project '{project}' is not a project of Zoho portal {portal} (its projects: {listed})"
+            problems.append(MappingProblem(str(file), _line_of(lines, key), key, message))
     return problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -11,7 +12,8 @@ from sqlalchemy.engine import Engine
 from bridge import store
 from bridge.core.service import SyncService
 from bridge.mapping import MappingRegistry
-from bridge.settings import Settings, load_settings
+from bridge.process.logs import redactor
+from bridge.settings import Settings, SettingsWatcher, load_settings
 from bridge.sources import KNOWN_FIELDS
 from bridge.store import schema as db
 from bridge.targets.zoho.client import ZohoClient
@@ -47,6 +49,24 @@ class Runtime:
     def sync(self) -> SyncService:
         return SyncService(self.settings, self.engine, self.registry, self.zoho)
 
+    @cached_property
+    def watcher(self) -> SettingsWatcher:
+        return SettingsWatcher(self.settings)
+
+    def refresh(self) -> bool:
+        """Take over an accepted `.env` edit (README, "Settings that take effect"): the Zoho client and the sync
+        service are rebuilt with the new settings, the next event uses them. True when something changed."""
+        fresh = self.watcher.check()
+        if fresh is None:
+            return False
+        with _refresh_lock:
+            self.settings = fresh
+            for built in ("zoho", "sync"):
+                self.__dict__.pop(built, None)
+            for secret in fresh.secrets():
+                redactor.add(secret)
+        return True
+
 
 class DatabaseLastGood:
     """The last good text of each mapping file, in the shared database (kv `mapping.last_good.<file>`)."""
@@ -70,4 +90,8 @@ def get_runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         _runtime = Runtime(load_settings())
+    _runtime.refresh()  # one stat of .env: an edit applies from the next task on
     return _runtime
+
+
+_refresh_lock = threading.Lock()

@@ -26,12 +26,21 @@ def finish(conn: Connection, event_id: int, status: str, now: float, *, error: s
 
 
 def add_notes(conn: Connection, event_id: int, notes: list[str]) -> None:
+    """Append notes to the event's, each line once: a retried attempt that notes the same thing again (a
+    skipped attachment, a clamped timestamp) adds nothing."""
     if not notes:
         return
-    old = conn.execute(select(db.events.c.notes).where(db.events.c.id == event_id)).scalar()
-    conn.execute(
-        update(db.events).where(db.events.c.id == event_id).values(notes="; ".join(n for n in (old, *notes) if n))
-    )
+    old = conn.execute(select(db.events.c.notes).where(db.events.c.id == event_id)).scalar() or ""
+    kept = f"; {old}; "
+    added = []
+    for note in notes:
+        if note and f"; {note}; " not in kept:
+            added.append(note)
+            kept += f"{note}; "
+    if added:
+        conn.execute(
+            update(db.events).where(db.events.c.id == event_id).values(notes="; ".join(n for n in (old, *added) if n))
+        )
 
 
 def replace_event(conn: Connection, event_id: int, event: NormalizedEvent) -> None:
@@ -39,7 +48,9 @@ def replace_event(conn: Connection, event_id: int, event: NormalizedEvent) -> No
     conn.execute(
         update(db.events)
         .where(db.events.c.id == event_id)
-        .values(event_json=json.dumps(event.to_json()), notes="; ".join(event.notes) or None)
+        .values(
+            event_json=json.dumps(event.to_json()), notes="; ".join(dict.fromkeys(n for n in event.notes if n)) or None
+        )
     )
 
 

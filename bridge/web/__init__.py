@@ -65,6 +65,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(zoho_hook.bp)  # POST /webhooks/zoho/<token> (bridge/reverse)
     admin.init_app(app, settings)  # /admin: 404 unless ADMIN_TOKEN is set
     register_error_handlers(app)
+
+    @app.before_request
+    def _take_settings_edits() -> None:
+        # An accepted .env edit applies to this process from this request on (README, "Settings that take effect").
+        if runtime.refresh():
+            fresh = runtime.settings
+            app.config["MAX_CONTENT_LENGTH"] = fresh.max_webhook_bytes
+            app.extensions["sources"] = enabled_sources(fresh)
+            admin.configure(app, fresh)
+
     return app
 
 

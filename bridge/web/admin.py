@@ -68,6 +68,16 @@ def session_key(admin_token: str) -> str:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the admin pages; they answer 404 unless ADMIN_TOKEN is set."""
+    configure(app, settings)
+    if settings.admin_token:
+        if len(settings.admin_token) < 24:
+            log.warning("ADMIN_TOKEN is short: use at least 24 random characters (e.g. `openssl rand -hex 24`)")
+        log.info("admin pages enabled at /admin")
+    app.register_blueprint(bp)
+
+
+def configure(app: Flask, settings: Settings) -> None:
+    """The session settings for ADMIN_TOKEN (again after a settings reload: a new token ends every session)."""
     if settings.admin_token:
         app.config.update(
             SECRET_KEY=session_key(settings.admin_token),
@@ -77,10 +87,6 @@ def init_app(app: Flask, settings: Settings) -> None:
             SESSION_COOKIE_PATH="/admin",
             PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
         )
-        if len(settings.admin_token) < 24:
-            log.warning("ADMIN_TOKEN is short: use at least 24 random characters (e.g. `openssl rand -hex 24`)")
-        log.info("admin pages enabled at /admin")
-    app.register_blueprint(bp)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -358,3 +364,194 @@ def mappings() -> str:
         mappings=registry.all(),
         directory=registry.directory,
     )
+
+
+# -- Connect Zoho (the browser flow of `issue-bridge zoho connect`) ------------------------------------------------
+
+CONNECT_SECONDS = 600.0  # a started connect must come back within this (the grant code itself lives a minute)
+CONNECT_KEY = "zoho.connect."  # kv: pending connects by the state's hash; the secret is never in the cookie
+
+
+def _connect_choices() -> list[tuple[str, str, str]]:
+    """(value, label, accounts server): the documented data centres, and the configured server if it is another."""
+    from bridge.targets.zoho import grant as oauth
+
+    settings = _runtime().settings
+    choices = [
+        (dc, f"{region} (accounts.zoho.{dc})", oauth.accounts_url(dc)) for dc, region in oauth.DATA_CENTRES.items()
+    ]
+    if settings.zoho_accounts_url not in [c[2] for c in choices]:
+        choices.insert(0, ("configured", f"as configured ({settings.zoho_accounts_url})", settings.zoho_accounts_url))
+    return choices
+
+
+@bp.get("/zoho")
+def zoho_connect_page() -> Response:
+    from bridge.targets.zoho import grant as oauth
+
+    settings = _runtime().settings
+    choices = _connect_choices()
+    current = oauth.data_centre_of(settings.zoho_accounts_url) or "configured"
+    page = render_template(
+        "admin/zoho.html",
+        choices=choices,
+        current=current,
+        settings=settings,
+        scopes=oauth.SCOPES[settings.zoho_dialect],
+        callback=url_for("admin.zoho_callback", _external=True),
+        connected=None,
+    )
+    response = current_app.make_response(page)
+    # The form posts here, and its answer sends the browser on to the accounts server: allow exactly those.
+    origins = " ".join(sorted({_origin(url) for _, _, url in choices}))
+    response.headers["Content-Security-Policy"] = SECURITY_HEADERS["Content-Security-Policy"].replace(
+        "form-action 'self'", f"form-action 'self' {origins}"
+    )
+    return response
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@bp.post("/zoho/connect")
+def zoho_connect_start() -> Response:
+    """Start the grant: remember the client (server side, keyed by a fresh `state` bound to this admin session)
+    and send the browser to the accounts server's consent page with the dialect's scopes."""
+    from bridge.store.clock import engine_now
+    from bridge.targets.zoho import grant as oauth
+
+    settings = _runtime().settings
+    chosen = next((c for c in _connect_choices() if c[0] == request.form.get("dc")), None)
+    client_id = request.form.get("client_id", "").strip()
+    client_secret = request.form.get("client_secret", "").strip()
+    if chosen is None or not client_id or not client_secret:
+        abort(400, description="Choose a data centre and give the client id and secret.")
+    dc = chosen[0] if chosen[0] != "configured" else None
+    accounts = chosen[2]
+    api_base = oauth.api_base(dc, settings.zoho_dialect) if dc else settings.zoho_api_base
+    state = secrets.token_urlsafe(32)
+    callback = url_for("admin.zoho_callback", _external=True)
+    pending = {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "accounts": accounts,
+        "api_base": api_base,
+        "dc": dc,
+        "redirect_uri": callback,
+        "at": engine_now(_engine()),
+    }
+    store.kv_set(_engine(), CONNECT_KEY + _state_key(state), json.dumps(pending))
+    session["zoho_state"] = state
+    log.info("admin started Connect Zoho", extra={"accounts": accounts})
+    return redirect(oauth.grant_url(accounts, client_id, settings.zoho_dialect, callback, state))
+
+
+def _state_key(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+@bp.get("/zoho/callback")
+def zoho_callback() -> tuple[str, int] | str:
+    """Where the accounts server sends the browser back: the state must be the one this session started (once),
+    then the code is exchanged, the refresh token stored in the home's .env and the portals listed."""
+    from bridge.settings import env_file, write_env_values
+    from bridge.store.clock import engine_now
+    from bridge.targets.zoho import grant as oauth
+
+    state = request.args.get("state", "")
+    expected = str(session.pop("zoho_state", ""))
+    if not state or not expected or not hmac.compare_digest(state.encode(), expected.encode()):
+        log.warning("Connect Zoho callback refused: state not started by this session", extra={"path": request.path})
+        abort(400, description="This Connect Zoho answer was not started from this admin session: start again.")
+    key = CONNECT_KEY + _state_key(state)
+    raw = store.kv_get(_engine(), key)
+    store.kv_set(_engine(), key, "")  # once only
+    pending = json.loads(raw) if raw else None
+    if not pending or engine_now(_engine()) - float(pending["at"]) > CONNECT_SECONDS:
+        abort(400, description="This Connect Zoho attempt expired: start again.")
+    if request.args.get("error"):
+        return _connect_result(error=f"Zoho answered {request.args['error']}: the access was not granted."), 400
+    accounts = pending["accounts"]
+    server = request.args.get("accounts-server", "")
+    if server and oauth.is_zoho_accounts(server):  # the person's own data centre (seed 001:254-256)
+        accounts = server
+    try:
+        granted = oauth.exchange_code(
+            accounts,
+            pending["client_id"],
+            pending["client_secret"],
+            request.args.get("code", ""),
+            redirect_uri=pending["redirect_uri"],
+            data_centre=pending["dc"],
+        )
+    except oauth.GrantError as exc:
+        return _connect_result(error=str(exc)), 400
+    settings = _runtime().settings
+    values = {
+        "ZOHO_CLIENT_ID": pending["client_id"],
+        "ZOHO_CLIENT_SECRET": pending["client_secret"],
+        "ZOHO_REFRESH_TOKEN": granted.refresh_token,
+        "ZOHO_ACCOUNTS_URL": accounts,
+        "ZOHO_API_BASE": pending["api_base"],
+    }
+    path = env_file(settings)
+    try:
+        write_env_values(path, values)
+    except OSError as exc:
+        error = f"cannot write {path} ({exc.strerror}): run `issue-bridge zoho connect` on the host instead"
+        return _connect_result(error=error), 500
+    log.info("admin connected Zoho", extra={"accounts": accounts, "env": str(path)})
+    live = settings.with_overrides(
+        zoho_client_id=pending["client_id"],
+        zoho_client_secret=pending["client_secret"],
+        zoho_refresh_token=granted.refresh_token,
+        zoho_accounts_url=accounts,
+        zoho_api_base=pending["api_base"],
+    )
+    portals = _portals(live)
+    session["zoho_portals"] = [pid for pid, _ in portals]
+    if len(portals) == 1:
+        write_env_values(path, {"ZOHO_PORTAL_ID": portals[0][0]})
+    missing = oauth.missing_scopes(granted.scope, settings.zoho_dialect)
+    return _connect_result(path=str(path), portals=portals, chosen=portals[0][0] if len(portals) == 1 else None,
+                           missing=missing)  # fmt: skip
+
+
+def _portals(settings: Settings) -> list[tuple[str, str]]:
+    from bridge.targets.zoho.client import ZohoClient
+    from bridge.targets.zoho.errors import ZohoError
+
+    try:
+        found = ZohoClient(settings, _engine()).portals()
+    except ZohoError as exc:
+        log.warning("Connect Zoho: portals not listed: %s", exc.reason)
+        return []
+    out = []
+    for portal in found:
+        ids = [str(portal[k]) for k in ("id", "id_string", "zsoid") if portal.get(k) not in (None, "")]
+        if ids:
+            out.append((ids[0], str(portal.get("portal_name") or portal.get("name") or "")))
+    return out
+
+
+def _connect_result(**values: Any) -> str:
+    values.setdefault("error", None)
+    return render_template("admin/zoho.html", connected=values, choices=[], current=None, scopes=(), callback="")
+
+
+@bp.post("/zoho/portal")
+def zoho_portal() -> Response:
+    """Pick the portal when the connected account has several (only one the callback listed)."""
+    from bridge.settings import env_file, write_env_values
+
+    portal = request.form.get("portal", "")
+    if portal not in session.get("zoho_portals", []):
+        abort(400, description="Not one of the portals Zoho listed: connect again.")
+    write_env_values(env_file(_runtime().settings), {"ZOHO_PORTAL_ID": portal})
+    session.pop("zoho_portals", None)
+    flash(f"ZOHO_PORTAL_ID is now {portal}.")
+    return redirect(url_for("admin.zoho_connect_page"))

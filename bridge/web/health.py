@@ -21,6 +21,7 @@ from bridge.process import metrics
 from bridge.store import schema as db
 
 bp = Blueprint("health", __name__)
+MAPPINGS_RECHECK_SECONDS = 2.0  # how often /readyz, /metrics look for mapping edits (the workers look per event)
 
 
 @dataclass
@@ -53,7 +54,7 @@ def check_readiness(runtime: Any, celery: Any) -> Readiness:
         ready.reasons.append("broker: unreachable: deliveries are stored and processed when it is back")
         ready.details.append(f"broker: {type(exc).__name__}: {exc}")
     registry = runtime.registry
-    registry.reload_if_changed()
+    registry.reload_if_due(MAPPINGS_RECHECK_SECONDS)  # anyone may call /readyz: never a reload per request
     in_force = {Path(m.path).name for m in registry.all()}
     mappings_dir = Path(runtime.settings.mappings_dir)
     for file, problems in sorted(registry.problems.items()):

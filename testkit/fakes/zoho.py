@@ -50,7 +50,7 @@ import traceback
 from collections import deque
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from bridge.targets.zoho import calls as zoho_calls
 from testkit.fakes.server import FakeServer
@@ -372,6 +372,7 @@ class FakeZoho(AttachmentsFake, FakeServer):
         v3_limit=None,
         v3_window=120.0,
         block_seconds=1800.0,
+        redirect_uris=(),
     ):
         variants = dict(custom_field=custom_field, filter_api_name=filter_api_name, status_key=status_key)
         variants["date_only_due"] = date_only_due
@@ -385,6 +386,9 @@ class FakeZoho(AttachmentsFake, FakeServer):
         self.portal_id = str(portal_id)
         self.projects = {str(k): dict(v) for k, v in (projects or DEFAULT_PROJECTS).items()}
         self.client_id, self.client_secret, self.refresh_token = client_id, client_secret, refresh_token
+        # OAuth grant (seed 001:126-493): the client's registered redirect URIs, grant codes, refresh tokens issued
+        self.redirect_uris = tuple(redirect_uris)
+        self._grants, self._refresh_tokens, self._deny_consent = {}, {refresh_token: ""}, False
         self.token_ttl_seconds = token_ttl_seconds
         self.custom_fields = tuple(custom_fields)
         self.rate_limit_per_minute = rate_limit_per_minute
@@ -581,9 +585,77 @@ class FakeZoho(AttachmentsFake, FakeServer):
         return status, payload, out
 
     # ------------------------------------------------------------------ OAuth (seed 001 lines 126-493)
+    def self_client_code(self, scopes, ttl_seconds=120.0) -> str:
+        """The Self Client console's "Generate Code" (seed 001:285-296): a grant code for ``scopes`` (a list or a
+        comma-separated string), valid once for ``ttl_seconds`` (the console offers 3 to 10 minutes; 2 by
+        default, seed 001:479), bound to no redirect URI. Invalid scopes raise ValueError ('Enter a valid scope')."""
+        scope = ",".join(scopes) if isinstance(scopes, list | tuple) else str(scopes)
+        if self._bad_scope(scope):
+            raise ValueError(f"Enter a valid scope: {scope!r}")
+        return self._new_grant(scope, redirect_uri=None, ttl=ttl_seconds, offline=True)
+
+    def expire_grant_codes(self) -> None:
+        """Every grant code issued so far expires now (as if its minutes had passed)."""
+        with self._lock:
+            for grant in self._grants.values():
+                grant["expires"] = 0.0
+
+    def deny_next_consent(self) -> None:
+        """The next person at the consent page clicks Reject: the redirect carries ``error=access_denied``."""
+        with self._lock:
+            self._deny_consent = True
+
+    @staticmethod
+    def _bad_scope(scope: str) -> bool:
+        names = [s.strip() for s in scope.split(",")]
+        pattern = re.compile(r"^Zoho[A-Za-z]+\.[A-Za-z_]+\.(ALL|READ|CREATE|UPDATE|DELETE)$")
+        return not names or any(not pattern.match(n) for n in names)
+
+    def _new_grant(self, scope, *, redirect_uri, ttl, offline) -> str:
+        code = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+        with self._lock:
+            self._grants[code] = dict(scope=scope, redirect_uri=redirect_uri, expires=time.time() + ttl)
+            self._grants[code].update(offline=offline, used=False)
+        return code
+
+    def _authorize(self, method, query):
+        """``GET {accounts}/oauth/v2/auth?scope&client_id&response_type=code&access_type&redirect_uri[&state]``
+        (seed 001:214-262): the person logs in and accepts (this fake accepts at once, unless told to reject), and
+        the browser is sent to ``redirect_uri`` with ``code``, ``location``, ``accounts-server`` (and ``state``).
+        A redirect-flow grant code is valid once, for one minute (seed 001:379). Errors (seed 001:264-281) are
+        shown by Accounts itself, never sent to the redirect URI."""
+        if method != "GET":
+            return 405, {"error": "invalid_request", "error_description": "use GET"}, {}
+        q = {k: v[-1] for k, v in query.items()}
+        if q.get("response_type") != "code":
+            return 400, {"error": "ERROR_invalid_response_type"}, {}
+        if q.get("client_id") != self.client_id:
+            return 400, {"error": "ERROR_invalid_client"}, {}
+        redirect_uri = q.get("redirect_uri", "")
+        if redirect_uri not in self.redirect_uris:
+            return 400, {"error": "ERROR_invalid_redirect_uri"}, {}
+        if self._bad_scope(q.get("scope", "")):
+            return 400, {"error": "ERROR_invalid_scope"}, {}
+        with self._lock:
+            denied, self._deny_consent = self._deny_consent, False
+        answer = {"error": "access_denied"} if denied else {}
+        if not denied:
+            offline = q.get("access_type", "online") == "offline"
+            code = self._new_grant(q["scope"], redirect_uri=redirect_uri, ttl=60.0, offline=offline)
+            answer = {"code": code, "location": "us", "accounts-server": self.base_url}
+        if "state" in q:
+            answer["state"] = q["state"]
+        separator = "&" if "?" in redirect_uri else "?"
+        return 302, None, {"Location": redirect_uri + separator + urlencode(answer)}
+
     def _oauth(self, method, path, query, raw, ctype):
-        """``POST /oauth/v2/token?grant_type=refresh_token&client_id&client_secret&refresh_token`` (seed 001
-        lines 430-460); parameters may also come as an urlencoded form body. Zoho answers errors with 200."""
+        """``POST /oauth/v2/token`` with ``grant_type=refresh_token`` (seed 001 lines 430-460) or
+        ``authorization_code`` (lines 330-420); parameters may come in the query or an urlencoded form body.
+        Zoho answers errors with 200 and ``{"error": …}``: ``invalid_client`` for a wrong client id or secret
+        (or another data centre's), ``invalid_code`` for an expired, used or unknown grant code or refresh token,
+        ``invalid_redirect_uri`` for a redirect URI other than the grant's."""
+        if path.rstrip("/") == "/oauth/v2/auth":
+            return self._authorize(method, query)
         if path.rstrip("/") != "/oauth/v2/token":
             return 404, {"error": "invalid_request", "error_description": "unknown accounts URL"}, {}
         if method != "POST":
@@ -593,10 +665,35 @@ class FakeZoho(AttachmentsFake, FakeServer):
             params.update({k: v[-1] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()})
         if params.get("client_id") != self.client_id or params.get("client_secret") != self.client_secret:
             return 200, {"error": "invalid_client"}, {}
-        if params.get("grant_type") != "refresh_token":
+        grant_type = params.get("grant_type")
+        if grant_type == "authorization_code":
+            return self._exchange_code(params)
+        if grant_type != "refresh_token":
             return 200, {"error": "unsupported_grant_type"}, {}
-        if params.get("refresh_token") != self.refresh_token:
+        with self._lock:
+            known = params.get("refresh_token") in self._refresh_tokens
+        if not known:
             return 200, {"error": "invalid_code"}, {}
+        return self._access_token(scope=SCOPE)
+
+    def _exchange_code(self, params):
+        now = time.time()
+        with self._lock:
+            grant = self._grants.get(params.get("code", ""))
+            if grant is None or grant["used"] or grant["expires"] <= now:
+                return 200, {"error": "invalid_code"}, {}
+            if grant["redirect_uri"] is not None and params.get("redirect_uri") != grant["redirect_uri"]:
+                return 200, {"error": "invalid_redirect_uri"}, {}
+            grant["used"] = True
+        status, answer, headers = self._access_token(scope=grant["scope"].replace(",", " "), refresh=False)
+        if "access_token" in answer and grant["offline"]:
+            refresh = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+            with self._lock:
+                self._refresh_tokens[refresh] = grant["scope"]
+            answer["refresh_token"] = refresh
+        return status, answer, headers
+
+    def _access_token(self, scope, refresh=True):
         now = time.time()
         with self._lock:
             while self._issued and now - self._issued[0] >= TOKEN_WINDOW_SECONDS:
@@ -605,9 +702,9 @@ class FakeZoho(AttachmentsFake, FakeServer):
                 self._refreshes_denied += 1
                 return 200, {"error": "Access Denied", "error_description": ACCESS_DENIED}, {}
             self._issued.append(now)
-            self._refreshes += 1
+            self._refreshes += int(refresh)  # token_refreshes counts refresh-token grants only
             tok = self.mint_token()
-        answer = dict(access_token=tok, scope=SCOPE, api_domain=API_DOMAIN, token_type="Bearer")
+        answer = dict(access_token=tok, scope=scope, api_domain=API_DOMAIN, token_type="Bearer")
         return 200, {**answer, "expires_in": self.token_ttl_seconds}, {}
 
     # ------------------------------------------------------------------ API pipeline

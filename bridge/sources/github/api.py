@@ -168,9 +168,10 @@ class GitHubClient:
     def _wait(self, seconds: float, why: str) -> None:
         if seconds > self.max_wait:
             raise SourceUnavailable(f"{why}: would wait {seconds:.0f}s (over {self.max_wait:.0f}s)", seconds)
-        log.warning("waiting %.1fs: %s", seconds, why)
-        if self.on_wait is not None:
+        if self.on_wait is not None:  # the caller reports the wait itself (the CLI prints it): once is enough
             self.on_wait(seconds, why)
+        else:
+            log.warning("waiting %.1fs: %s", seconds, why)
         self.waited += seconds
         self.sleep(seconds)
 
