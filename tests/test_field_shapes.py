@@ -128,7 +128,7 @@ def test_a_real_github_delivery_with_a_title_of_the_wrong_shape_is_refused(value
     payload = json.loads((FIXTURES / "github" / "issues.opened.json").read_text())
     payload["issue"]["title"] = value
     body, headers = github_request(GITHUB_SECRET, "issues", payload)
-    with pytest.raises(BadDelivery, match="issue.title: expected text"):
+    with pytest.raises(BadDelivery, match=r"issue\.title: expected text"):
         GitHubSource(GITHUB_SECRET).parse(body, headers)
 
 

@@ -37,7 +37,7 @@ from bridge.mapping import MappingRegistry
 from bridge.mapping.engine import apply_map
 from bridge.mapping.model import IssueDraft, Mapping
 from bridge.settings import Settings
-from bridge.sources.writers import writer_for
+from bridge.sources.writers import WriteRefused, writer_for
 from bridge.store import Link
 from bridge.store import reverse as state
 from bridge.store import schema as db
@@ -242,6 +242,9 @@ def apply_zoho_status(
         return False
     try:
         done = writer.apply(link, link.last_fields or {}, actions)
+    except WriteRefused as exc:  # the source refuses this write for what it says: reported, never repeated
+        log.warning("reverse action refused: %s", exc.reason, extra={"item": link.item_key, "source": link.source})
+        return False
     except Exception:
         # Not applied: forget that we saw it, so the next look tries again.
         state.set_zoho_status(engine, link.source, link.external_id, last_seen or "")
