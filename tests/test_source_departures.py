@@ -19,8 +19,11 @@ from bridge.backfill.runner import Batch
 from bridge.core import zoho_poll as poll
 from bridge.events import SourceUnavailable
 from bridge.outbound.budget import Budgets
+from bridge.outbound.errors import LimitWait
 from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
+from bridge.sources.bugherd.api import BugHerdClient
+from bridge.sources.bugherd.backfill import BugHerdReader
 from bridge.sources.bugzilla.api import BugzillaClient
 from bridge.sources.bugzilla.backfill import BugzillaReader
 from bridge.sources.bugzilla.poller import PollConfig, load_mark, poll_bugzilla
@@ -32,7 +35,15 @@ from bridge.sources.writers import hidden_marker, writer_for
 from bridge.store import Link
 from bridge.store import schema as db
 from testkit.factories import BASE_TIME, github_request
-from testkit.factories_trackers import BUGZILLA_SECRET, bugzilla_bug, bugzilla_event, encode
+from testkit.factories_trackers import (
+    BUGZILLA_SECRET,
+    bugherd_comment,
+    bugherd_task,
+    bugzilla_bug,
+    bugzilla_event,
+    encode,
+)
+from testkit.fakes.bugherd import FakeBugHerd
 from testkit.fakes.bugzilla import API_KEY, FakeBugzilla
 from testkit.fakes.github import TOKEN, FakeGitHub
 from testkit.fakes.zoho import FakeZoho
@@ -170,3 +181,37 @@ def test_a_backfilled_github_issue_is_exactly_what_a_webhook_of_the_same_state_b
     webhook = GitHubSource("s").parse(body, headers)
     assert backfilled.fields == webhook.fields and backfilled.identity == webhook.identity
     assert backfilled.fields["repository_id"] is not None
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(403, 120), (429, None)])
+def test_a_github_secondary_limit_on_a_write_is_a_wait_then_the_comment_is_posted_once(
+    tmp_path, engine, status, retry_after
+):
+    """Was: a Retry-After over 60 s failed the back-link's attempt."""
+    settings = load_settings(in_process_env(tmp_path, FakeZoho(), "github", GITHUB_TOKEN=TOKEN))
+    with FakeGitHub() as github:
+        github.add_issue("acme/web", 7)
+        settings = dataclasses.replace(settings, github_api_url=github.base_url)
+        writer = writer_for("github", settings, engine, budgets=Budgets(engine))
+        assert writer is not None
+        github.secondary_limit_next(1, retry_after, status)
+        with pytest.raises(LimitWait) as wait:
+            writer.post_comment(GH_LINK, GH_FIELDS, "Tracked in Zoho as EC1-I4", "backlink")
+        assert wait.value.retry_after == (retry_after or 60.0) and github.comments_of("acme/web", 7) == []
+        Budgets(engine).unblock("github")  # the wait is over
+        writer.post_comment(GH_LINK, GH_FIELDS, "Tracked in Zoho as EC1-I4", "backlink")
+        assert len(github.comments_of("acme/web", 7)) == 1
+
+
+def test_the_bugherd_backfill_reads_every_task_and_comment_whatever_the_shapes(engine):
+    for shapes in ("wrapped", "bare"):
+        with FakeBugHerd(shapes=shapes, comment_page_size=2, burst=False) as bugherd:
+            for n in range(1, 4):
+                task = bugherd_task(task_id=41_000_000 + n, local_task_id=n)
+                bugherd.put_task(task)
+                for c in range(3):  # two pages of two, one short page with more to come per the count
+                    bugherd.put_comment(task["id"], bugherd_comment(comment_id=18_000_000 + 10 * n + c, task=task))
+            client = BugHerdClient(bugherd.api_key, budgets=Budgets(engine), base_url=bugherd.base_url, hold=30.0)
+            items = [item for batch in _read(BugHerdReader(client, 77120)) for item in batch.items]
+        assert sorted(item.item_key for item in items) == [str(41_000_000 + n) for n in range(1, 4)], shapes
+        assert all(len(item.events) == 4 for item in items), shapes  # the task and its three comments

@@ -4,8 +4,9 @@ Serves `GET /rest/bug/{id}`, `GET /rest/bug/{id}/comment` (`new_since`: strictly
 `GET /rest/bug` with `last_change_time` (modified at that time or later), `product` (repeatable), `component`,
 `limit` (replaced by the installation's maximum `max_limit` when higher, 003:1563-1567; 0 means all, capped
 too, as real installations do), `offset` and `include_fields`. Seed 003 documents no `order`: the fake
-ignores it and answers in its own `order` (variants: "changed": by last change, then id; "id": by bug id;
-"newest": newest change first), so a client that relies on an order meets one it did not ask for.
+ignores it and answers in its own `order` ("id", the default: by bug id, as a search with no order comes back;
+variants "changed": by last change, then id; "newest": newest change first), so a client that relies on an
+order meets one it did not ask for.
 The API key must come in the `X-BUGZILLA-API-KEY` header (or `api_key`); else 401.
 Times are REST-style UTC with `Z`, one-second precision. Every request is checked against the bridge's
 declared Bugzilla calls.
@@ -101,7 +102,7 @@ class FakeBugzilla(FakeServer):
 
     tables = (TABLE,)
 
-    def __init__(self, *, api_key: str = API_KEY, max_limit: int = 0, order: str = "changed") -> None:
+    def __init__(self, *, api_key: str = API_KEY, max_limit: int = 0, order: str = "id") -> None:
         if order not in ("changed", "id", "newest"):
             raise ValueError(f"order: changed, id or newest, not {order!r}")
         self.api_key = api_key
