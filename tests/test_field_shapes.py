@@ -112,6 +112,7 @@ def test_a_bugzilla_field_that_is_not_text_nor_named_is_refused_naming_it(field,
         ("title", 42, "issue.title: expected text, got a number"),
         ("body", {"markdown": "x"}, "issue.body: expected text, got an object"),
         ("state", ["open"], "issue.state: expected text, got a list"),
+        ("assignees", 1, "issue.assignees: expected a list"),  # found by tests/test_fuzz_parsers.py
     ],
 )
 def test_a_github_text_field_that_is_not_text_is_refused_naming_it(field, value, named):

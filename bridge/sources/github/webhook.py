@@ -210,9 +210,10 @@ def issue_fields(issue: dict[str, Any], repository: Any) -> dict[str, Any]:
     labels = issue.get("labels") or []
     if not isinstance(labels, list):
         raise BadDelivery("issue.labels: expected a list")
-    assignees = [
-        text_field("issue.assignees.login", a.get("login")) for a in issue.get("assignees") or [] if isinstance(a, dict)
-    ]
+    people = issue.get("assignees") or []
+    if not isinstance(people, list):
+        raise BadDelivery("issue.assignees: expected a list")
+    assignees = [text_field("issue.assignees.login", a.get("login")) for a in people if isinstance(a, dict)]
     assignee = issue.get("assignee") if isinstance(issue.get("assignee"), dict) else None
     milestone = issue.get("milestone") if isinstance(issue.get("milestone"), dict) else None
     user = issue.get("user") if isinstance(issue.get("user"), dict) else {}
