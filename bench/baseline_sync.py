@@ -176,7 +176,7 @@ class SyncService:
         """Ask the source for what the delivery lacked (a private Bugzilla bug), when it can be asked."""
         if ev.event.has_state:
             return ev
-        completed = sources.enrich(self.settings, ev.event)
+        completed = sources.enrich(self.settings, ev.event, self.engine)
         if completed is ev.event:
             return ev
         store.replace_event(self.engine, ev.id, completed)

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from bridge.backfill import list_backfills, run_backfill
-from bridge.sources.bugherd.api import BugHerdClient, TokenBucket
+from bridge.outbound.budget import Budgets, Limit
+from bridge.sources.bugherd.api import BugHerdClient
 from bridge.sources.bugherd.backfill import BugHerdReader
 from testkit.factories import issues_event
 from testkit.factories_trackers import bugherd_comment, bugherd_task
@@ -89,8 +90,8 @@ def test_github_300_issues_900_comments_interrupted_resumed_rerun_and_live_laten
             _live_latency(stack, zoho, 8999)  # warm-up: the first call also fetches the Zoho token and options
             baseline = sorted(_live_latency(stack, zoho, 9000 + i) for i in range(5))
 
-            # Interrupted half way: GitHub stalls after the first page; Ctrl-C while it does.
-            github.hold_after(1)
+            # Interrupted half way: GitHub stalls after the repository and the first page; Ctrl-C while it does.
+            github.hold_after(2)
             first = _cli(stack, "github", "--repo", "acme/web", "--state", "all")
             wait_for(
                 lambda: list_backfills(stack.engine) and list_backfills(stack.engine)[0]["items_read"] == 100,
@@ -179,17 +180,19 @@ def test_bugzilla_100_bugs_and_their_comments_once(tmp_path, zoho):
 
 
 def test_bugherd_100_tasks_and_their_comments_once(tmp_path, zoho):
-    with FakeBugHerd() as bugherd:
+    with FakeBugHerd(burst=False) as bugherd:
         for n in range(1, 101):
             task = bugherd_task(task_id=41_000_000 + n, project_id=77120, local_task_id=n, title=f"Old task {n}")
             bugherd.put_task(task)
             bugherd.put_comment(task["id"], bugherd_comment(comment_id=18_000_000 + n, commented=300 + n, task=task))
         stack = _stack(tmp_path, zoho, BUGHERD_API_KEY=BUGHERD_KEY, BUGHERD_API_URL=bugherd.base_url)
         try:
-            # The reader runs in this process with a faster token bucket than BugHerd's 60 a minute (that pacing
-            # has its own test): 100 tasks would otherwise take 100 s of the suite. Workers are real processes.
+            # The reader runs in this process with a faster budget than BugHerd's 60 a minute (that pacing has its
+            # own tests): 100 tasks would otherwise take 200 s of the suite. Workers are real processes.
             settings = stack.settings
-            client = BugHerdClient(BUGHERD_KEY, base_url=bugherd.base_url, limiter=TokenBucket(rate=50, capacity=10))
+            budgets = Budgets(stack.engine)
+            client = BugHerdClient(BUGHERD_KEY, budgets=budgets, base_url=bugherd.base_url, hold=60.0)
+            budgets.register(Limit("bugherd", count=3000, window=60.0, burst=10))
             result = run_backfill(stack.engine, settings, BugHerdReader(client, 77120))
             assert result.progress.items_read == 100 and result.progress.total == 100
             stack.wait_idle(120)
@@ -205,15 +208,3 @@ def test_bugherd_100_tasks_and_their_comments_once(tmp_path, zoho):
             assert _zoho_writes(zoho) == writes
         finally:
             stack.stop()
-
-
-def test_bugherd_client_keeps_to_60_requests_a_minute():
-    with FakeBugHerd() as bugherd:
-        bugherd.rate_limit = 60
-        client = BugHerdClient(BUGHERD_KEY, base_url=bugherd.base_url, limiter=TokenBucket())
-        started = time.monotonic()
-        for _ in range(14):
-            client.tasks_page(77120)
-        elapsed = time.monotonic() - started
-    assert elapsed >= 3.5  # a burst of 10, then one a second
-    assert not [r for r in bugherd.requests if r.get("status") == 429]

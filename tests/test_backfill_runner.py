@@ -15,6 +15,7 @@ from bridge import store
 from bridge.backfill import feeder, list_backfills, run_backfill
 from bridge.backfill.runner import COMMENT_COST, CREATE_COST
 from bridge.cli import main
+from bridge.outbound.budget import Budgets
 from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.sources.github.api import GitHubClient
@@ -62,7 +63,7 @@ def runtime_for(tmp_path, zoho, github, **extra) -> Runtime:
 
 
 def backfill(runtime: Runtime, github: FakeGitHub, **kwargs):
-    client = GitHubClient(TOKEN, base_url=github.base_url, sleep=lambda s: None)
+    client = GitHubClient(TOKEN, budgets=Budgets(runtime.engine), base_url=github.base_url)
     filters = {k: kwargs.pop(k) for k in ("state", "since", "labels") if k in kwargs}
     reader = GitHubReader(client, runtime.engine, REPO, **filters)
     return run_backfill(runtime.engine, runtime.settings, reader, **kwargs), client
@@ -190,7 +191,8 @@ class Interrupting(GitHubClient):
 def test_interrupted_then_resumed_ends_in_the_same_state(tmp_path, zoho, github):
     populate(github, issues=250, comments_each=1, prs=3)
     runtime = runtime_for(tmp_path, zoho, github)
-    client = Interrupting(TOKEN, base_url=github.base_url, sleep=lambda s: None, stop_at=2)
+    # call 1 reads the repository, call 2 the first page of issues: Ctrl-C on the second page
+    client = Interrupting(TOKEN, budgets=Budgets(runtime.engine), base_url=github.base_url, stop_at=3)
     reader = GitHubReader(client, runtime.engine, REPO, state="all")
     with pytest.raises(KeyboardInterrupt):
         run_backfill(runtime.engine, runtime.settings, reader)
@@ -199,7 +201,8 @@ def test_interrupted_then_resumed_ends_in_the_same_state(tmp_path, zoho, github)
     drain(runtime)  # the workers went on with what was stored
     assert len(zoho.issues(WEB)) == 100
 
-    fresh = GitHubReader(GitHubClient(TOKEN, base_url=github.base_url), runtime.engine, REPO, state="all")
+    client = GitHubClient(TOKEN, budgets=Budgets(runtime.engine), base_url=github.base_url)
+    fresh = GitHubReader(client, runtime.engine, REPO, state="all")
     result = run_backfill(runtime.engine, runtime.settings, fresh, resume=True)
     assert result.backfill_id == row["id"]
     pages = [c for c in github.calls("/repos/acme/web/issues") if c["path"].endswith("/issues")]

@@ -197,7 +197,7 @@ def github_cases() -> list[Case]:
             "state_reason-infinity",
             _json(opened).replace(b'"author_association"', INFINITY),
             400,
-            "finite",
+            "issue.state_reason: expected text",
         ),
         gh("number-nan", _json(opened).replace(b'"number": 1,', b'"number": NaN,'), 400, "issue.number"),
         gh("nested-100k", b"[" * DEEP + b"]" * DEEP, 400, "nested"),

@@ -14,10 +14,14 @@ import pytest
 
 from bridge import store
 from bridge.events import SourceUnavailable
+from bridge.outbound.budget import Budgets
+from bridge.outbound.errors import LimitWait
 from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.sources.bugzilla import api as bugzilla_api
 from bridge.sources.bugzilla.webhook import PRIVATE_BUG_NOTE, BugzillaSource
+from bridge.sources.http import SourceBusy
+from bridge.store import schema as db
 from testkit.factories_trackers import BUGZILLA_SECRET, bugzilla_bug, bugzilla_event, encode
 from testkit.fakes.bugzilla import API_KEY, FakeBugzilla
 from testkit.fakes.zoho import FakeZoho
@@ -117,7 +121,8 @@ def test_an_unknown_bug_is_a_note(tmp_path, zoho, bz):
 
 def test_bugzilla_down_defers_the_event_and_it_syncs_later(tmp_path, zoho, bz):
     bz.put_bug(2, changed=5, summary="Fetched once Bugzilla is back")
-    env = make_env(tmp_path, zoho, BUGZILLA_URL=bz.base_url, BUGZILLA_API_KEY=API_KEY)
+    # a lease of 3 s: the item waits in place at most 1 s, less than the breaker's first pause
+    env = make_env(tmp_path, zoho, BUGZILLA_URL=bz.base_url, BUGZILLA_API_KEY=API_KEY, ITEM_LEASE_SECONDS="3")
     runtime = Runtime(load_settings(env))
     event_id = deliver(runtime, private_modify())
     bz.fail_next(1, 503)
@@ -129,22 +134,49 @@ def test_bugzilla_down_defers_the_event_and_it_syncs_later(tmp_path, zoho, bz):
     assert [i["name"] for i in zoho.issues()] == ["Fetched once Bugzilla is back"]
 
 
-def test_client_errors(bz):
-    client = bugzilla_api.BugzillaClient(bz.base_url, API_KEY)
+@pytest.fixture
+def budgets(tmp_path):
+    engine = db.make_engine(f"sqlite:///{tmp_path}/b.db")
+    db.ensure_schema(engine)
+    yield Budgets(engine)
+    engine.dispose()
+
+
+def test_client_errors(bz, budgets):
+    client = bugzilla_api.BugzillaClient(bz.base_url, API_KEY, budgets=budgets, hold=0.0)
     bz.fail_next(1, 429)
-    with pytest.raises(SourceUnavailable) as info:
+    with pytest.raises(SourceBusy) as info:  # a wait for every process, never an attempt
         client.bug(1)
-    assert info.value.retry_after == 7.0
+    assert isinstance(info.value, LimitWait) and info.value.retry_after == 7.0
+    budgets.unblock("bugzilla")
     with pytest.raises(bugzilla_api.BugzillaError, match="not found"):
         client.bug(1)
-    dead = bugzilla_api.BugzillaClient("http://127.0.0.1:9", API_KEY)
-    with pytest.raises(SourceUnavailable, match="unreachable"):
+    dead = bugzilla_api.BugzillaClient("http://127.0.0.1:9", API_KEY, budgets=budgets, hold=0.0)
+    with pytest.raises(SourceUnavailable, match="did not answer") as down:
         dead.bug(1)
+    assert not isinstance(down.value, LimitWait)
+    assert down.value.retry_after == pytest.approx(2.0, abs=0.5)  # the breaker's first pause
 
 
-def test_rest_fields_match_the_webhook_fields(bz):
+def test_a_503_with_retry_after_blocks_and_is_waited_out(bz, budgets):
+    bz.put_bug(7, changed=3)
+    bz.fail_next(1, 503, retry_after=1)
+    client = bugzilla_api.BugzillaClient(bz.base_url, API_KEY, budgets=budgets, hold=5.0)
+    assert client.bug(7)["id"] == 7 and len(bz.calls("/rest/bug/7")) == 2
+
+
+def test_a_put_is_never_repeated_after_a_5xx(bz, budgets):
+    bz.put_bug(7, changed=3)
+    bz.fail_next(1, 502)
+    client = bugzilla_api.BugzillaClient(bz.base_url, API_KEY, budgets=budgets, hold=30.0)
+    with pytest.raises(SourceUnavailable, match="not repeated"):
+        client.update(7, {"comment": {"body": "Tracked in EC1-I4"}})
+    assert [c["path"] for c in bz.calls()] == ["/rest/bug/7"]
+
+
+def test_rest_fields_match_the_webhook_fields(bz, budgets):
     bz.put_bug(7, changed=3, summary="Same names", status="RESOLVED", resolution="FIXED", keywords=["perf"])
-    client = bugzilla_api.BugzillaClient(bz.base_url, API_KEY)
+    client = bugzilla_api.BugzillaClient(bz.base_url, API_KEY, budgets=budgets)
     fields = bugzilla_api.fields_of(client.bug(7), "https://bugzilla.example.org", "desc")
     assert fields["status_resolution"] == "RESOLVED/FIXED"
     assert fields["keywords_and_type"] == ["perf", "defect"]

@@ -166,11 +166,11 @@ def test_a_failure_mid_poll_keeps_the_mark_and_the_retry_stores_nothing_twice(tm
             poll_bugzilla(runtime.engine, runtime.settings, config)
     finally:
         polling.BugzillaClient.search = real_search
-    assert sum(stored_keys(runtime).values()) == 2
+    assert sum(stored_keys(runtime).values()) == 0  # every page is read before anything is stored
     assert load_mark(runtime.engine, "Firefox") is None  # not advanced
     runtime = runtime_for(tmp_path, zoho, bz)  # and a restart on top
     fed = poll_bugzilla(runtime.engine, runtime.settings, config)
-    assert {item for _, item in fed} == {"3", "4", "5"}
+    assert {item for _, item in fed} == {"1", "2", "3", "4", "5"}
     keys = stored_keys(runtime)
     assert sum(keys.values()) == 5 and max(keys.values()) == 1
 
@@ -178,11 +178,13 @@ def test_a_failure_mid_poll_keeps_the_mark_and_the_retry_stores_nothing_twice(tm
 def test_bugzilla_down_raises_source_unavailable_and_moves_nothing(tmp_path, zoho, bz):
     bz.put_bug(1, changed=1)
     runtime = runtime_for(tmp_path, zoho, bz)
-    bz.fail_next(1, 503)
+    config = PollConfig(products=("Firefox",), start=BASE_TIME, interval=10.0)  # waits in place up to 5 s
+    bz.fail_next(2, 503)  # the breaker's pauses: 2 s (the search is repeated), then 4 s (more than is left)
     with pytest.raises(SourceUnavailable):
-        poll_bugzilla(runtime.engine, runtime.settings, CONFIG)
+        poll_bugzilla(runtime.engine, runtime.settings, config)
     assert load_mark(runtime.engine, "Firefox") is None and not stored_keys(runtime)
-    assert poll_bugzilla(runtime.engine, runtime.settings, CONFIG) == {("bugzilla", "1")}
+    assert len(bz.calls("/rest/bug")) == 2
+    assert poll_bugzilla(runtime.engine, runtime.settings, config) == {("bugzilla", "1")}
 
 
 def test_without_credentials_or_products_polling_does_nothing(tmp_path, zoho, bz):

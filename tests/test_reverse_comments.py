@@ -24,9 +24,10 @@ TASK = 41000217
 KEYS = "\nreverse:\n  status:\n    Closed: {status: closed}\n  comments: true\n"
 
 
-@pytest.fixture
-def world(tmp_path):
-    zoho, bugherd = FakeZoho().start(), FakeBugHerd().start()
+@pytest.fixture(params=["wrapped", "bare"])
+def world(tmp_path, request):
+    # BugHerd's answers with the seed's wrappers, and bare (002 shows none for a task or the comment list)
+    zoho, bugherd = FakeZoho().start(), FakeBugHerd(shapes=request.param).start()
     bugherd.put_task(bugherd_task(status="doing", updated=10))
     env = in_process_env(
         tmp_path,

@@ -13,7 +13,9 @@ import responses
 
 from bridge.core.talkback import changed_refs
 from bridge.settings import load_settings
-from bridge.sources.writers import BugHerdWriter, BugzillaWriter, missing_credential, plain_marker, writer_for
+from bridge.sources.bugherd.writer import BugHerdWriter
+from bridge.sources.bugzilla.writer import BugzillaWriter
+from bridge.sources.writers import WriteRefused, missing_credential, plain_marker, writer_for
 from bridge.store import Link
 from bridge.store import reverse as state
 from bridge.store import schema as db
@@ -148,13 +150,22 @@ def test_bugzilla_reopen_never_sends_a_resolution_to_an_open_bug(engine):
 
 
 @responses.activate
-def test_bugzilla_error_body_is_a_failure_not_a_success(engine):
+def test_bugzilla_error_body_is_a_refusal_not_a_success(engine):
     responses.get(f"{BZ}/rest/bug/35", json=_bug("NEW"))
-    responses.put(f"{BZ}/rest/bug/35", status=400, json={"error": True, "code": 104, "message": "no resolution"})
-    from bridge.sources.bugzilla.api import BugzillaError
+    responses.put(f"{BZ}/rest/bug/35", status=400, json={"error": True, "code": 104, "message": "no such status"})
+    with pytest.raises(WriteRefused, match="no such status") as info:
+        _bz(engine).apply(BZ_LINK, {"id": 35}, {"status": "ASSIGNED"})
+    assert info.value.status == 400
 
-    with pytest.raises(BugzillaError, match="no resolution"):
-        _bz(engine).apply(BZ_LINK, {"id": 35}, {"status": "RESOLVED"})
+
+@responses.activate
+def test_closing_a_bugzilla_bug_without_a_resolution_is_refused_here_and_never_sent(engine):
+    """003:2050-2052: closing needs a resolution; Bugzilla would refuse the PUT on every try."""
+    responses.get(f"{BZ}/rest/bug/35", json=_bug("NEW"))
+    put = responses.put(f"{BZ}/rest/bug/35", json=SEED_PUT_ANSWER)
+    with state.collecting() as wrote, pytest.raises(WriteRefused, match=r"needs a resolution.*003:2050-2052"):
+        _bz(engine).apply(BZ_LINK, {"id": 35}, {"status": "RESOLVED", "comment": "Closed in Zoho"})
+    assert len(put.calls) == 0 and wrote == []
 
 
 @responses.activate

@@ -55,8 +55,10 @@ def backfill_github(
     repo: str, state: str, since: str | None, labels: tuple[str, ...], dry_run: bool, resume: bool, wait: bool
 ) -> None:
     """Backfill a GitHub repository's issues and their comments (pull requests are skipped). Needs GITHUB_TOKEN."""
+    from bridge.outbound.budget import shared_budgets
     from bridge.sources.github.api import GitHubClient, GitHubError
     from bridge.sources.github.backfill import GitHubReader
+    from bridge.sources.http import HOLD_COMMAND
 
     if not REPO_RE.match(repo):
         raise click.BadParameter(f"expected OWNER/NAME, got {repo!r}", param_hint="--repo")
@@ -66,7 +68,13 @@ def backfill_github(
         raise click.ClickException("GITHUB_TOKEN is not set: the backfill reads issues through GitHub's REST API")
     engine = _engine(settings)
     try:
-        client = GitHubClient(settings.github_token, base_url=settings.github_api_url, on_wait=_say_wait)
+        client = GitHubClient(
+            settings.github_token,
+            budgets=shared_budgets(engine),
+            base_url=settings.github_api_url,
+            hold=HOLD_COMMAND,
+            on_wait=_say_wait,
+        )
     except GitHubError as exc:
         raise click.ClickException(str(exc)) from None
     reader = GitHubReader(client, engine, repo, state=state, since=since_iso, labels=labels)
@@ -82,8 +90,10 @@ def backfill_bugzilla(
     product: str, component: str | None, since: str | None, dry_run: bool, resume: bool, wait: bool
 ) -> None:
     """Backfill a Bugzilla product's bugs and their comments. Needs BUGZILLA_URL and BUGZILLA_API_KEY."""
+    from bridge.outbound.budget import shared_budgets
     from bridge.sources.bugzilla.api import BugzillaClient, BugzillaError
     from bridge.sources.bugzilla.backfill import BugzillaReader
+    from bridge.sources.http import HOLD_COMMAND
 
     since_iso = parse_since(since)
     if not product.strip():
@@ -92,7 +102,13 @@ def backfill_bugzilla(
     if not (settings.bugzilla_url and settings.bugzilla_api_key):
         raise click.ClickException("BUGZILLA_URL and BUGZILLA_API_KEY must both be set to read bugs from Bugzilla")
     engine = _engine(settings)
-    client = BugzillaClient(settings.bugzilla_url, settings.bugzilla_api_key)
+    client = BugzillaClient(
+        settings.bugzilla_url,
+        settings.bugzilla_api_key,
+        budgets=shared_budgets(engine),
+        hold=HOLD_COMMAND,
+        on_wait=_say_wait,
+    )
     reader = BugzillaReader(client, settings, product.strip(), component=component, since=since_iso)
     _run(settings, engine, reader, resume=resume, dry_run=dry_run, wait=wait, errors=(BugzillaError,))
 
@@ -102,14 +118,22 @@ def backfill_bugzilla(
 @_common
 def backfill_bugherd(project_id: int, dry_run: bool, resume: bool, wait: bool) -> None:
     """Backfill a BugHerd project's tasks and their comments (60 API requests a minute). Needs BUGHERD_API_KEY."""
+    from bridge.outbound.budget import shared_budgets
     from bridge.sources.bugherd.api import BugHerdClient, BugHerdError
     from bridge.sources.bugherd.backfill import BugHerdReader
+    from bridge.sources.http import HOLD_COMMAND
 
     settings = _settings_for_backfill()
     if not settings.bugherd_api_key:
         raise click.ClickException("BUGHERD_API_KEY is not set: the backfill reads tasks through BugHerd's API")
     engine = _engine(settings)
-    client = BugHerdClient(settings.bugherd_api_key, base_url=settings.bugherd_api_url)
+    client = BugHerdClient(
+        settings.bugherd_api_key,
+        budgets=shared_budgets(engine),
+        base_url=settings.bugherd_api_url,
+        hold=HOLD_COMMAND,
+        on_wait=_say_wait,
+    )
     reader = BugHerdReader(client, project_id)
     _run(settings, engine, reader, resume=resume, dry_run=dry_run, wait=wait, errors=(BugHerdError,))
 

@@ -17,10 +17,12 @@ def bugherd() -> None:
 def register_webhooks(public_base_url: str, project_id: int | None, api_url: str | None) -> None:
     """Create the four BugHerd webhooks (task_create, task_update, comment, task_destroy) pointing at
     PUBLIC_BASE_URL/webhooks/bugherd/<BUGHERD_WEBHOOK_TOKEN>/<event>; ones already there are left alone."""
-    from bridge.cli.common import _settings
+    from bridge.cli.common import _engine, _settings
     from bridge.events import SourceUnavailable
+    from bridge.outbound.budget import shared_budgets
     from bridge.sources.bugherd import webhook as source
-    from bridge.sources.bugherd.api import API_URL, BugHerdClient, BugHerdError, mask
+    from bridge.sources.bugherd.api import BugHerdClient, BugHerdError, mask
+    from bridge.sources.http import HOLD_POLL
 
     settings = _settings()
     if not settings.bugherd_api_key:
@@ -31,7 +33,14 @@ def register_webhooks(public_base_url: str, project_id: int | None, api_url: str
     if not public_base_url.startswith(("https://", "http://")):
         raise click.ClickException(f"PUBLIC_BASE_URL: expected https://…, got {public_base_url!r}")
     base = public_base_url.rstrip("/")
-    client = BugHerdClient(settings.bugherd_api_key, base_url=api_url or API_URL)
+    try:
+        engine = _engine(settings)  # the key's 60 a minute, shared with the bridge's processes
+    except click.ClickException:  # no bridge database here: nothing else spends the key's budget
+        engine = _private_engine()
+    budgets = shared_budgets(engine)
+    client = BugHerdClient(
+        settings.bugherd_api_key, budgets=budgets, base_url=api_url or settings.bugherd_api_url, hold=HOLD_POLL
+    )
     try:
         existing = {(h.get("event"), h.get("target_url"), h.get("project_id")) for h in client.webhooks()}
         for event in source.EVENTS:
@@ -47,3 +56,14 @@ def register_webhooks(public_base_url: str, project_id: int | None, api_url: str
         raise click.ClickException(str(exc)) from None
     if not public_base_url.startswith("https://"):
         click.echo("warning: the URL is not https; BugHerd's token travels in the path", err=True)
+
+
+def _private_engine():  # type: ignore[no-untyped-def]
+    import tempfile
+
+    from bridge.store import schema as db
+
+    folder = tempfile.mkdtemp(prefix="issue-bridge-budgets-")
+    engine = db.make_engine(f"sqlite:///{folder}/budgets.db")
+    db.ensure_schema(engine)
+    return engine

@@ -269,7 +269,7 @@ class SyncService:
         """Ask the source for what the delivery lacked (a private Bugzilla bug), when it can be asked."""
         if ev.event.has_state or ev.action in ZOHO_ACTIONS:
             return ev
-        completed = sources.enrich(self.settings, ev.event)
+        completed = sources.enrich(self.settings, ev.event, self.engine)
         if completed is ev.event:
             return ev
         item.later(lambda conn, _now: outcomes.replace_event(conn, ev.id, completed))

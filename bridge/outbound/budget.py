@@ -18,7 +18,9 @@ the time left, and the caller reschedules the work (an item, a back-off, a backf
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,6 +73,7 @@ class Budgets:
         self.limits: dict[str, Limit] = {}
         self._sized: dict[str, int] = {}
         self._troubled: set[str] = set()  # budgets this process saw in an outage: `recovered` writes only then
+        self._escalated: set[str] = set()  # budgets this process escalated: `calm` writes only then
         self.waited_seconds = 0.0
 
     def register(self, *limits: Limit) -> None:
@@ -212,10 +215,47 @@ class Budgets:
                 rows.write(conn, key, now, outages=0, blocked_until=blocked)
         self._troubled.discard(key)
 
+    def escalate(self, key: str, base: float, reason: str) -> float:
+        """A throttle that names no time (GitHub's secondary limit without `Retry-After`): block `key` for
+        `base`, then 2x, 4x ... on consecutive refusals (capped at `max_block`), counted in the shared row
+        `<key>.escalation`; `calm(key)` starts again at `base`. Returns the seconds of the block."""
+        counter = f"{key}.escalation"
+        with self.engine.begin() as conn:
+            now = db_now(conn)
+            state = rows.read(conn, counter, lock=True)
+            count = state.outages + 1
+            rows.write(conn, counter, now, outages=count)
+        self._escalated.add(key)
+        seconds = min(self.max_block, base * 2.0 ** min(count - 1, 16))
+        self.block(key, seconds, f"{reason} (#{count} in a row: {seconds:.0f}s)")
+        return seconds
+
+    def calm(self, key: str) -> None:
+        """A call went through after `escalate`: the next refusal starts again at the base wait."""
+        if key not in self._escalated:
+            return
+        with self.engine.begin() as conn:
+            rows.write(conn, f"{key}.escalation", db_now(conn), outages=0)
+        self._escalated.discard(key)
+
     # -- reading ----------------------------------------------------------------------------------------------------
 
     def status(self) -> list[BudgetStatus]:
         return budget_status(self.engine, self.limits)
+
+
+_shared: weakref.WeakKeyDictionary[Engine, Budgets] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
+
+
+def shared_budgets(engine: Engine) -> Budgets:
+    """The process's one `Budgets` for this database: every client of every system in the process spends
+    through it (its limits are registered by each client), so nothing in a process keeps a budget of its own."""
+    with _shared_lock:
+        budgets = _shared.get(engine)
+        if budgets is None:
+            budgets = _shared[engine] = Budgets(engine)
+        return budgets
 
 
 def budget_status(engine: Engine, limits: dict[str, Limit] | None = None) -> list[BudgetStatus]:

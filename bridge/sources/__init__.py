@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Protocol
 
+from sqlalchemy.engine import Engine
+
 from bridge.events import NormalizedEvent
+from bridge.outbound.budget import shared_budgets
 from bridge.settings import Settings
 from bridge.sources.bugherd import webhook as bugherd_hook
 from bridge.sources.bugzilla import webhook as bugzilla_hook
@@ -59,21 +63,23 @@ def enabled_sources(settings: Settings) -> dict[str, Source]:
     return sources
 
 
-def enrich(settings: Settings, event: NormalizedEvent) -> NormalizedEvent:
+# source -> "module:function" completing an event its delivery reduced: (settings, event, budgets) -> event.
+ENRICHERS: dict[str, str] = {
+    bugzilla_hook.NAME: "bridge.sources.bugzilla.api:enrich",
+    bugherd_hook.NAME: "bridge.sources.bugherd.api:enrich",
+}
+
+
+def enrich(settings: Settings, event: NormalizedEvent, engine: Engine) -> NormalizedEvent:
     """Complete an event whose delivery lacked the item's fields, by asking the source's API.
 
     Called by the worker (never on the webhook's path) for events with `has_state=False`. Returns the
     event unchanged when the source cannot be asked (no API credentials): the event's notes say so.
-    Raises `bridge.events.SourceUnavailable` when asking failed for now.
+    Raises `bridge.events.SourceUnavailable` when asking failed for now, and `SourceBusy` (a `LimitWait`)
+    when the source's shared budget says wait: neither is an attempt.
     """
-    if event.has_state:
+    if event.has_state or event.source not in ENRICHERS:
         return event
-    if event.source == bugzilla_hook.NAME:
-        from bridge.sources.bugzilla import api as bugzilla_api
-
-        return bugzilla_api.enrich(settings, event)
-    if event.source == bugherd_hook.NAME:
-        from bridge.sources.bugherd import api as bugherd_api
-
-        return bugherd_api.enrich(settings, event)
-    return event
+    module, name = ENRICHERS[event.source].split(":")
+    completed: NormalizedEvent = getattr(importlib.import_module(module), name)(settings, event, shared_budgets(engine))
+    return completed

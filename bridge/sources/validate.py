@@ -80,6 +80,45 @@ def check_text(name: str, value: str, limit: int | None = None) -> str:
     return value
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
+def text_field(name: str, value: Any) -> str:
+    """A text field of a delivery (a title, a body, a state): a string, "" when null or absent. Anything else
+    (an object, a list, a number, a boolean) is refused naming the field: never stored, never sent to Zoho as
+    its Python repr."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    raise BadDelivery(f"{name}: expected text, got {_kind(value)}")
+
+
+# The keys an object-valued field is read by: Red Hat's Bugzilla sends `{"id": 49, "name": "Fedora"}` where
+# bugzilla.mozilla.org sends "Fedora"; a user is read by its login.
+NAME_KEYS = ("name", "login", "email")
+
+
+def named_text(name: str, value: Any) -> str:
+    """A text field that some senders give as an object: the object's `name` (or a user's `login`); else as
+    `text_field`."""
+    if isinstance(value, dict):
+        for key in NAME_KEYS:
+            if isinstance(value.get(key), str):
+                return str(value[key])
+        raise BadDelivery(f'{name}: an object without a name, expected text or {{"name": ...}}')
+    return text_field(name, value)
+
+
 def check_id(name: str, value: Any, *, allow_text: bool = True) -> int:
     """An id: a JSON integer (never a boolean), or text of ASCII digits when `allow_text`; 1..2**63-1."""
     if isinstance(value, bool):

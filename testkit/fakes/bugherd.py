@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from bridge.sources.bugherd.calls import TABLE
 from testkit.fakes.server import FakeServer
 
 API_KEY = "bhapi-9d41c7e2a05b4f68"
@@ -36,6 +37,8 @@ TASK_PATH = re.compile(r"^/api_v2/projects/(\d+)/tasks/(\d+)\.json$")
 TASKS_PATH = re.compile(r"^/api_v2/projects/(\d+)/tasks\.json$")
 COMMENTS_PATH = re.compile(r"^/api_v2/projects/(\d+)/tasks/(\d+)/comments\.json$")
 PAGE_SIZE = 100  # "only the first 100 records are returned": pages by the `page` parameter
+BURST, RATE = 10, 1.0  # 002:29: bursts of up to 10, an average of 60 a minute
+SLACK = 0.5  # of a request: what network jitter between a paced client and this server may cost
 STATUS_IDS = {"feedback": None, "backlog": 0, "todo": 1, "doing": 2, "done": 4, "closed": 5}  # seed 002:112
 PRIORITIES = {"not set": 0, "critical": 1, "important": 2, "normal": 3, "minor": 4}
 TASK_UPDATE_KEYS = {"status", "priority", "assigned_to_id", "updater_email", "description", "tag_names"}
@@ -74,9 +77,26 @@ def _ms(t: float | None = None) -> str:
 
 class FakeBugHerd(FakeServer):
     handler = _Handler
+    tables = (TABLE,)
 
-    def __init__(self, *, api_key: str = API_KEY) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = API_KEY,
+        burst: bool = True,
+        retry_after: int | None = None,
+        shapes: str = "wrapped",
+        comment_page_size: int = PAGE_SIZE,
+    ) -> None:
+        if shapes not in ("wrapped", "bare"):
+            raise ValueError(f"shapes: wrapped or bare, not {shapes!r}")
         self.api_key = api_key
+        self.burst = burst
+        self.retry_after = retry_after
+        self.shapes = shapes
+        self.comment_page_size = comment_page_size
+        self._bucket, self._bucket_at = float(BURST), time.monotonic()
+        self.refused: list[dict[str, Any]] = []  # requests the burst model answered 429
         self._lock = threading.RLock()
         self._tasks: dict[int, dict[str, Any]] = {}
         self._webhooks: list[dict[str, Any]] = []
@@ -184,7 +204,7 @@ class FakeBugHerd(FakeServer):
         self._comments.setdefault(int(task["id"]), []).append(new)
         self._writes.append({"method": "POST", "path": f"tasks/{task['id']}/comments", "json": body})
         self._deliver("comment", task, {"comment": {**copy.deepcopy(new), "task": copy.deepcopy(task)}})
-        return 201, {"comment": copy.deepcopy(new)}, {}
+        return 201, self._object("comment", new), {}
 
     def _update_task(self, task: dict[str, Any], raw: bytes) -> tuple[int, Any, dict[str, str]]:
         try:
@@ -220,7 +240,7 @@ class FakeBugHerd(FakeServer):
                 task[key] = changes[key]
         task["updated_at"] = now
         self._deliver("task_update", task, {"task": copy.deepcopy(task)})
-        return 200, {"task": copy.deepcopy(task)}, {}
+        return 200, self._object("task", task), {}
 
     def deliver(self, event: str, task_id: int) -> None:
         """The webhook for a change a person made (e.g. `put_task` then `deliver("task_create", id)`)."""
@@ -249,16 +269,39 @@ class FakeBugHerd(FakeServer):
 
         threading.Thread(target=send, daemon=True).start()
 
+    def _object(self, name: str, record: dict[str, Any]) -> Any:
+        return copy.deepcopy(record) if self.shapes == "bare" else {name: copy.deepcopy(record)}
+
+    def _list(self, name: str, records: list[dict[str, Any]], count: int) -> Any:
+        if self.shapes == "bare":
+            return copy.deepcopy(records)
+        return {name: copy.deepcopy(records), "meta": {"count": count}}
+
+    def _spend(self) -> bool:
+        """The burst model: a bucket of 10 refilled at one a second; False when this request is one too many."""
+        now = time.monotonic()
+        self._bucket = min(float(BURST), self._bucket + (now - self._bucket_at) * RATE)
+        self._bucket_at = now
+        if self._bucket < 1.0 - SLACK:
+            return False
+        self._bucket -= 1.0
+        return True
+
     # -- HTTP --------------------------------------------------------------------------------------------------
     def _handle(self, method: str, target: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
         parts = urlsplit(target)
         path = parts.path
         page = max(1, int((parse_qs(parts.query).get("page") or ["1"])[0]))
+        self.declared(method, target)
         with self._lock:
             now = time.time()
-            if self.rate_limit and len([r for r in self.requests if r["at"] > now - 60.0]) >= self.rate_limit:
-                self.requests.append({"method": method, "path": path, "auth": None, "at": now, "status": 429})
-                return 429, {"error": "rate limit"}, {"Retry-After": "5"}
+            limited = self.rate_limit and len([r for r in self.requests if r["at"] > now - 60.0]) >= self.rate_limit
+            if limited or (self.burst and not self._spend()):
+                entry = {"method": method, "path": path, "auth": None, "at": now, "status": 429}
+                self.requests.append(entry)
+                self.refused.append(entry)
+                extra = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+                return 429, {"error": "rate limit"}, extra
             self.requests.append({"method": method, "path": path, "auth": headers.get("Authorization"), "at": now})
             if self._faults:
                 status = self._faults.pop(0)
@@ -271,7 +314,7 @@ class FakeBugHerd(FakeServer):
                 tasks = [t for t in self._tasks.values() if str(t.get("project_id")) == listing.group(1)]
                 tasks.sort(key=lambda t: int(t["id"]))
                 chunk = tasks[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-                return 200, {"tasks": copy.deepcopy(chunk), "meta": {"count": len(tasks)}}, {}
+                return 200, self._list("tasks", chunk, len(tasks)), {}
             comments = COMMENTS_PATH.match(path)
             if method == "POST" and comments:
                 task = self._tasks.get(int(comments.group(2)))
@@ -283,8 +326,9 @@ class FakeBugHerd(FakeServer):
                 if task is None or str(task.get("project_id")) != comments.group(1):
                     return 404, {"error": "not found"}, {}
                 listed = self._comments.get(int(task["id"]), [])
-                chunk = listed[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-                return 200, {"comments": copy.deepcopy(chunk), "meta": {"count": len(listed)}}, {}
+                size = self.comment_page_size
+                chunk = listed[(page - 1) * size : page * size]
+                return 200, self._list("comments", chunk, len(listed)), {}
             match = TASK_PATH.match(path)
             if method == "PUT" and match:
                 task = self._tasks.get(int(match.group(2)))
@@ -295,9 +339,10 @@ class FakeBugHerd(FakeServer):
                 task = self._tasks.get(int(match.group(2)))
                 if task is None or str(task.get("project_id")) != match.group(1):
                     return 404, {"error": "not found"}, {}
-                return 200, {"task": copy.deepcopy(task)}, {}
+                return 200, self._object("task", task), {}
             if path == "/api_v2/webhooks.json" and method == "GET":
-                return 200, {"webhooks": copy.deepcopy(self._webhooks)}, {}
+                hooks = copy.deepcopy(self._webhooks)
+                return 200, (hooks if self.shapes == "bare" else {"webhooks": hooks}), {}
             if path == "/api_v2/webhooks.json" and method == "POST":
                 try:
                     body = json.loads(raw)
@@ -313,5 +358,5 @@ class FakeBugHerd(FakeServer):
                     "project_id": body.get("project_id"),
                 }
                 self._webhooks.append(hook)
-                return 201, {"webhook": copy.deepcopy(hook)}, {}
+                return 201, self._object("webhook", hook), {}
             return 404, {"error": "not found"}, {}

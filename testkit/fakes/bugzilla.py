@@ -2,15 +2,23 @@
 
 Serves `GET /rest/bug/{id}`, `GET /rest/bug/{id}/comment` (`new_since`: strictly newer) and the search
 `GET /rest/bug` with `last_change_time` (modified at that time or later), `product` (repeatable), `component`,
-`limit` (capped by `max_limit`; 0 means all), `offset` and `include_fields`; results are ordered by
-last change, then id. The API key must come in the `X-BUGZILLA-API-KEY` header (or `api_key`); else 401.
-Times are REST-style UTC with `Z`, one-second precision.
+`limit` (replaced by the installation's maximum `max_limit` when higher, 003:1563-1567; 0 means all, capped
+too, as real installations do), `offset` and `include_fields`. Seed 003 documents no `order`: the fake
+ignores it and answers in its own `order` ("id", the default: by bug id, as a search with no order comes back;
+variants "changed": by last change, then id; "newest": newest change first), so a client that relies on an
+order meets one it did not ask for.
+The API key must come in the `X-BUGZILLA-API-KEY` header (or `api_key`); else 401.
+Times are REST-style UTC with `Z`, one-second precision. Every request is checked against the bridge's
+declared Bugzilla calls.
 
 Writes: `PUT /rest/bug/{id}` exactly as seed 003:1820-2176 documents it, for the fields the bridge writes and
 the plain text ones (`comment` {body|comment, is_private, is_markdown}, `status`, `resolution` (closed bugs
 only), `see_also` {add, remove}, `summary`, `whiteboard`, …); anything else, a wrong type or an undocumented
 route (`POST /rest/bug/{id}/comment` is not in seed 003) is refused with Bugzilla's error body
-`{"error": true, "code", "message"}`. Each write is recorded (`writes()`) and, when `webhook_url` is set,
+`{"error": true, "code", "message"}`. See Also takes only URLs of bug trackers Bugzilla knows (003:2039-2048:
+"Each URL must be a valid URL to a bug-tracker"; Bugzilla's BugUrl kinds: a Bugzilla `show_bug.cgi?id=`,
+GitHub issues, Launchpad, Jira, Trac, MantisBT, Debian, …); any other URL is error 112.
+Each write is recorded (`writes()`) and, when `webhook_url` is set,
 followed by the BMO webhooks a real instance sends (`bug.modify` with `changes`, `comment.create`), in order.
 """
 
@@ -20,12 +28,14 @@ import contextlib
 import copy
 import json
 import queue
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from bridge.sources.bugzilla.calls import TABLE
 from testkit.factories import BASE_TIME
 from testkit.fakes.server import FakeServer
 
@@ -36,6 +46,16 @@ RESOLUTIONS = ("FIXED", "INVALID", "WONTFIX", "DUPLICATE", "WORKSFORME", "INCOMP
 # Plain text fields of the update (seed 003 "Update Bug"), set as given.
 TEXT_FIELDS = ("summary", "whiteboard", "url", "version", "target_milestone", "priority", "severity", "op_sys")
 TEXT_FIELDS = (*TEXT_FIELDS, "platform", "component", "assigned_to", "qa_contact")
+# The See Also URLs Bugzilla accepts (Bugzilla::BugUrl's kinds), as patterns on the URL.
+BUG_URLS = (
+    re.compile(r"^https?://[^/]+/(?:[^?#]*/)?show_bug\.cgi\?id=\d+$"),  # another Bugzilla
+    re.compile(r"^https?://github\.com/[^/]+/[^/]+/(?:issues|pull)/\d+$"),
+    re.compile(r"^https?://(?:bugs\.)?launchpad\.net/(?:[^/]+/)*\+bug/\d+$"),
+    re.compile(r"^https?://[^/]+/(?:[^?#]*/)?browse/[A-Z][A-Z0-9_]+-\d+$"),  # Jira
+    re.compile(r"^https?://[^/]+/(?:[^?#]*/)?ticket/\d+$"),  # Trac
+    re.compile(r"^https?://[^/]+/(?:[^?#]*/)?view\.php\?id=\d+$"),  # MantisBT
+    re.compile(r"^https?://bugs\.debian\.org/(?:cgi-bin/bugreport\.cgi\?bug=)?\d+$"),
+)
 
 
 def rest_ts(seconds: float) -> str:
@@ -80,14 +100,19 @@ def _error(status: int, code: int, message: str) -> tuple[int, dict[str, Any], d
 class FakeBugzilla(FakeServer):
     handler = _Handler
 
-    def __init__(self, *, api_key: str = API_KEY, max_limit: int = 0) -> None:
+    tables = (TABLE,)
+
+    def __init__(self, *, api_key: str = API_KEY, max_limit: int = 0, order: str = "id") -> None:
+        if order not in ("changed", "id", "newest"):
+            raise ValueError(f"order: changed, id or newest, not {order!r}")
         self.api_key = api_key
         self.max_limit = max_limit  # the admin's max search limit; 0: none
+        self.order = order  # the order this installation answers searches in, whatever is asked
         self._lock = threading.RLock()
         self._bugs: dict[int, dict[str, Any]] = {}
         self._comments: dict[int, list[dict[str, Any]]] = {}
         self._next_comment_id = 5000
-        self._faults: list[int] = []
+        self._faults: list[tuple[int, int | None]] = []
         self.requests: list[dict[str, Any]] = []
         self._writes: list[dict[str, Any]] = []
         # BMO's webhook: the URL, the owner's header (name, value); deliveries strictly in order (one thread)
@@ -175,9 +200,12 @@ class FakeBugzilla(FakeServer):
         self._comments[bug_id].append(comment)
         return comment
 
-    def fail_next(self, n: int, status: int = 503) -> None:
+    def fail_next(self, n: int, status: int = 503, retry_after: int | None = -1) -> None:
+        """The next n requests answer `status` (not applied), with `Retry-After: retry_after` (None: without;
+        the default: 7 on a 429, none otherwise)."""
+        wait = (7 if status == 429 else None) if retry_after == -1 else retry_after
         with self._lock:
-            self._faults.extend([status] * n)
+            self._faults.extend([(status, wait)] * n)
 
     def calls(self, path_prefix: str = "") -> list[dict[str, Any]]:
         with self._lock:
@@ -247,8 +275,11 @@ class FakeBugzilla(FakeServer):
             for key, urls in see_also.items():
                 if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
                     return _error(400, 51, f"see_also.{key}: expected an array of URLs")
-            if any(not u.startswith(("http://", "https://")) for u in see_also.get("add", [])):
-                return _error(400, 112, "see_also: each URL must be a valid URL to a bug tracker")
+            for url in see_also.get("add", []):
+                if not any(kind.match(url) for kind in BUG_URLS):
+                    return _error(
+                        400, 112, f"{url} is not a valid bug URL: See Also takes URLs to bugs in bug trackers"
+                    )
         status = body.get("status", bug["status"])
         if status not in OPEN_STATUSES + CLOSED_STATUSES:
             return _error(400, 104, f"There is no status named '{status}'.")
@@ -362,11 +393,12 @@ class FakeBugzilla(FakeServer):
         parts = urlsplit(target)
         query = parse_qs(parts.query, keep_blank_values=True)
         path = parts.path.rstrip("/")
+        self.declared(method, target)
         with self._lock:
             self.requests.append({"method": method, "path": path, "query": query})
             if self._faults:
-                status = self._faults.pop(0)
-                extra = {"Retry-After": "7"} if status == 429 else {}
+                status, wait = self._faults.pop(0)
+                extra = {"Retry-After": str(wait)} if wait is not None else {}
                 return status, {"error": True, "message": f"injected {status}"}, extra
             key = headers.get("X-BUGZILLA-API-KEY") or (query.get("api_key") or [""])[0]
             if key != self.api_key:
@@ -404,7 +436,10 @@ class FakeBugzilla(FakeServer):
         if query.get("component"):
             components = set(query["component"])
             bugs = [b for b in bugs if b["component"] in components]
-        bugs.sort(key=lambda b: (_parse(b["last_change_time"]), b["id"]))
+        if self.order == "id":
+            bugs.sort(key=lambda b: b["id"])
+        else:
+            bugs.sort(key=lambda b: (_parse(b["last_change_time"]), b["id"]), reverse=self.order == "newest")
         limit = int((query.get("limit") or ["0"])[0])
         if self.max_limit and (limit == 0 or limit > self.max_limit):
             limit = self.max_limit

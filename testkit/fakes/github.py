@@ -9,9 +9,18 @@ Serves, as GitHub documents them:
 Pagination by a `Link` header (`rel="next"`, `rel="last"`). Auth: `Authorization: Bearer|token <token>`, else
 401 `Bad credentials`; an unknown repository is 404 `Not Found`. Every answer carries `X-RateLimit-Limit`,
 `-Remaining`, `-Reset`, `-Used`, `-Resource`; past `rate_limit` calls in `rate_window` seconds the answer is 403
-`API rate limit exceeded` with `X-RateLimit-Remaining: 0`. `secondary_limit_next(n, retry_after)` answers the
-next n requests 403 with GitHub's secondary-limit message and `Retry-After`. `hold_after(n)` makes requests
-after the n-th wait for `release()`.
+`API rate limit exceeded` with `X-RateLimit-Remaining: 0`. `GET /repos/{owner}/{repo}` answers the repository
+(its `id` is the one the project's webhook bodies give it, and the fake's own webhooks carry it).
+
+Secondary limits, as "Rate limits for the REST API" describes them: `secondary_limit_next(n, retry_after,
+status)` answers the next n requests 403 (or 429) with GitHub's secondary-limit message, with `Retry-After`
+or without it (`retry_after=None`); more than `content_per_minute` content-creating requests (comments) in a
+sliding minute are refused the same way, without `Retry-After`.
+
+Writes that fail as real ones can: `fail_writes_next(n, status)` applies the next n writes (the comment is
+made, the webhook sent) and then answers 5xx; `slow_writes_next(n, seconds)` applies them and answers only
+after `seconds` (a client with a shorter read timeout sees a timeout). `hold_after(n)` makes requests after
+the n-th wait for `release()`. Every request is checked against the bridge's declared GitHub calls.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from testkit.factories import github_issue_id
+from bridge.sources.github.calls import TABLE
+from testkit.factories import github_issue_id, repository_id
 from testkit.fakes.server import FakeServer
 
 TOKEN = "ghp_fakeBackfillToken0123456789abcdef"
@@ -36,6 +46,7 @@ ISSUES = re.compile(r"^/repos/([^/]+/[^/]+)/issues$")
 ISSUE_COMMENTS = re.compile(r"^/repos/([^/]+/[^/]+)/issues/(\d+)/comments$")
 REPO_COMMENTS = re.compile(r"^/repos/([^/]+/[^/]+)/issues/comments$")
 ONE_ISSUE = re.compile(r"^/repos/([^/]+/[^/]+)/issues/(\d+)$")
+ONE_REPO = re.compile(r"^/repos/([^/]+/[^/]+)$")
 ISSUE_LABELS = re.compile(r"^/repos/([^/]+/[^/]+)/issues/(\d+)/labels$")
 ISSUE_LABEL = re.compile(r"^/repos/([^/]+/[^/]+)/issues/(\d+)/labels/([^/]+)$")
 STATE_REASONS = {"closed": ("completed", "not_planned", "duplicate"), "open": ("reopened",)}
@@ -58,32 +69,53 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        status, body, headers = self.server.fake._handle(self.command, self.path, self.headers, raw)
+        fake = self.server.fake
+        fake.declared(self.command, self.path)
+        status, body, headers = fake._handle(self.command, self.path, self.headers, raw)
+        delay = fake._take_write_fault(self.command, status) if status < 300 else None
+        if delay is not None:
+            seconds, failing = delay
+            if seconds:
+                time.sleep(seconds)  # done, but the answer comes after the client stopped waiting
+            if failing:
+                status, body, headers = failing, {"message": "Server Error"}, {}
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        with contextlib.suppress(OSError):  # a client that timed out has gone
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
 
     do_POST = do_PATCH = do_DELETE = do_GET
 
 
 class FakeGitHub(FakeServer):
     handler = _Handler
+    tables = (TABLE,)
 
-    def __init__(self, *, token: str = TOKEN, rate_limit: int = 5000, rate_window: float = 3600.0) -> None:
+    def __init__(
+        self,
+        *,
+        token: str = TOKEN,
+        rate_limit: int = 5000,
+        rate_window: float = 3600.0,
+        content_per_minute: int = 80,
+    ) -> None:
         self.token = token
         self.rate_limit = rate_limit
         self.rate_window = rate_window
+        self.content_per_minute = content_per_minute
+        self._content_at: list[float] = []
+        self._write_faults: list[tuple[float, int | None]] = []
         self._lock = threading.RLock()
         self._repos: dict[str, dict[str, Any]] = {}  # full_name → {"issues": {number: issue}, "comments": [...]}
         self._next_id = 1_000_000
         self._window_start = time.time()
         self._used = 0
-        self._secondary: list[float] = []
+        self._secondary: list[tuple[int | None, int]] = []
         self._hold_after: int | None = None
         self._released = threading.Event()
         self._released.set()
@@ -97,6 +129,20 @@ class FakeGitHub(FakeServer):
     def add_repo(self, full_name: str) -> None:
         with self._lock:
             self._repos.setdefault(full_name, {"issues": {}, "comments": []})
+
+    def repository(self, full_name: str) -> dict[str, Any]:
+        """The repository as `GET /repos/{owner}/{repo}` answers it (and webhooks carry it)."""
+        owner, name = full_name.split("/", 1)
+        return {
+            "id": repository_id(full_name),
+            "node_id": f"R_{repository_id(full_name)}",
+            "name": name,
+            "full_name": full_name,
+            "private": False,
+            "owner": {"login": owner, "id": 583231, "type": "Organization"},
+            "html_url": f"https://github.com/{full_name}",
+            "url": f"https://api.github.com/repos/{full_name}",
+        }
 
     def _id(self) -> int:
         self._next_id += 1
@@ -180,9 +226,26 @@ class FakeGitHub(FakeServer):
             issue["updated_at"] = max(issue["updated_at"], when)
             return copy.deepcopy(comment)
 
-    def secondary_limit_next(self, n: int, retry_after: int = 1) -> None:
+    def secondary_limit_next(self, n: int, retry_after: int | None = 1, status: int = 403) -> None:
+        """The next n requests are refused by a secondary limit (403 or 429), with `Retry-After` or without."""
         with self._lock:
-            self._secondary.extend([retry_after] * n)
+            self._secondary.extend([(retry_after, status)] * n)
+
+    def fail_writes_next(self, n: int, status: int = 502) -> None:
+        """The next n writes are applied, then answered `status` (a 5xx after the commit)."""
+        with self._lock:
+            self._write_faults.extend([(0.0, status)] * n)
+
+    def slow_writes_next(self, n: int, seconds: float) -> None:
+        """The next n writes are applied, then answered only after `seconds`."""
+        with self._lock:
+            self._write_faults.extend([(seconds, None)] * n)
+
+    def _take_write_fault(self, method: str, status: int) -> tuple[float, int | None] | None:
+        with self._lock:
+            if method != "GET" and self._write_faults:
+                return self._write_faults.pop(0)
+            return None
 
     def hold_after(self, n: int) -> None:
         """Requests after the n-th wait until `release()` (a slow GitHub, to interrupt a backfill mid-way)."""
@@ -218,16 +281,13 @@ class FakeGitHub(FakeServer):
             now = time.time()
             self.requests.append({"method": method, "path": path, "query": parts.query, "at": now})
             if self._secondary:
-                wait = self._secondary.pop(0)
-                return (
-                    403,
-                    {
-                        "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you "
-                        "try again.",
-                        "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
-                    },
-                    {"Retry-After": str(wait)},
-                )
+                wait, status = self._secondary.pop(0)
+                return _secondary(status, wait)
+            if method == "POST" and ISSUE_COMMENTS.match(path):
+                self._content_at = [t for t in self._content_at if t > now - 60.0]
+                if len(self._content_at) >= self.content_per_minute:
+                    return _secondary(403, None)
+                self._content_at.append(now)
             auth = headers.get("Authorization") or ""
             if auth not in (f"Bearer {self.token}", f"token {self.token}"):
                 return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}, {}
@@ -241,6 +301,11 @@ class FakeGitHub(FakeServer):
                 )
             self._used += 1
             limits = self._limit_headers(now)
+            repo_match = ONE_REPO.match(path)
+            if repo_match and method == "GET":
+                if repo_match.group(1) not in self._repos:
+                    return 404, {"message": "Not Found"}, limits
+                return 200, self.repository(repo_match.group(1)), limits
             if method != "GET" or ONE_ISSUE.match(path):
                 status, answer = self._write(method, path, raw)
                 if method != "GET":
@@ -424,7 +489,7 @@ class FakeGitHub(FakeServer):
         payload: dict[str, Any] = {
             "action": action,
             "issue": copy.deepcopy(self._repos[repo]["issues"][number]),
-            "repository": {"full_name": repo, "name": repo.split("/")[1], "owner": {"login": repo.split("/")[0]}},
+            "repository": self.repository(repo),
             "sender": {"login": sender or self.token_user, "type": "User" if sender else "Bot"},
         }
         if comment is not None:
@@ -440,3 +505,11 @@ class FakeGitHub(FakeServer):
                 requests.post(url, data=body, headers=headers, timeout=10)
 
         threading.Thread(target=send, daemon=True).start()
+
+
+def _secondary(status: int, retry_after: int | None) -> tuple[int, Any, dict[str, str]]:
+    body = {
+        "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+        "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+    }
+    return status, body, ({"Retry-After": str(retry_after)} if retry_after is not None else {})

@@ -41,11 +41,13 @@ def _bz(fake: FakeBugzilla, method: str, path: str, body: object) -> requests.Re
         ("PUT", "/rest/bug/35", {"comment": {"text": "x"}}, 400, 51),
         ("PUT", "/rest/bug/35", {"comment": {"body": " "}}, 400, 51),
         ("PUT", "/rest/bug/35", {"see_also": {"add": ["not a url"]}}, 400, 112),
+        # See Also takes URLs of bugs in trackers Bugzilla knows (003:2039-2048), not any web page
+        ("PUT", "/rest/bug/35", {"see_also": {"add": ["https://projects.zoho.com/portal/p#issue/17525"]}}, 400, 112),
         ("PUT", "/rest/bug/35", {"nonsense": 1}, 400, 51),
         ("PUT", "/rest/bug/35", [1], 400, 32000),
     ],
 )
-def test_bugzilla_refuses_undocumented_writes(bugzilla, method, path, body, status, code):
+def test_bugzilla_refuses_undocumented_writes(bugzilla, method, path, body, status, code, probing_fakes):
     before = bugzilla.bug(35), bugzilla.comments(35)
     answer = _bz(bugzilla, method, path, body)
     assert answer.status_code == status
@@ -63,6 +65,20 @@ def test_bugzilla_documented_update_answers_with_changes(bugzilla):
     assert bugzilla.comments(35)[-1]["text"] == "ok"
     reopened = _bz(bugzilla, "PUT", "/rest/bug/35", {"status": "REOPENED"}).json()["bugs"][0]
     assert reopened["changes"]["resolution"] == {"added": "", "removed": "FIXED"}  # cleared by Bugzilla
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bugzilla.redhat.com/show_bug.cgi?id=1234",
+        "https://github.com/acme/web/issues/12",
+        "https://issues.apache.org/jira/browse/KAFKA-42",
+        "https://bugs.launchpad.net/ubuntu/+bug/99",
+    ],
+)
+def test_bugzilla_see_also_takes_urls_of_bugs(bugzilla, url):
+    answer = _bz(bugzilla, "PUT", "/rest/bug/35", {"see_also": {"add": [url]}})
+    assert answer.status_code == 200 and bugzilla.bug(35)["see_also"] == [url]
 
 
 def _bh(fake: FakeBugHerd, method: str, path: str, body: object) -> requests.Response:

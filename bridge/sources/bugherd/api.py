@@ -1,69 +1,83 @@
-"""BugHerd's API v2: fetch a whole task when a webhook body lacks its fields, and manage the webhooks.
+"""BugHerd's API v2: fetch a whole task when a webhook body lacks its fields, read a project's tasks and
+comments (backfill, back-link lookups), write comments and status (talking back), manage the webhooks.
 
-Authentication: HTTP basic with the API key (BUGHERD_API_KEY) as user and `x` as password.
-Rate: BugHerd allows 60 requests a minute with bursts of 10 and answers 429 above that. Each process keeps
-a token bucket per API key (10 tokens, refilled at 1 a second) and waits for a token before each request;
-the bucket is per process, so several worker processes can still meet a 429: that is `SourceUnavailable`
-with BugHerd's Retry-After, and the event is retried after it.
+Authentication: HTTP basic with the API key (BUGHERD_API_KEY) as user and `x` as password; the API root is
+BUGHERD_API_URL (every caller takes it from the settings: enrichment, backfill, writers, the CLI).
+
+Rate: "an average of 60 requests per minute, with bursts of up to 10 in quick succession", else 429 (002:29).
+Every request goes through `bridge.sources.http.SourceHttp` and spends budget `bugherd`, one rate with
+bursts in the database shared by beat, every worker and a backfill; a 429 anyway blocks every process.
+
+Answers: seed 002 shows the list wrappers (`{"tasks": [...], "meta": {"count": n}}`, 100 records a page,
+002:81-92) and one object wrapper (`{"project": {...}}`, 002:54); it shows none for a task, the comment
+list or the webhooks. The reads accept the wrapped and the bare forms, and a list is paged until an empty
+page or `meta.count`, never stopped by a short page.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
-from bridge.events import NormalizedEvent, SourceUnavailable, parse_timestamp
+from bridge.events import NormalizedEvent, parse_timestamp
+from bridge.outbound.budget import Budgets
+from bridge.outbound.errors import Permanent
 from bridge.settings import Settings
 from bridge.sources.bugherd import webhook as bugherd
+from bridge.sources.bugherd.calls import LIMITS, TABLE
+from bridge.sources.http import (
+    HOLD_ITEM,
+    TIMEOUT,
+    OnWait,
+    SourceHttp,
+    Throttle,
+    item_hold,
+    json_of,
+    retry_after,
+)
 
 log = logging.getLogger("bridge.sources.bugherd")
 API_URL = "https://www.bugherd.com"
-TIMEOUT = (5.0, 30.0)
 FETCHED_NOTE = "fields fetched from BugHerd"
-RATE_PER_SECOND = 1.0  # 60 a minute
-BURST = 10
-MAX_WAIT = 30.0  # never wait longer than this for a token: report the source busy instead
-PAGE_SIZE = 100  # BugHerd's lists return 100 records a page
+PAGE_SIZE = 100  # "only the first 100 records are returned" (002:92)
+MAX_PAGES = 1000  # a guard against a server that ignores `page`
+BUDGET = "bugherd"
+DEFAULT_WAIT = 10.0  # a 429 without Retry-After: a burst's worth, doubling while refused
 
 
-class BugHerdError(Exception):
+class BugHerdError(Permanent):
     """BugHerd answered, but not with what was asked (bad key, no such task): not worth a retry."""
 
 
-class TokenBucket:
-    def __init__(self, rate: float = RATE_PER_SECOND, capacity: int = BURST) -> None:
-        self.rate, self.capacity = rate, float(capacity)
-        self._tokens, self._at = float(capacity), time.monotonic()
-        self._lock = threading.Lock()
+class BugHerdAnswers:
+    system = "BugHerd"
+    key = BUDGET
 
-    def acquire(self, max_wait: float = MAX_WAIT) -> None:
-        """Take a token, sleeping until one is there; SourceUnavailable if that would take over `max_wait`."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-            self._at = now
-            self._tokens -= 1.0
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-            if wait > max_wait:
-                self._tokens += 1.0
-                raise SourceUnavailable("BugHerd API rate limit (client side)", retry_after=wait)
-        if wait > 0:
-            time.sleep(wait)
+    def throttle(self, response: requests.Response) -> Throttle | None:
+        if response.status_code != 429:
+            return None
+        wait = retry_after(response)
+        if wait is not None:
+            return Throttle(BUDGET, wait, "BugHerd rate limit (429, Retry-After)")
+        return Throttle(BUDGET, None, "BugHerd rate limit (429; 60 a minute, bursts of 10)", DEFAULT_WAIT)
 
+    def after(self, response: requests.Response, budgets: Budgets) -> None:
+        return None
 
-_buckets: dict[str, TokenBucket] = {}
-_buckets_lock = threading.Lock()
-
-
-def bucket_for(api_key: str) -> TokenBucket:
-    with _buckets_lock:
-        return _buckets.setdefault(api_key, TokenBucket())
+    def refusal(self, response: requests.Response, method: str, path: str) -> Exception | None:
+        status = response.status_code
+        if status in (401, 403):
+            return BugHerdError(f"BugHerd refused BUGHERD_API_KEY ({status})", status=status)
+        if status == 404:
+            return BugHerdError(f"not found in BugHerd ({path})", status=404)
+        if status >= 400:
+            return BugHerdError(f"BugHerd answered {status} to {method} {path}: {response.text[:200]}", status=status)
+        if response.content and json_of(response) is None:
+            return BugHerdError(f"BugHerd answered {method} {path} with something that is not JSON")
+        return None
 
 
 class BugHerdClient:
@@ -71,92 +85,119 @@ class BugHerdClient:
         self,
         api_key: str,
         *,
+        budgets: Budgets,
         base_url: str = API_URL,
         session: requests.Session | None = None,
-        limiter: TokenBucket | None = None,
+        hold: float = HOLD_ITEM,
+        on_wait: OnWait | None = None,
+        timeout: float | tuple[float, float] = TIMEOUT,
     ) -> None:
         if not api_key:
             raise ValueError("BUGHERD_API_KEY is not set")
-        self.base_url = base_url.rstrip("/")
-        self.session = session or requests.Session()
-        self.session.auth = (api_key, "x")
-        self.session.headers.update({"Accept": "application/json"})
-        self.limiter = limiter or bucket_for(api_key)
+        session = session or requests.Session()
+        session.auth = (api_key, "x")
+        session.headers.update({"Accept": "application/json"})
+        self.http = SourceHttp(
+            TABLE,
+            base_url,
+            BugHerdAnswers(),
+            budgets=budgets,
+            limits=LIMITS,
+            session=session,
+            hold=hold,
+            on_wait=on_wait,
+            timeout=timeout,
+        )
+        self.base_url = self.http.base_url
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.limiter.acquire()
-        url = f"{self.base_url}/api_v2/{path.lstrip('/')}"
-        try:
-            response = self.session.request(method, url, json=body, timeout=TIMEOUT)
-        except requests.RequestException as exc:
-            raise SourceUnavailable(f"BugHerd unreachable: {type(exc).__name__}") from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise SourceUnavailable(f"BugHerd answered {status}", retry_after=_retry_after(response))
-        if status in (401, 403):
-            raise BugHerdError(f"BugHerd refused BUGHERD_API_KEY ({status})")
-        if status == 404:
-            raise BugHerdError(f"not found in BugHerd ({path})")
-        if status >= 400:
-            raise BugHerdError(f"BugHerd answered {status} to {method} {path}: {response.text[:200]}")
-        try:
-            data = response.json() if response.content else {}
-        except ValueError:
-            raise BugHerdError(f"BugHerd answered {method} {path} with something that is not JSON") from None
-        if not isinstance(data, dict):
-            raise BugHerdError(f"BugHerd answered {method} {path} with a JSON {type(data).__name__}")
-        return data
+    @property
+    def calls(self) -> int:
+        return self.http.calls
+
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        """One call under `/api_v2/` (`path` relative to it): the answer's JSON (None when it has no body)."""
+        response = self.http.send(method, f"/api_v2/{path.lstrip('/')}", params=params, body=body)
+        return json_of(response)
 
     def task(self, project_id: int | str, task_id: int | str) -> dict[str, Any]:
         data = self.request("GET", f"projects/{project_id}/tasks/{task_id}.json")
-        task = data.get("task")
-        if not isinstance(task, dict):
+        task = _unwrap(data, "task")
+        if task is None or task.get("id") is None:
             raise BugHerdError(f"task {task_id} not in BugHerd's answer")
         return task
 
     def tasks_page(self, project_id: int | str, page: int = 1) -> tuple[list[dict[str, Any]], int | None]:
         """One page (up to 100) of the project's tasks, archived ones included, and BugHerd's total count."""
-        data = self.request("GET", f"projects/{project_id}/tasks.json?page={int(page)}")
-        tasks = [t for t in data.get("tasks") or [] if isinstance(t, dict)]
-        meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-        count = meta.get("count")
-        return tasks, int(count) if isinstance(count, int) else None
+        data = self.request("GET", f"projects/{project_id}/tasks.json", params={"page": int(page)})
+        return _listed(data, "tasks")
 
     def task_comments(self, project_id: int | str, task_id: int | str) -> list[dict[str, Any]]:
-        """Every comment of a task, oldest first (the list is paginated by `page`, 100 a page)."""
-        comments: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            data = self.request("GET", f"projects/{project_id}/tasks/{task_id}/comments.json?page={page}")
-            batch = [c for c in data.get("comments") or [] if isinstance(c, dict)]
-            comments.extend(batch)
-            meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-            count = meta.get("count")
-            if not batch or len(batch) < PAGE_SIZE or (isinstance(count, int) and len(comments) >= count):
-                return comments
-            page += 1
+        """Every comment of a task, oldest first: pages until an empty page or `meta.count` comments, whatever
+        a page's size (a short page is not the last one when the count says more)."""
+        comments: dict[str, dict[str, Any]] = {}
+        for page in range(1, MAX_PAGES + 1):
+            data = self.request("GET", f"projects/{project_id}/tasks/{task_id}/comments.json", params={"page": page})
+            batch, count = _listed(data, "comments")
+            new = 0
+            for comment in batch:
+                key = str(comment.get("id"))
+                if key not in comments:
+                    comments[key] = comment
+                    new += 1
+            if not batch or not new or (count is not None and len(comments) >= count):
+                break
+        return list(comments.values())
 
     def webhooks(self) -> list[dict[str, Any]]:
-        hooks = self.request("GET", "webhooks.json").get("webhooks")
-        return [h for h in hooks or [] if isinstance(h, dict)]
+        hooks, _ = _listed(self.request("GET", "webhooks.json"), "webhooks")
+        return hooks
 
     def create_webhook(self, event: str, target_url: str, project_id: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"target_url": target_url, "event": event}
         if project_id is not None:
             body["project_id"] = project_id
-        data = self.request("POST", "webhooks.json", body)
-        return data.get("webhook") if isinstance(data.get("webhook"), dict) else data
+        return _unwrap(self.request("POST", "webhooks.json", body), "webhook") or {}
 
 
-def client_from_settings(settings: Settings, base_url: str = API_URL) -> BugHerdClient | None:
-    return BugHerdClient(settings.bugherd_api_key, base_url=base_url) if settings.bugherd_api_key else None
+def _unwrap(data: Any, name: str) -> dict[str, Any] | None:
+    """`{"<name>": {...}}` or the bare object."""
+    if isinstance(data, dict) and isinstance(data.get(name), dict):
+        return dict(data[name])
+    return dict(data) if isinstance(data, dict) and name not in data else None
 
 
-def enrich(settings: Settings, event: NormalizedEvent, client: BugHerdClient | None = None) -> NormalizedEvent:
+def _listed(data: Any, name: str) -> tuple[list[dict[str, Any]], int | None]:
+    """`{"<name>": [...], "meta": {"count": n}}` (002:48, 91), or a bare list: its records and the count."""
+    if isinstance(data, list):
+        return [d for d in data if isinstance(d, dict)], None
+    if not isinstance(data, dict):
+        return [], None
+    records = [d for d in data.get(name) or [] if isinstance(d, dict)]
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    count = meta.get("count")
+    return records, count if isinstance(count, int) and not isinstance(count, bool) else None
+
+
+def client_from_settings(
+    settings: Settings, budgets: Budgets, *, hold: float = HOLD_ITEM, on_wait: OnWait | None = None
+) -> BugHerdClient | None:
+    """A client at BUGHERD_API_URL, or None without BUGHERD_API_KEY."""
+    if not settings.bugherd_api_key:
+        return None
+    return BugHerdClient(
+        settings.bugherd_api_key, budgets=budgets, base_url=settings.bugherd_api_url, hold=hold, on_wait=on_wait
+    )
+
+
+def enrich(
+    settings: Settings, event: NormalizedEvent, budgets: Budgets, client: BugHerdClient | None = None
+) -> NormalizedEvent:
     """Fetch the whole task for an event whose body lacked its fields; unchanged without BUGHERD_API_KEY."""
     if event.source != bugherd.NAME or event.has_state:
         return event
-    client = client or client_from_settings(settings)
+    client = client or client_from_settings(settings, budgets, hold=item_hold(settings.item_lease_seconds))
     project_id = event.fields.get("project_id")
     if client is None or project_id in (None, ""):
         return event
@@ -183,19 +224,3 @@ def mask(secret: str) -> str:
     if len(secret) <= 8:
         return "***"
     return f"{secret[:4]}…{secret[-2:]}"
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        from email.utils import parsedate_to_datetime
-
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None

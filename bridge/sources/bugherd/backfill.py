@@ -1,9 +1,10 @@
 """Backfill reader for BugHerd: a project's tasks (archived ones included) and their comments.
 
-`GET /api_v2/projects/{id}/tasks.json?page=N` (100 a page, `meta.count` the total) and, per task,
-`GET …/tasks/{id}/comments.json` (seed 002). The client's token bucket keeps to BugHerd's 60 requests a
-minute (bursts of 10), so a backfill of N tasks takes about N seconds of BugHerd time; a 429 anyway
-(another process using the key) stops the backfill resumable at its last page.
+`GET /api_v2/projects/{id}/tasks.json?page=N` (100 a page, `meta.count` the total, 002:81-92) and, per
+task, `GET …/tasks/{id}/comments.json` (002:177-179), both paged until an empty page or the count. Every
+request spends the `bugherd` budget that beat and every worker share (60 a minute, bursts of 10, 002:29),
+so a backfill of N tasks takes about 2N seconds of BugHerd time beside live work, never its own sixty; a
+wait (the budget, a 429 another client of the key caused) is waited out in place and reported once.
 
 Task and comment objects are wrapped in the webhooks' bodies and normalized by `bridge.sources.bugherd`.
 A listed task without its description and status (a shortened list) is fetched whole first.
@@ -32,6 +33,7 @@ class BugHerdReader:
     def __init__(self, client: BugHerdClient, project_id: int) -> None:
         self.client, self.project_id = client, project_id
         self.calls = 0
+        self._ids: set[str] = set()  # tasks read by this run
 
     @property
     def source_calls(self) -> int:
@@ -41,17 +43,21 @@ class BugHerdReader:
         return {"project": self.project_id}
 
     def batches(self, cursor: dict[str, Any] | None) -> Iterator[Batch]:
+        """Pages until an empty page or `meta.count` tasks (a short page is not the last when the count says
+        more); a task already read (pages shift while tasks are added) is not read again."""
         cursor = dict(cursor or {"page": 1, "seen": 0})
         while True:
             self.calls += 1
             tasks, total = self.client.tasks_page(self.project_id, cursor["page"])
-            if not tasks:
+            fresh = [t for t in tasks if str(t.get("id")) not in self._ids]
+            if not fresh:
                 return
-            items = [self._item(task) for task in tasks]
+            self._ids.update(str(t.get("id")) for t in fresh)
+            items = [self._item(task) for task in fresh]
             cursor["page"] += 1
-            cursor["seen"] += len(tasks)
-            yield Batch(items, dict(cursor), len(tasks), total)
-            if (total is not None and cursor["seen"] >= total) or len(tasks) < 100:
+            cursor["seen"] += len(fresh)
+            yield Batch(items, dict(cursor), len(fresh), total)
+            if total is not None and cursor["seen"] >= total:
                 return
 
     def _item(self, listed: dict[str, Any]) -> Item:

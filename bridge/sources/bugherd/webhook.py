@@ -20,7 +20,7 @@ from typing import Any
 
 from bridge.events import BadDelivery, Comment, NormalizedEvent, Unauthorized, parse_timestamp
 from bridge.sources.common import load_json_object
-from bridge.sources.validate import check_id
+from bridge.sources.validate import check_id, text_field
 
 NAME = "bugherd"
 DISPLAY_NAME = "BugHerd"
@@ -136,11 +136,7 @@ def _id(value: Any, field_name: str) -> int | str:
 
 
 def _email(person: Any) -> str:
-    return str(person.get("email") or "") if isinstance(person, dict) else ""
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+    return text_field("email", person.get("email")) if isinstance(person, dict) else ""
 
 
 def page_url(site: str, url: str) -> str:
@@ -165,34 +161,37 @@ def task_fields(task: dict[str, Any]) -> dict[str, Any]:
     tags = task.get("tag_names") or []
     if not isinstance(tags, list):
         raise BadDelivery("task.tag_names: expected a list")
-    description = _text(task.get("description"))
-    title = _text(task.get("title")).strip() or fallback_title(description, task.get("local_task_id"))
-    site, url = _text(task.get("site")), _text(task.get("url"))
-    requester = _email(task.get("requester")) or _text(task.get("requester_email"))
-    assignees = [_email(a) for a in task.get("assignees") or [] if _email(a)]
+    description = text_field("task.description", task.get("description"))
+    title = text_field("task.title", task.get("title")).strip() or fallback_title(
+        description, task.get("local_task_id")
+    )
+    site, url = text_field("task.site", task.get("site")), text_field("task.url", task.get("url"))
+    requester = _email(task.get("requester")) or text_field("task.requester_email", task.get("requester_email"))
+    listed = task.get("assignees")
+    assignees = [_email(a) for a in (listed if isinstance(listed, list) else []) if _email(a)]
     return {
         "title": title,
         "description": description,
         # BugHerd sends a null status (and status_id) for tasks still in the feedback panel.
-        "status": _text(task.get("status")) or "feedback",
+        "status": text_field("task.status", task.get("status")) or "feedback",
         "status_id": task.get("status_id"),
-        "priority": _text(task.get("priority")) or "not set",
+        "priority": text_field("task.priority", task.get("priority")) or "not set",
         "priority_id": task.get("priority_id"),
-        "tag_names": [str(t) for t in tags if t is not None],
+        "tag_names": [text_field("task.tag_names", t) for t in tags if t is not None],
         "requester": requester,
         "assignee": _email(task.get("assigned_to")) or (assignees[0] if assignees else ""),
         "assignees": assignees,
         "site": site,
         "url": url,
         "page_url": page_url(site, url),
-        "screenshot_url": _text(task.get("screenshot_url")),
-        "admin_link": _text(task.get("admin_link")),
-        "secret_link": _text(task.get("secret_link")),
+        "screenshot_url": text_field("task.screenshot_url", task.get("screenshot_url")),
+        "admin_link": text_field("task.admin_link", task.get("admin_link")),
+        "secret_link": text_field("task.secret_link", task.get("secret_link")),
         "project_id": project_id,
-        "project_name": _text(task.get("project_name")),
+        "project_name": text_field("task.project_name", task.get("project_name")),
         "local_task_id": task.get("local_task_id"),
         "task_id": task_id,
-        "external_id": _text(task.get("external_id")),
+        "external_id": text_field("task.external_id", task.get("external_id")),
         "created_at": task.get("created_at"),
         "updated_at": task.get("updated_at"),
         "due_at": task.get("due_at"),
@@ -219,9 +218,9 @@ def _comment(raw: dict[str, Any], task: dict[str, Any]) -> Comment:
     updated = raw.get("deleted_at") or raw.get("updated_at") or created
     return Comment(
         id=str(comment_id),
-        body=_text(raw.get("text")),
-        author=str(user.get("display_name") or user.get("email") or ""),
-        url=_text(task.get("admin_link")),
+        body=text_field("comment.text", raw.get("text")),
+        author=text_field("comment.user", user.get("display_name") or user.get("email")),
+        url=text_field("task.admin_link", task.get("admin_link")),
         created_at=parse_timestamp(created, field_name="comment.created_at") if created else None,
         updated_at=parse_timestamp(updated, field_name="comment.updated_at") if updated else None,
     )

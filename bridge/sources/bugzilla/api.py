@@ -1,8 +1,11 @@
 """Bugzilla's REST API (`/rest/bug…`), for what a webhook lacks and for polling installations without webhooks.
 
 Authentication: the API key (BUGZILLA_API_KEY) in the `X-BUGZILLA-API-KEY` header (Bugzilla 5.0+ and BMO).
-Errors: network failures, 5xx and 429 raise `SourceUnavailable` (the event is retried later); 401/403/404
-and Bugzilla's own error bodies raise `BugzillaError`, which `enrich` turns into a note on the event.
+Every request goes through `bridge.sources.http.SourceHttp` (declared in `calls.py`, budget `bugzilla`
+shared by every process): 429/503 with `Retry-After` block every process for that long (capped) and are a
+wait (`SourceBusy`), never an attempt; network failures and 5xx open the outage breaker (`SourceUnavailable`,
+retried later; only reads are repeated in place, never a PUT); 401/403/404 and Bugzilla's own error bodies
+raise `BugzillaError`, which `enrich` turns into a note on the event.
 
 REST times are `2014-09-23T19:12:17Z`; the fields handed to mappings use the webhook's form (no `Z`) so a
 template reads the same whichever way the bug arrived.
@@ -18,12 +21,26 @@ from typing import Any
 
 import requests
 
-from bridge.events import NormalizedEvent, SourceUnavailable, parse_timestamp
+from bridge.events import NormalizedEvent, parse_timestamp
+from bridge.outbound.budget import Budgets
+from bridge.outbound.errors import Permanent
 from bridge.settings import Settings
 from bridge.sources.bugzilla import webhook as bugzilla
+from bridge.sources.bugzilla.calls import LIMITS, TABLE
+from bridge.sources.http import (
+    HOLD_ITEM,
+    TIMEOUT,
+    OnWait,
+    SourceHttp,
+    Throttle,
+    item_hold,
+    json_of,
+    retry_after,
+)
 
 log = logging.getLogger("bridge.sources.bugzilla")
-TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+BUDGET = "bugzilla"
+DEFAULT_WAIT = 60.0  # a 429 that names no time: a minute, doubling while refused
 API_KEY_HEADER = "X-BUGZILLA-API-KEY"
 FETCHED_NOTE = "fields fetched from Bugzilla"
 # What a poll or an enrichment asks for: the fields `bug_fields` reads, nothing more.
@@ -55,17 +72,82 @@ BUG_FIELDS = (
 )
 
 
-class BugzillaError(Exception):
-    """Bugzilla answered, but not with what was asked (bad key, no such bug, an error body): not worth a retry."""
+class BugzillaError(Permanent):
+    """Bugzilla answered, but not with what was asked (bad key, no such bug, an error body): not worth a retry.
+    `code` is Bugzilla's own error code when its body gave one (e.g. 104 for a refused status change)."""
+
+    def __init__(self, reason: str, *, status: int | None = None, code: int | None = None) -> None:
+        super().__init__(reason, status=status)
+        self.code = code
+
+
+class BugzillaAnswers:
+    """How Bugzilla's answers are read: `{"error": true, "code", "message"}` bodies (with any status, even
+    200) are refusals; 429/503 with `Retry-After` block every process for that long (capped)."""
+
+    system = "Bugzilla"
+    key = BUDGET
+
+    def throttle(self, response: requests.Response) -> Throttle | None:
+        wait = retry_after(response)
+        if response.status_code in (429, 503) and wait is not None:
+            return Throttle(BUDGET, wait, f"Bugzilla asked to wait ({response.status_code}, Retry-After)")
+        if response.status_code == 429:
+            return Throttle(BUDGET, None, "Bugzilla answered 429 without Retry-After", DEFAULT_WAIT)
+        return None
+
+    def after(self, response: requests.Response, budgets: Budgets) -> None:
+        return None
+
+    def refusal(self, response: requests.Response, method: str, path: str) -> Exception | None:
+        status = response.status_code
+        body = json_of(response)
+        code = body.get("code") if isinstance(body, dict) and isinstance(body.get("code"), int) else None
+        if status in (401, 403):
+            return BugzillaError(f"Bugzilla refused BUGZILLA_API_KEY ({status}{_message(body)})", status=status)
+        if status == 404:
+            return BugzillaError(f"not found in Bugzilla ({path}{_message(body)})", status=404, code=code)
+        if status >= 400 or not isinstance(body, dict):
+            return BugzillaError(
+                f"Bugzilla answered {status} to {method} {path}{_message(body)}", status=status, code=code
+            )
+        if body.get("error"):
+            return BugzillaError(f"Bugzilla error{_message(body)}", status=status, code=code)
+        return None
 
 
 class BugzillaClient:
-    def __init__(self, base_url: str, api_key: str, *, session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        budgets: Budgets,
+        session: requests.Session | None = None,
+        hold: float = HOLD_ITEM,
+        on_wait: OnWait | None = None,
+        timeout: float | tuple[float, float] = TIMEOUT,
+    ) -> None:
         if not base_url or not api_key:
             raise ValueError("BUGZILLA_URL and BUGZILLA_API_KEY are both needed for the Bugzilla API")
-        self.base_url = base_url.rstrip("/")
-        self.session = session or requests.Session()
-        self.session.headers.update({API_KEY_HEADER: api_key, "Accept": "application/json"})
+        session = session or requests.Session()
+        session.headers.update({API_KEY_HEADER: api_key, "Accept": "application/json"})
+        self.http = SourceHttp(
+            TABLE,
+            base_url,
+            BugzillaAnswers(),
+            budgets=budgets,
+            limits=LIMITS,
+            session=session,
+            hold=hold,
+            on_wait=on_wait,
+            timeout=timeout,
+        )
+        self.base_url = self.http.base_url
+
+    @property
+    def calls(self) -> int:
+        return self.http.calls
 
     # -- requests -----------------------------------------------------------------------------------------
 
@@ -79,27 +161,11 @@ class BugzillaClient:
     def send(
         self, method: str, path: str, *, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        url = f"{self.base_url}/rest/{path.lstrip('/')}"
-        try:
-            response = self.session.request(method, url, params=params, json=body, timeout=TIMEOUT)
-        except requests.RequestException as exc:
-            raise SourceUnavailable(f"Bugzilla unreachable: {type(exc).__name__}") from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise SourceUnavailable(f"Bugzilla answered {status}", retry_after=_retry_after(response))
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if status in (401, 403):
-            raise BugzillaError(f"Bugzilla refused BUGZILLA_API_KEY ({status}{_message(body)})")
-        if status == 404:
-            raise BugzillaError(f"not found in Bugzilla ({path}{_message(body)})")
-        if status >= 400 or not isinstance(body, dict):
-            raise BugzillaError(f"Bugzilla answered {status} to {path}{_message(body)}")
-        if body.get("error"):
-            raise BugzillaError(f"Bugzilla error{_message(body)}")
-        return body
+        """One call under `/rest/` (`path` relative to it); the answer's JSON object."""
+        response = self.http.send(method, f"/rest/{path.lstrip('/')}", params=params, body=body)
+        data = json_of(response)
+        assert isinstance(data, dict)  # BugzillaAnswers refuses anything else
+        return data
 
     def bug(self, bug_id: int | str, include_fields: Iterable[str] = BUG_FIELDS) -> dict[str, Any]:
         body = self.get(f"bug/{bug_id}", {"include_fields": ",".join(include_fields)})
@@ -126,11 +192,14 @@ class BugzillaClient:
         include_fields: Iterable[str] = BUG_FIELDS,
         component: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Bugs changed at `last_change_time` or later, oldest change first (then by id)."""
+        """One page of the bugs changed at `last_change_time` or later (003:1498-1631).
+
+        Only documented parameters: `limit` may be replaced by the installation's maximum (003:1563-1567) and
+        the order of the results is not documented, so a caller pages until an empty page, dedupes by id and
+        orders locally (`search_all`)."""
         params: dict[str, Any] = {
             "last_change_time": last_change_time,
             "include_fields": ",".join(include_fields),
-            "order": "changeddate,bug_id",
             "limit": limit,
             "offset": offset,
         }
@@ -142,10 +211,12 @@ class BugzillaClient:
         return [b for b in bugs or [] if isinstance(b, dict)]
 
 
-def client_from_settings(settings: Settings) -> BugzillaClient | None:
+def client_from_settings(
+    settings: Settings, budgets: Budgets, *, hold: float = HOLD_ITEM, on_wait: OnWait | None = None
+) -> BugzillaClient | None:
     if not (settings.bugzilla_url and settings.bugzilla_api_key):
         return None
-    return BugzillaClient(settings.bugzilla_url, settings.bugzilla_api_key)
+    return BugzillaClient(settings.bugzilla_url, settings.bugzilla_api_key, budgets=budgets, hold=hold, on_wait=on_wait)
 
 
 # -- turning REST objects into the source's fields ------------------------------------------------------------
@@ -180,7 +251,9 @@ def change_ts(bug: dict[str, Any]) -> datetime:
 # -- enrich -----------------------------------------------------------------------------------------------------
 
 
-def enrich(settings: Settings, event: NormalizedEvent, client: BugzillaClient | None = None) -> NormalizedEvent:
+def enrich(
+    settings: Settings, event: NormalizedEvent, budgets: Budgets, client: BugzillaClient | None = None
+) -> NormalizedEvent:
     """Fetch a bug the webhook reduced (a private bug) and return the event with its full fields.
 
     Without BUGZILLA_URL and BUGZILLA_API_KEY the event comes back unchanged (its notes say what is missing).
@@ -188,7 +261,7 @@ def enrich(settings: Settings, event: NormalizedEvent, client: BugzillaClient | 
     """
     if event.source != bugzilla.NAME or event.has_state:
         return event
-    client = client or client_from_settings(settings)
+    client = client or client_from_settings(settings, budgets, hold=item_hold(settings.item_lease_seconds))
     if client is None:
         return event
     try:
@@ -208,14 +281,6 @@ def enrich(settings: Settings, event: NormalizedEvent, client: BugzillaClient | 
         source_project=str(fields.get("product") or event.source_project),
         notes=(*notes, FETCHED_NOTE),
     )
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 def _message(body: Any) -> str:

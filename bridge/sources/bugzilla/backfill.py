@@ -1,9 +1,9 @@
 """Backfill reader for Bugzilla: a product's bugs (optionally one component) and their comments.
 
-Search: `GET /rest/bug?product=…&component=…&last_change_time=…&order=changeddate,bug_id&limit&offset`
-(seed 003), paged keyset-style like the poller: each page restarts at the newest change time seen, with an
-offset only within one second, so a bug that changes during the backfill moves to the end instead of
-shifting the pages. Comments: `GET /rest/bug/{id}/comment`, one call per bug (comment 0 is the description).
+Search: `GET /rest/bug?product=…&component=…&last_change_time=…&limit&offset` (003:1498-1631, documented
+parameters only), paged by offset until an empty page (an installation's maximum replaces `limit`, so a
+short page is not the last), each page ordered here and each bug read once (the order is not documented).
+Comments: `GET /rest/bug/{id}/comment`, one call per bug (comment 0 is the description).
 
 The events and their dedup keys are the poller's (`bridge.sources.bugzilla.poller`: `poll:<id>:<time>:<hash>` and
 `poll-comment:<comment id>`), so a bug both polled and backfilled is stored once. Private comments are not
@@ -46,6 +46,7 @@ class BugzillaReader:
         self.product, self.component, self.since = product, component, since
         self.page_size = page_size
         self.calls = 0
+        self._ids: set[int] = set()  # bugs read by this run
 
     @property
     def source_calls(self) -> int:
@@ -55,7 +56,13 @@ class BugzillaReader:
         return {"product": self.product, "component": self.component, "since": self.since}
 
     def batches(self, cursor: dict[str, Any] | None) -> Iterator[Batch]:
-        cursor = dict(cursor or {"time": self.since or EPOCH, "skip": 0, "seen": 0})
+        """Pages of `limit` bugs by offset, from the backfill's start time, until an empty page: an
+        installation's maximum replaces `limit` (003:1563-1567), so a short page is not the last one. The
+        search's order is not documented: each page is ordered here, and a bug seen on an earlier page is
+        not read again (a page with nothing new ends it: a server that ignores `offset`)."""
+        cursor = dict(cursor or {"time": self.since or EPOCH, "offset": 0, "seen": 0})
+        if "offset" not in cursor:  # a cursor written before offsets (keyset by time): read from its time again
+            cursor = {"time": cursor.get("time") or self.since or EPOCH, "offset": 0, "seen": cursor.get("seen", 0)}
         while True:
             self.calls += 1
             page = self.client.search(
@@ -63,23 +70,20 @@ class BugzillaReader:
                 product=self.product,
                 component=self.component,
                 limit=self.page_size,
-                offset=cursor["skip"],
+                offset=cursor["offset"],
             )
             if not page:
                 if not cursor["seen"] and not self.since:
                     where = f"product {self.product!r}" + (f", component {self.component!r}" if self.component else "")
                     raise BackfillError(f"Bugzilla has no bugs in {where}: is the name right (it must match exactly)?")
                 return
-            items = [self._item(bug) for bug in page]
-            times = [change_ts(b) for b in page]
-            last = max(times)
-            if rest_time(last) == cursor["time"]:
-                cursor["skip"] += len(page)  # a whole page within one second: step through that second
-            else:
-                cursor["time"], cursor["skip"] = rest_time(last), sum(1 for t in times if t == last)
-            cursor["seen"] += len(page)
-            yield Batch(items, dict(cursor), len(page))
-            if len(page) < self.page_size:
+            fresh = [b for b in page if int(b["id"]) not in self._ids]
+            fresh.sort(key=lambda b: (change_ts(b), int(b["id"])))
+            self._ids.update(int(b["id"]) for b in fresh)
+            cursor["offset"] += len(page)
+            cursor["seen"] += len(fresh)
+            yield Batch([self._item(bug) for bug in fresh], dict(cursor), len(fresh))
+            if not fresh:
                 return
 
     def _item(self, bug: dict[str, Any]) -> Item:

@@ -2,10 +2,12 @@
 
 Per configured product, a durable high-water mark in `kv` (`bugzilla.poll.<product>`: the newest
 `last_change_time` seen and the ids of the bugs changed at exactly that second). A poll searches
-`GET /rest/bug?last_change_time=<mark>&product=…` ("at or after": polls overlap) ordered by last change,
-pages through the results keyset-style (each page restarts at the newest time seen, with an offset only
-within one second), and stores each bug as an `updated` event and each new comment as `comment_created`,
-through `store.record_delivery` like a webhook. The mark advances only after every page was stored, so a
+`GET /rest/bug?last_change_time=<mark>&product=…` ("at or after": polls overlap) with only the documented
+parameters (`search_all`: paged by offset until an empty page, since an installation's maximum replaces
+`limit`; deduplicated by id and ordered here, since the order is not documented), and stores each bug as an
+`updated` event and each new comment as `comment_created`, through `store.record_delivery` like a webhook.
+A poll that needed several pages moves its mark only as far as no page boundary can have hidden a bug.
+The mark advances only after every page was stored, so a
 crash or an error mid-poll repeats work: the dedup keys absorb it (`poll:<id>:<time>:<hash of the fields>`
 and `poll-comment:<comment id>`). A restart reads the mark back: nothing skipped, nothing stored twice.
 
@@ -23,7 +25,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,14 +33,16 @@ from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.events import Comment, NormalizedEvent, parse_timestamp
+from bridge.outbound.budget import shared_budgets
 from bridge.settings import Settings
 from bridge.sources.bugzilla import webhook as bugzilla
 from bridge.sources.bugzilla.api import BugzillaClient, change_ts, client_from_settings, description_of, fields_of
+from bridge.sources.http import HOLD_POLL
 
 log = logging.getLogger("bridge.polling")
 MARK_KEY = "bugzilla.poll.{product}"
 LEASE = "poll:bugzilla"
-MAX_PAGES = 1000  # a guard against a server that ignores offset; the rest waits for the next poll
+MAX_PAGES = 1000  # a guard against a runaway search; the rest waits for the next poll
 FIRST_POLL_LOOKBACK = 300.0  # without a mark, start this far back (clock skew between us and Bugzilla)
 
 
@@ -81,7 +85,8 @@ def poll_bugzilla(
 
     Raises `SourceUnavailable` when Bugzilla cannot be asked now (the marks stay where they were).
     """
-    client = client or client_from_settings(settings)
+    hold = min(HOLD_POLL, config.interval / 2)  # a wait longer than half the period is the next tick's
+    client = client or client_from_settings(settings, shared_budgets(engine), hold=hold)
     if client is None or not config.products:
         return set()
     holder = f"{socket.gethostname()}:{os.getpid()}"
@@ -107,34 +112,23 @@ def poll_product(
         mark = Mark(start.replace(microsecond=0))
     comments_since = rest_time(mark.time - timedelta(seconds=1))  # `new_since` is strictly after
     fed: set[tuple[str, str]] = set()
-    done: set[tuple[int, datetime]] = set()
+    stored = 0
+    pages = search_all(client, since=rest_time(mark.time), product=product, page_size=config.page_size)
+    bugs = [b for b in pages.bugs if b[1] >= mark.time]
+    for bug, ts in bugs:  # oldest change first, ordered here (the search's order is not documented)
+        stored += _feed_bug(engine, settings, client, bug, ts, comments_since, fed)
     high, high_ids = mark.time, set(mark.ids)
-    cursor, offset, stored, pages = mark.time, 0, 0, 0
-    while pages < MAX_PAGES:
-        pages += 1
-        page = client.search(last_change_time=rest_time(cursor), product=product, limit=config.page_size, offset=offset)
-        if not page:
-            break
-        times = []
-        for bug in page:
-            ts = change_ts(bug)
-            times.append(ts)
-            key = (int(bug["id"]), ts)
-            if ts < mark.time or key in done:
-                continue
-            done.add(key)
-            stored += _feed_bug(engine, settings, client, bug, ts, comments_since, fed)
-            if ts > high:
-                high, high_ids = ts, {key[0]}
-            elif ts == high:
-                high_ids.add(key[0])
-        last = max(times)
-        if last == cursor:
-            offset += len(page)  # a whole page within one second: step through that second
-        else:
-            cursor, offset = last, sum(1 for t in times if t == last)
-    else:
-        log.warning("Bugzilla poll stopped after %d pages; the rest comes next poll", MAX_PAGES)
+    for bug, ts in bugs:
+        if ts > high:
+            high, high_ids = ts, {int(bug["id"])}
+        elif ts == high:
+            high_ids.add(int(bug["id"]))
+    if pages.count > 1 and pages.page_maxima and min(pages.page_maxima) < high:
+        # Offsets over a result that re-orders while it is read (a bug changed meanwhile moves to the end)
+        # can skip a bug at a page boundary; it is no newer than the newest change of the page before it.
+        # The mark stops there: the next poll reads the rest again (the store's dedup keys absorb it).
+        high = min(pages.page_maxima)
+        high_ids = {int(b["id"]) for b, ts in bugs if ts == high}
     new_mark = Mark(high, tuple(high_ids))
     if new_mark != mark:
         store.kv_set(engine, MARK_KEY.format(product=product), new_mark.to_json())
@@ -143,6 +137,56 @@ def poll_product(
         extra={"product": product, "stored": stored, "items": len(fed), "mark": rest_time(high)},
     )
     return fed
+
+
+@dataclass
+class SearchPages:
+    bugs: list[tuple[dict[str, Any], datetime]]  # each bug once (its newest change seen), oldest change first
+    count: int = 0  # non-empty pages read
+    page_maxima: list[datetime] = field(default_factory=list)  # each page's newest change
+    complete: bool = True  # False when MAX_PAGES stopped it
+
+
+def search_all(
+    client: BugzillaClient,
+    *,
+    since: str,
+    product: str,
+    component: str | None = None,
+    page_size: int = 100,
+    offset: int = 0,
+    max_pages: int = MAX_PAGES,
+) -> SearchPages:
+    """Every bug changed at `since` or later, as seed 003 documents the search: `limit` may be replaced by the
+    installation's maximum (003:1563-1567), so a page shorter than `limit` is not the last one; paged by
+    `offset` until an empty page (or a page with nothing new: a server that ignores `offset`); the order of
+    the results is not documented, so bugs are deduplicated by id and ordered here by (change, id)."""
+    seen: dict[int, tuple[dict[str, Any], datetime]] = {}
+    result = SearchPages([])
+    while result.count < max_pages:
+        page = client.search(
+            last_change_time=since, product=product, component=component, limit=page_size, offset=offset
+        )
+        if not page:
+            break
+        result.count += 1
+        times = [change_ts(b) for b in page]
+        result.page_maxima.append(max(times))
+        new = 0
+        for bug, ts in zip(page, times, strict=True):
+            bug_id = int(bug["id"])
+            if bug_id not in seen:
+                new += 1
+            if bug_id not in seen or ts > seen[bug_id][1]:
+                seen[bug_id] = (bug, ts)
+        if not new:
+            break
+        offset += len(page)
+    else:
+        result.complete = False
+        log.warning("Bugzilla search stopped after %d pages; the rest comes next time", max_pages)
+    result.bugs = sorted(seen.values(), key=lambda pair: (pair[1], int(pair[0]["id"])))
+    return result
 
 
 def _feed_bug(

@@ -22,7 +22,7 @@ from typing import Any
 
 from bridge.events import BadDelivery, Comment, IgnoredEvent, NormalizedEvent, Unauthorized, parse_timestamp
 from bridge.sources.common import load_json_object
-from bridge.sources.validate import check_id
+from bridge.sources.validate import check_id, named_text, text_field
 
 NAME = "bugzilla"
 AUTH_SCHEMES = ("token", "bearer")
@@ -181,8 +181,8 @@ class BugzillaSource:
         url = fields.get("bug_url") or ""
         return Comment(
             id=str(raw["id"]),
-            body=_text(raw.get("body")),
-            author=_text(user.get("login")),
+            body=text_field("bug.comment.body", raw.get("body")),
+            author=named_text("event.user.login", user.get("login")),
             url=f"{url}#c{number}" if url and number is not None else url,
             created_at=parse_timestamp(created, field_name="bug.comment.creation_time") if created else None,
         )
@@ -207,34 +207,34 @@ def bug_fields(bug: dict[str, Any], bug_id: int, *, bugzilla_url: str = "", redu
     keywords = bug.get("keywords") or []
     if not isinstance(keywords, list):
         raise BadDelivery("bug.keywords: expected a list")
-    keywords = [str(k) for k in keywords if k is not None]
-    status, resolution = _text(bug.get("status")), _text(bug.get("resolution"))
+    keywords = [named_text("bug.keywords", k) for k in keywords if k is not None]
+    status, resolution = _field(bug, "status"), _field(bug, "resolution")
     alias = bug.get("alias")
-    bug_type = _text(bug.get("type"))
+    bug_type = _field(bug, "type")
     return {
         "id": bug_id,
-        "alias": ", ".join(str(a) for a in alias) if isinstance(alias, list) else _text(alias),
-        "summary": _text(bug.get("summary")),
+        "alias": ", ".join(_alias(a) for a in alias) if isinstance(alias, list) else _alias(alias),
+        "summary": _field(bug, "summary"),
         "status": status,
         "resolution": resolution,
         "status_resolution": f"{status}/{resolution}" if resolution else status,
-        "severity": _text(bug.get("severity")),
-        "priority": _text(bug.get("priority")),
-        "classification": _text(bug.get("classification")),
-        "product": _text(bug.get("product")),
-        "component": _text(bug.get("component")),
+        "severity": _field(bug, "severity"),
+        "priority": _field(bug, "priority"),
+        "classification": _field(bug, "classification"),
+        "product": _field(bug, "product"),
+        "component": _field(bug, "component"),
         "keywords": keywords,
         "keywords_and_type": [*keywords, bug_type] if bug_type else list(keywords),
-        "whiteboard": _text(bug.get("whiteboard")),
-        "url": _text(bug.get("url")),
-        "version": _text(bug.get("version")),
-        "target_milestone": _text(bug.get("target_milestone")),
+        "whiteboard": _field(bug, "whiteboard"),
+        "url": _field(bug, "url"),
+        "version": _field(bug, "version"),
+        "target_milestone": _field(bug, "target_milestone"),
         "type": bug_type,
-        "assigned_to": _text(bug.get("assigned_to")),
-        "creator": _text(bug.get("creator")),
-        "qa_contact": _text(bug.get("qa_contact")),
-        "op_sys": _text(bug.get("operating_system") or bug.get("op_sys")),
-        "platform": _text(bug.get("platform")),
+        "assigned_to": _field(bug, "assigned_to"),
+        "creator": _field(bug, "creator"),
+        "qa_contact": _field(bug, "qa_contact"),
+        "op_sys": _field(bug, "operating_system") or _field(bug, "op_sys"),
+        "platform": _field(bug, "platform"),
         "creation_time": bug.get("creation_time"),
         "last_change_time": bug.get("last_change_time"),
         "is_private": bool(bug.get("is_private")),
@@ -246,8 +246,16 @@ def bug_url(bugzilla_url: str, bug_id: int) -> str:
     return f"{bugzilla_url.rstrip('/')}/show_bug.cgi?id={bug_id}" if bugzilla_url else ""
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+def _field(bug: dict[str, Any], name: str) -> str:
+    """A text field of the bug, by name when the installation sends it as an object (Red Hat style)."""
+    return named_text(f"bug.{name}", bug.get(name))
+
+
+def _alias(value: Any) -> str:
+    """One alias: text, or a number some installations send."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return named_text("bug.alias", value)
 
 
 def _envelope(payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], int]:

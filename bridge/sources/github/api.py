@@ -1,44 +1,51 @@
-"""GitHub's REST API, for backfilling the issues (and their comments) that existed before the webhook.
+"""GitHub's REST API: the backfill's reads, and the writes that talk back (back-links, closing the loop).
 
 Authentication: GITHUB_TOKEN as `Authorization: Bearer <token>`; GITHUB_API_URL points at GitHub
 Enterprise (`https://<host>/api/v3`) or a test server. Pagination follows the `Link: <…>; rel="next"`
 header, never a page count computed here.
 
-Limits: GitHub's answers carry `X-RateLimit-Remaining` / `X-RateLimit-Reset`. When the remaining count
-reaches 0 the client sleeps until the reset before its next call; a 403/429 for the primary limit waits
-for the reset too, and a secondary limit (403/429 with `Retry-After`, or GitHub's "secondary rate limit"
-message without it) waits as told (a minute when not told), then repeats the request. Waiting, not failing,
-is the point: a backfill of a large repository must finish on its own. A wait longer than `max_wait`
-raises `SourceUnavailable` instead (the backfill stops resumable). Network errors and 5xx are retried a
-few times, then `SourceUnavailable`.
-
-401 raises `GitHubError` naming GITHUB_TOKEN; 404 on a repository raises `GitHubError` saying it is unknown
-(or invisible to the token): both are not worth a retry.
+Every request goes through `bridge.sources.http.SourceHttp`: declared in `calls.py`, paced by the budgets
+every process shares, read by `GitHubAnswers`:
+- the primary limit: an answer with `X-RateLimit-Remaining: 0` blocks budget `github` until
+  `X-RateLimit-Reset` (measured against the answer's own `Date`), and so does a 403/429 for it;
+- a secondary limit (403/429 with `Retry-After`, or GitHub's "secondary rate limit" message without it)
+  blocks `github` for the `Retry-After`, else 60 s doubling while refused;
+- a block longer than the client's `hold` is `SourceBusy` (a wait, never an attempt); a backfill holds up to
+  an hour, reported once, then stops resumable;
+- network errors, timeouts and 5xx open the outage breaker; only safe calls are repeated, so a comment POST
+  that timed out is never sent twice (its caller looks it up by its marker);
+- 401 raises `GitHubError` naming GITHUB_TOKEN; 404 on a repository says it is unknown (or invisible to the
+  token): neither is worth a retry.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
-from bridge.events import SourceUnavailable
+from bridge.outbound.budget import Budgets
+from bridge.outbound.errors import Permanent
+from bridge.sources.github.calls import LIMITS, TABLE
+from bridge.sources.http import HOLD_ITEM, TIMEOUT, OnWait, SourceHttp, Throttle, json_of, provider_now, retry_after
 
-log = logging.getLogger("bridge.sources.github_api")
 API_URL = "https://api.github.com"
-TIMEOUT = (5.0, 30.0)
 PER_PAGE = 100  # GitHub's maximum
 SECONDARY_DEFAULT_WAIT = 60.0  # GitHub: "wait at least one minute" when no Retry-After is given
-MAX_TRANSIENT_RETRIES = 4
 ACCEPT = "application/vnd.github+json"
+BUDGET = "github"
 
 
-class GitHubError(Exception):
-    """GitHub answered, but not with what was asked (bad token, unknown repository): not worth a retry."""
+class GitHubError(Permanent):
+    """GitHub answered, but not with what was asked (bad token, unknown repository, a refused write).
+    `detail`: GitHub's own message (": Not Found"), when it gave one."""
+
+    def __init__(self, reason: str, *, status: int | None = None, detail: str = "") -> None:
+        super().__init__(reason, status=status)
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -47,135 +54,126 @@ class Page:
     next_url: str | None  # the `rel="next"` link, None on the last page
 
 
+class GitHubAnswers:
+    """How GitHub's answers are read (GitHub REST: "Rate limits for the REST API")."""
+
+    system = "GitHub"
+    key = BUDGET
+
+    def throttle(self, response: requests.Response) -> Throttle | None:
+        if response.status_code not in (403, 429):
+            return None
+        wait = retry_after(response)
+        if wait is not None:
+            return Throttle(BUDGET, wait, f"GitHub secondary rate limit ({response.status_code}, Retry-After)")
+        reset = _reset_in(response)
+        if reset is not None:
+            return Throttle(BUDGET, reset, f"GitHub primary rate limit ({response.status_code}) until its reset")
+        if response.status_code == 429 or "rate limit" in _message(response).lower():
+            return Throttle(BUDGET, None, "GitHub secondary rate limit without Retry-After", SECONDARY_DEFAULT_WAIT)
+        return None  # a 403 that is a permission: a refusal
+
+    def after(self, response: requests.Response, budgets: Budgets) -> None:
+        reset = _reset_in(response)
+        if reset is not None:
+            budgets.block(BUDGET, reset, "GitHub's X-RateLimit-Remaining is 0 until X-RateLimit-Reset")
+
+    def refusal(self, response: requests.Response, method: str, path: str) -> Exception | None:
+        status = response.status_code
+        if status < 400:
+            return None
+        message = _message(response)
+        what = f"{method} {path}"
+        if status == 401:
+            return GitHubError(f"GitHub refused GITHUB_TOKEN (401{message}) for {what}: has it expired?", status=401)
+        if status == 404:
+            reason = f"not found on GitHub: {what} (404{message}), or GITHUB_TOKEN cannot see it"
+            return GitHubError(reason, status=404, detail=message)
+        if status == 403:
+            return GitHubError(f"GitHub refused {what} (403{message}): does GITHUB_TOKEN have access?", status=403)
+        return GitHubError(f"GitHub answered {status}{message} to {what}", status=status)
+
+
 class GitHubClient:
     def __init__(
         self,
         token: str,
         *,
+        budgets: Budgets,
         base_url: str = API_URL,
         session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        max_wait: float = 3600.0,
-        on_wait: Callable[[float, str], None] | None = None,
+        hold: float = HOLD_ITEM,
+        on_wait: OnWait | None = None,
+        timeout: float | tuple[float, float] = TIMEOUT,
     ) -> None:
         if not token:
             raise GitHubError("GITHUB_TOKEN is not set: the GitHub API needs a token (repo or issues:read scope)")
-        self.base_url = base_url.rstrip("/")
-        self.session = session or requests.Session()
-        self.session.headers.update(
+        session = session or requests.Session()
+        session.headers.update(
             {"Authorization": f"Bearer {token}", "Accept": ACCEPT, "X-GitHub-Api-Version": "2022-11-28"}
         )
-        self.sleep = sleep
-        self.max_wait = max_wait
-        self.on_wait = on_wait
-        self.calls = 0  # requests made (answers received), for the backfill's cost report
-        self.waited = 0.0  # seconds spent waiting for GitHub's limits
-        self._reset_at: float | None = None  # set when the last answer said no calls remain
+        self.http = SourceHttp(
+            TABLE,
+            base_url,
+            GitHubAnswers(),
+            budgets=budgets,
+            limits=LIMITS,
+            session=session,
+            hold=hold,
+            on_wait=on_wait,
+            timeout=timeout,
+        )
+        self.base_url = self.http.base_url
+
+    @property
+    def calls(self) -> int:
+        """Requests made (answers received), for the backfill's cost report."""
+        return self.http.calls
+
+    @property
+    def waited(self) -> float:
+        """Seconds spent waiting for GitHub's limits and the shared budgets."""
+        return self.http.waited
 
     # -- requests -----------------------------------------------------------------------------------------
 
     def get(self, url: str, params: dict[str, Any] | None = None, *, repo: str = "") -> Page:
-        """One page: `url` is a path (`/repos/o/r/issues`) or a `Link` URL (which carries its own query)."""
-        full = url if url.startswith(("http://", "https://")) else f"{self.base_url}/{url.lstrip('/')}"
-        transient = 0
-        while True:
-            self._wait_for_reset()
-            try:
-                response = self.session.get(full, params=params, timeout=TIMEOUT)
-            except requests.RequestException as exc:
-                transient += 1
-                if transient > MAX_TRANSIENT_RETRIES:
-                    raise SourceUnavailable(f"GitHub unreachable: {type(exc).__name__}") from None
-                self._wait(min(30.0, 2.0**transient), f"GitHub unreachable ({type(exc).__name__})")
-                continue
-            self.calls += 1
-            self._note_limits(response)
-            status = response.status_code
-            if status in (403, 429):
-                wait = self._limit_wait(response)
-                if wait is not None:
-                    self._reset_at = None  # this wait already runs to the reset
-                    self._wait(wait, f"GitHub rate limit ({status})")
-                    continue
-            if status >= 500:
-                transient += 1
-                if transient > MAX_TRANSIENT_RETRIES:
-                    raise SourceUnavailable(f"GitHub answered {status}")
-                self._wait(min(30.0, 2.0**transient), f"GitHub answered {status}")
-                continue
-            return self._page(response, repo)
-
-    def _page(self, response: requests.Response, repo: str) -> Page:
-        status = response.status_code
-        message = _message(response)
-        if status == 401:
-            raise GitHubError(f"GitHub refused GITHUB_TOKEN (401{message}): check the token, has it expired?")
-        if status == 404:
-            what = f"repository {repo!r}" if repo else response.url
-            raise GitHubError(f"unknown {what} on GitHub (404{message}), or GITHUB_TOKEN cannot see it")
-        if status == 403:
-            raise GitHubError(f"GitHub refused the request (403{message}): does GITHUB_TOKEN have access?")
-        if status >= 400:
-            raise GitHubError(f"GitHub answered {status}{message}")
+        """One page of a list: `url` is a path (`/repos/o/r/issues`) or a `Link` URL (which carries its query)."""
         try:
-            data = response.json()
-        except ValueError:
-            raise GitHubError("GitHub answered with something that is not JSON") from None
+            response = self.http.send("GET", url, params=params)
+        except GitHubError as exc:
+            if exc.status == 404 and repo:
+                raise GitHubError(unknown_repository(repo, exc.detail), status=404) from None
+            raise
+        data = json_of(response)
         if not isinstance(data, list):
             raise GitHubError(f"GitHub answered with a JSON {type(data).__name__}, expected a list")
         next_url = (response.links.get("next") or {}).get("url")
         return Page([d for d in data if isinstance(d, dict)], next_url)
 
-    # -- limits -------------------------------------------------------------------------------------------
-
-    def _note_limits(self, response: requests.Response) -> None:
-        remaining = response.headers.get("X-RateLimit-Remaining")
-        reset = response.headers.get("X-RateLimit-Reset")
-        self._reset_at = None
-        if remaining is not None and reset is not None and remaining.strip() == "0":
-            try:
-                self._reset_at = float(reset)
-            except ValueError:
-                self._reset_at = None
-
-    def _wait_for_reset(self) -> None:
-        """The last answer said no calls remain: sleep until the window resets (GitHub's epoch seconds)."""
-        if self._reset_at is None:
-            return
-        wait = self._reset_at - time.time() + 1.0  # a second of slack against clock skew
-        self._reset_at = None
-        if wait > 0:
-            self._wait(wait, "GitHub rate limit used up until its reset")
-
-    def _limit_wait(self, response: requests.Response) -> float | None:
-        """How long to wait before repeating a 403/429 that is a rate limit; None when it is not one."""
-        retry_after = response.headers.get("Retry-After")
-        if retry_after:
-            try:
-                return max(1.0, float(retry_after))
-            except ValueError:
-                return SECONDARY_DEFAULT_WAIT
-        if response.headers.get("X-RateLimit-Remaining", "").strip() == "0":
-            reset = response.headers.get("X-RateLimit-Reset")
-            try:
-                return max(1.0, float(reset or 0) - time.time() + 1.0)
-            except ValueError:
-                return SECONDARY_DEFAULT_WAIT
-        if "rate limit" in _message(response).lower():
-            return SECONDARY_DEFAULT_WAIT
-        return None
-
-    def _wait(self, seconds: float, why: str) -> None:
-        if seconds > self.max_wait:
-            raise SourceUnavailable(f"{why}: would wait {seconds:.0f}s (over {self.max_wait:.0f}s)", seconds)
-        if self.on_wait is not None:  # the caller reports the wait itself (the CLI prints it): once is enough
-            self.on_wait(seconds, why)
-        else:
-            log.warning("waiting %.1fs: %s", seconds, why)
-        self.waited += seconds
-        self.sleep(seconds)
+    def send(self, method: str, path: str, body: Any = None) -> Any:
+        """One call that answers an object (a read of one resource, or a write)."""
+        response = self.http.send(method, path, body=body)
+        if not response.content:
+            return None
+        data = json_of(response)
+        if data is None:
+            raise GitHubError(f"GitHub answered {method} {path} with something that is not JSON")
+        return data
 
     # -- resources ----------------------------------------------------------------------------------------
+
+    def repository(self, repo: str) -> dict[str, Any]:
+        """`GET /repos/{owner}/{repo}`: the repository object a webhook carries (its `id` survives a rename)."""
+        try:
+            data = self.send("GET", f"/repos/{repo}")
+        except GitHubError as exc:
+            if exc.status == 404:
+                raise GitHubError(unknown_repository(repo, exc.detail), status=404) from None
+            raise
+        if not isinstance(data, dict):
+            raise GitHubError(f"GitHub answered GET /repos/{repo} with a JSON {type(data).__name__}")
+        return data
 
     def issues_page(
         self,
@@ -228,65 +226,35 @@ class GitHubClient:
 
     # -- writes (talking back: back-links, closing the loop) ---------------------------------------------
 
-    def send(self, method: str, path: str, body: Any = None, *, repo: str = "") -> Any:
-        """One write (or a single-object read), with the same limit waits and retries as `get`."""
-        full = f"{self.base_url}/{path.lstrip('/')}"
-        transient = 0
-        while True:
-            self._wait_for_reset()
-            try:
-                response = self.session.request(method, full, json=body, timeout=TIMEOUT)
-            except requests.RequestException as exc:
-                transient += 1
-                if transient > MAX_TRANSIENT_RETRIES:
-                    raise SourceUnavailable(f"GitHub unreachable: {type(exc).__name__}") from None
-                self._wait(min(30.0, 2.0**transient), f"GitHub unreachable ({type(exc).__name__})")
-                continue
-            self.calls += 1
-            self._note_limits(response)
-            status = response.status_code
-            if status in (403, 429):
-                wait = self._limit_wait(response)
-                if wait is not None:
-                    self._wait(wait, f"GitHub rate limit ({status})")
-                    continue
-            if status >= 500:
-                transient += 1
-                if transient > MAX_TRANSIENT_RETRIES:
-                    raise SourceUnavailable(f"GitHub answered {status}")
-                self._wait(min(30.0, 2.0**transient), f"GitHub answered {status}")
-                continue
-            if status >= 400:
-                what = f"{method} {path}"
-                if status == 401:
-                    raise GitHubError(f"GitHub refused GITHUB_TOKEN (401{_message(response)}) for {what}")
-                raise GitHubError(f"GitHub answered {status}{_message(response)} to {what}")
-            try:
-                return response.json() if response.content else None
-            except ValueError:
-                raise GitHubError("GitHub answered with something that is not JSON") from None
-
     def get_issue(self, repo: str, number: int) -> dict[str, Any]:
-        return dict(self.send("GET", f"/repos/{repo}/issues/{number}", repo=repo) or {})
+        return dict(self.send("GET", f"/repos/{repo}/issues/{number}") or {})
 
     def add_comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
-        """`POST /repos/{repo}/issues/{number}/comments`: 201 with the new comment."""
-        return dict(self.send("POST", f"/repos/{repo}/issues/{number}/comments", {"body": body}, repo=repo) or {})
+        """`POST /repos/{repo}/issues/{number}/comments`: 201 with the new comment. Never repeated after a
+        timeout or a 5xx (`SourceUnavailable`): the caller looks it up by its marker first."""
+        return dict(self.send("POST", f"/repos/{repo}/issues/{number}/comments", {"body": body}) or {})
 
     def set_state(self, repo: str, number: int, state: str, state_reason: str | None = None) -> dict[str, Any]:
         """`PATCH` the issue: `state` open|closed, `state_reason` completed|not_planned|reopened."""
         body: dict[str, Any] = {"state": state}
         if state_reason:
             body["state_reason"] = state_reason
-        return dict(self.send("PATCH", f"/repos/{repo}/issues/{number}", body, repo=repo) or {})
+        return dict(self.send("PATCH", f"/repos/{repo}/issues/{number}", body) or {})
 
     def add_labels(self, repo: str, number: int, labels: list[str]) -> None:
-        self.send("POST", f"/repos/{repo}/issues/{number}/labels", {"labels": labels}, repo=repo)
+        self.send("POST", f"/repos/{repo}/issues/{number}/labels", {"labels": labels})
 
     def remove_label(self, repo: str, number: int, label: str) -> None:
-        from urllib.parse import quote
+        """A label the issue no longer has (404, "Label does not exist") is as good as removed."""
+        try:
+            self.send("DELETE", f"/repos/{repo}/issues/{number}/labels/{quote(label, safe='')}")
+        except GitHubError as exc:
+            if exc.status != 404:
+                raise
 
-        self.send("DELETE", f"/repos/{repo}/issues/{number}/labels/{quote(label, safe='')}", repo=repo)
+
+def unknown_repository(repo: str, detail: str = "") -> str:
+    return f"unknown repository {repo!r} on GitHub (404{detail}), or GITHUB_TOKEN cannot see it"
 
 
 def issue_number_of(comment: dict[str, Any]) -> int | None:
@@ -298,11 +266,19 @@ def issue_number_of(comment: dict[str, Any]) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def _message(response: requests.Response) -> str:
+def _reset_in(response: requests.Response) -> float | None:
+    """Seconds until `X-RateLimit-Reset` when `X-RateLimit-Remaining` is 0, by GitHub's own clock; else None."""
+    if (response.headers.get("X-RateLimit-Remaining") or "").strip() != "0":
+        return None
     try:
-        body = response.json()
+        reset = float(response.headers.get("X-RateLimit-Reset") or "")
     except ValueError:
-        return ""
+        return SECONDARY_DEFAULT_WAIT
+    return max(1.0, reset - provider_now(response) + 1.0)  # a second of slack: the reset is whole seconds
+
+
+def _message(response: requests.Response) -> str:
+    body = json_of(response)
     if isinstance(body, dict) and body.get("message"):
         return f": {str(body['message'])[:200]}"
     return ""

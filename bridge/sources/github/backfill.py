@@ -1,7 +1,9 @@
 """Backfill reader for GitHub: a repository's issues (pull requests skipped), then their comments.
 
 The REST issue and comment objects are the ones GitHub's webhooks carry, so each is wrapped in the webhook's
-body shape and normalized by `bridge.sources.github` itself: the events are the ones a webhook would make.
+body shape, with the repository object a webhook carries (`GET /repos/{owner}/{repo}`, once: its `id` is a
+field too), and normalized by `bridge.sources.github` itself: the events are the ones a webhook of the same
+state would make, so the first webhook after a backfill is not taken for a change.
 Dedup keys: `backfill:issue:<issue id>:<updated_at>` and `backfill:comment:<comment id>:<updated_at>`, so an
 unchanged repository backfilled again stores nothing.
 
@@ -49,6 +51,7 @@ class GitHubReader:
         self.client, self.engine, self.repo = client, engine, repo
         self.state, self.since, self.labels = state, since, tuple(labels)
         self._issues: dict[int, dict[str, Any]] = {}  # this run's issue objects, for the comment phase
+        self._repository: dict[str, Any] | None = None  # the repository as a webhook carries it
 
     @property
     def source_calls(self) -> int:
@@ -63,6 +66,7 @@ class GitHubReader:
 
     def batches(self, cursor: dict[str, Any] | None) -> Iterator[Batch]:
         cursor = dict(cursor or {"phase": "issues", "next": None, "commented": {}, "pr_comments": 0})
+        self.repository()
         if cursor["phase"] == "issues":
             yield from self._issue_phase(cursor)
         if cursor["phase"] == "comments":
@@ -139,24 +143,45 @@ class GitHubReader:
                 if issue is not None:
                     by_issue.setdefault(number, []).append(self._comment_event(issue, comment))
             cursor["next"] = page.next_url
-            items = [Item(f"{self.repo}#{n}", events) for n, events in by_issue.items()]
+            items = [Item(f"{self.full_name}#{n}", events) for n, events in by_issue.items()]
             yield Batch(items, dict(cursor), 0)
 
     # -- normalizing ------------------------------------------------------------------------------------------
+
+    @property
+    def full_name(self) -> str:
+        return str(self.repository()["full_name"])
+
+    def repository(self) -> dict[str, Any]:
+        """The repository object a webhook carries (`GET /repos/{owner}/{repo}`, once per run): with its `id`,
+        so a backfilled item's fields are the ones the first webhook after the backfill brings, not a change."""
+        if self._repository is None:
+            repo = self.client.repository(self.repo)
+            owner = repo.get("owner") if isinstance(repo.get("owner"), dict) else {}
+            self._repository = {
+                "id": repo.get("id"),
+                "node_id": repo.get("node_id"),
+                "name": repo.get("name"),
+                "full_name": repo.get("full_name") or self.repo,
+                "private": repo.get("private"),
+                "owner": {"login": owner.get("login"), "id": owner.get("id")},
+                "html_url": repo.get("html_url"),
+            }
+        return self._repository
 
     def _issue(self, number: int) -> dict[str, Any] | None:
         """The issue object: from this run, else (resumed) from the newest stored body of the issue."""
         if number in self._issues:
             return self._issues[number]
-        stored = latest_payload(self.engine, NAME, f"{self.repo}#{number}")
+        stored = latest_payload(self.engine, NAME, f"{self.full_name}#{number}")
         issue = stored.get("issue") if stored else None
         return issue if isinstance(issue, dict) else None
 
     def _key(self, issue: dict[str, Any]) -> str:
-        return f"{self.repo}#{issue['number']}"
+        return f"{self.full_name}#{issue['number']}"
 
     def _body(self, action: str, issue: dict[str, Any], comment: dict[str, Any] | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"action": action, "issue": issue, "repository": {"full_name": self.repo}}
+        body: dict[str, Any] = {"action": action, "issue": issue, "repository": self.repository()}
         if comment is not None:
             body["comment"] = comment
         return body

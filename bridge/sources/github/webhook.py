@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 from bridge.events import BadDelivery, Comment, IgnoredEvent, NormalizedEvent, Unauthorized, parse_timestamp
 from bridge.sources.common import load_json_object
-from bridge.sources.validate import check_id, check_text
+from bridge.sources.validate import check_id, check_text, text_field
 
 # A GUID in practice; longer ids are refused rather than cut (two cut ids sharing a prefix would collide).
 DELIVERY_ID_LIMIT = 200
@@ -210,29 +210,43 @@ def issue_fields(issue: dict[str, Any], repository: Any) -> dict[str, Any]:
     labels = issue.get("labels") or []
     if not isinstance(labels, list):
         raise BadDelivery("issue.labels: expected a list")
-    assignees = [a.get("login", "") for a in issue.get("assignees") or [] if isinstance(a, dict)]
+    people = issue.get("assignees") or []
+    if not isinstance(people, list):
+        raise BadDelivery("issue.assignees: expected a list")
+    assignees = [text_field("issue.assignees.login", a.get("login")) for a in people if isinstance(a, dict)]
     assignee = issue.get("assignee") if isinstance(issue.get("assignee"), dict) else None
     milestone = issue.get("milestone") if isinstance(issue.get("milestone"), dict) else None
     user = issue.get("user") if isinstance(issue.get("user"), dict) else {}
     return {
-        "title": str(issue.get("title") or ""),
-        "body": issue.get("body") or "",  # null on an issue opened without a description
-        "state": str(issue.get("state") or ""),
-        "state_reason": issue.get("state_reason"),  # absent before 2022: treat as null
-        "labels": [lb.get("name", "") if isinstance(lb, dict) else str(lb) for lb in labels],
+        "title": text_field("issue.title", issue.get("title")),
+        "body": text_field("issue.body", issue.get("body")),  # null on an issue opened without a description
+        "state": text_field("issue.state", issue.get("state")),
+        "state_reason": _optional_text("issue.state_reason", issue.get("state_reason")),  # absent before 2022
+        "labels": [_label(lb) for lb in labels],
         "repository": repository["full_name"],
         "number": number,
-        "html_url": str(issue.get("html_url") or ""),
-        "user": str(user.get("login") or ""),
+        "html_url": text_field("issue.html_url", issue.get("html_url")),
+        "user": text_field("issue.user.login", user.get("login")),
         "assignees": assignees,
-        "assignee": assignee.get("login", "") if assignee else "",
-        "milestone": milestone.get("title", "") if milestone else "",
+        "assignee": text_field("issue.assignee.login", assignee.get("login")) if assignee else "",
+        "milestone": text_field("issue.milestone.title", milestone.get("title")) if milestone else "",
         "created_at": issue.get("created_at"),
         "updated_at": issue.get("updated_at"),
         "closed_at": issue.get("closed_at"),
         "issue_id": issue.get("id"),
         "repository_id": repository.get("id") if isinstance(repository.get("id"), int) else None,
     }
+
+
+def _label(label: Any) -> str:
+    """A label object's name (a bare name in some trimmed samples)."""
+    if isinstance(label, dict):
+        return text_field("issue.labels.name", label.get("name"))
+    return text_field("issue.labels", label)
+
+
+def _optional_text(name: str, value: Any) -> str | None:
+    return None if value is None else text_field(name, value)
 
 
 def _comment(raw: Any) -> Comment:
@@ -244,9 +258,9 @@ def _comment(raw: Any) -> Comment:
     updated = raw.get("updated_at") or created
     return Comment(
         id=str(comment_id),
-        body=str(raw.get("body") or ""),
-        author=str(user.get("login") or ""),
-        url=str(raw.get("html_url") or ""),
+        body=text_field("comment.body", raw.get("body")),
+        author=text_field("comment.user.login", user.get("login")),
+        url=text_field("comment.html_url", raw.get("html_url")),
         created_at=parse_timestamp(created, field_name="comment.created_at") if created else None,
         updated_at=parse_timestamp(updated, field_name="comment.updated_at") if updated else None,
     )
