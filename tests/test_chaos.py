@@ -666,9 +666,9 @@ def _item_story(stack: BridgeStack, fake: FakeZoho, n: int, issue_id: str) -> st
     logs = [line for line in stack.log_text().splitlines() if needle in line or issue_id in line]
     with stack.engine.connect() as conn:
         link = conn.exec_driver_sql(
-            "SELECT zoho_issue_id, state, last_state_ts, intent_at, recheck_at FROM links WHERE item_key = ?"
+            "SELECT zoho_issue_id, state, last_state_ts FROM links WHERE item_key = ?"
             if stack.engine.dialect.name == "sqlite"
-            else "SELECT zoho_issue_id, state, last_state_ts, intent_at, recheck_at FROM links WHERE item_key = %s",
+            else "SELECT zoho_issue_id, state, last_state_ts FROM links WHERE item_key = %s",
             (needle,),
         ).all()
         events = conn.exec_driver_sql(
@@ -677,8 +677,14 @@ def _item_story(stack: BridgeStack, fake: FakeZoho, n: int, issue_id: str) -> st
             else "SELECT id, event_name, source_ts, status, attempts, last_error FROM events WHERE item_key = %s",
             (needle,),
         ).all()
+        ops = conn.exec_driver_sql(
+            "SELECT kind, ref, state, sent_at, next_at, last_error FROM operations WHERE item_key = ?"
+            if stack.engine.dialect.name == "sqlite"
+            else "SELECT kind, ref, state, sent_at, next_at, last_error FROM operations WHERE item_key = %s",
+            (needle,),
+        ).all()
     return (
-        f"item {n} (Zoho issue {issue_id}) link {link}\nevents {events}\nZoho:\n"
+        f"item {n} (Zoho issue {issue_id}) link {link}\nevents {events}\noperations {ops}\nZoho:\n"
         + "\n".join(zoho)
         + "\nlogs:\n"
         + "\n".join(logs[-60:])
@@ -713,5 +719,7 @@ def _no_recheck_due(stack: BridgeStack) -> bool:
 
     from bridge.store import schema as db
 
+    t = db.operations
     with stack.engine.connect() as conn:
-        return not conn.execute(select(func.count()).where(db.links.c.recheck_at.is_not(None))).scalar()
+        planned = (t.c.kind == "zoho.recheck") & (t.c.state == "planned")
+        return not conn.execute(select(func.count()).where(planned)).scalar()

@@ -340,7 +340,8 @@ def test_zoho_slower_than_the_lease_leaves_one_issue(tmp_path, fake):
     other.sync.process_item("github", "acme/web#1")
     worker.join(30)
     assert result and result[0].lost  # the slow worker could not write its link
-    assert len([i for i in fake.issues() if i.get("external_id") == "github:acme/web#1"]) == 2
+    # the slow create landed beside the takeover's (or before its lookup, which then adopted it)
+    assert len([i for i in fake.issues() if i.get("external_id") == "github:acme/web#1"]) in (1, 2)
     due = recheck_at(other.engine)
     assert due is not None  # a create in doubt: re-checked once a late copy can have landed
     time.sleep(max(0.0, due - time.time()) + 0.2)

@@ -27,16 +27,25 @@ database's time filled in there.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
 from bridge.store import journal as rows
+from bridge.store.claims import Claim
 from bridge.store.journal import CONFIRMED, FAILED, PLANNED, SENT, Operation
 
-if TYPE_CHECKING:
-    from bridge.core.claim import ClaimedItem
+
+class Holder(Protocol):
+    """What the journal needs of the claimed item holding it (`bridge/core/claim.py`'s `ClaimedItem`)."""
+
+    claim: Claim
+    now: float
+    dry_run: bool
+
+    def later(self, write: Callable[[Connection, float], object]) -> None: ...
+
 
 ZOHO_CREATE = "zoho.create"  # the item's Zoho issue (ref "")
 ZOHO_UPDATE = "zoho.update"  # the latest update, close or delete of the issue (ref "")
@@ -55,7 +64,7 @@ __all__ = ["CONFIRMED", "FAILED", "PLANNED", "SENT", "Journal", "Operation"]
 class Journal:
     """The claimed item's operations: read when it was claimed, changed here, written at its next step."""
 
-    def __init__(self, item: ClaimedItem, ops: Iterable[Operation]) -> None:
+    def __init__(self, item: Holder, ops: Iterable[Operation]) -> None:
         self.item = item
         self.ops: dict[tuple[str, str], Operation] = {op.key: op for op in ops}
         self.pending_send: Operation | None = None  # marked sent by the transport's fence, right before it sends

@@ -1,6 +1,6 @@
 """The mapping's rules in the delivery core: the `when:` gate, field ownership on updates, past comments when
 an item starts matching, and the attachments an item's state names. `bridge/core/apply.py` calls these in
-one line each (search it for `rules.`), with the `Applier`, the `ClaimedItem` and the step it applies; the
+one line each (search it for `rules.`), with the `Acting`, the `ClaimedItem` and the step it applies; the
 decisions themselves are the pure functions of bridge/mapping/filters.py and bridge/mapping/ownership.py.
 
 What the rules remember lives on the item's link: `filter_matched` (the gate's last answer) and `written`
@@ -33,7 +33,7 @@ from bridge.mapping.ownership import (
 from bridge.store import Link, StoredEvent
 
 if TYPE_CHECKING:
-    from bridge.core.apply import Applier
+    from bridge.core.acting import Acting
     from bridge.core.claim import ClaimedItem
 
 log = logging.getLogger("bridge.sync")
@@ -65,7 +65,7 @@ def written(item: ClaimedItem, mapping: Mapping, ev: StoredEvent) -> dict[str, A
         return None
 
 
-def _remember(ap: Applier, item: ClaimedItem, **values: Any) -> None:
+def _remember(ap: Acting, item: ClaimedItem, **values: Any) -> None:
     """Keep gate answers and written values on the item's link (committed with its next step)."""
     if item.link is not None:
         ap.keep_link(item, item.link, **values)
@@ -74,7 +74,7 @@ def _remember(ap: Applier, item: ClaimedItem, **values: Any) -> None:
 # -- the filter gate -------------------------------------------------------------------------------------------
 
 
-def gate(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft) -> Transition:
+def gate(ap: Acting, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft) -> Transition:
     """Decide from `when:` whether the state is applied; handles every case but SYNC and START itself
     (skip, unmatch -> `on_unmatch` close or comment once, still unmatched)."""
     if mapping.v3.when is None:
@@ -105,7 +105,7 @@ def gate(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draf
     return decided
 
 
-def comment_held(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping) -> bool:
+def comment_held(ap: Acting, item: ClaimedItem, ev: StoredEvent, mapping: Mapping) -> bool:
     """A comment on an item the filter keeps out: noted and kept, posted if the item starts matching."""
     if mapping.v3.when is None:
         return False
@@ -118,7 +118,7 @@ def comment_held(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mappi
     return held
 
 
-def past_comments(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping) -> None:
+def past_comments(ap: Acting, item: ClaimedItem, ev: StoredEvent, mapping: Mapping) -> None:
     """An item that starts matching gets the comments the bridge held while it did not (oldest first)."""
     link = item.link
     if not mapping.comments or link is None or not link.zoho_issue_id:
@@ -132,7 +132,7 @@ def past_comments(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapp
 # -- field ownership --------------------------------------------------------------------------------------------
 
 
-def created(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft) -> None:
+def created(ap: Acting, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, draft: IssueDraft) -> None:
     """After a create: every field was sent (recorded for every item); an item that starts matching gets its
     past comments."""
     values: dict[str, Any] = {"written": draft_values(draft)}
@@ -144,7 +144,7 @@ def created(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, d
 
 
 def send_update(
-    ap: Applier,
+    ap: Acting,
     item: ClaimedItem,
     ev: StoredEvent,
     mapping: Mapping,
@@ -176,7 +176,7 @@ def send_update(
     _remember(ap, item, written=applied_after(last, draft, decision))
 
 
-def updated(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, decided: Transition) -> None:
+def updated(ap: Acting, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, decided: Transition) -> None:
     if decided.kind == START:  # matches again: the comments held meanwhile
         past_comments(ap, item, ev, mapping)
 
@@ -184,7 +184,7 @@ def updated(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping, d
 # -- attachments ------------------------------------------------------------------------------------------------
 
 
-def plan_attachments(ap: Applier, item: ClaimedItem, mapping: Mapping) -> None:
+def plan_attachments(ap: Acting, item: ClaimedItem, mapping: Mapping) -> None:
     """Each attachment a state event of the batch names (superseded ones too) becomes a `zoho.attachment`
     operation once the issue exists: side work, copied by `bridge/core/sidework.py` with its own retries, so a
     file that cannot be fetched never holds the item's state back."""

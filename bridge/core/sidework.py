@@ -43,7 +43,7 @@ from bridge.store.journal import AWAITING
 from bridge.targets.zoho.attachments import ZohoAttachments
 
 if TYPE_CHECKING:
-    from bridge.core.apply import Applier
+    from bridge.core.acting import Acting
     from bridge.core.claim import ClaimedItem
 
 log = logging.getLogger("bridge.sidework")
@@ -72,7 +72,7 @@ def due(item: ClaimedItem) -> list[Operation]:
     return sorted(ops, key=lambda op: op.next_at or 0.0)
 
 
-def run_due(ap: Applier, item: ClaimedItem, mapping: Mapping | None, *, busy: Callable[[], bool]) -> int:
+def run_due(ap: Acting, item: ClaimedItem, mapping: Mapping | None, *, busy: Callable[[], bool]) -> int:
     """Carry out the item's due side operations (at most MAX_PER_CLAIM); returns how many were tried. Nothing
     here raises but a lost claim: each operation's failure is recorded on the operation."""
     if ap.dry_run:
@@ -87,7 +87,7 @@ def run_due(ap: Applier, item: ClaimedItem, mapping: Mapping | None, *, busy: Ca
     return len(ops)
 
 
-def _run_one(ap: Applier, item: ClaimedItem, mapping: Mapping | None, op: Operation) -> None:
+def _run_one(ap: Acting, item: ClaimedItem, mapping: Mapping | None, op: Operation) -> None:
     settings = ap.settings
     try:
         if op.kind == ZOHO_ATTACHMENT:
@@ -131,7 +131,7 @@ def _event_note(item: ClaimedItem, op: Operation, note: str) -> None:
 # -- writes to the source -------------------------------------------------------------------------------------
 
 
-def _writer(ap: Applier, item: ClaimedItem, mapping: Mapping | None, op: Operation) -> tuple[SourceWriter, Link]:
+def _writer(ap: Acting, item: ClaimedItem, mapping: Mapping | None, op: Operation) -> tuple[SourceWriter, Link]:
     link = item.link
     if link is None or not link.confirmed or not link.zoho_issue_id:
         raise Permanent("the item has no linked Zoho issue")
@@ -148,7 +148,7 @@ def _send_source_write(item: ClaimedItem, op: Operation, payload: dict[str, Any]
     item.before_call("POST")
 
 
-def _source_write(ap: Applier, item: ClaimedItem, mapping: Mapping | None, op: Operation) -> None:
+def _source_write(ap: Acting, item: ClaimedItem, mapping: Mapping | None, op: Operation) -> None:
     writer, link = _writer(ap, item, mapping, op)
     fields = link.last_fields or {}
     payload = dict(op.payload or {})
@@ -187,7 +187,7 @@ def _source_write(ap: Applier, item: ClaimedItem, mapping: Mapping | None, op: O
     log.info("%s posted on the source", op.kind, extra=item.describe())
 
 
-def _backlink_text(ap: Applier, mapping: Mapping, link: Link) -> str:
+def _backlink_text(ap: Acting, mapping: Mapping, link: Link) -> str:
     """The back-link's text; the issue's key (EC1-I14) is read from Zoho only when the template names it."""
     assert mapping.backlink is not None and link.zoho_issue_id is not None
     values = {
@@ -208,7 +208,7 @@ def _backlink_text(ap: Applier, mapping: Mapping, link: Link) -> str:
 # -- attachments ---------------------------------------------------------------------------------------------------
 
 
-def _attachment(ap: Applier, item: ClaimedItem, op: Operation) -> None:
+def _attachment(ap: Acting, item: ClaimedItem, op: Operation) -> None:
     """One attachment: fetched from the source's own hosts, uploaded, associated with the issue (BugTracker
     uploads onto the bug in one call). After a lost answer: an upload whose id was recorded is associated
     without a second upload, and an association (or a BugTracker upload) is looked for on the issue first."""

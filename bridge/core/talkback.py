@@ -44,7 +44,7 @@ from bridge.store.journal import AWAITING, Operation
 from bridge.targets.zoho.client import normalize_name
 
 if TYPE_CHECKING:
-    from bridge.core.apply import Applier
+    from bridge.core.acting import Acting
     from bridge.core.claim import ClaimedItem
 
 log = logging.getLogger("bridge.reverse")
@@ -195,7 +195,7 @@ def status_name(issue: dict[str, Any]) -> str | None:
     return str(status) if status else None
 
 
-def guard_status(ap: Applier, item: ClaimedItem, mapping: Mapping, link: Link, draft: IssueDraft) -> IssueDraft:
+def guard_status(ap: Acting, item: ClaimedItem, mapping: Mapping, link: Link, draft: IssueDraft) -> IssueDraft:
     """With `reverse:` on, the status is sent only when the source's state changed it, so a person's status in
     Zoho is not overwritten by an unrelated edit; when both sides changed it since the last sync, `conflict:`
     decides and is logged. Zoho's issue is read through the client (either dialect)."""
@@ -243,7 +243,7 @@ def request_backlink(item: ClaimedItem, mapping: Mapping) -> None:
     item.journal.plan(SOURCE_BACKLINK, payload={"marker": marker(link.source, "backlink", link)})
 
 
-def zoho_changed(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mapping) -> str:
+def zoho_changed(ap: Acting, item: ClaimedItem, ev: StoredEvent, mapping: Mapping) -> str:
     """A change seen in Zoho (a poll's snapshot, or Zoho's webhook asking to look): decide what the source
     should do, and plan it. Returns the note for the event."""
     link = item.link
@@ -263,7 +263,7 @@ def zoho_changed(ap: Applier, item: ClaimedItem, ev: StoredEvent, mapping: Mappi
     return "; ".join(n for n in notes if n)
 
 
-def _status_changed(ap: Applier, item: ClaimedItem, mapping: Mapping, link: Link, zoho_status: str | None) -> str:
+def _status_changed(ap: Acting, item: ClaimedItem, mapping: Mapping, link: Link, zoho_status: str | None) -> str:
     if not zoho_status or mapping.reverse is None:
         return ""
     forward = forward_status(mapping, link.last_fields)
@@ -281,7 +281,7 @@ def _status_changed(ap: Applier, item: ClaimedItem, mapping: Mapping, link: Link
     return f"Zoho status {zoho_status}: {', '.join(sorted(actions))} planned on the source"
 
 
-def _comments_changed(ap: Applier, item: ClaimedItem, link: Link) -> str:
+def _comments_changed(ap: Acting, item: ClaimedItem, link: Link) -> str:
     """Each person's Zoho comment is copied to the source once, by its Zoho id; never the bridge's forward
     copies (they carry `(issue-bridge <source> comment <id>)`)."""
     assert link.zoho_issue_id is not None

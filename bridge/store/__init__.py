@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from bridge.events import COMMENT_ACTIONS, ITEM_ACTIONS, Comment, NormalizedEvent
 from bridge.store import counters
 from bridge.store import schema as db
+from bridge.store.sql import upsert
 
 PENDING, DONE, FAILED, SUPERSEDED, SKIPPED = "pending", "done", "failed", "superseded", "skipped"
 EVENT_STATUSES = (PENDING, DONE, FAILED, SUPERSEDED, SKIPPED)
@@ -648,8 +648,7 @@ def attempts_for_event(engine: Engine, event_id: int) -> list[dict[str, Any]]:
 # -- leases -------------------------------------------------------------------------------------------
 
 
-def _upsert(conn: Connection):  # type: ignore[no-untyped-def]
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
+_upsert = upsert  # the name the store's older functions use
 
 
 def acquire_lease(engine: Engine, name: str, holder: str, ttl: float) -> bool:

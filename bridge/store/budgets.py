@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from bridge.store import _upsert
 from bridge.store import schema as db
 from bridge.store.clock import db_now
+from bridge.store.sql import upsert as _upsert
 
 CHUNK = 500  # slot rows per INSERT: far below any driver's parameter limit, whatever the budget's size
 

@@ -20,11 +20,12 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.events import NormalizedEvent
-from bridge.store import PENDING, CommentLink, Link, StoredEvent, _link, _upsert, journal
+from bridge.store import PENDING, CommentLink, Link, StoredEvent, _link, journal
 from bridge.store import schema as db
 from bridge.store.clock import db_now
 from bridge.store.journal import OPEN, Operation
 from bridge.store.links import comment_links
+from bridge.store.sql import upsert as _upsert
 
 log = logging.getLogger("bridge.store.claims")
 

@@ -31,7 +31,7 @@ def bound_key(conn: Connection, source: str, identity: str) -> str | None:
 def bind(conn: Connection, source: str, identity: str, item_key: str, now: float) -> None:
     """Bind `identity` to `item_key` unless it is bound already (a concurrent intake may have won: its
     binding stands, and the caller reads it back)."""
-    from bridge.store import _upsert
+    from bridge.store.sql import upsert as _upsert
 
     stmt = _upsert(conn)(_T).values(source=source, identity=identity, item_key=item_key, created_at=now)
     conn.execute(stmt.on_conflict_do_nothing(index_elements=[_T.c.source, _T.c.identity]))

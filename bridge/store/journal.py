@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from bridge.store import _upsert
 from bridge.store import schema as db
+from bridge.store.sql import upsert as _upsert
 
 PLANNED, SENT, CONFIRMED, FAILED = "planned", "sent", "confirmed", "failed"
 OPEN = (PLANNED, SENT)
