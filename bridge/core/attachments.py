@@ -10,39 +10,30 @@ host is one the administrator configured, and never beyond ATTACHMENT_MAX_BYTES 
 from __future__ import annotations
 
 import base64
-import hashlib
 import ipaddress
 import json
 import logging
-import re
 import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from bridge.events import NormalizedEvent, SourceUnavailable
 from bridge.settings import Settings
+from bridge.sources import SOURCES
+from bridge.sources.spec import AttachmentRef
 
 log = logging.getLogger("bridge.attachments")
 
-GITHUB_HOSTS = frozenset(
-    {"github.com", "user-images.githubusercontent.com", "private-user-images.githubusercontent.com"}
-)
-# BugHerd's documents (seed 002) do not name the host of `screenshot_url`: the administrator lists it in
-# ATTACHMENT_HOSTS as it appears in their tasks, rather than the bridge trusting a guessed one.
-BUGHERD_HOSTS: frozenset[str] = frozenset()
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 20.0
 TOTAL_SECONDS = 60.0  # a slow drip cannot hold a worker longer than this
 MAX_REDIRECTS = 3
 CHUNK = 64 * 1024
-# `![alt](url "title")` and `<img src="url">` in a GitHub body.
-_MD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_HTML_IMAGE = re.compile(r"<img\b[^>]*\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 
 
 class AttachmentRefused(Exception):
@@ -58,76 +49,25 @@ class AttachmentTooLarge(AttachmentRefused):
 
 
 @dataclass(frozen=True)
-class AttachmentRef:
-    key: str  # unique within the item: "attachment:12", "screenshot:<sha>", "image:<sha>"
-    url: str
-    file_name: str
-    size: int | None = None  # when the source states it (Bugzilla)
-    bugzilla_json: bool = False  # the URL answers Bugzilla's JSON with the content in base64
-
-
-@dataclass(frozen=True)
 class Fetched:
     file_name: str
     content_type: str
     data: bytes
 
 
-def _digest(url: str) -> str:
-    return hashlib.sha256(url.encode()).hexdigest()[:20]
-
-
-def _name_from(url: str, default: str) -> str:
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]).strip()
-    return name[:200] or default
-
-
 def refs_of(settings: Settings, event: NormalizedEvent) -> list[AttachmentRef]:
-    """The attachments an event names: a Bugzilla attachment, a BugHerd screenshot, images in a GitHub body."""
-    fields = event.fields
-    if event.source == "bugzilla":
-        raw = fields.get("attachment")
-        if not isinstance(raw, dict) or raw.get("id") is None or not settings.bugzilla_url:
-            return []
-        base = settings.bugzilla_url.rstrip("/")
-        size = raw.get("size")
-        return [
-            AttachmentRef(
-                key=f"attachment:{raw['id']}",
-                url=f"{base}/rest/bug/attachment/{raw['id']}",
-                file_name=str(raw.get("file_name") or f"attachment-{raw['id']}"),
-                size=int(size) if isinstance(size, int | float) and not isinstance(size, bool) else None,
-                bugzilla_json=True,
-            )
-        ]
-    if event.source == "bugherd":
-        url = fields.get("screenshot_url")
-        if not isinstance(url, str) or not url.strip():
-            return []
-        url = url.strip()
-        return [AttachmentRef(f"screenshot:{_digest(url)}", url, _name_from(url, "screenshot.png"))]
-    if event.source == "github":
-        body = fields.get("body")
-        if not isinstance(body, str):
-            return []
-        urls = list(dict.fromkeys(m.group(1) for rx in (_MD_IMAGE, _HTML_IMAGE) for m in rx.finditer(body)))
-        return [AttachmentRef(f"image:{_digest(u)}", u, _name_from(u, "image.png")) for u in urls]
-    return []
+    """The attachments an event names, as its source reads them (a Bugzilla attachment, a BugHerd screenshot,
+    images in a GitHub body)."""
+    spec = SOURCES.get(event.source)
+    return spec.attachments(settings, event) if spec is not None else []
 
 
 def allowed_hosts(settings: Settings, source: str, html_url: str | None) -> tuple[frozenset[str], frozenset[str]]:
     """(hosts an item's attachments may come from, the configured ones among them, which may be private)."""
-    configured = set(settings.attachment_hosts)
-    if source == "bugzilla" and settings.bugzilla_url:
-        configured.add((urlsplit(settings.bugzilla_url).hostname or "").lower())
-    hosts = set(configured)
-    if source == "github":
-        hosts |= GITHUB_HOSTS
-        own = urlsplit(str(html_url or "")).hostname
-        if own:
-            hosts.add(own.lower())  # GitHub Enterprise serves its images from its own host
-    if source == "bugherd":
-        hosts |= BUGHERD_HOSTS
+    spec = SOURCES.get(source)
+    own, own_configured = spec.attachment_hosts(settings, html_url) if spec is not None else (set(), set())
+    configured = set(settings.attachment_hosts) | own_configured
+    hosts = configured | own
     hosts.discard("")
     configured.discard("")
     return frozenset(hosts), frozenset(configured)
@@ -294,8 +234,8 @@ def fetch_for(
 ) -> Fetched:
     """Fetch one of an item's attachments within the limits, from the hosts its source allows."""
     hosts, configured = allowed_hosts(settings, source, html_url)
-    key = settings.bugzilla_api_key if source == "bugzilla" else ""
-    headers = {"X-BUGZILLA-API-KEY": key} if key else None
+    spec = SOURCES.get(source)
+    headers = spec.attachment_headers(settings) if spec is not None else None
     return fetch(
         ref, hosts, configured, max_bytes=settings.attachment_max_bytes, session=session, headers=headers,
         resolve=resolve,

@@ -35,6 +35,7 @@ from bridge.mapping import MappingRegistry
 from bridge.mapping.model import Mapping
 from bridge.mapping.talkback import render
 from bridge.outbound.errors import ConfigError, LimitWait, Permanent, Transient
+from bridge.sources import SOURCES
 from bridge.sources.writers import SourceWriter, missing_credential, writer_for
 from bridge.store import Link, outcomes
 from bridge.store import reverse as source_writes
@@ -50,12 +51,10 @@ log = logging.getLogger("bridge.sidework")
 MAX_PER_CLAIM = 10  # side operations carried out per claim; the rest wait for the next one
 
 
-SOURCE_PROJECT_FIELD = {"github": "repository", "bugzilla": "product", "bugherd": "project_id"}
-
-
 def mapping_of(registry: MappingRegistry, link: Link) -> Mapping | None:
     """The mapping that routes the linked item now (by its source project), for work done without an event."""
-    project = str((link.last_fields or {}).get(SOURCE_PROJECT_FIELD.get(link.source, ""), ""))
+    spec = SOURCES.get(link.source)
+    project = str((link.last_fields or {}).get(spec.project_field, "")) if spec is not None else ""
     for mapping in registry.for_source(link.source):
         if mapping.accepts(project):
             return mapping
@@ -201,7 +200,8 @@ def _backlink_text(ap: Acting, mapping: Mapping, link: Link) -> str:
         issue = ap.client.get_issue(link.portal, link.project, link.zoho_issue_id) or {}
         values["key"] = str(issue.get("prefix") or issue.get("key") or link.zoho_issue_id)
     values["url"] = render(mapping.backlink.url, values)
-    see_also = link.source == "bugzilla" and mapping.backlink.via == "see_also"
+    spec = SOURCES.get(link.source)
+    see_also = spec is not None and spec.see_also and mapping.backlink.via == "see_also"
     return values["url"] if see_also else render(mapping.backlink.template, values)
 
 

@@ -37,7 +37,7 @@ from bridge.core.journal import (
 from bridge.events import Comment
 from bridge.mapping.engine import apply_map
 from bridge.mapping.model import IssueDraft, Mapping
-from bridge.sources.writers import hidden_marker, plain_marker
+from bridge.sources.writers import marker as writer_marker
 from bridge.store import Link, StoredEvent
 from bridge.store import journal as journal_rows
 from bridge.store.journal import AWAITING, Operation
@@ -59,7 +59,7 @@ COPIED_COMMENT = "Comment in Zoho Projects:\n\n{text}"
 
 def marker(source: str, kind: str, link: Link) -> str:
     """The marker a write of `kind` carries at the end of its text on this source (as the writers add it)."""
-    return hidden_marker(kind, link) if source == "github" else plain_marker(kind, link)
+    return writer_marker(kind, link)
 
 
 # -- what the source sends back ----------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from bridge.sources import SOURCES
+
 from ..events import NormalizedEvent
 from .model import Condition, Mapping
 from .template import to_text
 
 # The field each source keeps its labels in (`label: bug`).
-LABEL_FIELDS = {"github": "labels", "bugzilla": "keywords", "bugherd": "tag_names"}
 # `at_least` on `priority` without an `order:`: the source's own ranks, highest first.
 PRIORITY_ORDERS = {
     "bugzilla": ("Highest", "P1", "High", "P2", "Normal", "P3", "Low", "P4", "Lowest", "P5"),
@@ -51,7 +52,8 @@ def evaluate(condition: Condition, source: str, fields: dict[str, Any]) -> tuple
             return True, passed[1]
         return False, "none of: " + "; ".join(r[1] for r in results)
     if condition.kind == "label":
-        field = condition.field or LABEL_FIELDS.get(source, "labels")
+        spec = SOURCES.get(source)
+        field = condition.field or (spec.label_field if spec is not None else "labels")
         present = set(_values(fields.get(field)))
         found = [v for v in condition.values if _norm(v) in present]
         if found:

@@ -22,17 +22,13 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
+from bridge.sources import SOURCES
+
 BACKLINK_NAMES = frozenset({"key", "url", "issue_id", "portal", "project", "external_id"})
 DEFAULT_BACKLINK = "Tracked in Zoho Projects as {key}: {url}"
 DEFAULT_URL = "https://projects.zoho.com/portal/{portal}#issue/{issue_id}"
 CONFLICT_RULES = ("source_wins", "zoho_wins")
 _NAME = re.compile(r"\{([A-Za-z_]+)\}")
-# What a reverse status entry may do, per source (seed 003 for Bugzilla, seed 002 for BugHerd).
-ACTIONS: dict[str, dict[str, type | tuple[str, ...]]] = {
-    "github": {"close": ("completed", "not_planned"), "reopen": bool, "add_label": str, "remove_label": str},
-    "bugzilla": {"status": str, "resolution": str, "comment": str},
-    "bugherd": {"status": ("backlog", "todo", "doing", "done", "closed")},
-}
 
 
 @dataclass(frozen=True)
@@ -92,7 +88,8 @@ class BacklinkSchema(_Strict):
 
 
 def _check_actions(source: str, name: str, actions: Any) -> tuple[tuple[str, Any], ...]:
-    allowed = ACTIONS.get(source, {})
+    spec = SOURCES.get(source)
+    allowed = spec.reverse_actions if spec is not None else {}
     if not isinstance(actions, dict) or not actions:
         raise ValidationError(f"{name}: expected a mapping of actions ({', '.join(allowed)})")
     out = []
@@ -143,6 +140,6 @@ class BacklinkField(fields.Field):
             return None
         loaded: Backlink = BacklinkSchema().load(value)
         source = data.get("source") if isinstance(data, dict) else None
-        if loaded.via == "see_also" and source != "bugzilla":
+        if loaded.via == "see_also" and not (source in SOURCES and SOURCES[source].see_also):
             raise ValidationError({"via": [f"see_also is a Bugzilla field; {source} takes via: comment"]})
         return loaded

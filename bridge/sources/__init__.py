@@ -1,73 +1,32 @@
-"""One module per source; each turns a delivery into one NormalizedEvent (or IgnoredEvent)."""
+"""The sources: one package per tracker, each declaring its `SourceSpec` (`bridge/sources/spec.py`).
+
+`SOURCES` is the registry the rest of the bridge reads instead of naming a source: intake (which sources are
+enabled), the mapping engine (fields, label and project fields, reverse actions), the core (enrichment, the
+writer and its markers, attachments). Adding a source is its package and one line here.
+"""
 
 from __future__ import annotations
-
-import importlib
-from collections.abc import Mapping
-from typing import Protocol
 
 from sqlalchemy.engine import Engine
 
 from bridge.events import NormalizedEvent
 from bridge.outbound.budget import shared_budgets
 from bridge.settings import Settings
-from bridge.sources.bugherd import webhook as bugherd_hook
-from bridge.sources.bugzilla import webhook as bugzilla_hook
-from bridge.sources.github import webhook as github_hook
+from bridge.sources import bugherd, bugzilla, github
+from bridge.sources.spec import PathTokenSource, Source, SourceSpec
 
-
-class Source(Protocol):
-    name: str
-    fields: frozenset[str]
-
-    def verify(self, body: bytes, headers: Mapping[str, str]) -> None: ...
-
-    def parse(self, body: bytes, headers: Mapping[str, str], event_hint: str | None = None) -> NormalizedEvent: ...
-
-    def dedup_key(self, body: bytes, headers: Mapping[str, str], event_hint: str | None = None) -> str: ...
-
-
-class PathTokenSource(Source, Protocol):
-    """A source authenticated by a token in the URL path (BugHerd signs nothing), one URL per event.
-
-    `verify` also takes the path token; `path_events` are the event names the URL may carry.
-    """
-
-    display_name: str
-    path_events: tuple[str, ...]
-
-    def verify(self, body: bytes, headers: Mapping[str, str], path_token: str | None = None) -> None: ...
-
+SOURCES: dict[str, SourceSpec] = {spec.name: spec for spec in (github.SPEC, bugzilla.SPEC, bugherd.SPEC)}
 
 # The fields each source provides, for validating mapping templates and `from:` keys.
-KNOWN_FIELDS: dict[str, frozenset[str]] = {
-    github_hook.NAME: github_hook.FIELDS,
-    bugzilla_hook.NAME: bugzilla_hook.FIELDS,
-    bugherd_hook.NAME: bugherd_hook.FIELDS,
-}
+KNOWN_FIELDS: dict[str, frozenset[str]] = {name: spec.fields for name, spec in SOURCES.items()}
+
+__all__ = ["KNOWN_FIELDS", "SOURCES", "PathTokenSource", "Source", "SourceSpec", "enabled_sources", "enrich"]
 
 
 def enabled_sources(settings: Settings) -> dict[str, Source]:
     """Sources whose secret is configured. A source without one is disabled, not open."""
-    sources: dict[str, Source] = {}
-    if settings.github_webhook_secret:
-        sources[github_hook.NAME] = github_hook.GitHubSource(settings.github_webhook_secret)
-    if settings.bugzilla_webhook_secret:
-        sources[bugzilla_hook.NAME] = bugzilla_hook.BugzillaSource(
-            settings.bugzilla_webhook_secret,
-            header=settings.bugzilla_webhook_header,
-            bugzilla_url=settings.bugzilla_url,
-        )
-    if settings.bugherd_webhook_token:
-        sources[bugherd_hook.NAME] = bugherd_hook.BugHerdSource(settings.bugherd_webhook_token)
-    return sources
-
-
-# source -> "module:function" completing an event its delivery reduced: (settings, event, budgets) -> event.
-ENRICHERS: dict[str, str] = {
-    bugzilla_hook.NAME: "bridge.sources.bugzilla.api:enrich",
-    bugherd_hook.NAME: "bridge.sources.bugherd.api:enrich",
-}
+    found = {name: spec.webhook(settings) for name, spec in SOURCES.items()}
+    return {name: source for name, source in found.items() if source is not None}
 
 
 def enrich(settings: Settings, event: NormalizedEvent, engine: Engine) -> NormalizedEvent:
@@ -78,8 +37,8 @@ def enrich(settings: Settings, event: NormalizedEvent, engine: Engine) -> Normal
     Raises `bridge.events.SourceUnavailable` when asking failed for now, and `SourceBusy` (a `LimitWait`)
     when the source's shared budget says wait: neither is an attempt.
     """
-    if event.has_state or event.source not in ENRICHERS:
+    spec = SOURCES.get(event.source)
+    if event.has_state or spec is None or not spec.enricher:
         return event
-    module, name = ENRICHERS[event.source].split(":")
-    completed: NormalizedEvent = getattr(importlib.import_module(module), name)(settings, event, shared_budgets(engine))
+    completed: NormalizedEvent = spec.load(spec.enricher)(settings, event, shared_budgets(engine))
     return completed

@@ -14,7 +14,6 @@ doubt, and `find_comment` looks it up by its marker), and a write the source ref
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
@@ -45,6 +44,14 @@ def plain_marker(kind: str, link: Link) -> str:
     return f"{PLAIN_MARKER_PREFIX}{kind} {link.external_id})"
 
 
+def marker(kind: str, link: Link) -> str:
+    """The marker a write of `kind` carries at the end of its text on the link's source (as its writer adds it)."""
+    from bridge.sources import SOURCES
+
+    spec = SOURCES.get(link.source)
+    return hidden_marker(kind, link) if spec is not None and spec.hidden_markers else plain_marker(kind, link)
+
+
 class SourceWriter(Protocol):
     source: str
 
@@ -55,38 +62,26 @@ class SourceWriter(Protocol):
     def apply(self, link: Link, fields: dict[str, Any], actions: dict[str, Any]) -> list[str]: ...
 
 
-# source -> ("module:Class", the settings it needs as (environment name, Settings attribute)). A writer's
-# class takes (settings, engine, budgets, via). Adding a source is one line here.
-WRITERS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
-    "github": ("bridge.sources.github.writer:GitHubWriter", (("GITHUB_TOKEN", "github_token"),)),
-    "bugzilla": (
-        "bridge.sources.bugzilla.writer:BugzillaWriter",
-        (("BUGZILLA_URL", "bugzilla_url"), ("BUGZILLA_API_KEY", "bugzilla_api_key")),
-    ),
-    "bugherd": (
-        "bridge.sources.bugherd.writer:BugHerdWriter",
-        (("BUGHERD_API_KEY", "bugherd_api_key"), ("BUGHERD_BRIDGE_EMAIL", "bugherd_bridge_email")),
-    ),
-}
-
-
 def writer_for(
     source: str, settings: Settings, engine: Engine, *, via: str = "comment", budgets: Budgets | None = None
 ) -> SourceWriter | None:
     """The source's writer (its client spending the process's shared budgets), or None when the source has
     none or a setting it needs is missing (`missing_credential` says which)."""
-    if source not in WRITERS or missing_credential(source, settings):
+    from bridge.sources import SOURCES
+
+    spec = SOURCES.get(source)
+    if spec is None or not spec.writer or missing_credential(source, settings):
         return None
-    module, name = WRITERS[source][0].split(":")
-    cls = getattr(importlib.import_module(module), name)
-    writer: SourceWriter = cls(settings, engine, budgets or shared_budgets(engine), via)
+    writer: SourceWriter = spec.load(spec.writer)(settings, engine, budgets or shared_budgets(engine), via)
     return writer
 
 
 def missing_credential(source: str, settings: Settings) -> str | None:
     """What `mappings check` reports when a mapping asks to talk back but a setting is missing: the same
     settings the sources already use to fetch (enrichment, backfill), plus BugHerd's comment author."""
-    needs = WRITERS[source][1] if source in WRITERS else ()
+    from bridge.sources import SOURCES
+
+    needs = SOURCES[source].writer_settings if source in SOURCES else ()
     missing = [env for env, attr in needs if not getattr(settings, attr)]
     if not missing:
         return None
