@@ -368,8 +368,9 @@ def status_command(as_json: bool) -> None:
     )
     if report.backoff_until is not None:
         click.echo(
-            f"zoho back-off: every worker waits until {_when(report.backoff_until)} "
-            f"({_ago(report.backoff_until - report.now)} from now)"
+            f"zoho back-off: blocked until {_when(report.backoff_until)} "
+            f"({_ago(report.backoff_until - report.now)} from now; every worker waits): {report.backoff_reason or ''}"
+            "\n  (lift it by hand: issue-bridge zoho unblock)"
         )
     else:
         click.echo("zoho back-off: none")

@@ -120,3 +120,23 @@ def zoho_verify(project: str, portal: str | None, external_id_field: str | None,
             click.echo(f"  - {reason}", err=True)
         raise SystemExit(1)
     click.echo("\nthe bridge can work with this portal")
+
+
+@zoho.command("unblock")
+def zoho_unblock() -> None:
+    """Lift the shared Zoho block (a throttle, a reset time, an outage pause) for every worker at once.
+
+    A block a provider names is honoured up to RATE_BLOCK_MAX_SECONDS; use this when you know it is over
+    sooner (another integration stopped spending the budget, Zoho's support lifted the lockout)."""
+    from bridge.cli.common import _engine, _settings
+    from bridge.outbound.budget import Budgets, blocked_until
+    from bridge.targets.zoho.ratelimit import BUDGET
+
+    settings = _settings()
+    engine = _engine(settings, create=True)
+    left, _until, reason = blocked_until(engine, BUDGET)
+    if not Budgets(engine).unblock(BUDGET):
+        click.echo("no block in force: Zoho calls are not held back")
+        return
+    click.echo(f"block lifted ({left:.0f}s early): {reason or 'no reason recorded'}")
+    click.echo("workers call Zoho again at their next try; a new throttle answer blocks again")

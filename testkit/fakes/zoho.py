@@ -123,6 +123,20 @@ def v3_error(status, title, message=None, field_name=None, error_type="FIELDS_VA
     return {"error": err}
 
 
+THROTTLE_TITLE = "URL_ROLLING_THROTTLES_LIMIT_EXCEEDED"
+
+
+def throttle_body(minutes: float | None, *, limit: int = 100, window_minutes: int = 2) -> dict:
+    """The throttle as live portals answer it (zoho-facts.md, quoting several clients and a field report):
+    HTTP 400 (once even 200), the title URL_ROLLING_THROTTLES_LIMIT_EXCEEDED, `details` an object whose
+    message names the lockout in minutes ("Try again after 22 minutes."); `minutes=None` names none."""
+    message = f"Cannot execute more than {limit} requests per API in {window_minutes} minutes."
+    if minutes is not None:
+        message += f" Try again after {minutes:g} minutes."
+    err = {"status_code": 400, "title": THROTTLE_TITLE, "error_type": "OPERATIONAL_VALIDATION_ERROR"}
+    return {"error": {**err, "details": {"message": message}}}
+
+
 def bt_error(code: int, message: str, field: str = "", error: str = "") -> dict:
     """BugTracker error body, seed 000 "Error Response Format"."""
     return {"code": code, "message": message, "details": {"field": field, "error": error}}

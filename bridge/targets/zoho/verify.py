@@ -138,10 +138,10 @@ class Verifier:
     def run(self) -> Report:
         c = self.client
         base = c.d.issues_path(self.portal, self.project)
+        c.tokens.clear_config_error()  # an admin asked: try the (perhaps fixed) credentials now
         token = self.step("token", "POST /oauth/v2/token", c.tokens.get, fatal=True, on_refused="nothing works")
         if token is None:
             return self.report
-        c.tokens.clear_config_error()
         c.knowledge.forget(self.portal)  # settle everything afresh: what a run finds replaces what was stored
         if self.projects:
             self.step("portals", "GET /api/v3/portals", c.portals)
