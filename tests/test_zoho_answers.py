@@ -162,12 +162,13 @@ def test_an_outage_opens_the_breaker_and_a_good_answer_closes_it(make_client, rs
     else:
         rsps.get(f"{ISSUES}/1", body=requests.ConnectionError("refused"))
     first, other = make_client(), make_client(ITEM_LEASE_SECONDS="2")  # (the other holds a call 0.7 s at most)
-    with pytest.raises(ZohoTransientError) as err:
-        first.get_issue(PORTAL, PROJECT, "1")
-    assert not isinstance(err.value, ZohoRateLimited)  # the one that met it: an outage (a capped back-off)
+    for _ in range(2):  # one lost answer is that call's retry; a second in a row is an outage
+        with pytest.raises(ZohoTransientError) as err:
+            first.get_issue(PORTAL, PROJECT, "1")
+        assert not isinstance(err.value, ZohoRateLimited)  # the one that met it: an outage (a capped back-off)
     with pytest.raises(ZohoRateLimited):
         other.get_issue(PORTAL, PROJECT, "1")  # everyone else: a wait, no call into the outage
-    assert len(api_calls(rsps)) == 1
+    assert len(api_calls(rsps)) == 2
     with first.engine.connect() as conn:
         state = budget_rows.peek(conn, "zoho")
     assert state is not None and state.outages == 1 and state.blocked_until > 0

@@ -341,6 +341,10 @@ def status_command(as_json: bool) -> None:
     engine = _engine(settings)
     report = operations.status(engine)
     report.extra_sections.append(("backfills (newest first)", _backfill_lines(engine, settings)))
+    from bridge.targets.zoho import poll as zoho_poll
+
+    if poll_lines := zoho_poll.status_lines(settings, engine):  # BugTracker: the reverse poll's pace
+        report.extra_sections.append(("zoho reverse poll", poll_lines))
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2, default=str))
         return

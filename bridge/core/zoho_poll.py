@@ -44,8 +44,6 @@ from bridge.store import schema as db
 from bridge.targets.zoho.client import ZohoClient, normalize_name
 
 log = logging.getLogger("bridge.reverse")
-PER_PAGE = 100
-MAX_PAGES = 50  # 5,000 changed issues in one interval; beyond that the rest is caught by a Zoho webhook or not at all
 BUSY_CHECK_EVERY = 10  # issues handled between two looks at whether forward events are due
 # bridge/core/apply.py `comment_marker`: a comment the bridge itself copied into Zoho.
 FORWARD_MARKER = re.compile(r"\(issue-bridge [a-z]+ comment [^)\s]+\)")
@@ -97,32 +95,9 @@ def modified_ts(issue: dict[str, Any]) -> float:
 
 
 def changed_issues(client: ZohoClient, portal: str, project: str, since: float) -> list[dict[str, Any]]:
-    """Issues modified at or after `since`, oldest first."""
-    path = client._issues_path(portal, project)
-    if client.dialect == "bugtracker":  # no documented sort: every page, filtered here
-        found = [b for b in client.pages(path, "bugs") if modified_ts(b) >= since]
-        return sorted(found, key=modified_ts)
-    return sorted(_newest_first(client, path, project, since), key=modified_ts)
-
-
-def _newest_first(client: ZohoClient, path: str, project: str, since: float) -> list[dict[str, Any]]:
-    """Projects: sorted by Zoho, newest first; stops at the first older one."""
-    found: list[dict[str, Any]] = []
-    for page in range(1, MAX_PAGES + 1):
-        params = {"page": str(page), "per_page": str(PER_PAGE), "sort_by": "DESC(last_modified_time)"}
-        resp = client.call("GET", path, params=params)
-        issues = (resp.data or {}).get("issues", []) if isinstance(resp.data, dict) else []  # 204: none
-        for issue in issues:
-            if modified_ts(issue) < since:
-                return found
-            found.append(issue)
-        page_info = (resp.data or {}).get("page_info", {}) if isinstance(resp.data, dict) else {}
-        if not page_info.get("has_next_page"):
-            return found
-    log.warning(
-        "more than %s issues changed in project %s since the last poll: the oldest are skipped", len(found), project
-    )
-    return found
+    """Issues modified at or after `since`, oldest first: the client reads the list as its dialect documents it
+    (bridge/targets/zoho/poll.py: paged until a short page or the mark; BugTracker paced to its daily quota)."""
+    return client.changed_issues(portal, project, since)
 
 
 def link_by_issue(engine: Engine, zoho_issue_id: str) -> Link | None:
@@ -268,8 +243,7 @@ def guard_status(
     if _same(old, new):
         return without_status
     assert link.zoho_issue_id is not None
-    resp = client.call("GET", f"{client._issues_path(link.portal, link.project)}/{link.zoho_issue_id}")
-    in_zoho = _status_name(resp.data) if isinstance(resp.data, dict) else None
+    in_zoho = client.status_of(link.portal, link.project, link.zoho_issue_id)  # through the dialect (wrapped or not)
     item = state.get_item(engine, link.source, link.external_id)
     last_seen = (item.zoho_status if item else None) or old
     if in_zoho is None or _same(in_zoho, last_seen) or _same(in_zoho, new):

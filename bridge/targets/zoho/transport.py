@@ -44,6 +44,7 @@ SCOPE_TITLES = ("6005", "6010")  # BugTracker: "Access Denied: check OAuth scope
 THROTTLE_TITLES = ("URL_ROLLING_THROTTLES_LIMIT_EXCEEDED", "6009", "TOO_MANY_REQUESTS")
 RATE_TITLES = THROTTLE_TITLES  # the name other modules know
 BT_ERROR_CODES = range(6001, 6011)  # seed 000:856-867
+OUTAGE_AFTER = 2  # consecutive failures to answer (in one process) that open the outage breaker for every worker
 MAX_RESET_WAIT = 86400.0  # a daily quota resets at midnight UTC at the latest
 # "Try again after 22 minutes." (a live portal's throttle message); seconds and hours are read too.
 _TRY_AGAIN = re.compile(r"try again (?:after|in)\s+(\d+(?:\.\d+)?)\s*(second|sec|minute|min|hour|hr)", re.IGNORECASE)
@@ -136,6 +137,7 @@ class Transport:
         self.before_call: Callable[[], None] | None = None
         self.last_answer: tuple[int | None, str] | None = None  # (HTTP status, body) of the last call
         self.last_throttle: str | None = None  # how the last throttle answered ("HTTP 400 …"), for `zoho verify`
+        self._failures = 0  # consecutive calls of this process that Zoho did not answer (network, 5xx)
 
     def call(
         self,
@@ -198,6 +200,7 @@ class Transport:
             error = body_error(data)
             ok = 200 <= raw.status_code < 300
             if raw.status_code < 500:  # Zoho answered: an outage is over
+                self._failures = 0
                 self.limiter.budgets.recovered(BUDGET)
             self._honour_headers(raw)
             if ok and error is None:
@@ -211,7 +214,7 @@ class Transport:
                 self.last_throttle = form_seen + (" with Retry-After" if raw.headers.get("Retry-After") else "")
                 reason = f"Zoho throttled the bridge ({form_seen}): {message or 'no message'} [{why}]"
                 self.limiter.block(wait, reason)
-                left = blocked_until(self.engine, BUDGET)[0] or min(wait, self.limiter.budgets.max_block)
+                left = max(min(wait, self.limiter.budgets.max_block), blocked_until(self.engine, BUDGET)[0])
                 raise ZohoRateLimited(f"{method} {path}: {reason}: every worker waits", status=429, retry_after=left)
             if title in AUTH_TITLES or (status == 401 and title not in SCOPE_TITLES):
                 if auth_attempt == 1 or self.tokens.just_refreshed():
@@ -224,7 +227,7 @@ class Transport:
                 reason = f"{method} {path}: Zoho answered {status}: {message}"
                 self._outage(reason)
                 raise ZohoTransientError(reason, status=status)
-            raise ZohoPermanentError(
+            permanent = ZohoPermanentError(
                 f"{method} {path}: Zoho answered {status}"
                 + (f" (HTTP {raw.status_code})" if status != raw.status_code else "")
                 + f" {title}: {message}"
@@ -232,10 +235,17 @@ class Transport:
                 status=status,
                 field=field,
             )
+            permanent.title = title
+            raise permanent
         raise AssertionError("unreachable")
 
     def _outage(self, reason: str) -> None:
-        """Zoho did not answer (or answered 5xx): every worker pauses on one breaker (2 s, 4 s … a minute)."""
+        """Zoho did not answer (or answered 5xx) twice in a row: every worker pauses on one breaker (2 s, 4 s …
+        a minute between probes) until an answer closes it. One lost answer alone (a blip, one slow call) is
+        only that call's retry."""
+        self._failures += 1
+        if self._failures < OUTAGE_AFTER:
+            return
         pause = self.limiter.budgets.outage(BUDGET, f"Zoho did not answer: {reason}")
         log.warning("zoho outage: every worker pauses %.0fs: %s", pause, reason)
 
