@@ -201,3 +201,14 @@ def test_a_missing_issue_answered_with_400_is_gone_for_delete_and_the_re_check(t
         client.delete_issue(PORTAL, WEB, gone)  # gone already is fine
         refused = json.dumps(answer.json())
         assert "issue" in refused or "6006" in refused
+
+
+# -- settings/fields in each shape the seed shows ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["module_fields", "empty", "extended"])
+def test_custom_field_metadata_in_each_shape(tmp_path, shape):
+    with FakeZoho(fields_answer=shape) as fake:
+        client = client_for(tmp_path, fake)
+        names = [f["api_name"] for f in client.custom_fields(PORTAL)]
+        assert names == ([] if shape == "empty" else ["external_id"])  # the issue's own fields are not custom

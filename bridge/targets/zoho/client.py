@@ -52,6 +52,12 @@ UNKNOWN_USER_TTL = 60.0  # an unknown email is asked again at most this often
 CLOCK_SLACK = 60.0  # Zoho's clock against the database's, when listing issues created after an intent
 DESCRIPTIONS_KEPT = 5000  # descriptions read by the crash-window lookup, kept so a retry does not read them again
 MAX_LOOKUP_PAGES = 5  # the crash-window lookup reads at most this many pages (of LOOKUP_PER_PAGE) of newest issues
+STANDARD_ISSUE_FIELDS = frozenset(
+    {"name", "description", "status", "severity", "classification", "module", "is_it_reproducible", "flag"}
+    | {"assignee", "due_date", "start_date", "end_date", "tags", "release_milestone", "affected_milestone"}
+    | {"associated_teams", "followers", "reminder", "rate_per_hour", "cost_rate_per_hour", "attachments"}
+    | {"priority", "created_by", "created_time", "last_updated_time", "prefix", "key", "teams", "owner"}
+)
 ASSIGNEE_FIELDS = ("assignee", "assignees", "assignee_zpuid", "owner")  # a refusal naming the assignee
 LOOKUP_PER_PAGE = 200  # the most the list documents in its sample (seed 001:3554 "per_page": 200)
 
@@ -155,7 +161,13 @@ class ZohoClient:
     def custom_fields(self, portal: str) -> list[dict[str, Any]]:
         """The issue custom fields (API name, id, display name, type) from `settings/fields` (seed 001:17082)."""
         fields = self.pages(f"/api/v3/portal/{portal}/settings/fields", "fields", params={"module": "Issues"})
-        return [f for f in fields if not f.get("is_default")]
+        # The shape 001:16991 shows has no `is_default`: an issue's own fields are told apart by their API name
+        # (the create parameters, 001:3600-3720). An empty answer (`{ }`, as 001:17171 shows) is no custom field.
+        return [
+            f
+            for f in fields
+            if not f.get("is_default") and ("is_default" in f or str(f.get("api_name")) not in STANDARD_ISSUE_FIELDS)
+        ]
 
     def portals(self) -> list[dict[str, Any]]:
         resp = self.call("GET", "/api/v3/portals")
