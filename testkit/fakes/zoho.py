@@ -162,6 +162,8 @@ def bt_error(code: int, message: str, field: str = "", error: str = "") -> dict:
 
 
 class ApiError(Exception):
+    throttled = False
+
     def __init__(self, status: int, body: dict | None, headers: dict | None = None):
         super().__init__(status)
         self.status, self.body, self.headers = status, body, headers or {}
@@ -527,10 +529,13 @@ class FakeZoho(AttachmentsFake, FakeServer):
         form = self.variants["throttle"]
         left = max(0.0, self.blocked_until - now)
         if form == "429":  # seed 001:737-739: no header, no time named
-            return ApiError(429, v3_error(429, "TOO_MANY_REQUESTS", "Too many requests", None, "LIMIT_ERROR"))
-        minutes = max(1, math.ceil(self._block_length / 60.0))  # what live portals name: whole minutes
-        headers = {"Retry-After": math.ceil(left)} if self.throttle_retry_after else {}
-        return ApiError(int(form), throttle_body(minutes), headers)
+            refusal = ApiError(429, v3_error(429, "TOO_MANY_REQUESTS", "Too many requests", None, "LIMIT_ERROR"))
+        else:
+            minutes = max(1, math.ceil(self._block_length / 60.0))  # what live portals name: whole minutes
+            headers = {"Retry-After": math.ceil(left)} if self.throttle_retry_after else {}
+            refusal = ApiError(int(form), throttle_body(minutes), headers)
+        refusal.throttled = True  # the request log marks it (a 200-form throttle is a 200 all the same)
+        return refusal
 
     def reset_rate_window(self) -> None:
         """Forget the calls counted in BugTracker's per-minute window (a test's own set-up calls)."""
@@ -647,7 +652,7 @@ class FakeZoho(AttachmentsFake, FakeServer):
             body = json.loads(raw) if raw and "json" in ctype.lower() else None
         except ValueError:
             body = None
-        entry = dict(t=t, method=method, path=path, json=body, status=None, auth=False, dialect=None)
+        entry = dict(t=t, method=method, path=path, json=body, status=None, auth=False, dialect=None, throttled=False)
         entry.update(query={k: v[0] if len(v) == 1 else v for k, v in query.items()})
         entry["oauth"] = path.startswith("/oauth/")
         with self._lock:
@@ -663,6 +668,7 @@ class FakeZoho(AttachmentsFake, FakeServer):
                 status, payload, out = self._api(method, path, query, raw, ctype, headers, entry)
         except ApiError as e:
             status, payload, out = e.status, e.body, dict(e.headers)
+            entry["throttled"] = e.throttled
         except Exception:  # a bug in the fake itself: make it loud
             traceback.print_exc(file=sys.stderr)
             status, payload, out = 500, {"fake_zoho_internal_error": traceback.format_exc()}, {}
@@ -1478,6 +1484,10 @@ class FakeZoho(AttachmentsFake, FakeServer):
 
     def _record_by_id(self, issue_id):
         return self._issues[str(issue_id)]
+
+    def throttled_calls(self) -> list[dict]:
+        """API requests answered with a throttle (in whichever form: 429, 400 or 200), oldest first."""
+        return [c for c in self.api_calls() if c.get("throttled")]
 
     def writes(self):
         """Every API call that changes something (POST, PATCH, PUT, DELETE), oldest first."""
