@@ -6,6 +6,7 @@ zoho-facts.md (`testkit.fakes.zoho.throttle_body`)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,26 @@ def test_the_admin_page_front_page_and_metrics_say_blocked_until_and_the_admin_l
         assert refused.status_code == 400  # the CSRF guard covers the button
     finally:
         engine.dispose()
+
+
+def test_a_bugtracker_429_without_retry_after_waits_for_x_ratelimit_reset(make_client, rsps):
+    bugs = f"{API}/api/v3/portal/{PORTAL}/projects/{PROJECT}/bugs"
+    reset = int(time.time()) + 40  # seed 000:777-783 documents X-RateLimit-Reset, not Retry-After
+    headers = {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}
+    rsps.post(bugs, status=429, json={"code": 6009, "message": "Rate Limit Exceeded"}, headers=headers)
+    client = make_client(ZOHO_DIALECT="bugtracker")
+    with pytest.raises(ZohoRateLimited):
+        client.create_issue(draft())
+    assert 35 <= block_status(client.engine)[0] <= 41
+
+
+def test_an_accounts_server_outage_opens_the_breaker_too(make_client):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.post(TOKEN_URL, status=503, body="down")
+        first, other = make_client(), make_client(ITEM_LEASE_SECONDS="2")
+        for _ in range(2):
+            with pytest.raises(ZohoTransientError):
+                first.get_issue(PORTAL, PROJECT, "1")
+        with pytest.raises(ZohoRateLimited):
+            other.get_issue(PORTAL, PROJECT, "1")  # waits: the accounts server is not asked again meanwhile
+        assert len(mock.calls) == 2

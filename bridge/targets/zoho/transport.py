@@ -172,7 +172,12 @@ class Transport:
                 self.limiter.acquire(timeout=min(30.0, self.settings.item_lease_seconds / 3))
             except RateLimitTimeout as exc:
                 raise ZohoRateLimited(f"{method} {path}: {exc}", status=429, retry_after=exc.wait) from None
-            token = self.tokens.get()
+            try:
+                token = self.tokens.get()
+            except ZohoTransientError as exc:  # the accounts server is down: no Zoho call can work meanwhile
+                if not isinstance(exc, ZohoRateLimited):
+                    self._outage(exc.reason)
+                raise
             if self.before_call is not None:
                 self.before_call()
             started = time.monotonic()
