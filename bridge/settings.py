@@ -24,8 +24,15 @@ DIALECTS = ("projects", "bugtracker")
 DEFAULT_API_BASE = {"projects": "https://projectsapi.zoho.com", "bugtracker": "https://bugtracker.zoho.com"}
 # Projects v3: "up to 100 times within 2 minutes", then 30 minutes blocked (seed 001:737-739).
 PROJECTS_LIMIT, PROJECTS_WINDOW, PROJECTS_BLOCK = 100, 120.0, 1800.0
-# BugTracker plans: (calls per minute, calls per day) (seed 000:761-775).
-PLANS = {"free": (100, 5000), "standard": (200, 25000), "premium": (500, 100000)}
+# BugTracker plans: (calls per minute, calls per day), by the names the document gives them (seed 000:761-765).
+PLANS = {"free": (100, 5000), "premium": (200, 25000), "enterprise": (500, 100000)}
+# The longest a provider's block is honoured before a call is tried again: twice the longest lockout the
+# documents (001:737-739: 30 minutes) and live portals (15-30 minutes, zoho-facts.md) name, so a mistaken
+# `Retry-After: 31536000` costs an hour, not a year (`issue-bridge zoho unblock` lifts a block sooner).
+RATE_BLOCK_MAX = 3600.0
+# BugTracker documents no sorted or filtered bug list, so its reverse poll reads every bug of a linked project:
+# the poll is paced to spend at most this share of the plan's daily quota (the rest is forward sync's).
+ZOHO_POLL_SHARE = 0.2
 
 
 class SettingsError(Exception):
@@ -75,6 +82,8 @@ class Settings:
     zoho_plan: str = "free"  # BugTracker plan: its per-minute and per-day budget
     zoho_rate_block_seconds: float = PROJECTS_BLOCK  # the wait after a 429 that names no reset time
     zoho_daily_limit: int = 0  # calls per UTC day (BugTracker plans); 0 = no daily quota
+    rate_block_max_seconds: float = RATE_BLOCK_MAX  # a block a provider names (minutes, Retry-After) is capped here
+    zoho_poll_share: float = ZOHO_POLL_SHARE  # BugTracker: the most of the daily quota the reverse poll may spend
     event_max_age_seconds: float = 7 * 86400.0  # an event still pending this long after intake ends `failed`
     duplicate_recheck_seconds: float = 120.0  # after a create in doubt, look again this much later for a late copy
     retention_days: float = 30.0  # finished events, their attempts and Zoho calls are pruned after this (0: never)
@@ -240,7 +249,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         raise SettingsError(f"ZOHO_DIALECT: expected one of {', '.join(DIALECTS)}, got {dialect!r}")
     plan = (env.get("ZOHO_PLAN", "").strip() or "free").lower()
     if plan not in PLANS:
-        raise SettingsError(f"ZOHO_PLAN: expected one of {', '.join(PLANS)}, got {plan!r}")
+        hint = " (the plan with 200 calls a minute is premium)" if plan == "standard" else ""
+        raise SettingsError(f"ZOHO_PLAN: expected one of {', '.join(PLANS)} (seed 000:761-765), got {plan!r}{hint}")
+    block_max = _float(env, "RATE_BLOCK_MAX_SECONDS", RATE_BLOCK_MAX)
+    if block_max < 1:
+        raise SettingsError(f"RATE_BLOCK_MAX_SECONDS: must be at least 1 second, got {block_max:g}")
     header = env.get("BUGZILLA_WEBHOOK_HEADER", "").strip() or "Authorization"
     if not header.replace("-", "").isalnum():
         raise SettingsError(f"BUGZILLA_WEBHOOK_HEADER: not a valid header name: {header!r}")
@@ -300,6 +313,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         zoho_plan=plan,
         zoho_rate_block_seconds=_float(env, "ZOHO_RATE_BLOCK_SECONDS", PROJECTS_BLOCK),
         zoho_daily_limit=PLANS[plan][1] if dialect == "bugtracker" else 0,
+        rate_block_max_seconds=block_max,
+        zoho_poll_share=_share(env, "ZOHO_POLL_SHARE", ZOHO_POLL_SHARE),
         event_max_age_seconds=max(60.0, _float(env, "EVENT_MAX_AGE_SECONDS", 7 * 86400.0)),
         duplicate_recheck_seconds=max(0.0, _float(env, "DUPLICATE_RECHECK_SECONDS", 120.0)),
         github_api_url=_url(env, "GITHUB_API_URL", "https://api.github.com", ("http", "https")),

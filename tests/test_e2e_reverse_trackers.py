@@ -99,6 +99,10 @@ def test_bugzilla_backlink_resolve_reopen_and_no_echo(tmp_path, zoho, dialect):
             "BUGZILLA_API_KEY": bugzilla.api_key,
             "ZOHO_POLL_SECONDS": str(POLL),
             "ZOHO_DIALECT": dialect,
+            # the BugTracker poll is paced to a share of the plan's daily quota: the largest plan, all of it,
+            # so a poll every POLL seconds is within it (one page: 86,400 / 100,000 s)
+            "ZOHO_PLAN": "enterprise",
+            "ZOHO_POLL_SHARE": "1",
         },
     )
     bugzilla.webhook_url = stack.base_url + "/webhooks/bugzilla"

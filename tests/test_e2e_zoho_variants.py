@@ -24,6 +24,23 @@ FAST = [
     ("projects", dict(custom_field="ignored", filter_api_name="refused", status_key="status_deatils")),
     ("projects", dict(custom_field="refused", filter_api_name="refused", date_only_due="refused")),
     ("bugtracker", dict()),
+    # issue 20: the list with has_next_page, the extended field shape, a missing issue as 400, the 11th token
+    # refused, and a live-portal throttle (400, naming minutes: capped to the fake's 2 s block) mid-lifecycle
+    (
+        "projects",
+        dict(
+            issue_page_info="has_next_page",
+            fields_answer="extended",
+            missing_issue="400",
+            token_limit="refuse",
+            throttle="400",
+            v3_limit=5,
+            block_seconds=2.0,
+            RATE_BLOCK_MAX_SECONDS="2",
+        ),
+    ),
+    # BugTracker search answering with descriptions, a missing bug as 400, a search index a second behind
+    ("bugtracker", dict(bt_search_fields="full", missing_issue="400", search_lag=1.0)),
 ]
 FULL = [
     ("projects", dict(custom_field=c, filter_api_name=f, status_key=s, date_only_due=d))
@@ -40,8 +57,10 @@ def _ids(cases):
 
 
 def lifecycle(tmp_path, dialect: str, variants: dict) -> None:
+    env = {k: v for k, v in variants.items() if k.isupper()}  # the bridge's settings the variant needs
+    variants = {k: v for k, v in variants.items() if not k.isupper()}
     fake = FakeZoho(host_dialect=dialect, **variants).start()
-    stack = BridgeStack(tmp_path, fake, extra_env={"ZOHO_DIALECT": dialect, "COALESCE_MS": "0"})
+    stack = BridgeStack(tmp_path, fake, extra_env={"ZOHO_DIALECT": dialect, "COALESCE_MS": "0", **env})
     kind = "bugtracker" if dialect == "bugtracker" else "projects"
     try:
         stack.start(workers=1)
@@ -80,9 +99,11 @@ def lifecycle(tmp_path, dialect: str, variants: dict) -> None:
             expected = {"accepted": "github:acme/web#7", "ignored": None, "refused": None}
             assert stored == expected[variants.get("custom_field", "accepted")]
         creates = fake.api_calls(method="POST", path_contains="/bugs" if kind == "bugtracker" else "/issues")
-        creates = [c for c in creates if c["path"].endswith(("/issues", "/bugs"))]
+        creates = [c for c in creates if c["path"].endswith(("/issues", "/bugs")) and not c.get("throttled")]
         refused_retry = 1 if variants.get("custom_field") == "refused" else 0  # learned once, then not sent
         assert len(creates) == 2 + refused_retry, [c["status"] for c in creates]
+        if variants.get("v3_limit"):
+            assert fake.throttled_calls(), "Zoho never throttled: the variant proves nothing"
     finally:
         stack.stop()
         fake.stop()

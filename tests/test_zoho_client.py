@@ -614,7 +614,22 @@ def test_bugtracker_find_searches_for_the_marker(bugtracker, rsps):
     query = parse_qs(urlsplit(call.request.url).query)
     assert query == {"search_text": [MARKER], "index": ["1"], "range": ["100"]}  # paged (seed 000:1267-1298)
     rsps.replace(responses.GET, BUGS + "/search", json={"bugs": bugs[:1]})
+    # the search index may lag behind a create: nothing found, the bug list is read too (000:1267-1298)
+    rsps.get(BUGS, json={"bugs": bugs[:1]})
     assert bugtracker.find_issue(draft(), created_after=time.time() - 5) is None
+    rsps.replace(responses.GET, BUGS, json={"bugs": bugs})
+    assert bugtracker.find_issue(draft(), created_after=time.time() - 5) == "2"  # found in the list
+
+
+def test_bugtracker_search_hits_without_a_description_are_read(bugtracker, rsps):
+    brief = [{"id": "1", "title": "x"}, {"id": "2", "title": "y"}]  # 000 shows no search answer: no description
+    rsps.get(BUGS + "/search", json={"bugs": brief})
+    rsps.get(BUGS + "/1", json={"bugs": [{"id": "1", "description": "mentions [issue-bridge:github:acme/web#70]"}]})
+    rsps.get(BUGS + "/2", json={"id": "2", "description": f"text\n\n{MARKER}"})
+    assert bugtracker.find_issue(draft(), created_after=time.time() - 5) == "2"
+    reads = len(api_calls(rsps))
+    assert bugtracker.find_issue(draft(), created_after=time.time() - 5) == "2"
+    assert len(api_calls(rsps)) - reads == 1  # the descriptions read are kept: only the search again
 
 
 # -- dry-run -----------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 import responses
 
 from bridge.mapping.model import IssueDraft
-from bridge.settings import datacentre_mismatch, load_settings
+from bridge.settings import SettingsError, datacentre_mismatch, load_settings
 from bridge.store import schema as db
 from bridge.store.clock import engine_now
 from bridge.targets.zoho import auth
@@ -116,9 +116,12 @@ def test_documented_limits_are_the_defaults(tmp_path):
     projects = load_settings({"BRIDGE_DATA_DIR": str(tmp_path)})
     assert (projects.zoho_rate_limit_per_minute, projects.zoho_rate_window_seconds) == (100, 120.0)  # 001:737
     assert projects.zoho_rate_block_seconds == 1800.0 and projects.zoho_daily_limit == 0
-    for plan, minute, day in (("free", 100, 5000), ("standard", 200, 25000), ("premium", 500, 100000)):
+    # seed 000:761-765: Free / Premium / Enterprise at 100 / 200 / 500 a minute, 5,000 / 25,000 / 100,000 a day
+    for plan, minute, day in (("free", 100, 5000), ("premium", 200, 25000), ("Enterprise", 500, 100000)):
         bt = load_settings({"BRIDGE_DATA_DIR": str(tmp_path), "ZOHO_DIALECT": "bugtracker", "ZOHO_PLAN": plan})
         assert (bt.zoho_rate_limit_per_minute, bt.zoho_rate_window_seconds, bt.zoho_daily_limit) == (minute, 60, day)
+    with pytest.raises(SettingsError, match="premium"):  # not a documented plan name
+        load_settings({"BRIDGE_DATA_DIR": str(tmp_path), "ZOHO_DIALECT": "bugtracker", "ZOHO_PLAN": "standard"})
 
 
 def test_a_data_centre_mismatch_is_named_at_start_up(tmp_path):

@@ -161,3 +161,49 @@ def test_verify_with_tokens_zoho_refuses_names_the_configuration(tmp_path):
         assert "scopes" in result.output and "data centre" in result.output
         # one grant for the token step, one refresh after the refusal, then none
         assert fake.token_refreshes <= 2 and fake.issues() == []
+
+
+@pytest.mark.parametrize("dialect", ["projects", "bugtracker"])
+def test_verify_covers_every_call_the_bridge_can_make(tmp_path, dialect):
+    """The poll's list, the assignment, attachment upload and association, the move and the GET's shape."""
+    with FakeZoho(host_dialect=dialect) as fake:
+        result = run_verify(tmp_path, fake, dialect)
+        assert result.exit_code == 0, result.output
+        lines = {line.split("  ")[0]: line + " " for line in result.output.splitlines()}
+        for step in ("poll list (changes made in Zoho)", "assign", "attachment upload", "read test issue"):
+            assert " ok " in lines[step], (step, result.output)
+        assert "last_modified_time" in lines["poll list (changes made in Zoho)"] or dialect == "bugtracker"
+        if dialect == "projects":
+            assert " ok " in lines["attachment associate"] and " ok " in lines["move"] and " ok " in lines["move back"]
+            moves = fake.api_calls("POST", "/move")
+            assert [c["json"]["to_project"] for c in moves] == ["1752587000000098001", PROJECT]  # there and back
+        else:
+            assert "skipped" in lines["move"] and "{bugs: [bug]}" in lines["read test issue"]
+            assert learned(tmp_path, fake)["bug_answer"] == "wrapped"
+        assert "not met" in lines["throttle form"]
+        assert fake.issues() == []
+
+
+def test_verify_reads_a_bare_bug_and_a_lagging_search_index(tmp_path):
+    with FakeZoho(host_dialect="bugtracker", search_lag=30) as fake:
+        fake.set_variant(bug_answer="bare")
+        result = run_verify(tmp_path, fake, "bugtracker")
+        assert result.exit_code == 0, result.output
+        table = rows(result.output)
+        assert "the bug itself" in table["read test issue"]
+        assert "index lags" in table["find by description marker"]  # found through the bug list instead
+        assert learned(tmp_path, fake)["search"] == "lags" and fake.issues() == []
+
+
+@pytest.mark.parametrize("form", ["429", "400", "200"])
+def test_verify_reports_the_throttle_form_it_meets_and_stops(tmp_path, form):
+    with FakeZoho(host_dialect="projects", v3_limit=8, v3_window=120, block_seconds=1200, throttle=form) as fake:
+        result = run_verify(tmp_path, fake, "projects")
+        assert result.exit_code == 1
+        throttle = next(line for line in result.output.splitlines() if line.startswith("throttle form"))
+        title = "TOO_MANY_REQUESTS" if form == "429" else "URL_ROLLING_THROTTLES_LIMIT_EXCEEDED"
+        assert f"met: HTTP {form} {title}" in throttle, result.output
+        assert "Zoho throttled the run" in result.output and "not tried: Zoho throttled this run" in result.output
+        assert len(fake.api_calls()) == 9  # the eight allowed and the one refused: nothing into the block
+        assert "delete test issue" in result.output and "by hand" in result.output
+        assert learned(tmp_path, fake)["throttle_form"].startswith(f"HTTP {form}")

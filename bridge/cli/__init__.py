@@ -405,6 +405,10 @@ def status_command(as_json: bool) -> None:
     report = operations.status(engine)
     report.extra_sections.append(("backfills (newest first)", _backfill_lines(engine, settings)))
     report.extra_sections.append(("outside operations (side work, writes in doubt)", operation_lines(engine)))
+    from bridge.targets.zoho import poll as zoho_poll
+
+    if poll_lines := zoho_poll.status_lines(settings, engine):  # BugTracker: the reverse poll's pace
+        report.extra_sections.append(("zoho reverse poll", poll_lines))
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2, default=str))
         return
@@ -432,8 +436,9 @@ def status_command(as_json: bool) -> None:
     )
     if report.backoff_until is not None:
         click.echo(
-            f"zoho back-off: every worker waits until {_when(report.backoff_until)} "
-            f"({_ago(report.backoff_until - report.now)} from now)"
+            f"zoho back-off: blocked until {_when(report.backoff_until)} "
+            f"({_ago(report.backoff_until - report.now)} from now; every worker waits): {report.backoff_reason or ''}"
+            "\n  (lift it by hand: issue-bridge zoho unblock)"
         )
     else:
         click.echo("zoho back-off: none")

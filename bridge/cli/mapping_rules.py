@@ -1,13 +1,13 @@
 """`bridge mappings check` additions for mapping language v3 (called from cli.py in two places):
 whether and why a saved payload matches a mapping's `when:`, and every `users:` table email checked
-against Zoho through the one-user call (`GET …/projects/{j}/users/{email}`, seed 001:13627)."""
+against Zoho through the dialect's user lookup (Projects v3: the one-user call `GET …/projects/{j}/users/{email}`,
+seed 001:13627; BugTracker, which documents no lookup by email: the project's user list, seed 000:39)."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from urllib.parse import quote
 
 import click
 
@@ -109,7 +109,7 @@ def user_problems(files: list[Path]) -> list[MappingProblem]:
     """Every `users:` email that is not a user of a Zoho project the file routes to; [] without Zoho."""
     from bridge.sources import KNOWN_FIELDS
     from bridge.targets.zoho.client import ZohoClient
-    from bridge.targets.zoho.errors import ZohoError, ZohoPermanentError
+    from bridge.targets.zoho.errors import ZohoError
 
     try:
         settings = load_settings()
@@ -137,11 +137,8 @@ def user_problems(files: list[Path]) -> list[MappingProblem]:
             portal = mapping.routing.portal
             for project in dict.fromkeys(p for p in projects if p):
                 for email in zoho_emails(mapping):
-                    try:
-                        client.call("GET", f"/api/v3/portal/{portal}/projects/{project}/users/{quote(email, safe='@')}")
-                    except ZohoPermanentError as exc:
-                        if exc.status not in (400, 404):
-                            raise
+                    # through the dialect: v3's one-user call (001:13627), BugTracker's user list (000:39)
+                    if client.user_id(portal, project, email) is None:
                         login = next(s for s, e in mapping.v3.users if e == email)
                         where, line = _line_of(mapping, login)
                         problems.append(

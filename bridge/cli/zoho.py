@@ -89,10 +89,18 @@ def zoho_projects() -> None:
 @click.option("--portal", help="Zoho portal id (default: ZOHO_PORTAL_ID, else the mappings' portal)")
 @click.option("--external-id-field", help="API name of the issue custom field (default: the mappings' field)")
 @click.option("--tag", "tag_id", help="a Zoho tag id, to check tags add/remove")
-def zoho_verify(project: str, portal: str | None, external_id_field: str | None, tag_id: str | None) -> None:
+@click.option(
+    "--move-to",
+    help="another project to move the test issue to and back (default: another project the mappings route to)",
+)
+def zoho_verify(
+    project: str, portal: str | None, external_id_field: str | None, tag_id: str | None, move_to: str | None
+) -> None:
     """Make every call the bridge will make, in order, with a clearly labelled test issue that is deleted
-    at the end; print Zoho's answers, a verdict per call and what the bridge will do where a call is
-    refused. What is learned is stored and used by every worker. Exits 1 when the bridge cannot work here."""
+    at the end (read back, listed as the poll lists changes, assigned, given a small attachment, moved and
+    moved back, commented, closed); print Zoho's answers, a verdict per call, what the bridge will do where a
+    call is refused, and the throttle form Zoho answered with if it throttled the run. What is learned is
+    stored and used by every worker. Exits 1 when the bridge cannot work here."""
     from bridge.mapping import MappingRegistry
     from bridge.sources import KNOWN_FIELDS
     from bridge.targets.zoho.verify import Verifier
@@ -105,8 +113,16 @@ def zoho_verify(project: str, portal: str | None, external_id_field: str | None,
     if external_id_field is None and client.dialect == "projects":
         external_id_field = next((m.external_id_field for m in mappings if m.external_id_field), None)
     closed = next((m.closed_status for m in mappings), "Closed")
+    if move_to is None and client.dialect == "projects":
+        move_to = next((p for p in _mapped_projects(settings, portal) if p != project), None)
     verifier = Verifier(
-        client, portal, project, external_id_field=external_id_field, tag_id=tag_id, closed_status=closed
+        client,
+        portal,
+        project,
+        external_id_field=external_id_field,
+        tag_id=tag_id,
+        closed_status=closed,
+        move_to=move_to,
     )
     report = verifier.run()
     click.echo(f"Zoho self-test: {client.dialect} dialect, portal {portal}, project {project}\n")
@@ -301,3 +317,23 @@ def _choose_portal(settings: Settings, portal: str | None) -> str:
     except ZohoError as exc:
         raise click.ClickException(f"Zoho refused the new token: {exc.reason}") from None
     return chosen
+
+
+@zoho.command("unblock")
+def zoho_unblock() -> None:
+    """Lift the shared Zoho block (a throttle, a reset time, an outage pause) for every worker at once.
+
+    A block a provider names is honoured up to RATE_BLOCK_MAX_SECONDS; use this when you know it is over
+    sooner (another integration stopped spending the budget, Zoho's support lifted the lockout)."""
+    from bridge.cli.common import _engine, _settings
+    from bridge.outbound.budget import Budgets, blocked_until
+    from bridge.targets.zoho.ratelimit import BUDGET
+
+    settings = _settings()
+    engine = _engine(settings, create=True)
+    left, _until, reason = blocked_until(engine, BUDGET)
+    if not Budgets(engine).unblock(BUDGET):
+        click.echo("no block in force: Zoho calls are not held back")
+        return
+    click.echo(f"block lifted ({left:.0f}s early): {reason or 'no reason recorded'}")
+    click.echo("workers call Zoho again at their next try; a new throttle answer blocks again")

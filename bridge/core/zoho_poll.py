@@ -30,8 +30,6 @@ from bridge.store import operator as links_read
 from bridge.targets.zoho.client import ZohoClient
 
 log = logging.getLogger("bridge.reverse")
-PER_PAGE = 100
-MAX_PAGES = 50  # 5,000 changed issues in one interval; the rest is read at the next tick (the mark holds)
 ORIGIN = "zoho"
 Items = set[tuple[str, str]]
 
@@ -50,30 +48,9 @@ def modified_ts(issue: dict[str, Any]) -> float:
 
 
 def changed_issues(client: ZohoClient, portal: str, project: str, since: float) -> list[dict[str, Any]]:
-    """Issues modified at or after `since`, oldest first."""
-    path = client._issues_path(portal, project)
-    if client.dialect == "bugtracker":  # no documented sort: every page, filtered here
-        found = [b for b in client.pages(path, "bugs") if modified_ts(b) >= since]
-        return sorted(found, key=modified_ts)
-    return sorted(_newest_first(client, path, since), key=modified_ts)
-
-
-def _newest_first(client: ZohoClient, path: str, since: float) -> list[dict[str, Any]]:
-    """Projects: sorted by Zoho, newest first; stops at the first older one. The documented list carries no
-    `has_next_page` (001:3554): a page shorter than asked, or empty, is the last."""
-    found: list[dict[str, Any]] = []
-    for page in range(1, MAX_PAGES + 1):
-        params = {"page": str(page), "per_page": str(PER_PAGE), "sort_by": "DESC(last_modified_time)"}
-        resp = client.call("GET", path, params=params)
-        issues = (resp.data or {}).get("issues", []) if isinstance(resp.data, dict) else []  # 204: none
-        for issue in issues:
-            if modified_ts(issue) < since:
-                return found
-            found.append(issue)
-        if len(issues) < PER_PAGE:
-            return found
-    log.warning("more than %s issues changed in %s since the last poll: the rest is read next time", len(found), path)
-    return found
+    """Issues modified at or after `since`, oldest first: the client reads the list as its dialect documents it
+    (bridge/targets/zoho/poll.py: paged until a short page or the mark; BugTracker paced to its daily quota)."""
+    return client.changed_issues(portal, project, since)
 
 
 def nudge(

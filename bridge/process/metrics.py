@@ -11,6 +11,7 @@ A scrape therefore costs the same at a thousand stored events or at a million.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -44,7 +45,14 @@ def zoho_block_gauges(conn: Connection) -> list[GaugeMetricFamily]:
     wait.add_metric([], remaining)
     ends = GaugeMetricFamily("bridge_zoho_block_until_seconds", "When the shared Zoho block ends (UNIX time; 0: none)")
     ends.add_metric([], until or 0.0)
-    return [wait, ends]
+    blocked = GaugeMetricFamily(
+        "bridge_zoho_blocked", "1 while every worker waits for Zoho: until when, and why", labels=["until", "reason"]
+    )
+    state = budgets.peek(conn, "zoho") if until else None
+    if until:
+        when = datetime.fromtimestamp(until, UTC).strftime("blocked until %Y-%m-%d %H:%M:%S UTC")
+        blocked.add_metric([when, (state.reason if state else None) or ""], 1.0)
+    return [wait, ends, blocked]
 
 
 class BridgeCollector(Collector):

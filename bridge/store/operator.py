@@ -195,6 +195,7 @@ class Status:
     zoho_failed_last_hour: int
     backoff_until: float | None
     last_event_at: float | None
+    backoff_reason: str | None = None  # why Zoho's block is in force (a throttle's message, an outage)
     extra_sections: list[tuple[str, list[str]]] = field(default_factory=list)  # e.g. backfills (#15)
 
 
@@ -243,4 +244,5 @@ def status(engine: Engine, *, failing_limit: int = 10) -> Status:
         zoho_failed_last_hour=int(refused),
         backoff_until=backoff_until,
         last_event_at=float(last) if last is not None else None,
+        backoff_reason=zoho.reason if backoff_until is not None and zoho is not None else None,
     )

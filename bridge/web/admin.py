@@ -34,10 +34,12 @@ from sqlalchemy import or_, select
 from werkzeug.wrappers import Response
 
 from bridge import store
+from bridge.outbound.budget import Budgets, blocked_until
 from bridge.process.runtime import Runtime
 from bridge.settings import Settings
 from bridge.store import pages as store_pages
 from bridge.store import schema as db
+from bridge.targets.zoho.ratelimit import BUDGET as ZOHO_BUDGET
 from bridge.web import admin_guard
 
 log = logging.getLogger("bridge.admin")
@@ -234,8 +236,10 @@ def dashboard() -> str:
     events = store_pages.page_events(engine, status=status, source=source, before_id=before, limit=RECENT_LIMIT)
     counts = store_pages.status_counts(engine)
     problems = sum(len(p) for p in _runtime().registry.problems.values())
+    _left, until, reason = blocked_until(engine, ZOHO_BUDGET)
     return render_template(
         "admin/dashboard.html",
+        zoho_block={"until": until, "reason": reason} if until else None,
         counts=counts,
         events=events,
         status=status,
@@ -249,6 +253,15 @@ def _zoho_reason(event_id: int) -> dict[str, Any] | None:
     """The last Zoho call of an event that Zoho refused (its status and answer), if any."""
     refused = [c for c in store.calls_for_event(_engine(), event_id) if c["status"] and c["status"] >= 400]
     return refused[-1] if refused else None
+
+
+@bp.post("/zoho/unblock")
+def zoho_unblock() -> Response:
+    """The button beside "blocked until …": lift the shared Zoho block (as `issue-bridge zoho unblock`)."""
+    lifted = Budgets(_engine()).unblock(ZOHO_BUDGET)
+    log.info("admin lifted the Zoho block", extra={"lifted": lifted})
+    flash("Zoho block lifted: workers call Zoho again." if lifted else "No Zoho block was in force.")
+    return redirect(url_for("admin.dashboard"))
 
 
 @bp.get("/failed")

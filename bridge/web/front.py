@@ -5,7 +5,15 @@ It shows no secret: BugHerd's URL carries its token, so the page names the setti
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+
 from flask import Blueprint, current_app, render_template, request
+
+from bridge.outbound.budget import blocked_until
+from bridge.targets.zoho.ratelimit import BUDGET
+
+log = logging.getLogger("bridge.web")
 
 bp = Blueprint("front", __name__, template_folder="templates")
 
@@ -51,4 +59,17 @@ def index() -> str:
         dry_run=settings.dry_run,
         dialect=settings.zoho_dialect,
         admin_enabled=bool(settings.admin_token),
+        zoho_block=_zoho_block(),
     )
+
+
+def _zoho_block() -> dict[str, str] | None:
+    """ "blocked until …" and why, when every worker waits for Zoho; the page still renders without a database."""
+    try:
+        _left, until, reason = blocked_until(current_app.extensions["bridge"].engine, BUDGET)
+    except Exception:
+        log.warning("front page: the Zoho block could not be read", exc_info=True)
+        return None
+    if until is None:
+        return None
+    return {"until": datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), "reason": reason or ""}

@@ -86,6 +86,25 @@ VARIANTS = {
     "date_only_due": ("accepted", "refused"),
     # `GET …/bugs/{id}` (seed 000:148) documents no answer: wrapped like the create's, or the bug itself
     "bug_answer": ("wrapped", "bare"),
+    # How Projects v3 throttles: the documented header-less 429 (001:737-739), or as live portals do
+    # (zoho-facts.md): HTTP 400 or even 200 with URL_ROLLING_THROTTLES_LIMIT_EXCEEDED naming the minutes.
+    "throttle": ("429", "400", "200"),
+    # The issue list's page_info: as documented (001:3554: per_page, page, sort_by; no has_next_page), or
+    # with has_next_page as other v3 lists carry it (comments 001:5348, users 001:13626).
+    "issue_page_info": ("documented", "has_next_page"),
+    # The 11th access token within 10 minutes: deletes the oldest (001:486, 491), or is refused as some
+    # accounts servers answer a burst ("Access Denied", too many requests).
+    "token_limit": ("delete_oldest", "refuse"),
+    # `settings/fields`: the field shape 001:16991 shows (`…/module/{id}/fields`: api_name, id, display_name,
+    # type), the empty object 001:17171 shows for settings/fields itself, or an extended shape (is_default,
+    # column_name) no seed shows.
+    "fields_answer": ("module_fields", "empty", "extended"),
+    # BugTracker search (000:563-583) documents no answer: bugs as the list shows them (no description), or
+    # with their description.
+    "bt_search_fields": ("brief", "full"),
+    # A missing issue or bug: 404 (v3: INVALID_PARAMETER_VALUE on `issue`; BugTracker 6006), or the same with
+    # HTTP 400, which the documents do not rule out (001:39-125 lists 400 for invalid parameter values).
+    "missing_issue": ("404", "400"),
 }
 V3_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$")
 RATE_WINDOW_SECONDS = 60.0
@@ -123,12 +142,28 @@ def v3_error(status, title, message=None, field_name=None, error_type="FIELDS_VA
     return {"error": err}
 
 
+THROTTLE_TITLE = "URL_ROLLING_THROTTLES_LIMIT_EXCEEDED"
+
+
+def throttle_body(minutes: float | None, *, limit: int = 100, window_minutes: int = 2) -> dict:
+    """The throttle as live portals answer it (zoho-facts.md, quoting several clients and a field report):
+    HTTP 400 (once even 200), the title URL_ROLLING_THROTTLES_LIMIT_EXCEEDED, `details` an object whose
+    message names the lockout in minutes ("Try again after 22 minutes."); `minutes=None` names none."""
+    message = f"Cannot execute more than {limit} requests per API in {window_minutes} minutes."
+    if minutes is not None:
+        message += f" Try again after {minutes:g} minutes."
+    err = {"status_code": 400, "title": THROTTLE_TITLE, "error_type": "OPERATIONAL_VALIDATION_ERROR"}
+    return {"error": {**err, "details": {"message": message}}}
+
+
 def bt_error(code: int, message: str, field: str = "", error: str = "") -> dict:
     """BugTracker error body, seed 000 "Error Response Format"."""
     return {"code": code, "message": message, "details": {"field": field, "error": error}}
 
 
 class ApiError(Exception):
+    throttled = False
+
     def __init__(self, status: int, body: dict | None, headers: dict | None = None):
         super().__init__(status)
         self.status, self.body, self.headers = status, body, headers or {}
@@ -204,6 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         status, payload, headers = self.server.fake._handle(self.command, self.path, raw, self.headers)
+        if status is None:  # an outage that does not answer at all: the connection is closed unanswered
+            self.close_connection = True
+            return
         data = b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
         for k, v in headers.items():
@@ -293,9 +331,9 @@ class AttachmentsFake:
             hold.wait(60)
         self._record(ctx)
         uploads, on_issue = self._attachment_state()
+        # seed 001:5195-5241: `--form 'attachment_ids = [23806000097533241]'`: a multipart form field holding a
+        # JSON array (an urlencoded body is not what the document sends)
         raw = (_multipart_parts(ctx).get("attachment_ids") or (None, b""))[1]
-        if not raw:
-            raw = (parse_qs(ctx.raw.decode("latin-1")).get("attachment_ids") or [""])[0].encode()
         try:
             ids = [str(i) for i in json.loads(raw)]
         except ValueError:
@@ -373,16 +411,37 @@ class FakeZoho(AttachmentsFake, FakeServer):
         v3_window=120.0,
         block_seconds=1800.0,
         redirect_uris=(),
+        throttle="429",
+        throttle_retry_after=False,
+        issue_page_info="documented",
+        token_limit="delete_oldest",  # noqa: S107 - a variant name, not a secret
+        fields_answer="module_fields",
+        bt_search_fields="brief",
+        bt_retry_after=False,
+        search_lag=0.0,
+        missing_issue="404",
+        refuse_assignees=(),
     ):
         variants = dict(custom_field=custom_field, filter_api_name=filter_api_name, status_key=status_key)
         variants["date_only_due"] = date_only_due
         variants["bug_answer"] = "wrapped"  # switched with set_variant
+        variants.update(throttle=throttle, issue_page_info=issue_page_info, token_limit=token_limit)
+        variants.update(fields_answer=fields_answer, bt_search_fields=bt_search_fields, missing_issue=missing_issue)
+        # users Zoho refuses as an assignee (inactive, or not allowed in the project): 400 naming `assignee`
+        self.refuse_assignees = {e.lower() for e in refuse_assignees}
         for name, value in variants.items():
             if value not in VARIANTS[name]:
                 raise ValueError(f"{name}: expected one of {VARIANTS[name]}, got {value!r}")
         self.variants = variants
         self.host_dialect, self.refuse_tokens = host_dialect, refuse_tokens
         self.v3_limit, self.v3_window, self.block_seconds = v3_limit, v3_window, block_seconds
+        # a throttle answer also carries `Retry-After` (one client saw it); BugTracker 429s carry it or only
+        # the documented X-RateLimit-Reset (000:777-783); the search index lags behind writes this long
+        self.throttle_retry_after, self.bt_retry_after, self.search_lag = (
+            throttle_retry_after,
+            bt_retry_after,
+            search_lag,
+        )
         self.portal_id = str(portal_id)
         self.projects = {str(k): dict(v) for k, v in (projects or DEFAULT_PROJECTS).items()}
         self.client_id, self.client_secret, self.refresh_token = client_id, client_secret, refresh_token
@@ -447,9 +506,45 @@ class FakeZoho(AttachmentsFake, FakeServer):
             self._fail_queue.extend([int(status)] * n)
 
     def block(self, seconds: float) -> None:
-        """Projects v3 answers every request with a header-less 429 for ``seconds`` from now."""
+        """Projects v3 throttles every request for ``seconds`` from now, in the ``throttle`` variant's form."""
         with self._lock:
             self.blocked_until = time.time() + seconds
+            self._block_length = seconds
+
+    def spend(self, calls: int) -> None:
+        """Another client of the same Zoho user spends ``calls`` of the v3 window (``v3_limit``): the budget is
+        shared with whatever else the user runs, so Zoho may block although the bridge kept its own count."""
+        with self._lock:
+            now = time.time()
+            self._v3_calls.extend([now] * calls)
+            self.other_calls += calls
+
+    def outage(self, seconds: float, mode: str = "503") -> None:
+        """For ``seconds`` from now every request (API and accounts) answers 503 (``mode="503"``) or gets no
+        answer at all: the connection is closed unanswered (``mode="drop"``). Nothing changes meanwhile."""
+        if mode not in ("503", "drop"):
+            raise ValueError(f"outage mode: expected 503 or drop, got {mode!r}")
+        with self._lock:
+            self.outage_until, self.outage_mode = time.time() + seconds, mode
+
+    def _throttle(self, now: float) -> ApiError:
+        """The answer to a call during a block, in the ``throttle`` variant's form."""
+        self._rate_limited += 1
+        form = self.variants["throttle"]
+        left = max(0.0, self.blocked_until - now)
+        if form == "429":  # seed 001:737-739: no header, no time named
+            refusal = ApiError(429, v3_error(429, "TOO_MANY_REQUESTS", "Too many requests", None, "LIMIT_ERROR"))
+        else:
+            minutes = max(1, math.ceil(self._block_length / 60.0))  # what live portals name: whole minutes
+            headers = {"Retry-After": math.ceil(left)} if self.throttle_retry_after else {}
+            refusal = ApiError(int(form), throttle_body(minutes), headers)
+        refusal.throttled = True  # the request log marks it (a 200-form throttle is a 200 all the same)
+        return refusal
+
+    def reset_rate_window(self) -> None:
+        """Forget the calls counted in BugTracker's per-minute window (a test's own set-up calls)."""
+        with self._lock:
+            self._window.clear()
 
     def set_variant(self, **variants) -> None:
         """Switch variants at run time (see ``VARIANTS``)."""
@@ -495,8 +590,10 @@ class FakeZoho(AttachmentsFake, FakeServer):
             # _seq: (dialect, project) -> last number used in prefix/key; _tokens: token -> expiry
             self._issues, self._comments, self._seq, self._log, self._tokens = {}, {}, {}, [], {}
             self._issued, self._window, self._fail_queue = deque(), deque(), deque()
-            self._refreshes = self._refreshes_denied = self._rate_limited = 0
-            self._v3_calls, self.blocked_until = deque(), 0.0
+            self._refreshes = self._refreshes_denied = self._rate_limited = self.tokens_deleted = 0
+            self._v3_calls, self.blocked_until, self._block_length = deque(), 0.0, self.block_seconds
+            self.outage_until, self.outage_mode, self.other_calls = 0.0, "503", 0
+            self._search_index = {}  # bug id -> [(ready_at, searchable text)]: the search index lags (search_lag)
             self.person_changes = []  # what tests changed "as a person" (see People working in Zoho)
 
     # ------------------------------------------------------------------ inspection
@@ -528,7 +625,9 @@ class FakeZoho(AttachmentsFake, FakeServer):
             return copy.deepcopy(self._log)
 
     token_refreshes = property(lambda self: self._refreshes, doc="Successful refresh-token grants.")
-    token_refreshes_denied = property(lambda self: self._refreshes_denied, doc="Refreshes beyond 10 / 10 min.")
+    token_refreshes_denied = property(
+        lambda self: self._refreshes_denied, doc="Refreshes beyond 10 / 10 min refused (token_limit='refuse')."
+    )
     rate_limited = property(lambda self: self._rate_limited, doc="429s of rate_limit_per_minute (not injected).")
 
     def api_calls(self, method=None, path_contains=None) -> list[dict]:
@@ -557,16 +656,23 @@ class FakeZoho(AttachmentsFake, FakeServer):
             body = json.loads(raw) if raw and "json" in ctype.lower() else None
         except ValueError:
             body = None
-        entry = dict(t=t, method=method, path=path, json=body, status=None, auth=False, dialect=None)
+        entry = dict(t=t, method=method, path=path, json=body, status=None, auth=False, dialect=None, throttled=False)
         entry.update(query={k: v[0] if len(v) == 1 else v for k, v in query.items()})
         entry["oauth"] = path.startswith("/oauth/")
+        with self._lock:
+            down = t < self.outage_until and self.outage_mode
         try:
-            if entry["oauth"]:
+            if down == "drop":
+                status, payload, out = None, None, {}
+            elif down:
+                raise ApiError(503, {"code": 503, "message": "Service Unavailable"})
+            elif entry["oauth"]:
                 status, payload, out = self._oauth(method, path, query, raw, ctype)
             else:
                 status, payload, out = self._api(method, path, query, raw, ctype, headers, entry)
         except ApiError as e:
             status, payload, out = e.status, e.body, dict(e.headers)
+            entry["throttled"] = e.throttled
         except Exception:  # a bug in the fake itself: make it loud
             traceback.print_exc(file=sys.stderr)
             status, payload, out = 500, {"fake_zoho_internal_error": traceback.format_exc()}, {}
@@ -696,14 +802,18 @@ class FakeZoho(AttachmentsFake, FakeServer):
     def _access_token(self, scope, refresh=True):
         now = time.time()
         with self._lock:
-            while self._issued and now - self._issued[0] >= TOKEN_WINDOW_SECONDS:
+            while self._issued and now - self._issued[0][0] >= TOKEN_WINDOW_SECONDS:
                 self._issued.popleft()
-            if len(self._issued) >= TOKENS_PER_WINDOW:  # seed 001 line 490: 10 access tokens / 10 min
+            if len(self._issued) >= TOKENS_PER_WINDOW and self.variants["token_limit"] == "refuse":
                 self._refreshes_denied += 1
                 return 200, {"error": "Access Denied", "error_description": ACCESS_DENIED}, {}
-            self._issued.append(now)
+            if len(self._issued) >= TOKENS_PER_WINDOW:  # seed 001:486, 491: the 11th deletes the oldest
+                _, oldest = self._issued.popleft()
+                self._tokens.pop(oldest, None)
+                self.tokens_deleted += 1
             self._refreshes += int(refresh)  # token_refreshes counts refresh-token grants only
             tok = self.mint_token()
+            self._issued.append((now, tok))
         answer = dict(access_token=tok, scope=scope, api_domain=API_DOMAIN, token_type="Bearer")
         return 200, {**answer, "expires_in": self.token_ttl_seconds}, {}
 
@@ -715,8 +825,10 @@ class FakeZoho(AttachmentsFake, FakeServer):
     def _fault(self, dialect, status, retry_after):
         """The answer for an injected (or rate-limit) failure in the request's dialect."""
         bt, headers, kind = dialect == "bugtracker", {}, "OPERATIONAL_VALIDATION_ERROR"
-        if status == 429 and bt:  # seed 000:777-783: BugTracker names its reset time
-            headers = {"Retry-After": retry_after, "X-RateLimit-Reset": math.ceil(time.time() + retry_after)}
+        if status == 429 and bt:  # seed 000:777-783: BugTracker names its reset time (Retry-After: not documented)
+            headers = {"X-RateLimit-Reset": math.ceil(time.time() + retry_after)}
+            if self.bt_retry_after:
+                headers["Retry-After"] = retry_after
             msg = f"Too many API calls; retry after {retry_after}s"
             body = bt_error(6009, "Rate Limit Exceeded", "", msg)
         elif status == 429:  # v3 documents no header (seed 001:737-739): the block is the client's to know
@@ -750,24 +862,22 @@ class FakeZoho(AttachmentsFake, FakeServer):
         if not valid or self.refuse_tokens:  # seed 001:76-84: INVALID_OAUTHTOKEN comes with HTTP 400
             raise ApiError(400, v3_error(400, "INVALID_OAUTHTOKEN", "Invalid OAuth access token."))
         entry["auth"] = True
-        shared = path.startswith("/api/v3/portals") or "/users" in path or path.rstrip("/").endswith("/projects")
+        shared = path.startswith("/api/v3/portals") or path.rstrip("/").endswith(("/projects", "/users"))
         if self.host_dialect is not None and dialect != self.host_dialect and not shared:
-            if bt:  # a BugTracker host has no Projects /issues, and the other way round
+            if self.host_dialect == "bugtracker":  # a BugTracker host has no Projects /issues, and the other way round
                 raise ApiError(404, bt_error(6001, "Invalid URL", "url", f"No API at {path}"))
             raise ApiError(400, v3_error(400, "URL_RULE_NOT_CONFIGURED", "Given URL is wrong"))
         # 2. rate limit, 3. fail_next / random faults
         with self._lock:
-            if not bt and now < self.blocked_until:  # seed 001:737-739: restricted for 30 minutes, no headers
-                self._rate_limited += 1
-                raise ApiError(429, v3_error(429, "TOO_MANY_REQUESTS", "Too many requests", None, "LIMIT_ERROR"))
+            if not bt and now < self.blocked_until:  # seed 001:737-739: restricted for 30 minutes
+                raise self._throttle(now)
             if not bt and self.v3_limit:
                 while self._v3_calls and now - self._v3_calls[0] >= self.v3_window:
                     self._v3_calls.popleft()
                 if len(self._v3_calls) >= self.v3_limit:
-                    self.blocked_until = now + self.block_seconds
+                    self.blocked_until, self._block_length = now + self.block_seconds, self.block_seconds
                     self._v3_calls.clear()  # a fresh window after the block
-                    self._rate_limited += 1
-                    raise ApiError(429, v3_error(429, "TOO_MANY_REQUESTS", "Too many requests", None, "LIMIT_ERROR"))
+                    raise self._throttle(now)
                 self._v3_calls.append(now)
             self._prune_window(now)
             if self.rate_limit_per_minute and len(self._window) >= self.rate_limit_per_minute:
@@ -809,12 +919,12 @@ class FakeZoho(AttachmentsFake, FakeServer):
         with self._lock:
             return getattr(self, methods[method])(ctx)
 
-    @staticmethod
-    def _not_found(bt, field, value):
+    def _not_found(self, bt, field, value):
+        status = 400 if field in ("issue", "bug") and self.variants["missing_issue"] == "400" else 404
         if bt:
-            return ApiError(404, bt_error(6006, "Resource Not Found", field, f"No {field} with id {value}"))
+            return ApiError(status, bt_error(6006, "Resource Not Found", field, f"No {field} with id {value}"))
         msg = f"Given {field} id {value} is invalid"
-        return ApiError(404, v3_error(404, "INVALID_PARAMETER_VALUE", msg, field))
+        return ApiError(status, v3_error(status, "INVALID_PARAMETER_VALUE", msg, field))
 
     def _json_object(self, ctx) -> dict:
         """POST/PATCH/PUT bodies: ``Content-Type: application/json`` and a JSON object (seed 001 line 504)."""
@@ -853,6 +963,11 @@ class FakeZoho(AttachmentsFake, FakeServer):
         """``error_500_after_commit_rate``: the change is stored, then the answer is "lost" as a 500."""
         if self._rng.random() < self._faults["error_500_after_commit_rate"]:
             raise self._fault(dialect, 500, 0)
+
+    def _assignable(self, zpuid, *, bt):
+        if self._user_by_id[str(zpuid)]["email"].lower() in self.refuse_assignees:
+            msg = f"User {zpuid} cannot be assigned in this project"
+            raise _bt_bad("assignee", msg) if bt else _bad("assignee", msg)
 
     def _is_user(self, zpuid):
         return isinstance(zpuid, str | int) and not isinstance(zpuid, bool) and str(zpuid) in self._user_by_id
@@ -917,9 +1032,12 @@ class FakeZoho(AttachmentsFake, FakeServer):
         return {**out, "role": {**role, "type": "1"}}
 
     def _users(self, ctx):
-        if ctx.dialect == "bugtracker" or ctx.q("index") is not None:
+        if self.host_dialect == "bugtracker" or ctx.q("index") is not None:
+            # seed 000:39 names the call, no answer; a user appears in 000 only as {id, name, email} (owner,
+            # assignee, reporter: 000:129-133, 306-315), so that is what this host answers
             index, rng = self._bt_page(ctx)
-            return 200, {"users": [self._project_user(u) for u in self.users][index - 1 : index - 1 + rng]}, {}
+            users = [{"id": u["zpuid"], "name": u["name"], "email": u["email"]} for u in self.users]
+            return 200, {"users": users[index - 1 : index - 1 + rng]}, {}
         page, per_page = self._page(ctx, required=False)
         chunk, info = self._paginate([self._project_user(u) for u in self.users], page, per_page)
         return 200, {"page_info": info, "users": chunk}, {}
@@ -951,6 +1069,11 @@ class FakeZoho(AttachmentsFake, FakeServer):
             label = n.replace("_", " ").title()
             fields.append(dict(api_name=n, id=str(ID_BASE + 80001 + i), display_name=label))
             fields[-1].update(type="singleline", is_default=False, column_name=f"UDF_NCHAR{i + 1}")
+        form = self.variants["fields_answer"]
+        if form == "empty":  # the sample 001:17171 shows for settings/fields: `200{ }`
+            return 200, {}, {}
+        if form == "module_fields":  # the field shape 001:16991 shows: api_name, id, display_name, type
+            fields = [{k: f[k] for k in ("api_name", "id", "display_name", "type") if k in f} for f in fields]
         chunk, info = self._paginate(fields, page, per_page)
         return 200, {"fields": chunk, "page_info": info}, {}
 
@@ -1012,6 +1135,7 @@ class FakeZoho(AttachmentsFake, FakeServer):
                 if not (isinstance(val, dict) and set(val) == {"zpuid"} and self._is_user(val["zpuid"])):
                     ids = ", ".join(self._user_by_id)
                     raise _bad(key, f'Invalid assignee {json.dumps(val)}: expected {{"zpuid": one of {ids}}}')
+                self._assignable(val["zpuid"], bt=False)
                 out[key] = self._user(val["zpuid"])
             elif key in ("associated_teams", "release_milestone", "affected_milestone"):
                 if not (isinstance(val, dict) and _is_scalar(val.get("id"))):
@@ -1192,6 +1316,11 @@ class FakeZoho(AttachmentsFake, FakeServer):
         chunk, info = self._paginate(items, page, per_page)
         if not chunk:
             return 204, None, {}
+        if self.variants["issue_page_info"] == "documented":  # 001:3554: per_page, page, sort_by only
+            info = {"per_page": per_page, "page": page}
+            if m_sort := re.fullmatch(r"(ASC|DESC)\((\w+)\)", (sort or "").strip('"')):
+                order = "DESCENDING" if m_sort[1] == "DESC" else "ASCENDING"
+                info["sort_by"] = [{"field_names": [m_sort[2]], "order_by": order}]
         return 200, {"issues": chunk, "page_info": info}, {}
 
     def _v3_comment_body(self, ctx):
@@ -1249,8 +1378,8 @@ class FakeZoho(AttachmentsFake, FakeServer):
         return names.get(key)
 
     def _bt_fields(self, body, allowed) -> dict:
-        for key in body:
-            if key not in allowed and key not in self.custom_fields:
+        for key in body:  # seed 000:158-173 documents no custom fields in a bug body
+            if key not in allowed:
                 raise _bt_bad(key, f"Unknown field {key!r}")
         out = {}
         for key, val in body.items():
@@ -1269,6 +1398,8 @@ class FakeZoho(AttachmentsFake, FakeServer):
             elif key in ("assignee", "reporter"):
                 if not self._is_user(val):
                     raise _bt_bad(key, f"Unknown user {val!r}. Valid: {', '.join(self._user_by_id)}")
+                if key == "assignee":
+                    self._assignable(val, bt=True)
                 u = self._user_by_id[str(val)]
                 out[key] = {"id": u["zpuid"], "name": u["name"], "email": u["email"]}
             elif key == "due_date":
@@ -1283,9 +1414,9 @@ class FakeZoho(AttachmentsFake, FakeServer):
                 if not isinstance(val, str):
                     raise _bt_bad(key, f"{key} must be a string, got {json.dumps(val)}")
                 out[key] = val
-            else:  # configured custom field
-                if not _is_scalar(val):
-                    raise _bt_bad(key, f"custom field {key} takes a string, number or bool: {val!r}")
+            else:  # e.g. flag, reproducible without choices: a string
+                if not isinstance(val, str):
+                    raise _bt_bad(key, f"{key} must be a string, got {json.dumps(val)}")
                 out[key] = val
         return out
 
@@ -1303,6 +1434,7 @@ class FakeZoho(AttachmentsFake, FakeServer):
         obj.update(fields)
         self._issues[obj["id"]] = {"dialect": "bugtracker", "project_id": ctx.project, "obj": obj}
         self._comments[obj["id"]] = []
+        self._index_bug(obj)
         self._after_commit("bugtracker")
         return 201, {"bugs": [copy.deepcopy(obj)]}, {}
 
@@ -1315,6 +1447,7 @@ class FakeZoho(AttachmentsFake, FakeServer):
         obj = self._record(ctx)["obj"]
         obj.update(self._bt_fields(self._json_object(ctx), BT_UPDATE_KEYS))
         obj["modified_time"] = _iso()
+        self._index_bug(obj)
         return 200, {"bugs": [copy.deepcopy(obj)]}, {}
 
     def _bt_all(self, ctx):
@@ -1325,18 +1458,38 @@ class FakeZoho(AttachmentsFake, FakeServer):
         index, rng = self._bt_page(ctx)
         return 200, {"bugs": self._bt_all(ctx)[index - 1 : index - 1 + rng]}, {}
 
+    def _index_bug(self, obj):
+        """What the search finds of a bug: its title and description as of now, once the index caught up."""
+        entries = self._search_index.setdefault(obj["id"], [])
+        entries.append((time.time() + self.search_lag, f"{obj.get('title', '')} {obj.get('description', '')}"))
+
+    def _indexed_text(self, bug_id, now):
+        ready = [text for at, text in self._search_index.get(bug_id, []) if at <= now]
+        return ready[-1] if ready else None
+
     def _bt_search(self, ctx):
-        """``GET .../bugs/search`` (seed 000 "9. Search & Filters"): ``search_text`` matches title or
-        description (case-insensitive); ``status``/``priority``/``severity`` take comma-separated names."""
+        """``GET .../bugs/search`` (seed 000 "9. Search & Filters"): ``search_text`` is a "text search in
+        title/description" (000:583): a full-text search matches whole words (every word of the text, any case,
+        punctuation ignored), through an index that lags behind writes by ``search_lag`` seconds.
+        ``status``/``priority``/``severity`` take comma-separated names. 000 shows no answer: the bugs as the
+        list shows them, without their description (``bt_search_fields="full"``: with it)."""
         bugs = self._bt_all(ctx)
         text = ctx.q("search_text")
         if text:
-            bugs = [b for b in bugs if text.lower() in (b["title"] + " " + b.get("description", "")).lower()]
+            wanted, now = set(re.findall(r"\w+", text.lower())), time.time()
+            found = []
+            for b in bugs:
+                indexed = self._indexed_text(b["id"], now)
+                if indexed is not None and wanted <= set(re.findall(r"\w+", indexed.lower())):
+                    found.append(b)
+            bugs = found
         for key in ("status", "priority", "severity"):
             if ctx.q(key):
                 wanted = {v.strip() for v in ctx.q(key).split(",")}
                 bugs = [b for b in bugs if b.get(key) in wanted]
         index, rng = self._bt_page(ctx)
+        if self.variants["bt_search_fields"] == "brief":
+            bugs = [{k: v for k, v in b.items() if k != "description"} for b in bugs]
         return 200, {"bugs": bugs[index - 1 : index - 1 + rng]}, {}
 
     def _bt_comment_body(self, ctx):
@@ -1428,6 +1581,10 @@ class FakeZoho(AttachmentsFake, FakeServer):
 
     def _record_by_id(self, issue_id):
         return self._issues[str(issue_id)]
+
+    def throttled_calls(self) -> list[dict]:
+        """API requests answered with a throttle (in whichever form: 429, 400 or 200), oldest first."""
+        return [c for c in self.api_calls() if c.get("throttled")]
 
     def writes(self):
         """Every API call that changes something (POST, PATCH, PUT, DELETE), oldest first."""

@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from testkit.fakes.zoho import FakeZoho
+from testkit.fakes.zoho import FakeZoho, throttle_body
 
 PORTAL, WEB, API = "739121528", "1752587000000097024", "1752587000000098001"
 OAUTH = {
@@ -73,13 +73,28 @@ def test_token_refresh_success_and_errors(fake):
     assert all(e["oauth"] for e in fake.requests_log) and fake.api_calls() == []
 
 
-def test_eleventh_token_within_ten_minutes_is_denied(fake):
-    for _ in range(10):
-        token(fake)
-    denied = requests.post(f"{fake.base_url}/oauth/v2/token", params=OAUTH, timeout=5)
-    assert denied.status_code == 200
-    assert denied.json()["error"] == "Access Denied" and "too many requests" in denied.json()["error_description"]
-    assert fake.token_refreshes == 10 and fake.token_refreshes_denied == 1
+def test_the_eleventh_token_within_ten_minutes_deletes_the_oldest(fake):
+    def portals(tok):
+        headers = {"Authorization": f"Zoho-oauthtoken {tok}"}
+        return requests.get(f"{fake.base_url}/api/v3/portals", headers=headers, timeout=5)
+
+    first = token(fake)  # seed 001:486 "the first created access token will be deleted", 001:491
+    assert portals(first).status_code == 200
+    later = [token(fake) for _ in range(10)]
+    assert fake.token_refreshes == 11 and fake.tokens_deleted == 1 and fake.token_refreshes_denied == 0
+    dead = portals(first)
+    assert dead.status_code == 400 and v3_detail(dead)[0] == "INVALID_OAUTHTOKEN"
+    assert portals(later[0]).status_code == 200
+
+
+def test_the_eleventh_token_is_refused_in_the_refuse_variant():
+    with FakeZoho(token_limit="refuse") as fake:
+        for _ in range(10):
+            token(fake)
+        denied = requests.post(f"{fake.base_url}/oauth/v2/token", params=OAUTH, timeout=5)
+        assert denied.status_code == 200
+        assert denied.json()["error"] == "Access Denied" and "too many requests" in denied.json()["error_description"]
+        assert fake.token_refreshes == 10 and fake.token_refreshes_denied == 1
 
 
 def test_missing_wrong_scheme_and_expired_tokens_get_invalid_oauthtoken(fake):
@@ -229,7 +244,7 @@ def test_list_filter_by_custom_field_and_204_when_absent(fake, api):
     found = api("GET", issues_path(), params={"page": 1, "per_page": 10, "filter": json.dumps(flt)})
     assert found.status_code == 200
     assert [i["name"] for i in found.json()["issues"]] == ["bug 2"]
-    assert found.json()["page_info"]["has_next_page"] is False
+    assert found.json()["page_info"] == {"per_page": 10, "page": 1}  # 001:3554: no has_next_page
     wrapped = json.dumps([{"criteria": [crit("external_id", ["github:acme/web#3"])]}])
     assert api("GET", issues_path(), params={"page": 1, "per_page": 10, "filter": wrapped}).json()["issues"]
     both = {"criteria": [crit("name", ["BUG"], "contains"), crit("external_id", "github:acme/web#1")]}
@@ -238,8 +253,12 @@ def test_list_filter_by_custom_field_and_204_when_absent(fake, api):
     absent = {"criteria": [crit("external_id", ["github:acme/web#404"])], "pattern": "1"}
     none = api("GET", issues_path(), params={"page": 1, "per_page": 10, "filter": json.dumps(absent)})
     assert none.status_code == 204 and none.content == b""
+    paged = api("GET", issues_path(), params={"page": 1, "per_page": 2, "sort_by": "DESC(last_modified_time)"})
+    assert len(paged.json()["issues"]) == 2 and "has_next_page" not in paged.json()["page_info"]
+    assert paged.json()["page_info"]["sort_by"] == [{"field_names": ["last_modified_time"], "order_by": "DESCENDING"}]
+    fake.set_variant(issue_page_info="has_next_page")
     paged = api("GET", issues_path(), params={"page": 1, "per_page": 2})
-    assert len(paged.json()["issues"]) == 2 and paged.json()["page_info"]["has_next_page"] is True
+    assert paged.json()["page_info"]["has_next_page"] is True
     missing = api("GET", issues_path(), params={"per_page": 2})
     assert missing.status_code == 400 and v3_detail(missing)[1]["field_name"] == "page"
     bad = {"criteria": [crit("severity", ["x"])]}
@@ -290,7 +309,21 @@ def test_metadata_endpoints(fake, api):
         f"/api/v3/portal/{PORTAL}/settings/fields",
         params={"module": "Issues", "page": 1, "per_page": 100},
     )
-    custom = [f for f in fields.json()["fields"] if not f["is_default"]]
+    shown = fields.json()["fields"]  # the shape 001:16991 shows: api_name, id, display_name, type; nothing more
+    assert all(set(f) == {"api_name", "id", "display_name", "type"} for f in shown)
+    assert ("external_id", "singleline") in [(f["api_name"], f["type"]) for f in shown]
+    fake.set_variant(fields_answer="empty")  # the sample 001:17171 shows for settings/fields: `{ }`
+    assert (
+        api(
+            "GET", f"/api/v3/portal/{PORTAL}/settings/fields", params={"module": "Issues", "page": 1, "per_page": 9}
+        ).json()
+        == {}
+    )
+    fake.set_variant(fields_answer="extended")
+    extended = api(
+        "GET", f"/api/v3/portal/{PORTAL}/settings/fields", params={"module": "Issues", "page": 1, "per_page": 9}
+    )
+    custom = [f for f in extended.json()["fields"] if not f["is_default"]]
     assert [(f["api_name"], f["type"]) for f in custom] == [("external_id", "singleline")]
     assert api("GET", "/api/v3/portals").json()[0]["id"] == PORTAL
     projects = api("GET", f"/api/v3/portal/{PORTAL}/projects").json()  # seed 001:1002-1080: a top-level array
@@ -317,8 +350,9 @@ def test_bugtracker_create_by_names_search_comments_and_headers(fake, api, probi
         "assignee": fake.users[0]["zpuid"],
         "flag": "Bug",
         "due_date": "2025-01-25",
-        "external_id": "bugzilla:42",
     }
+    custom = api("POST", bugs_path(), json={**body, "external_id": "bugzilla:42"})  # 000 documents no custom fields
+    assert custom.status_code == 400 and custom.json()["details"]["field"] == "external_id"
     resp = api("POST", bugs_path(), json=body)
     assert resp.status_code == 201, resp.text
     bug = resp.json()["bugs"][0]
@@ -343,7 +377,8 @@ def test_bugtracker_create_by_names_search_comments_and_headers(fake, api, probi
 
     api("POST", bugs_path(), json={"title": "Login slow"})
     found = api("GET", f"{bugs_path()}/search", params={"search_text": "nullpointer"}).json()["bugs"]
-    assert [b["title"] for b in found] == ["Checkout crash"]
+    assert [b["title"] for b in found] == ["Checkout crash"] and "description" not in found[0]  # as the list
+    assert api("GET", f"{bugs_path()}/search", params={"search_text": "nullpoint"}).json() == {"bugs": []}
     assert api("GET", f"{bugs_path()}/search", params={"search_text": "zzz"}).json() == {"bugs": []}
     assert len(api("GET", bugs_path()).json()["bugs"]) == 2
 
@@ -382,9 +417,11 @@ def test_fail_next_and_injected_429_change_nothing(fake, api):
     fake.set_faults(error_429_rate=1.0, retry_after_seconds=2)
     resp = api("POST", issues_path(), json={"name": "x"})
     assert resp.status_code == 429 and "Retry-After" not in resp.headers
-    resp = api("POST", bugs_path(), json={"title": "x"})
-    assert resp.status_code == 429 and resp.headers["Retry-After"] == "2"
+    resp = api("POST", bugs_path(), json={"title": "x"})  # 000:777-783: X-RateLimit-Reset, no Retry-After
+    assert resp.status_code == 429 and "Retry-After" not in resp.headers and int(resp.headers["X-RateLimit-Reset"])
     assert resp.json()["code"] == 6009
+    fake.bt_retry_after = True
+    assert api("POST", bugs_path(), json={"title": "x"}).headers["Retry-After"] == "2"
     assert fake.issues() == [] and fake.rate_limited == 0
     assert token(fake)  # OAuth is never faulted
     fake.set_faults(error_500_rate=1.0)
@@ -421,7 +458,7 @@ def test_rate_limit_per_minute_is_enforced():
         assert statuses == [200, 200, 200, 429, 429]
         last = api("GET", bugs_path())
         assert last.status_code == 429 and last.json()["code"] == 6009
-        assert 1 <= int(last.headers["Retry-After"]) <= 60
+        assert 0 <= int(last.headers["X-RateLimit-Reset"]) - time.time() <= 61
         assert last.headers["X-RateLimit-Limit"] == "3" and last.headers["X-RateLimit-Remaining"] == "0"
         assert fake.rate_limited == 3
         assert fake.max_calls_in_window(60, statuses={200}) == 3
@@ -517,11 +554,105 @@ def test_v3_limit_blocks_every_request_headerless_then_recovers():
 def test_bugtracker_on_its_own_host_and_move(fake, api):
     with FakeZoho(host_dialect="bugtracker") as bt:
         api_bt = Client(bt)
-        assert api_bt("POST", issues_path(), json={"name": "x"}).status_code == 400  # no Projects /issues here
+        assert api_bt("POST", issues_path(), json={"name": "x"}).json()["code"] == 6001  # no Projects /issues here
         assert api_bt("POST", bugs_path(), json={"title": "x"}).status_code == 201
     iid = api("POST", issues_path(), json={"name": "x"}).json()["id"]
     moved = api("POST", f"{issues_path()}/{iid}/move", json={"to_project": "1752587000000098001"})
     assert moved.status_code == 204 and fake.issue(iid)["project_id"] == "1752587000000098001"
+
+
+@pytest.mark.parametrize("form", ["429", "400", "200"])
+def test_the_throttle_forms_live_portals_answer(form):
+    """zoho-facts.md: the throttle as HTTP 400 (once 200) with URL_ROLLING_THROTTLES_LIMIT_EXCEEDED naming the
+    minutes; the documented form (001:737-739) is a header-less 429."""
+    with FakeZoho(v3_limit=2, v3_window=60, block_seconds=125, throttle=form) as fake:
+        api = Client(fake)
+        statuses = [api("GET", f"/api/v3/portal/{PORTAL}/projects").status_code for _ in range(3)]
+        assert statuses == [200, 200, int(form)]
+        answer = api("POST", issues_path(), json={"name": "x"})
+        assert answer.status_code == int(form) and "Retry-After" not in answer.headers and fake.issues() == []
+        title = answer.json()["error"]["title"]
+        if form == "429":
+            assert title == "TOO_MANY_REQUESTS"
+        else:
+            assert answer.json() == throttle_body(3)  # 125 s named as "Try again after 3 minutes."
+            assert "Try again after 3 minutes." in answer.json()["error"]["details"]["message"]
+        assert fake.rate_limited == 2
+    with FakeZoho(throttle=form, throttle_retry_after=True) as fake:
+        fake.block(90)
+        answer = Client(fake)("GET", f"/api/v3/portal/{PORTAL}/projects")
+        assert answer.status_code == int(form)
+        assert (form == "429") == ("Retry-After" not in answer.headers)  # the documented 429 names no time
+        if form != "429":
+            assert 89 <= int(answer.headers["Retry-After"]) <= 90
+
+
+def test_another_client_spends_the_shared_budget():
+    with FakeZoho(v3_limit=5, v3_window=60, block_seconds=60, throttle="400") as fake:
+        api = Client(fake)
+        fake.spend(4)  # the same Zoho user's other integration
+        assert api("GET", f"/api/v3/portal/{PORTAL}/projects").status_code == 200
+        assert api("GET", f"/api/v3/portal/{PORTAL}/projects").status_code == 400
+        assert fake.other_calls == 4 and fake.blocked_until > time.time() + 55
+
+
+@pytest.mark.parametrize("mode", ["503", "drop"])
+def test_an_outage_answers_nothing_useful_then_ends(fake, api, mode):
+    fake.outage(0.5, mode=mode)
+    if mode == "503":
+        assert api("POST", issues_path(), json={"name": "x"}).status_code == 503
+        assert requests.post(f"{fake.base_url}/oauth/v2/token", params=OAUTH, timeout=5).status_code == 503
+    else:
+        with pytest.raises(requests.ConnectionError):
+            api("POST", issues_path(), json={"name": "x"})
+    assert fake.issues() == []
+    time.sleep(0.6)
+    assert api("POST", issues_path(), json={"name": "x"}).status_code == 200
+
+
+def test_bugtracker_search_matches_whole_words_through_a_lagging_index():
+    with FakeZoho(search_lag=0.5) as fake:
+        api = Client(fake)
+        bug = api("POST", bugs_path(), json={"title": "t", "description": "x\n\n[issue-bridge:github:acme/web#70]"})
+        bug_id = bug.json()["bugs"][0]["id"]
+
+        def search(text):
+            return [b["id"] for b in api("GET", f"{bugs_path()}/search", params={"search_text": text}).json()["bugs"]]
+
+        assert search("[issue-bridge:github:acme/web#70]") == []  # not indexed yet
+        time.sleep(0.6)
+        assert search("[issue-bridge:github:acme/web#70]") == [bug_id]
+        assert search("[issue-bridge:github:acme/web#7]") == []  # "7" is not the word "70"
+        api("PUT", f"{bugs_path()}/{bug_id}", json={"description": "moved on"})
+        assert search("acme web 70") == [bug_id]  # the index still shows the old text for a while
+        time.sleep(0.6)
+        assert search("acme web 70") == []
+        fake.set_variant(bt_search_fields="full")
+        assert api("GET", f"{bugs_path()}/search", params={"search_text": "moved"}).json()["bugs"][0]["description"]
+
+
+def test_bugtracker_users_as_seed_000_shows_a_user_and_no_lookup_by_email(probing_fakes):
+    with FakeZoho(host_dialect="bugtracker") as bt:
+        api = Client(bt)
+        users = api("GET", f"/api/v3/portal/{PORTAL}/projects/{WEB}/users", params={"index": 1, "range": 100})
+        assert users.json()["users"][0] == {
+            "id": bt.users[0]["zpuid"],
+            "name": "Alice Admin",
+            "email": "alice@example.com",
+        }
+        one = api("GET", f"/api/v3/portal/{PORTAL}/projects/{WEB}/users/alice@example.com")
+        assert one.status_code == 404 and one.json()["code"] == 6001  # only Projects v3 documents it
+
+
+def test_attachment_ids_are_a_multipart_field_as_the_seed_sends_them(fake, api):
+    iid = api("POST", issues_path(), json={"name": "x"}).json()["id"]
+    files = {"upload_file": ("a.txt", b"hello", "text/plain")}
+    att = api("POST", f"/api/v3/portal/{PORTAL}/attachments", files=files).json()["attachment"][0]["attachment_id"]
+    path = f"{issues_path()}/{iid}/attachments"
+    urlencoded = api("POST", path, data={"attachment_ids": f"[{att}]"})
+    assert urlencoded.status_code == 400 and v3_detail(urlencoded)[1]["field_name"] == "attachment_ids"
+    form = api("POST", path, files={"attachment_ids": (None, f"[{att}]")})  # 001:5195-5241: --form
+    assert form.status_code == 200 and [f["id"] for f in fake.attachments(iid)] == [att]
 
 
 def test_a_call_no_table_declares_is_logged_for_the_session(probing_fakes):

@@ -25,12 +25,12 @@ from bridge.process.logs import redactor
 from bridge.settings import Settings
 from bridge.store import schema as db
 from bridge.store.clock import db_now
-from bridge.targets.zoho.errors import ZohoConfigError, ZohoPermanentError, ZohoTransientError
+from bridge.targets.zoho.errors import ZohoConfigError, ZohoTransientError
 
 log = logging.getLogger("bridge.zoho.auth")
 EXPIRY_MARGIN = 60.0  # refresh a minute early: a call must not start with a token about to die
 LEASE = "zoho-token-refresh"
-CONFIG_ERROR_KEY = "zoho.config_error"  # "<until> <message>": no refresh before `until` (database clock)
+CONFIG_ERROR_KEY = "zoho.config_error"  # "<until> <fp:credentials> <message>": no refresh before `until` (DB clock)
 TOKEN_WINDOW = 600.0
 CONFIG_CHECK_SECONDS = 2.0  # seed 001:487-491: 10 access tokens per 10 minutes
 CONFIG_HINT = (
@@ -39,12 +39,25 @@ CONFIG_HINT = (
 )
 
 
+# The token endpoint's refusals only a changed setting fixes (seed 001:367-389). Any other refusal it answers
+# (unsupported_grant_type, invalid_redirect_uri, a proxy's JSON) is a configuration error too, except its
+# "too many requests" (a wait).
+_TOKEN_HINTS = {
+    "invalid_client": "the client id or secret is wrong, or the client was registered in another data centre; ",
+    "invalid_code": "the refresh token is wrong or was revoked; ",
+    "invalid_grant": "the refresh token is wrong, revoked or from another data centre; ",
+}
+
+
 class TokenProvider:
     def __init__(self, settings: Settings, engine: Engine, session: requests.Session) -> None:
         self._settings = settings
         self._engine = engine
         self._session = session
         self._key = hashlib.sha256(f"{settings.zoho_client_id}:{settings.zoho_refresh_token}".encode()).hexdigest()[:32]
+        creds = f"{settings.zoho_client_id}:{settings.zoho_client_secret}:{settings.zoho_refresh_token}"
+        creds += f":{settings.zoho_accounts_url}:{settings.zoho_api_base}"
+        self._fingerprint = "fp:" + hashlib.sha256(creds.encode()).hexdigest()[:16]
         self._cached: tuple[str, float] | None = None
         self._lock = threading.Lock()
         self.refreshes = 0  # refreshes this process made (tests and metrics)
@@ -74,16 +87,19 @@ class TokenProvider:
     def refused_fresh(self, detail: str) -> ZohoConfigError:
         """Zoho refused a token it had just issued: record it (every process stops refreshing for a token
         window), log it once, and return the error to raise."""
-        message = f"Zoho refused a freshly issued access token ({detail}): {CONFIG_HINT}"
+        return self._record_config_error(f"Zoho refused a freshly issued access token ({detail}): {CONFIG_HINT}")
+
+    def _record_config_error(self, message: str, status: int = 401) -> ZohoConfigError:
+        """Every process stops asking (the API and the accounts server) for a token window; logged once here."""
         with self._engine.connect() as conn:
             until = db_now(conn) + TOKEN_WINDOW
         current = store.kv_get(self._engine, CONFIG_ERROR_KEY)
-        store.kv_set(self._engine, CONFIG_ERROR_KEY, f"{until!r} {message}")
+        store.kv_set(self._engine, CONFIG_ERROR_KEY, f"{until!r} {self._fingerprint} {message}")
         self._clean_until = 0.0
         if current is None or not self._reported:
             log.error("%s", message)
             self._reported = True
-        return ZohoConfigError(message, status=401)
+        return ZohoConfigError(message, status=status)
 
     def config_error(self) -> str | None:
         """The recorded configuration error while it still stands, else None. Asked before every call, so
@@ -100,6 +116,10 @@ class TokenProvider:
         if not raw:
             return None
         until, _, message = raw.partition(" ")
+        if message.startswith("fp:"):
+            fingerprint, _, message = message.partition(" ")
+            if fingerprint != self._fingerprint:  # met with other credentials: these are tried afresh
+                return None
         with self._engine.connect() as conn:
             return message if float(until) > db_now(conn) else None
 
@@ -185,9 +205,10 @@ class TokenProvider:
             error = str(data.get("error") or f"HTTP {resp.status_code}")
             if "too many" in str(data.get("error_description", "")).lower() or error == "Access Denied":
                 raise ZohoTransientError(f"Zoho token refresh refused: {error}", retry_after=60.0)
-            raise ZohoPermanentError(
-                f"Zoho token refresh failed: {error} (check ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, "
-                "ZOHO_REFRESH_TOKEN and ZOHO_ACCOUNTS_URL)",
+            raise self._record_config_error(
+                f"Zoho token refresh refused: {error}: {_TOKEN_HINTS.get(error, '')}check ZOHO_CLIENT_ID, "
+                "ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN, and that ZOHO_ACCOUNTS_URL is the data centre the client "
+                "and refresh token were made in (`issue-bridge zoho verify` tries again at once)",
                 status=resp.status_code,
             )
         self.refreshes += 1

@@ -21,6 +21,8 @@ from sqlalchemy.engine import Engine
 
 from bridge.mapping.model import IssueDraft
 from bridge.settings import Settings
+from bridge.store import outcomes
+from bridge.targets.zoho import poll
 from bridge.targets.zoho.dialects import (
     COMMENT_MAX,
     DEFAULTFIELDS,
@@ -49,7 +51,26 @@ USERS_TTL = OPTIONS_TTL
 UNKNOWN_USER_TTL = 60.0  # an unknown email is asked again at most this often
 CLOCK_SLACK = 60.0  # Zoho's clock against the database's, when listing issues created after an intent
 DESCRIPTIONS_KEPT = 5000  # descriptions read by the crash-window lookup, kept so a retry does not read them again
+STANDARD_ISSUE_FIELDS = frozenset(
+    {"name", "description", "status", "severity", "classification", "module", "is_it_reproducible", "flag"}
+    | {"assignee", "due_date", "start_date", "end_date", "tags", "release_milestone", "affected_milestone"}
+    | {"associated_teams", "followers", "reminder", "rate_per_hour", "cost_rate_per_hour", "attachments"}
+    | {"priority", "created_by", "created_time", "last_updated_time", "prefix", "key", "teams", "owner"}
+)
+ASSIGNEE_FIELDS = ("assignee", "assignees", "assignee_zpuid", "owner")  # a refusal naming the assignee
 LOOKUP_PER_PAGE = 200  # the most the list documents in its sample (seed 001:3554 "per_page": 200)
+
+
+MISSING_FIELDS = ("issue", "bug", "issue_id", "bug_id", "issueid", "bugid")
+
+
+def is_missing(exc: ZohoPermanentError) -> bool:
+    """Zoho says the issue (bug) does not exist: a 404, or a 400 naming the issue as the invalid parameter (v3
+    INVALID_PARAMETER_VALUE on `issue`, BugTracker 6006 Resource Not Found): the documents list 400 for an
+    invalid parameter value (001:39-125) and give 6006 no HTTP status (000:863), so both are read as gone."""
+    if exc.status == 404:
+        return True
+    return exc.status == 400 and (str(exc.field or "").lower() in MISSING_FIELDS or getattr(exc, "title", "") == "6006")
 
 
 def normalize_name(name: str) -> str:
@@ -81,6 +102,7 @@ class ZohoClient:
         self._options_lock = threading.Lock()
         self._users: dict[tuple[str, str, str], tuple[float, str | None]] = {}  # (portal, project, email)
         self._descriptions: dict[str, str] = {}  # issue id -> description (dropped when this client updates it)
+        self._refused_assignees: dict[tuple[str, str, str], float] = {}  # (portal, project, user id) -> when
 
     @property
     def d(self) -> ProjectsDialect:
@@ -138,7 +160,13 @@ class ZohoClient:
     def custom_fields(self, portal: str) -> list[dict[str, Any]]:
         """The issue custom fields (API name, id, display name, type) from `settings/fields` (seed 001:17082)."""
         fields = self.pages(f"/api/v3/portal/{portal}/settings/fields", "fields", params={"module": "Issues"})
-        return [f for f in fields if not f.get("is_default")]
+        # The shape 001:16991 shows has no `is_default`: an issue's own fields are told apart by their API name
+        # (the create parameters, 001:3600-3720). An empty answer (`{ }`, as 001:17171 shows) is no custom field.
+        return [
+            f
+            for f in fields
+            if not f.get("is_default") and ("is_default" in f or str(f.get("api_name")) not in STANDARD_ISSUE_FIELDS)
+        ]
 
     def portals(self) -> list[dict[str, Any]]:
         resp = self.call("GET", "/api/v3/portals")
@@ -213,6 +241,9 @@ class ZohoClient:
                 continue
             tried.append(email)
             user_id = self.user_id(draft.portal, draft.project, email)
+            refused = getattr(self, "_refused_assignees", {}).get((draft.portal, draft.project, user_id or ""))
+            if refused is not None and time.time() - refused < USERS_TTL:
+                continue  # Zoho refused to assign this user here a moment ago
             if user_id is not None:
                 return user_id
         log.warning("no Zoho user in project %s for %s: the issue is left unassigned", draft.project, tried)
@@ -266,10 +297,25 @@ class ZohoClient:
         try:
             resp = self.call("GET", f"{self._issues_path(portal, project)}/{issue_id}")
         except ZohoPermanentError as exc:
-            if exc.status == 404:
+            if is_missing(exc):
                 return None
             raise
         return self.d.issue_from(resp.data)
+
+    def status_of(self, portal: str, project: str, issue_id: str) -> str | None:
+        """The issue's status name as Zoho shows it now (v3 `{"name"}`, BugTracker a name), or None when gone."""
+        issue = self.get_issue(portal, project, issue_id)
+        return self.d.status_name(issue) if issue is not None else None
+
+    def changed_issues(self, portal: str, project: str, since: float) -> list[dict[str, Any]]:
+        """Issues modified at or after `since`, oldest first: the reverse poll's read (bridge/targets/zoho/poll.py)."""
+        if self.dry_run:
+            return []
+        return poll.changed_issues(self, portal, project, since)
+
+    def poll_status_lines(self) -> list[str]:
+        """How the BugTracker reverse poll is paced (for `issue-bridge status`)."""
+        return poll.status_lines(self.settings, self.engine)
 
     def close_issue(self, draft: IssueDraft, issue_id: str, status_name: str) -> None:
         path = f"{self._issues_path(draft.portal, draft.project)}/{issue_id}"
@@ -280,7 +326,7 @@ class ZohoClient:
         try:
             self.call("DELETE", f"{self._issues_path(portal, project)}/{issue_id}")
         except ZohoPermanentError as exc:
-            if exc.status != 404:
+            if not is_missing(exc):
                 raise
 
     def move_issue(self, portal: str, project: str, issue_id: str, to_project: str) -> None:
@@ -297,6 +343,8 @@ class ZohoClient:
         try:
             return send()
         except ZohoPermanentError as exc:
+            if exc.status == 400 and str(exc.field or "").lower() in ASSIGNEE_FIELDS:
+                return self._unassigned(draft, send, exc)
             if not self.d.refusals_teach or exc.status != 400:
                 raise
             custom = {*draft.custom_fields, *([draft.external_id_field] if draft.external_id_field else [])}
@@ -308,6 +356,37 @@ class ZohoClient:
                 self.options(draft.portal, draft.project, refresh=True)
                 return send()
             raise
+
+    def _unassigned(self, draft: IssueDraft, send: Callable[[], Response], exc: ZohoPermanentError) -> Response:
+        """Zoho refused the assignee (an inactive user, one who may not be assigned in this project): the issue
+        is sent with the fallback, else without one, and the event says so, instead of failing."""
+        refused: list[str] = []
+        while True:
+            user_id = self.assignee_id(draft)  # the one the refused body carried (refused ones are skipped)
+            if user_id is None or len(refused) >= 2:
+                raise exc  # the refusal names the assignee but none was sent: not the assignee's fault
+            self._refused_assignees[(draft.portal, draft.project, user_id)] = time.time()
+            refused.append(user_id)
+            try:
+                resp = send()
+            except ZohoPermanentError as again:
+                if again.status == 400 and str(again.field or "").lower() in ASSIGNEE_FIELDS:
+                    exc = again
+                    continue
+                raise
+            who = ", ".join(e for e in (draft.assignee_email, draft.assignee_fallback) if e)
+            kept = self.assignee_id(draft)
+            outcome = f"assigned to user {kept} instead" if kept else "the issue is left unassigned"
+            self._note(f"Zoho refused assignee {who} (user {', '.join(refused)}): {exc.reason}; {outcome}")
+            log.warning("Zoho refused assignee %s in project %s: %s", who, draft.project, outcome)
+            return resp
+
+    def _note(self, note: str) -> None:
+        """A note on the event being applied (shown with it: `events show`, the admin page)."""
+        if self.event_id is None:
+            return
+        with self.engine.begin() as conn:
+            outcomes.add_notes(conn, self.event_id, [note])
 
     # -- finding an issue by its external id ----------------------------------------------------------------
 
@@ -411,20 +490,44 @@ class ZohoClient:
         try:
             resp = self.call("GET", f"{self._issues_path(portal, project)}/{issue_id}/description")
         except ZohoPermanentError as exc:
-            if exc.status == 404:  # deleted meanwhile
+            if is_missing(exc):  # deleted meanwhile
                 return ""
             raise
         return str((resp.data or {}).get("description") or "") if isinstance(resp.data, dict) else ""
 
-    def search_marked(self, draft: IssueDraft) -> list[str]:
-        """BugTracker `GET …/bugs/search?search_text=` paged (seed 000:563-583); a full-text search may
-        tokenise the marker, so the marker is matched exactly on what comes back."""
+    def search_marked(self, draft: IssueDraft, *, created_after: float | None = None) -> list[str]:
+        """BugTracker `GET …/bugs/search?search_text=` paged (seed 000:563-583). 000 shows no answer: a hit
+        without its description is read (`GET …/bugs/{id}`), and a full-text search may tokenise the marker, so
+        the marker is matched exactly on the description. A search index may lag behind a create: when the
+        search finds nothing and the lookup is for a create in doubt (`created_after`), the bug list is read
+        too, and each bug created since then is checked (000:1267-1298: every page, no sort documented)."""
         path = f"{self._issues_path(draft.portal, draft.project)}/search"
-        hits = []
+        hits: dict[str, float] = {}
         for bug in self.pages(path, "bugs", params={"search_text": marker(draft.external_id)}):
-            if has_marker(str(bug.get("description") or ""), draft.external_id):
-                hits.append((parse_time(bug.get("created_time")) or 0.0, str(bug["id"])))
-        return [i for _, i in sorted(hits)]
+            if self._bug_marked(draft, bug):
+                hits[str(bug["id"])] = parse_time(bug.get("created_time")) or 0.0
+        if not hits and created_after is not None:
+            since = created_after - CLOCK_SLACK
+            for bug in self.pages(self._issues_path(draft.portal, draft.project), "bugs"):
+                created = parse_time(bug.get("created_time"))
+                if (created is None or created >= since) and self._bug_marked(draft, bug):
+                    hits[str(bug["id"])] = created or 0.0
+        return [i for i, _ in sorted(hits.items(), key=lambda h: (h[1], h[0]))]
+
+    def _bug_marked(self, draft: IssueDraft, bug: dict[str, Any]) -> bool:
+        if "id" not in bug:
+            return False
+        bug_id = str(bug["id"])
+        description = bug.get("description")
+        if not isinstance(description, str):
+            description = self._descriptions.get(bug_id)
+        if not isinstance(description, str):
+            full = self.get_issue(draft.portal, draft.project, bug_id) or {}
+            description = str(full.get("description") or "")
+            if len(self._descriptions) >= DESCRIPTIONS_KEPT:
+                self._descriptions.pop(next(iter(self._descriptions)))
+            self._descriptions[bug_id] = description
+        return has_marker(description, draft.external_id)
 
     # -- comments -------------------------------------------------------------------------------------------
 

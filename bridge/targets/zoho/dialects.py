@@ -130,6 +130,13 @@ class ProjectsDialect:
     def comment_text(self, comment: dict[str, Any]) -> str:
         return str(comment.get("comment") or "")
 
+    def status_name(self, issue: dict[str, Any]) -> str | None:
+        """v3: `"status": {"id", "name", …}` (seed 001:3554); BugTracker: the name itself (000:294)."""
+        status = issue.get("status")
+        if isinstance(status, dict):
+            return str(status.get("name") or "") or None
+        return str(status) if status else None
+
     def assignee(self, user_id: str) -> Any:
         return {"zpuid": user_id}  # seed 001:3749: "assignee" : { "zpuid" : "4000000002055" }
 
@@ -260,7 +267,7 @@ class BugTrackerDialect(ProjectsDialect):
     def find_marked(
         self, client: ZohoClient, draft: IssueDraft, created_after: float | None, *, first_only: bool
     ) -> list[str]:
-        return client.search_marked(draft) if created_after is not None else []
+        return client.search_marked(draft, created_after=created_after) if created_after is not None else []
 
     def issue_body(
         self, client: ZohoClient, draft: IssueDraft, *, creating: bool, applied_tags: tuple[str, ...] | None

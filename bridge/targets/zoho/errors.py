@@ -8,6 +8,8 @@ from bridge.outbound.errors import ConfigError, LimitWait, OutboundError, Perman
 class ZohoError(OutboundError):
     """Anything Zoho (or the way to it) answered that is not what was asked."""
 
+    title: str = ""  # the documented title (v3) or code (BugTracker) the answer named, when it named one
+
 
 class ZohoTransientError(ZohoError, Transient):
     """Network error, timeout, 5xx: retrying later can succeed."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection, Engine
 
-from bridge.outbound.budget import WINDOW_MARGIN, Budgets, Limit, blocked_until
+from bridge.outbound.budget import WINDOW_MARGIN, Budgets, Limit, blocked_until, shared_budgets
 from bridge.outbound.errors import LimitWait
 from bridge.store import budgets as rows
 from bridge.store.clock import db_now
@@ -41,7 +41,9 @@ class RateLimiter:
         budgets: Budgets | None = None,
         max_block: float = 3600.0,
     ) -> None:
-        self.budgets = budgets or Budgets(engine, max_block=max_block)
+        # The process's one set of budgets (every system's), whose blocks RATE_BLOCK_MAX_SECONDS caps.
+        self.budgets = budgets or shared_budgets(engine)
+        self.budgets.max_block = max_block
         self.limit = Limit(BUDGET, count=per_window, window=window, daily=daily_limit, margin=margin)
         self.budgets.register(self.limit)
         self.per_minute = per_window  # the name other modules know; it is "per window"

@@ -1,10 +1,13 @@
 """`bridge zoho verify`: every call the bridge will ever make, once, against a real portal.
 
 The documents leave some behaviour open (zoho-facts.md); only the portal itself can settle it. The self-test
-creates one clearly labelled test issue, finds it by each anchor, edits it, comments, closes and deletes it,
-and records for every call Zoho's HTTP status and message, a verdict, and what the bridge will do where a
-call is refused. What it learns goes into the database (`Knowledge`) and every worker uses it. The test
-issue is deleted even when a step fails.
+creates one clearly labelled test issue, reads it back (the GET's shape), finds it by each anchor and in the
+poll's `last_modified_time` list, edits it, assigns it, attaches a small file (upload and association),
+moves it to another project and back, comments, closes and deletes it, and records for every call Zoho's
+HTTP status and message, a verdict, and what the bridge will do where a call is refused. It never provokes a
+throttle, but reports the form of one it meets (a 429, or `URL_ROLLING_THROTTLES_LIMIT_EXCEEDED` in a 400 or
+200) and stops there: every later call would wait for the block. What it learns goes into the database
+(`Knowledge`) and every worker uses it. The test issue is deleted even when a step fails.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.mapping.model import IssueDraft
+from bridge.outbound.budget import blocked_until
+from bridge.targets.zoho import poll
 from bridge.targets.zoho.client import ZohoClient, normalize_name, parse_defaultfields
 from bridge.targets.zoho.dialects import due_timestamp
-from bridge.targets.zoho.errors import ZohoError
+from bridge.targets.zoho.errors import ZohoError, ZohoRateLimited
+from bridge.targets.zoho.ratelimit import BUDGET
 
 OK, REFUSED, IGNORED, FAILED, SKIPPED, WARN = "ok", "refused", "ignored", "FAILED", "skipped", "warning"
 
@@ -68,8 +74,12 @@ class Verifier:
         external_id_field: str | None = None,
         tag_id: str | None = None,
         closed_status: str = "Closed",
+        move_to: str | None = None,
     ) -> None:
         self.client, self.portal, self.project = client, portal, project
+        self.move_to = move_to if move_to and move_to != project else None
+        self.email: str | None = None  # a project user's email, from the users step: the assignment's assignee
+        self.throttled: str | None = None
         self.external_id_field = external_id_field
         self.tag_id = tag_id
         self.closed_status = closed_status
@@ -113,8 +123,14 @@ class Verifier:
         judge: Callable[[Any], tuple[str, str]] | None = None,
     ) -> Any:
         self.client.transport.last_answer = None
+        if self.throttled:  # every later call would wait for the block: not tried
+            self.report.rows.append(Row(name, call, "-", "", SKIPPED, "not tried: Zoho throttled this run"))
+            return None
         try:
             result = run()
+        except ZohoRateLimited as exc:
+            self._throttled(name, call, exc)
+            return None
         except ZohoError as exc:
             status, message = self._answer()
             if status == "-":
@@ -130,6 +146,20 @@ class Verifier:
             self.report.fatal.append(f"{name}: {action}")
         return result
 
+    def _throttled(self, name: str, call: str, exc: ZohoRateLimited) -> None:
+        """Zoho said stop: the form it used is what the bridge learns (it reads all of them); the run ends."""
+        form = self.client.transport.last_throttle or "a wait the shared budget or an earlier block imposes"
+        _left, until, reason = blocked_until(self.client.engine, BUDGET)
+        ends = time.strftime("%H:%M:%S UTC", time.gmtime(until)) if until else "-"
+        status, message = self._answer()
+        self.throttled = form
+        self.learn(throttle_form=form)
+        action = f"every worker waits until {ends} (`issue-bridge zoho unblock` lifts it); run verify again after"
+        if name == "delete test issue":
+            action = f"delete test issue {self.issue_id} by hand after {ends}"
+        self.report.rows.append(Row(name, call, status, message or exc.reason[:60], REFUSED, action))
+        self.report.fatal.append(f"{name}: Zoho throttled the run ({form}): {reason or exc.reason}; run it again")
+
     def learn(self, **facts: Any) -> None:
         self.report.learned.update(facts)
 
@@ -138,10 +168,10 @@ class Verifier:
     def run(self) -> Report:
         c = self.client
         base = c.d.issues_path(self.portal, self.project)
+        c.tokens.clear_config_error()  # an admin asked: try the (perhaps fixed) credentials now
         token = self.step("token", "POST /oauth/v2/token", c.tokens.get, fatal=True, on_refused="nothing works")
         if token is None:
             return self.report
-        c.tokens.clear_config_error()
         c.knowledge.forget(self.portal)  # settle everything afresh: what a run finds replaces what was stored
         if self.projects:
             self.step("portals", "GET /api/v3/portals", c.portals)
@@ -154,16 +184,26 @@ class Verifier:
                 self._lifecycle(base)
         finally:
             if self.issue_id:
+                self.throttled = None  # the test issue is always asked to go (a block makes this wait, not fail)
                 self.step(
                     "delete test issue",
                     f"DELETE …/{c.d.kind}/{{id}}",
-                    lambda: c.call("DELETE", f"{base}/{self.issue_id}"),
+                    lambda: c.call("DELETE", f"{c.d.issues_path(self.portal, self.project)}/{self.issue_id}"),
                     fatal=True,
                     on_refused=f"delete test issue {self.issue_id} by hand",
                 )
+        self._throttle_row()
         if self.report.learned:
             c.knowledge.learn(self.portal, **self.report.learned)
         return self.report
+
+    def _throttle_row(self) -> None:
+        form = self.report.learned.get("throttle_form")
+        if form:
+            verdict, action = WARN, f"met: {form}: read as a block for every worker, never a failure"
+        else:
+            verdict, action = OK, "not met (never provoked): a 429, or the title in a 400 or 200, blocks every worker"
+        self.report.rows.append(Row("throttle form", "(any call)", "-", "", verdict, action))
 
     def _metadata(self) -> None:
         c = self.client
@@ -211,6 +251,7 @@ class Verifier:
         users_path = f"/api/v3/portal/{self.portal}/projects/{self.project}/users"
         first = self.step("users", f"GET {users_path}", lambda: next(iter(c.pages(users_path, "users")), None))
         email = (first or {}).get("email")
+        self.email = str(email) if email else None
         if not email or not self.projects:
             return
         self.step(
@@ -273,6 +314,8 @@ class Verifier:
         c = self.client
         path = f"{base}/{self.issue_id}"
         draft = self._draft()
+        if not self.projects:
+            self._bug_shape(path)
         if self.projects and self.external_id_field:
             got = self.step("read test issue", "GET …/issues/{id}", lambda: c.call("GET", path).data)
             stored = (got or {}).get(self.external_id_field) if isinstance(got, dict) else None
@@ -290,7 +333,11 @@ class Verifier:
             "GET …/issues?sort_by=DESC(created_time) + GET …/description"
             if self.projects
             else "GET …/bugs/search?search_text=",
-            lambda: c.scan_recent(draft, time.time() - 60) if self.projects else c.search_marked(draft),
+            lambda: (
+                c.scan_recent(draft, time.time() - 60)
+                if self.projects
+                else c.search_marked(draft, created_after=time.time() - 60)
+            ),
             judge=lambda ids: (
                 (OK, "the crash-window lookup works")
                 if self.issue_id in (ids or [])
@@ -298,6 +345,8 @@ class Verifier:
             ),
         )
         del found
+        if not self.projects and self.report.rows[-1].verdict == OK:
+            self._search_lag(draft)
         if self.projects and self.report.learned.get("custom_field") == "accepted" and self.report.learned.get("cfid"):
             cfid = str(self.report.learned["cfid"])
             hits = self.step(
@@ -365,6 +414,10 @@ class Verifier:
                 self.report.rows.append(
                     Row("tags add/remove", "PATCH …/issues/{id}", "-", "", SKIPPED, "give --tag ID")
                 )
+        self._poll_list(base)
+        self._assignment(draft)
+        self._attachments()
+        self._move()
         self._comments()
         closed = self.closed_status
         if self.projects:
@@ -380,6 +433,126 @@ class Verifier:
             lambda: c.close_issue(draft, str(self.issue_id), closed),
             on_refused="closing in the source will not close the Zoho issue",
         )
+
+    def _search_lag(self, draft: IssueDraft) -> None:
+        """Whether BugTracker's search already finds the new bug (000:563-583), or its index lags and the
+        crash-window lookup found it through the bug list."""
+        row = self.report.rows[-1]
+        hits = self.step("search index", "GET …/bugs/search?search_text=", lambda: self.client.search_marked(draft))
+        self.report.rows.pop()
+        if hits is not None and self.issue_id in hits:
+            row.action += "; the search finds a new bug at once"
+            self.learn(search="immediate")
+        else:
+            row.verdict = WARN
+            row.action += "; the search index lags behind a create: the bug list is read instead (costs pages)"
+            self.learn(search="lags")
+
+    def _bug_shape(self, path: str) -> None:
+        """BugTracker's `GET …/bugs/{id}` documents no answer (000:148): which shape this portal sends."""
+        c = self.client
+
+        def shape(data: Any) -> tuple[str, str]:
+            wrapped = isinstance(data, dict) and isinstance(data.get("bugs"), list)
+            bug = c.d.issue_from(data)
+            if str(bug.get("id")) != str(self.issue_id):
+                return FAILED, "the answer names no bug with this id: the status guard and re-check cannot read it"
+            self.learn(bug_answer="wrapped" if wrapped else "bare")
+            return OK, ("{bugs: [bug]} like the create's answer" if wrapped else "the bug itself") + ": both are read"
+
+        self.step("read test issue", "GET …/bugs/{id}", lambda: c.call("GET", path).data, judge=shape)
+
+    def _poll_list(self, base: str) -> None:
+        """The reverse poll's read: v3 sorted by last_modified_time (001:3497), BugTracker every page."""
+        c = self.client
+        if self.projects:
+            call = "GET …/issues?sort_by=DESC(last_modified_time)"
+            run: Any = lambda: poll.changed_issues(c, self.portal, self.project, time.time() - 3600)  # noqa: E731
+        else:
+            call = "GET …/bugs?index&range"
+            run = lambda: list(c.pages(base, "bugs"))  # noqa: E731 - not the paced poll: one look, no pace kept
+
+        def found(issues: Any) -> tuple[str, str]:
+            if any(str(i.get("id")) == str(self.issue_id) for i in issues or []):
+                return OK, "the test issue is among the changed ones: changes people make in Zoho are seen"
+            return WARN, "the test issue is not in the list: changes made in Zoho may be missed"
+
+        self.step("poll list (changes made in Zoho)", call, run, judge=found)
+
+    def _assignment(self, draft: IssueDraft) -> None:
+        c = self.client
+        if not self.email:
+            self.report.rows.append(Row("assign", "-", "-", "", SKIPPED, "no project user to assign"))
+            return
+        email = self.email
+        assigned = self._draft(assignee_email=email)
+
+        def who(_: Any) -> tuple[str, str]:
+            user_id = c.user_id(self.portal, self.project, email)
+            return (OK, f"{email} is user {user_id}") if user_id else (WARN, f"{email} not found: left unassigned")
+
+        self.step(
+            "assign",
+            f"{c.d.update_method} …/{c.d.kind}/{{id}} {{assignee}}",
+            lambda: c.update_issue(assigned, str(self.issue_id)),
+            on_refused="an assignee Zoho refuses is left out (fallback, else unassigned), with a note",
+            judge=who,
+        )
+        del draft
+
+    def _attachments(self) -> None:
+        from bridge.core.attachments import Fetched
+        from bridge.targets.zoho.attachments import ZohoAttachments
+
+        c = self.client
+        uploader = ZohoAttachments(c)
+        file = Fetched("issue-bridge-verify.txt", "text/plain", b"issue-bridge verify: safe to delete\n")
+        where = "POST /api/v3/portal/{p}/attachments" if uploader.associates else "POST …/bugs/{id}/attachments"
+        attachment = self.step(
+            "attachment upload",
+            where,
+            lambda: uploader.upload(self.portal, self.project, str(self.issue_id), file),
+            on_refused="attachments are not copied (needs ZohoProjects.portals.CREATE, WorkDrive.workspace.ALL, "
+            "WorkDrive.files.ALL: 001:12298)"
+            if uploader.associates
+            else "attachments are not copied",
+        )
+        if attachment is None or not uploader.associates:
+            return
+        self.step(
+            "attachment associate",
+            "POST …/issues/{id}/attachments attachment_ids",
+            lambda: uploader.associate(self.portal, self.project, str(self.issue_id), str(attachment)),
+            on_refused="attachments are not copied",
+        )
+
+    def _move(self) -> None:
+        c = self.client
+        if not self.projects:
+            self.report.rows.append(Row("move", "-", "-", "", SKIPPED, "BugTracker documents no move"))
+            return
+        if not self.move_to:
+            action = "give --move-to PROJECT (on_route_change: move needs it)"
+            self.report.rows.append(Row("move", "POST …/issues/{id}/move", "-", "", SKIPPED, action))
+            return
+        there, home = self.move_to, self.project
+        moved = self.step(
+            "move",
+            "POST …/issues/{id}/move {to_project}",
+            lambda: _moved(c, self.portal, home, str(self.issue_id), there),
+            on_refused="on_route_change: move cannot move issues: use keep",
+        )
+        if moved is None:
+            return
+        back = self.step(
+            "move back",
+            "POST …/issues/{id}/move {to_project}",
+            lambda: _moved(c, self.portal, there, str(self.issue_id), home),
+            fatal=True,
+            on_refused=f"the test issue stays in project {there}: delete it by hand",
+        )
+        if back is None:  # the issue lives in the other project now: delete it there
+            self.project = there
 
     def _comments(self) -> None:
         c = self.client
@@ -412,3 +585,8 @@ class Verifier:
             lambda: c.delete_comment(self.portal, self.project, issue, cid),
             on_refused="comment deletions are not synced",
         )
+
+
+def _moved(client: ZohoClient, portal: str, project: str, issue_id: str, to: str) -> bool:
+    client.move_issue(portal, project, issue_id, to)
+    return True
