@@ -323,7 +323,9 @@ def test_chaos_nothing_lost_nothing_doubled(tmp_path):
         assert counts.get("failed", 0) == 0, (counts, stack.log_text()[-4000:])
 
         zoho = {i["external_id"]: i for i in fake.issues()}
-        assert len(fake.issues()) == len(items)  # exactly one Zoho issue per item: none doubled, none lost
+        doubled = sorted(e for e in zoho if sum(1 for i in fake.issues() if i["external_id"] == e) > 1)
+        # exactly one Zoho issue per item: none doubled, none lost
+        assert len(fake.issues()) == len(items), _doubled_detail(stack, fake, doubled)
         for item in items:
             issue = zoho[item.external_id]
             assert (issue["name"], issue["status"]["name"], issue["severity"]["value"]) == item.expected(), item.source
@@ -689,6 +691,33 @@ def _item_story(stack: BridgeStack, fake: FakeZoho, n: int, issue_id: str) -> st
         + "\nlogs:\n"
         + "\n".join(logs[-60:])
     )
+
+
+def _doubled_detail(stack: BridgeStack, fake: FakeZoho, external_ids: list[str]) -> str:
+    """For each item with more than one Zoho issue: its operations, events and the Zoho calls that made them."""
+    from sqlalchemy import select
+
+    from bridge.store import schema as db
+
+    lines = []
+    with stack.engine.connect() as conn:
+        for ext in external_ids:
+            link = conn.execute(select(db.links).where(db.links.c.external_id == ext)).first()
+            item = link.item_key if link else "?"
+            ops = conn.execute(select(db.operations).where(db.operations.c.item_key == item)).all()
+            events = conn.execute(
+                select(db.events.c.id, db.events.c.event_name, db.events.c.status, db.events.c.notes).where(
+                    db.events.c.item_key == item
+                )
+            ).all()
+            made = [(i["id"], i.get("created_time")) for i in fake.issues() if i["external_id"] == ext]
+            posts = [
+                (round(c["t"], 2), c["status"])
+                for c in fake.api_calls("POST")
+                if c["path"].endswith("/issues") and ext in str(c.get("json") or "")
+            ]
+            lines.append(f"{ext}: link {link}\n  made {made}\n  creates {posts}\n  ops {ops}\n  events {events}")
+    return "\n".join(lines) + "\n" + stack.log_text()[-3000:]
 
 
 def _digest(payload: dict) -> str:

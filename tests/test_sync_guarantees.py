@@ -73,6 +73,21 @@ def test_answer_lost_after_zoho_created_the_issue_does_not_duplicate(tmp_path, f
     assert link is not None and link.confirmed and link.zoho_issue_id == fake.issues()[0]["id"]
 
 
+def test_a_create_retried_in_doubt_and_made_is_not_made_again_when_its_claim_fails_before_linking(tmp_path, fake):
+    """A create got a 500 that stored nothing (in doubt); the next attempt looks, finds nothing, creates, and
+    then fails reading Zoho for copies. The issue it made is the item's: nothing makes a third one."""
+    runtime = Runtime(load_settings(make_env(tmp_path, fake, RETRY_BASE_SECONDS="0.1")))
+    deliver(runtime, "issues", issues_event("opened"))
+    fake.fail_matching("POST", r"/issues$")  # the first create: a 500, nothing stored
+    runtime.sync.process_item("github", "acme/web#1")
+    assert fake.issues() == []
+    fake.fail_matching("GET", r"/issues/\d+/description$")  # the look for copies after the second create
+    drain(runtime)
+    assert len(fake.issues()) == 1, [i["id"] for i in fake.issues()]
+    link = store.get_link(runtime.engine, "github", "github:acme/web#1")
+    assert link is not None and link.zoho_issue_id == fake.issues()[0]["id"]
+
+
 def _crash_after_create(env: dict[str, str]) -> None:
     """Child process: sync the item but die (like kill -9) right after Zoho answered the create."""
     os.environ.update(env)

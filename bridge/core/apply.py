@@ -112,10 +112,14 @@ class Applier:
         ref: str = "",
         payload: dict[str, Any] | None = None,
         result: Callable[[T], str | None] | None = None,
+        confirm: bool = True,
     ) -> T:
         """One journaled write: marked sent right before its request leaves, confirmed with its answer. A
         request answered without effect (a throttle, a refusal) leaves nothing in doubt; a lost answer leaves
-        the operation sent, which the next claim resolves."""
+        the operation sent, which the next claim resolves. `confirm=False`: the answer is kept on the
+        operation (`made`), still in doubt, and the caller confirms it with what depends on it (a create's
+        link): a claim that fails in between leaves what it made to the next one, never a reason to make it
+        again."""
         if self.dry_run:
             return send()
         item.journal.sending(kind, ref, payload=payload)
@@ -129,7 +133,11 @@ class Applier:
             raise
         item.journal.not_sent()  # a verb that turned out to send nothing (an empty update) leaves no doubt
         if (kind, ref) in item.journal.sent_now:
-            item.journal.confirmed(kind, ref, result=result(answer) if result else None)
+            made = result(answer) if result else None
+            if confirm:
+                item.journal.confirmed(kind, ref, result=made)
+            elif made is not None:
+                item.journal.made(kind, ref, made)
         return answer
 
     # -- state -----------------------------------------------------------------------------------------
@@ -304,7 +312,9 @@ class Applier:
             if doubt is not None:
                 issue_id = self._create_in_doubt(item, ev, draft, link, doubt)
             else:
-                issue_id = self.send(item, ZOHO_CREATE, lambda: self.client.create_issue(draft), result=str)
+                issue_id = self.send(
+                    item, ZOHO_CREATE, lambda: self.client.create_issue(draft), result=str, confirm=False
+                )
         except link_rows.ExternalIdTaken as exc:
             if intent is not None:
                 item.forget(intent)
@@ -325,6 +335,7 @@ class Applier:
             applied_hash=new_hash,
             last_fields=step.fields,
         )
+        item.journal.confirmed(ZOHO_CREATE, result=issue_id)  # with the link, in the same step
         if doubt is not None:  # an earlier attempt's create may still land: look for a copy later
             self.recheck_later(item)
         rules.created(self, item, ev, mapping, draft)  # mapping v3: written values, past comments
@@ -337,21 +348,26 @@ class Applier:
         """An earlier attempt sent a create and never learned its answer. Every copy of that create carries the
         identity it was first sent with (the link's), even if the `external_id` template changed since: it is
         looked up under it, back to the operation's first send (however many issues were made since), adopted
-        if found (and brought to this state), else created once more and the copies removed."""
+        if found (and brought to this state), else created once more and the copies removed. An issue an
+        earlier claim made and could not link yet (the operation's `result`) is taken as it is, unlooked."""
+        if doubt.result:
+            made = doubt.result
+            self.send(item, ZOHO_UPDATE, lambda: self.client.update_issue(draft, made))
+            self.note(item, ev, f"Zoho issue {made}, made by an earlier attempt that stopped before linking it")
+            return made
         probe = as_created(draft, link)
         since = self._first_sent(doubt, item) - CLOCK_MARGIN
         found = self.client.find_issue(probe, created_after=since)
         if found is not None:
             issue_id = found
+            item.journal.made(ZOHO_CREATE, "", issue_id)
             self.send(item, ZOHO_UPDATE, lambda: self.client.update_issue(draft, issue_id))
-            item.journal.confirmed(ZOHO_CREATE, result=issue_id)
             self.note(item, ev, f"found Zoho issue {issue_id} made by an earlier attempt: adopted")
             return issue_id
-        created = self.send(item, ZOHO_CREATE, lambda: self.client.create_issue(probe), result=str)
+        created = self.send(item, ZOHO_CREATE, lambda: self.client.create_issue(probe), result=str, confirm=False)
         issue_id = self.remove_duplicates(item, ev, probe, keep=None, since=since) or created
         if issue_id != created or probe is not draft:  # the earlier attempt's issue is kept, or renamed
             self.send(item, ZOHO_UPDATE, lambda: self.client.update_issue(draft, issue_id))
-        item.journal.confirmed(ZOHO_CREATE, result=issue_id)
         return issue_id
 
     @staticmethod
@@ -382,6 +398,8 @@ class Applier:
         else:
             copies = found[found.index(keep if keep is not None else found[0]) + 1 :]
         kept = keep if keep is not None else found[0]
+        if copies and item.journal.in_doubt(ZOHO_CREATE) is not None:
+            item.journal.made(ZOHO_CREATE, "", kept)  # committed by the step before the first delete
         for other in copies:
             item.step()  # a destructive call is always fenced: a worker that lost the item deletes nothing
             try:

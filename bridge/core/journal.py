@@ -141,7 +141,7 @@ class Journal:
         # Due for resolving a lease from now: if this claim has not confirmed it by then, its holder is gone.
         due_in = self.item.claim.ttl
         sent = dataclasses.replace(
-            op, state=SENT, sent_at=self.item.now, payload=payload, next_at=self.item.now + due_in
+            op, state=SENT, sent_at=self.item.now, payload=payload, next_at=self.item.now + due_in, result=None
         )
         self.ops[sent.key] = sent
         self.sent_now.add(sent.key)
@@ -175,6 +175,14 @@ class Journal:
             self.failed(kind, ref, refused, attempt=False)
         else:
             self._put(dataclasses.replace(op, state=PLANNED, next_at=None))
+
+    def made(self, kind: str, ref: str, result: str) -> None:
+        """The write was answered (`result` is what it made) but what depends on it is not written yet (a
+        create's link): the operation stays in doubt, and the next claim takes `result` instead of looking.
+        Confirmed together with what depends on it."""
+        op = self.get(kind, ref)
+        if op is not None and op.state == SENT:
+            self._put(dataclasses.replace(op, result=result))
 
     def confirmed(
         self,

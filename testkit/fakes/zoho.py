@@ -505,6 +505,12 @@ class FakeZoho(AttachmentsFake, FakeServer):
         with self._lock:
             self._fail_queue.extend([int(status)] * n)
 
+    def fail_matching(self, method: str, pattern: str, n: int = 1, status: int = 500) -> None:
+        """The next ``n`` authenticated API requests with this method whose path matches ``pattern`` (a regular
+        expression searched in the path) answer ``status``, changing nothing: a fault at one point of a flow."""
+        with self._lock:
+            self._fail_matching.append([method.upper(), re.compile(pattern), int(n), int(status)])
+
     def block(self, seconds: float) -> None:
         """Projects v3 throttles every request for ``seconds`` from now, in the ``throttle`` variant's form."""
         with self._lock:
@@ -590,6 +596,7 @@ class FakeZoho(AttachmentsFake, FakeServer):
             # _seq: (dialect, project) -> last number used in prefix/key; _tokens: token -> expiry
             self._issues, self._comments, self._seq, self._log, self._tokens = {}, {}, {}, [], {}
             self._issued, self._window, self._fail_queue = deque(), deque(), deque()
+            self._fail_matching: list[list] = []  # [method, compiled path pattern, remaining, status]
             self._refreshes = self._refreshes_denied = self._rate_limited = self.tokens_deleted = 0
             self._v3_calls, self.blocked_until, self._block_length = deque(), 0.0, self.block_seconds
             self.outage_until, self.outage_mode, self.other_calls = 0.0, "503", 0
@@ -887,6 +894,11 @@ class FakeZoho(AttachmentsFake, FakeServer):
             self._window.append(now)
             f = self._faults
             forced = self._fail_queue.popleft() if self._fail_queue else None
+            for rule in self._fail_matching if forced is None else ():
+                if rule[2] > 0 and rule[0] == method and rule[1].search(path):
+                    rule[2] -= 1
+                    forced = rule[3]
+                    break
             if forced is None:
                 r = self._rng.random()
                 if r < f["error_500_rate"]:
