@@ -448,6 +448,7 @@ def _as_before_the_upgrade(runtime: Runtime) -> None:
             conn.execute(db.links.update().where(db.links.c.id == row.id).values(last_fields=json.dumps(fields)))
         conn.execute(text("DROP TABLE item_identities"))
         conn.execute(text("ALTER TABLE links DROP COLUMN create_sent_at"))  # 0012
+        conn.execute(text("DROP TABLE metric_deltas"))  # 0100
         conn.execute(text("UPDATE alembic_version SET version_num = '0009'"))
     runtime.engine.dispose()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -89,6 +89,9 @@ def _unreadable_event(row: Any) -> NormalizedEvent:
     )
 
 
+from bridge.store.deliveries import Recorded  # noqa: E402 - (event id, fresh) with the item handle
+
+
 @dataclass(frozen=True)
 class Link:
     source: str
@@ -110,15 +113,6 @@ class Link:
         return self.state in ("linked", "deleted") and bool(self.zoho_issue_id)
 
 
-# Built once per dialect: with the values passed apart, SQLAlchemy reuses the compiled statement (intake's
-# hot path). `received_at` is the database's time, so the coalescing wait does not depend on a web host's clock.
-_DB_EPOCH_SQL = {
-    "postgresql": "EXTRACT(EPOCH FROM clock_timestamp())::float8",
-    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
-}
-_INSERT_EVENT = {name: insert(db.events).values(received_at=literal_column(sql)) for name, sql in _DB_EPOCH_SQL.items()}
-
-
 # -- deliveries -------------------------------------------------------------------------------------
 
 
@@ -135,59 +129,20 @@ def record_delivery(
     """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate.
 
     A backfill passes a future `next_attempt_at` (its paced slot) and its `origin` ("backfill:<id>"). The
-    event is filed under its item's handle (`identities.resolve`): the answer's `item_key` says which.
+    event is filed under its item's handle (its identity's binding): the answer's `item_key` says which.
+    The statements are intake's hot path: see bridge/store/deliveries.py.
     """
-    from bridge.store import identities
+    from bridge.store import deliveries
 
-    try:
-        with engine.begin() as conn:
-            event = identities.resolve(conn, event)
-            result = conn.execute(
-                _INSERT_EVENT[conn.dialect.name],
-                _event_values(event, dedup_key, headers, payload, next_attempt_at, origin),
-            )
-            counters.delivery_stored(conn, event.source, event.event_name)
-            return Recorded(int(result.inserted_primary_key[0]), True, event.item_key)
-    except IntegrityError:
-        with engine.connect() as conn:
-            existing = conn.execute(
-                select(db.events.c.id, db.events.c.item_key).where(
-                    db.events.c.source == event.source, db.events.c.dedup_key == dedup_key
-                )
-            ).one()
-        return Recorded(int(existing.id), False, str(existing.item_key))
-
-
-class Recorded(tuple[int, bool]):
-    """(event id, stored now), and the item handle the event is filed under."""
-
-    item_key: str
-
-    def __new__(cls, event_id: int, fresh: bool, item_key: str) -> Recorded:
-        obj = super().__new__(cls, (event_id, fresh))
-        obj.item_key = item_key
-        return obj
-
-
-def _event_values(
-    event: NormalizedEvent, dedup_key: str, headers: dict[str, str], payload: bytes, next_attempt_at: float, origin: str
-) -> dict[str, Any]:
-    return {
-        "source": event.source,
-        "dedup_key": dedup_key,
-        "event_name": event.event_name,
-        "item_key": event.item_key,
-        "action": event.action,
-        "source_ts": event.source_ts.timestamp(),
-        "status": PENDING,
-        "attempts": 0,
-        "next_attempt_at": next_attempt_at,
-        "headers": json.dumps(headers),
-        "payload": payload,
-        "event_json": json.dumps(event.to_json()),
-        "notes": "; ".join(event.notes) or None,
-        "origin": origin,
-    }
+    return deliveries.record(
+        engine,
+        event,
+        dedup_key=dedup_key,
+        headers=headers,
+        payload=payload,
+        next_attempt_at=next_attempt_at,
+        origin=origin,
+    )
 
 
 def get_event(engine: Engine, event_id: int) -> StoredEvent | None:

@@ -7,16 +7,18 @@ identify the source → size → verify the raw bytes → parse into one Normali
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import cast
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.events import BadDelivery, IgnoredEvent, Unauthorized
@@ -46,10 +48,63 @@ REFUSED_ANSWERS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 40
 BODY_READ_SECONDS = 10.0
 
 
-# SQLite takes one writer at a time and its busy handler backs off in growing sleeps: many request threads
-# contending for the lock make a long tail (p99 seconds at 32 senders). One writer per process queues them
-# here instead, in order; reading bodies (what slow clients hold) stays concurrent.
-_SQLITE_WRITER = threading.Lock()
+class SqliteWriters:
+    """SQLite takes one writer at a time, and a writer that finds the database locked sleeps in SQLite's busy
+    handler (1, 2, 5, 10 … ms), however soon the lock is free: two web processes storing deliveries at once
+    then spend much of their time asleep (the machine idle, p99 in the hundreds of ms). Intake's writers
+    queue here instead, in order: a lock per process for its threads, and an advisory lock on a file beside
+    the database between processes, which wakes the next writer as soon as the previous one commits. Reading
+    bodies (what slow clients hold) stays concurrent; workers still meet intake in SQLite's own lock."""
+
+    def __init__(self) -> None:
+        self._threads = threading.Lock()
+        self._files: dict[str, tuple[int, int]] = {}  # lock path -> (pid, fd): an fd of this process's own
+
+    @contextlib.contextmanager
+    def hold(self, engine: Engine) -> Iterator[None]:
+        if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+            yield
+            return
+        with self._threads:
+            fd = self._fd(f"{engine.url.database}.intake.lock")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _fd(self, path: str) -> int:
+        held = self._files.get(path)
+        if held is None or held[0] != os.getpid():  # gunicorn forks its workers: each opens its own
+            held = self._files[path] = (os.getpid(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        return held[1]
+
+
+_sqlite_writers = SqliteWriters()
+
+
+class ReceiptClock:
+    """The database's clock as intake needs it (to clamp future-dated timestamps), without a query per delivery:
+    read from the database at most every `resample` seconds per process, and advanced in between by this host's
+    monotonic clock, which measures the interval only (a host whose time of day is off changes nothing)."""
+
+    def __init__(self, resample: float = 30.0) -> None:
+        self.resample = resample
+        self._sample: tuple[int, float, float] | None = None  # (pid, database time, monotonic time) of the read
+
+    def now(self, engine: Engine) -> float:
+        sample, mono = self._sample, time.monotonic()
+        if sample is None or sample[0] != os.getpid() or mono - sample[2] >= self.resample:
+            sample = self._sample = (os.getpid(), engine_now(engine), time.monotonic())
+            return sample[1]
+        return sample[1] + (mono - sample[2])
+
+
+def _receipt_clock() -> ReceiptClock:
+    clock = current_app.extensions.get("receipt_clock")
+    if clock is None:
+        clock = current_app.extensions["receipt_clock"] = ReceiptClock()
+    return cast(ReceiptClock, clock)
 
 
 class BodyTimeout(Exception):
@@ -205,7 +260,7 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
                 return _refuse(source_name, 404, _unknown_event(path_source, event_hint))
         event = source.parse(body, headers, event_hint)
         # The validation boundary: what passes can be stored and processed (see bridge/sources/validate.py).
-        received = datetime.fromtimestamp(engine_now(runtime.engine), UTC)
+        received = datetime.fromtimestamp(_receipt_clock().now(runtime.engine), UTC)
         event = check_event(event, received)
         dedup_key = check_text("delivery id", source.dedup_key(body, headers, event_hint), DEDUP_KEY_LIMIT)
     except Unauthorized as exc:
@@ -221,7 +276,7 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
     kept = {h: headers[h] for h in KEPT_HEADERS if h in headers and h.lower() != secret_header}
     if event_hint:
         kept["X-Bridge-Event"] = event_hint
-    with _SQLITE_WRITER if runtime.engine.dialect.name == "sqlite" else contextlib.nullcontext():
+    with _sqlite_writers.hold(runtime.engine):
         recorded = store.record_delivery(
             runtime.engine,
             event,
