@@ -19,14 +19,20 @@ skipping SQLAlchemy's per-statement machinery; the table and column names are sc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
+import os
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from bridge.events import NormalizedEvent
 from bridge.store import counters
@@ -70,13 +76,19 @@ _INSERT = (
     "INSERT INTO events (source, dedup_key, event_name, item_key, action, source_ts, next_attempt_at, headers, "
     "payload, event_json, notes, origin, received_at, status, attempts) VALUES (:source, :dedup_key, :event_name, "
     ":item_key, :action, :source_ts, :next_attempt_at, :headers, :payload, :event_json, :notes, :origin, DB_NOW, "
-    "'pending', 0) RETURNING id"
+    "'pending', 0) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id"
 )
 _DELTAS = (
     "INSERT INTO metric_deltas (name, labels, value) "
     "VALUES (:n_accepted, :l_accepted, 1.0), (:n_stored, :l_stored, 1.0)"
 )
-_INSERT_COUNTED = "WITH stored AS (INSERT_EVENT), counted AS (INSERT_DELTAS) SELECT id FROM stored"
+# PostgreSQL: the deltas only for a row stored (none for a duplicate), in the same statement.
+_INSERT_COUNTED = (
+    "WITH stored AS (INSERT_EVENT), counted AS (INSERT INTO metric_deltas (name, labels, value) "
+    "SELECT v.name, v.labels, 1.0 FROM stored CROSS JOIN (VALUES (CAST(:n_accepted AS VARCHAR), "
+    "CAST(:l_accepted AS VARCHAR)), (CAST(:n_stored AS VARCHAR), CAST(:l_stored AS VARCHAR))) AS v (name, labels)) "
+    "SELECT id FROM stored"
+)
 _BOUND = "SELECT item_key FROM item_identities WHERE source = :source AND identity = :identity"
 # An identity's first delivery binds it to its handle, or to "<handle> (id N)" when another identity holds that
 # handle (a repository renamed away and its name taken by a new one); a concurrent first delivery that bound it
@@ -94,7 +106,7 @@ _EXISTING = "SELECT id, item_key FROM events WHERE source = :source AND dedup_ke
 class _Statements:
     """The intake statements for one dialect, in the driver's parameter style."""
 
-    insert: str  # the event row (PostgreSQL: and its counter deltas); returns its id
+    insert: str  # the event row (PostgreSQL: and its counter deltas); returns its id, nothing for a duplicate
     deltas: str  # SQLite: the counter deltas of a stored delivery
     bound: str  # the handle an identity is bound to
     bind: str  # bind an identity to a handle; returns the handle, or nothing if it was bound already
@@ -103,7 +115,7 @@ class _Statements:
     @classmethod
     def build(cls, dialect: str) -> _Statements:
         pg = dialect == "postgresql"
-        insert = _INSERT_COUNTED.replace("INSERT_EVENT", _INSERT).replace("INSERT_DELTAS", _DELTAS) if pg else _INSERT
+        insert = _INSERT_COUNTED.replace("INSERT_EVENT", _INSERT) if pg else _INSERT
         # psycopg sends text parameters untyped: say what they are where PostgreSQL cannot infer it
         typed = "CAST(:{} AS VARCHAR)" if pg else ":{}"
         bind = _BIND
@@ -150,6 +162,18 @@ def row_values(
     }
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery to store: what `record` takes."""
+
+    event: NormalizedEvent
+    dedup_key: str
+    headers: dict[str, str]
+    payload: bytes
+    next_attempt_at: float = 0.0
+    origin: str = "live"
+
+
 def record(
     engine: Engine,
     event: NormalizedEvent,
@@ -161,42 +185,62 @@ def record(
     origin: str = "live",
 ) -> Recorded:
     """Store a delivery durably: Recorded(event id, True, item handle), or the first copy's (id, False, handle)."""
+    delivery = Delivery(event, dedup_key, headers, payload, next_attempt_at, origin)
     if event.previous_identity:
-        return _record_transfer(engine, event, dedup_key, headers, payload, next_attempt_at, origin)
-    dialect = engine.dialect.name
-    sql = _STATEMENTS[dialect]
-    integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+        return _record_transfer(engine, delivery)
     fairy = engine.raw_connection()
     try:
-        cursor = fairy.cursor()
-        try:
-            if dialect == "sqlite":
-                cursor.execute("BEGIN IMMEDIATE")
-            try:
-                if event.identity:
-                    event = _filed(cursor, sql, event)
-                values = row_values(event, dedup_key, headers, payload, next_attempt_at, origin)
-                cursor.execute(sql.insert, values)
-                event_id = int(cursor.fetchone()[0])
-                if dialect == "sqlite":
-                    cursor.execute(sql.deltas, values)
-            except integrity_error:
-                fairy.rollback()
-                cursor.execute(sql.existing, {"source": event.source, "dedup_key": dedup_key})
-                first = cursor.fetchone()
-                fairy.rollback()  # a read: ends the driver's implicit transaction (PostgreSQL)
-                if first is None:
-                    raise  # another constraint than the delivery's dedup key
-                return Recorded(int(first[0]), False, str(first[1]))
-            except BaseException:
-                fairy.rollback()
-                raise
-            fairy.commit()
-            return Recorded(event_id, True, event.item_key)
-        finally:
-            cursor.close()
+        return store_batch(engine, fairy, [delivery])[0]
     finally:
         fairy.close()  # back to the pool
+
+
+def store_batch(engine: Engine, fairy: Any, batch: list[Delivery]) -> list[Recorded]:
+    """Store deliveries (none a transfer) in one transaction on `fairy` (a pool connection); a duplicate is not an
+    error. Errors are SQLAlchemy's (OperationalError: the database is locked or gone), the transaction rolled
+    back, and a connection the driver lost invalidated."""
+    dialect = engine.dialect.name
+    sql = _STATEMENTS[dialect]
+    cursor = fairy.cursor()
+    try:
+        if dialect == "sqlite":
+            cursor.execute("BEGIN IMMEDIATE")
+        results = [_store(cursor, sql, dialect, delivery) for delivery in batch]
+        fairy.commit()
+        return results
+    except engine.dialect.loaded_dbapi.Error as exc:
+        _rollback(fairy)
+        if engine.dialect.is_disconnect(exc, fairy, cursor):
+            fairy.invalidate(exc)
+        raise DBAPIError.instance("intake insert", None, exc, engine.dialect.loaded_dbapi.Error) from exc
+    except BaseException:
+        _rollback(fairy)
+        raise
+    finally:
+        cursor.close()
+
+
+def _rollback(fairy: Any) -> None:
+    with contextlib.suppress(Exception):  # a connection already gone has nothing to roll back
+        fairy.rollback()
+
+
+def _store(cursor: Any, sql: _Statements, dialect: str, delivery: Delivery) -> Recorded:
+    event = delivery.event
+    if event.identity:
+        event = _filed(cursor, sql, event)
+    values = row_values(
+        event, delivery.dedup_key, delivery.headers, delivery.payload, delivery.next_attempt_at, delivery.origin
+    )
+    cursor.execute(sql.insert, values)
+    row = cursor.fetchone()
+    if row is None:  # stored already: the first copy's id and handle
+        cursor.execute(sql.existing, {"source": event.source, "dedup_key": delivery.dedup_key})
+        first = cursor.fetchone()
+        return Recorded(int(first[0]), False, str(first[1]))
+    if dialect == "sqlite":
+        cursor.execute(sql.deltas, values)
+    return Recorded(int(row[0]), True, event.item_key)
 
 
 def _filed(cursor: Any, sql: _Statements, event: NormalizedEvent) -> NormalizedEvent:
@@ -214,32 +258,156 @@ def _filed(cursor: Any, sql: _Statements, event: NormalizedEvent) -> NormalizedE
     return event if key == event.item_key else dataclasses.replace(event, item_key=key)
 
 
-def _record_transfer(
-    engine: Engine,
-    event: NormalizedEvent,
-    dedup_key: str,
-    headers: dict[str, str],
-    payload: bytes,
-    next_attempt_at: float,
-    origin: str,
-) -> Recorded:
+def _record_transfer(engine: Engine, delivery: Delivery) -> Recorded:
     """A transfer names two identities: bound (and a stray item folded in) by `identities.resolve`."""
-    from sqlalchemy.exc import IntegrityError
-
     from bridge.store import identities
 
     sql = _STATEMENTS[engine.dialect.name]
-    try:
-        with engine.begin() as conn:
-            event = identities.resolve(conn, event)
-            values = row_values(event, dedup_key, headers, payload, next_attempt_at, origin)
-            event_id = int(conn.exec_driver_sql(sql.insert, values).scalar_one())
-            if conn.dialect.name == "sqlite":
-                conn.exec_driver_sql(sql.deltas, values)
-            return Recorded(event_id, True, event.item_key)
-    except IntegrityError:
-        with engine.connect() as conn:
-            first = conn.exec_driver_sql(sql.existing, {"source": event.source, "dedup_key": dedup_key}).first()
-        if first is None:
-            raise
-        return Recorded(int(first[0]), False, str(first[1]))
+    with engine.begin() as conn:
+        event = identities.resolve(conn, delivery.event)
+        values = row_values(
+            event, delivery.dedup_key, delivery.headers, delivery.payload, delivery.next_attempt_at, delivery.origin
+        )
+        row = conn.exec_driver_sql(sql.insert, values).first()
+        if row is None:
+            first = conn.exec_driver_sql(sql.existing, {"source": event.source, "dedup_key": delivery.dedup_key}).one()
+            return Recorded(int(first[0]), False, str(first[1]))
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(sql.deltas, values)
+        return Recorded(int(row[0]), True, event.item_key)
+
+
+# -- group commit: intake's writer --------------------------------------------------------------------------
+
+
+class _Job:
+    __slots__ = ("delivery", "done", "error", "result")
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.done = threading.Event()
+        self.result: Recorded | None = None
+        self.error: BaseException | None = None
+
+
+class GroupWriter:
+    """Intake's writes in one web process: request threads hand their delivery over and wait; one writer thread
+    stores everything queued meanwhile in one transaction (a group commit), then answers each of them.
+
+    Every delivery is still committed before its sender gets an answer; under load a commit (and, on SQLite,
+    the write lock) serves many deliveries instead of one, and request threads no longer queue on a lock each.
+    On SQLite the writer also takes an advisory lock on a file beside the database, so the writers of several
+    web processes take turns at once instead of sleeping in SQLite's busy handler (1, 2, 5, 10 … ms). A batch
+    that fails is stored again one delivery at a time, so a bad delivery fails alone. The thread holds its
+    pool connection while busy and lets go of both after `idle_seconds` without work.
+    """
+
+    def __init__(self, engine: Engine, *, max_batch: int = 64, idle_seconds: float = 30.0) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.idle_seconds = idle_seconds
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self.batches = 0
+
+    def record(self, delivery: Delivery, *, timeout: float = 60.0) -> Recorded:
+        if delivery.event.previous_identity:
+            return _record_transfer(self.engine, delivery)
+        job = _Job(delivery)
+        self._queue.put(job)
+        self._ensure_thread()
+        if not job.done.wait(timeout):
+            raise TimeoutError(f"the delivery was not stored within {timeout:g} s")
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # forked (gunicorn workers): the parent's thread is not here
+                self._pid, self._thread = os.getpid(), None
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="intake-writer", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        fairy: Any = None
+        lock_fd = _lock_file(self.engine)
+        try:
+            while True:
+                try:
+                    first = self._queue.get(timeout=self.idle_seconds)
+                except queue.Empty:
+                    with self._lock:
+                        if self._queue.empty():
+                            self._thread = None
+                            return
+                    continue
+                jobs = [first]
+                while len(jobs) < self.max_batch:
+                    try:
+                        jobs.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                fairy = self._write(fairy, lock_fd, jobs)
+        finally:
+            if fairy is not None:
+                with contextlib.suppress(Exception):
+                    fairy.close()
+            if lock_fd is not None:
+                os.close(lock_fd)
+
+    def _write(self, fairy: Any, lock_fd: int | None, jobs: list[_Job]) -> Any:
+        """Store `jobs` in one transaction, or one at a time if that fails; returns the connection to keep."""
+        try:
+            return self._store(fairy, lock_fd, jobs)
+        except BaseException as exc:
+            fairy = _keep(fairy, exc)
+            if len(jobs) == 1:
+                jobs[0].error = exc
+                jobs[0].done.set()
+                return fairy
+        for job in jobs:  # only a bad delivery fails
+            try:
+                fairy = self._store(fairy, lock_fd, [job])
+            except BaseException as exc:
+                fairy = _keep(fairy, exc)
+                job.error = exc
+                job.done.set()
+        return fairy
+
+    def _store(self, fairy: Any, lock_fd: int | None, jobs: list[_Job]) -> Any:
+        if fairy is None:
+            fairy = self.engine.raw_connection()
+        if lock_fd is not None:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        try:
+            results = store_batch(self.engine, fairy, [job.delivery for job in jobs])
+        finally:
+            if lock_fd is not None:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        self.batches += 1
+        for job, result in zip(jobs, results, strict=True):
+            job.result = result
+            job.done.set()
+        return fairy
+
+
+def _keep(fairy: Any, exc: BaseException) -> Any:
+    """The connection, unless the failure lost it (then it goes back to the pool, which opens a new one)."""
+    if fairy is not None and getattr(exc, "connection_invalidated", False):
+        with contextlib.suppress(Exception):
+            fairy.close()
+        return None
+    return fairy
+
+
+def _lock_file(engine: Engine) -> int | None:
+    """SQLite: a file beside the database whose lock intake's writers of every process take turns on."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return os.open(f"{database}.intake.lock", os.O_RDWR | os.O_CREAT, 0o600)

@@ -7,13 +7,12 @@ identify the source → size → verify the raw bytes → parse into one Normali
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import cast
 
@@ -25,6 +24,7 @@ from bridge.events import BadDelivery, IgnoredEvent, Unauthorized
 from bridge.sources import PathTokenSource, Source
 from bridge.sources.validate import DEDUP_KEY_LIMIT, check_event, check_text
 from bridge.store.clock import engine_now
+from bridge.store.deliveries import Delivery, GroupWriter
 
 log = logging.getLogger("bridge.intake")
 bp = Blueprint("intake", __name__)
@@ -48,39 +48,12 @@ REFUSED_ANSWERS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 40
 BODY_READ_SECONDS = 10.0
 
 
-class SqliteWriters:
-    """SQLite takes one writer at a time, and a writer that finds the database locked sleeps in SQLite's busy
-    handler (1, 2, 5, 10 … ms), however soon the lock is free: two web processes storing deliveries at once
-    then spend much of their time asleep (the machine idle, p99 in the hundreds of ms). Intake's writers
-    queue here instead, in order: a lock per process for its threads, and an advisory lock on a file beside
-    the database between processes, which wakes the next writer as soon as the previous one commits. Reading
-    bodies (what slow clients hold) stays concurrent; workers still meet intake in SQLite's own lock."""
-
-    def __init__(self) -> None:
-        self._threads = threading.Lock()
-        self._files: dict[str, tuple[int, int]] = {}  # lock path -> (pid, fd): an fd of this process's own
-
-    @contextlib.contextmanager
-    def hold(self, engine: Engine) -> Iterator[None]:
-        if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
-            yield
-            return
-        with self._threads:
-            fd = self._fd(f"{engine.url.database}.intake.lock")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _fd(self, path: str) -> int:
-        held = self._files.get(path)
-        if held is None or held[0] != os.getpid():  # gunicorn forks its workers: each opens its own
-            held = self._files[path] = (os.getpid(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        return held[1]
-
-
-_sqlite_writers = SqliteWriters()
+def _writer() -> GroupWriter:
+    """This app's intake writer (bridge/store/deliveries.py: a group commit, one writer thread per process)."""
+    writer = current_app.extensions.get("intake_writer")
+    if writer is None:
+        writer = current_app.extensions["intake_writer"] = GroupWriter(current_app.extensions["bridge"].engine)
+    return cast(GroupWriter, writer)
 
 
 class ReceiptClock:
@@ -276,14 +249,7 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
     kept = {h: headers[h] for h in KEPT_HEADERS if h in headers and h.lower() != secret_header}
     if event_hint:
         kept["X-Bridge-Event"] = event_hint
-    with _sqlite_writers.hold(runtime.engine):
-        recorded = store.record_delivery(
-            runtime.engine,
-            event,
-            dedup_key=dedup_key,
-            headers=kept,
-            payload=body,
-        )
+    recorded = _writer().record(Delivery(event, dedup_key, kept, body))
     event_id, is_new = recorded
     if not is_new:
         log.info("delivery duplicate", extra={"source": source_name, "event_id": event_id, "answer": 200})
