@@ -136,6 +136,19 @@ def github_requests(port: int, count: int, *, first_number: int) -> list[bytes]:
     return out
 
 
+# -- the code measured: this tree, or an older revision beside it ------------------------------------------
+
+
+@contextlib.contextmanager
+def code_tree(ref: str) -> Iterator[Path]:
+    """The bridge's code at git revision `ref`, extracted into a scratch folder (removed at the end): put it first
+    on PYTHONPATH (and run from elsewhere) to measure the old code against this tree in the same run."""
+    with temp_dir(f"bench-code-{ref.replace('/', '_')[:20]}-") as tmp:
+        archive = subprocess.run(["git", "archive", ref], cwd=REPO, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        yield tmp
+
+
 # -- a bounded load generator: one thread and one connection per sender ------------------------------------
 
 
