@@ -107,7 +107,7 @@ def padded_issue_payload(
     repo: str = "acme/web",
     labels: tuple[str, ...] = ("bug", "area:ui"),
 ) -> dict[str, Any]:
-    """A GitHub `issues` payload (tests/factories.py) whose JSON is about `body_bytes` long."""
+    """A GitHub `issues` payload (testkit/factories.py) whose JSON is about `body_bytes` long."""
     title = title or f"Login button does nothing (#{number})"
     payload = issues_event(action, number=number, title=title, body="", labels=labels, updated=updated, repo=repo)
     missing = max(0, body_bytes - len(json.dumps(payload)))
@@ -435,7 +435,7 @@ def temp_dir(prefix: str) -> Iterator[Path]:
 
 
 PRODUCTION_TIMINGS = {
-    # tests/harness.py shortens these for the test suite; the benchmarks run the product's defaults.
+    # testkit/harness.py shortens these for the test suite; the benchmarks run the product's defaults.
     "COALESCE_MS": "300",
     "STALE_AFTER_SECONDS": "60",
     "RETRY_BASE_SECONDS": "2",

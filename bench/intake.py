@@ -4,7 +4,7 @@ The bridge (`bridge.web.wsgi:app`) and the baseline (`bench/bare_app.py`, 200 an
 under the Procfile's settings (`gunicorn -c python:bridge.process.gunicorn_conf`). For each sender count the two
 are loaded in turn, `--rounds` times (medians are reported), by threads of this process: one connection
 per sender, kept alive when the server allows it (gunicorn's sync workers close after every response).
-Bodies: ~5 KB signed GitHub `issues.opened` deliveries (tests/factories.py, padded) for distinct issues.
+Bodies: ~5 KB signed GitHub `issues.opened` deliveries (testkit/factories.py, padded) for distinct issues.
 No worker runs: this is intake only (verify, parse, store the row, queue the wake-up, answer).
 
     .venv/bin/python bench/intake.py [--quick] [--config embedded|redis-pg|both] [--profile]

@@ -16,6 +16,7 @@ from bridge import store
 from bridge.settings import load_settings
 from bridge.web import create_app
 from bridge.web.admin import session_key
+from testkit import dbs
 from testkit.factories import github_request, issues_event
 
 SECRET = "It's a Secret to Everybody"
@@ -83,7 +84,6 @@ def failed_event(app, title: str = "Login button does nothing", number: int = 1)
     """A delivery that Zoho refused for good: failed, with Zoho's answer recorded."""
     engine = app.extensions["bridge"].engine
     event_id = deliver(app, issues_event("opened", number=number, title=title))
-    attempt_id, _ = store.start_attempt(engine, event_id)
     answer = '{"error": {"status_code": "400", "title": "INVALID_PARAMETER_VALUE", "details": [{"message": "nope"}]}}'
     store.record_zoho_call(
         engine,
@@ -96,8 +96,8 @@ def failed_event(app, title: str = "Login button does nothing", number: int = 1)
         duration_ms=12.0,
         dry_run=False,
     )
-    store.finish_attempt(engine, attempt_id, "failed", "Zoho refused: INVALID_PARAMETER_VALUE nope")
-    store.finish_event(engine, event_id, store.FAILED, error="Zoho refused: INVALID_PARAMETER_VALUE nope")
+    dbs.attempt(engine, event_id, "failed", "Zoho refused: INVALID_PARAMETER_VALUE nope")
+    dbs.finish(engine, event_id, store.FAILED, error="Zoho refused: INVALID_PARAMETER_VALUE nope")
     app.extensions["publisher"].woken.clear()  # the intake's own wake-up
     return event_id
 
@@ -227,15 +227,15 @@ def test_lookup_by_external_id_item_key_and_zoho_id(app, client):
     engine = app.extensions["bridge"].engine
     event_id = deliver(app, issues_event("opened", number=3))
     item_key = store.get_event(engine, event_id).item_key
-    store.write_link_intent(
+    dbs.link(
         engine,
         source="github",
         external_id="github:acme/web#3",
         item_key=item_key,
+        zoho_issue_id="1752587000000100001",
         portal="739121528",
         project="1752587000000097024",
     )
-    store.confirm_link(engine, source="github", external_id="github:acme/web#3", zoho_issue_id="1752587000000100001")
     login(client)
     for query in ("github:acme/web#3", item_key, "1752587000000100001"):
         page = client.get("/admin/lookup", query_string={"q": query})

@@ -9,6 +9,7 @@ from bridge import store
 from bridge.process import metrics
 from bridge.store import counters
 from bridge.store import schema as db
+from testkit import dbs
 from testkit.dbs import deliver, engine  # noqa: F401  (the fixture)
 
 
@@ -23,7 +24,6 @@ def series(engine) -> dict:  # noqa: F811
 def test_counters_match_a_rescan_of_history(engine):  # noqa: F811
     ids = [deliver(engine, n) for n in range(1, 9)]
     for i, event_id in enumerate(ids[:6]):
-        attempt, _ = store.start_attempt(engine, event_id)
         store.record_zoho_call(
             engine,
             event_id=event_id,
@@ -35,10 +35,10 @@ def test_counters_match_a_rescan_of_history(engine):  # noqa: F811
             duration_ms=20.0 * (i + 1),
             dry_run=False,
         )
-        store.finish_attempt(engine, attempt, "retry" if i % 3 == 0 else "done")
-        store.finish_event(engine, event_id, store.FAILED if i == 0 else store.DONE)
+        dbs.attempt(engine, event_id, "retry" if i % 3 == 0 else "done")
+        dbs.finish(engine, event_id, store.FAILED if i == 0 else store.DONE)
     store.reset_for_replay(engine, [ids[0]])  # failed → pending
-    store.finish_event(engine, ids[0], store.SUPERSEDED)
+    dbs.finish(engine, ids[0], store.SUPERSEDED)
     store.count_answer(engine, source="github", event="ping", answer="ignored")
     live = series(engine)
     text = metrics.render(engine).decode()

@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from bridge.events import COMMENT_ACTIONS, ITEM_ACTIONS, Comment, NormalizedEvent
 from bridge.store import counters
@@ -173,17 +172,6 @@ def pending_for_item(engine: Engine, source: str, item_key: str, now: float) -> 
     return [StoredEvent.from_row(r) for r in rows]
 
 
-def next_due_for_item(engine: Engine, source: str, item_key: str) -> float | None:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(func.min(db.events.c.next_attempt_at)).where(
-                db.events.c.source == source,
-                db.events.c.item_key == item_key,
-                db.events.c.status == PENDING,
-            )
-        ).scalar()
-
-
 def stale_items(engine: Engine, *, older_than: float, now: float, limit: int = 500) -> list[tuple[str, str]]:
     """Items with pending events that are due and were received before `older_than`."""
     with engine.connect() as conn:
@@ -198,57 +186,6 @@ def stale_items(engine: Engine, *, older_than: float, now: float, limit: int = 5
             .limit(limit)
         ).all()
     return [(r.source, r.item_key) for r in rows]
-
-
-def finish_event(engine: Engine, event_id: int, status: str, *, error: str | None = None) -> None:
-    with engine.begin() as conn:
-        counters.event_finished(conn, event_id, status)
-        conn.execute(
-            update(db.events)
-            .where(db.events.c.id == event_id)
-            .values(status=status, last_error=error, processed_at=time.time())
-        )
-
-
-def add_note(engine: Engine, event_id: int, note: str) -> None:
-    with engine.begin() as conn:
-        row = conn.execute(select(db.events.c.notes).where(db.events.c.id == event_id)).first()
-        notes = "; ".join(n for n in ((row.notes if row else None), note) if n)
-        conn.execute(update(db.events).where(db.events.c.id == event_id).values(notes=notes))
-
-
-def replace_event(engine: Engine, event_id: int, event: NormalizedEvent) -> None:
-    """Store a completed version of an event (fields fetched from the source's API)."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(db.events)
-            .where(db.events.c.id == event_id)
-            .values(event_json=json.dumps(event.to_json()), notes="; ".join(event.notes) or None)
-        )
-
-
-def defer_event(engine: Engine, event_id: int, *, at: float, error: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(update(db.events).where(db.events.c.id == event_id).values(next_attempt_at=at, last_error=error))
-
-
-def start_attempt(engine: Engine, event_id: int) -> tuple[int, int]:
-    """Count an attempt; returns (attempt row id, attempt number)."""
-    with engine.begin() as conn:
-        conn.execute(update(db.events).where(db.events.c.id == event_id).values(attempts=db.events.c.attempts + 1))
-        number = conn.execute(select(db.events.c.attempts).where(db.events.c.id == event_id)).scalar_one()
-        result = conn.execute(insert(db.attempts).values(event_id=event_id, number=number, started_at=time.time()))
-        return int(result.inserted_primary_key[0]), int(number)
-
-
-def finish_attempt(engine: Engine, attempt_id: int, outcome: str, detail: str = "") -> None:
-    with engine.begin() as conn:
-        counters.attempt_finished(conn, outcome)
-        conn.execute(
-            update(db.attempts)
-            .where(db.attempts.c.id == attempt_id)
-            .values(finished_at=time.time(), outcome=outcome, detail=detail[:4000])
-        )
 
 
 def reset_for_replay(engine: Engine, event_ids: list[int]) -> int:
@@ -341,63 +278,6 @@ def list_links(engine: Engine, *, source: str | None = None, limit: int = 100) -
         return [_link(r) for r in conn.execute(query).all()]
 
 
-def write_link_intent(
-    engine: Engine, *, source: str, external_id: str, item_key: str, portal: str, project: str
-) -> None:
-    """Record that we are about to create a Zoho issue for this item (before calling Zoho)."""
-    now = time.time()
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                insert(db.links).values(
-                    source=source,
-                    external_id=external_id,
-                    item_key=item_key,
-                    portal=portal,
-                    project=project,
-                    state="creating",
-                    last_state_ts=0.0,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-    except IntegrityError:
-        pass  # an earlier attempt already wrote the intent: the caller looks the item up on Zoho
-
-
-def confirm_link(engine: Engine, *, source: str, external_id: str, zoho_issue_id: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            update(db.links)
-            .where(db.links.c.source == source, db.links.c.external_id == external_id)
-            .values(zoho_issue_id=zoho_issue_id, state="linked", updated_at=time.time())
-        )
-
-
-def record_state_applied(
-    engine: Engine,
-    *,
-    source: str,
-    external_id: str,
-    state_ts: float,
-    applied_hash: str,
-    state: str = "linked",
-    fields: dict[str, Any] | None = None,
-) -> None:
-    values: dict[str, Any] = {
-        "last_state_ts": state_ts,
-        "applied_hash": applied_hash,
-        "state": state,
-        "updated_at": time.time(),
-    }
-    if fields is not None:
-        values["last_fields"] = json.dumps(fields, default=str)
-    with engine.begin() as conn:
-        conn.execute(
-            update(db.links).where(db.links.c.source == source, db.links.c.external_id == external_id).values(**values)
-        )
-
-
 # -- comment links ----------------------------------------------------------------------------------
 
 
@@ -407,66 +287,6 @@ class CommentLink:
     state: str
     last_ts: float
     body_hash: str | None
-
-
-def get_comment_link(engine: Engine, source: str, external_id: str, comment_id: str) -> CommentLink | None:
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(db.comment_links).where(
-                db.comment_links.c.source == source,
-                db.comment_links.c.external_id == external_id,
-                db.comment_links.c.comment_id == comment_id,
-            )
-        ).first()
-    if row is None:
-        return None
-    return CommentLink(row.zoho_comment_id, row.state, row.last_ts, row.body_hash)
-
-
-def write_comment_intent(engine: Engine, *, source: str, external_id: str, comment_id: str) -> None:
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                insert(db.comment_links).values(
-                    source=source,
-                    external_id=external_id,
-                    comment_id=comment_id,
-                    state="posting",
-                    last_ts=0.0,
-                    updated_at=time.time(),
-                )
-            )
-    except IntegrityError:
-        pass
-
-
-def save_comment_link(
-    engine: Engine,
-    *,
-    source: str,
-    external_id: str,
-    comment_id: str,
-    zoho_comment_id: str | None,
-    state: str,
-    last_ts: float,
-    body_hash: str | None,
-) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            update(db.comment_links)
-            .where(
-                db.comment_links.c.source == source,
-                db.comment_links.c.external_id == external_id,
-                db.comment_links.c.comment_id == comment_id,
-            )
-            .values(
-                zoho_comment_id=zoho_comment_id,
-                state=state,
-                last_ts=last_ts,
-                body_hash=body_hash,
-                updated_at=time.time(),
-            )
-        )
 
 
 # -- Zoho calls ---------------------------------------------------------------------------------------
