@@ -58,9 +58,9 @@ from testkit.harness import GITHUB_SECRET, BridgeStack
 
 ADMIN_TOKEN = "growth-bench-admin-token-0123456789"
 DAY = 86400.0
-# The empty database holds a full page of failed events (the failed page shows 200), so both databases render
-# the same page and the ratio measures history, not the page's length.
-BASELINE_FAILED = 250
+# The empty database holds a full page of failed events (the failed page shows 200) and of done ones (the events
+# page shows 50), so both databases render the same pages and the ratio measures history, not a page's length.
+BASELINE_FAILED, BASELINE_DONE = 250, 60
 STATUSES = [("done", 90), ("superseded", 5), ("skipped", 4), ("failed", 1)]
 
 
@@ -83,7 +83,7 @@ def _templates() -> dict[str, str]:
         "body": body.decode().replace(number, "NUM"),
         "event_json": json.dumps(event.to_json()).replace(number, "NUM"),
         "item_key": event.item_key.replace(number, "NUM"),
-        "fields": json.dumps(event.fields, default=str)[:2000].replace(number, "NUM"),
+        "fields": json.dumps(event.fields, default=str).replace(number, "NUM"),
         "request": request.replace(number, "NUM"),
         "response": response.replace(number, "NUM"),
     }
@@ -298,8 +298,9 @@ def measure(config: StoreConfig, args: argparse.Namespace, preload_events: int, 
         if preload_events:
             seconds = preload(stack.settings.database_url, preload_events, args.history_days, numbers)
             out["preload_s"] = round(seconds, 1)
-        else:  # the same few failed events, so `replay --failed` runs the same code on both databases
+        else:  # a full page of failed and of done events: both databases render the same pages
             preload(stack.settings.database_url, BASELINE_FAILED, 1.0, numbers, only="failed")
+            preload(stack.settings.database_url, BASELINE_DONE, 1.0, numbers, only="done")
         db.ensure_schema(stack.engine)
         out["size_before"] = database_bytes(stack)
         try:
