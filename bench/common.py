@@ -455,6 +455,34 @@ def make_stack(
     )
 
 
+class OldBridgeStack(BridgeStack):
+    """A BridgeStack running the code extracted by `code_tree` (an older revision): its processes start in that
+    folder with it first on PYTHONPATH, so they import that `bridge`, not this tree's."""
+
+    def __init__(self, code: Path, tmp: Path, config: StoreConfig, extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(
+            tmp,
+            None,
+            broker_url=config.broker_url,
+            database_url=config.database_url,
+            extra_env={"LOG_LEVEL": "INFO", **PRODUCTION_TIMINGS, **(extra_env or {}), "PYTHONPATH": str(code)},
+        )
+        self.code = code
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=self.code,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+
 def start_workers(stack: BridgeStack, count: int, concurrency: int) -> None:
     for i in range(count):
         stack.start_worker(f"worker{i + 1}", concurrency=concurrency)

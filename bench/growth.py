@@ -119,7 +119,7 @@ def preload(database_url: str, count: int, history_days: float, numbers: Numbers
     for low in range(1, count + 1, chunk):
         high = min(count, low + chunk - 1)
         series = (
-            "generate_series(:low, :high) AS g(i)"
+            "generate_series(CAST(:low AS BIGINT), CAST(:high AS BIGINT)) AS g(i)"
             if pg
             else "(WITH RECURSIVE g(i) AS (SELECT :low UNION ALL SELECT i + 1 FROM g WHERE i < :high) SELECT i FROM g)"
         )

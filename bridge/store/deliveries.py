@@ -99,6 +99,18 @@ _BIND = (
     "AND item_key = <item_key> AND identity <> <identity>) THEN <item_key> || ' (id ' || <identity> || ')' "
     "ELSE <item_key> END, DB_NOW WHERE 1 = 1 ON CONFLICT (source, identity) DO NOTHING RETURNING item_key"
 )
+# PostgreSQL: the binding read and, when absent, made, in one round trip (the rows a CTE inserts are invisible to
+# the rest of its statement, hence the UNION). Nothing comes back only when a concurrent first delivery's binding
+# was committed after this statement's snapshot: then it is read again (_BOUND).
+_RESOLVE = (
+    "WITH made AS (INSERT INTO item_identities (source, identity, item_key, created_at) "
+    "SELECT <source>, <identity>, CASE WHEN EXISTS (SELECT 1 FROM item_identities WHERE source = <source> "
+    "AND item_key = <item_key> AND identity <> <identity>) THEN <item_key> || ' (id ' || <identity> || ')' "
+    "ELSE <item_key> END, DB_NOW WHERE NOT EXISTS (SELECT 1 FROM item_identities WHERE source = <source> "
+    "AND identity = <identity>) ON CONFLICT (source, identity) DO NOTHING RETURNING item_key) "
+    "SELECT item_key FROM made UNION ALL "
+    "SELECT item_key FROM item_identities WHERE source = <source> AND identity = <identity>"
+)
 _EXISTING = "SELECT id, item_key FROM events WHERE source = :source AND dedup_key = :dedup_key"
 
 
@@ -110,6 +122,7 @@ class _Statements:
     deltas: str  # SQLite: the counter deltas of a stored delivery
     bound: str  # the handle an identity is bound to
     bind: str  # bind an identity to a handle; returns the handle, or nothing if it was bound already
+    resolve: str  # PostgreSQL: `bound`, and `bind` when unbound, in one statement ("" on SQLite)
     existing: str  # a duplicate's first copy
 
     @classmethod
@@ -118,10 +131,12 @@ class _Statements:
         insert = _INSERT_COUNTED.replace("INSERT_EVENT", _INSERT) if pg else _INSERT
         # psycopg sends text parameters untyped: say what they are where PostgreSQL cannot infer it
         typed = "CAST(:{} AS VARCHAR)" if pg else ":{}"
-        bind = _BIND
+        bind, resolve = _BIND, _RESOLVE if pg else ""
         for name in ("source", "identity", "item_key"):
             bind = bind.replace(f"<{name}>", typed.format(name))
-        sql = {"insert": insert, "deltas": _DELTAS, "bound": _BOUND, "bind": bind, "existing": _EXISTING}
+            resolve = resolve.replace(f"<{name}>", typed.format(name))
+        sql = {"insert": insert, "deltas": _DELTAS, "bound": _BOUND, "bind": bind, "resolve": resolve}
+        sql["existing"] = _EXISTING
         sql = {name: text.replace("DB_NOW", DB_EPOCH_SQL[dialect]) for name, text in sql.items()}
         if pg:  # pyformat parameters (the `::float8` of a cast is not one)
             sql = {name: re.sub(r"(?<!:):(\w+)", r"%(\1)s", text) for name, text in sql.items()}
@@ -246,8 +261,11 @@ def _store(cursor: Any, sql: _Statements, dialect: str, delivery: Delivery) -> R
 def _filed(cursor: Any, sql: _Statements, event: NormalizedEvent) -> NormalizedEvent:
     """The event under the handle its identity is bound to, binding it now if this is its first delivery."""
     keys = {"source": event.source, "identity": event.identity, "item_key": event.item_key}
-    cursor.execute(sql.bound, keys)
+    cursor.execute(sql.resolve or sql.bound, keys)
     row = cursor.fetchone()
+    if row is None and sql.resolve:  # PostgreSQL: a concurrent first delivery's binding, committed meanwhile
+        cursor.execute(sql.bound, keys)
+        row = cursor.fetchone()
     if row is None:
         cursor.execute(sql.bind, keys)
         row = cursor.fetchone()
