@@ -278,3 +278,27 @@ def test_mapping_check_shows_problems_with_file_and_line(app, client):
     assert re.search(r"github\.yaml:\d+</code>: on_delete", page.text), page.text
     assert "acme/api" in page.text  # the last good version stays in force and is shown
     assert "mapping problem(s)" in client.get("/admin/").text
+
+
+def test_the_lookup_reads_links_by_index_only(app, client):
+    """The item page (`/admin/lookup`) finds a link by external id, item key or Zoho issue id without reading
+    the links table in full (it grows with every item ever synced: 2x slower at a million deliveries)."""
+    from sqlalchemy import event as sa_event
+
+    engine = app.extensions["bridge"].engine
+    dbs.link(engine, source="github", external_id="github:acme/web#3", item_key="acme/web#3", zoho_issue_id="Z3")
+    plans: list[str] = []
+
+    def explain(conn, _cursor, statement, parameters, _context, _executemany):  # type: ignore[no-untyped-def]
+        if re.search(r"\bFROM links\b", statement) and statement.lstrip().upper().startswith("SELECT"):
+            rows = conn.connection.dbapi_connection.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            plans.extend(str(r[-1]) for r in rows)
+
+    login(client)
+    sa_event.listen(engine, "before_cursor_execute", explain)
+    try:
+        for query in ("github:acme/web#3", "acme/web#3", "Z3"):
+            assert "acme/web#3" in client.get("/admin/lookup", query_string={"q": query}).text
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", explain)
+    assert plans and not [p for p in plans if p.startswith("SCAN links")], plans

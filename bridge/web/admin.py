@@ -30,7 +30,7 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from werkzeug.wrappers import Response
 
 from bridge import store
@@ -46,7 +46,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="template
 SESSION_HOURS = 12
 RECENT_LIMIT = 50
 FAILED_PAGE = 200
-SOURCES = ("github", "bugzilla", "bugherd")  # lets the lookup by item key use the (source, item_key) index
+SOURCES = ("github", "bugzilla", "bugherd")  # lets the lookups by item key or external id use their indexes
 RAW_BODY_LIMIT = 100_000  # characters of a raw delivery shown on its page
 PUBLIC_ENDPOINTS = ("admin.login",)
 SECURITY_HEADERS = {
@@ -313,9 +313,9 @@ def lookup() -> str:
             link_rows = conn.execute(
                 select(db.links.c.source, db.links.c.external_id, db.links.c.item_key)
                 .where(
-                    or_(
-                        db.links.c.external_id == query,
-                        db.links.c.item_key == query,
+                    or_(  # each branch on an index: (source, external_id), (source, item_key), zoho_issue_id
+                        and_(db.links.c.source.in_(SOURCES), db.links.c.external_id == query),
+                        and_(db.links.c.source.in_(SOURCES), db.links.c.item_key == query),
                         db.links.c.zoho_issue_id == query,
                     )
                 )
