@@ -19,6 +19,7 @@ Target: every ratio <= 1.2. A million rows take ~5 GB of disk (SQLite ~13 KB per
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -284,69 +285,87 @@ def prune(stack: BridgeStack) -> tuple[float, dict[str, Any]]:
     return time.perf_counter() - t0, json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def measure(config: StoreConfig, args: argparse.Namespace, preload_events: int, numbers: Numbers) -> dict[str, Any]:
+def setup(stack: BridgeStack, args: argparse.Namespace, preload_events: int, numbers: Numbers) -> dict[str, Any]:
+    out: dict[str, Any] = {"events": preload_events}
+    if preload_events:
+        seconds = preload(stack.settings.database_url, preload_events, args.history_days, numbers)
+        out["preload_s"] = round(seconds, 1)
+    else:  # a full page of failed and of done events: both databases render the same pages
+        preload(stack.settings.database_url, BASELINE_FAILED, 1.0, numbers, only="failed")
+        preload(stack.settings.database_url, BASELINE_DONE, 1.0, numbers, only="done")
+    db.ensure_schema(stack.engine)
+    out["size_before"] = database_bytes(stack)
+    return out
+
+
+def login(stack: BridgeStack) -> Any:
     import requests
 
-    out: dict[str, Any] = {"events": preload_events}
-    with temp_dir("bench-growth-") as tmp, FakeZoho() as fake:
-        stack = make_stack(
-            tmp,
-            config,
-            fake,
-            {"ADMIN_TOKEN": ADMIN_TOKEN, "RETENTION_DAYS": "30", "RETENTION_PAYLOAD_DAYS": "7"},
-        )
-        if preload_events:
-            seconds = preload(stack.settings.database_url, preload_events, args.history_days, numbers)
-            out["preload_s"] = round(seconds, 1)
-        else:  # a full page of failed and of done events: both databases render the same pages
-            preload(stack.settings.database_url, BASELINE_FAILED, 1.0, numbers, only="failed")
-            preload(stack.settings.database_url, BASELINE_DONE, 1.0, numbers, only="done")
-        db.ensure_schema(stack.engine)
-        out["size_before"] = database_bytes(stack)
-        try:
-            stack.start_web()
-            # The worker's time per new issue first, on a quiet queue; then intake with no worker draining.
-            stack.start_worker("worker", concurrency=1)
-            out["worker_s_per_issue"] = round(worker_per_issue(stack, fake, numbers, args.issues), 3)
-            stack.kill("worker")
-            run_load_forked(stack.port, github_requests(stack.port, 200, first_number=numbers.take(200)), 8, 60)
-            passes = []
-            for _ in range(args.intake_rounds):
-                requests_ = github_requests(stack.port, args.requests, first_number=numbers.take(args.requests))
-                passes.append(run_load_forked(stack.port, requests_, 32, 60))
-            bad = {s: n for r in passes for s, n in r.statuses.items() if s != 200}
-            out["intake"] = {
-                "rps": round(statistics.median(r.rps for r in passes), 1),
-                "p99_ms": round(statistics.median(r.p99 for r in passes), 1),
-                "refused": bad,
+    session = requests.Session()
+    page = session.get(stack.base_url + "/admin/login", timeout=30).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    form = {"token": ADMIN_TOKEN, "csrf_token": csrf.group(1) if csrf else ""}
+    r = session.post(stack.base_url + "/admin/login", data=form, timeout=30)
+    assert r.ok, r.status_code
+    return session
+
+
+def measure_both(
+    stacks: dict[str, tuple[BridgeStack, FakeZoho]],
+    outs: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
+    numbers: Numbers,
+) -> None:
+    """Every figure for the empty and the preloaded database in alternation (A, B, A, B …), so a change in the
+    machine's load during the run weighs on both alike: this machine is shared and its load moves a lot."""
+    for label, (stack, fake) in stacks.items():  # a worker's time per new issue, on a quiet queue, one at a time
+        stack.start_worker("worker", concurrency=1)
+        outs[label]["worker_s_per_issue"] = round(worker_per_issue(stack, fake, numbers, args.issues), 3)
+        stack.kill("worker")
+    passes: dict[str, list[Any]] = {label: [] for label in stacks}
+    for stack, _fake in stacks.values():  # warm
+        run_load_forked(stack.port, github_requests(stack.port, 200, first_number=numbers.take(200)), 8, 60)
+    for _ in range(args.intake_rounds):
+        for label, (stack, _fake) in stacks.items():
+            requests_ = github_requests(stack.port, args.requests, first_number=numbers.take(args.requests))
+            passes[label].append(run_load_forked(stack.port, requests_, 32, 60))
+    for label, runs in passes.items():
+        outs[label]["intake"] = {
+            "rps": round(statistics.median(r.rps for r in runs), 1),
+            "p99_ms": round(statistics.median(r.p99 for r in runs), 1),
+            "refused": {s: n for r in runs for s, n in r.statuses.items() if s != 200},
+        }
+    sessions = {label: login(stack) for label, (stack, _fake) in stacks.items()}
+    urls: dict[str, dict[str, str]] = {}
+    for label, (stack, _fake) in stacks.items():
+        middle, item = middle_event(stack)
+        base = stack.base_url
+        urls[label] = {
+            "metrics_ms": f"{base}/metrics",
+            "admin_ms": f"{base}/admin/",
+            "admin_events_ms": f"{base}/admin/?status=done",
+            "admin_failed_ms": f"{base}/admin/failed",
+            "admin_event_ms": f"{base}/admin/events/{middle}",
+            "admin_item_ms": f"{base}/admin/lookup?q={quote(item)}",
+        }
+    for figure in urls[next(iter(stacks))]:
+        times: dict[str, list[float]] = {label: [] for label in stacks}
+        for label in stacks:
+            timed_get(sessions[label], urls[label][figure], 2)  # warm
+        for _ in range(args.rounds):
+            for label in stacks:
+                times[label].append(timed_get(sessions[label], urls[label][figure], 1))
+        for label in stacks:
+            outs[label][figure] = round(statistics.median(times[label]), 2)
+    if args.prune:
+        for label, (stack, _fake) in stacks.items():
+            seconds, report = prune(stack)
+            outs[label]["prune"] = {
+                "seconds": round(seconds, 1),
+                **{k: report[k] for k in ("events", "payloads", "zoho_calls")},
             }
-            session = requests.Session()
-            timed_get(session, stack.base_url + "/metrics", 3)  # warm
-            metrics_ms = timed_get(session, stack.base_url + "/metrics", args.rounds)
-            page = session.get(stack.base_url + "/admin/login", timeout=30).text
-            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-            form = {"token": ADMIN_TOKEN, "csrf_token": csrf.group(1) if csrf else ""}
-            r = session.post(stack.base_url + "/admin/login", data=form, timeout=30)
-            assert r.ok, r.status_code
-            out["metrics_ms"] = round(metrics_ms, 2)
-            out["admin_ms"] = round(timed_get(session, stack.base_url + "/admin/", args.rounds), 2)
-            out["admin_events_ms"] = round(timed_get(session, stack.base_url + "/admin/?status=done", args.rounds), 2)
-            out["admin_failed_ms"] = round(timed_get(session, stack.base_url + "/admin/failed", args.rounds), 2)
-            middle, item = middle_event(stack)
-            out["admin_event_ms"] = round(timed_get(session, f"{stack.base_url}/admin/events/{middle}", args.rounds), 2)
-            item_url = f"{stack.base_url}/admin/lookup?q={quote(item)}"
-            out["admin_item_ms"] = round(timed_get(session, item_url, args.rounds), 2)
-            if args.prune:
-                seconds, report = prune(stack)
-                out["prune"] = {
-                    "seconds": round(seconds, 1),
-                    **{k: report[k] for k in ("events", "payloads", "zoho_calls")},
-                }
-                out["size_after"] = database_bytes(stack)
-                out["replay_failed_kb"], out["replay_output"] = replay_peak_kb(stack)
-        finally:
-            stack.stop()
-    return out
+            outs[label]["size_after"] = database_bytes(stack)
+            outs[label]["replay_failed_kb"], outs[label]["replay_output"] = replay_peak_kb(stack)
 
 
 RATIOS = [
@@ -422,16 +441,24 @@ def main() -> None:
     numbers = Numbers()
     results: dict[str, Any] = {"machine": info, "args": vars(args)}
     for kind in args.db.split(","):
-        runs = {}
-        for label, count in (("empty", 0), ("preloaded", args.events)):
-            with redis_database(args.redis_db) as broker:
-                if kind == "sqlite":
-                    runs[label] = measure(StoreConfig("SQLite + Redis", "", broker), args, count, numbers)
-                else:
-                    with postgres_database() as url:
-                        runs[label] = measure(StoreConfig("PostgreSQL + Redis", url, broker), args, count, numbers)
-            print(f"   {kind} {label}: {json.dumps({k: v for k, v in runs[label].items() if k != 'replay_output'})}")
-            sys.stdout.flush()
+        with contextlib.ExitStack() as scope:
+            stacks: dict[str, tuple[BridgeStack, FakeZoho]] = {}
+            runs: dict[str, dict[str, Any]] = {}
+            for label, count, redis_db in (("empty", 0, args.redis_db), ("preloaded", args.events, args.redis_db - 1)):
+                broker = scope.enter_context(redis_database(redis_db))
+                url = scope.enter_context(postgres_database()) if kind == "postgresql" else ""
+                tmp = scope.enter_context(temp_dir(f"bench-growth-{label}-"))
+                fake = scope.enter_context(FakeZoho())
+                extra = {"ADMIN_TOKEN": ADMIN_TOKEN, "RETENTION_DAYS": "30", "RETENTION_PAYLOAD_DAYS": "7"}
+                stack = make_stack(tmp, StoreConfig(f"{kind} {label}", url, broker), fake, extra)
+                runs[label] = setup(stack, args, count, numbers)
+                scope.callback(stack.stop)
+                stack.start_web()
+                stacks[label] = (stack, fake)
+            measure_both(stacks, runs, args, numbers)
+        for label, out in runs.items():
+            print(f"   {kind} {label}: {json.dumps({k: v for k, v in out.items() if k != 'replay_output'})}")
+        sys.stdout.flush()
         results[kind] = {**runs, "summary": report(kind, runs["empty"], runs["preloaded"])}
     write_json(args.json, results)
 
