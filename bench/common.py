@@ -107,7 +107,7 @@ def padded_issue_payload(
     repo: str = "acme/web",
     labels: tuple[str, ...] = ("bug", "area:ui"),
 ) -> dict[str, Any]:
-    """A GitHub `issues` payload (tests/factories.py) whose JSON is about `body_bytes` long."""
+    """A GitHub `issues` payload (testkit/factories.py) whose JSON is about `body_bytes` long."""
     title = title or f"Login button does nothing (#{number})"
     payload = issues_event(action, number=number, title=title, body="", labels=labels, updated=updated, repo=repo)
     missing = max(0, body_bytes - len(json.dumps(payload)))
@@ -134,6 +134,19 @@ def github_requests(port: int, count: int, *, first_number: int) -> list[bytes]:
         body, headers = github_webhook(n)
         out.append(http_request(port, GITHUB_PATH, body, headers))
     return out
+
+
+# -- the code measured: this tree, or an older revision beside it ------------------------------------------
+
+
+@contextlib.contextmanager
+def code_tree(ref: str) -> Iterator[Path]:
+    """The bridge's code at git revision `ref`, extracted into a scratch folder (removed at the end): put it first
+    on PYTHONPATH (and run from elsewhere) to measure the old code against this tree in the same run."""
+    with temp_dir(f"bench-code-{ref.replace('/', '_')[:20]}-") as tmp:
+        archive = subprocess.run(["git", "archive", ref], cwd=REPO, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        yield tmp
 
 
 # -- a bounded load generator: one thread and one connection per sender ------------------------------------
@@ -422,7 +435,7 @@ def temp_dir(prefix: str) -> Iterator[Path]:
 
 
 PRODUCTION_TIMINGS = {
-    # tests/harness.py shortens these for the test suite; the benchmarks run the product's defaults.
+    # testkit/harness.py shortens these for the test suite; the benchmarks run the product's defaults.
     "COALESCE_MS": "300",
     "STALE_AFTER_SECONDS": "60",
     "RETRY_BASE_SECONDS": "2",
@@ -440,6 +453,34 @@ def make_stack(
         database_url=config.database_url,
         extra_env={"LOG_LEVEL": "INFO", **PRODUCTION_TIMINGS, **(extra_env or {})},
     )
+
+
+class OldBridgeStack(BridgeStack):
+    """A BridgeStack running the code extracted by `code_tree` (an older revision): its processes start in that
+    folder with it first on PYTHONPATH, so they import that `bridge`, not this tree's."""
+
+    def __init__(self, code: Path, tmp: Path, config: StoreConfig, extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(
+            tmp,
+            None,
+            broker_url=config.broker_url,
+            database_url=config.database_url,
+            extra_env={"LOG_LEVEL": "INFO", **PRODUCTION_TIMINGS, **(extra_env or {}), "PYTHONPATH": str(code)},
+        )
+        self.code = code
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=self.code,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
 
 
 def start_workers(stack: BridgeStack, count: int, concurrency: int) -> None:

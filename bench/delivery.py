@@ -1,6 +1,6 @@
 """Delivery: webhook → Zoho latency, backlog drain, calls per burst, and a rate-limited backlog.
 
-Real processes (tests/harness.py: gunicorn, celery worker(s), beat) against FakeZoho, a real HTTP
+Real processes (testkit/harness.py: gunicorn, celery worker(s), beat) against FakeZoho, a real HTTP
 server in this process, with the product's default timings (COALESCE_MS=300, STALE_AFTER_SECONDS=60).
 
 1. latency: `--items` new GitHub issues sent at `--rate`/s, no Zoho limit; latency = the create call

@@ -1,25 +1,27 @@
 """Growth: does the bridge cost the same after years of history? Each figure on a database preloaded with
 `--events` stored deliveries (realistic GitHub bodies, with their attempts, Zoho calls and links, spread over
-the past `--history-days`), as a ratio to the same figure on an empty database, in the same run:
+the past `--history-days`; made in bulk by the database itself), as a ratio to the same figure on an empty
+database (holding one full page of failed events), in the same run:
 
-- intake req/s and p99 at 32 senders (real gunicorn, real broker);
-- /metrics time; admin dashboard and failed page time (logged in, over HTTP);
+- intake req/s and p99 at 32 senders (real gunicorn, real broker, no worker draining);
+- /metrics time; admin pages over HTTP, logged in: front, events (done), failed, one event's page (from the
+  middle of the history) and its item's page (`/admin/lookup`);
 - a worker's time per new issue (webhook POST to the create call at FakeZoho, one worker);
-- `events replay --failed` peak memory (max RSS of the command; the preload holds 1 % failed events);
-- database size before and after `db prune` (RETENTION_DAYS=30, RETENTION_PAYLOAD_DAYS=7), and per delivery.
+- with `--prune`: `events replay --failed` peak memory and the database size before and after `db prune`
+  (RETENTION_DAYS=30, RETENTION_PAYLOAD_DAYS=7; slow at a million rows).
 
-    .venv/bin/python bench/growth.py [--events 1000000] [--db sqlite,postgresql] [--json out.json]
+    .venv/bin/python bench/growth.py --db postgresql --events 1000000
+    .venv/bin/python bench/growth.py --db sqlite --events 200000
 
-Target: every ratio <= 1.2, and the size after a prune bounded by the retention settings, not by history.
-The 1M-row run needs ~6 GB of disk per database and a long preload; `--events 20000` runs in minutes.
+Target: every ratio <= 1.2. A million rows take ~5 GB of disk (SQLite ~13 KB per delivery, PostgreSQL ~4 KB).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import random
 import re
 import statistics
 import subprocess
@@ -27,10 +29,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import insert, text
+from sqlalchemy import delete, text
 
 from bench.common import (
     PYTHON,
@@ -56,103 +59,139 @@ from testkit.harness import GITHUB_SECRET, BridgeStack
 
 ADMIN_TOKEN = "growth-bench-admin-token-0123456789"
 DAY = 86400.0
-BASELINE_FAILED = 5
+# The empty database holds a full page of failed events (the failed page shows 200) and of done ones (the events
+# page shows 50), so both databases render the same pages and the ratio measures history, not a page's length.
+BASELINE_FAILED, BASELINE_DONE = 250, 60
 STATUSES = [("done", 90), ("superseded", 5), ("skipped", 4), ("failed", 1)]
 
 
 # -- preload ---------------------------------------------------------------------------------------------
 
 
+SENTINEL = 987654321  # the issue number in the template delivery, replaced by each row's own
+
+
+def _templates() -> dict[str, str]:
+    """One real delivery (a ~5.4 KB `issues` body, its headers, its normalized event, a Zoho call) as text
+    templates in which NUM stands for the issue number."""
+    source = GitHubSource(GITHUB_SECRET)
+    body, headers = github_webhook(SENTINEL, action="edited")
+    event = source.parse(body, headers)
+    number = str(SENTINEL)
+    request = json.dumps({"name": event.fields.get("title", ""), "description": "x" * 600})
+    response = json.dumps({"issues": [{"id": number, "name": "x" * 400}]})
+    return {
+        "body": body.decode().replace(number, "NUM"),
+        "event_json": json.dumps(event.to_json()).replace(number, "NUM"),
+        "item_key": event.item_key.replace(number, "NUM"),
+        "fields": json.dumps(event.fields, default=str).replace(number, "NUM"),
+        "request": request.replace(number, "NUM"),
+        "response": response.replace(number, "NUM"),
+    }
+
+
 def preload(database_url: str, count: int, history_days: float, numbers: Numbers, *, only: str | None = None) -> float:
     """`count` finished deliveries of count/5 items over the past `history_days` (all in status `only` when
-    given); returns the seconds taken."""
+    given), each with its attempt and Zoho call, and a link per item: made by the database itself from one
+    real delivery used as a template (INSERT ... SELECT over a series), 100,000 rows per statement; returns
+    the seconds taken."""
     started = time.perf_counter()
     engine = db.make_engine(database_url)
     db.ensure_schema(engine)
-    source = GitHubSource(GITHUB_SECRET)
-    rng = random.Random(14)
+    pg = engine.dialect.name == "postgresql"
+    first = numbers.take(count // 5 + 1)
+    t = _templates()
     now = time.time()
-    first = numbers.take(count)
-    chunk = 1000
-    statuses = [s for s, weight in STATUSES for _ in range(weight)]
-    for start in range(0, count, chunk):
-        events, attempts, calls, links = [], [], [], []
-        for i in range(start, min(count, start + chunk)):
-            number = first + i // 5  # five deliveries per issue
-            body, headers = github_webhook(number, action="opened" if i % 5 == 0 else "edited")
-            ev = source.parse(body, headers)
-            at = now - history_days * DAY * (1 - i / count)  # oldest first, as history is
-            status = only or rng.choice(statuses)
-            events.append(
-                {
-                    "id": i + 1,
-                    "source": "github",
-                    "dedup_key": f"preload-{i}",
-                    "event_name": ev.event_name,
-                    "item_key": ev.item_key,
-                    "action": ev.action,
-                    "source_ts": at - 1,
-                    "received_at": at,
-                    "status": status,
-                    "attempts": 1,
-                    "next_attempt_at": 0.0,
-                    "last_error": "Zoho answered 400" if status == "failed" else None,
-                    "headers": json.dumps(
-                        {"X-GitHub-Event": "issues", "X-GitHub-Delivery": headers["X-GitHub-Delivery"]}
-                    ),
-                    "payload": body,
-                    "event_json": json.dumps(ev.to_json()),
-                    "processed_at": at + 0.5,
-                }
-            )
-            attempts.append(
-                {"event_id": i + 1, "number": 1, "started_at": at, "finished_at": at + 0.5, "outcome": status}
-            )
-            request = json.dumps({"name": ev.fields.get("title", ""), "description": "x" * 600})
-            calls.append(
-                {
-                    "event_id": i + 1,
-                    "at": at + 0.2,
-                    "method": "POST" if i % 5 == 0 else "PATCH",
-                    "endpoint": "issue.create" if i % 5 == 0 else "issue.update",
-                    "path": f"/api/v3/portal/1/projects/2/issues/{number}",
-                    "request_json": request,
-                    "status": 400 if status == "failed" else 200,
-                    "response_text": json.dumps({"issues": [{"id": str(number), "name": "x" * 400}]}),
-                    "duration_ms": 80.0 + rng.random() * 200,
-                    "dry_run": False,
-                }
-            )
-            if i % 5 == 0:
-                links.append(
-                    {
-                        "source": "github",
-                        "external_id": str(number),
-                        "item_key": ev.item_key,
-                        "portal": "1",
-                        "project": "2",
-                        "zoho_issue_id": f"Z{number}",
-                        "state": "linked",
-                        "last_state_ts": at,
-                        "applied_hash": "0" * 64,
-                        "last_fields": json.dumps(ev.fields, default=str)[:2000],
-                        "created_at": at,
-                        "updated_at": at,
-                    }
-                )
-        with engine.begin() as conn:
-            conn.execute(insert(db.events), events)
-            conn.execute(insert(db.attempts), attempts)
-            conn.execute(insert(db.zoho_calls), calls)
-            if links:
-                conn.execute(insert(db.links), links)
+    span = history_days * DAY
+    # status by a fixed hash of the row number: 90 % done, 5 % superseded, 4 % skipped, 1 % failed
+    pick = "((i * 7919) % 100)"
+    status = (
+        f"'{only}'"
+        if only
+        else f"CASE WHEN {pick} < 90 THEN 'done' WHEN {pick} < 95 THEN 'superseded' "
+        f"WHEN {pick} < 99 THEN 'skipped' ELSE 'failed' END"
+    )
+    num = "CAST(:first + (i - 1) / 5 AS TEXT)"
+    at = ":now - :span * (1.0 - CAST(i AS FLOAT) / :count)"
+    blob = "convert_to({}, 'UTF8')" if pg else "CAST({} AS BLOB)"
+    chunk = 100_000
     with engine.begin() as conn:
+        base = int(conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM events")).scalar_one())
+    for low in range(1, count + 1, chunk):
+        high = min(count, low + chunk - 1)
+        series = (
+            "generate_series(CAST(:low AS BIGINT), CAST(:high AS BIGINT)) AS g(i)"
+            if pg
+            else "(WITH RECURSIVE g(i) AS (SELECT :low UNION ALL SELECT i + 1 FROM g WHERE i < :high) SELECT i FROM g)"
+        )
+        params = {"low": low, "high": high, "first": first, "now": now, "span": span, "count": count, "base": base, **t}
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO events (id, source, dedup_key, event_name, item_key, action, source_ts, "  # noqa: S608
+                    "received_at, status, attempts, next_attempt_at, last_error, headers, payload, event_json, "
+                    "processed_at, origin) "
+                    f"SELECT :base + i, 'github', 'preload-' || CAST(:base + i AS TEXT), "
+                    "CASE WHEN i % 5 = 1 THEN 'issues.opened' ELSE 'issues.edited' END, "
+                    f"replace(:item_key, 'NUM', {num}), CASE WHEN i % 5 = 1 THEN 'created' ELSE 'updated' END, "
+                    f"{at} - 1, {at}, {status}, 1, 0.0, "
+                    f"CASE WHEN {status} = 'failed' THEN 'Zoho answered 400' END, "
+                    '\'{"X-GitHub-Event": "issues"}\', '
+                    f"{blob.format(f'replace(:body, {chr(39)}NUM{chr(39)}, {num})')}, "
+                    f"replace(:event_json, 'NUM', {num}), {at} + 0.5, 'live' FROM {series}"
+                ),
+                params,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO attempts (event_id, number, started_at, finished_at, outcome) "
+                    "SELECT id, 1, received_at, processed_at, status FROM events "
+                    "WHERE id BETWEEN :base + :low AND :base + :high"
+                ),
+                params,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO zoho_calls (event_id, at, method, endpoint, path, request_json, status, "
+                    "response_text, duration_ms, dry_run) SELECT id, received_at + 0.2, "
+                    "CASE WHEN id % 5 = 1 THEN 'POST' ELSE 'PATCH' END, "
+                    "CASE WHEN id % 5 = 1 THEN 'issue.create' ELSE 'issue.update' END, "
+                    "'/api/v3/portal/1/projects/2/issues/' || CAST(id AS TEXT), "
+                    "replace(:request, 'NUM', CAST(id AS TEXT)), "
+                    "CASE WHEN status = 'failed' THEN 400 ELSE 200 END, replace(:response, 'NUM', CAST(id AS TEXT)), "
+                    "80.0 + (id * 37) % 200, false FROM events WHERE id BETWEEN :base + :low AND :base + :high"
+                ),
+                params,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO links (source, external_id, item_key, portal, project, zoho_issue_id, state, "
+                    "last_state_ts, applied_hash, last_fields, created_at, updated_at) "
+                    "SELECT 'github', 'github:' || item_key, item_key, '1', '2', 'Z' || CAST(id AS TEXT), 'linked', "
+                    "received_at, '0000000000000000000000000000000000000000000000000000000000000000', "
+                    "replace(:fields, 'NUM', CAST(id AS TEXT)), received_at, received_at "
+                    "FROM events WHERE id BETWEEN :base + :low AND :base + :high AND (id - :base) % 5 = 1"
+                ),
+                params,
+            )
+        print(f"      preloaded {high:,} of {count:,} ({time.perf_counter() - started:.0f} s)")
+        sys.stdout.flush()
+    with engine.begin() as conn:
+        conn.execute(delete(db.metric_counters))
+        conn.execute(delete(db.metric_deltas))
         counters.seed_from_history(conn)  # as migration 0007 does for an upgraded installation
-        if engine.dialect.name == "postgresql":
+        if pg:
             conn.exec_driver_sql("SELECT setval('events_id_seq', (SELECT max(id) FROM events))")
-    if engine.dialect.name == "postgresql":
+    if pg:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")
+    else:
+        raw = engine.raw_connection()  # outside a transaction: SQLite checkpoints only there
+        try:
+            raw.cursor().execute("ANALYZE")
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
     engine.dispose()
     return time.perf_counter() - started
 
@@ -226,6 +265,17 @@ def replay_peak_kb(stack: BridgeStack) -> tuple[int, str]:
     return int(usage.ru_maxrss), out.strip().splitlines()[-1] if out.strip() else ""
 
 
+def middle_event(stack: BridgeStack) -> tuple[int, str]:
+    """An event from the middle of the history (its page), and its item (the item's page: `/admin/lookup`)."""
+    with stack.engine.connect() as conn:
+        top = int(conn.execute(text("SELECT MAX(id) FROM events")).scalar_one())
+        row = conn.execute(
+            text("SELECT id, item_key FROM events WHERE id >= :id ORDER BY id LIMIT 1"), {"id": top // 2}
+        )
+        event_id, item_key = row.one()
+    return int(event_id), str(item_key)
+
+
 def prune(stack: BridgeStack) -> tuple[float, dict[str, Any]]:
     t0 = time.perf_counter()
     cmd = [PYTHON, "-m", "bridge.cli", "db", "prune", "--json"]
@@ -235,73 +285,101 @@ def prune(stack: BridgeStack) -> tuple[float, dict[str, Any]]:
     return time.perf_counter() - t0, json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def measure(config: StoreConfig, args: argparse.Namespace, preload_events: int, numbers: Numbers) -> dict[str, Any]:
+def setup(stack: BridgeStack, args: argparse.Namespace, preload_events: int, numbers: Numbers) -> dict[str, Any]:
+    out: dict[str, Any] = {"events": preload_events}
+    if preload_events:
+        seconds = preload(stack.settings.database_url, preload_events, args.history_days, numbers)
+        out["preload_s"] = round(seconds, 1)
+    else:  # a full page of failed and of done events: both databases render the same pages
+        preload(stack.settings.database_url, BASELINE_FAILED, 1.0, numbers, only="failed")
+        preload(stack.settings.database_url, BASELINE_DONE, 1.0, numbers, only="done")
+    db.ensure_schema(stack.engine)
+    out["size_before"] = database_bytes(stack)
+    return out
+
+
+def login(stack: BridgeStack) -> Any:
     import requests
 
-    out: dict[str, Any] = {"events": preload_events}
-    with temp_dir("bench-growth-") as tmp, FakeZoho() as fake:
-        stack = make_stack(
-            tmp,
-            config,
-            fake,
-            {"ADMIN_TOKEN": ADMIN_TOKEN, "RETENTION_DAYS": "30", "RETENTION_PAYLOAD_DAYS": "7"},
-        )
-        if preload_events:
-            seconds = preload(stack.settings.database_url, preload_events, args.history_days, numbers)
-            out["preload_s"] = round(seconds, 1)
-        else:  # the same few failed events, so `replay --failed` runs the same code on both databases
-            preload(stack.settings.database_url, BASELINE_FAILED, 1.0, numbers, only="failed")
-        db.ensure_schema(stack.engine)
-        out["size_before"] = database_bytes(stack)
-        try:
-            stack.start_web()
-            # The worker's time per new issue first, on a quiet queue; then intake with no worker draining.
-            stack.start_worker("worker", concurrency=1)
-            out["worker_s_per_issue"] = round(worker_per_issue(stack, fake, numbers, args.issues), 3)
-            stack.kill("worker")
-            run_load_forked(stack.port, github_requests(stack.port, 200, first_number=numbers.take(200)), 8, 60)
-            passes = []
-            for _ in range(args.intake_rounds):
-                requests_ = github_requests(stack.port, args.requests, first_number=numbers.take(args.requests))
-                passes.append(run_load_forked(stack.port, requests_, 32, 60))
-            bad = {s: n for r in passes for s, n in r.statuses.items() if s != 200}
-            out["intake"] = {
-                "rps": round(statistics.median(r.rps for r in passes), 1),
-                "p99_ms": round(statistics.median(r.p99 for r in passes), 1),
-                "refused": bad,
-            }
-            session = requests.Session()
-            timed_get(session, stack.base_url + "/metrics", 3)  # warm
-            metrics_ms = timed_get(session, stack.base_url + "/metrics", args.rounds)
-            page = session.get(stack.base_url + "/admin/login", timeout=30).text
-            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-            form = {"token": ADMIN_TOKEN, "csrf_token": csrf.group(1) if csrf else ""}
-            r = session.post(stack.base_url + "/admin/login", data=form, timeout=30)
-            assert r.ok, r.status_code
-            out["metrics_ms"] = round(metrics_ms, 2)
-            out["admin_ms"] = round(timed_get(session, stack.base_url + "/admin/", args.rounds), 2)
-            out["admin_failed_ms"] = round(timed_get(session, stack.base_url + "/admin/failed", args.rounds), 2)
+    session = requests.Session()
+    page = session.get(stack.base_url + "/admin/login", timeout=30).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    form = {"token": ADMIN_TOKEN, "csrf_token": csrf.group(1) if csrf else ""}
+    r = session.post(stack.base_url + "/admin/login", data=form, timeout=30)
+    assert r.ok, r.status_code
+    return session
+
+
+def measure_both(
+    stacks: dict[str, tuple[BridgeStack, FakeZoho]],
+    outs: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
+    numbers: Numbers,
+) -> None:
+    """Every figure for the empty and the preloaded database in alternation (A, B, A, B …), so a change in the
+    machine's load during the run weighs on both alike: this machine is shared and its load moves a lot."""
+    for label, (stack, fake) in stacks.items():  # a worker's time per new issue, on a quiet queue, one at a time
+        stack.start_worker("worker", concurrency=1)
+        outs[label]["worker_s_per_issue"] = round(worker_per_issue(stack, fake, numbers, args.issues), 3)
+        stack.kill("worker")
+    passes: dict[str, list[Any]] = {label: [] for label in stacks}
+    for stack, _fake in stacks.values():  # warm
+        run_load_forked(stack.port, github_requests(stack.port, 200, first_number=numbers.take(200)), 8, 60)
+    for _ in range(args.intake_rounds):
+        for label, (stack, _fake) in stacks.items():
+            requests_ = github_requests(stack.port, args.requests, first_number=numbers.take(args.requests))
+            passes[label].append(run_load_forked(stack.port, requests_, 32, 60))
+    for label, runs in passes.items():
+        outs[label]["intake"] = {
+            "rps": round(statistics.median(r.rps for r in runs), 1),
+            "p99_ms": round(statistics.median(r.p99 for r in runs), 1),
+            "refused": {s: n for r in runs for s, n in r.statuses.items() if s != 200},
+        }
+    sessions = {label: login(stack) for label, (stack, _fake) in stacks.items()}
+    urls: dict[str, dict[str, str]] = {}
+    for label, (stack, _fake) in stacks.items():
+        middle, item = middle_event(stack)
+        base = stack.base_url
+        urls[label] = {
+            "metrics_ms": f"{base}/metrics",
+            "admin_ms": f"{base}/admin/",
+            "admin_events_ms": f"{base}/admin/?status=done",
+            "admin_failed_ms": f"{base}/admin/failed",
+            "admin_event_ms": f"{base}/admin/events/{middle}",
+            "admin_item_ms": f"{base}/admin/lookup?q={quote(item)}",
+        }
+    for figure in urls[next(iter(stacks))]:
+        times: dict[str, list[float]] = {label: [] for label in stacks}
+        for label in stacks:
+            timed_get(sessions[label], urls[label][figure], 2)  # warm
+        for _ in range(args.rounds):
+            for label in stacks:
+                times[label].append(timed_get(sessions[label], urls[label][figure], 1))
+        for label in stacks:
+            outs[label][figure] = round(statistics.median(times[label]), 2)
+    if args.prune:
+        for label, (stack, _fake) in stacks.items():
             seconds, report = prune(stack)
-            out["prune"] = {
+            outs[label]["prune"] = {
                 "seconds": round(seconds, 1),
                 **{k: report[k] for k in ("events", "payloads", "zoho_calls")},
             }
-            out["size_after"] = database_bytes(stack)
-            out["replay_failed_kb"], out["replay_output"] = replay_peak_kb(stack)
-        finally:
-            stack.stop()
-    return out
+            outs[label]["size_after"] = database_bytes(stack)
+            outs[label]["replay_failed_kb"], outs[label]["replay_output"] = replay_peak_kb(stack)
 
 
 RATIOS = [
     ("intake req/s at 32 senders", ("intake", "rps"), "higher"),
     ("intake p99 ms", ("intake", "p99_ms"), "lower"),
     ("/metrics ms", ("metrics_ms",), "lower"),
-    ("admin dashboard ms", ("admin_ms",), "lower"),
+    ("admin front page ms", ("admin_ms",), "lower"),
+    ("admin events page ms", ("admin_events_ms",), "lower"),
     ("admin failed page ms", ("admin_failed_ms",), "lower"),
+    ("admin event page ms", ("admin_event_ms",), "lower"),
+    ("admin item page ms", ("admin_item_ms",), "lower"),
     ("worker s per new issue", ("worker_s_per_issue",), "lower"),
-    ("replay --failed max RSS KB", ("replay_failed_kb",), "lower"),
 ]
+PRUNE_RATIOS = [("replay --failed max RSS KB", ("replay_failed_kb",), "lower")]
 
 
 def dig(d: dict[str, Any], path: tuple[str, ...]) -> float:
@@ -314,15 +392,19 @@ def report(name: str, empty: dict[str, Any], full: dict[str, Any]) -> dict[str, 
     print(f"\n-- {name}: {full['events']} preloaded events vs an empty database")
     print(f"   {'figure':<30} {'empty':>12} {'preloaded':>12} {'cost ratio':>10}")
     ratios = {}
-    for label, path, better in RATIOS:
+    for label, path, better in RATIOS + (PRUNE_RATIOS if "prune" in full else []):
         a, b = dig(empty, path), dig(full, path)
         ratio = (a / b if better == "higher" else b / a) if a and b else float("nan")
         ratios[label] = round(ratio, 2)
         flag = "" if ratio <= 1.2 else "  > 1.2"
         print(f"   {label:<30} {a:>12.2f} {b:>12.2f} {ratio:>10.2f}{flag}")
     n = full["events"]
-    before, after, base = full["size_before"]["live_bytes"], full["size_after"]["live_bytes"], empty["size_before"]
+    before, base = full["size_before"]["live_bytes"], empty["size_before"]
     per_before = (before - base["live_bytes"]) / n
+    print(f"   database: {before / 1e6:.1f} MB live ({per_before:.0f} bytes per stored delivery)")
+    if "prune" not in full:
+        return {"ratios": ratios, "bytes_per_delivery_before": round(per_before)}
+    after = full["size_after"]["live_bytes"]
     kept = n - full["prune"]["events"]
     print(
         f"   database: {before / 1e6:.1f} MB live before the prune, {after / 1e6:.1f} MB after "
@@ -350,6 +432,7 @@ def main() -> None:
     parser.add_argument("--intake-rounds", type=int, default=2, help="intake passes (median)")
     parser.add_argument("--issues", type=int, default=10, help="new issues for the worker timing")
     parser.add_argument("--redis-db", type=int, default=14)
+    parser.add_argument("--prune", action="store_true", help="then `db prune` and `replay --failed` (slow at 1M)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     os.environ.pop("BRIDGE_TEST_DATABASE_URL", None)
@@ -358,16 +441,24 @@ def main() -> None:
     numbers = Numbers()
     results: dict[str, Any] = {"machine": info, "args": vars(args)}
     for kind in args.db.split(","):
-        runs = {}
-        for label, count in (("empty", 0), ("preloaded", args.events)):
-            with redis_database(args.redis_db) as broker:
-                if kind == "sqlite":
-                    runs[label] = measure(StoreConfig("SQLite + Redis", "", broker), args, count, numbers)
-                else:
-                    with postgres_database() as url:
-                        runs[label] = measure(StoreConfig("PostgreSQL + Redis", url, broker), args, count, numbers)
-            print(f"   {kind} {label}: {json.dumps({k: v for k, v in runs[label].items() if k != 'replay_output'})}")
-            sys.stdout.flush()
+        with contextlib.ExitStack() as scope:
+            stacks: dict[str, tuple[BridgeStack, FakeZoho]] = {}
+            runs: dict[str, dict[str, Any]] = {}
+            for label, count, redis_db in (("empty", 0, args.redis_db), ("preloaded", args.events, args.redis_db - 1)):
+                broker = scope.enter_context(redis_database(redis_db))
+                url = scope.enter_context(postgres_database()) if kind == "postgresql" else ""
+                tmp = scope.enter_context(temp_dir(f"bench-growth-{label}-"))
+                fake = scope.enter_context(FakeZoho())
+                extra = {"ADMIN_TOKEN": ADMIN_TOKEN, "RETENTION_DAYS": "30", "RETENTION_PAYLOAD_DAYS": "7"}
+                stack = make_stack(tmp, StoreConfig(f"{kind} {label}", url, broker), fake, extra)
+                runs[label] = setup(stack, args, count, numbers)
+                scope.callback(stack.stop)
+                stack.start_web()
+                stacks[label] = (stack, fake)
+            measure_both(stacks, runs, args, numbers)
+        for label, out in runs.items():
+            print(f"   {kind} {label}: {json.dumps({k: v for k, v in out.items() if k != 'replay_output'})}")
+        sys.stdout.flush()
         results[kind] = {**runs, "summary": report(kind, runs["empty"], runs["preloaded"])}
     write_json(args.json, results)
 

@@ -4,17 +4,22 @@ The bridge (`bridge.web.wsgi:app`) and the baseline (`bench/bare_app.py`, 200 an
 under the Procfile's settings (`gunicorn -c python:bridge.process.gunicorn_conf`). For each sender count the two
 are loaded in turn, `--rounds` times (medians are reported), by threads of this process: one connection
 per sender, kept alive when the server allows it (gunicorn's sync workers close after every response).
-Bodies: ~5 KB signed GitHub `issues.opened` deliveries (tests/factories.py, padded) for distinct issues.
+Bodies: ~5 KB signed GitHub `issues.opened` deliveries (testkit/factories.py, padded) for distinct issues.
 No worker runs: this is intake only (verify, parse, store the row, queue the wake-up, answer).
 
-    .venv/bin/python bench/intake.py [--quick] [--config embedded|redis-pg|both] [--profile]
+    .venv/bin/python bench/intake.py [--quick] [--config embedded|redis-pg|both] [--profile] [--before REF]
 
-Targets (32 senders): the bridge's throughput >= 70% of the bare endpoint's, and p99 < 50 ms.
+With `--before REF` the code of git revision REF is started too (its own data, its own database) and loaded in
+turn with the other two, so the old and the new intake are compared in the same run.
+
+Targets (32 senders): the bridge's throughput >= 0.5 of the bare endpoint's on the embedded default (>= 0.4 on
+Redis + PostgreSQL), p99 < 50 ms, and <= 1.0 ms of server CPU per delivery.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 from collections.abc import Callable
@@ -26,15 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     GITHUB_PATH,
+    REDIS_HOST,
+    REDIS_PORT,
     BareServer,
     BridgeStack,
     CpuMeter,
     GunicornServer,
     LoadResult,
     Numbers,
+    OldBridgeStack,
     PySpy,
+    StoreConfig,
+    code_tree,
     github_requests,
     make_stack,
+    postgres_database,
     print_header,
     process_tree,
     profile_split,
@@ -60,7 +71,8 @@ FOCUS = (
     "Logger.info",
     "jsonify",
 )
-TARGET_RATIO, TARGET_P99_MS, TARGET_LEVEL = 0.70, 50.0, 32
+TARGET_RATIO = {"embedded": 0.5, "redis-pg": 0.4}
+TARGET_P99_MS, TARGET_CPU_MS, TARGET_LEVEL = 50.0, 1.0, 32
 
 
 def warm_up(port: int, numbers: Numbers, count: int = 200) -> None:
@@ -147,23 +159,35 @@ def report_cpu(results: dict[int, dict[str, list[LoadResult]]]) -> None:
 
 
 def report(
-    results: dict[int, dict[str, list[LoadResult]]], baseline: str = "bare", subject: str = "bridge"
+    results: dict[int, dict[str, list[LoadResult]]], baseline: str = "bare", target_ratio: float = 0.5
 ) -> list[dict[str, Any]]:
+    """Each server against the baseline at each sender count; the targets are checked for "bridge"."""
     rows = []
-    head = f"{subject} req/s"
-    print(f"   {'senders':>7} | {baseline + ' req/s':>10} {'p50':>6} {'p99':>6} | {head:>12} {'p50':>6} {'p99':>6} |")
+    names = [n for n in next(iter(results.values())) if n != baseline]
+    head = "".join(f" | {n + ' req/s':>14} {'p50':>6} {'p99':>6} {'ratio':>5}" for n in names)
+    print(f"   {'senders':>7} | {baseline + ' req/s':>10} {'p50':>6} {'p99':>6}{head}")
     for level, by_target in results.items():
-        base, subj = median_of(by_target[baseline]), median_of(by_target[subject])
-        ratio = subj["rps"] / base["rps"] if base["rps"] else float("nan")
-        row = {"senders": level, baseline: base, subject: subj, "ratio": ratio}
-        line = f"   {level:>7} | {base['rps']:>10.0f} {base['p50_ms']:>6.1f} {base['p99_ms']:>6.1f} |"
-        line += f" {subj['rps']:>12.0f} {subj['p50_ms']:>6.1f} {subj['p99_ms']:>6.1f} | ratio {ratio:.2f}"
-        if level == TARGET_LEVEL:
-            row["ratio_met"] = ratio >= TARGET_RATIO
-            row["p99_met"] = subj["p99_ms"] < TARGET_P99_MS
-            line += f"  [ratio >= {TARGET_RATIO}: {verdict(row['ratio_met'])}; "
-            line += f"p99 < {TARGET_P99_MS:.0f} ms: {verdict(row['p99_met'])}]"
+        base = median_of(by_target[baseline])
+        row: dict[str, Any] = {"senders": level, baseline: base}
+        line = f"   {level:>7} | {base['rps']:>10.0f} {base['p50_ms']:>6.1f} {base['p99_ms']:>6.1f}"
+        for name in names:
+            subj = median_of(by_target[name])
+            ratio = subj["rps"] / base["rps"] if base["rps"] else float("nan")
+            row[name], row[f"ratio {name}"] = subj, ratio
+            line += f" | {subj['rps']:>14.0f} {subj['p50_ms']:>6.1f} {subj['p99_ms']:>6.1f} {ratio:>5.2f}"
         print(line)
+        if "bridge" in row:
+            row["ratio"] = row["ratio bridge"]
+        if level == TARGET_LEVEL and "bridge" in row:
+            bridge = row["bridge"]
+            row["ratio_met"] = row["ratio bridge"] >= target_ratio
+            row["p99_met"] = bridge["p99_ms"] < TARGET_P99_MS
+            row["cpu_met"] = bridge.get("cpu ms/req: server", float("inf")) <= TARGET_CPU_MS
+            print(
+                f"   bridge at {level} senders: ratio >= {target_ratio}: {verdict(row['ratio_met'])}; "
+                f"p99 < {TARGET_P99_MS:.0f} ms: {verdict(row['p99_met'])}; "
+                f"server CPU <= {TARGET_CPU_MS} ms per delivery: {verdict(row['cpu_met'])}"
+            )
         rows.append(row)
     print("   (latencies in ms; medians over rounds)")
     report_cpu(results)
@@ -196,26 +220,55 @@ def run_config(config_name: str, args: argparse.Namespace, counts: dict[int, int
         print(f"-- {config.name}; no worker running; WEB_CONCURRENCY={args.web_concurrency or 'default (2)'}")
         extra = {"WEB_CONCURRENCY": str(args.web_concurrency)} if args.web_concurrency else {}
         stack = make_stack(tmp, config, fake=None, extra_env=extra)
-        try:
-            stack.start_web()
-            with BareServer(stack.env, stack.logs / "bare.log") as bare:
-                numbers = Numbers()
-                warm_up(stack.port, numbers)
-                warm_up(bare.port, numbers)
-                before = stored_rows(stack)
-                targets = {"bare": server_target(bare), "bridge": bridge_target(stack)}
-                results = intake_passes(targets, LEVELS, counts, args.rounds, numbers)
-                accepted = sum(r.statuses.get(200, 0) for by in results.values() for r in by["bridge"])
-                stored = stored_rows(stack) - before
-                rows = report(results)
-                print(f"   rows stored by the bridge during the passes: {stored} (200 answers: {accepted})")
-                if stored != accepted:
-                    print("   !! the bridge answered 200 without storing every delivery")
-                if args.profile:
-                    profile_pass(stack, bare, counts[TARGET_LEVEL], numbers, Path(args.profile_dir))
-        finally:
-            stack.stop()
+        with contextlib.ExitStack() as old:
+            older = old_stack(old, args.before, config_name, args, tmp, extra) if args.before else None
+            try:
+                stack.start_web()
+                if older is not None:
+                    older.start_web()
+                rows = passes(stack, older, args, counts, config_name)
+            finally:
+                stack.stop()
+                if older is not None:
+                    older.stop()
     return {"config": config.name, "rows": rows}
+
+
+def old_stack(
+    old: contextlib.ExitStack, ref: str, config_name: str, args: argparse.Namespace, tmp: Path, extra: dict[str, str]
+) -> BridgeStack:
+    """The bridge at git revision `ref`, with a store of its own (a second PostgreSQL database on redis-pg)."""
+    code = old.enter_context(code_tree(ref))
+    config = StoreConfig("before")
+    if config_name == "redis-pg":
+        url = old.enter_context(postgres_database())
+        config = StoreConfig("before", url, f"redis://{REDIS_HOST}:{REDIS_PORT}/{args.redis_db}")
+    (tmp / "before").mkdir()
+    return OldBridgeStack(code, tmp / "before", config, extra)
+
+
+def passes(
+    stack: BridgeStack, older: BridgeStack | None, args: argparse.Namespace, counts: dict[int, int], config_name: str
+) -> list[dict[str, Any]]:
+    with BareServer(stack.env, stack.logs / "bare.log") as bare:
+        numbers = Numbers()
+        warm_up(stack.port, numbers)
+        warm_up(bare.port, numbers)
+        targets = {"bare": server_target(bare), "bridge": bridge_target(stack)}
+        if older is not None:
+            warm_up(older.port, numbers)
+            targets = {"bare": targets["bare"], "before": bridge_target(older), "bridge": targets["bridge"]}
+        before = stored_rows(stack)
+        results = intake_passes(targets, LEVELS, counts, args.rounds, numbers)
+        accepted = sum(r.statuses.get(200, 0) for by in results.values() for r in by["bridge"])
+        stored = stored_rows(stack) - before
+        rows = report(results, target_ratio=TARGET_RATIO[config_name])
+        print(f"   rows stored by the bridge during the passes: {stored} (200 answers: {accepted})")
+        if stored != accepted:
+            print("   !! the bridge answered 200 without storing every delivery")
+        if args.profile:
+            profile_pass(stack, bare, counts[TARGET_LEVEL], numbers, Path(args.profile_dir))
+    return rows
 
 
 def main() -> None:
@@ -228,6 +281,7 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=15, help="Redis db number for redis-pg (must be empty)")
     parser.add_argument("--profile", action="store_true", help="then profile a 32-sender pass with py-spy")
     parser.add_argument("--profile-dir", default="bench/profiles")
+    parser.add_argument("--before", metavar="REF", help="also load the bridge at this git revision, in turn")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
     many = args.requests or (800 if args.quick else 2500)

@@ -1,7 +1,7 @@
 """Talking back within the budget: a 100-issue burst's forward sync with back-links and reverse polling on,
 against the same burst with them off (the baseline, same run), under one shared Zoho limit.
 
-Real processes (tests/harness.py: gunicorn, a celery worker, beat) against FakeZoho, which enforces the limit
+Real processes (testkit/harness.py: gunicorn, a celery worker, beat) against FakeZoho, which enforces the limit
 (L calls per W seconds; a breach blocks it for 30 s, so a single 429 would show) and FakeGitHub, which takes the
 back-link comments. The reverse side is on as an admin would run it: `backlink:`, `reverse.status`,
 `reverse.comments: true`, polled every W/2 seconds (the default is 60 s against Zoho's 120 s window).

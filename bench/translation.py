@@ -4,7 +4,7 @@ For each source: `Source.parse(body, headers, hint)` then `bridge.mapping.transl
 (plus `render_comment` for comment events: that is the mapping's work for them), with the shipped
 mapping file of the source (mappings/<source>.yaml). Baseline, same bodies, same run: `json.loads`.
 
-Bodies: GitHub: ~5 KB deliveries built with tests/factories.py (opened, edited, labeled, closed,
+Bodies: GitHub: ~5 KB deliveries built with testkit/factories.py (opened, edited, labeled, closed,
 comment created) plus the real-world corpus in ../shared/fixtures/github when present; Bugzilla and
 BugHerd: their corpus in ../shared/fixtures (skipped, with a note, when the source module or the
 corpus is missing). Deliveries a source ignores (ping, pull-request comments, attachments) are left out.

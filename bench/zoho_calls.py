@@ -1,6 +1,6 @@
 """Zoho calls per new issue, per edit burst, and a backlog drained under the documented projects limit.
 
-Real processes (tests/harness.py: gunicorn, a celery worker, beat) against FakeZoho over HTTP.
+Real processes (testkit/harness.py: gunicorn, a celery worker, beat) against FakeZoho over HTTP.
 
 1. new issues: `--items` GitHub issues opened one after another; Zoho calls per new issue (target 1.0), with
    the one-off option-list read (one per worker process, cached) shown apart.

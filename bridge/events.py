@@ -93,12 +93,14 @@ class NormalizedEvent:
             raise ValueError("source_ts must be timezone-aware (UTC)")
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Shallow (intake's hot path): `dataclasses.asdict` deep-copied every field value only to be dumped.
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["fields"] = dict(self.fields)
         data["source_ts"] = self.source_ts.isoformat()
         data["notes"] = list(self.notes)
         if self.comment is not None:
             data["comment"] = {
-                **dataclasses.asdict(self.comment),
+                **{f.name: getattr(self.comment, f.name) for f in dataclasses.fields(self.comment)},
                 "created_at": _iso(self.comment.created_at),
                 "updated_at": _iso(self.comment.updated_at),
             }

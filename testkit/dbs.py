@@ -71,6 +71,39 @@ def deliver(engine: Engine, n: int, *, source: str = "github", body_bytes: int =
     return event_id
 
 
+def attempt(engine: Engine, event_id: int, outcome: str, detail: str = "") -> int:
+    """Count one finished attempt of an event, as the delivery core does; returns the event's attempt count."""
+    from bridge.store import outcomes
+    from bridge.store.clock import db_now
+
+    with engine.begin() as conn:
+        now = db_now(conn)
+        return outcomes.count_attempt(conn, event_id, started_at=now, now=now, outcome=outcome, detail=detail)
+
+
+def finish(engine: Engine, event_id: int, status: str, *, error: str | None = None) -> bool:
+    """End a pending event, as the delivery core does (False: it was not pending)."""
+    from bridge.store import outcomes
+    from bridge.store.clock import db_now
+
+    with engine.begin() as conn:
+        return outcomes.finish(conn, event_id, status, db_now(conn), error=error)
+
+
+def link(engine: Engine, *, source: str, external_id: str, item_key: str, zoho_issue_id: str, **where: str) -> None:
+    """An item linked to its Zoho issue (intent written, then confirmed), as the delivery core leaves it."""
+    from bridge.store import links
+    from bridge.store.clock import db_now
+
+    with engine.begin() as conn:
+        now = db_now(conn)
+        portal, project = where.get("portal", "p"), where.get("project", "q")
+        links.write_intent(
+            conn, source=source, external_id=external_id, item_key=item_key, portal=portal, project=project, now=now
+        )
+        links.update_link(conn, source=source, item_key=item_key, now=now, zoho_issue_id=zoho_issue_id, state="linked")
+
+
 def age(engine: Engine, event_id: int, days: float) -> None:
     """Pretend the event was received and processed `days` ago (test setup of history)."""
     import time

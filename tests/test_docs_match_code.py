@@ -18,7 +18,7 @@ from marshmallow import Schema, fields
 from bridge.cli import main
 from bridge.mapping.schema import MappingSchema
 from bridge.mapping.talkback import BacklinkSchema, ReverseSchema
-from bridge.targets.zoho.grant import SCOPES
+from bridge.targets.zoho.grant import ATTACHMENT_SCOPES, SCOPES
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
@@ -149,9 +149,12 @@ def test_readme_scopes_are_the_ones_zoho_connect_asks_for() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for dialect, scopes in SCOPES.items():
         [row] = [line for line in readme.splitlines() if line.strip().startswith(f"| `{dialect}`")]
-        listed = re.findall(r"`(Zoho[A-Za-z]+\.[a-z_]+\.[A-Z]+)`", row)
+        base, _, upload = row.partition("attachments: true")
+        listed = re.findall(r"`(Zoho[A-Za-z]+\.[a-z_]+\.[A-Z]+)`", base)
         optional = re.findall(r"add `([^`]+)` only", row)
         assert [s for s in listed if s not in optional] == list(scopes), dialect
+        upload_scopes = re.findall(r"`((?:Zoho[A-Za-z]+|WorkDrive)\.[a-z_]+\.[A-Z]+)`", upload.split("add `")[0])
+        assert upload_scopes == list(ATTACHMENT_SCOPES[dialect]), dialect
 
 
 def test_the_claims_issue_22_found_wrong_stay_corrected() -> None:

@@ -142,3 +142,13 @@ def test_a_bad_setting_stops_each_process_with_one_json_line_naming_it(tmp_path,
     assert len(lines) == 1, lines
     record = json.loads(lines[0])
     assert record["level"] == "critical" and record["msg"].startswith("TRUSTED_PROXIES: "), record
+
+
+def test_importing_the_tasks_outside_a_celery_process_leaves_stdout_alone(tmp_path: Path) -> None:
+    """Only `celery … worker` and `celery … beat` turn what they print into log records: a test, a bench or a
+    script that imports the tasks keeps its own stdout (pytest's terminal writer asks its descriptor)."""
+    env = {**os.environ, "BRIDGE_DATA_DIR": str(tmp_path), "BROKER_URL": "redis://127.0.0.1:1/0"}
+    code = "import sys, workers.tasks; print(sys.__stdout__.fileno(), sys.stdout is sys.__stdout__)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "True"]

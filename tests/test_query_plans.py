@@ -13,8 +13,9 @@ from sqlalchemy import event
 
 from bridge import store
 from bridge.process import metrics
+from bridge.store import claims, links, retention
 from bridge.store import pages as store_pages
-from bridge.store import retention
+from testkit import dbs
 from testkit.dbs import age, deliver, engine  # noqa: F401  (the fixture)
 
 HISTORY_TABLES = ("events", "zoho_calls", "attempts")
@@ -103,7 +104,6 @@ def history(engine) -> list[int]:  # noqa: F811
         ids.append(event_id)
         if n % 4 == 0:
             continue  # stays pending
-        attempt, _ = store.start_attempt(engine, event_id)
         store.record_zoho_call(
             engine,
             event_id=event_id,
@@ -115,12 +115,11 @@ def history(engine) -> list[int]:  # noqa: F811
             duration_ms=30.0 + n,
             dry_run=False,
         )
-        store.finish_attempt(engine, attempt, "retry" if n % 5 == 0 else "done")
-        store.finish_event(engine, event_id, store.FAILED if n % 5 == 0 else store.DONE)
+        dbs.attempt(engine, event_id, "retry" if n % 5 == 0 else "done")
+        dbs.finish(engine, event_id, store.FAILED if n % 5 == 0 else store.DONE)
         if n < 20:
             age(engine, event_id, 10 if n % 2 else 40)
-    store.write_link_intent(engine, source="github", external_id="1", item_key="acme/web#1", portal="p", project="q")
-    store.confirm_link(engine, source="github", external_id="1", zoho_issue_id="Z1")
+    dbs.link(engine, source="github", external_id="1", item_key="acme/web#1", zoho_issue_id="Z1")
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql("ANALYZE")
@@ -146,12 +145,13 @@ def test_hot_path_and_paged_queries_use_indexes(engine):  # noqa: F811
         store.record_delivery(engine, event.event, dedup_key="d-github-6", headers={}, payload=b"{}")
         # a worker on one item
         store.pending_for_item(engine, "github", "acme/web#8", now)
-        store.next_due_for_item(engine, "github", "acme/web#8")
-        attempt, _ = store.start_attempt(engine, ids[7])
-        store.finish_attempt(engine, attempt, "done")
-        store.finish_event(engine, ids[7], store.DONE)
+        with engine.connect() as conn:
+            claims.next_due(conn, "github", "acme/web#8")
+        dbs.attempt(engine, ids[7], "done")
+        dbs.finish(engine, ids[7], store.DONE)
         store.get_link(engine, "github", "1")
-        store.get_comment_link(engine, "github", "1", "c1")
+        with engine.connect() as conn:
+            links.comment_links(conn, "github", "1")
         store.get_raw_delivery(engine, some)
         store.attempts_for_event(engine, some)
         store.calls_for_event(engine, some)

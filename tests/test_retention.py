@@ -17,8 +17,9 @@ from sqlalchemy import func, insert, select
 from bridge import store
 from bridge.cli import main as cli
 from bridge.process import metrics
-from bridge.store import retention
+from bridge.store import links, retention
 from bridge.store import schema as db
+from testkit import dbs
 from testkit.dbs import age, deliver, engine  # noqa: F401  (the fixture)
 
 COUNTER_LINE = re.compile(
@@ -35,7 +36,6 @@ def _lines(engine) -> list[str]:  # noqa: F811
 
 def finished(engine, n: int, status: str = store.DONE, *, days: float, calls: int = 1) -> int:  # noqa: F811
     event_id = deliver(engine, n)
-    attempt, _ = store.start_attempt(engine, event_id)
     for _ in range(calls):
         store.record_zoho_call(
             engine,
@@ -48,8 +48,8 @@ def finished(engine, n: int, status: str = store.DONE, *, days: float, calls: in
             duration_ms=40.0,
             dry_run=False,
         )
-    store.finish_attempt(engine, attempt, "failed" if status == store.FAILED else "done")
-    store.finish_event(engine, event_id, status, error="Zoho said no" if status == store.FAILED else None)
+    dbs.attempt(engine, event_id, "failed" if status == store.FAILED else "done")
+    dbs.finish(engine, event_id, status, error="Zoho said no" if status == store.FAILED else None)
     age(engine, event_id, days)
     return event_id
 
@@ -73,9 +73,10 @@ def test_prune_drops_old_bodies_then_old_events_and_keeps_links_failed_and_pendi
     old_failed = finished(engine, 5, store.FAILED, days=60)
     old_pending = deliver(engine, 6)
     age(engine, old_pending, 50)
-    store.write_link_intent(engine, source="github", external_id="1", item_key="acme/web#1", portal="p", project="q")
-    store.confirm_link(engine, source="github", external_id="1", zoho_issue_id="Z1")
-    store.write_comment_intent(engine, source="github", external_id="1", comment_id="c1")
+    dbs.link(engine, source="github", external_id="1", item_key="acme/web#1", zoho_issue_id="Z1")
+    with engine.begin() as conn:
+        links.save_comment(conn, source="github", external_id="1", comment_id="c1", zoho_comment_id="ZC1",
+                           state="posted", last_ts=1.0, body_hash=None, now=time.time())  # fmt: skip
     store.record_zoho_call(
         engine,
         event_id=None,
@@ -110,7 +111,8 @@ def test_prune_drops_old_bodies_then_old_events_and_keeps_links_failed_and_pendi
     assert payload_of(engine, old_failed) and len(store.calls_for_event(engine, old_failed)) == 1
     assert store.get_event(engine, old_pending).status == store.PENDING
     assert store.get_link(engine, "github", "1").zoho_issue_id == "Z1"
-    assert store.get_comment_link(engine, "github", "1", "c1") is not None
+    with engine.connect() as conn:
+        assert "c1" in links.comment_links(conn, "github", "1")
     # Counters and histograms are not history: a prune leaves every one of them as it was.
     assert _lines(engine) == before
     text = metrics.render(engine).decode()
@@ -126,7 +128,7 @@ def test_failed_event_is_pruned_only_after_replay_and_its_new_age(engine):  # no
     failed = finished(engine, 1, store.FAILED, days=90)
     assert retention.prune(engine, retention_days=30, payload_days=7).events == 0
     store.reset_for_replay(engine, [failed])
-    store.finish_event(engine, failed, store.DONE)
+    dbs.finish(engine, failed, store.DONE)
     assert retention.prune(engine, retention_days=30, payload_days=7).events == 0  # done today: kept
     assert payload_of(engine, failed)
     age(engine, failed, 31)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from dotenv import dotenv_values
 
 from bridge.cli import main
-from bridge.targets.zoho.grant import SCOPES
+from bridge.targets.zoho.grant import ATTACHMENT_SCOPES, SCOPES
 from testkit.fakes.zoho import FakeZoho
 
 PROJECT = "1752587000000097024"
@@ -156,3 +156,19 @@ def test_fake_accounts_follow_the_seed(home: Path) -> None:
         assert requests.post(token, data=form, timeout=10).json() == {"error": "invalid_code"}  # once only
         with pytest.raises(ValueError, match="Enter a valid scope"):
             fake.self_client_code("ZohoProjects.everything")
+
+
+def test_a_mapping_that_copies_attachments_adds_the_upload_scopes_to_the_grant(home: Path) -> None:
+    """`attachments: true` uploads through the portal's WorkDrive (seed 001:12298): the grant URL asks for those
+    scopes too, and a code granted without them is connected with a warning naming them."""
+    shipped = (Path(__file__).resolve().parents[1] / "mappings" / "examples" / "github.yaml").read_text()
+    (home / "mappings" / "github.yaml").write_text(shipped.rstrip() + "\nattachments: true\n")
+    wanted = SCOPES["projects"] + ATTACHMENT_SCOPES["projects"]
+    with FakeZoho() as fake:
+        code = fake.self_client_code(list(SCOPES["projects"]))
+        exit_code, output = _connect(home, fake, "--code", code)
+        assert exit_code == 0, output
+        grant_url = next(line.strip() for line in output.splitlines() if "/oauth/v2/auth?" in line)
+        assert parse_qs(urlsplit(grant_url).query)["scope"] == [",".join(wanted)]
+        assert f"scopes: {','.join(wanted)}" in output
+        assert "warning: the grant lacks ZohoProjects.portals.CREATE, WorkDrive.workspace.ALL" in output

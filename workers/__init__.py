@@ -7,7 +7,7 @@ worker here with one line naming it). On the embedded default the private Redis 
 from __future__ import annotations
 
 from bridge.process.broker import ensure_embedded_redis, make_celery
-from bridge.process.logs import capture_output, configure_logging, fatal
+from bridge.process.logs import capture_output, configure_logging, fatal, is_celery_process
 from bridge.settings import SettingsError, load_settings
 
 try:
@@ -15,7 +15,8 @@ try:
 except SettingsError as exc:
     fatal(str(exc))  # one line naming the setting (Celery would print a traceback)
 configure_logging(settings)
-capture_output()  # what Celery prints (banners, shutdown notes) becomes JSON log lines too
+if is_celery_process():  # not when a test or a script imports the tasks: their stdout stays theirs
+    capture_output()  # what Celery prints (banners, shutdown notes) becomes JSON log lines too
 if settings.embedded_broker:
     ensure_embedded_redis(settings)
 app = make_celery(settings)

@@ -1,4 +1,9 @@
-"""Thin tasks: read ids, call the sync service, schedule what is due next. Logic lives in `bridge`."""
+"""Thin tasks: read ids, call the sync service, schedule what is due next. Logic lives in `bridge`.
+
+The periodic jobs are quiet when they find nothing: Celery's own lines about them (sent, received, succeeded)
+are DEBUG, and a job logs at INFO only what it did. The backfill lane's feeder is not periodic: it runs every
+second while a backfill has parked events, as a chain of tasks (started by `backfill` or the stale sweeper).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,58 @@ from celery import shared_task
 from bridge import store
 from bridge.backfill import feeder
 from bridge.events import SourceUnavailable
-from bridge.process.broker import TASK_PRUNE, TASK_REQUEUE_STALE, TASK_SYNC_ITEM, TASK_WAKE_ITEMS
+from bridge.process.broker import (
+    QUIET_TASKS,
+    TASK_FEED_BACKFILL,
+    TASK_PRUNE,
+    TASK_REQUEUE_STALE,
+    TASK_SYNC_ITEM,
+    TASK_WAKE_ITEMS,
+)
 from bridge.process.runtime import get_runtime
 from bridge.sources.bugzilla import poller as polling
-from bridge.store import claims
+from bridge.store import claims, counters
 
 log = logging.getLogger("bridge.worker")
+
+
+class QuietHousekeeping(logging.Filter):
+    """Celery's INFO lines about a periodic job (beat sending it, the worker receiving it, its success) become
+    DEBUG: emitted only when the bridge logs at DEBUG. Every other task keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        args = record.args
+        if isinstance(args, dict):
+            task = args.get("name")
+        elif isinstance(args, tuple) and len(args) == 2:  # beat: "Sending due task %s (%s)", entry, task name
+            task = args[1]
+        else:
+            return True
+        if task not in QUIET_TASKS:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+class QuietSchemaCheck(logging.Filter):
+    """Alembic's INFO lines when a process first looks at the schema version (and finds nothing to do) become
+    DEBUG: a pool process's first task would otherwise log them in the middle of a quiet day."""
+
+    ROUTINE = ("Context impl ", "Will assume ", "setup plugin ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith(self.ROUTINE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+for _name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
+    logging.getLogger(_name).addFilter(QuietHousekeeping())
+for _name in ("alembic.runtime.migration", "alembic.runtime.plugins"):
+    logging.getLogger(_name).addFilter(QuietSchemaCheck())
 
 
 @shared_task(name=TASK_SYNC_ITEM, acks_late=True)
@@ -41,13 +92,18 @@ def wake_items(items: list[list[str]]) -> int:
 
 @shared_task(name=TASK_REQUEUE_STALE)
 def requeue_stale() -> int:
-    """Events stored but not processed after a grace period (broker down, worker killed) go again."""
+    """Events stored but not processed after a grace period (broker down, worker killed) go again; the metric
+    deltas are folded; a backfill whose feeder stopped (its chain lost with a worker) gets it back."""
     runtime = get_runtime()
     items = claims.stale_items(runtime.engine, grace=runtime.settings.stale_after_seconds)
     for source, item_key in items:
         sync_item.delay(source, item_key)
     if items:
         log.info("re-enqueued stale items", extra={"count": len(items)})
+    counters.fold(runtime.engine)
+    if feeder.anything_parked(runtime.engine) and not feeder.chain_alive(runtime.engine):
+        feed_backfill.delay()
+        log.info("restarted the backfill feeder")
     return len(items)
 
 
@@ -84,13 +140,21 @@ def prune_history() -> dict[str, object]:
         store.release_lease(runtime.engine, retention.LEASE_KEY, holder)
 
 
-@shared_task(name="workers.tasks.feed_backfill")
-def feed_backfill() -> int:
-    """Beat job: release parked backfill events at the backfill's budget share, while workers keep up."""
+@shared_task(name=TASK_FEED_BACKFILL)
+def feed_backfill(chain: str = "") -> int:
+    """Release parked backfill events at the backfill's budget share, while workers keep up; again in a second
+    while any are parked. One chain at a time (a lease): a second start is a no-op while the first is alive."""
     runtime = get_runtime()
+    chain = chain or uuid.uuid4().hex
+    if not feeder.hold_chain(runtime.engine, chain):
+        return 0  # another chain feeds the lane
     items = feeder.release(runtime.engine, runtime.settings)
     for source, item_key in items:
         sync_item.delay(source, item_key)
+    if feeder.anything_parked(runtime.engine):
+        feed_backfill.apply_async((chain,), countdown=feeder.FEED_EVERY_SECONDS)
+    else:
+        feeder.end_chain(runtime.engine, chain)
     return len(items)
 
 

@@ -2,8 +2,9 @@
 while the workers keep up, so live deliveries never queue behind a backlog of backfilled work.
 
 A backfill stores its events *parked* (`next_attempt_at = PARKED_AT`, far in the future): workers take only
-due events and the stale sweeper wakes only due events, so parked ones wait. Every second (a beat job, and the
-`backfill` command after each page) `release` makes some of them due, oldest first, whole items at a time:
+due events and the stale sweeper wakes only due events, so parked ones wait. Every second while any are parked
+(a chain of tasks, below, and the `backfill` command after each page) `release` makes some of them due, oldest
+first, whole items at a time:
 
 - at most `BACKFILL_BUDGET_SHARE` x the Zoho budget (calls a second) since the last release, and
 - only while fewer than `IN_FLIGHT_SECONDS` of that pace (at most `MAX_IN_FLIGHT` events) are released but not
@@ -45,9 +46,35 @@ def lane_rate(settings: Settings) -> float:
     return budget_rate(settings) or UNLIMITED_RATE
 
 
+# The feeder runs as a chain of tasks (workers.tasks.feed_backfill), one at a time: while a backfill has parked
+# events it releases some every FEED_EVERY_SECONDS; when none are left it ends. The chain renews a lease at each
+# link; `backfill` and the stale sweeper start a chain when none holds it (one lost with a worker expires).
+CHAIN_LEASE = "backfill:feeder-chain"
+FEED_EVERY_SECONDS = 1.0
+CHAIN_TTL_SECONDS = 15.0
+
+
+def hold_chain(engine: Engine, chain: str) -> bool:
+    """Take or renew the chain's lease; False while another chain holds it."""
+    return store.acquire_lease(engine, CHAIN_LEASE, chain, CHAIN_TTL_SECONDS)
+
+
+def end_chain(engine: Engine, chain: str) -> None:
+    store.release_lease(engine, CHAIN_LEASE, chain)
+
+
+def chain_alive(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        now = db_now(conn)
+        row = conn.execute(
+            select(db.leases.c.expires_at).where(db.leases.c.name == CHAIN_LEASE, db.leases.c.expires_at >= now)
+        ).first()
+    return row is not None
+
+
 def release(engine: Engine, settings: Settings) -> list[tuple[str, str]]:
     """Make the next parked backfill events due; returns their items (to wake a worker for each)."""
-    if not _anything_parked(engine):
+    if not anything_parked(engine):
         return []  # the common case, every second: one indexed lookup, no write
     holder = f"{socket.gethostname()}:{os.getpid()}"
     if not store.acquire_lease(engine, LEASE, holder, 30.0):
@@ -133,7 +160,7 @@ def _item_cost(conn, key: tuple[str, str], lane) -> float:  # type: ignore[no-un
     return state_cost + comments * COMMENT_COST
 
 
-def _anything_parked(engine: Engine) -> bool:
+def anything_parked(engine: Engine) -> bool:
     with engine.connect() as conn:
         row = conn.execute(
             select(db.events.c.id)

@@ -203,9 +203,11 @@ def _run(
     rate = budget_rate(settings)
 
     def feed() -> None:
-        # The beat job feeds the lane every second; feeding here too starts it at once and keeps a
-        # `--wait` going where no beat runs. The feeder's lease and pace make the two one lane.
+        # The feeder's chain of tasks feeds the lane every second while events are parked (started here, and by
+        # the stale sweeper); feeding here too starts it at once and keeps a `--wait` going where no worker
+        # runs. The feeder's lease and pace make the two one lane.
         waker.wake(set(feeder.release(engine, settings)))
+        waker.start_feeder()
 
     def on_batch(progress: Any) -> None:
         if not dry_run:
@@ -293,19 +295,33 @@ class _Waker:
         self.settings = settings
         self._celery: Any = None
         self.broken = False
+        self.feeder_started = False
 
     def wake(self, items: set[tuple[str, str]]) -> None:
-        if not items or self.broken:
+        from bridge.process.broker import TASK_SYNC_ITEM
+
+        for source, item_key in sorted(items):
+            self._send(TASK_SYNC_ITEM, (source, item_key))
+
+    def start_feeder(self) -> None:
+        """Once per command: the feeder's chain (a no-op while one runs; the stale sweeper starts it too)."""
+        from bridge.process.broker import TASK_FEED_BACKFILL
+
+        if not self.feeder_started:
+            self.feeder_started = True
+            self._send(TASK_FEED_BACKFILL, ())
+
+    def _send(self, task: str, args: tuple[str, ...]) -> None:
+        if self.broken:
             return
-        from bridge.process.broker import TASK_SYNC_ITEM, ensure_embedded_redis, make_celery
+        from bridge.process.broker import ensure_embedded_redis, make_celery
 
         try:
             if self._celery is None:
                 if self.settings.embedded_broker:
                     ensure_embedded_redis(self.settings)
                 self._celery = make_celery(self.settings)
-            for source, item_key in sorted(items):
-                self._celery.send_task(TASK_SYNC_ITEM, args=(source, item_key))
+            self._celery.send_task(task, args=args)
         except Exception as exc:  # the events are stored and due: the beat job wakes them
             self.broken = True
             click.echo(f"\nbroker unreachable ({type(exc).__name__}); the beat job will pick the items up", err=True)

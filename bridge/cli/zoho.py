@@ -205,11 +205,15 @@ def zoho_connect(
         client_secret = click.prompt("Client secret", hide_input=True)
     callback = redirect_uri or DEFAULT_CALLBACK
     click.echo(f"\nZoho {dialect} dialect, accounts server {accounts_url}, API {api_base}")
-    click.echo(f"scopes: {','.join(oauth.SCOPES[dialect])}")
+    from bridge.mapping import MappingRegistry
+    from bridge.sources import KNOWN_FIELDS
+
+    attachments = oauth.copies_attachments(MappingRegistry(settings.mappings_dir, known_fields=KNOWN_FIELDS).all())
+    click.echo(f"scopes: {','.join(oauth.scopes_for(dialect, attachments=attachments))}")
     click.echo("  Self Client (API console > Self Client > Generate Code): paste these scopes, then the code below.")
     click.echo(f"  Server-based client (redirect URI {callback}): open this grant URL, accept, and paste the address")
     click.echo("  your browser is sent to:")
-    click.echo(f"  {oauth.grant_url(accounts_url, client_id, dialect, callback)}\n")
+    click.echo(f"  {oauth.grant_url(accounts_url, client_id, dialect, callback, attachments=attachments)}\n")
     if code is None:
         code = click.prompt("Grant code (or the address you were sent to)")
     code, exchange_redirect, accounts_url = _read_code(code.strip(), redirect_uri, accounts_url)
@@ -219,7 +223,7 @@ def zoho_connect(
         )
     except oauth.GrantError as exc:
         raise click.ClickException(str(exc)) from None
-    if missing := oauth.missing_scopes(granted.scope, dialect):
+    if missing := oauth.missing_scopes(granted.scope, dialect, attachments=attachments):
         click.echo(f"warning: the grant lacks {', '.join(missing)}: calls needing them will be refused", err=True)
     path = env_file(settings)
     values = {

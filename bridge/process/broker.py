@@ -26,7 +26,20 @@ TASK_SYNC_ITEM = "workers.tasks.sync_item"
 TASK_REQUEUE_STALE = "workers.tasks.requeue_stale"
 TASK_WAKE_ITEMS = "workers.tasks.wake_items"
 TASK_PRUNE = "workers.tasks.prune_history"
+TASK_FEED_BACKFILL = "workers.tasks.feed_backfill"
 PRUNE_EVERY_SECONDS = 600.0  # retention: each run does at most a few minutes of small batches
+STALE_SWEEP_SECONDS = 10.0
+# The periodic jobs whose Celery lines (sent, received, succeeded) are DEBUG, not INFO: a job that finds
+# something to do says so itself (workers/tasks.py), so an idle bridge logs nothing.
+QUIET_TASKS = frozenset(
+    {
+        TASK_REQUEUE_STALE,
+        TASK_FEED_BACKFILL,
+        TASK_PRUNE,
+        "workers.tasks.reverse_tick",
+        "workers.tasks.poll_bugzilla",
+    }
+)
 VISIBILITY_TIMEOUT = 300  # > the longest task (MAX_ITEM_SECONDS + a Zoho wait); else Redis redelivers it
 
 
@@ -85,6 +98,10 @@ def ensure_embedded_redis(settings: Settings) -> bool:
                 "yes",
                 "--appendfsync",
                 "everysec",
+                # Its background tasks (expiring keys, client timeouts) run once a second, not ten times: the
+                # bridge sets no expiring keys, and an idle Redis was most of an idle bridge's CPU otherwise.
+                "--hz",
+                "1",
                 "--save",
                 "",
                 "--daemonize",
@@ -135,9 +152,12 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT,
-            # restore unacked messages of dead workers promptly (defaults leave them 60+ s)
-            "unacked_restore_interval": 1,
+            # Restore unacked messages of dead workers within 10 s of their visibility timeout (the defaults
+            # leave them 100 s more); a sweep every second only cost an idle worker and Redis CPU.
+            "unacked_restore_interval": 10,
             "unacked_restore_throttle": 1,
+            # An idle worker's BRPOP waits 10 s for a message, not 1 s (a message ends the wait at once).
+            "polling_interval": 10,
             "socket_timeout": 5,
             "socket_connect_timeout": 2,
             "max_retries": 1,
@@ -151,20 +171,31 @@ def make_celery(settings: Settings) -> Celery:
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        # No remote control (`celery inspect`, broadcast commands): nothing uses it, and its mailbox is one more
+        # queue every worker polls all the time.
+        worker_enable_remote_control=False,
         task_default_queue="bridge",
-        beat_schedule={
-            "requeue-stale-events": {"task": TASK_REQUEUE_STALE, "schedule": 10.0},
-            # Backfill lane: parked backfill events made due at their budget share (bridge.backfill.feeder).
-            "feed-backfill": {"task": "workers.tasks.feed_backfill", "schedule": 1.0},
-            # Bugzilla without webhooks: poll for changes (a no-op without BUGZILLA_POLL_PRODUCTS).
-            "poll-bugzilla": {
-                "task": "workers.tasks.poll_bugzilla",
-                "schedule": settings.bugzilla_poll_seconds,
-            },
-            "prune-history": {"task": TASK_PRUNE, "schedule": PRUNE_EVERY_SECONDS},
-            # Talking back to the source: back-links, then Zoho changes (a no-op without backlink:/reverse:).
-            "reverse-tick": {"task": "workers.tasks.reverse_tick", "schedule": settings.zoho_poll_seconds},
-        },
+        beat_schedule=beat_schedule(settings),
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )
     return app
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """The periodic jobs, each only where it can have work (an idle bridge runs a few cheap ticks a minute).
+
+    Not here: the backfill lane's feeder, which runs every second only while a backfill has parked events
+    (`backfill` and the stale sweeper start it, it reschedules itself: workers.tasks.feed_backfill).
+    """
+    schedule: dict[str, dict[str, object]] = {
+        # Lost wake-ups (broker down, worker killed), due retries and re-checks; it also folds the metric
+        # deltas and restarts a backfill's feeder that stopped: one indexed lookup each when there is nothing.
+        "requeue-stale-events": {"task": TASK_REQUEUE_STALE, "schedule": STALE_SWEEP_SECONDS},
+        "prune-history": {"task": TASK_PRUNE, "schedule": PRUNE_EVERY_SECONDS},
+        # Talking back to the source: back-links, then Zoho changes (a no-op without backlink:/reverse:, which a
+        # mapping edit can turn on at any time, so it stays scheduled).
+        "reverse-tick": {"task": "workers.tasks.reverse_tick", "schedule": settings.zoho_poll_seconds},
+    }
+    if settings.bugzilla_poll_products:  # Bugzilla without webhooks: poll for changes
+        schedule["poll-bugzilla"] = {"task": "workers.tasks.poll_bugzilla", "schedule": settings.bugzilla_poll_seconds}
+    return schedule

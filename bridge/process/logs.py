@@ -178,6 +178,16 @@ class LogStream:
         return False
 
 
+def is_celery_process() -> bool:
+    """This process is `celery … worker` or `celery … beat` (`celery` or `python -m celery`)."""
+    argv = sys.argv or [""]
+    program = os.path.basename(argv[0])
+    celery = program == "celery" or (
+        program == "__main__.py" and os.path.basename(os.path.dirname(argv[0])) == "celery"
+    )
+    return celery and any(arg in ("worker", "beat") for arg in argv[1:])
+
+
 def capture_output() -> None:
     """In a Celery worker or beat process: what Celery prints (banners, shutdown notes) becomes log records.
 

@@ -2,14 +2,15 @@
 
 Every process (web, workers, on every host) writes to the same store, so reading the figures from
 it aggregates them across processes and hosts with no per-process registry to merge. Counters and
-histograms are the rows of `metric_counters`, kept by bridge/store/counters.py in the transaction of the change
-they count (the stored-events gauge is kept the same way, by deltas); the other gauges are indexed lookups
-bounded by the backlog or by small tables, never by history.
-A scrape therefore costs the same at a thousand stored events or at a million.
+histograms are the series of bridge/store/counters.py: deltas appended in the transaction of the change
+they count (the stored-events gauge is kept the same way), folded into one row per series before each
+scrape and by the periodic sweeper; the other gauges are indexed lookups bounded by the backlog or by
+small tables, never by history. A scrape therefore costs the same at a thousand stored events or at a million.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -25,6 +26,7 @@ from bridge.store.counters import LAG_BUCKETS_S, LATENCY_BUCKETS_MS
 from bridge.targets.zoho.ratelimit import block_status
 
 __all__ = ["LAG_BUCKETS_S", "LATENCY_BUCKETS_MS", "BridgeCollector", "render"]
+log = logging.getLogger("bridge.metrics")
 
 
 def _histogram(series: dict, name: str, buckets) -> tuple[list[tuple[str, float]], float]:  # type: ignore[no-untyped-def]
@@ -60,6 +62,10 @@ class BridgeCollector(Collector):
         self.engine = engine
 
     def collect(self) -> Iterator:  # type: ignore[override]
+        try:
+            counters.fold(self.engine)  # what accumulated since the last fold: a few seconds' worth
+        except Exception:  # the deltas are read below anyway: a fold that failed only costs this scrape time
+            log.warning("could not fold the metric deltas before a scrape", exc_info=True)
         with self.engine.connect() as conn:
             now = db_now(conn)  # leases and rate slots are timed by the database's clock
             series = counters.read_all(conn)

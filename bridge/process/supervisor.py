@@ -71,6 +71,10 @@ def commands(settings: Settings, host: str, port: int, concurrency: int) -> dict
             level,
             "-Q",
             "bridge",
+            # No worker-to-worker chatter (nothing uses it; it kept an idle worker busy): as in the Procfile.
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
         ],
         "beat": [*_tool("celery"), "-A", "workers", "beat", "--loglevel", level],
     }

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
 from bridge.events import COMMENT_ACTIONS, ITEM_ACTIONS, Comment, NormalizedEvent
 from bridge.store import counters
@@ -89,6 +88,9 @@ def _unreadable_event(row: Any) -> NormalizedEvent:
     )
 
 
+from bridge.store.deliveries import Recorded  # noqa: E402 - (event id, fresh) with the item handle
+
+
 @dataclass(frozen=True)
 class Link:
     source: str
@@ -110,15 +112,6 @@ class Link:
         return self.state in ("linked", "deleted") and bool(self.zoho_issue_id)
 
 
-# Built once per dialect: with the values passed apart, SQLAlchemy reuses the compiled statement (intake's
-# hot path). `received_at` is the database's time, so the coalescing wait does not depend on a web host's clock.
-_DB_EPOCH_SQL = {
-    "postgresql": "EXTRACT(EPOCH FROM clock_timestamp())::float8",
-    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
-}
-_INSERT_EVENT = {name: insert(db.events).values(received_at=literal_column(sql)) for name, sql in _DB_EPOCH_SQL.items()}
-
-
 # -- deliveries -------------------------------------------------------------------------------------
 
 
@@ -135,59 +128,20 @@ def record_delivery(
     """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate.
 
     A backfill passes a future `next_attempt_at` (its paced slot) and its `origin` ("backfill:<id>"). The
-    event is filed under its item's handle (`identities.resolve`): the answer's `item_key` says which.
+    event is filed under its item's handle (its identity's binding): the answer's `item_key` says which.
+    The statements are intake's hot path: see bridge/store/deliveries.py.
     """
-    from bridge.store import identities
+    from bridge.store import deliveries
 
-    try:
-        with engine.begin() as conn:
-            event = identities.resolve(conn, event)
-            result = conn.execute(
-                _INSERT_EVENT[conn.dialect.name],
-                _event_values(event, dedup_key, headers, payload, next_attempt_at, origin),
-            )
-            counters.delivery_stored(conn, event.source, event.event_name)
-            return Recorded(int(result.inserted_primary_key[0]), True, event.item_key)
-    except IntegrityError:
-        with engine.connect() as conn:
-            existing = conn.execute(
-                select(db.events.c.id, db.events.c.item_key).where(
-                    db.events.c.source == event.source, db.events.c.dedup_key == dedup_key
-                )
-            ).one()
-        return Recorded(int(existing.id), False, str(existing.item_key))
-
-
-class Recorded(tuple[int, bool]):
-    """(event id, stored now), and the item handle the event is filed under."""
-
-    item_key: str
-
-    def __new__(cls, event_id: int, fresh: bool, item_key: str) -> Recorded:
-        obj = super().__new__(cls, (event_id, fresh))
-        obj.item_key = item_key
-        return obj
-
-
-def _event_values(
-    event: NormalizedEvent, dedup_key: str, headers: dict[str, str], payload: bytes, next_attempt_at: float, origin: str
-) -> dict[str, Any]:
-    return {
-        "source": event.source,
-        "dedup_key": dedup_key,
-        "event_name": event.event_name,
-        "item_key": event.item_key,
-        "action": event.action,
-        "source_ts": event.source_ts.timestamp(),
-        "status": PENDING,
-        "attempts": 0,
-        "next_attempt_at": next_attempt_at,
-        "headers": json.dumps(headers),
-        "payload": payload,
-        "event_json": json.dumps(event.to_json()),
-        "notes": "; ".join(event.notes) or None,
-        "origin": origin,
-    }
+    return deliveries.record(
+        engine,
+        event,
+        dedup_key=dedup_key,
+        headers=headers,
+        payload=payload,
+        next_attempt_at=next_attempt_at,
+        origin=origin,
+    )
 
 
 def get_event(engine: Engine, event_id: int) -> StoredEvent | None:
@@ -218,17 +172,6 @@ def pending_for_item(engine: Engine, source: str, item_key: str, now: float) -> 
     return [StoredEvent.from_row(r) for r in rows]
 
 
-def next_due_for_item(engine: Engine, source: str, item_key: str) -> float | None:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(func.min(db.events.c.next_attempt_at)).where(
-                db.events.c.source == source,
-                db.events.c.item_key == item_key,
-                db.events.c.status == PENDING,
-            )
-        ).scalar()
-
-
 def stale_items(engine: Engine, *, older_than: float, now: float, limit: int = 500) -> list[tuple[str, str]]:
     """Items with pending events that are due and were received before `older_than`."""
     with engine.connect() as conn:
@@ -243,57 +186,6 @@ def stale_items(engine: Engine, *, older_than: float, now: float, limit: int = 5
             .limit(limit)
         ).all()
     return [(r.source, r.item_key) for r in rows]
-
-
-def finish_event(engine: Engine, event_id: int, status: str, *, error: str | None = None) -> None:
-    with engine.begin() as conn:
-        counters.event_finished(conn, event_id, status)
-        conn.execute(
-            update(db.events)
-            .where(db.events.c.id == event_id)
-            .values(status=status, last_error=error, processed_at=time.time())
-        )
-
-
-def add_note(engine: Engine, event_id: int, note: str) -> None:
-    with engine.begin() as conn:
-        row = conn.execute(select(db.events.c.notes).where(db.events.c.id == event_id)).first()
-        notes = "; ".join(n for n in ((row.notes if row else None), note) if n)
-        conn.execute(update(db.events).where(db.events.c.id == event_id).values(notes=notes))
-
-
-def replace_event(engine: Engine, event_id: int, event: NormalizedEvent) -> None:
-    """Store a completed version of an event (fields fetched from the source's API)."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(db.events)
-            .where(db.events.c.id == event_id)
-            .values(event_json=json.dumps(event.to_json()), notes="; ".join(event.notes) or None)
-        )
-
-
-def defer_event(engine: Engine, event_id: int, *, at: float, error: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(update(db.events).where(db.events.c.id == event_id).values(next_attempt_at=at, last_error=error))
-
-
-def start_attempt(engine: Engine, event_id: int) -> tuple[int, int]:
-    """Count an attempt; returns (attempt row id, attempt number)."""
-    with engine.begin() as conn:
-        conn.execute(update(db.events).where(db.events.c.id == event_id).values(attempts=db.events.c.attempts + 1))
-        number = conn.execute(select(db.events.c.attempts).where(db.events.c.id == event_id)).scalar_one()
-        result = conn.execute(insert(db.attempts).values(event_id=event_id, number=number, started_at=time.time()))
-        return int(result.inserted_primary_key[0]), int(number)
-
-
-def finish_attempt(engine: Engine, attempt_id: int, outcome: str, detail: str = "") -> None:
-    with engine.begin() as conn:
-        counters.attempt_finished(conn, outcome)
-        conn.execute(
-            update(db.attempts)
-            .where(db.attempts.c.id == attempt_id)
-            .values(finished_at=time.time(), outcome=outcome, detail=detail[:4000])
-        )
 
 
 def reset_for_replay(engine: Engine, event_ids: list[int]) -> int:
@@ -431,63 +323,6 @@ def list_links(engine: Engine, *, source: str | None = None, limit: int = 100) -
         return [_link(r) for r in conn.execute(query).all()]
 
 
-def write_link_intent(
-    engine: Engine, *, source: str, external_id: str, item_key: str, portal: str, project: str
-) -> None:
-    """Record that we are about to create a Zoho issue for this item (before calling Zoho)."""
-    now = time.time()
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                insert(db.links).values(
-                    source=source,
-                    external_id=external_id,
-                    item_key=item_key,
-                    portal=portal,
-                    project=project,
-                    state="creating",
-                    last_state_ts=0.0,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-    except IntegrityError:
-        pass  # an earlier attempt already wrote the intent: the caller looks the item up on Zoho
-
-
-def confirm_link(engine: Engine, *, source: str, external_id: str, zoho_issue_id: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            update(db.links)
-            .where(db.links.c.source == source, db.links.c.external_id == external_id)
-            .values(zoho_issue_id=zoho_issue_id, state="linked", updated_at=time.time())
-        )
-
-
-def record_state_applied(
-    engine: Engine,
-    *,
-    source: str,
-    external_id: str,
-    state_ts: float,
-    applied_hash: str,
-    state: str = "linked",
-    fields: dict[str, Any] | None = None,
-) -> None:
-    values: dict[str, Any] = {
-        "last_state_ts": state_ts,
-        "applied_hash": applied_hash,
-        "state": state,
-        "updated_at": time.time(),
-    }
-    if fields is not None:
-        values["last_fields"] = json.dumps(fields, default=str)
-    with engine.begin() as conn:
-        conn.execute(
-            update(db.links).where(db.links.c.source == source, db.links.c.external_id == external_id).values(**values)
-        )
-
-
 # -- comment links ----------------------------------------------------------------------------------
 
 
@@ -497,66 +332,6 @@ class CommentLink:
     state: str
     last_ts: float
     body_hash: str | None
-
-
-def get_comment_link(engine: Engine, source: str, external_id: str, comment_id: str) -> CommentLink | None:
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(db.comment_links).where(
-                db.comment_links.c.source == source,
-                db.comment_links.c.external_id == external_id,
-                db.comment_links.c.comment_id == comment_id,
-            )
-        ).first()
-    if row is None:
-        return None
-    return CommentLink(row.zoho_comment_id, row.state, row.last_ts, row.body_hash)
-
-
-def write_comment_intent(engine: Engine, *, source: str, external_id: str, comment_id: str) -> None:
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                insert(db.comment_links).values(
-                    source=source,
-                    external_id=external_id,
-                    comment_id=comment_id,
-                    state="posting",
-                    last_ts=0.0,
-                    updated_at=time.time(),
-                )
-            )
-    except IntegrityError:
-        pass
-
-
-def save_comment_link(
-    engine: Engine,
-    *,
-    source: str,
-    external_id: str,
-    comment_id: str,
-    zoho_comment_id: str | None,
-    state: str,
-    last_ts: float,
-    body_hash: str | None,
-) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            update(db.comment_links)
-            .where(
-                db.comment_links.c.source == source,
-                db.comment_links.c.external_id == external_id,
-                db.comment_links.c.comment_id == comment_id,
-            )
-            .values(
-                zoho_comment_id=zoho_comment_id,
-                state=state,
-                last_ts=last_ts,
-                body_hash=body_hash,
-                updated_at=time.time(),
-            )
-        )
 
 
 # -- Zoho calls ---------------------------------------------------------------------------------------

@@ -1,31 +1,36 @@
-"""Counters and histograms maintained as things happen, inside the caller's transaction.
+"""Counters and histograms: an append-only log of deltas, written in the caller's transaction, folded later.
 
-Each change that a metric counts bumps its series in the same transaction as the change itself, so the
-figures are exact (a rolled-back change counts nothing), shared by every process and host (they live in
-the database), monotonic across pruning (a prune deletes history, never these rows), and cheap to read:
-a scrape sums a few hundred rows whatever the size of `events` or `zoho_calls`.
+Each change that a metric counts appends its deltas to `metric_deltas` in the same transaction as the change
+itself, so the figures are exact (a rolled-back change counts nothing), shared by every process and host (they
+live in the database) and monotonic across pruning (a prune deletes history, never these rows). A writer only
+ever INSERTs (one statement per call, however many series it moves): it locks no counter row, so concurrent
+writers never wait on one another and can never deadlock, whatever order they count in.
 
-On PostgreSQL a writer adds to one of SHARDS rows of a series, picked at random, so concurrent intake
-transactions rarely queue on one row lock; rows are always bumped in sorted order (no lock cycles).
+`fold` moves the deltas into `metric_counters` (one row per series), one folder at a time: it deletes a batch of
+deltas (`DELETE … RETURNING`: only committed rows, so a delta committed meanwhile waits for the next fold) and
+adds their sums to the series in one transaction, rows in sorted order. It runs before a scrape and from the
+periodic sweeper, so a scrape reads the series plus at most the deltas of the last few seconds, whatever the
+size of `events` or `zoho_calls`.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, delete, func, insert, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from bridge.store import schema as db
 
-SHARDS = 8
 LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 LAG_BUCKETS_S = (1, 2, 5, 10, 30, 60, 300, 900, 3600)
+FOLD_BATCH = 5000  # deltas per fold transaction: a long pause between folds never makes one huge transaction
+# On PostgreSQL one folder at a time (a transaction-scoped advisory lock; a second folder skips, it has nothing to add).
+_FOLD_LOCK = 0x6272696467650001
 
 # Series names (rendered by bridge/process/metrics.py).
 DELIVERIES = "deliveries"  # {source, event, answer}
@@ -37,6 +42,9 @@ ZOHO_LATENCY = "zoho_latency_ms"
 END_TO_END_LAG = "end_to_end_lag_seconds"
 
 Item = tuple[str, Mapping[str, str], float]
+
+_DELTAS = db.metric_deltas
+_APPEND = insert(_DELTAS)  # executed with a list of rows: one statement (executemany / multi-row VALUES)
 
 
 def labels_key(labels: Mapping[str, str] | None) -> str:
@@ -64,36 +72,92 @@ def histogram_items(name: str, labels: Mapping[str, str], value: float, buckets:
     ]
 
 
-def bump_many(conn: Connection, items: Iterable[Item]) -> None:
+def summed(items: Iterable[Item]) -> dict[tuple[str, str], float]:
+    """{(series name, labels key): total}, zeros left out."""
     totals: dict[tuple[str, str], float] = defaultdict(float)
     for name, labels, by in items:
         totals[(name, labels_key(labels))] += by
-    is_pg = conn.dialect.name == "postgresql"
-    insert = (postgresql if is_pg else sqlite).insert
-    shard = random.randrange(SHARDS) if is_pg else 0  # noqa: S311 (spreading row locks, not security)
+    return {series: by for series, by in totals.items() if by != 0}
+
+
+def delta_rows(items: Iterable[Item]) -> list[dict[str, object]]:
+    """The rows `bump_many` appends: one per series moved."""
+    return [{"name": name, "labels": key, "value": by} for (name, key), by in summed(items).items()]
+
+
+def bump_many(conn: Connection, items: Iterable[Item]) -> None:
+    """Append the deltas of `items` in the caller's transaction: one INSERT, no row of anyone else's touched."""
+    rows = delta_rows(items)
+    if rows:
+        conn.execute(_APPEND, rows)
+
+
+def read_all(conn: Connection) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every series: its folded value plus the deltas not folded yet, {name: [(labels, value), ...]}."""
     table = db.metric_counters
+    both = union_all(
+        select(table.c.name, table.c.labels, table.c.value),
+        select(_DELTAS.c.name, _DELTAS.c.labels, _DELTAS.c.value),
+    ).subquery()
+    out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    rows = conn.execute(select(both.c.name, both.c.labels, func.sum(both.c.value)).group_by(both.c.name, both.c.labels))
+    for name, key, value in rows:
+        out[name].append((json.loads(key), float(value or 0.0)))
+    return out
+
+
+def pending_deltas(conn: Connection) -> bool:
+    return conn.execute(select(_DELTAS.c.id).limit(1)).first() is not None
+
+
+def fold(engine: Engine, *, max_batches: int = 100) -> int:
+    """Move the logged deltas into the series; returns how many were folded. Cheap when there are none."""
+    with engine.connect() as conn:
+        if not pending_deltas(conn):
+            return 0
+    folded = 0
+    for _ in range(max_batches):
+        with engine.begin() as conn:
+            n = fold_batch(conn)
+        folded += n
+        if n < FOLD_BATCH:
+            break
+    return folded
+
+
+def fold_batch(conn: Connection, limit: int = FOLD_BATCH) -> int:
+    """One batch of `fold`, in the caller's (write) transaction."""
+    if conn.dialect.name == "postgresql" and not _fold_lock(conn):
+        return 0  # another process is folding right now
+    batch = select(_DELTAS.c.id).order_by(_DELTAS.c.id).limit(limit).scalar_subquery()
+    taken = conn.execute(
+        delete(_DELTAS).where(_DELTAS.c.id.in_(batch)).returning(_DELTAS.c.name, _DELTAS.c.labels, _DELTAS.c.value)
+    ).all()
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    for name, key, value in taken:
+        totals[(name, key)] += float(value)
+    _add_to_series(conn, totals)
+    return len(taken)
+
+
+def _fold_lock(conn: Connection) -> bool:
+    return bool(conn.execute(select(func.pg_try_advisory_xact_lock(_FOLD_LOCK))).scalar())
+
+
+def _add_to_series(conn: Connection, totals: Mapping[tuple[str, str], float]) -> None:
+    """Add to the folded series, rows in sorted order (only the folder writes them: one at a time)."""
+    table = db.metric_counters
+    upsert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
     for (name, key), by in sorted(totals.items()):
         if by == 0:
             continue
-        stmt = insert(table).values(name=name, labels=key, shard=shard, value=by)
+        stmt = upsert(table).values(name=name, labels=key, shard=0, value=by)
         conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[table.c.name, table.c.labels, table.c.shard],
                 set_={"value": table.c.value + stmt.excluded.value},
             )
         )
-
-
-def read_all(conn: Connection) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Every series, summed over shards: {name: [(labels, value), ...]}."""
-    table = db.metric_counters
-    out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-    rows = conn.execute(
-        select(table.c.name, table.c.labels, func.sum(table.c.value)).group_by(table.c.name, table.c.labels)
-    )
-    for name, key, value in rows:
-        out[name].append((json.loads(key), float(value or 0.0)))
-    return out
 
 
 # -- one call per place in store.py that changes what a metric counts ------------------------------------
@@ -175,7 +239,7 @@ def _bucket_case(column, buckets):  # type: ignore[no-untyped-def]
 
 
 def seed_from_history(conn: Connection) -> None:
-    """Counters as if they had always been kept: run once when the table is created."""
+    """Counters as if they had always been kept: run once when the table is created (or to rebuild it)."""
     e, calls = db.events, db.zoho_calls
     items: list[Item] = []
     for source, event_name, n in conn.execute(
@@ -209,7 +273,8 @@ def seed_from_history(conn: Connection) -> None:
     lag = e.c.processed_at - e.c.source_ts
     done = (e.c.status == "done", e.c.processed_at.isnot(None))
     _seed_histogram(conn, items, END_TO_END_LAG, lag, LAG_BUCKETS_S, done)
-    bump_many(conn, items)
+    # Straight into the folded series: this runs in migration 0007, before the delta log exists.
+    _add_to_series(conn, summed(items))
 
 
 def _seed_histogram(conn, items, name, column, buckets, where) -> None:  # type: ignore[no-untyped-def]

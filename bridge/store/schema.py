@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -162,16 +163,25 @@ intake_counters = Table(
     Column("count", Integer, nullable=False),
 )
 
-# Metrics maintained as things happen (bridge/store/counters.py), in the transaction of the change they count:
-# a scrape reads these few rows instead of scanning history, and pruning history leaves them alone.
-# A series is (name, labels); its value is the sum over shards (writers pick a shard at random on
-# PostgreSQL so concurrent transactions rarely wait on the same row).
+# Metrics (bridge/store/counters.py): each change appends its deltas to `metric_deltas` in its own transaction
+# (inserts only: writers never wait on one another), and `counters.fold` moves them into `metric_counters`, one
+# row per series (name, labels). A scrape reads these few rows plus the deltas not folded yet instead of
+# scanning history, and pruning history leaves them alone. `shard` is always 0 now (rows of the old sharded
+# writers, from before migration 0015, are summed with it).
 metric_counters = Table(
     "metric_counters",
     metadata,
     Column("name", String(64), primary_key=True),
     Column("labels", String(255), primary_key=True),
     Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("value", Float, nullable=False),
+)
+metric_deltas = Table(
+    "metric_deltas",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("labels", String(255), nullable=False),
     Column("value", Float, nullable=False),
 )
 

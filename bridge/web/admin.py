@@ -30,7 +30,7 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from werkzeug.wrappers import Response
 
 from bridge import store
@@ -48,7 +48,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="template
 SESSION_HOURS = 12
 RECENT_LIMIT = 50
 FAILED_PAGE = 200
-SOURCES = ("github", "bugzilla", "bugherd")  # lets the lookup by item key use the (source, item_key) index
+SOURCES = ("github", "bugzilla", "bugherd")  # lets the lookups by item key or external id use their indexes
 RAW_BODY_LIMIT = 100_000  # characters of a raw delivery shown on its page
 PUBLIC_ENDPOINTS = ("admin.login",)
 SECURITY_HEADERS = {
@@ -332,9 +332,9 @@ def lookup() -> str:
             link_rows = conn.execute(
                 select(db.links.c.source, db.links.c.external_id, db.links.c.item_key)
                 .where(
-                    or_(
-                        db.links.c.external_id == query,
-                        db.links.c.item_key == query,
+                    or_(  # each branch on an index: (source, external_id), (source, item_key), zoho_issue_id
+                        and_(db.links.c.source.in_(SOURCES), db.links.c.external_id == query),
+                        and_(db.links.c.source.in_(SOURCES), db.links.c.item_key == query),
                         db.links.c.zoho_issue_id == query,
                     )
                 )
@@ -398,6 +398,12 @@ def _connect_choices() -> list[tuple[str, str, str]]:
     return choices
 
 
+def _copies_attachments() -> bool:
+    from bridge.targets.zoho import grant as oauth
+
+    return oauth.copies_attachments(_runtime().registry.all())
+
+
 @bp.get("/zoho")
 def zoho_connect_page() -> Response:
     from bridge.targets.zoho import grant as oauth
@@ -410,7 +416,7 @@ def zoho_connect_page() -> Response:
         choices=choices,
         current=current,
         settings=settings,
-        scopes=oauth.SCOPES[settings.zoho_dialect],
+        scopes=oauth.scopes_for(settings.zoho_dialect, attachments=_copies_attachments()),
         callback=url_for("admin.zoho_callback", _external=True),
         connected=None,
     )
@@ -460,7 +466,9 @@ def zoho_connect_start() -> Response:
     store.kv_set(_engine(), CONNECT_KEY + _state_key(state), json.dumps(pending))
     session["zoho_state"] = state
     log.info("admin started Connect Zoho", extra={"accounts": accounts})
-    return redirect(oauth.grant_url(accounts, client_id, settings.zoho_dialect, callback, state))
+    return redirect(
+        oauth.grant_url(accounts, client_id, settings.zoho_dialect, callback, state, attachments=_copies_attachments())
+    )
 
 
 def _state_key(state: str) -> str:
@@ -529,7 +537,7 @@ def zoho_callback() -> tuple[str, int] | str:
     session["zoho_portals"] = [pid for pid, _ in portals]
     if len(portals) == 1:
         write_env_values(path, {"ZOHO_PORTAL_ID": portals[0][0]})
-    missing = oauth.missing_scopes(granted.scope, settings.zoho_dialect)
+    missing = oauth.missing_scopes(granted.scope, settings.zoho_dialect, attachments=_copies_attachments())
     return _connect_result(path=str(path), portals=portals, chosen=portals[0][0] if len(portals) == 1 else None,
                            missing=missing)  # fmt: skip
 

@@ -17,12 +17,14 @@ from datetime import UTC, datetime
 from typing import cast
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.events import BadDelivery, IgnoredEvent, Unauthorized
 from bridge.sources import PathTokenSource, Source
 from bridge.sources.validate import DEDUP_KEY_LIMIT, check_event, check_text
 from bridge.store.clock import engine_now
+from bridge.store.deliveries import Delivery, GroupWriter
 
 log = logging.getLogger("bridge.intake")
 bp = Blueprint("intake", __name__)
@@ -46,10 +48,36 @@ REFUSED_ANSWERS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 40
 BODY_READ_SECONDS = 10.0
 
 
-# SQLite takes one writer at a time and its busy handler backs off in growing sleeps: many request threads
-# contending for the lock make a long tail (p99 seconds at 32 senders). One writer per process queues them
-# here instead, in order; reading bodies (what slow clients hold) stays concurrent.
-_SQLITE_WRITER = threading.Lock()
+def _writer() -> GroupWriter:
+    """This app's intake writer (bridge/store/deliveries.py: a group commit, one writer thread per process)."""
+    writer = current_app.extensions.get("intake_writer")
+    if writer is None:
+        writer = current_app.extensions["intake_writer"] = GroupWriter(current_app.extensions["bridge"].engine)
+    return cast(GroupWriter, writer)
+
+
+class ReceiptClock:
+    """The database's clock as intake needs it (to clamp future-dated timestamps), without a query per delivery:
+    read from the database at most every `resample` seconds per process, and advanced in between by this host's
+    monotonic clock, which measures the interval only (a host whose time of day is off changes nothing)."""
+
+    def __init__(self, resample: float = 30.0) -> None:
+        self.resample = resample
+        self._sample: tuple[int, float, float] | None = None  # (pid, database time, monotonic time) of the read
+
+    def now(self, engine: Engine) -> float:
+        sample, mono = self._sample, time.monotonic()
+        if sample is None or sample[0] != os.getpid() or mono - sample[2] >= self.resample:
+            sample = self._sample = (os.getpid(), engine_now(engine), time.monotonic())
+            return sample[1]
+        return sample[1] + (mono - sample[2])
+
+
+def _receipt_clock() -> ReceiptClock:
+    clock = current_app.extensions.get("receipt_clock")
+    if clock is None:
+        clock = current_app.extensions["receipt_clock"] = ReceiptClock()
+    return cast(ReceiptClock, clock)
 
 
 class BodyTimeout(Exception):
@@ -205,7 +233,7 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
                 return _refuse(source_name, 404, _unknown_event(path_source, event_hint))
         event = source.parse(body, headers, event_hint)
         # The validation boundary: what passes can be stored and processed (see bridge/sources/validate.py).
-        received = datetime.fromtimestamp(engine_now(runtime.engine), UTC)
+        received = datetime.fromtimestamp(_receipt_clock().now(runtime.engine), UTC)
         event = check_event(event, received)
         dedup_key = check_text("delivery id", source.dedup_key(body, headers, event_hint), DEDUP_KEY_LIMIT)
     except Unauthorized as exc:
@@ -221,14 +249,7 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
     kept = {h: headers[h] for h in KEPT_HEADERS if h in headers and h.lower() != secret_header}
     if event_hint:
         kept["X-Bridge-Event"] = event_hint
-    with _SQLITE_WRITER if runtime.engine.dialect.name == "sqlite" else contextlib.nullcontext():
-        recorded = store.record_delivery(
-            runtime.engine,
-            event,
-            dedup_key=dedup_key,
-            headers=kept,
-            payload=body,
-        )
+    recorded = _writer().record(Delivery(event, dedup_key, kept, body))
     event_id, is_new = recorded
     if not is_new:
         log.info("delivery duplicate", extra={"source": source_name, "event_id": event_id, "answer": 200})

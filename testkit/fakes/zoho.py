@@ -721,7 +721,8 @@ class FakeZoho(AttachmentsFake, FakeServer):
     @staticmethod
     def _bad_scope(scope: str) -> bool:
         names = [s.strip() for s in scope.split(",")]
-        pattern = re.compile(r"^Zoho[A-Za-z]+\.[A-Za-z_]+\.(ALL|READ|CREATE|UPDATE|DELETE)$")
+        # service_name.scope_name.operation_type (seed 001:185); WorkDrive's for uploads (seed 001:12298)
+        pattern = re.compile(r"^(Zoho[A-Za-z]+|WorkDrive)\.[A-Za-z_]+\.(ALL|READ|CREATE|UPDATE|DELETE)$")
         return not names or any(not pattern.match(n) for n in names)
 
     def _new_grant(self, scope, *, redirect_uri, ttl, offline) -> str:

@@ -81,6 +81,9 @@ BUGTRACKER = CallTable(
 ACCOUNTS = CallTable(
     "zoho.accounts",
     (
+        # The consent page: the operator's browser opens it from the URL `zoho connect` (or /admin/zoho) gives;
+        # the bridge itself never requests it.
+        Call("grant.consent", "GET", "/oauth/v2/auth", "001:264-281", safe=True),
         Call("token", "POST", "/oauth/v2/token", "001:404-493, 000:682-720", safe=False),
         Call("revoke", "POST", "/oauth/v2/token/revoke", "001:457-476", safe=True),
     ),

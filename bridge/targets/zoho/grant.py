@@ -12,10 +12,15 @@ by `issue-bridge zoho connect` and the admin page's "Connect Zoho".
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlparse
 
 import requests
+
+if TYPE_CHECKING:
+    from bridge.mapping.model import Mapping
 
 # The documented data centres and their accounts servers (seed 001:344-349, 423-428).
 DATA_CENTRES = {"com": "US", "eu": "EU", "in": "IN", "com.au": "AU", "com.cn": "CN"}
@@ -35,7 +40,18 @@ SCOPES = {
         "ZohoBugTracker.users.READ",
     ),
 }
+# What copying attachments adds (mapping `attachments: true`): the portal upload through WorkDrive (seed
+# 001:12298). BugTracker uploads onto the bug with the bug scope.
+ATTACHMENT_SCOPES = {
+    "projects": ("ZohoProjects.portals.CREATE", "WorkDrive.workspace.ALL", "WorkDrive.files.ALL"),
+    "bugtracker": (),
+}
 TIMEOUT = 20.0
+
+
+def scopes_for(dialect: str, *, attachments: bool = False) -> tuple[str, ...]:
+    """The scopes the bridge asks for: the dialect's, plus the upload's when a mapping copies attachments."""
+    return SCOPES[dialect] + (ATTACHMENT_SCOPES[dialect] if attachments else ())
 
 
 class GrantError(Exception):
@@ -73,10 +89,18 @@ def is_zoho_accounts(url: str) -> bool:
     return parsed.scheme == "https" and any(parsed.netloc == f"accounts.zoho.{dc}" for dc in DATA_CENTRES)
 
 
-def grant_url(accounts: str, client_id: str, dialect: str, redirect_uri: str, state: str | None = None) -> str:
+def grant_url(
+    accounts: str,
+    client_id: str,
+    dialect: str,
+    redirect_uri: str,
+    state: str | None = None,
+    *,
+    attachments: bool = False,
+) -> str:
     """The browser flow's authorization URL for the dialect's scopes, asking for a refresh token (offline)."""
     params = {
-        "scope": ",".join(SCOPES[dialect]),
+        "scope": ",".join(scopes_for(dialect, attachments=attachments)),
         "client_id": client_id,
         "response_type": "code",
         "access_type": "offline",
@@ -153,13 +177,18 @@ def exchange_code(
     return Grant(str(data["access_token"]), refresh, str(data.get("scope") or ""), expires)
 
 
-def missing_scopes(granted: str, dialect: str) -> list[str]:
-    """The dialect's scopes a grant lacks (Zoho lists the granted ones, space-separated; `.ALL` covers the
-    operations of its scope name)."""
+def missing_scopes(granted: str, dialect: str, *, attachments: bool = False) -> list[str]:
+    """The scopes a grant lacks (Zoho lists the granted ones, space-separated; `.ALL` covers the operations
+    of its scope name)."""
     have = {s.strip().casefold() for s in granted.replace(",", " ").split()}
     missing = []
-    for scope in SCOPES[dialect]:
+    for scope in scopes_for(dialect, attachments=attachments):
         service_name = scope.rsplit(".", 1)[0].casefold()
         if scope.casefold() not in have and f"{service_name}.all" not in have:
             missing.append(scope)
     return missing
+
+
+def copies_attachments(mappings: Iterable[Mapping]) -> bool:
+    """Whether any loaded mapping copies attachments (`attachments: true`): its grant needs the upload scopes."""
+    return any(m.v3.attachments for m in mappings)

@@ -1,0 +1,153 @@
+"""Lean at rest and under load (issue 24): what runs when nothing happens, and intake's write path.
+
+- the beat schedule holds only jobs that can have work, and Celery's lines about them are DEBUG;
+- the backfill feeder runs as one chain of tasks at a time;
+- the wake-up publisher sends a lone delivery at once and one message per interval under a burst;
+- intake's group commit stores what many request threads hand over, and a bad delivery fails alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from bridge.backfill import feeder
+from bridge.events import NormalizedEvent
+from bridge.process.broker import TASK_REQUEUE_STALE, TASK_SYNC_ITEM, beat_schedule
+from bridge.settings import load_settings
+from bridge.store import schema as db
+from bridge.store.deliveries import Delivery, GroupWriter
+from bridge.web.publisher import WakePublisher
+from testkit.dbs import engine  # noqa: F401  (the fixture)
+from testkit.harness import wait_for
+from workers.tasks import QuietHousekeeping
+
+
+def _settings(tmp_path, **env: str):  # type: ignore[no-untyped-def]
+    return load_settings({"BRIDGE_DATA_DIR": str(tmp_path), **env}, read_dotenv=False)
+
+
+def test_the_beat_schedule_holds_only_jobs_that_can_have_work(tmp_path):
+    idle = beat_schedule(_settings(tmp_path))
+    assert set(idle) == {"requeue-stale-events", "prune-history", "reverse-tick"}  # no feeder tick every second
+    polling = beat_schedule(_settings(tmp_path, BUGZILLA_POLL_PRODUCTS="Firefox"))
+    assert "poll-bugzilla" in polling and "feed-backfill" not in polling
+
+
+def _celery_record(logger: str, msg: str, args: object) -> logging.LogRecord:
+    record = logging.LogRecord(logger, logging.INFO, __file__, 1, msg, None, None)
+    record.args = args  # type: ignore[assignment]  (Celery passes a dict, beat a tuple)
+    return record
+
+
+def test_celery_lines_about_periodic_jobs_are_debug_and_other_tasks_keep_theirs():
+    quiet = QuietHousekeeping()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        received = _celery_record(
+            "celery.worker.strategy", "Task %(name)s[%(id)s] received", {"name": TASK_REQUEUE_STALE, "id": "1"}
+        )
+        assert not quiet.filter(received) and received.levelno == logging.DEBUG
+        sent = _celery_record(
+            "celery.beat", "Scheduler: Sending due task %s (%s)", ("requeue-stale-events", TASK_REQUEUE_STALE)
+        )
+        assert not quiet.filter(sent)
+        work = _celery_record(
+            "celery.app.trace", "Task %(name)s[%(id)s] succeeded", {"name": TASK_SYNC_ITEM, "id": "2"}
+        )
+        assert quiet.filter(work) and work.levelno == logging.INFO
+        root.setLevel(logging.DEBUG)
+        again = _celery_record(
+            "celery.app.trace", "Task %(name)s[%(id)s] succeeded", {"name": TASK_REQUEUE_STALE, "id": "3"}
+        )
+        assert quiet.filter(again) and again.levelname == "DEBUG"  # shown when the bridge logs at DEBUG
+    finally:
+        root.setLevel(level)
+
+
+def test_one_feeder_chain_at_a_time(engine):  # noqa: F811
+    assert not feeder.chain_alive(engine)
+    assert feeder.hold_chain(engine, "a") and feeder.chain_alive(engine)
+    assert not feeder.hold_chain(engine, "b")  # a second start while the first runs: a no-op
+    assert feeder.hold_chain(engine, "a")  # the chain renews its own lease at each link
+    feeder.end_chain(engine, "a")
+    assert not feeder.chain_alive(engine) and feeder.hold_chain(engine, "b")
+
+
+class RecordingCelery:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, object]] = []
+
+    def send_task(self, name: str, args: object) -> None:
+        self.sent.append((name, args))
+
+
+def test_the_publisher_sends_a_lone_wake_up_at_once_and_one_message_per_interval_in_a_burst():
+    celery = RecordingCelery()
+    publisher = WakePublisher(celery, min_interval=0.5)  # type: ignore[arg-type]
+    started = time.monotonic()
+    publisher.wake("github", "acme/web#1")
+    wait_for(lambda: celery.sent, 5, interval=0.005, what="the first wake-up")
+    assert time.monotonic() - started < 0.4  # not held back: nothing was sent just before
+    for n in range(2, 202):
+        publisher.wake("github", f"acme/web#{n}")
+    wait_for(lambda: sum(len(a[0]) if name != TASK_SYNC_ITEM else 1 for name, a in celery.sent) >= 201, 10)  # type: ignore[arg-type]
+    assert len(celery.sent) <= 3  # 200 deliveries in a burst: one message after the interval (two at worst)
+
+
+def _delivery(n: int, payload: object = b"{}") -> Delivery:
+    event = NormalizedEvent(
+        source="bugzilla",
+        item_kind="bug",
+        item_key=str(n),
+        action="created",
+        event_name="bug.create",
+        source_ts=datetime.now(UTC),
+        fields={"summary": f"bug {n}"},
+    )
+    return Delivery(event, f"d{n}", {}, payload)  # type: ignore[arg-type]
+
+
+def test_the_group_commit_stores_every_delivery_and_a_bad_one_fails_alone(engine):  # noqa: F811
+    writer = GroupWriter(engine)
+    results: dict[int, object] = {}
+
+    def send(n: int) -> None:
+        try:
+            results[n] = writer.record(_delivery(n, object() if n == 7 else json.dumps({"n": n}).encode()))
+        except Exception as exc:
+            results[n] = exc
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(1, 21)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert isinstance(results[7], Exception)
+    stored = {n: r for n, r in results.items() if n != 7}
+    assert all(r[1] for r in stored.values())  # type: ignore[index]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(db.events)).scalar() == 19
+    again = writer.record(_delivery(3, b"{}"))
+    assert again[0] == stored[3][0] and not again[1]  # type: ignore[index]  (a duplicate: its first copy)
+
+
+@pytest.mark.parametrize("n", [1])
+def test_a_duplicate_through_the_group_commit_counts_nothing(engine, n):  # noqa: F811
+    from bridge.store import counters
+
+    writer = GroupWriter(engine)
+    writer.record(_delivery(n))
+    writer.record(_delivery(n))
+    with engine.connect() as conn:
+        series = counters.read_all(conn)
+    assert [v for _labels, v in series[counters.DELIVERIES]] == [1.0]
+    assert [v for _labels, v in series[counters.EVENTS_STORED]] == [1.0]
