@@ -929,6 +929,11 @@ def _register_source_commands() -> None:
 
     db.add_command(cli_db.prune)
     main.add_command(cli_backfill.backfill)
+    from bridge.cli import explain as cli_explain
+    from bridge.cli import steer as cli_steer
+
+    main.add_command(cli_explain.explain)
+    cli_steer.register(main, links)
 
 
 _register_source_commands()

@@ -303,6 +303,8 @@ class Applier:
         try:
             if doubt is not None:
                 issue_id = self._create_in_doubt(item, ev, draft, link, doubt)
+            elif (existing := self._existing(item, ev, draft)) is not None:
+                issue_id = existing
             else:
                 issue_id = self.send(item, ZOHO_CREATE, lambda: self.client.create_issue(draft), result=str)
         except link_rows.ExternalIdTaken as exc:
@@ -330,6 +332,24 @@ class Applier:
         rules.created(self, item, ev, mapping, draft)  # mapping v3: written values, past comments
         if not self.dry_run:
             talkback.request_backlink(item, mapping)  # talks back to the source: once the issue exists
+
+    def _existing(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft) -> str | None:
+        """An existing issue to adopt instead of creating one (bridge/core/adopt.py): one `links recover` found
+        carrying the item's marker, or (ADOPT_EXISTING) one naming the item; several naming it fail the event."""
+        if self.dry_run or not (item.batch.found_any or self.settings.adopt_existing):
+            return None  # nothing found to adopt: no lookup at all
+        from bridge.core import adopt
+
+        found = adopt.existing_issue(item.engine, self.client, draft, index=self.settings.adopt_existing)
+        if found.verdict == adopt.AMBIGUOUS:
+            raise PermanentEventError(str(adopt.Ambiguous(list(found.candidates), found.why)))
+        if found.verdict != adopt.ADOPT or found.issue is None:
+            return None
+        issue_id = found.issue.issue_id
+        self.send(item, ZOHO_UPDATE, lambda: self.client.update_issue(draft, issue_id))
+        item.journal.confirmed(ZOHO_CREATE, result=issue_id, payload={"adopted": found.why})
+        self.note(item, ev, f"adopted existing Zoho issue {issue_id} (it {found.why}): not created again")
+        return issue_id
 
     def _create_in_doubt(
         self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft, link: Link, doubt: Operation
