@@ -75,3 +75,25 @@ def run_recover(settings, engine, since: float):  # type: ignore[no-untyped-def]
     for conflict in report.conflicts:
         click.echo(f"  conflict: {conflict}", err=True)
     return report
+
+
+def restore_check(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    """`db upgrade` and `run`: a database whose heartbeat is old was restored (or stopped long): relink first."""
+    from bridge.core.recover import RESTORE_MARGIN_SECONDS, restore_suspected
+
+    suspected = restore_suspected(engine)
+    if suspected is None:
+        return
+    beat, now = suspected
+    since = beat - RESTORE_MARGIN_SECONDS
+    hours = (now - beat) / 3600
+    click.echo(
+        f"the database's last heartbeat is {_when(beat)} ({hours:.1f} h ago): a restored backup, or a long stop; "
+        "looking for the bridge's own Zoho issues made since, so none is created twice"
+    )
+    if settings.dry_run:
+        click.echo("  no Zoho credentials (dry-run): nothing to look up")
+        return
+    report = run_recover(settings, engine, since)
+    if report.conflicts:
+        click.echo("  conflicts above: resolve them by hand (`issue-bridge explain <item>` shows each)", err=True)

@@ -269,7 +269,7 @@ def link_item(
         )  # fmt: skip
         steer.record(conn, source, item_key, "link", f"linked to Zoho issue {issue_id} (project {project})", actor)
     try:
-        queued = operator.resync(engine, draft.external_id, source)
+        queued = operator.resync(engine, draft.external_id, source, actor=actor)
         resync_event: int | None = queued.event_id
     except operator.NotFound:
         resync_event = None

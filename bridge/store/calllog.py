@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
-from bridge.store import _upsert
+from bridge.store import PENDING, _upsert, steer
 from bridge.store import schema as db
 from bridge.store.clock import db_now
 
@@ -161,11 +161,11 @@ def zoho_minutes(conn: Connection, since: float) -> dict[str, dict[int, tuple[in
     """Zoho calls per minute since `since` from the call log, by lane ("live" / "backfill": the event's origin)."""
     z, e = db.zoho_calls, db.events
     minute = func.floor(z.c.at / 60)
-    lane = func.coalesce(e.c.origin, "live")
+    origin = select(e.c.origin).where(e.c.id == z.c.event_id).scalar_subquery()  # one index probe per event
+    lane = func.coalesce(origin, "live")
     failed = func.sum(case((z.c.status.is_(None), 1), (z.c.status >= 400, 1), else_=0))
     rows = conn.execute(
         select(minute.label("minute"), lane.label("lane"), func.count().label("calls"), failed.label("errors"))
-        .select_from(z.outerjoin(e, e.c.id == z.c.event_id))
         .where(z.c.at >= since, z.c.dry_run.is_(False))
         .group_by(minute, lane)
     ).all()
@@ -174,6 +174,30 @@ def zoho_minutes(conn: Connection, since: float) -> dict[str, dict[int, tuple[in
         name = "backfill" if str(r.lane).startswith("backfill") else "live"
         calls, errors = out.setdefault(name, {}).get(int(r.minute), (0, 0))
         out[name][int(r.minute)] = (calls + int(r.calls), errors + int(r.errors or 0))
+    return out
+
+
+def backlog(conn: Connection, now: float) -> dict[str, int]:
+    """Pending events by lane: due now (live, backfill, resync), waiting for a later try, and held by a pause."""
+    e = db.events
+    lane = case(
+        (e.c.origin.like("backfill:%"), "backfill"),
+        (e.c.origin == "resync", "resync"),
+        else_="live",
+    )
+    due = case((e.c.next_attempt_at <= now, "due"), else_="later")
+    rows = conn.execute(
+        select(lane.label("lane"), due.label("due"), func.count()).where(e.c.status == PENDING).group_by(lane, due)
+    ).all()
+    out = {"live": 0, "backfill": 0, "resync": 0, "later": 0, "paused": 0}
+    for name, when, n in rows:
+        if name == "backfill":
+            out["backfill"] += int(n)  # parked for the feeder or due: the backfill's share either way
+        elif when == "later":
+            out["later"] += int(n)
+        else:
+            out[str(name)] += int(n)
+    out["paused"] = sum(steer.waiting(conn).values())
     return out
 
 
