@@ -215,7 +215,6 @@ def link_item(
     if not getattr(client, "dry_run", True) and client.get_issue(portal, project, issue_id) is None:
         raise SteerError(f"Zoho has no issue {issue_id} in project {project} (portal {portal}): give --project")
     with engine.begin() as conn:
-        now = db_now(conn)
         links = db.links
         holder = conn.execute(
             select(links.c.source, links.c.item_key).where(links.c.zoho_issue_id == issue_id, links.c.state != UNLINKED)
@@ -247,26 +246,7 @@ def link_item(
         ).scalar()
         if taken is not None and taken != item_key:
             raise SteerError(f"external id {draft.external_id} is item {taken}'s: the mapping must tell them apart")
-        values = dict(
-            external_id=draft.external_id,
-            portal=portal,
-            project=project,
-            zoho_issue_id=issue_id,
-            state="linked",
-            last_state_ts=0.0,
-            applied_hash=None,
-            written=None,
-            updated_at=now,
-        )
-        if own is not None:
-            conn.execute(update(links).where(links.c.id == own.id).values(**values))
-        else:
-            conn.execute(insert(links).values(source=source, item_key=item_key, created_at=now, **values))
-        journal.save(
-            conn,
-            journal.Operation(source, item_key, "zoho.create", "", journal.CONFIRMED, payload={"adopted": actor},
-                              result=issue_id, planned_at=now, sent_at=now, done_at=now),
-        )  # fmt: skip
+        write_link(conn, own, source, item_key, draft.external_id, portal, project, issue_id, actor)
         steer.record(conn, source, item_key, "link", f"linked to Zoho issue {issue_id} (project {project})", actor)
     try:
         queued = operator.resync(engine, draft.external_id, source, actor=actor)
@@ -274,6 +254,66 @@ def link_item(
     except operator.NotFound:
         resync_event = None
     return Linked(source, item_key, draft.external_id, issue_id, portal, project, resync_event)
+
+
+def write_link(
+    conn: Any,
+    own: Any,
+    source: str,
+    item_key: str,
+    external_id: str,
+    portal: str,
+    project: str,
+    issue_id: str,
+    actor: str,
+) -> None:
+    """The item's link, confirmed with an adopted issue, and its create recorded as confirmed: nothing creates it
+    again. `applied_hash` is cleared, so the next update sends the whole state (with the external id and marker)."""
+    now = db_now(conn)
+    values = dict(
+        external_id=external_id,
+        portal=portal,
+        project=project,
+        zoho_issue_id=issue_id,
+        state="linked",
+        last_state_ts=0.0,
+        applied_hash=None,
+        written=None,
+        updated_at=now,
+    )
+    if own is not None:
+        conn.execute(update(db.links).where(db.links.c.id == own.id).values(**values))
+    else:
+        conn.execute(insert(db.links).values(source=source, item_key=item_key, created_at=now, **values))
+    journal.save(
+        conn,
+        journal.Operation(source, item_key, "zoho.create", "", journal.CONFIRMED, payload={"adopted": actor},
+                          result=issue_id, planned_at=now, sent_at=now, done_at=now),
+    )  # fmt: skip
+
+
+def adopt_link(engine: Engine, source: str, item_key: str, external_id: str, portal: str, project: str,
+               issue_id: str, actor: str, why: str) -> bool:  # fmt: skip
+    """`backfill --adopt-only`: link an item (stored or not) to the issue found for it, unless it has a link with an
+    issue already or another item holds the issue or the external id. True when linked."""
+    links = db.links
+    with engine.begin() as conn:
+        own = conn.execute(select(links).where(links.c.source == source, links.c.item_key == item_key)).first()
+        if own is not None and own.zoho_issue_id and own.state in ("linked", "deleted"):
+            return False
+        holder = conn.execute(
+            select(links.c.item_key).where(
+                links.c.state != UNLINKED,
+                (links.c.zoho_issue_id == issue_id)
+                | ((links.c.source == source) & (links.c.external_id == external_id)),
+                links.c.item_key != item_key,
+            )
+        ).first()
+        if holder is not None:
+            return False
+        write_link(conn, own, source, item_key, external_id, portal, project, issue_id, actor)
+        steer.record(conn, source, item_key, "adopt", f"linked to existing Zoho issue {issue_id} ({why})", actor)
+    return True
 
 
 def _issue_id(engine: Engine, portal: str, issue: str) -> str:

@@ -24,8 +24,8 @@ from bridge.store.steer import MAPPING_PREFIX, SOURCE, STOPPED
 
 # What the core decided, named from the notes it leaves on an event (bridge/core: plan, apply, rules, talkback).
 DECISIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("kept out by when:", ("does not match the mapping's `when:`", "still does not match", "stopped matching")),
     ("held comment", ("posted if it starts matching",)),
+    ("kept out by when:", ("does not match the mapping's `when:`", "still does not match", "stopped matching")),
     ("older than the state in Zoho", ("older than the state already in Zoho",)),
     ("the source's echo", ("the source's echo", "a comment the bridge wrote")),
     (
@@ -335,10 +335,10 @@ def _next(f: rows.Facts, held: str | None) -> list[str]:
     if lease.get("holder") and float(lease.get("expires_at") or 0) > now:
         out.append(f"a worker holds it now ({lease['holder']}), until {_t(float(lease['expires_at']))}")
     if float(lease.get("retry_at") or 0) > now:
-        out.append(
-            f"backing off after {lease.get('failures') or 0} failed attempt(s): next try at "
-            f"{_t(float(lease['retry_at']))} ({_in(float(lease['retry_at']) - now)})"
-        )
+        at = float(lease["retry_at"])
+        failures = int(lease.get("failures") or 0)
+        why = f"backing off after {failures} failed attempt(s)" if failures else "waiting (a wait is not an attempt)"
+        out.append(f"{why}: next try at {_t(at)} ({_in(at - now)})")
     for b in f.budgets:
         if b.blocked_until > now and (b.budget.startswith("zoho") or b.budget.startswith(f.source)) and pending:
             out.append(
@@ -348,8 +348,8 @@ def _next(f: rows.Facts, held: str | None) -> list[str]:
     if pending and not held:
         due = min(ev.next_attempt_at for ev in pending)
         when = "now" if due <= now else f"at {_t(due)} ({_in(due - now)})"
-        why = next((ev.last_error for ev in reversed(pending) if ev.last_error), None)
-        out.append(f"{len(pending)} event(s) pending, next try {when}" + (f": {mask(why)}" if why else ""))
+        error = next((ev.last_error for ev in reversed(pending) if ev.last_error), None)
+        out.append(f"{len(pending)} event(s) pending, next try {when}" + (f": {mask(error)}" if error else ""))
     for op in f.operations:
         if op.state in (PLANNED, SENT) and op.next_at is not None:
             name = KIND_NAMES.get(op.kind, op.kind) + (f" {op.ref}" if op.ref else "")
