@@ -59,7 +59,7 @@ def run(port: int, host: str, concurrency: int) -> None:
     engine = _engine(settings, create=True)  # create the schema once, before anything forks
     if not settings.dry_run:
         _refuse_unknown_routes(settings)
-    restore_check(settings, engine)  # a restored backup: relink the bridge's issues before a worker creates any
+    restore_check(settings, engine, fatal=False)  # a restored backup: relink its issues before a worker creates any
     supervisor = Supervisor(
         settings,
         host=host,

@@ -77,8 +77,10 @@ def run_recover(settings, engine, since: float):  # type: ignore[no-untyped-def]
     return report
 
 
-def restore_check(settings, engine) -> None:  # type: ignore[no-untyped-def]
-    """`db upgrade` and `run`: a database whose heartbeat is old was restored (or stopped long): relink first."""
+def restore_check(settings, engine, *, fatal: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """`db upgrade` and `run`: a database whose heartbeat is old was restored (or stopped long): relink first.
+    `fatal=False` (`run`): Zoho unreachable is a loud warning, and the bridge starts (a long stop is far more common
+    than a restore, and the workers cannot create anything while Zoho is unreachable either)."""
     from bridge.core.recover import RESTORE_MARGIN_SECONDS, restore_suspected
 
     suspected = restore_suspected(engine)
@@ -94,6 +96,12 @@ def restore_check(settings, engine) -> None:  # type: ignore[no-untyped-def]
     if settings.dry_run:
         click.echo("  no Zoho credentials (dry-run): nothing to look up")
         return
-    report = run_recover(settings, engine, since)
+    try:
+        report = run_recover(settings, engine, since)
+    except click.ClickException as exc:
+        if fatal:
+            raise
+        click.echo(f"WARNING: {exc.message}", err=True)
+        return
     if report.conflicts:
         click.echo("  conflicts above: resolve them by hand (`issue-bridge explain <item>` shows each)", err=True)
