@@ -340,27 +340,35 @@ class Fetched:
     comments: int
 
 
-def resync_from_source(settings: Settings, engine: Engine, source: str, item_key: str, actor: str) -> Fetched:
+def resync_from_source(
+    settings: Settings, engine: Engine, source: str, item_key: str, actor: str, *, hold: float | None = None
+) -> Fetched:
     """Fetch the item's current state and comments through its source's API and store them as events the core
-    processes (a state applied even if nothing changed on the bridge's side; comments by their id, never twice)."""
+    processes (a state applied even if nothing changed on the bridge's side; comments by their id, never twice).
+    `hold`: how long to wait for the source's budget (a command waits up to an hour; the admin page a few seconds)."""
+    from bridge.events import SourceUnavailable
     from bridge.outbound.budget import shared_budgets
+    from bridge.sources.http import HOLD_COMMAND
     from bridge.store import state_events_of
 
     known = state_events_of(engine, source, item_key, limit=20)
     fields = known[0].fields if known else {}
     budgets = shared_budgets(engine)
     reads: list[Any] = []
+    wait = HOLD_COMMAND if hold is None else hold
     try:
         if source == "github":
-            reads = _github(settings, engine, budgets, item_key, fields)
+            reads = _github(settings, engine, budgets, item_key, fields, wait)
         elif source == "bugzilla":
-            reads = _bugzilla(settings, budgets, item_key)
+            reads = _bugzilla(settings, budgets, item_key, wait)
         elif source == "bugherd":
-            reads = _bugherd(settings, budgets, item_key, fields)
+            reads = _bugherd(settings, budgets, item_key, fields, wait)
         else:
             raise SteerError(f"unknown source {source}")
     except SteerError:
         raise
+    except SourceUnavailable as exc:
+        raise SteerError(f"{source} could not be asked now: {exc.reason}") from None
     except (ValueError, KeyError) as exc:
         raise SteerError(f"{source} could not be asked for {item_key}: {exc}") from None
     if not reads:
@@ -405,10 +413,11 @@ def resync_from_source(settings: Settings, engine: Engine, source: str, item_key
     return Fetched(source, item_key, stored, comments)
 
 
-def _github(settings: Settings, engine: Engine, budgets: Any, item_key: str, fields: dict[str, Any]) -> list[Any]:
+def _github(
+    settings: Settings, engine: Engine, budgets: Any, item_key: str, fields: dict[str, Any], hold: float
+) -> list[Any]:
     from bridge.sources.github.api import GitHubClient, GitHubError
     from bridge.sources.github.backfill import GitHubReader
-    from bridge.sources.http import HOLD_COMMAND
 
     if not settings.github_token:
         raise SteerError("GITHUB_TOKEN is not set: the item is read through GitHub's REST API")
@@ -418,9 +427,7 @@ def _github(settings: Settings, engine: Engine, budgets: Any, item_key: str, fie
     if not repo or not number.isdigit():
         raise SteerError(f"{item_key!r} is no GitHub issue (owner/name#number)")
     try:
-        client = GitHubClient(
-            settings.github_token, budgets=budgets, base_url=settings.github_api_url, hold=HOLD_COMMAND
-        )
+        client = GitHubClient(settings.github_token, budgets=budgets, base_url=settings.github_api_url, hold=hold)
         reader = GitHubReader(client, engine, repo)
         issue = client.get_issue(repo, int(number))
         reads = [reader._issue_event(issue)]
@@ -430,25 +437,23 @@ def _github(settings: Settings, engine: Engine, budgets: Any, item_key: str, fie
     return reads
 
 
-def _bugzilla(settings: Settings, budgets: Any, item_key: str) -> list[Any]:
+def _bugzilla(settings: Settings, budgets: Any, item_key: str, hold: float) -> list[Any]:
     from bridge.sources.bugzilla.api import BugzillaClient, BugzillaError
     from bridge.sources.bugzilla.backfill import BugzillaReader
-    from bridge.sources.http import HOLD_COMMAND
 
     if not (settings.bugzilla_url and settings.bugzilla_api_key):
         raise SteerError("BUGZILLA_URL and BUGZILLA_API_KEY must both be set to read the bug from Bugzilla")
     try:
-        client = BugzillaClient(settings.bugzilla_url, settings.bugzilla_api_key, budgets=budgets, hold=HOLD_COMMAND)
+        client = BugzillaClient(settings.bugzilla_url, settings.bugzilla_api_key, budgets=budgets, hold=hold)
         bug = client.bug(item_key)
         return list(BugzillaReader(client, settings, str(bug.get("product") or ""))._item(bug).events)
     except BugzillaError as exc:
         raise SteerError(str(exc)) from None
 
 
-def _bugherd(settings: Settings, budgets: Any, item_key: str, fields: dict[str, Any]) -> list[Any]:
+def _bugherd(settings: Settings, budgets: Any, item_key: str, fields: dict[str, Any], hold: float) -> list[Any]:
     from bridge.sources.bugherd.api import BugHerdClient, BugHerdError
     from bridge.sources.bugherd.backfill import BugHerdReader
-    from bridge.sources.http import HOLD_COMMAND
 
     if not settings.bugherd_api_key:
         raise SteerError("BUGHERD_API_KEY is not set: the task is read through BugHerd's API")
@@ -457,7 +462,7 @@ def _bugherd(settings: Settings, budgets: Any, item_key: str, fields: dict[str, 
         raise SteerError(f"no stored event of task {item_key} names its BugHerd project")
     try:
         client = BugHerdClient(settings.bugherd_api_key, budgets=budgets, base_url=settings.bugherd_api_url,
-                               hold=HOLD_COMMAND)  # fmt: skip
+                               hold=hold)  # fmt: skip
         task = client.task(project, item_key)
         return list(BugHerdReader(client, int(project))._item(task).events)
     except BugHerdError as exc:

@@ -168,6 +168,7 @@ def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batc
         ).scalar()
         if json_text:
             latest = NormalizedEvent.from_json(json.loads(json_text))
+    held, paused_mappings = steer.claim_view(conn, claim.source, claim.item_key)
     wanted = link is not None and (events or work_due)
     comments = comment_links(conn, claim.source, link.external_id) if wanted and link is not None else {}
     return Batch(
@@ -178,8 +179,8 @@ def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batc
         latest_event=latest,
         comment_links=comments,
         ops=ops,
-        held=steer.why_held(conn, claim.source, claim.item_key),
-        paused_mappings=frozenset(steer.paused_mappings(conn)),
+        held=held,
+        paused_mappings=paused_mappings,
         found_any=(link is None or not link.confirmed)
         and conn.execute(select(db.zoho_found.c.issue_id).limit(1)).first() is not None,
     )

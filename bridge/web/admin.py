@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -248,6 +249,7 @@ def dashboard() -> str:
         budgets=budgets,
         charts=charts,
         sources=SOURCES,
+        mapping_files=sorted(os.path.basename(m.path) for m in _runtime().registry.all()),
     )
 
 
@@ -356,6 +358,7 @@ def lookup() -> str:
 
 ITEM_EVENTS = 300  # events whose story the item page shows by default (all of them with ?all=1)
 ITEM_ACTIONS = ("resync", "resync-source", "pause", "resume", "unlink", "link")
+ADMIN_HOLD = 5.0  # seconds a page waits for a source's budget (a command waits longer): then it says to try again
 
 
 @bp.get("/items/<source>/<path:item_key>")
@@ -390,7 +393,7 @@ def item_action(action: str, source: str, item_key: str) -> Response:
             done = operator.resync(engine, item_key, source, actor="admin")
             flash(f"Queued event {done.event_id}: the item's newest state is applied again.")
         elif action == "resync-source":
-            fetched = steer.resync_from_source(runtime.settings, engine, source, item_key, "admin")
+            fetched = steer.resync_from_source(runtime.settings, engine, source, item_key, "admin", hold=ADMIN_HOLD)
             flash(f"Fetched from {source}: {fetched.stored} event(s) stored ({fetched.comments} comment(s)).")
         elif action == "pause":
             steer.pause(engine, runtime.registry, target, "admin")
