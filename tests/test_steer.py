@@ -269,3 +269,19 @@ def test_the_item_story_bounded_and_pages_of_the_call_minutes(tmp_path, fake):
         [call] = calllog.calls_for_item(conn, "github", "acme/web#1")
     assert call.path == "/repos/acme/web/issues/1" and call.status == 200
     assert adopt.CREATE == "create"
+
+
+def test_a_paused_backlog_holds_back_neither_side_work_nor_the_zoho_poll(tmp_path, fake):
+    from bridge.store import outcomes
+
+    runtime = runtime_for(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened", number=1))
+    assert outcomes.live_due_besides(runtime.engine, "github", "acme/web#9")  # live work is due: side work waits
+    assert store.forward_busy(runtime.engine)
+    target = steer.target_of(runtime.engine, runtime.registry, "github:acme/web#1")
+    steer.pause(runtime.engine, runtime.registry, target, "test")
+    assert not outcomes.live_due_besides(runtime.engine, "github", "acme/web#9")  # held: it holds nothing back
+    assert not store.forward_busy(runtime.engine)
+    steer.resume(runtime.engine, target, "test")
+    steer.pause(runtime.engine, runtime.registry, steer.target_of(runtime.engine, runtime.registry, "github"), "test")
+    assert not store.forward_busy(runtime.engine)

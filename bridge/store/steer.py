@@ -21,6 +21,7 @@ SOURCE, MAPPING = "source", "mapping"
 STOPPED = "stopped"  # `why` of an item stopped by hand
 MAPPING_PREFIX = "mapping:"  # `why` of an item held under a paused mapping file
 _P, _H, _A = db.pauses, db.held_items, db.operator_actions
+DUE_PROBE = 50  # "is live work due?" looks at this many due events for one that is not paused
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,22 @@ def claim_view(conn: Connection, source: str, item_key: str) -> tuple[str | None
     if why is None and any(kind == SOURCE and name == source for kind, name in rows):
         why = f"{SOURCE}:{source}"
     return why, frozenset(str(name) for kind, name in rows if kind == MAPPING)
+
+
+def any_free(conn: Connection, items: list[tuple[str, str]]) -> bool:
+    """Whether any of these items is neither held nor of a paused source (for "live work is due" checks: a paused
+    backlog must not hold back everything else). Two small reads, whatever the backlog's size."""
+    if not items:
+        return False
+    paused = set(conn.execute(select(_P.c.name).where(_P.c.kind == SOURCE)).scalars())
+    free = [(s, k) for s, k in items if s not in paused]
+    if not free:
+        return False
+    keys = {k for _, k in free}
+    held = {
+        (r.source, r.item_key) for r in conn.execute(select(_H.c.source, _H.c.item_key).where(_H.c.item_key.in_(keys)))
+    }
+    return any(pair not in held for pair in free)
 
 
 def held(conn: Connection, source: str, item_key: str) -> Held | None:
