@@ -285,3 +285,24 @@ def test_a_paused_backlog_holds_back_neither_side_work_nor_the_zoho_poll(tmp_pat
     steer.resume(runtime.engine, target, "test")
     steer.pause(runtime.engine, runtime.registry, steer.target_of(runtime.engine, runtime.registry, "github"), "test")
     assert not store.forward_busy(runtime.engine)
+
+
+def test_an_issue_found_then_deleted_in_zoho_is_created_instead(tmp_path, fake):
+    runtime = runtime_for(tmp_path, fake)
+    made = hand_made(fake, "Made by the bridge before the restore", "[issue-bridge:github:acme/web#1]")
+    with runtime.engine.begin() as conn:
+        store.found.save(
+            conn, store.found.Found("739121528", WEB, made, None, None, None, "github:acme/web#1", (), "recover")
+        )
+    requests.delete(
+        f"{fake.base_url}/api/v3/portal/{fake.portal_id}/projects/{WEB}/issues/{made}",
+        headers={"Authorization": f"Zoho-oauthtoken {fake.mint_token()}"},
+        timeout=10,
+    )
+    deliver(runtime, "issues", issues_event("opened", number=1))
+    sync(runtime, 1)
+    [issue] = fake.issues()
+    assert (
+        issue["id"] != made
+        and store.get_link(runtime.engine, "github", "github:acme/web#1").zoho_issue_id == issue["id"]
+    )

@@ -346,7 +346,15 @@ class Applier:
         if found.verdict != adopt.ADOPT or found.issue is None:
             return None
         issue_id = found.issue.issue_id
-        self.send(item, ZOHO_UPDATE, lambda: self.client.update_issue(draft, issue_id))
+        try:
+            self.send(item, ZOHO_UPDATE, lambda: self.client.update_issue(draft, issue_id))
+        except ZohoPermanentError as exc:
+            if exc.status != 404:
+                raise
+            from bridge.store import found as found_rows  # gone from Zoho since it was found: created instead
+
+            item.later(lambda conn, _now: found_rows.forget(conn, draft.portal, issue_id))
+            return None
         item.journal.confirmed(ZOHO_CREATE, result=issue_id, payload={"adopted": found.why})
         self.note(item, ev, f"adopted existing Zoho issue {issue_id} (it {found.why}): not created again")
         return issue_id
