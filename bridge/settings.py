@@ -91,6 +91,7 @@ class Settings:
     github_api_url: str = "https://api.github.com"  # GitHub Enterprise: https://<host>/api/v3
     bugherd_api_url: str = "https://www.bugherd.com"
     backfill_budget_share: float = 0.5  # the most of the Zoho budget a backfill may use (live gets the rest)
+    adopt_existing: bool = False  # before a create: adopt an existing issue naming the item (bridge/core/adopt.py)
     zoho_poll_seconds: float = 60.0  # how often linked Zoho projects are polled for changes made in Zoho
     zoho_webhook_token: str = ""  # the URL token of POST /webhooks/zoho/<token>; "" disables the endpoint
     attachment_max_bytes: int = 10 * 1024 * 1024  # larger attachments are skipped with a note
@@ -320,6 +321,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         github_api_url=_url(env, "GITHUB_API_URL", "https://api.github.com", ("http", "https")),
         bugherd_api_url=_url(env, "BUGHERD_API_URL", "https://www.bugherd.com", ("http", "https")),
         backfill_budget_share=_share(env, "BACKFILL_BUDGET_SHARE", 0.5),
+        adopt_existing=_switch("ADOPT_EXISTING", env.get("ADOPT_EXISTING", "")),
         zoho_poll_seconds=max(2.0, _float(env, "ZOHO_POLL_SECONDS", 60.0)),
         zoho_webhook_token=env.get("ZOHO_WEBHOOK_TOKEN", "").strip(),
         retention_days=_float(env, "RETENTION_DAYS", 30.0),
@@ -330,6 +332,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         from_environment=from_environment,
         env_stamp=env_stamp,
     )
+
+
+def _switch(name: str, raw: str) -> bool:
+    value = raw.strip().lower() or "off"
+    if value not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{name}: expected on or off, got {value!r}")
+    return value in ("on", "true", "1", "yes")
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -93,8 +93,12 @@ def wake_items(items: list[list[str]]) -> int:
 @shared_task(name=TASK_REQUEUE_STALE)
 def requeue_stale() -> int:
     """Events stored but not processed after a grace period (broker down, worker killed) go again; the metric
-    deltas are folded; a backfill whose feeder stopped (its chain lost with a worker) gets it back."""
+    deltas are folded; a backfill whose feeder stopped (its chain lost with a worker) gets it back. Also the
+    database's heartbeat: `db upgrade` tells a restored backup by how old its last one is."""
+    from bridge.store import calllog
+
     runtime = get_runtime()
+    calllog.heartbeat(runtime.engine)
     items = claims.stale_items(runtime.engine, grace=runtime.settings.stale_after_seconds)
     for source, item_key in items:
         sync_item.delay(source, item_key)

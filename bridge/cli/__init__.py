@@ -52,12 +52,14 @@ def run(port: int, host: str, concurrency: int) -> None:
     Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops all of them; if one dies, the others are stopped
     and the command exits non-zero saying why. Only one `run` at a time per data folder.
     """
+    from bridge.cli.recover import restore_check
     from bridge.process.supervisor import Supervisor, SupervisorError
 
     settings = _settings()
-    _engine(settings, create=True)  # create the schema once, before anything forks
+    engine = _engine(settings, create=True)  # create the schema once, before anything forks
     if not settings.dry_run:
         _refuse_unknown_routes(settings)
+    restore_check(settings, engine, fatal=False)  # a restored backup: relink its issues before a worker creates any
     supervisor = Supervisor(
         settings,
         host=host,
@@ -106,10 +108,18 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Create or upgrade the schema."""
+    """Create or upgrade the schema; after a restored backup, relink the bridge's own Zoho issues made since it.
+
+    A database whose last heartbeat (written by the beat's sweeper every 10 s) is older than 15 minutes was
+    restored (or stopped that long): `links recover` runs from that heartbeat, less an hour, before anything can
+    create an issue a second time.
+    """
+    from bridge.cli.recover import restore_check
+
     settings = _settings()
-    _engine(settings, create=True)
+    engine = _engine(settings, create=True)
     click.echo(f"schema is up to date ({_where(settings)})")
+    restore_check(settings, engine)
 
 
 def _where(settings: Settings) -> str:
@@ -359,17 +369,23 @@ def links_unlink(external_id: str, source: str | None, yes: bool) -> None:
 @main.command("resync")
 @click.argument("external_id")
 @click.option("--source", default=None, help="when the id names items of several sources")
-def resync_command(external_id: str, source: str | None) -> None:
+@click.option("--from-source", "from_source", is_flag=True, help="fetch the item's state and comments from its source")
+def resync_command(external_id: str, source: str | None, from_source: bool = False) -> None:
     """Apply an item's latest known state to Zoho again (EXTERNAL_ID like github:acme/web#5, or the item key).
 
     Queues a copy of the item's newest stored state event and sends the update even if nothing changed on
     the bridge's side: for a Zoho issue edited by hand, or one re-created after `links unlink`. Comments
-    are not sent again.
+    are not sent again. With --from-source, the item's current state and comments are fetched through its
+    source's API instead (a missed webhook, a stored body that lacked fields): comments Zoho has are not
+    posted twice.
     """
     from bridge.store import operator as operations
 
     settings = _settings()
     engine = _engine(settings)
+    if from_source:
+        _resync_from_source(settings, engine, external_id, source)
+        return
     try:
         done = operations.resync(engine, external_id, source)
     except operations.NotFound as exc:
@@ -379,6 +395,32 @@ def resync_command(external_id: str, source: str | None) -> None:
         f"queued event {done.event_id} for {done.source} {done.item_key} (the state of event {done.copied_from}); "
         f"follow it with `issue-bridge events show {done.event_id}`"
     )
+
+
+def _resync_from_source(settings: Settings, engine: Engine, text: str, source: str | None) -> None:
+    from bridge.cli.steer import wake
+    from bridge.core import steer
+
+    found = [(s, k) for s, k in store_story_items(engine, text) if source in (None, s)]
+    if len(found) != 1:
+        names = ", ".join(f"{s} {k}" for s, k in found) or "nothing known by that name"
+        raise click.ClickException(f"{text!r} must name one item ({names}): give --source")
+    item_source, item_key = found[0]
+    try:
+        done = steer.resync_from_source(settings, engine, item_source, item_key, "cli")
+    except steer.SteerError as exc:
+        raise click.ClickException(str(exc)) from None
+    wake(settings, [(item_source, item_key)])
+    click.echo(
+        f"fetched {item_source} {item_key} from {item_source}: {done.stored} event(s) stored "
+        f"(its state and {done.comments} comment(s)); follow it with `issue-bridge explain {text}`"
+    )
+
+
+def store_story_items(engine: Engine, text: str) -> list[tuple[str, str]]:
+    from bridge.core.story import find_items
+
+    return find_items(engine, text)
 
 
 # -- status -------------------------------------------------------------------------------------------
@@ -409,6 +451,11 @@ def status_command(as_json: bool) -> None:
 
     if poll_lines := zoho_poll.status_lines(settings, engine):  # BugTracker: the reverse poll's pace
         report.extra_sections.append(("zoho reverse poll", poll_lines))
+    from bridge.core import budget_view
+
+    budgets_now = budget_view.view(engine, settings)
+    report.extra_sections.append(("paused (deliveries stored, nothing sent)", budget_view.pause_lines(budgets_now)))
+    report.extra_sections.append(("outside systems (calls per minute, the last hour)", budget_view.lines(budgets_now)))
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2, default=str))
         return
@@ -934,6 +981,11 @@ def _register_source_commands() -> None:
 
     db.add_command(cli_db.prune)
     main.add_command(cli_backfill.backfill)
+    from bridge.cli import explain as cli_explain
+    from bridge.cli import steer as cli_steer
+
+    main.add_command(cli_explain.explain)
+    cli_steer.register(main, links)
 
 
 _register_source_commands()

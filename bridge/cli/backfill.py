@@ -26,6 +26,11 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--dry-run", is_flag=True, help="read and count, store nothing, estimate the Zoho calls")(func)
     func = click.option("--resume", is_flag=True, help="continue the interrupted backfill with the same options")(func)
     func = click.option("--wait", is_flag=True, help="after reading, show progress until everything is synced")(func)
+    func = click.option(
+        "--adopt-only",
+        is_flag=True,
+        help="link each item to the existing Zoho issue naming it (marker, custom field or URL); store nothing",
+    )(func)
     return func
 
 
@@ -52,7 +57,14 @@ def parse_since(value: str | None) -> str | None:
 @click.option("--label", "labels", multiple=True, help="only issues with this label (repeat: all must match)")
 @_common
 def backfill_github(
-    repo: str, state: str, since: str | None, labels: tuple[str, ...], dry_run: bool, resume: bool, wait: bool
+    repo: str,
+    state: str,
+    since: str | None,
+    labels: tuple[str, ...],
+    dry_run: bool,
+    resume: bool,
+    wait: bool,
+    adopt_only: bool = False,
 ) -> None:
     """Backfill a GitHub repository's issues and their comments (pull requests are skipped). Needs GITHUB_TOKEN."""
     from bridge.outbound.budget import shared_budgets
@@ -78,7 +90,16 @@ def backfill_github(
     except GitHubError as exc:
         raise click.ClickException(str(exc)) from None
     reader = GitHubReader(client, engine, repo, state=state, since=since_iso, labels=labels)
-    _run(settings, engine, reader, resume=resume, dry_run=dry_run, wait=wait, errors=(GitHubError,))
+    _run(
+        settings,
+        engine,
+        reader,
+        resume=resume,
+        dry_run=dry_run,
+        wait=wait,
+        errors=(GitHubError,),
+        adopt_only=adopt_only,
+    )
 
 
 @backfill.command("bugzilla")
@@ -87,7 +108,13 @@ def backfill_github(
 @click.option("--since", help="only bugs changed at or after this date (2024-01-31 or ISO-8601, UTC)")
 @_common
 def backfill_bugzilla(
-    product: str, component: str | None, since: str | None, dry_run: bool, resume: bool, wait: bool
+    product: str,
+    component: str | None,
+    since: str | None,
+    dry_run: bool,
+    resume: bool,
+    wait: bool,
+    adopt_only: bool = False,
 ) -> None:
     """Backfill a Bugzilla product's bugs and their comments. Needs BUGZILLA_URL and BUGZILLA_API_KEY."""
     from bridge.outbound.budget import shared_budgets
@@ -110,13 +137,22 @@ def backfill_bugzilla(
         on_wait=_say_wait,
     )
     reader = BugzillaReader(client, settings, product.strip(), component=component, since=since_iso)
-    _run(settings, engine, reader, resume=resume, dry_run=dry_run, wait=wait, errors=(BugzillaError,))
+    _run(
+        settings,
+        engine,
+        reader,
+        resume=resume,
+        dry_run=dry_run,
+        wait=wait,
+        errors=(BugzillaError,),
+        adopt_only=adopt_only,
+    )
 
 
 @backfill.command("bugherd")
 @click.option("--project", "project_id", required=True, type=int, help="BugHerd project id")
 @_common
-def backfill_bugherd(project_id: int, dry_run: bool, resume: bool, wait: bool) -> None:
+def backfill_bugherd(project_id: int, dry_run: bool, resume: bool, wait: bool, adopt_only: bool = False) -> None:
     """Backfill a BugHerd project's tasks and their comments (60 API requests a minute). Needs BUGHERD_API_KEY."""
     from bridge.outbound.budget import shared_budgets
     from bridge.sources.bugherd.api import BugHerdClient, BugHerdError
@@ -135,7 +171,16 @@ def backfill_bugherd(project_id: int, dry_run: bool, resume: bool, wait: bool) -
         on_wait=_say_wait,
     )
     reader = BugHerdReader(client, project_id)
-    _run(settings, engine, reader, resume=resume, dry_run=dry_run, wait=wait, errors=(BugHerdError,))
+    _run(
+        settings,
+        engine,
+        reader,
+        resume=resume,
+        dry_run=dry_run,
+        wait=wait,
+        errors=(BugHerdError,),
+        adopt_only=adopt_only,
+    )
 
 
 @backfill.command("list")
@@ -193,7 +238,11 @@ def _run(
     dry_run: bool,
     wait: bool,
     errors: tuple[type[Exception], ...],
+    adopt_only: bool = False,
 ) -> None:
+    if adopt_only or (dry_run and settings.adopt_existing):  # the pairs: adopt / create / ambiguous
+        _adopt(settings, engine, reader, link=adopt_only and not dry_run, errors=errors)
+        return
     from bridge.backfill import feeder
     from bridge.backfill.runner import BackfillError, budget_rate, refresh, run_backfill
     from bridge.events import SourceUnavailable
@@ -257,6 +306,21 @@ def _run(
             time.sleep(1.0)
         bar.done()
         click.echo(f"synced: {p.synced}, failed: {p.failed}")
+
+
+def _adopt(settings: Settings, engine: Any, reader: Any, *, link: bool, errors: tuple[type[Exception], ...]) -> None:
+    from bridge.cli.adopt import run_adopt
+    from bridge.events import SourceUnavailable
+    from bridge.targets.zoho.errors import ZohoError
+
+    if settings.dry_run:
+        raise click.ClickException("no Zoho credentials (dry-run): nothing in Zoho to adopt")
+    try:
+        run_adopt(settings, engine, reader, link=link)
+    except (ZohoError, SourceUnavailable) as exc:
+        raise click.ClickException(f"{exc.reason}; what was linked stays linked: run it again later") from None
+    except errors as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 class _Bar:

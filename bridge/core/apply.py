@@ -34,7 +34,7 @@ from bridge.outbound.errors import ConfigError, LimitWait, Permanent
 from bridge.settings import Settings
 from bridge.store import DONE, FAILED, CommentLink, Link, StoredEvent, outcomes
 from bridge.store import links as link_rows
-from bridge.targets.zoho.client import ZohoClient
+from bridge.targets.zoho.client import ZohoClient, is_missing
 from bridge.targets.zoho.errors import ZohoPermanentError
 
 log = logging.getLogger("bridge.sync")
@@ -275,7 +275,7 @@ class Applier:
                       payload=move)  # fmt: skip
         except ZohoPermanentError as exc:
             # An earlier attempt's move whose answer was lost: the issue is in the new project already.
-            if exc.status != 404 or self.client.get_issue(link.portal, target, issue_id) is None:
+            if not is_missing(exc) or self.client.get_issue(link.portal, target, issue_id) is None:
                 raise
         self.keep_link(item, link, project=target)
         self.note(item, ev, f"moved Zoho issue {issue_id} from project {link.project} to {target}")
@@ -311,6 +311,8 @@ class Applier:
         try:
             if doubt is not None:
                 issue_id = self._create_in_doubt(item, ev, draft, link, doubt)
+            elif (existing := self._existing(item, ev, draft)) is not None:
+                issue_id = existing
             else:
                 issue_id = self.send(
                     item, ZOHO_CREATE, lambda: self.client.create_issue(draft), result=str, confirm=False
@@ -341,6 +343,32 @@ class Applier:
         rules.created(self, item, ev, mapping, draft)  # mapping v3: written values, past comments
         if not self.dry_run:
             talkback.request_backlink(item, mapping)  # talks back to the source: once the issue exists
+
+    def _existing(self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft) -> str | None:
+        """An existing issue to adopt instead of creating one (bridge/core/adopt.py): one `links recover` found
+        carrying the item's marker, or (ADOPT_EXISTING) one naming the item; several naming it fail the event."""
+        if self.dry_run or not (item.batch.found_any or self.settings.adopt_existing):
+            return None  # nothing found to adopt: no lookup at all
+        from bridge.core import adopt
+
+        found = adopt.existing_issue(item.engine, self.client, draft, index=self.settings.adopt_existing)
+        if found.verdict == adopt.AMBIGUOUS:
+            raise PermanentEventError(str(adopt.Ambiguous(list(found.candidates), found.why)))
+        if found.verdict != adopt.ADOPT or found.issue is None:
+            return None
+        issue_id = found.issue.issue_id
+        try:
+            self.send(item, ZOHO_UPDATE, lambda: self.client.update_issue(draft, issue_id))
+        except ZohoPermanentError as exc:
+            if not is_missing(exc):
+                raise
+            from bridge.store import found as found_rows  # gone from Zoho since it was found: created instead
+
+            item.later(lambda conn, _now: found_rows.forget(conn, draft.portal, issue_id))
+            return None
+        item.journal.confirmed(ZOHO_CREATE, result=issue_id, payload={"adopted": found.why})
+        self.note(item, ev, f"adopted existing Zoho issue {issue_id} (it {found.why}): not created again")
+        return issue_id
 
     def _create_in_doubt(
         self, item: ClaimedItem, ev: StoredEvent, draft: IssueDraft, link: Link, doubt: Operation
@@ -405,7 +433,7 @@ class Applier:
             try:
                 self.client.delete_issue(draft.portal, draft.project, other)
             except ZohoPermanentError as exc:
-                if exc.status != 404:  # already gone: another worker removed the same copy
+                if not is_missing(exc):  # already gone: another worker removed the same copy
                     raise
             log.warning("deleted duplicate Zoho issue %s (kept %s)", other, kept, extra={"item": draft.external_id})
             if ev is not None:

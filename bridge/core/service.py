@@ -34,7 +34,8 @@ from bridge.mapping import MappingRegistry
 from bridge.mapping.model import Mapping
 from bridge.outbound.errors import ConfigError, LimitWait, OutboundError, Permanent, Transient
 from bridge.settings import Settings
-from bridge.store import DONE, FAILED, SUPERSEDED, StoredEvent, outcomes
+from bridge.sources.http import CALLING_FOR
+from bridge.store import DONE, FAILED, SUPERSEDED, StoredEvent, outcomes, steer
 from bridge.store import claims as claim_rows
 from bridge.store import journal as journal_rows
 from bridge.store.claims import FORWARD_KINDS, Batch, ClaimLost, Refused
@@ -121,9 +122,12 @@ class SyncService:
         item = ClaimedItem(self.engine, claim, batch, renewed=claiming, dry_run=bool(self.client.dry_run))
         self._item = item
         started = time.monotonic()
+        calling_for = CALLING_FOR.set((source, item_key))  # its source calls go in its story
         try:
             self._reload_mappings()
             while True:
+                if self._held(item, outcome):
+                    break  # paused: nothing is sent for the item until `issue-bridge resume`
                 batch = self._wait_for_quiet(item)
                 if self._idle(batch):
                     item.step(self._release)
@@ -140,10 +144,30 @@ class SyncService:
             log.warning("%s: stopping without touching Zoho", exc, extra={"item": item_key, "source": source})
             return outcome
         finally:
+            CALLING_FOR.reset(calling_for)
             self._item = None
             self.client.event_id = None
         outcome.retry_at, outcome.db_now = item.next_due, item.now
         return outcome
+
+    def _held(self, item: ClaimedItem, outcome: ItemOutcome) -> bool:
+        """The item is paused (its source, its mapping file, or it alone): given back untouched, its events still
+        pending. The sweeper skips held items, and `resume` wakes them. An item of a paused mapping file is
+        held here, the first time a worker claims it."""
+        batch, why = item.batch, item.batch.held
+        if why is None and batch.paused_mappings and (batch.events or batch.work_due):
+            mapping = self._mapping(batch)
+            name = os.path.basename(mapping.path) if mapping is not None else ""
+            if name in batch.paused_mappings:
+                why = steer.MAPPING_PREFIX + name
+                source, key = item.claim.source, item.claim.item_key
+                item.later(lambda conn, _now: steer.hold(conn, source, key, steer.MAPPING_PREFIX + name))
+        if why is None:
+            return False
+        item.step(self._release)
+        item.next_due = None  # nothing is rescheduled: `resume` wakes it
+        log.info("item paused (%s): left alone", why, extra={"item": item.claim.item_key, "source": item.claim.source})
+        return True
 
     def _release(self, conn: Connection, now: float) -> None:
         claim = self._claim()

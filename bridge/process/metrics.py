@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
+from bridge.process import ops_metrics
 from bridge.store import budgets, counters
 from bridge.store import schema as db
 from bridge.store.clock import db_now
@@ -82,6 +83,7 @@ class BridgeCollector(Collector):
             block = zoho_block_gauges(conn)
             slots = budgets.used_since(conn, "zoho", now - 60.0)
             # (more gauges from other modules go here: one indexed query each, read on this connection)
+            steering = ops_metrics.gauges(conn)  # budgets per system, backlog by lane, pauses (issue 23)
 
         received = CounterMetricFamily(
             "bridge_deliveries", "Webhook deliveries by source, event and answer", labels=["source", "event", "answer"]
@@ -141,6 +143,7 @@ class BridgeCollector(Collector):
         used = GaugeMetricFamily("bridge_zoho_budget_used", "Zoho calls in the last 60 s (shared budget)")
         used.add_metric([], slots or 0)
         yield used
+        yield from steering
 
 
 def render(engine: Engine) -> bytes:

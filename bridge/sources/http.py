@@ -21,6 +21,7 @@ repeated whatever the call: the provider refused it, so nothing was done.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +49,9 @@ HOLD_POLL = 30.0
 HOLD_COMMAND = 3600.0
 
 OnWait = Callable[[float, str], None]
+# The item a worker is carrying out calls for (set by the delivery core around an item): its source calls are kept
+# in its story (`bridge/store/calllog.py`). Every call is also counted per minute for the budget charts.
+CALLING_FOR: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("calling_for", default=None)
 
 
 def item_hold(item_lease_seconds: float) -> float:
@@ -191,17 +195,20 @@ class SourceHttp:
         tries = 0
         while True:
             self._take(call, deadline)
+            started = time.monotonic()
             try:
                 response = self.session.request(
                     method, url, params=params, json=body, headers=dict(headers or {}), timeout=self.timeout
                 )
             except requests.RequestException as exc:
                 reason = f"{self.reader.system} did not answer {what} ({type(exc).__name__})"
+                self._record(method, path, None, started, reason)
                 if self._again_after_outage(call, reason, deadline, tries):
                     tries += 1
                     continue
                 raise SourceUnavailable(self._not_repeated(call, reason), retry_after=self._pause()) from None
             self.calls += 1
+            self._record(method, path, response.status_code, started, None if response.ok else response.text[:300])
             throttle = self.reader.throttle(response)
             if throttle is not None:
                 seconds = self._block(throttle)
@@ -228,6 +235,25 @@ class SourceHttp:
             if refusal is not None:
                 raise refusal
             return response
+
+    def _record(self, method: str, path: str, status: int | None, started: float, message: str | None) -> None:
+        """Counted per minute for the budget charts and, made for an item, kept in its story: never fails the call."""
+        from bridge.store import calllog
+
+        try:
+            calllog.source_call(
+                self.budgets.engine,
+                system=self.reader.key,
+                lane="backfill" if self.hold >= HOLD_COMMAND else "live",
+                item=CALLING_FOR.get(),
+                method=method,
+                path=path.split("?", 1)[0],
+                status=status,
+                duration_ms=(time.monotonic() - started) * 1000.0,
+                message=message,
+            )
+        except Exception:  # a record must never cost the call
+            log.warning("could not record a %s call", self.reader.system, exc_info=True)
 
     # -- waits ------------------------------------------------------------------------------------------------
 

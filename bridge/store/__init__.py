@@ -268,15 +268,18 @@ def operation_refs(engine: Engine, source: str, item_key: str, kind: str) -> set
 def forward_busy(engine: Engine) -> bool:
     """Live forward events are due now (by the database's clock): reverse polling waits (it is the lower
     priority in the shared budget). A backfill's events do not hold it back."""
+    from bridge.store import steer
     from bridge.store.clock import db_now
 
     t = db.events
     with engine.connect() as conn:
         now = db_now(conn)
-        row = conn.execute(
-            select(t.c.id).where(t.c.status == PENDING, t.c.origin == "live", t.c.next_attempt_at <= now).limit(1)
-        ).first()
-    return row is not None
+        rows = conn.execute(
+            select(t.c.source, t.c.item_key)
+            .where(t.c.status == PENDING, t.c.origin == "live", t.c.next_attempt_at <= now)
+            .limit(steer.DUE_PROBE)
+        ).all()
+        return steer.any_free(conn, [(r.source, r.item_key) for r in rows])  # a paused backlog holds nothing back
 
 
 def count_by_status(engine: Engine) -> dict[str, int]:

@@ -20,7 +20,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.events import NormalizedEvent
-from bridge.store import PENDING, CommentLink, Link, StoredEvent, _link, journal
+from bridge.store import PENDING, CommentLink, Link, StoredEvent, _link, journal, steer
 from bridge.store import schema as db
 from bridge.store.clock import db_now
 from bridge.store.journal import OPEN, Operation
@@ -70,6 +70,12 @@ class Batch:
     latest_event: NormalizedEvent | None = None  # the item's newest event, when only operations are due
     comment_links: dict[str, CommentLink] = field(default_factory=dict)  # by source comment id
     ops: list[Operation] = field(default_factory=list)  # the journal's open operations of the item
+    # Paused (`issue-bridge pause`): why the item is held ("source:github", "stopped", "mapping:<file>"), or
+    # None; and the mapping files paused now (the core holds an item whose mapping is one of them).
+    held: str | None = None
+    paused_mappings: frozenset[str] = frozenset()
+    # Zoho issues found by `links recover` or an adoption index exist (`zoho_found`): a create looks there first.
+    found_any: bool = False
 
     def due(self, *kinds: str) -> list[Operation]:
         """Open operations of these kinds due by now (to send, or to resolve), oldest first."""
@@ -163,6 +169,7 @@ def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batc
         ).scalar()
         if json_text:
             latest = NormalizedEvent.from_json(json.loads(json_text))
+    held, paused_mappings = steer.claim_view(conn, claim.source, claim.item_key)
     wanted = link is not None and (events or work_due)
     comments = comment_links(conn, claim.source, link.external_id) if wanted and link is not None else {}
     return Batch(
@@ -173,6 +180,10 @@ def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batc
         latest_event=latest,
         comment_links=comments,
         ops=ops,
+        held=held,
+        paused_mappings=paused_mappings,
+        found_any=(link is None or not link.confirmed)
+        and conn.execute(select(db.zoho_found.c.issue_id).limit(1)).first() is not None,
     )
 
 
@@ -234,7 +245,9 @@ def next_due(conn: Connection, source: str, item_key: str) -> float | None:
 def stale_items(engine: Engine, *, grace: float, limit: int = 500) -> list[tuple[str, str]]:
     """Items with work due by the database's clock that nobody picked up: pending events received more than
     `grace` seconds ago (or retried), and operations that are due (re-checks, side work, doubts to resolve).
-    Side work waits while live deliveries are due: forward sync goes first in the shared budgets."""
+    Side work waits while live deliveries are due: forward sync goes first in the shared budgets. Paused items
+    (their source paused, or held) are left alone; the oldest items come first, so a resumed backlog drains
+    in the order it arrived."""
     with engine.connect() as conn:
         now = db_now(conn)
         rows = conn.execute(
@@ -243,8 +256,10 @@ def stale_items(engine: Engine, *, grace: float, limit: int = 500) -> list[tuple
                 db.events.c.status == PENDING,
                 db.events.c.next_attempt_at <= now,
                 or_(db.events.c.received_at <= now - grace, db.events.c.attempts > 0),
+                steer.not_held(db.events.c.source, db.events.c.item_key),
             )
             .group_by(db.events.c.source, db.events.c.item_key)
+            .order_by(func.min(db.events.c.id))
             .limit(limit)
         ).all()
         forward_due = bool(rows)

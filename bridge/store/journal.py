@@ -143,8 +143,12 @@ def refs_of(conn: Connection, source: str, item_key: str, kind: str) -> set[str]
 def due_items(
     conn: Connection, now: float, *, kinds: Iterable[str] | None = None, limit: int = 500
 ) -> list[tuple[str, str]]:
-    """Items with an operation due (to send or to resolve) by `now` (database time)."""
-    query = select(_T.c.source, _T.c.item_key).where(_T.c.next_at <= now, _T.c.state.in_(OPEN))
+    """Items with an operation due (to send or to resolve) by `now` (database time); paused items left out."""
+    from bridge.store.steer import not_held
+
+    query = select(_T.c.source, _T.c.item_key).where(
+        _T.c.next_at <= now, _T.c.state.in_(OPEN), not_held(_T.c.source, _T.c.item_key)
+    )
     if kinds is not None:
         query = query.where(_T.c.kind.in_(list(kinds)))
     rows = conn.execute(query.group_by(_T.c.source, _T.c.item_key).limit(limit)).all()

@@ -7,7 +7,6 @@ delivery core); the CLI and, later, the admin pages call them.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +14,9 @@ from typing import Any
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
-from bridge.store import FAILED, PENDING, Link, _link, budgets, counters, journal
+from bridge.store import FAILED, PENDING, Link, _link, budgets, counters, journal, steer
 from bridge.store import schema as db
-from bridge.store.clock import engine_now
+from bridge.store.clock import db_now, engine_now
 from bridge.store.links import UNLINKED
 
 RESYNC_PREFIX = "resync:"
@@ -66,7 +65,9 @@ def find_links(engine: Engine, external_id: str, source: str | None = None) -> l
         return [_as_link(row) for row in conn.execute(query).all()]
 
 
-def unlink(engine: Engine, external_id: str, source: str | None = None) -> tuple[list[Link], int]:
+def unlink(
+    engine: Engine, external_id: str, source: str | None = None, *, actor: str = "cli"
+) -> tuple[list[Link], int]:
     """Forget the link(s) and their comment links; the item's next event re-finds or creates its Zoho issue.
 
     Returns (links removed, comment links removed). The Zoho issue itself is left alone: finding it by its
@@ -92,6 +93,7 @@ def unlink(engine: Engine, external_id: str, source: str | None = None) -> tuple
                 .values(state=UNLINKED, zoho_issue_id=None, applied_hash=None, last_state_ts=0.0, written=None)
             )
             journal.forget_issue(conn, link.source, link.item_key, since=link_created_at(conn, link))
+            steer.record(conn, link.source, link.item_key, "unlink", f"forgot Zoho issue {link.zoho_issue_id}", actor)
     return found, comments
 
 
@@ -110,7 +112,7 @@ class Resync:
     copied_from: int
 
 
-def resync(engine: Engine, external_id: str, source: str | None = None) -> Resync:
+def resync(engine: Engine, external_id: str, source: str | None = None, *, actor: str = "cli") -> Resync:
     """Apply the item's latest known state again: a new pending event, a copy of its newest state event.
 
     The link's applied-body hash is cleared so the update is sent even if nothing changed on our side (the
@@ -159,7 +161,7 @@ def resync(engine: Engine, external_id: str, source: str | None = None) -> Resyn
                 item_key=item_key,
                 action=latest.action,
                 source_ts=latest.source_ts,
-                received_at=time.time(),
+                received_at=db_now(conn),
                 status=PENDING,
                 attempts=0,
                 next_attempt_at=0.0,
@@ -175,8 +177,12 @@ def resync(engine: Engine, external_id: str, source: str | None = None) -> Resyn
             .where(db.links.c.source == item_source, db.links.c.item_key == item_key)
             .values(applied_hash=None)
         )
-        journal.retry_failed(conn, time.time(), kinds=journal.SIDE_KINDS, source=item_source, item_key=item_key)
-    inserted = result.inserted_primary_key
+        journal.retry_failed(conn, db_now(conn), kinds=journal.SIDE_KINDS, source=item_source, item_key=item_key)
+        inserted = result.inserted_primary_key
+        assert inserted is not None
+        steer.record(
+            conn, item_source, item_key, "resync", f"event {inserted[0]} queued (a copy of {latest.id})", actor
+        )
     assert inserted is not None
     return Resync(int(inserted[0]), item_source, item_key, int(latest.id))
 

@@ -98,13 +98,15 @@ def defer_item(conn: Connection, source: str, item_key: str, *, at: float) -> No
 
 def live_due_besides(engine: Engine, source: str, item_key: str) -> bool:
     """Whether live deliveries of other items are due now (by the database's clock): side work waits then."""
+    from bridge.store import steer
+
     t = db.events
     with engine.connect() as conn:
         now = db_now(conn)
-        row = conn.execute(
-            select(t.c.id)
+        rows = conn.execute(
+            select(t.c.source, t.c.item_key)
             .where(t.c.status == PENDING, t.c.origin == "live", t.c.next_attempt_at <= now)
             .where(or_(t.c.source != source, t.c.item_key != item_key))
-            .limit(1)
-        ).first()
-    return row is not None
+            .limit(steer.DUE_PROBE)
+        ).all()
+        return steer.any_free(conn, [(r.source, r.item_key) for r in rows])  # paused ones hold nothing back

@@ -128,6 +128,9 @@ def prune(
             pass
         while more_time() and pacer.step(lambda n: _delete_loose_calls(pacer, report, cutoff, n)):
             pass
+        with pacer.txn() as conn:  # the items' source calls and operator actions (issue 23), by their time index
+            conn.execute(delete(db.source_calls).where(db.source_calls.c.at < cutoff))
+            conn.execute(delete(db.operator_actions).where(db.operator_actions.c.at < cutoff))
     if report.payload_cutoff is not None:
         start, cutoff = report.event_cutoff, report.payload_cutoff
         while more_time() and pacer.step(lambda n: _strip_payloads(pacer, report, start, cutoff, n)):
@@ -232,6 +235,7 @@ def _delete_events(pacer: _Pacer, report: PruneReport, cutoff: float, batch: int
         report.attempts += int(conn.execute(delete(db.attempts).where(db.attempts.c.event_id.in_(ids))).rowcount or 0)
         calls = conn.execute(delete(db.zoho_calls).where(db.zoho_calls.c.event_id.in_(ids)))
         report.zoho_calls += int(calls.rowcount or 0)
+        conn.execute(delete(db.delivery_repeats).where(db.delivery_repeats.c.event_id.in_(ids)))  # their redeliveries
         conn.execute(delete(e).where(e.c.id.in_(ids)))
         counters.events_deleted(conn, [(r.source, r.status) for r in rows])
     report.events += len(ids)

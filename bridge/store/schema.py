@@ -271,6 +271,111 @@ kv = Table(
 )
 
 
+# -- seeing and steering each item (issue 23) -------------------------------------------------------------------
+
+# A delivery answered "duplicate" (a redelivery of a stored one): one row per stored delivery, counted, for the
+# item's story. Written only on the duplicate answer's path, never on an accepted delivery's; bounded by the
+# deliveries stored (pruned with them).
+delivery_repeats = Table(
+    "delivery_repeats",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("dedup_key", String(255), primary_key=True),
+    Column("event_id", Integer, nullable=False),
+    Column("item_key", String(255), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("first_at", Float, nullable=False),
+    Column("last_at", Float, nullable=False),
+    Column("sender", String(255)),  # the sender's User-Agent (or hook id), as intake kept it
+)
+Index("ix_delivery_repeats_item", delivery_repeats.c.source, delivery_repeats.c.item_key)
+
+# What an operator did to an item (resync, link, unlink, pause, resume, recover, adopt), for its story.
+operator_actions = Table(
+    "operator_actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("item_key", String(255), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", Text),
+    Column("actor", String(32), nullable=False),  # "cli" | "admin"
+)
+Index("ix_operator_actions_item", operator_actions.c.source, operator_actions.c.item_key, operator_actions.c.id)
+
+# A source or a mapping file paused (`issue-bridge pause`): its deliveries are stored, nothing is sent for it.
+pauses = Table(
+    "pauses",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # "source" | "mapping"
+    Column("name", String(255), primary_key=True),  # the source's name, or the mapping file's name
+    Column("since", Float, nullable=False),
+    Column("actor", String(32)),
+)
+
+# Items the core must not claim: stopped one by one (`why` "stopped"), or found under a paused mapping file
+# (`why` "mapping:<file name>"). Claims and the sweeper skip them; `resume` deletes the rows and wakes the items.
+held_items = Table(
+    "held_items",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("item_key", String(255), primary_key=True),
+    Column("why", String(300), nullable=False),
+    Column("since", Float, nullable=False),
+)
+Index("ix_held_items_why", held_items.c.why)
+
+# Calls to a source's API made on an item's behalf (enrichment, back-links, status writes), for its story.
+source_calls = Table(
+    "source_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("item_key", String(255), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("status", Integer),  # None: no answer (network, timeout)
+    Column("duration_ms", Float),
+    Column("message", Text),
+)
+Index("ix_source_calls_item", source_calls.c.source, source_calls.c.item_key, source_calls.c.id)
+Index("ix_source_calls_at", source_calls.c.at)
+
+# Calls per minute to each source's API, by lane ("live": workers and beat; "backfill": backfills and other
+# commands): the budget charts. One row per system, minute and lane; the last two hours are kept.
+call_minutes = Table(
+    "call_minutes",
+    metadata,
+    Column("system", String(32), primary_key=True),
+    Column("minute", Integer, primary_key=True, autoincrement=False),  # UNIX minute (seconds // 60)
+    Column("lane", String(16), primary_key=True),
+    Column("calls", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+)
+
+# Zoho issues found carrying a marker, by `links recover` (the bridge's own, after a restore) or by the index
+# adoption reads (`ADOPT_EXISTING`, `backfill --adopt-only`): issues made by hand name the item's source URL.
+# A create first looks here (no Zoho call), so an issue found is adopted, never made a second time.
+zoho_found = Table(
+    "zoho_found",
+    metadata,
+    Column("portal", String(64), primary_key=True),
+    Column("issue_id", String(64), primary_key=True),
+    Column("project", String(64), nullable=False),
+    Column("issue_key", String(64)),  # Zoho's prefix key, e.g. EC1-I14
+    Column("title", Text),
+    Column("created_at", Float),
+    Column("external_id", String(255)),  # the marker (or custom field) it carries; None: made by hand
+    Column("urls", Text),  # JSON list of the URLs its description names
+    Column("via", String(16), nullable=False),  # "recover" | "index"
+    Column("seen_at", Float, nullable=False),
+)
+Index("ix_zoho_found_external", zoho_found.c.external_id)
+Index("ix_zoho_found_project", zoho_found.c.portal, zoho_found.c.project)
+
+
 _WRITE = "bridge_write"
 
 

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +31,7 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from bridge import store
@@ -40,7 +41,7 @@ from bridge.settings import Settings
 from bridge.store import pages as store_pages
 from bridge.store import schema as db
 from bridge.targets.zoho.ratelimit import BUDGET as ZOHO_BUDGET
-from bridge.web import admin_guard
+from bridge.web import admin_guard, charts
 
 log = logging.getLogger("bridge.admin")
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
@@ -237,6 +238,9 @@ def dashboard() -> str:
     counts = store_pages.status_counts(engine)
     problems = sum(len(p) for p in _runtime().registry.problems.values())
     _left, until, reason = blocked_until(engine, ZOHO_BUDGET)
+    from bridge.core import budget_view
+
+    budgets = budget_view.view(engine, _runtime().settings)
     return render_template(
         "admin/dashboard.html",
         zoho_block={"until": until, "reason": reason} if until else None,
@@ -246,6 +250,10 @@ def dashboard() -> str:
         source=source,
         mapping_problems=problems,
         page_size=RECENT_LIMIT,
+        budgets=budgets,
+        charts=charts,
+        sources=SOURCES,
+        mapping_files=sorted(os.path.basename(m.path) for m in _runtime().registry.all()),
     )
 
 
@@ -322,36 +330,19 @@ def replay_failed() -> Response:
 
 @bp.get("/lookup")
 def lookup() -> str:
-    """An external id (or item key, or Zoho issue id) → the link and that item's events."""
+    """An item key, external id, source URL, Zoho issue id or key → the item(s): link, events, its story's page."""
+    from bridge.core.story import find_items
+
     query = (request.args.get("q") or "").strip()
     results: list[tuple[store.Link | None, list[store.StoredEvent], str, str]] = []
     if query:
         engine = _engine()
+        items = find_items(engine, query)[:20]
         # One connection at a time: a second one opened inside the first would wait on SQLite's lock.
         with engine.connect() as conn:
-            link_rows = conn.execute(
-                select(db.links.c.source, db.links.c.external_id, db.links.c.item_key)
-                .where(
-                    or_(  # each branch on an index: (source, external_id), (source, item_key), zoho_issue_id
-                        and_(db.links.c.source.in_(SOURCES), db.links.c.external_id == query),
-                        and_(db.links.c.source.in_(SOURCES), db.links.c.item_key == query),
-                        db.links.c.zoho_issue_id == query,
-                    )
-                )
-                .order_by(db.links.c.id)
-                .limit(20)
-            ).all()
-            items = [(r.source, r.item_key) for r in link_rows]
-            if not items:  # no Zoho issue yet (or it failed): the item's events still tell its story
-                event_items = conn.execute(
-                    select(db.events.c.source, db.events.c.item_key)
-                    .where(db.events.c.source.in_(SOURCES), db.events.c.item_key == query)
-                    .distinct()
-                ).all()
-                items = [(r.source, r.item_key) for r in event_items]
             histories = {
                 (source, item_key): [
-                    store.StoredEvent.from_row(r)
+                    store.StoredEvent.from_row(r, strict=False)
                     for r in conn.execute(
                         select(db.events)
                         .where(db.events.c.source == source, db.events.c.item_key == item_key)
@@ -361,9 +352,115 @@ def lookup() -> str:
                 ]
                 for source, item_key in items
             }
-        links = {(r.source, r.item_key): store.get_link(engine, r.source, r.external_id) for r in link_rows}
-        results = [(links.get(key), histories[key], key[0], key[1]) for key in histories]
+            link_rows = {
+                (source, item_key): conn.execute(
+                    select(db.links).where(
+                        db.links.c.source == source, db.links.c.item_key == item_key, db.links.c.state != "unlinked"
+                    )
+                ).first()
+                for source, item_key in items
+            }
+        results = [
+            (store._link(link_rows[key]) if link_rows[key] is not None else None, histories[key], key[0], key[1])
+            for key in histories
+        ]
     return render_template("admin/lookup.html", query=query, results=results)
+
+
+# -- one item: its story, and steering it -------------------------------------------------------------------------
+
+ITEM_EVENTS = 300  # events whose story the item page shows by default (all of them with ?all=1)
+ITEM_ACTIONS = ("resync", "resync-source", "pause", "resume", "unlink", "link")
+ADMIN_HOLD = 5.0  # seconds a page waits for a source's budget (a command waits longer): then it says to try again
+
+
+@bp.get("/items/<source>/<path:item_key>")
+def item_page(source: str, item_key: str) -> str:
+    from bridge.core import story
+
+    if source not in SOURCES:
+        abort(404)
+    every = request.args.get("all") == "1"
+    told = story.tell(
+        _engine(), source, item_key, registry=_runtime().registry, limit=None if every else ITEM_EVENTS
+    )  # fmt: skip
+    if not told.events_total and told.link is None and not told.entries:
+        abort(404)
+    return render_template("admin/item.html", story=told, every=every, actions=ITEM_ACTIONS)
+
+
+@bp.post("/act/<action>/<source>/<path:item_key>")
+def item_action(action: str, source: str, item_key: str) -> Response:
+    """Steer one item from its page; each is recorded in its story (operator_actions)."""
+    from bridge.core import steer
+    from bridge.store import operator
+    from bridge.targets.zoho.errors import ZohoError
+
+    if source not in SOURCES or action not in ITEM_ACTIONS:
+        abort(404)
+    engine, runtime = _engine(), _runtime()
+    back = url_for("admin.item_page", source=source, item_key=item_key)
+    target = steer.Target("item", item_key, source)
+    try:
+        if action == "resync":
+            done = operator.resync(engine, item_key, source, actor="admin")
+            flash(f"Queued event {done.event_id}: the item's newest state is applied again.")
+        elif action == "resync-source":
+            fetched = steer.resync_from_source(runtime.settings, engine, source, item_key, "admin", hold=ADMIN_HOLD)
+            flash(f"Fetched from {source}: {fetched.stored} event(s) stored ({fetched.comments} comment(s)).")
+        elif action == "pause":
+            steer.pause(engine, runtime.registry, target, "admin")
+            flash("Stopped: deliveries are stored, nothing is sent for this item until it is resumed.")
+        elif action == "resume":
+            steer.resume(engine, target, "admin")
+            flash("Syncing again: what waited is sent as the budgets allow.")
+        elif action == "unlink":
+            operator.unlink(engine, item_key, source, actor="admin")
+            flash("Link forgotten: the next event finds the issue again by its marker (or creates it if it is gone).")
+        elif action == "link":
+            issue = (request.form.get("issue") or "").strip()
+            if not issue:
+                abort(400, description="Give the Zoho issue's id.")
+            linked = steer.link_item(
+                engine, runtime.registry, runtime.zoho, source, item_key, issue, "admin",
+                project=(request.form.get("project") or "").strip() or None,
+            )  # fmt: skip
+            flash(f"Linked to Zoho issue {linked.issue_id}; an update writes the item's state and marker to it.")
+    except (steer.SteerError, operator.NotFound) as exc:
+        flash(f"Not done: {exc}")
+        return redirect(back)
+    except ZohoError as exc:
+        flash(f"Not done: Zoho could not be asked: {exc.reason}")
+        return redirect(back)
+    current_app.extensions["publisher"].wake(source, item_key)  # best effort: the sweeper wakes it anyway
+    log.info("admin steered an item", extra={"action": action, "source": source, "item": item_key})
+    return redirect(back)
+
+
+@bp.post("/pauses/<action>")
+def pause_action(action: str) -> Response:
+    """Pause or resume a source or a mapping file from the front page."""
+    from bridge.core import steer
+
+    if action not in ("pause", "resume"):
+        abort(404)
+    runtime = _runtime()
+    name = (request.form.get("name") or "").strip()
+    try:
+        target = steer.target_of(_engine(), runtime.registry, name)
+        if target.kind == "item":
+            raise steer.SteerError("pause one item from its own page")
+        if action == "pause":
+            _fresh, waiting = steer.pause(_engine(), runtime.registry, target, "admin")
+            flash(f"{target.describe()} paused: {waiting} pending event(s) wait.")
+        else:
+            _was, items = steer.resume(_engine(), target, "admin")
+            for source, item_key in items:
+                current_app.extensions["publisher"].wake(source, item_key)
+            flash(f"{target.describe()} resumed: {len(items)} item(s) woken.")
+    except steer.SteerError as exc:
+        flash(f"Not done: {exc}")
+    return redirect(url_for("admin.dashboard"))
 
 
 @bp.get("/mappings")

@@ -23,6 +23,7 @@ from bridge import store
 from bridge.events import BadDelivery, IgnoredEvent, Unauthorized
 from bridge.sources import PathTokenSource, Source
 from bridge.sources.validate import DEDUP_KEY_LIMIT, check_event, check_text
+from bridge.store import calllog
 from bridge.store.clock import engine_now
 from bridge.store.deliveries import Delivery, GroupWriter
 
@@ -254,6 +255,8 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
     if not is_new:
         log.info("delivery duplicate", extra={"source": source_name, "event_id": event_id, "answer": 200})
         _count(source_name, event.event_name, "duplicate")
+        calllog.delivery_repeated(runtime.engine, source=source_name, dedup_key=dedup_key, event_id=event_id,
+                                  item_key=recorded.item_key, sender=headers.get("User-Agent"))  # fmt: skip
         return _answer("duplicate", event_id=event_id)
     current_app.extensions["publisher"].wake(event.source, recorded.item_key)  # the handle it is filed under
     log.info(

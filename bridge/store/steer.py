@@ -1,0 +1,200 @@
+"""Steering items: pauses (a source, a mapping file), held items (stopped one by one, or under a paused mapping),
+and the operator's actions on an item, recorded for its story.
+
+A held item is one the core does not claim (`claims.read_batch` reports it, the sweeper skips it): its deliveries
+are still accepted and stored, and nothing is sent to Zoho or to its source for it until it is resumed. Every
+time is the database's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, literal, not_, select, union_all
+from sqlalchemy.engine import Connection, Engine
+
+from bridge.store import PENDING, _upsert
+from bridge.store import schema as db
+from bridge.store.clock import db_now
+
+SOURCE, MAPPING = "source", "mapping"
+STOPPED = "stopped"  # `why` of an item stopped by hand
+MAPPING_PREFIX = "mapping:"  # `why` of an item held under a paused mapping file
+_P, _H, _A = db.pauses, db.held_items, db.operator_actions
+DUE_PROBE = 50  # "is live work due?" looks at this many due events for one that is not paused
+
+
+@dataclass(frozen=True)
+class Pause:
+    kind: str  # "source" | "mapping"
+    name: str
+    since: float
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
+class Held:
+    source: str
+    item_key: str
+    why: str
+    since: float
+
+
+@dataclass(frozen=True)
+class Action:
+    at: float
+    action: str
+    detail: str
+    actor: str
+
+
+# -- pauses -----------------------------------------------------------------------------------------------------
+
+
+def pause(conn: Connection, kind: str, name: str, actor: str) -> bool:
+    """Pause a source or a mapping file; False when it was paused already."""
+    stmt = _upsert(conn)(_P).values(kind=kind, name=name, since=db_now(conn), actor=actor)
+    result = conn.execute(stmt.on_conflict_do_nothing(index_elements=[_P.c.kind, _P.c.name]))
+    return bool(result.rowcount)
+
+
+def resume(conn: Connection, kind: str, name: str) -> tuple[bool, list[tuple[str, str]]]:
+    """Lift a pause: (whether it was paused, the items it held, to wake)."""
+    removed = conn.execute(delete(_P).where(_P.c.kind == kind, _P.c.name == name)).rowcount
+    items: list[tuple[str, str]] = []
+    if kind == MAPPING:
+        why = MAPPING_PREFIX + name
+        items = [
+            (r.source, r.item_key) for r in conn.execute(select(_H.c.source, _H.c.item_key).where(_H.c.why == why))
+        ]
+        conn.execute(delete(_H).where(_H.c.why == why))
+    return bool(removed), items
+
+
+def pauses(conn: Connection) -> list[Pause]:
+    rows = conn.execute(select(_P).order_by(_P.c.kind, _P.c.name)).all()
+    return [Pause(r.kind, r.name, float(r.since), r.actor) for r in rows]
+
+
+def paused_mappings(conn: Connection) -> set[str]:
+    return set(conn.execute(select(_P.c.name).where(_P.c.kind == MAPPING)).scalars())
+
+
+# -- held items -------------------------------------------------------------------------------------------------
+
+
+def hold(conn: Connection, source: str, item_key: str, why: str) -> bool:
+    """Hold one item (stopped by hand, or found under a paused mapping); False when it was held already."""
+    stmt = _upsert(conn)(_H).values(source=source, item_key=item_key, why=why, since=db_now(conn))
+    result = conn.execute(stmt.on_conflict_do_nothing(index_elements=[_H.c.source, _H.c.item_key]))
+    return bool(result.rowcount)
+
+
+def release(conn: Connection, source: str, item_key: str) -> Held | None:
+    """Start an item again (whatever held it); the row it had, if any."""
+    row = conn.execute(select(_H).where(_H.c.source == source, _H.c.item_key == item_key)).first()
+    if row is None:
+        return None
+    conn.execute(delete(_H).where(_H.c.source == source, _H.c.item_key == item_key))
+    return Held(row.source, row.item_key, row.why, float(row.since))
+
+
+def why_held(conn: Connection, source: str, item_key: str) -> str | None:
+    """Why the core must leave the item alone now, or None: its source paused, or the item held."""
+    held = conn.execute(select(_H.c.why).where(_H.c.source == source, _H.c.item_key == item_key)).scalar()
+    if held is not None:
+        return str(held)
+    paused = conn.execute(select(_P.c.name).where(_P.c.kind == SOURCE, _P.c.name == source)).first()
+    return f"{SOURCE}:{source}" if paused is not None else None
+
+
+def claim_view(conn: Connection, source: str, item_key: str) -> tuple[str | None, frozenset[str]]:
+    """For the claim's read, in one statement: why the item is held now (its source paused, or the item held), and
+    the mapping files paused (the core holds an item of one of them when it claims it)."""
+    rows = conn.execute(
+        union_all(
+            select(_P.c.kind, _P.c.name),
+            select(literal("held"), _H.c.why).where(_H.c.source == source, _H.c.item_key == item_key),
+        )
+    ).all()
+    why = next((str(name) for kind, name in rows if kind == "held"), None)
+    if why is None and any(kind == SOURCE and name == source for kind, name in rows):
+        why = f"{SOURCE}:{source}"
+    return why, frozenset(str(name) for kind, name in rows if kind == MAPPING)
+
+
+def any_free(conn: Connection, items: list[tuple[str, str]]) -> bool:
+    """Whether any of these items is neither held nor of a paused source (for "live work is due" checks: a paused
+    backlog must not hold back everything else). Two small reads, whatever the backlog's size."""
+    if not items:
+        return False
+    paused = set(conn.execute(select(_P.c.name).where(_P.c.kind == SOURCE)).scalars())
+    free = [(s, k) for s, k in items if s not in paused]
+    if not free:
+        return False
+    keys = {k for _, k in free}
+    held = {
+        (r.source, r.item_key) for r in conn.execute(select(_H.c.source, _H.c.item_key).where(_H.c.item_key.in_(keys)))
+    }
+    return any(pair not in held for pair in free)
+
+
+def held(conn: Connection, source: str, item_key: str) -> Held | None:
+    row = conn.execute(select(_H).where(_H.c.source == source, _H.c.item_key == item_key)).first()
+    return Held(row.source, row.item_key, row.why, float(row.since)) if row else None
+
+
+def not_held(source: ColumnElement[str], item_key: ColumnElement[str]) -> ColumnElement[bool]:
+    """A WHERE clause for queries over items (the sweeper's): the item's source is not paused and it is not held."""
+    paused_sources = select(_P.c.name).where(_P.c.kind == SOURCE)
+    held_here = exists().where(_H.c.source == source, _H.c.item_key == item_key)
+    return and_(source.not_in(paused_sources), not_(held_here))
+
+
+def waiting(conn: Connection) -> dict[str, int]:
+    """Pending events held back, per pause (`source:<name>`, `mapping:<file>`, `stopped`): what `status`,
+    the front page and /metrics show."""
+    e = db.events
+    out: dict[str, int] = {}
+    for name in conn.execute(select(_P.c.name).where(_P.c.kind == SOURCE)).scalars():
+        n = conn.execute(select(func.count()).where(e.c.source == name, e.c.status == PENDING)).scalar()
+        out[f"{SOURCE}:{name}"] = int(n or 0)
+    rows = conn.execute(
+        select(_H.c.why, func.count())
+        .select_from(_H.join(e, and_(e.c.source == _H.c.source, e.c.item_key == _H.c.item_key)))
+        .where(e.c.status == PENDING)
+        .group_by(_H.c.why)
+    ).all()
+    for why, n in rows:
+        out[str(why)] = out.get(str(why), 0) + int(n)
+    for p in conn.execute(select(_P.c.name).where(_P.c.kind == MAPPING)).scalars():
+        out.setdefault(MAPPING_PREFIX + p, 0)
+    return out
+
+
+def held_count(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(_H.c.why, func.count()).group_by(_H.c.why)).all()
+    return {str(why): int(n) for why, n in rows}
+
+
+# -- the operator's actions ----------------------------------------------------------------------------------------
+
+
+def record(conn: Connection, source: str, item_key: str, action: str, detail: str, actor: str) -> None:
+    conn.execute(
+        insert(_A).values(
+            source=source, item_key=item_key, at=db_now(conn), action=action, detail=detail[:2000], actor=actor
+        )
+    )
+
+
+def record_action(engine: Engine, source: str, item_key: str, action: str, detail: str, actor: str) -> None:
+    with engine.begin() as conn:
+        record(conn, source, item_key, action, detail, actor)
+
+
+def actions(conn: Connection, source: str, item_key: str, *, limit: int = 500) -> list[Action]:
+    rows = conn.execute(
+        select(_A).where(_A.c.source == source, _A.c.item_key == item_key).order_by(_A.c.id.desc()).limit(limit)
+    ).all()
+    return [Action(float(r.at), r.action, r.detail or "", r.actor) for r in reversed(rows)]
