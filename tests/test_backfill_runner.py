@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from bridge import store
 from bridge.backfill import feeder, list_backfills, run_backfill
-from bridge.backfill.runner import COMMENT_COST, CREATE_COST
+from bridge.backfill.feeder import COMMENT_COST, CREATE_COST
 from bridge.cli import main
 from bridge.outbound.budget import Budgets
 from bridge.process.runtime import Runtime

@@ -38,11 +38,17 @@ MAX_IN_FLIGHT = 20  # events: a live task never queues behind more than this, ho
 MAX_GAP_SECONDS = 5.0  # allowance saved up while idle (or blocked) is capped: no burst after a pause
 UNLIMITED_RATE = 200.0  # calls a second when the Zoho budget is unlimited (0): still a bounded lane
 BACKFILL_ORIGIN = "backfill:%"
+CREATE_COST, UPDATE_COST, COMMENT_COST = 1.0, 1.0, 1.0  # Zoho calls per backfilled create, update, comment
+
+
+def budget_rate(settings: Settings) -> float | None:
+    """Zoho calls a second a backfill may use; None when the Zoho budget is unlimited (0)."""
+    if settings.zoho_rate_limit_per_minute <= 0 or settings.zoho_rate_window_seconds <= 0:
+        return None
+    return settings.backfill_budget_share * settings.zoho_rate_limit_per_minute / settings.zoho_rate_window_seconds
 
 
 def lane_rate(settings: Settings) -> float:
-    from bridge.backfill.runner import budget_rate
-
     return budget_rate(settings) or UNLIMITED_RATE
 
 
@@ -136,8 +142,6 @@ def _release(engine: Engine, rate: float) -> list[tuple[str, str]]:
 
 def _item_cost(conn, key: tuple[str, str], lane) -> float:  # type: ignore[no-untyped-def]
     """Expected Zoho calls of an item's parked events: its state (a create, or an update) plus one a comment."""
-    from bridge.backfill.runner import COMMENT_COST, CREATE_COST, UPDATE_COST
-
     source, item_key = key
     names = conn.execute(
         select(db.events.c.event_name).where(

@@ -23,7 +23,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from bridge import store
-from bridge.backfill.feeder import PARKED_AT, UNLIMITED_RATE
+from bridge.backfill.feeder import COMMENT_COST, CREATE_COST, PARKED_AT, UNLIMITED_RATE, UPDATE_COST, budget_rate
 from bridge.events import NormalizedEvent
 from bridge.settings import Settings
 from bridge.store import schema as db
@@ -34,7 +34,6 @@ UNFINISHED = (RUNNING, INTERRUPTED, FAILED)
 # Zoho calls an event is expected to cost (bridge/core/apply.py): a new item one create (a lookup only
 # when an earlier create is in doubt), a changed one an update, a comment one post. For the feeder's pace
 # and the ETA; the shared rate limiter has the last word.
-CREATE_COST, UPDATE_COST, COMMENT_COST = 1.0, 1.0, 1.0
 
 
 class BackfillError(Exception):
@@ -90,13 +89,6 @@ class Progress:
     pending: int = 0
     eta_seconds: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
-
-
-def budget_rate(settings: Settings) -> float | None:
-    """Zoho calls a second a backfill may use; None when the Zoho budget is unlimited (0)."""
-    if settings.zoho_rate_limit_per_minute <= 0 or settings.zoho_rate_window_seconds <= 0:
-        return None
-    return settings.backfill_budget_share * settings.zoho_rate_limit_per_minute / settings.zoho_rate_window_seconds
 
 
 def origin_of(backfill_id: int) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bridge import store
-from bridge.cli.common import _engine, _settings, _when
+from bridge.cli.common import _engine, _settings, _wake, _when
 from bridge.settings import Settings, SettingsError, load_settings
 from bridge.store import pages as store_pages
 
@@ -284,21 +284,6 @@ def _replay_batch(settings: Settings, engine, batch: list[store_pages.EventRef])
     count = store.reset_for_replay(engine, [ref.id for ref in batch])
     _wake(settings, engine, [ref.id for ref in batch])
     return count
-
-
-def _wake(settings: Settings, engine, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
-    from bridge.process.broker import TASK_SYNC_ITEM, ensure_embedded_redis, make_celery
-
-    if settings.embedded_broker:
-        ensure_embedded_redis(settings)
-    celery = make_celery(settings)
-    items = {(ev.source, ev.item_key) for ev in (store.get_event(engine, i) for i in ids) if ev}
-    for source, item_key in items:
-        try:
-            celery.send_task(TASK_SYNC_ITEM, args=(source, item_key))
-        except Exception as exc:  # the beat job re-enqueues pending events anyway
-            click.echo(f"broker unreachable ({type(exc).__name__}); the beat job will pick them up", err=True)
-            return
 
 
 # -- links --------------------------------------------------------------------------------------------

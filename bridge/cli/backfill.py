@@ -244,7 +244,8 @@ def _run(
         _adopt(settings, engine, reader, link=adopt_only and not dry_run, errors=errors)
         return
     from bridge.backfill import feeder
-    from bridge.backfill.runner import BackfillError, budget_rate, refresh, run_backfill
+    from bridge.backfill.feeder import budget_rate
+    from bridge.backfill.runner import BackfillError, refresh, run_backfill
     from bridge.events import SourceUnavailable
 
     waker = _Waker(settings)

@@ -42,3 +42,20 @@ def _when(ts: float | None) -> str:
     if not ts:
         return "-"
     return datetime.fromtimestamp(ts, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z (%z)")
+
+
+def _wake(settings: Settings, engine: Engine, ids: list[int]) -> None:
+    """Give a worker the items of these stored events now (the beat job would, later)."""
+    from bridge import store
+    from bridge.process.broker import TASK_SYNC_ITEM, ensure_embedded_redis, make_celery
+
+    if settings.embedded_broker:
+        ensure_embedded_redis(settings)
+    celery = make_celery(settings)
+    items = {(ev.source, ev.item_key) for ev in (store.get_event(engine, i) for i in ids) if ev}
+    for source, item_key in items:
+        try:
+            celery.send_task(TASK_SYNC_ITEM, args=(source, item_key))
+        except Exception as exc:  # the beat job re-enqueues pending events anyway
+            click.echo(f"broker unreachable ({type(exc).__name__}); the beat job will pick them up", err=True)
+            return

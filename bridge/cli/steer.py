@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from bridge.cli.common import _engine, _settings
+from bridge.cli.common import _engine, _settings, _wake
 
 
 def register(main: click.Group, links: click.Group) -> None:
@@ -97,7 +97,6 @@ def links_link(item: str, zoho_issue: str, source: str | None, project: str | No
     id and its marker to the issue. Refused when the issue is another item's, the item has another issue, or a create
     of the item is still in doubt.
     """
-    from bridge.cli import _wake
     from bridge.core import steer
     from bridge.targets.zoho.client import ZohoClient
     from bridge.targets.zoho.errors import ZohoError

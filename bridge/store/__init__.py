@@ -22,9 +22,7 @@ from bridge.events import COMMENT_ACTIONS, ITEM_ACTIONS, Comment, NormalizedEven
 from bridge.store import counters
 from bridge.store import schema as db
 from bridge.store.sql import upsert
-
-PENDING, DONE, FAILED, SUPERSEDED, SKIPPED = "pending", "done", "failed", "superseded", "skipped"
-EVENT_STATUSES = (PENDING, DONE, FAILED, SUPERSEDED, SKIPPED)
+from bridge.store.states import DONE, EVENT_STATUSES, FAILED, PENDING, SKIPPED, SUPERSEDED  # noqa: F401 - the API
 
 
 @dataclass(frozen=True)

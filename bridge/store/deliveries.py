@@ -36,8 +36,8 @@ from sqlalchemy.exc import DBAPIError
 
 from bridge.events import NormalizedEvent
 from bridge.store import counters
+from bridge.store.states import PENDING
 
-PENDING = "pending"
 DB_EPOCH_SQL = {
     "postgresql": "EXTRACT(EPOCH FROM clock_timestamp())::float8",
     "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",

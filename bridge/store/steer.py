@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, literal, not_, select, union_all
 from sqlalchemy.engine import Connection, Engine
 
-from bridge.store import PENDING, _upsert
 from bridge.store import schema as db
 from bridge.store.clock import db_now
+from bridge.store.sql import upsert as _upsert
+from bridge.store.states import PENDING
 
 SOURCE, MAPPING = "source", "mapping"
 STOPPED = "stopped"  # `why` of an item stopped by hand
