@@ -232,3 +232,45 @@ def _notes(stack: BridgeStack) -> str:
     with stack.engine.connect() as conn:
         rows = conn.execute(select(db.events.c.notes)).all()
     return "\n".join(str(r.notes or "") for r in rows)
+
+
+def _backlink_states(stack: BridgeStack) -> dict[str, int]:
+    from bridge.store import journal
+
+    with stack.engine.connect() as conn:
+        return {state: n for (kind, state), n in journal.counts(conn).items() if kind == "source.backlink"}
+
+
+def test_a_backlink_refused_for_a_missing_token_is_posted_once_after_the_token_is_set(tmp_path, fakes):
+    """A new admin turns `backlink:` on before setting GITHUB_TOKEN: the back-link fails visibly (status says so,
+    the item's event still ends `done`), and once the token is in `.env` the running processes take it and post
+    the back-link exactly once, without a restart or a replay."""
+    zoho, github = fakes
+    home = tmp_path / "home"
+    home.mkdir()
+    stack = BridgeStack(
+        tmp_path,
+        zoho,
+        mappings=[_mapping(tmp_path)],
+        extra_env={"BRIDGE_HOME": str(home), "GITHUB_API_URL": github.base_url, "ZOHO_POLL_SECONDS": "3600"},
+    )
+    github.webhook_url = stack.base_url + "/webhooks/github"
+    github.webhook_secret = GITHUB_SECRET
+    stack.start()
+    try:
+        _open_and_link(stack, zoho, github)
+        wait_for(lambda: _backlink_states(stack).get("failed"), 60, what="the back-link failing for the token")
+        assert stack.counts() == {"done": 1}  # side work never fails the item
+        status = stack.cli("status").stdout
+        assert "back-links: 1 failed" in status and "GITHUB_TOKEN" in status, status
+        assert github.comments_of("acme/web", 7) == []
+
+        (home / ".env").write_text(f"GITHUB_TOKEN={github.token}\n")
+        wait_for(lambda: github.comments_of("acme/web", 7), 60, what="the back-link after the token was set")
+        wait_for(lambda: _backlink_states(stack) == {"confirmed": 1}, 30, what="the back-link confirmed")
+        stack.wait_idle()
+        assert len(github.comments_of("acme/web", 7)) == 1
+        assert [w["method"] for w in github.writes()] == ["POST"]
+        assert "back-links" not in stack.cli("status").stdout  # nothing failing any more
+    finally:
+        stack.stop()

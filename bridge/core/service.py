@@ -72,6 +72,16 @@ def reason_of(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def retry_failed_side_work(engine: Engine, why: str) -> int:
+    """Failed side work (back-links, copied comments, attachments) planned again: its cause may be gone (a token
+    set, a mapping fixed). The sweeper wakes the items; each operation starts its attempts over."""
+    with engine.begin() as conn:
+        retried = journal_rows.retry_failed(conn, db_now(conn), kinds=SIDE_KINDS)
+    if retried:
+        log.info("%s: %s failed side operations planned again", why, retried)
+    return retried
+
+
 class SyncService:
     def __init__(self, settings: Settings, engine: Engine, registry: MappingRegistry, client: ZohoClient) -> None:
         self.settings = settings
@@ -102,10 +112,7 @@ class SyncService:
         self.registry.reload_if_changed()
         seen = tuple(sorted(id(m) for m in self.registry.all()))
         if self._mappings_seen and seen != self._mappings_seen:
-            with self.engine.begin() as conn:
-                retried = journal_rows.retry_failed(conn, db_now(conn), kinds=SIDE_KINDS)
-            if retried:
-                log.info("mappings changed: %s failed side operations planned again", retried)
+            retry_failed_side_work(self.engine, "mappings changed")
         self._mappings_seen = seen
 
     # -- entry point --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from functools import cached_property
 from sqlalchemy.engine import Engine
 
 from bridge import store
-from bridge.core.service import SyncService
+from bridge.core.service import SyncService, retry_failed_side_work
 from bridge.mapping import MappingRegistry
 from bridge.process.logs import redactor
 from bridge.settings import Settings, SettingsWatcher, load_settings
@@ -65,6 +65,10 @@ class Runtime:
                 self.__dict__.pop(built, None)
             for secret in fresh.secrets():
                 redactor.add(secret)
+        try:
+            retry_failed_side_work(self.engine, "settings changed")  # a token set may be what they lacked
+        except Exception:  # the database may be what changed; the next event reports it
+            log.exception("settings changed: failed side operations could not be planned again")
         return True
 
 

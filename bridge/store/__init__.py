@@ -191,6 +191,7 @@ def reset_for_replay(engine: Engine, event_ids: list[int]) -> int:
     if not event_ids:
         return 0
     from bridge.store import journal
+    from bridge.store.clock import db_now
 
     with engine.begin() as conn:
         counters.events_replayed(conn, event_ids)
@@ -201,7 +202,7 @@ def reset_for_replay(engine: Engine, event_ids: list[int]) -> int:
         )
         # A replay is a sign the cause may be gone: the items' failed side work is planned again too.
         items = conn.execute(select(db.events.c.source, db.events.c.item_key).where(db.events.c.id.in_(event_ids)))
-        now = time.time()
+        now = db_now(conn)
         for source, item_key in set(items.all()):
             journal.retry_failed(conn, now, kinds=journal.SIDE_KINDS, source=source, item_key=item_key)
     return int(result.rowcount or 0)
