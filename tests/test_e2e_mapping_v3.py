@@ -163,6 +163,39 @@ def test_owned_fields_survive_a_persons_edit_while_others_keep_syncing(tmp_path,
         stack.stop()
 
 
+def test_ownership_added_later_protects_an_issue_synced_before_it(tmp_path, fake):
+    """Issue #21: `sync: if_unchanged_in_zoho` added to a live mapping protects issues synced before it was
+    there: what the bridge last wrote is recorded per field for every item, so a person's edit is seen."""
+    plain = mapping(tmp_path, "bugherd")
+    stack = start(tmp_path, fake, [plain])
+    try:
+        first = {"task_id": 3, "title": "Footer links dead", "priority": "normal", "tags": ("bug",)}
+        bugherd(stack, "task_create", bugherd_event("task_create", **first))
+        [issue] = wait_for(lambda: fake.issues(), 30, what="the issue")
+        idle(stack)
+        assert option(fake.issue(issue["id"]), "severity") == "Minor"
+        person_edits(fake, issue["id"], "projects", severity="Blocker")  # a person triages it in Zoho
+
+        live = stack.mappings_dir / "bugherd.yaml"
+        old = '    default: "None"              # "not set": left for triage in Zoho'
+        text = live.read_text(encoding="utf-8")
+        assert old in text
+        text = text.replace(old, '    default: "None"\n    sync: if_unchanged_in_zoho')
+        text = text.replace("    default: Bug\n", "    default: Bug\n    sync: if_unchanged_in_zoho\n")
+        live.write_text(text, encoding="utf-8")
+
+        second = {**first, "priority": "important", "tags": ("security",), "status": "doing", "updated": 10}
+        bugherd(stack, "task_update", bugherd_event("task_update", **second))
+        idle(stack)
+        now = fake.issue(issue["id"])
+        assert option(now, "severity") == "Blocker"  # the person's edit kept
+        assert option(now, "classification") == "Security"  # untouched in Zoho: what the bridge wrote is known
+        assert option(now, "status") == "In Progress"  # the rest still syncs
+        assert "edited in Zoho since the bridge wrote it" in notes(stack)
+    finally:
+        stack.stop()
+
+
 @pytest.mark.parametrize("dialect", ["projects", "bugtracker"])
 def test_attachments_become_zoho_attachments_once_each(tmp_path, fake, dialect):
     with FileServer() as source:
