@@ -1,4 +1,6 @@
-"""A fresh, migrated database per test on SQLite and (when BRIDGE_TEST_DATABASE_URL is set) on PostgreSQL."""
+"""A fresh, migrated database per test on SQLite and, when a PostgreSQL server is named, on PostgreSQL:
+`BRIDGE_TEST_POSTGRES_URL` (for these in-process tests only, so a pass can cover both databases here while its
+real-process stacks stay on the embedded default) or `BRIDGE_TEST_DATABASE_URL` (which moves the stacks too)."""
 
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ def fresh_engine(kind: str, tmp_path: Path) -> Iterator[Engine]:
         yield engine
         engine.dispose()
         return
-    server = os.environ.get("BRIDGE_TEST_DATABASE_URL", "")
+    server = os.environ.get("BRIDGE_TEST_POSTGRES_URL") or os.environ.get("BRIDGE_TEST_DATABASE_URL", "")
     if not server.startswith("postgresql"):
-        pytest.skip("BRIDGE_TEST_DATABASE_URL is not a PostgreSQL URL")
+        pytest.skip("no PostgreSQL server named (BRIDGE_TEST_POSTGRES_URL or BRIDGE_TEST_DATABASE_URL)")
     import psycopg
 
     base = server.replace("postgresql+psycopg://", "postgresql://")

@@ -44,6 +44,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest first: slow runs, then the end-to-end tests, then the in-process ones, so that under xdist the
+    short tests fill the cores around the long ones instead of one long test finishing the run alone. A stable
+    sort, the same in every worker (xdist requires one order)."""
+
+    def weight(item: pytest.Item) -> int:
+        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("e2e") else 2
+
+    items.sort(key=weight)
+
+
 @pytest.fixture
 def probing_fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """For tests of the fakes themselves, which send calls the bridge never makes on purpose (a 405, an unknown

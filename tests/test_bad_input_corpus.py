@@ -36,7 +36,7 @@ from testkit.factories_trackers import (
 from testkit.fakes.zoho import FakeZoho
 from testkit.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.scale_out]  # also on PostgreSQL + Redis in CI
 
 DEEP = 100_000
 

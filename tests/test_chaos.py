@@ -484,6 +484,7 @@ def _transfer_of(delivery: tuple[str, dict]) -> int | None:
 
 
 @pytest.mark.slow
+@pytest.mark.scale_out
 @pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime (Debian package faketime) is not installed")
 def test_chaos_fence_slow_zoho_lost_leases_paused_and_skewed_workers(tmp_path):
     """Two worker processes, one of them with a clock 60 s ahead (libfaketime); Zoho slower than the lease

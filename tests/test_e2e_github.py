@@ -14,7 +14,7 @@ from testkit.factories import comment_event, issues_event
 from testkit.fakes.zoho import FakeZoho
 from testkit.harness import BridgeStack, RedisServer, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.scale_out]  # also on PostgreSQL + Redis in CI
 
 WEB = "1752587000000097024"
 API = "1752587000000098001"

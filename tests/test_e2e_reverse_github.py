@@ -74,6 +74,7 @@ def _open_and_link(stack: BridgeStack, zoho: FakeZoho, github: FakeGitHub) -> di
     return issue
 
 
+@pytest.mark.scale_out
 def test_backlink_once_loop_closed_and_reopened_and_no_echo(tmp_path, fakes):
     zoho, github = fakes
     stack = _stack(tmp_path, zoho, github, conflict="source_wins", poll=POLL_SECONDS)
@@ -241,6 +242,7 @@ def _backlink_states(stack: BridgeStack) -> dict[str, int]:
         return {state: n for (kind, state), n in journal.counts(conn).items() if kind == "source.backlink"}
 
 
+@pytest.mark.scale_out
 def test_a_backlink_refused_for_a_missing_token_is_posted_once_after_the_token_is_set(tmp_path, fakes):
     """A new admin turns `backlink:` on before setting GITHUB_TOKEN: the back-link fails visibly (status says so,
     the item's event still ends `done`), and once the token is in `.env` the running processes take it and post

@@ -8,7 +8,7 @@ from testkit.factories import issues_event
 from testkit.fakes.zoho import FakeZoho
 from testkit.harness import BridgeStack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.scale_out]  # also on PostgreSQL + Redis in CI
 
 LIMIT, WINDOW = 8, 3.0  # a short window stands in for Zoho's minute so the test stays quick
 

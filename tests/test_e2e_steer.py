@@ -24,7 +24,7 @@ from testkit.fakes.github import FakeGitHub
 from testkit.fakes.zoho import FakeZoho
 from testkit.harness import GITHUB_SECRET, REPO, BridgeStack, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.scale_out]  # also on PostgreSQL + Redis in CI
 SCRIPT = str(Path(sys.executable).parent / "issue-bridge")
 WEB = "1752587000000097024"
 TALKBACK = """

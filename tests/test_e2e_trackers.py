@@ -25,7 +25,7 @@ from testkit.factories_trackers import (
 from testkit.fakes.zoho import FakeZoho
 from testkit.harness import REPO, BridgeStack, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.scale_out]  # also on PostgreSQL + Redis in CI
 
 WEB = "1752587000000097024"
 BMO = "https://bugzilla.mozilla.org"

@@ -14,7 +14,7 @@ from testkit.factories import issues_event
 from testkit.fakes.zoho import FakeZoho
 from testkit.harness import BridgeStack, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.scale_out]  # also on PostgreSQL + Redis in CI
 
 BLOCK = 4.0  # seconds: stands in for the documented 30 minutes (seed 001:737-739)
 LIMIT = 5  # Zoho's calls per window in this test (documented: 100 per 120 s)

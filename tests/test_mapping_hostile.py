@@ -30,10 +30,10 @@ def billion_laughs(levels: int = 9) -> str:
 
 
 def _refused_quickly(path: Path) -> MappingError:
-    started = time.perf_counter()
+    started = time.process_time()  # CPU, not wall: a loaded machine must not fail it; the bombs cost 14-93 s
     with pytest.raises(MappingError) as caught:
         load_mapping(path, known_fields=KNOWN_FIELDS)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 2.0
     return caught.value
 
 
