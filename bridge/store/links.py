@@ -203,3 +203,9 @@ def rename_external_id(conn: Connection, source: str, old: str, new: str, now: f
         .where(t.c.source == source, t.c.external_id == old, t.c.comment_id.not_in(clash))
         .values(external_id=new)
     )
+
+
+def linked_issue_ids(conn: Connection, issue_ids: list[str]) -> set[str]:
+    """Which of these Zoho issues a link (any state) names already: an existing issue is adopted only if none does."""
+    rows = conn.execute(select(db.links.c.zoho_issue_id).where(db.links.c.zoho_issue_id.in_(issue_ids))).scalars()
+    return set(rows)
