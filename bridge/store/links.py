@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
@@ -209,3 +209,56 @@ def linked_issue_ids(conn: Connection, issue_ids: list[str]) -> set[str]:
     """Which of these Zoho issues a link (any state) names already: an existing issue is adopted only if none does."""
     rows = conn.execute(select(db.links.c.zoho_issue_id).where(db.links.c.zoho_issue_id.in_(issue_ids))).scalars()
     return set(rows)
+
+
+# -- relinking after a restore (`links recover`) -----------------------------------------------------------------
+
+
+class LinkRef(NamedTuple):
+    """What `links recover` weighs of a link before relinking it (the row's id, to update that very row)."""
+
+    id: int
+    source: str
+    item_key: str
+    zoho_issue_id: str | None
+    state: str
+
+
+def projects(conn: Connection) -> list[tuple[str | None, str | None]]:
+    """Every distinct (portal, project) a link is in."""
+    return [(r.portal, r.project) for r in conn.execute(select(db.links.c.portal, db.links.c.project).distinct())]
+
+
+def issue_linked(conn: Connection, portal: str, issue_id: str) -> bool:
+    row = conn.execute(
+        select(db.links.c.id).where(db.links.c.portal == portal, db.links.c.zoho_issue_id == issue_id).limit(1)
+    ).first()
+    return row is not None
+
+
+def any_issue_linked(conn: Connection) -> bool:
+    """Whether the bridge has made (or linked) any Zoho issue at all."""
+    return conn.execute(select(db.links.c.id).where(db.links.c.zoho_issue_id.is_not(None)).limit(1)).first() is not None
+
+
+def refs_by_external_id(conn: Connection, external_id: str) -> list[LinkRef]:
+    """The links (of any source) carrying this external id."""
+    rows = conn.execute(select(db.links).where(db.links.c.external_id == external_id)).all()
+    return [LinkRef(r.id, r.source, r.item_key, r.zoho_issue_id, r.state) for r in rows]
+
+
+def relink(conn: Connection, link_id: int, issue_id: str, portal: str, project: str, now: float) -> None:
+    """Link the row to the Zoho issue found carrying its marker; its state is applied again (no hash, no ts)."""
+    conn.execute(
+        update(db.links)
+        .where(db.links.c.id == link_id)
+        .values(
+            zoho_issue_id=issue_id,
+            state="linked",
+            portal=portal,
+            project=project,
+            applied_hash=None,
+            last_state_ts=0.0,
+            updated_at=now,
+        )
+    )
