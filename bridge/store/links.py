@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from bridge.store import CommentLink, Link
+from bridge.store import CommentLink, Link, _link
 from bridge.store import schema as db
 
 DRY_RUN = "dry-run"  # a link state: what a dry-run "created"; dry-run reads it, real runs ignore it
@@ -209,6 +209,21 @@ def linked_issue_ids(conn: Connection, issue_ids: list[str]) -> set[str]:
     """Which of these Zoho issues a link (any state) names already: an existing issue is adopted only if none does."""
     rows = conn.execute(select(db.links.c.zoho_issue_id).where(db.links.c.zoho_issue_id.in_(issue_ids))).scalars()
     return set(rows)
+
+
+def item_linked(conn: Connection, source: str, item_key: str) -> bool:
+    """Whether the item has a link row (any state): its backfilled state costs an update, not a create."""
+    row = conn.execute(
+        select(db.links.c.id).where(db.links.c.source == source, db.links.c.item_key == item_key)
+    ).first()
+    return row is not None
+
+
+def for_item(conn: Connection, source: str, item_key: str) -> Link | None:
+    row = conn.execute(
+        select(db.links).where(db.links.c.source == source, db.links.c.item_key == item_key).limit(1)
+    ).first()
+    return _link(row) if row else None
 
 
 # -- relinking after a restore (`links recover`) -----------------------------------------------------------------
