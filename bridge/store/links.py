@@ -230,13 +230,19 @@ def for_item(conn: Connection, source: str, item_key: str) -> Link | None:
 
 
 class LinkRef(NamedTuple):
-    """What `links recover` weighs of a link before relinking it (the row's id, to update that very row)."""
+    """What `links recover` and `links link` weigh of a link before (re)linking it (the row's id, to update that
+    very row)."""
 
     id: int
     source: str
     item_key: str
     zoho_issue_id: str | None
     state: str
+    external_id: str
+
+
+def _ref(row: Any) -> LinkRef:
+    return LinkRef(row.id, row.source, row.item_key, row.zoho_issue_id, row.state, row.external_id)
 
 
 def projects(conn: Connection) -> list[tuple[str | None, str | None]]:
@@ -259,7 +265,7 @@ def any_issue_linked(conn: Connection) -> bool:
 def refs_by_external_id(conn: Connection, external_id: str) -> list[LinkRef]:
     """The links (of any source) carrying this external id."""
     rows = conn.execute(select(db.links).where(db.links.c.external_id == external_id)).all()
-    return [LinkRef(r.id, r.source, r.item_key, r.zoho_issue_id, r.state) for r in rows]
+    return [_ref(r) for r in rows]
 
 
 def relink(conn: Connection, link_id: int, issue_id: str, portal: str, project: str, now: float) -> None:
@@ -276,4 +282,65 @@ def relink(conn: Connection, link_id: int, issue_id: str, portal: str, project: 
             last_state_ts=0.0,
             updated_at=now,
         )
+    )
+
+
+# -- linking by hand (`links link`, `backfill --adopt-only`) -----------------------------------------------------
+
+
+def ref_for_item(conn: Connection, source: str, item_key: str) -> LinkRef | None:
+    row = conn.execute(select(db.links).where(db.links.c.source == source, db.links.c.item_key == item_key)).first()
+    return _ref(row) if row is not None else None
+
+
+def issue_holder(conn: Connection, issue_id: str) -> tuple[str, str] | None:
+    """(source, item key) of a link to this Zoho issue that an operator did not forget, if any."""
+    row = conn.execute(
+        select(db.links.c.source, db.links.c.item_key).where(
+            db.links.c.zoho_issue_id == issue_id, db.links.c.state != UNLINKED
+        )
+    ).first()
+    return (row.source, row.item_key) if row is not None else None
+
+
+def external_id_holder(conn: Connection, source: str, external_id: str) -> str | None:
+    """The item key of the source's link with this external id, if any."""
+    taken = conn.execute(
+        select(db.links.c.item_key).where(db.links.c.source == source, db.links.c.external_id == external_id)
+    ).scalar()
+    return None if taken is None else str(taken)
+
+
+def held_by_another(conn: Connection, source: str, item_key: str, issue_id: str, external_id: str) -> bool:
+    """Whether another item's live link holds this Zoho issue, or this external id in the same source."""
+    links = db.links
+    row = conn.execute(
+        select(links.c.item_key).where(
+            links.c.state != UNLINKED,
+            (links.c.zoho_issue_id == issue_id) | ((links.c.source == source) & (links.c.external_id == external_id)),
+            links.c.item_key != item_key,
+        )
+    ).first()
+    return row is not None
+
+
+def write_adopted(
+    conn: Connection,
+    link_id: int | None,
+    source: str,
+    item_key: str,
+    values: dict[str, Any],
+    now: float,
+) -> None:
+    """Update the item's link row (`link_id`), or insert it (None) with `values`."""
+    if link_id is not None:
+        conn.execute(update(db.links).where(db.links.c.id == link_id).values(**values))
+    else:
+        conn.execute(insert(db.links).values(source=source, item_key=item_key, created_at=now, **values))
+
+
+def clear_applied(conn: Connection, source: str, item_key: str) -> None:
+    """Forget what was applied: the item's next update sends its whole state."""
+    conn.execute(
+        update(db.links).where(db.links.c.source == source, db.links.c.item_key == item_key).values(applied_hash=None)
     )
