@@ -2,6 +2,7 @@
 
 - No import cycle between the bridge's modules, counting imports inside functions too (a deferred import is
   still a dependency); only `if TYPE_CHECKING:` blocks are left out (they name a type, never run).
+- Only the store builds SQL (`test_only_the_store_builds_sql`).
 """
 
 from __future__ import annotations
@@ -100,3 +101,98 @@ def test_no_import_cycle_between_the_bridges_modules() -> None:
 def test_the_cycle_finder_finds_a_deferred_import_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+# -- only the store builds SQL ---------------------------------------------------------------------------------------
+
+STORE_PARTS = (("bridge", "store"), ("bridge", "migrations"))
+# What a module outside the store may import from SQLAlchemy, and why: nothing here can build or run a statement.
+SQLALCHEMY_ALLOWED: dict[str, frozenset[str] | None] = {
+    # The handles a caller passes to the store's functions (type hints, and runtime/process wiring that holds
+    # an Engine); no `make_url`, `create_engine`, `text`, `Row`: those are the store's (schema.py).
+    "sqlalchemy.engine": frozenset({"Connection", "Engine"}),
+    # Exceptions (None: any name): the web answers 503 on a lost database, the admin guard retries a lost
+    # insert race (IntegrityError); catching an error runs no SQL.
+    "sqlalchemy.exc": None,
+}
+# Outside the store, the schema module is for these (making and checking the database), and its tables may be
+# passed along (sources/validate.py reads column lengths), never used to build a statement:
+SCHEMA_FUNCTIONS = frozenset({"make_engine", "ensure_schema", "check_database", "shown_url"})
+TABLE_BUILDERS = frozenset({"c", "columns", "select", "insert", "update", "delete", "join", "outerjoin", "alias"})
+
+
+def _sql_outside_the_store(source: str) -> list[str]:
+    """Where this module's code builds SQL or imports what builds it (line: what)."""
+    tree = ast.parse(source)
+    found: list[str] = []
+    schema_aliases: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "sqlalchemy" or alias.name.startswith("sqlalchemy."):
+                    found.append(f"{node.lineno}: import {alias.name}")
+                if alias.name == "bridge.store.schema" and alias.asname:
+                    schema_aliases.add(alias.asname)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            module = node.module
+            if module == "sqlalchemy" or module.startswith("sqlalchemy."):
+                allowed = SQLALCHEMY_ALLOWED.get(module, frozenset())
+                for alias in node.names:
+                    if allowed is not None and alias.name not in allowed:
+                        found.append(f"{node.lineno}: from {module} import {alias.name}")
+            elif module == "bridge.store":
+                schema_aliases.update(a.asname or a.name for a in node.names if a.name == "schema")
+            elif module == "bridge.store.schema":
+                found += [
+                    f"{node.lineno}: from bridge.store.schema import {a.name}"
+                    for a in node.names
+                    if a.name not in SCHEMA_FUNCTIONS
+                ]
+    for node in ast.walk(tree):
+        # `db.events.c.id`, `db.kv.update()`: a table of the schema used to build a statement
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in TABLE_BUILDERS
+            and isinstance(node.value, ast.Attribute)
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id in schema_aliases
+        ):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return sorted(found, key=lambda line: int(line.split(":")[0]))
+
+
+def test_only_the_store_builds_sql() -> None:
+    """bridge/store is the only place with SQL (docs/architecture.md): outside it (and the migrations), no module
+    imports from SQLAlchemy anything but `sqlalchemy.engine.Connection/Engine` (handles passed to the store) and
+    `sqlalchemy.exc` (exceptions caught), and none uses a schema table to build a statement. testkit/ and bench/
+    are not the bridge: their fixtures set rows up directly."""
+    problems = {
+        name: found
+        for name, path in sorted(_modules().items())
+        if path.relative_to(REPO).parts[:2] not in STORE_PARTS
+        and (found := _sql_outside_the_store(path.read_text(encoding="utf-8")))
+    }
+    assert problems == {}
+
+
+def test_the_sql_check_finds_what_builds_sql() -> None:
+    source = """
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from bridge.store import schema as db
+from bridge.store.schema import make_engine, events
+import sqlalchemy
+
+def f(conn: Connection):
+    conn.execute(db.kv.update().values(value="1"))
+    return db.make_engine, db.events.c.id, len(db.events.name)
+"""
+    assert _sql_outside_the_store(source) == [
+        "2: from sqlalchemy import select",
+        "3: from sqlalchemy.engine import make_url",
+        "6: from bridge.store.schema import events",
+        "7: import sqlalchemy",
+        "10: db.kv.update",
+        "11: db.events.c",
+    ]

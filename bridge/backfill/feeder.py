@@ -21,23 +21,21 @@ import os
 import socket
 from collections import OrderedDict
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bridge import store
 from bridge.settings import Settings
-from bridge.store import schema as db
+from bridge.store import backfill as lane
+from bridge.store import links
+from bridge.store.backfill import FED_AT_KEY, PARKED_AT  # noqa: F401 - the feeder's names, kept in the store
 from bridge.store.clock import db_now
 
-PARKED_AT = 10_000_000_000.0  # year 2286: "not before the feeder releases it"
 LEASE = "backfill:feeder"
-FED_AT_KEY = "backfill.fed_at"
 IN_FLIGHT_SECONDS = 2.0  # released-but-not-done work allowed, in seconds of the backfill's pace
 MIN_IN_FLIGHT = 4  # events: even a tiny budget keeps a worker busy
 MAX_IN_FLIGHT = 20  # events: a live task never queues behind more than this, however large the budget
 MAX_GAP_SECONDS = 5.0  # allowance saved up while idle (or blocked) is capped: no burst after a pause
 UNLIMITED_RATE = 200.0  # calls a second when the Zoho budget is unlimited (0): still a bounded lane
-BACKFILL_ORIGIN = "backfill:%"
 CREATE_COST, UPDATE_COST, COMMENT_COST = 1.0, 1.0, 1.0  # Zoho calls per backfilled create, update, comment
 
 
@@ -72,10 +70,7 @@ def end_chain(engine: Engine, chain: str) -> None:
 def chain_alive(engine: Engine) -> bool:
     with engine.connect() as conn:
         now = db_now(conn)
-        row = conn.execute(
-            select(db.leases.c.expires_at).where(db.leases.c.name == CHAIN_LEASE, db.leases.c.expires_at >= now)
-        ).first()
-    return row is not None
+        return lane.lease_live(conn, CHAIN_LEASE, now)
 
 
 def release(engine: Engine, settings: Settings) -> list[tuple[str, str]]:
@@ -92,103 +87,57 @@ def release(engine: Engine, settings: Settings) -> list[tuple[str, str]]:
 
 
 def _release(engine: Engine, rate: float) -> list[tuple[str, str]]:
-    events = db.events
-    lane = and_(events.c.origin.like(BACKFILL_ORIGIN), events.c.status == store.PENDING)
     with engine.begin() as conn:
         now = db_now(conn)
-        raw = conn.execute(select(db.kv.c.value).where(db.kv.c.key == FED_AT_KEY)).scalar()
+        fed = lane.fed_at(conn)
         # A token bucket kept as one time: the pace has been spent up to `paid_until` (it may be ahead of now).
-        paid_until = max(float(raw) if raw else now - 1.0, now - MAX_GAP_SECONDS)
+        paid_until = max(fed if fed is not None else now - 1.0, now - MAX_GAP_SECONDS)
         if paid_until >= now:
             return []
-        in_flight = conn.execute(
-            select(func.count()).select_from(events).where(lane, events.c.next_attempt_at < PARKED_AT)
-        ).scalar_one()
+        in_flight = lane.in_flight(conn)
         cap = max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, rate * IN_FLIGHT_SECONDS))
         allowance = min(rate * (now - paid_until), cap - in_flight)
         if allowance <= 0:
-            _set_fed_at(conn, paid_until)  # workers behind: release nothing, save up no more than the cap
+            lane.set_fed_at(conn, paid_until)  # workers behind: release nothing, save up no more than the cap
             return []
-        rows = conn.execute(
-            select(events.c.source, events.c.item_key, events.c.event_name)
-            .where(lane, events.c.next_attempt_at >= PARKED_AT)
-            .order_by(events.c.id)
-            .limit(int(allowance) * 4 + 20)
-        ).all()
+        rows = lane.parked(conn, int(allowance) * 4 + 20)
         chosen: OrderedDict[tuple[str, str], float] = OrderedDict()
         spent = 0.0
-        for row in rows:
-            key = (row.source, row.item_key)
+        for source, item_key, _name in rows:
+            key = (source, item_key)
             if key in chosen:
                 continue
             if chosen and spent >= allowance:
                 break
-            chosen[key] = _item_cost(conn, key, lane)
+            chosen[key] = _item_cost(conn, key)
             spent += chosen[key]
         if not chosen:
             return []
-        _set_fed_at(conn, paid_until + spent / rate)
-        conn.execute(
-            update(events)
-            .where(
-                lane,
-                events.c.next_attempt_at >= PARKED_AT,
-                or_(*(and_(events.c.source == s, events.c.item_key == k) for s, k in chosen)),
-            )
-            .values(next_attempt_at=now)
-        )
+        lane.set_fed_at(conn, paid_until + spent / rate)
+        lane.release(conn, list(chosen), now)
     return list(chosen)
 
 
-def _item_cost(conn, key: tuple[str, str], lane) -> float:  # type: ignore[no-untyped-def]
+def _item_cost(conn: Connection, key: tuple[str, str]) -> float:
     """Expected Zoho calls of an item's parked events: its state (a create, or an update) plus one a comment."""
     source, item_key = key
-    names = conn.execute(
-        select(db.events.c.event_name).where(
-            lane,
-            db.events.c.next_attempt_at >= PARKED_AT,
-            db.events.c.source == source,
-            db.events.c.item_key == item_key,
-        )
-    ).scalars()
+    names = lane.parked_event_names(conn, source, item_key)
     comments = states = 0
     for name in names:
         if "comment" in name:
             comments += 1
         else:
             states += 1
-    linked = conn.execute(
-        select(db.links.c.id).where(db.links.c.source == source, db.links.c.item_key == item_key)
-    ).first()
+    linked = links.item_linked(conn, source, item_key)
     state_cost = (UPDATE_COST if linked else CREATE_COST) if states else 0.0
     return state_cost + comments * COMMENT_COST
 
 
 def anything_parked(engine: Engine) -> bool:
     with engine.connect() as conn:
-        row = conn.execute(
-            select(db.events.c.id)
-            .where(db.events.c.status == store.PENDING, db.events.c.next_attempt_at >= PARKED_AT)
-            .limit(1)
-        ).first()
-    return row is not None
-
-
-def _set_fed_at(conn, value: float) -> None:  # type: ignore[no-untyped-def]
-    stmt = store._upsert(conn)(db.kv).values(key=FED_AT_KEY, value=repr(value))
-    conn.execute(stmt.on_conflict_do_update(index_elements=[db.kv.c.key], set_={"value": repr(value)}))
+        return lane.anything_parked(conn)
 
 
 def parked_count(engine: Engine, origin: str) -> int:
     with engine.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.count())
-                .select_from(db.events)
-                .where(
-                    db.events.c.origin == origin,
-                    db.events.c.status == store.PENDING,
-                    db.events.c.next_attempt_at >= PARKED_AT,
-                )
-            ).scalar_one()
-        )
+        return lane.parked_count(conn, origin)

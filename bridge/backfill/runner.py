@@ -19,15 +19,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from bridge import store
-from bridge.backfill.feeder import COMMENT_COST, CREATE_COST, PARKED_AT, UNLIMITED_RATE, UPDATE_COST, budget_rate
+from bridge.backfill.feeder import COMMENT_COST, CREATE_COST, UNLIMITED_RATE, UPDATE_COST, budget_rate
 from bridge.events import NormalizedEvent
 from bridge.settings import Settings
-from bridge.store import schema as db
-from bridge.store.clock import db_now, engine_now
+from bridge.store import backfill as backfills
+from bridge.store import links
+from bridge.store.backfill import PARKED_AT, Backfill
+from bridge.store.clock import engine_now
 
 RUNNING, INTERRUPTED, FAILED, READ = "running", "interrupted", "failed", "read"
 UNFINISHED = (RUNNING, INTERRUPTED, FAILED)
@@ -105,48 +106,22 @@ def scope_key(scope: dict[str, Any]) -> str:
 def _create(engine: Engine, source: str, scope: str) -> int:
     now = engine_now(engine)
     with engine.begin() as conn:
-        result = conn.execute(
-            insert(db.backfills).values(
-                source=source,
-                scope=scope,
-                state=RUNNING,
-                items_read=0,
-                events_stored=0,
-                duplicates=0,
-                source_calls=0,
-                planned_zoho_calls=0.0,
-                paced_until=0.0,
-                started_at=now,
-                updated_at=now,
-            )
-        )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        return backfills.create(conn, source, scope, RUNNING, now)
 
 
-def find_resumable(engine: Engine, source: str, scope: str) -> Any | None:
+def find_resumable(engine: Engine, source: str, scope: str) -> Backfill | None:
     with engine.connect() as conn:
-        return conn.execute(
-            select(db.backfills)
-            .where(db.backfills.c.source == source, db.backfills.c.scope == scope, db.backfills.c.state.in_(UNFINISHED))
-            .order_by(db.backfills.c.id.desc())
-        ).first()
+        return backfills.find_resumable(conn, source, scope, UNFINISHED)
 
 
 def _save(engine: Engine, backfill_id: int, **values: Any) -> None:
     with engine.begin() as conn:
-        conn.execute(
-            update(db.backfills).where(db.backfills.c.id == backfill_id).values(updated_at=db_now(conn), **values)
-        )
+        backfills.save(conn, backfill_id, **values)
 
 
 def event_counts(engine: Engine, backfill_id: int) -> dict[str, int]:
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(db.events.c.status, func.count())
-            .where(db.events.c.origin == origin_of(backfill_id))
-            .group_by(db.events.c.status)
-        ).all()
-    return {s: int(n) for s, n in rows}
+        return backfills.event_counts(conn, origin_of(backfill_id))
 
 
 def list_backfills(engine: Engine, limit: int = 20, settings: Settings | None = None) -> list[dict[str, Any]]:
@@ -155,7 +130,7 @@ def list_backfills(engine: Engine, limit: int = 20, settings: Settings | None = 
     With `settings`, `eta_seconds` is what is left at the backfill's share of the Zoho budget."""
     rate = budget_rate(settings) if settings is not None else None
     with engine.connect() as conn:
-        rows = conn.execute(select(db.backfills).order_by(db.backfills.c.id.desc()).limit(limit)).all()
+        rows = backfills.recent(conn, limit)
     result = []
     for row in rows:
         counts = event_counts(engine, row.id)
@@ -222,10 +197,7 @@ def _cost(engine: Engine, item: Item) -> tuple[float, dict[int, float]]:
 
 def _link_for_item(engine: Engine, source: str, item_key: str) -> store.Link | None:
     with engine.connect() as conn:
-        row = conn.execute(
-            select(db.links).where(db.links.c.source == source, db.links.c.item_key == item_key).limit(1)
-        ).first()
-    return store._link(row) if row else None
+        return links.for_item(conn, source, item_key)
 
 
 # -- running ------------------------------------------------------------------------------------------------
@@ -381,16 +353,11 @@ def _dry_run(
 def latest_payload(engine: Engine, source: str, item_key: str) -> dict[str, Any] | None:
     """The newest stored body of an item (a backfilled object or a webhook), for readers resuming mid-way."""
     with engine.connect() as conn:
-        row = conn.execute(
-            select(db.events.c.payload)
-            .where(db.events.c.source == source, db.events.c.item_key == item_key, db.events.c.action != "deleted")
-            .order_by(db.events.c.source_ts.desc(), db.events.c.id.desc())
-            .limit(1)
-        ).first()
-    if row is None:
+        payload = backfills.latest_payload(conn, source, item_key)
+    if payload is None:
         return None
     try:
-        data = json.loads(bytes(row.payload))
+        data = json.loads(payload)
     except ValueError:
         return None
     return data if isinstance(data, dict) else None

@@ -123,9 +123,9 @@ def db_upgrade() -> None:
 
 
 def _where(settings: Settings) -> str:
-    from sqlalchemy.engine import make_url
+    from bridge.store.schema import shown_url
 
-    return make_url(settings.database_url).render_as_string(hide_password=True)
+    return shown_url(settings.database_url)
 
 
 # -- events -------------------------------------------------------------------------------------------

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sqlalchemy import exists, select
 from sqlalchemy.engine import Engine
 
 from bridge import store
-from bridge.store import PENDING
-from bridge.store import schema as db
-from bridge.store.pages import EventRef
+from bridge.store.pages import EventRef, dry_run_unsent
 
 BATCH = 500
 REPLAYED_KEY = "dry_run.replayed_through"  # kv: the newest event id a --from-dry-run replay put back
@@ -26,21 +23,13 @@ REPLAYED_KEY = "dry_run.replayed_through"  # kv: the newest event id a --from-dr
 def dry_run_batches(engine: Engine, *, batch: int = BATCH) -> Iterator[list[EventRef]]:
     """Finished events with recorded dry-run calls and no real one, newer than the last replay's, oldest first,
     `batch` at a time (ids walk upward, so a caller may replay a batch before asking for the next)."""
-    e, calls = db.events, db.zoho_calls
-    recorded = exists().where(calls.c.event_id == e.c.id, calls.c.dry_run.is_(True))
-    sent = exists().where(calls.c.event_id == e.c.id, calls.c.dry_run.is_(False))
     after = int(store.kv_get(engine, REPLAYED_KEY) or 0)
     while True:
         with engine.connect() as conn:
-            rows = conn.execute(
-                select(e.c.id, e.c.source, e.c.item_key)
-                .where(e.c.id > after, e.c.status != PENDING, recorded, ~sent)
-                .order_by(e.c.id)
-                .limit(batch)
-            ).all()
+            rows = dry_run_unsent(conn, after=after, limit=batch)
         if not rows:
             return
-        yield [EventRef(r.id, r.source, r.item_key) for r in rows]
+        yield rows
         if len(rows) < batch:
             return
         after = rows[-1].id

@@ -25,13 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from bridge.core.recover import issues_since, read_issue
 from bridge.mapping.model import IssueDraft
-from bridge.store import found
-from bridge.store import schema as db
+from bridge.store import found, links
 from bridge.store.clock import db_now
 from bridge.store.found import Found
 from bridge.targets.zoho.dialects import parse_time
@@ -64,11 +62,7 @@ def _unlinked(engine: Engine, hits: list[Found]) -> list[Found]:
     if not hits:
         return hits
     with engine.connect() as conn:
-        linked = set(
-            conn.execute(
-                select(db.links.c.zoho_issue_id).where(db.links.c.zoho_issue_id.in_([f.issue_id for f in hits]))
-            ).scalars()
-        )
+        linked = links.linked_issue_ids(conn, [f.issue_id for f in hits])
     return [f for f in hits if f.issue_id not in linked]
 
 

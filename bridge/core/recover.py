@@ -27,12 +27,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from bridge.mapping import MappingRegistry
-from bridge.store import calllog, found, journal, steer
-from bridge.store import schema as db
+from bridge.store import calllog, found, journal, links, steer
 from bridge.store.clock import db_now
 from bridge.store.found import Found
 from bridge.targets.zoho.dialects import parse_time
@@ -92,8 +90,8 @@ def routed_projects(engine: Engine, registry: MappingRegistry) -> list[tuple[str
             if project:
                 projects.add((routing.portal, project))
     with engine.connect() as conn:
-        rows = conn.execute(select(db.links.c.portal, db.links.c.project).distinct()).all()
-    projects |= {(str(r.portal), str(r.project)) for r in rows if r.portal and r.project}
+        rows = links.projects(conn)
+    projects |= {(str(portal), str(project)) for portal, project in rows if portal and project}
     return sorted(projects)
 
 
@@ -186,26 +184,20 @@ def recover(
             report.marked += 1
             _settle(engine, seen, report, actor)
     with engine.begin() as conn:  # recovered: the heartbeat is fresh again, so `db upgrade` does not repeat it
-        conn.execute(
-            update(db.kv).where(db.kv.c.key == calllog.HEARTBEAT_KEY).values(value=f'{{"at": {db_now(conn)}}}')
-        )
+        calllog.touch_heartbeat(conn)
     return report
 
 
 def _unlinked(engine: Engine, portal: str, issue_id: str) -> bool:
     """An issue known only from an earlier read (not linked): looked at again (its item may be known now)."""
     with engine.connect() as conn:
-        row = conn.execute(
-            select(db.links.c.id).where(db.links.c.portal == portal, db.links.c.zoho_issue_id == issue_id).limit(1)
-        ).first()
-    return row is None
+        return not links.issue_linked(conn, portal, issue_id)
 
 
 def _settle(engine: Engine, seen: Found, report: Recovered, actor: str) -> None:
-    links = db.links
     with engine.begin() as conn:
         found.save(conn, seen)
-        rows = conn.execute(select(links).where(links.c.external_id == seen.external_id)).all()
+        rows = links.refs_by_external_id(conn, str(seen.external_id))
         if not rows:
             report.waiting.append((str(seen.external_id), seen.issue_id))
             return
@@ -223,19 +215,7 @@ def _settle(engine: Engine, seen: Found, report: Recovered, actor: str) -> None:
             )
             return
         now = db_now(conn)
-        conn.execute(
-            update(links)
-            .where(links.c.id == link.id)
-            .values(
-                zoho_issue_id=seen.issue_id,
-                state="linked",
-                portal=seen.portal,
-                project=seen.project,
-                applied_hash=None,
-                last_state_ts=0.0,
-                updated_at=now,
-            )
-        )
+        links.relink(conn, link.id, seen.issue_id, seen.portal, seen.project, now)
         journal.save(
             conn,
             journal.Operation(link.source, link.item_key, "zoho.create", "", journal.CONFIRMED,
@@ -257,8 +237,8 @@ def restore_suspected(engine: Engine) -> tuple[float, float] | None:
     with engine.connect() as conn:
         beat = calllog.last_heartbeat(conn)
         now = db_now(conn)
-        linked = conn.execute(select(db.links.c.id).where(db.links.c.zoho_issue_id.is_not(None)).limit(1)).first()
-    if beat is None or linked is None or now - beat <= RESTORE_GAP_SECONDS:
+        linked = links.any_issue_linked(conn)
+    if beat is None or not linked or now - beat <= RESTORE_GAP_SECONDS:
         return None
     return beat, now
 

@@ -19,16 +19,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bridge.events import NormalizedEvent
 from bridge.mapping import MappingRegistry, RoutingError, translate
 from bridge.settings import Settings
-from bridge.store import PENDING, counters, journal, operator, steer
-from bridge.store import schema as db
+from bridge.store import counters, journal, links, operator, steer
 from bridge.store.clock import db_now
-from bridge.store.links import UNLINKED
+from bridge.store.found import issue_id_by_key
 from bridge.store.story import SOURCES, find_items
 
 RESUME_WAKE_LIMIT = 5000  # items woken at once on a resume (the sweeper wakes any others, oldest first)
@@ -91,12 +89,7 @@ def pause(engine: Engine, registry: MappingRegistry, target: Target, actor: str)
         if fresh:
             steer.record(conn, target.source, "*", "pause", f"{target.describe()} paused", actor)
         if target.kind == "source":
-            return fresh, int(
-                conn.execute(
-                    select(func.count()).where(db.events.c.source == target.name, db.events.c.status == PENDING)
-                ).scalar()
-                or 0
-            )
+            return fresh, steer.pending_of_source(conn, target.name)
     # A mapping file: every item with work waiting whose mapping it is, held now (those that come later are held
     # by the core the first time it claims them).
     held = hold_mapping_items(engine, registry, target)
@@ -105,19 +98,14 @@ def pause(engine: Engine, registry: MappingRegistry, target: Target, actor: str)
 
 
 def hold_mapping_items(engine: Engine, registry: MappingRegistry, target: Target) -> list[tuple[str, str]]:
-    e = db.events
     with engine.connect() as conn:
-        newest = conn.execute(
-            select(e.c.item_key, func.max(e.c.id))
-            .where(e.c.source == target.source, e.c.status == PENDING)
-            .group_by(e.c.item_key)
-        ).all()
+        newest = steer.newest_pending(conn, target.source)
     held: list[tuple[str, str]] = []
     why = steer.MAPPING_PREFIX + target.name
     for start in range(0, len(newest), 500):
         chunk = {int(event_id): str(key) for key, event_id in newest[start : start + 500]}
         with engine.connect() as conn:
-            bodies = conn.execute(select(e.c.id, e.c.event_json).where(e.c.id.in_(list(chunk)))).all()
+            bodies = steer.event_bodies(conn, list(chunk))
         mine = []
         for event_id, body in bodies:
             try:
@@ -146,28 +134,14 @@ def resume(engine: Engine, target: Target, actor: str) -> tuple[bool, list[tuple
         if was_paused:
             steer.record(conn, target.source, "*", "resume", f"{target.describe()} resumed", actor)
         if target.kind == "source":
-            e = db.events
-            rows = conn.execute(
-                select(e.c.item_key)
-                .where(e.c.source == target.name, e.c.status == PENDING, steer.not_held(e.c.source, e.c.item_key))
-                .group_by(e.c.item_key)
-                .order_by(func.min(e.c.id))
-                .limit(RESUME_WAKE_LIMIT)
-            ).all()
-            items = [(target.name, str(r.item_key)) for r in rows]
+            items = [(target.name, key) for key in steer.items_to_wake(conn, target.name, RESUME_WAKE_LIMIT)]
     return was_paused, items
 
 
-def _pending(conn: Any, items: list[tuple[str, str]]) -> int:
-    e = db.events
+def _pending(conn: Connection, items: list[tuple[str, str]]) -> int:
     total = 0
     for source, key in items:
-        total += int(
-            conn.execute(
-                select(func.count()).where(e.c.source == source, e.c.item_key == key, e.c.status == PENDING)
-            ).scalar()
-            or 0
-        )
+        total += steer.pending_of_item(conn, source, key)
     return total
 
 
@@ -215,13 +189,10 @@ def link_item(
     if not getattr(client, "dry_run", True) and client.get_issue(portal, project, issue_id) is None:
         raise SteerError(f"Zoho has no issue {issue_id} in project {project} (portal {portal}): give --project")
     with engine.begin() as conn:
-        links = db.links
-        holder = conn.execute(
-            select(links.c.source, links.c.item_key).where(links.c.zoho_issue_id == issue_id, links.c.state != UNLINKED)
-        ).first()
-        if holder is not None and (holder.source, holder.item_key) != (source, item_key):
-            raise SteerError(f"Zoho issue {issue_id} is {holder.source} {holder.item_key}'s already: unlink it first")
-        own = conn.execute(select(links).where(links.c.source == source, links.c.item_key == item_key)).first()
+        holder = links.issue_holder(conn, issue_id)
+        if holder is not None and holder != (source, item_key):
+            raise SteerError(f"Zoho issue {issue_id} is {holder[0]} {holder[1]}'s already: unlink it first")
+        own = links.ref_for_item(conn, source, item_key)
         if own is not None and own.zoho_issue_id and own.state in ("linked", "deleted"):
             if own.zoho_issue_id == issue_id:
                 raise SteerError(f"{source} {item_key} is linked to Zoho issue {issue_id} already")
@@ -229,21 +200,13 @@ def link_item(
                 f"{source} {item_key} is linked to Zoho issue {own.zoho_issue_id}: "
                 f"`issue-bridge links unlink {own.external_id}` first"
             )
-        create = conn.execute(
-            select(db.operations.c.state).where(
-                db.operations.c.source == source,
-                db.operations.c.item_key == item_key,
-                db.operations.c.kind == "zoho.create",
-            )
-        ).scalar()
+        create = journal.state_of(conn, source, item_key, "zoho.create")
         if own is not None and own.state == "creating" and create == journal.SENT:
             raise SteerError(
                 f"a create for {source} {item_key} is in doubt (it may have made an issue): let the bridge look it up "
                 "first (`issue-bridge explain` shows when), then link"
             )
-        taken = conn.execute(
-            select(links.c.item_key).where(links.c.source == source, links.c.external_id == draft.external_id)
-        ).scalar()
+        taken = links.external_id_holder(conn, source, draft.external_id)
         if taken is not None and taken != item_key:
             raise SteerError(f"external id {draft.external_id} is item {taken}'s: the mapping must tell them apart")
         write_link(conn, own, source, item_key, draft.external_id, portal, project, issue_id, actor)
@@ -257,8 +220,8 @@ def link_item(
 
 
 def write_link(
-    conn: Any,
-    own: Any,
+    conn: Connection,
+    own: links.LinkRef | None,
     source: str,
     item_key: str,
     external_id: str,
@@ -281,10 +244,7 @@ def write_link(
         written=None,
         updated_at=now,
     )
-    if own is not None:
-        conn.execute(update(db.links).where(db.links.c.id == own.id).values(**values))
-    else:
-        conn.execute(insert(db.links).values(source=source, item_key=item_key, created_at=now, **values))
+    links.write_adopted(conn, own.id if own is not None else None, source, item_key, values, now)
     journal.save(
         conn,
         journal.Operation(source, item_key, "zoho.create", "", journal.CONFIRMED, payload={"adopted": actor},
@@ -296,20 +256,11 @@ def adopt_link(engine: Engine, source: str, item_key: str, external_id: str, por
                issue_id: str, actor: str, why: str) -> bool:  # fmt: skip
     """`backfill --adopt-only`: link an item (stored or not) to the issue found for it, unless it has a link with an
     issue already or another item holds the issue or the external id. True when linked."""
-    links = db.links
     with engine.begin() as conn:
-        own = conn.execute(select(links).where(links.c.source == source, links.c.item_key == item_key)).first()
+        own = links.ref_for_item(conn, source, item_key)
         if own is not None and own.zoho_issue_id and own.state in ("linked", "deleted"):
             return False
-        holder = conn.execute(
-            select(links.c.item_key).where(
-                links.c.state != UNLINKED,
-                (links.c.zoho_issue_id == issue_id)
-                | ((links.c.source == source) & (links.c.external_id == external_id)),
-                links.c.item_key != item_key,
-            )
-        ).first()
-        if holder is not None:
+        if links.held_by_another(conn, source, item_key, issue_id, external_id):
             return False
         write_link(conn, own, source, item_key, external_id, portal, project, issue_id, actor)
         steer.record(conn, source, item_key, "adopt", f"linked to existing Zoho issue {issue_id} ({why})", actor)
@@ -321,12 +272,10 @@ def _issue_id(engine: Engine, portal: str, issue: str) -> str:
     if issue.isdigit():
         return issue
     with engine.connect() as conn:
-        found = conn.execute(
-            select(db.zoho_found.c.issue_id).where(db.zoho_found.c.portal == portal, db.zoho_found.c.issue_key == issue)
-        ).scalar()
-    if found is None:
+        issue_id = issue_id_by_key(conn, portal, issue)
+    if issue_id is None:
         raise SteerError(f"{issue!r} is no Zoho issue id, and no issue the bridge has seen has that key: give its id")
-    return str(found)
+    return issue_id
 
 
 # -- resync from the source --------------------------------------------------------------------------------------
@@ -379,33 +328,20 @@ def resync_from_source(
         now = db_now(conn)
         for read in reads:
             event = dataclasses.replace(read.event, item_key=item_key, notes=(*read.event.notes, "resync from source"))
-            conn.execute(
-                insert(db.events).values(
-                    source=source,
-                    dedup_key=f"resync:{marker}:{read.dedup_key}"[:255],
-                    event_name=event.event_name.replace("backfill.", "resync."),
-                    item_key=item_key,
-                    action=event.action,
-                    source_ts=event.source_ts.timestamp(),
-                    received_at=now,
-                    status=PENDING,
-                    attempts=0,
-                    next_attempt_at=0.0,
-                    headers=json.dumps({"X-Issue-Bridge": "resync --from-source"}),
-                    payload=json.dumps(read.payload, sort_keys=True, default=str).encode(),
-                    event_json=json.dumps(event.to_json()),
-                    notes="; ".join(event.notes) or None,
-                    origin="resync",
-                )
+            steer.store_resync(
+                conn,
+                source=source,
+                item_key=item_key,
+                dedup_key=f"resync:{marker}:{read.dedup_key}"[:255],
+                event_name=event.event_name.replace("backfill.", "resync."),
+                event=event,
+                payload=json.dumps(read.payload, sort_keys=True, default=str).encode(),
+                now=now,
             )
             counters.delivery_stored(conn, source, event.event_name.replace("backfill.", "resync."))
             stored += 1
             comments += 1 if event.comment is not None else 0
-        conn.execute(
-            update(db.links)
-            .where(db.links.c.source == source, db.links.c.item_key == item_key)
-            .values(applied_hash=None)
-        )
+        links.clear_applied(conn, source, item_key)
         journal.retry_failed(conn, now, kinds=journal.SIDE_KINDS, source=source, item_key=item_key)
         steer.record(
             conn, source, item_key, "resync", f"fetched from {source}: its state and {comments} comment(s)", actor

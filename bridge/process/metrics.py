@@ -16,12 +16,10 @@ from datetime import UTC, datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.process import ops_metrics
 from bridge.store import budgets, counters
-from bridge.store import schema as db
 from bridge.store.clock import db_now
 from bridge.store.counters import LAG_BUCKETS_S, LATENCY_BUCKETS_MS
 from bridge.targets.zoho.ratelimit import block_status
@@ -70,16 +68,7 @@ class BridgeCollector(Collector):
         with self.engine.connect() as conn:
             now = db_now(conn)  # leases and rate slots are timed by the database's clock
             series = counters.read_all(conn)
-            pending = conn.execute(select(func.count()).where(db.events.c.status == "pending")).scalar()
-            oldest_at = conn.execute(
-                select(db.events.c.received_at)
-                .where(db.events.c.status == "pending")
-                .order_by(db.events.c.status, db.events.c.id)
-                .limit(1)
-            ).scalar()
-            leases = conn.execute(
-                select(func.count()).where(db.leases.c.name.like("item:%"), db.leases.c.expires_at > now)
-            ).scalar()
+            pending, oldest_at, leases = counters.backlog_gauges(conn, now)
             block = zoho_block_gauges(conn)
             slots = budgets.used_since(conn, "zoho", now - 60.0)
             # (more gauges from other modules go here: one indexed query each, read on this connection)

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, select
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.store import PENDING, _upsert, steer
@@ -212,6 +212,11 @@ def heartbeat(engine: Engine) -> float:
         stmt = _upsert(conn)(db.kv).values(key=HEARTBEAT_KEY, value=value)
         conn.execute(stmt.on_conflict_do_update(index_elements=[db.kv.c.key], set_={"value": value}))
     return now
+
+
+def touch_heartbeat(conn: Connection) -> None:
+    """Set an existing heartbeat to the database's time now (`links recover` after a restore: no row, no change)."""
+    conn.execute(update(db.kv).where(db.kv.c.key == HEARTBEAT_KEY).values(value=f'{{"at": {db_now(conn)}}}'))
 
 
 def last_heartbeat(conn: Connection) -> float | None:

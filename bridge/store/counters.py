@@ -238,6 +238,25 @@ def _bucket_case(column, buckets):  # type: ignore[no-untyped-def]
     return case(*[(column <= b, str(b)) for b in buckets], else_="+Inf")
 
 
+# -- gauges read at scrape time -------------------------------------------------------------------------------
+
+
+def backlog_gauges(conn: Connection, now: float) -> tuple[int, float | None, int]:
+    """The scrape's indexed lookups: pending events, when the oldest of them was received (None: none pending), and
+    the item leases held at `now` (the database's clock)."""
+    pending = conn.execute(select(func.count()).where(db.events.c.status == "pending")).scalar()
+    oldest_at = conn.execute(
+        select(db.events.c.received_at)
+        .where(db.events.c.status == "pending")
+        .order_by(db.events.c.status, db.events.c.id)
+        .limit(1)
+    ).scalar()
+    leases = conn.execute(
+        select(func.count()).where(db.leases.c.name.like("item:%"), db.leases.c.expires_at > now)
+    ).scalar()
+    return int(pending or 0), oldest_at, int(leases or 0)
+
+
 def seed_from_history(conn: Connection) -> None:
     """Counters as if they had always been kept: run once when the table is created (or to rebuild it)."""
     e, calls = db.events, db.zoho_calls

@@ -91,6 +91,14 @@ def by_url(conn: Connection, portal: str, project: str, url: str) -> list[Found]
     return sorted(hits, key=lambda f: (f.created_at or 0.0, f.issue_id))
 
 
+def issue_id_by_key(conn: Connection, portal: str, issue_key: str) -> str | None:
+    """The id of an issue seen with this key (`EX-12`) in the portal, if any."""
+    found = conn.execute(
+        select(db.zoho_found.c.issue_id).where(db.zoho_found.c.portal == portal, db.zoho_found.c.issue_key == issue_key)
+    ).scalar()
+    return None if found is None else str(found)
+
+
 def forget(conn: Connection, portal: str, issue_id: str) -> None:
     conn.execute(_F.delete().where(_F.c.portal == portal, _F.c.issue_id == issue_id))
 

@@ -122,6 +122,18 @@ def get(engine: Engine, source: str, item_key: str, kind: str, ref: str = "") ->
     return _op(row) if row else None
 
 
+def state_of(conn: Connection, source: str, item_key: str, kind: str) -> str | None:
+    """The state of the item's operation of this kind (of any ref), or None when there is none."""
+    state = conn.execute(
+        select(db.operations.c.state).where(
+            db.operations.c.source == source,
+            db.operations.c.item_key == item_key,
+            db.operations.c.kind == kind,
+        )
+    ).scalar()
+    return None if state is None else str(state)
+
+
 def made_by_us(conn: Connection, source: str, item_key: str, kinds: Sequence[str], result: str) -> bool:
     """Whether the thing with this id (a source comment) is one the bridge made for the item."""
     row = conn.execute(

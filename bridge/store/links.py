@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from bridge.store import CommentLink, Link
+from bridge.store import CommentLink, Link, _link
 from bridge.store import schema as db
 
 DRY_RUN = "dry-run"  # a link state: what a dry-run "created"; dry-run reads it, real runs ignore it
@@ -202,4 +202,145 @@ def rename_external_id(conn: Connection, source: str, old: str, new: str, now: f
         update(t)
         .where(t.c.source == source, t.c.external_id == old, t.c.comment_id.not_in(clash))
         .values(external_id=new)
+    )
+
+
+def linked_issue_ids(conn: Connection, issue_ids: list[str]) -> set[str]:
+    """Which of these Zoho issues a link (any state) names already: an existing issue is adopted only if none does."""
+    rows = conn.execute(select(db.links.c.zoho_issue_id).where(db.links.c.zoho_issue_id.in_(issue_ids))).scalars()
+    return set(rows)
+
+
+def item_linked(conn: Connection, source: str, item_key: str) -> bool:
+    """Whether the item has a link row (any state): its backfilled state costs an update, not a create."""
+    row = conn.execute(
+        select(db.links.c.id).where(db.links.c.source == source, db.links.c.item_key == item_key)
+    ).first()
+    return row is not None
+
+
+def for_item(conn: Connection, source: str, item_key: str) -> Link | None:
+    row = conn.execute(
+        select(db.links).where(db.links.c.source == source, db.links.c.item_key == item_key).limit(1)
+    ).first()
+    return _link(row) if row else None
+
+
+# -- relinking after a restore (`links recover`) -----------------------------------------------------------------
+
+
+class LinkRef(NamedTuple):
+    """What `links recover` and `links link` weigh of a link before (re)linking it (the row's id, to update that
+    very row)."""
+
+    id: int
+    source: str
+    item_key: str
+    zoho_issue_id: str | None
+    state: str
+    external_id: str
+
+
+def _ref(row: Any) -> LinkRef:
+    return LinkRef(row.id, row.source, row.item_key, row.zoho_issue_id, row.state, row.external_id)
+
+
+def projects(conn: Connection) -> list[tuple[str | None, str | None]]:
+    """Every distinct (portal, project) a link is in."""
+    return [(r.portal, r.project) for r in conn.execute(select(db.links.c.portal, db.links.c.project).distinct())]
+
+
+def issue_linked(conn: Connection, portal: str, issue_id: str) -> bool:
+    row = conn.execute(
+        select(db.links.c.id).where(db.links.c.portal == portal, db.links.c.zoho_issue_id == issue_id).limit(1)
+    ).first()
+    return row is not None
+
+
+def any_issue_linked(conn: Connection) -> bool:
+    """Whether the bridge has made (or linked) any Zoho issue at all."""
+    return conn.execute(select(db.links.c.id).where(db.links.c.zoho_issue_id.is_not(None)).limit(1)).first() is not None
+
+
+def refs_by_external_id(conn: Connection, external_id: str) -> list[LinkRef]:
+    """The links (of any source) carrying this external id."""
+    rows = conn.execute(select(db.links).where(db.links.c.external_id == external_id)).all()
+    return [_ref(r) for r in rows]
+
+
+def relink(conn: Connection, link_id: int, issue_id: str, portal: str, project: str, now: float) -> None:
+    """Link the row to the Zoho issue found carrying its marker; its state is applied again (no hash, no ts)."""
+    conn.execute(
+        update(db.links)
+        .where(db.links.c.id == link_id)
+        .values(
+            zoho_issue_id=issue_id,
+            state="linked",
+            portal=portal,
+            project=project,
+            applied_hash=None,
+            last_state_ts=0.0,
+            updated_at=now,
+        )
+    )
+
+
+# -- linking by hand (`links link`, `backfill --adopt-only`) -----------------------------------------------------
+
+
+def ref_for_item(conn: Connection, source: str, item_key: str) -> LinkRef | None:
+    row = conn.execute(select(db.links).where(db.links.c.source == source, db.links.c.item_key == item_key)).first()
+    return _ref(row) if row is not None else None
+
+
+def issue_holder(conn: Connection, issue_id: str) -> tuple[str, str] | None:
+    """(source, item key) of a link to this Zoho issue that an operator did not forget, if any."""
+    row = conn.execute(
+        select(db.links.c.source, db.links.c.item_key).where(
+            db.links.c.zoho_issue_id == issue_id, db.links.c.state != UNLINKED
+        )
+    ).first()
+    return (row.source, row.item_key) if row is not None else None
+
+
+def external_id_holder(conn: Connection, source: str, external_id: str) -> str | None:
+    """The item key of the source's link with this external id, if any."""
+    taken = conn.execute(
+        select(db.links.c.item_key).where(db.links.c.source == source, db.links.c.external_id == external_id)
+    ).scalar()
+    return None if taken is None else str(taken)
+
+
+def held_by_another(conn: Connection, source: str, item_key: str, issue_id: str, external_id: str) -> bool:
+    """Whether another item's live link holds this Zoho issue, or this external id in the same source."""
+    links = db.links
+    row = conn.execute(
+        select(links.c.item_key).where(
+            links.c.state != UNLINKED,
+            (links.c.zoho_issue_id == issue_id) | ((links.c.source == source) & (links.c.external_id == external_id)),
+            links.c.item_key != item_key,
+        )
+    ).first()
+    return row is not None
+
+
+def write_adopted(
+    conn: Connection,
+    link_id: int | None,
+    source: str,
+    item_key: str,
+    values: dict[str, Any],
+    now: float,
+) -> None:
+    """Update the item's link row (`link_id`), or insert it (None) with `values`."""
+    if link_id is not None:
+        conn.execute(update(db.links).where(db.links.c.id == link_id).values(**values))
+    else:
+        conn.execute(insert(db.links).values(source=source, item_key=item_key, created_at=now, **values))
+
+
+def clear_applied(conn: Connection, source: str, item_key: str) -> None:
+    """Forget what was applied: the item's next update sends its whole state."""
+    conn.execute(
+        update(db.links).where(db.links.c.source == source, db.links.c.item_key == item_key).values(applied_hash=None)
     )

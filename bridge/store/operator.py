@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from bridge.store import FAILED, PENDING, Link, _link, budgets, counters, journal, steer
+from bridge.store import FAILED, PENDING, Link, StoredEvent, _link, budgets, counters, journal, steer
 from bridge.store import schema as db
 from bridge.store.clock import db_now, engine_now
 from bridge.store.links import UNLINKED
@@ -25,6 +25,25 @@ SOURCES = ("github", "bugzilla", "bugherd")
 
 def _as_link(row: Any) -> Link:
     return _link(row)
+
+
+def item_history(conn: Connection, source: str, item_key: str, *, limit: int = 200) -> list[StoredEvent]:
+    """An item's events, newest first; an event that cannot be read is shown as a stand-in (the lookup page)."""
+    e = db.events
+    rows = conn.execute(
+        select(e).where(e.c.source == source, e.c.item_key == item_key).order_by(e.c.id.desc()).limit(limit)
+    ).all()
+    return [StoredEvent.from_row(r, strict=False) for r in rows]
+
+
+def live_link(conn: Connection, source: str, item_key: str) -> Link | None:
+    """The item's link unless an operator forgot it (`links unlink`)."""
+    row = conn.execute(
+        select(db.links).where(
+            db.links.c.source == source, db.links.c.item_key == item_key, db.links.c.state != UNLINKED
+        )
+    ).first()
+    return _link(row) if row is not None else None
 
 
 def link_by_issue(engine: Engine, zoho_issue_id: str) -> Link | None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import exists, func, select
+from sqlalchemy.engine import Connection, Engine
 
 from bridge import store
 from bridge.store import counters
@@ -79,6 +79,21 @@ def id_batches(engine: Engine, status: str, *, batch: int = BATCH) -> Iterator[l
         if len(rows) < batch:
             return
         after = rows[-1].id
+
+
+def dry_run_unsent(conn: Connection, *, after: int, limit: int) -> list[EventRef]:
+    """Finished events after id `after` with recorded dry-run calls and no real one, oldest first, `limit` of them
+    (what `events replay --from-dry-run` puts back)."""
+    e, calls = db.events, db.zoho_calls
+    recorded = exists().where(calls.c.event_id == e.c.id, calls.c.dry_run.is_(True))
+    sent = exists().where(calls.c.event_id == e.c.id, calls.c.dry_run.is_(False))
+    rows = conn.execute(
+        select(e.c.id, e.c.source, e.c.item_key)
+        .where(e.c.id > after, e.c.status != store.PENDING, recorded, ~sent)
+        .order_by(e.c.id)
+        .limit(limit)
+    ).all()
+    return [EventRef(r.id, r.source, r.item_key) for r in rows]
 
 
 def status_counts(engine: Engine) -> dict[str, int]:

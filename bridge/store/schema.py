@@ -29,7 +29,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 
 metadata = MetaData()
 
@@ -415,6 +415,11 @@ backfills = Table(
     Column("finished_at", Float),
 )
 Index("ix_backfills_scope", backfills.c.source, backfills.c.scope)
+
+
+def shown_url(database_url: str) -> str:
+    """The database URL as it may be shown (a password rendered as ***)."""
+    return make_url(database_url).render_as_string(hide_password=True)
 
 
 def make_engine(database_url: str) -> Engine:

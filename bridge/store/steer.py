@@ -8,11 +8,13 @@ time is the database's.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, literal, not_, select, union_all
 from sqlalchemy.engine import Connection, Engine
 
+from bridge.events import NormalizedEvent
 from bridge.store import schema as db
 from bridge.store.clock import db_now
 from bridge.store.sql import upsert as _upsert
@@ -176,6 +178,89 @@ def waiting(conn: Connection) -> dict[str, int]:
 def held_count(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(_H.c.why, func.count()).group_by(_H.c.why)).all()
     return {str(why): int(n) for why, n in rows}
+
+
+# -- what pausing and resuming count and wake -----------------------------------------------------------------------
+
+
+def pending_of_source(conn: Connection, source: str) -> int:
+    return int(
+        conn.execute(select(func.count()).where(db.events.c.source == source, db.events.c.status == PENDING)).scalar()
+        or 0
+    )
+
+
+def pending_of_item(conn: Connection, source: str, item_key: str) -> int:
+    e = db.events
+    return int(
+        conn.execute(
+            select(func.count()).where(e.c.source == source, e.c.item_key == item_key, e.c.status == PENDING)
+        ).scalar()
+        or 0
+    )
+
+
+def newest_pending(conn: Connection, source: str) -> list[tuple[str, int]]:
+    """(item key, its newest pending event's id) of every item of the source with work waiting."""
+    e = db.events
+    rows = conn.execute(
+        select(e.c.item_key, func.max(e.c.id)).where(e.c.source == source, e.c.status == PENDING).group_by(e.c.item_key)
+    ).all()
+    return [(key, event_id) for key, event_id in rows]
+
+
+def event_bodies(conn: Connection, event_ids: list[int]) -> list[tuple[int, str]]:
+    """(id, stored event JSON) of these events."""
+    e = db.events
+    return [
+        (event_id, body) for event_id, body in conn.execute(select(e.c.id, e.c.event_json).where(e.c.id.in_(event_ids)))
+    ]
+
+
+def items_to_wake(conn: Connection, source: str, limit: int) -> list[str]:
+    """Keys of the source's items with work waiting and not held, oldest work first, `limit` of them."""
+    e = db.events
+    rows = conn.execute(
+        select(e.c.item_key)
+        .where(e.c.source == source, e.c.status == PENDING, not_held(e.c.source, e.c.item_key))
+        .group_by(e.c.item_key)
+        .order_by(func.min(e.c.id))
+        .limit(limit)
+    ).all()
+    return [str(r.item_key) for r in rows]
+
+
+def store_resync(
+    conn: Connection,
+    *,
+    source: str,
+    item_key: str,
+    dedup_key: str,
+    event_name: str,
+    event: NormalizedEvent,
+    payload: bytes,
+    now: float,
+) -> None:
+    """Store an item's state or comment read from its source by `resync --from-source`, due now like a delivery."""
+    conn.execute(
+        insert(db.events).values(
+            source=source,
+            dedup_key=dedup_key,
+            event_name=event_name,
+            item_key=item_key,
+            action=event.action,
+            source_ts=event.source_ts.timestamp(),
+            received_at=now,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=0.0,
+            headers=json.dumps({"X-Issue-Bridge": "resync --from-source"}),
+            payload=payload,
+            event_json=json.dumps(event.to_json()),
+            notes="; ".join(event.notes) or None,
+            origin="resync",
+        )
+    )
 
 
 # -- the operator's actions ----------------------------------------------------------------------------------------

@@ -31,15 +31,14 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from bridge import store
 from bridge.outbound.budget import Budgets, blocked_until
 from bridge.process.runtime import Runtime
 from bridge.settings import Settings
+from bridge.store import operator as store_operator
 from bridge.store import pages as store_pages
-from bridge.store import schema as db
 from bridge.targets.zoho.ratelimit import BUDGET as ZOHO_BUDGET
 from bridge.web import admin_guard, charts
 
@@ -341,29 +340,11 @@ def lookup() -> str:
         # One connection at a time: a second one opened inside the first would wait on SQLite's lock.
         with engine.connect() as conn:
             histories = {
-                (source, item_key): [
-                    store.StoredEvent.from_row(r, strict=False)
-                    for r in conn.execute(
-                        select(db.events)
-                        .where(db.events.c.source == source, db.events.c.item_key == item_key)
-                        .order_by(db.events.c.id.desc())
-                        .limit(200)
-                    ).all()
-                ]
+                (source, item_key): store_operator.item_history(conn, source, item_key, limit=200)
                 for source, item_key in items
             }
-            link_rows = {
-                (source, item_key): conn.execute(
-                    select(db.links).where(
-                        db.links.c.source == source, db.links.c.item_key == item_key, db.links.c.state != "unlinked"
-                    )
-                ).first()
-                for source, item_key in items
-            }
-        results = [
-            (store._link(link_rows[key]) if link_rows[key] is not None else None, histories[key], key[0], key[1])
-            for key in histories
-        ]
+            links = {(source, item_key): store_operator.live_link(conn, source, item_key) for source, item_key in items}
+        results = [(links[key], histories[key], key[0], key[1]) for key in histories]
     return render_template("admin/lookup.html", query=query, results=results)
 
 

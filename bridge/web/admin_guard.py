@@ -23,11 +23,10 @@ from dataclasses import dataclass
 
 from flask import Flask, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
-from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from bridge.store import schema as db
+from bridge.store import admin_logins
 from bridge.store.clock import db_now
 
 CLIENT_FREE_FAILURES = 5
@@ -52,19 +51,12 @@ GLOBAL_KEY = "admin:login:global"
 
 
 def _read(conn: Connection, key: str, *, lock: bool = False) -> dict[str, float] | None:
-    query = select(db.kv.c.value).where(db.kv.c.key == key)
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    raw = conn.execute(query).scalar()
+    raw = admin_logins.read(conn, key, lock=lock)
     return json.loads(raw) if raw else None
 
 
 def _write(conn: Connection, key: str, state: dict[str, float], existed: bool) -> None:
-    value = json.dumps(state)
-    if existed:
-        conn.execute(db.kv.update().where(db.kv.c.key == key).values(value=value))
-    else:
-        conn.execute(db.kv.insert().values(key=key, value=value))
+    admin_logins.write(conn, key, json.dumps(state), existed=existed)
 
 
 def check(engine: Engine, client: str) -> Verdict:
@@ -106,7 +98,7 @@ def failed(engine: Engine, client: str) -> float:
 
 def succeeded(engine: Engine, client: str) -> None:
     with engine.begin() as conn:
-        conn.execute(db.kv.delete().where(db.kv.c.key == _key(client)))
+        admin_logins.forget(conn, _key(client))
 
 
 # -- sessions -----------------------------------------------------------------------------------------------
@@ -118,7 +110,7 @@ def token_fingerprint(admin_token: str) -> str:
 
 def current_epoch(engine: Engine) -> int:
     with engine.connect() as conn:
-        raw = conn.execute(select(db.kv.c.value).where(db.kv.c.key == EPOCH_KEY)).scalar()
+        raw = admin_logins.read(conn, EPOCH_KEY)
     return int(raw) if raw else 0
 
 
@@ -127,15 +119,9 @@ def end_every_session(engine: Engine) -> int:
     for _ in range(3):
         try:
             with engine.begin() as conn:
-                query = select(db.kv.c.value).where(db.kv.c.key == EPOCH_KEY)
-                if conn.dialect.name == "postgresql":
-                    query = query.with_for_update()
-                raw = conn.execute(query).scalar()
+                raw = admin_logins.read(conn, EPOCH_KEY, lock=True)
                 epoch = (int(raw) if raw else 0) + 1
-                if raw is None:
-                    conn.execute(db.kv.insert().values(key=EPOCH_KEY, value=str(epoch)))
-                else:
-                    conn.execute(db.kv.update().where(db.kv.c.key == EPOCH_KEY).values(value=str(epoch)))
+                admin_logins.write(conn, EPOCH_KEY, str(epoch), existed=raw is not None)
                 return epoch
         except IntegrityError:
             continue

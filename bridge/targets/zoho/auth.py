@@ -16,14 +16,12 @@ import time
 import uuid
 
 import requests
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from bridge import store
 from bridge.process.logs import redactor
 from bridge.settings import Settings
-from bridge.store import schema as db
+from bridge.store import tokens
 from bridge.store.clock import db_now
 from bridge.targets.zoho.errors import ZohoConfigError, ZohoTransientError
 
@@ -132,20 +130,11 @@ class TokenProvider:
         """Zoho rejected `token`: expire it for everyone, unless another process already replaced it."""
         self._cached = None
         with self._engine.begin() as conn:
-            conn.execute(
-                db.oauth_tokens.update()
-                .where(db.oauth_tokens.c.key == self._key, db.oauth_tokens.c.access_token == token)
-                .values(expires_at=0.0)
-            )
+            tokens.expire(conn, self._key, token)
 
     def _read(self) -> tuple[str, float] | None:
         with self._engine.connect() as conn:
-            row = conn.execute(
-                select(db.oauth_tokens.c.access_token, db.oauth_tokens.c.expires_at).where(
-                    db.oauth_tokens.c.key == self._key
-                )
-            ).first()
-        return (row.access_token, row.expires_at) if row else None
+            return tokens.read(conn, self._key)
 
     def _refresh(self, stale: str | None) -> str:
         holder = uuid.uuid4().hex
@@ -221,14 +210,4 @@ class TokenProvider:
 
     def _write(self, token: str, expires_at: float) -> None:
         with self._engine.begin() as conn:
-            now = db_now(conn)
-            insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
-            stmt = insert(db.oauth_tokens).values(
-                key=self._key, access_token=token, expires_at=expires_at, refreshed_at=now
-            )
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[db.oauth_tokens.c.key],
-                    set_={"access_token": token, "expires_at": expires_at, "refreshed_at": now},
-                )
-            )
+            tokens.save(conn, self._key, token, expires_at, db_now(conn))
