@@ -138,6 +138,9 @@ class Clock:
     def time(self) -> float:
         return self.now
 
+    def monotonic(self) -> float:
+        return self.now
+
     def sleep(self, seconds: float) -> None:
         self.now += seconds
 
@@ -183,6 +186,13 @@ def test_token_is_stored_and_shared_by_a_second_client(make_client, rsps):
     assert first.tokens.refreshes == 1 and second.tokens.refreshes == 0
 
 
+def _time_passes(client: ZohoClient, clock: Clock, seconds: float) -> None:
+    """Time passes for this process (its monotonic clock) and for the database (the stored expiry comes nearer)."""
+    clock.now += seconds
+    with client.engine.begin() as conn:
+        conn.execute(db.oauth_tokens.update().values(expires_at=db.oauth_tokens.c.expires_at - seconds))
+
+
 def test_token_is_refreshed_only_when_expired(make_client, rsps, monkeypatch):
     clock = Clock()
     monkeypatch.setattr(auth, "time", clock)
@@ -190,14 +200,30 @@ def test_token_is_refreshed_only_when_expired(make_client, rsps, monkeypatch):
     rsps.post(TOKEN_URL, json=token_answer("tok-2"))
     client = make_client()
     assert client.tokens.get() == "tok-1"
-    clock.now += 3000  # still valid (and outside the one-minute safety margin)
+    _time_passes(client, clock, 3000)  # still valid (and outside the one-minute safety margin)
     assert client.tokens.get() == "tok-1"
     assert make_client().tokens.get() == "tok-1"
     assert len(token_calls(rsps)) == 1
-    clock.now += 600 - auth.EXPIRY_MARGIN + 1  # inside the margin: refresh before it dies mid-call
+    _time_passes(client, clock, 600 - auth.EXPIRY_MARGIN + 1)  # inside the margin: refresh before it dies mid-call
     assert client.tokens.get() == "tok-2"
     assert make_client().tokens.get() == "tok-2"  # the new one is shared too
     assert len(token_calls(rsps)) == 2
+
+
+def test_a_host_clock_hours_off_neither_refreshes_a_shared_token_nor_uses_an_expired_one(
+    make_client, rsps, monkeypatch
+):
+    """The shared token's expiry is kept by the database's clock: a worker whose host clock runs two hours
+    ahead (or behind) takes the token another process stored, and the token budget (10 per 10 minutes) is not
+    spent on refreshes its own clock invents."""
+    rsps.post(TOKEN_URL, json=token_answer("tok-1"))
+    assert make_client().tokens.get() == "tok-1"
+    for skew in (7200.0, -7200.0):
+        skewed = Clock()
+        skewed.now += skew
+        monkeypatch.setattr(auth, "time", skewed)
+        assert make_client().tokens.get() == "tok-1"
+    assert len(token_calls(rsps)) == 1
 
 
 def test_expires_in_milliseconds_is_understood(make_client, rsps):

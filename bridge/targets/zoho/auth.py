@@ -65,15 +65,13 @@ class TokenProvider:
 
     def get(self) -> str:
         self._local.refreshed = False
-        now = time.time()
         cached = self._cached
-        if cached and cached[1] - EXPIRY_MARGIN > now:
+        if cached and cached[1] - EXPIRY_MARGIN > time.monotonic():
             return cached[0]
         with self._lock:
             stored = self._read()
-            if stored and stored[1] - EXPIRY_MARGIN > now:
-                self._cached = stored
-                return stored[0]
+            if stored and stored[1] > EXPIRY_MARGIN:
+                return self._cache(*stored)
             token = self._refresh(stale=stored[0] if stored else None)
             return token
 
@@ -133,36 +131,40 @@ class TokenProvider:
             tokens.expire(conn, self._key, token)
 
     def _read(self) -> tuple[str, float] | None:
+        """The shared token and its seconds left, by the database's clock (the one every host shares)."""
         with self._engine.connect() as conn:
-            return tokens.read(conn, self._key)
+            row = tokens.read(conn, self._key)
+            return None if row is None else (row[0], row[1] - db_now(conn))
+
+    def _cache(self, token: str, seconds_left: float) -> str:
+        """This process keeps the token until its own monotonic clock says it is due: no host clock involved."""
+        self._cached = (token, time.monotonic() + seconds_left)
+        return token
 
     def _refresh(self, stale: str | None) -> str:
         holder = uuid.uuid4().hex
-        deadline = time.time() + 30.0
+        deadline = time.monotonic() + 30.0
         while True:
             if store.acquire_lease(self._engine, LEASE, holder, ttl=30.0):
                 try:
                     stored = self._read()
-                    if stored and stored[0] != stale and stored[1] - EXPIRY_MARGIN > time.time():
-                        self._cached = stored
-                        return stored[0]
+                    if stored and stored[0] != stale and stored[1] > EXPIRY_MARGIN:
+                        return self._cache(*stored)
                     refused = self._config_error()
                     if refused:  # a fresh token was refused: another refresh would only burn the budget
                         raise ZohoConfigError(refused, status=401)
-                    token, expires_at = self._grant()
+                    token, expires_in = self._grant()
                     self._local.refreshed = True
-                    self._write(token, expires_at)
-                    self._cached = (token, expires_at)
-                    return token
+                    self._write(token, expires_in)
+                    return self._cache(token, expires_in)
                 finally:
                     store.release_lease(self._engine, LEASE, holder)
             # Someone else is refreshing: wait for their token rather than spending one of the 10.
             time.sleep(0.1)
             stored = self._read()
-            if stored and stored[0] != stale and stored[1] - EXPIRY_MARGIN > time.time():
-                self._cached = stored
-                return stored[0]
-            if time.time() > deadline:
+            if stored and stored[0] != stale and stored[1] > EXPIRY_MARGIN:
+                return self._cache(*stored)
+            if time.monotonic() > deadline:
                 raise ZohoTransientError("timed out waiting for another process to refresh the Zoho token")
 
     def _grant(self) -> tuple[str, float]:
@@ -206,8 +208,10 @@ class TokenProvider:
         if expires_in > 100_000:  # some answers give milliseconds (expires_in: 3600000)
             expires_in /= 1000.0
         log.info("zoho token refreshed", extra={"expires_in": expires_in})
-        return str(data["access_token"]), time.time() + expires_in
+        return str(data["access_token"]), expires_in
 
-    def _write(self, token: str, expires_at: float) -> None:
+    def _write(self, token: str, expires_in: float) -> None:
+        """Shared with every process as an expiry by the database's clock."""
         with self._engine.begin() as conn:
-            tokens.save(conn, self._key, token, expires_at, db_now(conn))
+            now = db_now(conn)
+            tokens.save(conn, self._key, token, now + expires_in, now)
