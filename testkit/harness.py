@@ -202,6 +202,11 @@ class BridgeStack:
     # -- processes ---------------------------------------------------------------------------------
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        running = self.procs.get(name)
+        if running is not None and running.poll() is None:
+            # A second process under a live one's name would be orphaned by stop(): it would go on consuming
+            # from the broker (a shared Redis database in the scale-out pass) and steal later tests' tasks.
+            raise ValueError(f"{name} is still running: kill it first or give the new process another name")
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
             [sys.executable, "-m", *args],

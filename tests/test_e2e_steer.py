@@ -205,7 +205,7 @@ def test_a_pause_holds_deliveries_through_a_killed_worker_and_resume_drains_them
         wait_for(lambda: sum(_generations(stack).get(k, 0) > before.get(k, 0) for k in _generations(stack)) >= 10,
                  60, what="the woken items claimed and given back")  # fmt: skip
         stack.kill("worker1")  # ...and one dies, killed mid-way; another takes its place
-        stack.start_worker("worker2")
+        stack.start_worker("worker9")
         status = _cli(stack, "status")
         assert "source github paused since" in status.stdout and "35 event(s) wait" in status.stdout, status.stdout
         assert "held by pauses" in status.stdout
