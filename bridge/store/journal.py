@@ -83,7 +83,7 @@ _VALUES = ("state", "payload", "result", "attempts", "next_at", "last_error", "p
 _SAVES: dict[str, Executable] = {}  # the upsert, per dialect: every column from the parameters
 _ITEM = (_T.c.source == bindparam("source")) & (_T.c.item_key == bindparam("item_key"))
 _OPEN_FOR_ITEM = select(_T).where(_ITEM, or_(_T.c.state.in_(OPEN), _T.c.echo == AWAITING, _T.c.kind.in_(ALWAYS_LOADED)))
-_NEXT_DUE = select(func.min(_T.c.next_at)).where(_ITEM, _T.c.state.in_(OPEN))
+NEXT_DUE = select(func.min(_T.c.next_at)).where(_ITEM, _T.c.state.in_(OPEN))  # claims.due_times too
 
 
 def _save_statement(conn: Connection) -> Executable:
@@ -170,7 +170,7 @@ def due_items(
 
 
 def next_due(conn: Connection, source: str, item_key: str) -> float | None:
-    return conn.execute(_NEXT_DUE, {"source": source, "item_key": item_key}).scalar()
+    return conn.execute(NEXT_DUE, {"source": source, "item_key": item_key}).scalar()
 
 
 def retry_failed(
