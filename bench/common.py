@@ -459,10 +459,17 @@ class OldBridgeStack(BridgeStack):
     """A BridgeStack running the code extracted by `code_tree` (an older revision): its processes start in that
     folder with it first on PYTHONPATH, so they import that `bridge`, not this tree's."""
 
-    def __init__(self, code: Path, tmp: Path, config: StoreConfig, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: Path,
+        tmp: Path,
+        config: StoreConfig,
+        extra_env: dict[str, str] | None = None,
+        fake: FakeZoho | None = None,
+    ) -> None:
         super().__init__(
             tmp,
-            None,
+            fake,
             broker_url=config.broker_url,
             database_url=config.database_url,
             extra_env={"LOG_LEVEL": "INFO", **PRODUCTION_TIMINGS, **(extra_env or {}), "PYTHONPATH": str(code)},

@@ -17,6 +17,11 @@ server in this process, with the product's default timings (COALESCE_MS=300, STA
    most calls the fake saw in any window of W seconds (must be <= L).
 
     .venv/bin/python bench/delivery.py [--quick] [--config embedded|redis-pg] [--workers 1] [--profile]
+                                       [--before REF [--rounds N]]
+
+With `--before REF` the latency and drain phases run on the code of git revision REF too (its own stack, data
+and database), in turn with this tree's, `--rounds` times each (before, after, before, after ...), so the two
+are compared in one run on the same machine load; the bursts and the backlog are then skipped.
 """
 
 from __future__ import annotations
@@ -43,9 +48,11 @@ from bench.common import (
     CpuMeter,
     FakeZoho,
     Numbers,
+    OldBridgeStack,
     PySpy,
     Sender,
     StoreConfig,
+    code_tree,
     github_requests,
     github_webhook,
     http_request,
@@ -309,10 +316,13 @@ def backlog_phase(config: StoreConfig, opts: Options, tmp: Path) -> dict[str, An
 # -- running it all ------------------------------------------------------------------------------------------
 
 
-def unlimited_phases(config: StoreConfig, opts: Options, tmp: Path, *, bursts: bool = True) -> dict[str, Any]:
-    """Latency, drain and bursts on one stack with `opts.workers` worker processes and no Zoho limit."""
+def unlimited_phases(
+    config: StoreConfig, opts: Options, tmp: Path, *, bursts: bool = True, code: Path | None = None
+) -> dict[str, Any]:
+    """Latency, drain and bursts on one stack with `opts.workers` worker processes and no Zoho limit; `code`: the
+    stack runs that extracted revision (`code_tree`) instead of this tree."""
     with FakeZoho() as fake:
-        stack = make_stack(tmp, config, fake)
+        stack = make_stack(tmp, config, fake) if code is None else OldBridgeStack(code, tmp, config, fake=fake)
         try:
             stack.start_web()
             start_workers(stack, opts.workers, opts.concurrency)
@@ -342,6 +352,22 @@ def unlimited_phases(config: StoreConfig, opts: Options, tmp: Path, *, bursts: b
             out["token_refreshes"] = fake.token_refreshes
         finally:
             stack.stop()
+    return out
+
+
+def before_and_after(opts: Options, ref: str, rounds: int) -> list[dict[str, Any]]:
+    """Latency and drain of revision `ref` and of this tree, in turn, each on a fresh stack and store."""
+    out = []
+    with code_tree(ref) as code:
+        for n in range(rounds):
+            for label, tree in ((f"before ({ref})", code), ("after (this tree)", None)):
+                with store_config(opts.config, opts.redis_db) as config, temp_dir("bench-delivery-") as tmp:
+                    print(
+                        f"-- round {n + 1}, {label}: {config.name}; {opts.workers} worker(s) x pool {opts.concurrency}"
+                    )
+                    result = unlimited_phases(config, opts, tmp, bursts=False, code=tree)
+                print_unlimited(result)
+                out.append({"round": n + 1, "code": label, **result})
     return out
 
 
@@ -422,6 +448,8 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=15, help="Redis db number for redis-pg (must be empty)")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during the drain (wall time)")
     parser.add_argument("--profile-dir", default="bench/profiles")
+    parser.add_argument("--before", metavar="REF", help="also run the latency and drain on this git revision")
+    parser.add_argument("--rounds", type=int, default=2, help="with --before: rounds of (before, after)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
     profile_dir = Path(args.profile_dir) if args.profile else None
@@ -443,6 +471,10 @@ def main() -> None:
     )
     info = print_header("delivery: webhook to Zoho through the worker(s), against FakeZoho")
     results: dict[str, Any] = {"machine": info}
+    if args.before:
+        results["rounds"] = before_and_after(opts, args.before, args.rounds)
+        write_json(args.json, results)
+        return
     # Each stack gets fresh stores (a new data folder; for redis-pg a new database and an emptied Redis db).
     with store_config(opts.config, opts.redis_db) as config, temp_dir("bench-delivery-") as tmp:
         print(f"-- {config.name}; {opts.workers} worker process(es) x pool {opts.concurrency}; beat running")

@@ -2,7 +2,9 @@
 and each update, counted exactly (SQLAlchemy events) in this process against FakeZoho.
 
 The delivery and scale benchmarks show the worker's time going to the database; this says how many round
-trips that is and which `bridge` functions make them. Each item is stored with `store.record_delivery`
+trips that is and which `bridge` functions make them; then the same work again on as many new items, not
+counted, for the time and the CPU the calling thread spent per item (the worker's own cost: the fake answers
+on threads of its own). Each item is stored with `store.record_delivery`
 (as the intake does) and processed with `Runtime.sync.process_item` (what the Celery task calls), with the
 product's defaults (COALESCE_MS=300: the events are made older than the window first, so nothing sleeps).
 Phases: a new issue, an edit, a comment on a linked item. (The figures of the delivery core before the fenced
@@ -50,21 +52,26 @@ class DbCounter:
     def __init__(self, engine: Engine) -> None:
         self.commits = self.rollbacks = self.statements = self.checkouts = 0
         self.by_site: Counter[str] = Counter()
+        self.on = True  # off while CPU is measured: naming each statement's caller costs more than the statement
         event.listen(engine.pool, "checkout", self._checkout)
         event.listen(engine, "commit", self._commit)
         event.listen(engine, "rollback", self._rollback)
         event.listen(engine, "before_cursor_execute", self._statement)
 
     def _checkout(self, *_args: Any) -> None:
+        if not self.on:
+            return
         self.checkouts += 1  # with pool_pre_ping (PostgreSQL) each one costs a `SELECT 1` round trip
 
     def _commit(self, _conn: Any) -> None:
-        self.commits += 1
+        self.commits += self.on
 
     def _rollback(self, _conn: Any) -> None:
-        self.rollbacks += 1
+        self.rollbacks += self.on
 
     def _statement(self, *_args: Any) -> None:
+        if not self.on:
+            return
         self.statements += 1
         self.by_site[_call_site()] += 1
 
@@ -123,25 +130,32 @@ def run(config: str, items: int, limit: int) -> dict[str, Any]:
 
         def phase(name: str, first: int, event: str = "issues", **kwargs: Any) -> dict[str, Any]:
             numbers = range(first, first + items)
-            for n in numbers:
+            timed = range(first + items, first + 2 * items)  # the same work again, not counted: its CPU
+            for n in [*numbers, *timed]:
                 store_event(n, event, **kwargs)
             calls_before = len(fake.api_calls())
             before = counter.snapshot()
-            started = time.perf_counter()
             for n in numbers:
                 runtime.sync.process_item("github", f"acme/web#{n}")
-            seconds = time.perf_counter() - started
             after = counter.snapshot()
+            counter.on = False
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            for n in timed:
+                runtime.sync.process_item("github", f"acme/web#{n}")
+            seconds = time.perf_counter() - started
+            cpu = time.thread_time() - cpu_started  # this thread only: FakeZoho answers on threads of its own
+            counter.on = True
             sites = after[4] - before[4]
             return {
                 "phase": name,
                 "items": items,
-                "zoho_calls_per_item": (len(fake.api_calls()) - calls_before) / items,
+                "zoho_calls_per_item": (len(fake.api_calls()) - calls_before) / (2 * items),
                 "commits_per_item": (after[0] - before[0]) / items,
                 "rollbacks_per_item": (after[1] - before[1]) / items,
                 "statements_per_item": (after[2] - before[2]) / items,
                 "checkouts_per_item": (after[3] - before[3]) / items,
                 "ms_per_item": 1000 * seconds / items,
+                "cpu_ms_per_item": 1000 * cpu / items,
                 "statements_by_site": {k: v / items for k, v in sites.most_common()},
             }
 
@@ -179,7 +193,8 @@ def main() -> None:
                 f" {p['commits_per_item'] + p['rollbacks_per_item']:.1f} transactions"
                 f" ({p['commits_per_item']:.1f} write,"
                 f" {p['rollbacks_per_item']:.1f} read-only), {p['statements_per_item']:.1f} statements,"
-                f" {p['checkouts_per_item']:.1f} pool checkouts; {p['ms_per_item']:.1f} ms per item"
+                f" {p['checkouts_per_item']:.1f} pool checkouts; {p['ms_per_item']:.1f} ms per item,"
+                f" {p['cpu_ms_per_item']:.2f} ms of the worker thread's CPU"
             )
             sites = ", ".join(f"{k} {v:g}" for k, v in p["statements_by_site"].items())
             print(f"      statements by caller: {sites}")

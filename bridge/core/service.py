@@ -199,14 +199,20 @@ class SyncService:
         self._item.next_due = claim_rows.next_due(conn, claim.source, claim.item_key)
 
     def _read_or_release(self, conn: Connection, now: float) -> Batch | None:
-        """In the finishing step: what arrived meanwhile, or give the item back if nothing did."""
+        """In the finishing step: what arrived meanwhile, or give the item back if nothing did. Two small reads
+        (when its events and operations are due) decide; the whole batch is read only when something is due."""
         claim = self._claim()
-        batch = claim_rows.read_batch(conn, claim, now)
-        if self._idle(batch):
-            claim_rows.release(conn, claim, retry_at=self._dry_run_pause(now))
-            self._remember_next_due(conn, claim)
-            return None
-        return batch
+        events_at, ops_at = claim_rows.due_times(conn, claim.source, claim.item_key)
+        events_due = events_at is not None and events_at <= now
+        ops_due = ops_at is not None and ops_at <= now and not self.client.dry_run  # see _idle
+        if events_due or ops_due:
+            batch = claim_rows.read_batch(conn, claim, now)
+            if not self._idle(batch):
+                return batch
+        claim_rows.release(conn, claim, retry_at=self._dry_run_pause(now))
+        assert self._item is not None
+        self._item.next_due = claim_rows.earliest(events_at, ops_at)  # what next_due would read: same transaction
+        return None
 
     def _claim(self) -> claim_rows.Claim:
         assert self._item is not None

@@ -186,13 +186,18 @@ def event_finished(conn: Connection, event_id: int, status: str, *, only_from: s
     row = conn.execute(query).first()
     if row is None or (only_from is not None and row.status != only_from):
         return
+    finished_from(conn, row.source, row.status, status, source_ts=row.source_ts)
+
+
+def finished_from(conn: Connection, source: str, old_status: str, status: str, *, source_ts: float) -> None:
+    """An event of `source` went from `old_status` to `status` (the caller's UPDATE said so: it returned the row)."""
     items: list[Item] = [
-        (EVENTS_STORED, {"source": row.source, "status": row.status}, -1.0),
-        (EVENTS_STORED, {"source": row.source, "status": status}, 1.0),
-        (EVENTS_FINISHED, {"source": row.source, "status": status}, 1.0),
+        (EVENTS_STORED, {"source": source, "status": old_status}, -1.0),
+        (EVENTS_STORED, {"source": source, "status": status}, 1.0),
+        (EVENTS_FINISHED, {"source": source, "status": status}, 1.0),
     ]
     if status == "done":
-        items += histogram_items(END_TO_END_LAG, {}, time.time() - row.source_ts, LAG_BUCKETS_S)
+        items += histogram_items(END_TO_END_LAG, {}, time.time() - source_ts, LAG_BUCKETS_S)
     bump_many(conn, items)
 
 

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Executable
 
 from bridge.store import schema as db
 from bridge.store.sql import upsert as _upsert
@@ -75,6 +76,26 @@ def _op(row: Any) -> Operation:
     )
 
 
+# The worker's statements, built once (see bridge/store/claims.py).
+_KEY = ("source", "item_key", "kind", "ref")
+_VALUES = ("state", "payload", "result", "attempts", "next_at", "last_error", "planned_at", "sent_at", "done_at",
+           "echo")  # fmt: skip
+_SAVES: dict[str, Executable] = {}  # the upsert, per dialect: every column from the parameters
+_ITEM = (_T.c.source == bindparam("source")) & (_T.c.item_key == bindparam("item_key"))
+_OPEN_FOR_ITEM = select(_T).where(_ITEM, or_(_T.c.state.in_(OPEN), _T.c.echo == AWAITING, _T.c.kind.in_(ALWAYS_LOADED)))
+NEXT_DUE = select(func.min(_T.c.next_at)).where(_ITEM, _T.c.state.in_(OPEN))  # claims.due_times too
+
+
+def _save_statement(conn: Connection) -> Executable:
+    stmt = _SAVES.get(conn.dialect.name)
+    if stmt is None:
+        ins = _upsert(conn)(_T)
+        stmt = ins.on_conflict_do_update(index_elements=[_T.c[k] for k in _KEY],
+                                         set_={k: ins.excluded[k] for k in _VALUES})  # fmt: skip
+        _SAVES[conn.dialect.name] = stmt
+    return stmt
+
+
 def save(conn: Connection, op: Operation) -> None:
     """Insert or replace the operation's row (one per item, kind and ref)."""
     values = {
@@ -89,21 +110,14 @@ def save(conn: Connection, op: Operation) -> None:
         "done_at": op.done_at,
         "echo": op.echo,
     }
-    stmt = _upsert(conn)(_T).values(source=op.source, item_key=op.item_key, kind=op.kind, ref=op.ref, **values)
-    conn.execute(stmt.on_conflict_do_update(index_elements=[_T.c.source, _T.c.item_key, _T.c.kind, _T.c.ref],
-                                            set_=values))  # fmt: skip
+    key = {"source": op.source, "item_key": op.item_key, "kind": op.kind, "ref": op.ref}
+    conn.execute(_save_statement(conn), {**key, **values})
 
 
 def open_for_item(conn: Connection, source: str, item_key: str) -> list[Operation]:
     """What the core must know when it claims the item: operations planned or in doubt, and writes to the
     source whose echo may still arrive."""
-    rows = conn.execute(
-        select(_T).where(
-            _T.c.source == source,
-            _T.c.item_key == item_key,
-            or_(_T.c.state.in_(OPEN), _T.c.echo == AWAITING, _T.c.kind.in_(ALWAYS_LOADED)),
-        )
-    ).all()
+    rows = conn.execute(_OPEN_FOR_ITEM, {"source": source, "item_key": item_key}).all()
     return [_op(r) for r in rows]
 
 
@@ -168,9 +182,7 @@ def due_items(
 
 
 def next_due(conn: Connection, source: str, item_key: str) -> float | None:
-    return conn.execute(
-        select(func.min(_T.c.next_at)).where(_T.c.source == source, _T.c.item_key == item_key, _T.c.state.in_(OPEN))
-    ).scalar()
+    return conn.execute(NEXT_DUE, {"source": source, "item_key": item_key}).scalar()
 
 
 def retry_failed(

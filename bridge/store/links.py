@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from bridge.store import CommentLink, Link, _link
@@ -15,6 +15,21 @@ DRY_RUN = "dry-run"  # a link state: what a dry-run "created"; dry-run reads it,
 # A link an operator forgot (`links unlink`): the item's Zoho issue may still exist, so its next create is in
 # doubt and looks the issue up (by its marker, from when the forgotten link was made) instead of forking it.
 UNLINKED = "unlinked"
+
+
+# The worker's statements, built once (see bridge/store/claims.py); an UPDATE's SET comes from its parameters.
+_K = db.links
+_THE_ITEM = (_K.c.source == bindparam("b_source")) & (_K.c.item_key == bindparam("b_item_key"))
+_OWN_LINK = select(_K.c.id, _K.c.state).where(_THE_ITEM)
+_ID_HOLDER = select(_K.c.item_key).where(_K.c.source == bindparam("b_source"), _K.c.external_id == bindparam("b_ext"))
+_NEW_LINK = insert(_K)
+_UPDATE_LINK = update(_K).where(_THE_ITEM)
+_C = db.comment_links
+_COMMENTS = select(_C).where(_C.c.source == bindparam("b_source"), _C.c.external_id == bindparam("b_ext"))
+_UPDATE_COMMENT = update(_C).where(
+    _C.c.source == bindparam("b_source"), _C.c.external_id == bindparam("b_ext"), _C.c.comment_id == bindparam("b_cid")
+)
+_NEW_COMMENT = insert(_C)
 
 
 class ExternalIdTaken(Exception):
@@ -33,9 +48,7 @@ def write_intent(
     """The item's link before its first create is sent (`creating`): it reserves the external id, so two items
     rendering the same one are told apart before anything reaches Zoho. Whether a create is in doubt is the
     journal's to say (`zoho.create` sent and unconfirmed), not the link's."""
-    existing = conn.execute(
-        select(db.links.c.id, db.links.c.state).where(db.links.c.source == source, db.links.c.item_key == item_key)
-    ).first()
+    existing = conn.execute(_OWN_LINK, {"b_source": source, "b_item_key": item_key}).first()
     if existing is not None and existing.state == DRY_RUN:  # what dry-run recorded is never used for real
         conn.execute(
             update(db.links)
@@ -58,23 +71,22 @@ def write_intent(
         if existing.state != "creating":
             conn.execute(update(db.links).where(db.links.c.id == existing.id).values(state="creating", updated_at=now))
         return
-    holder = conn.execute(
-        select(db.links.c.item_key).where(db.links.c.source == source, db.links.c.external_id == external_id)
-    ).scalar()
+    holder = conn.execute(_ID_HOLDER, {"b_source": source, "b_ext": external_id}).scalar()
     if holder is not None:
         raise ExternalIdTaken(external_id, holder)
     conn.execute(
-        insert(db.links).values(
-            source=source,
-            external_id=external_id,
-            item_key=item_key,
-            portal=portal,
-            project=project,
-            state="creating",
-            last_state_ts=0.0,
-            created_at=now,
-            updated_at=now,
-        )
+        _NEW_LINK,
+        {
+            "source": source,
+            "external_id": external_id,
+            "item_key": item_key,
+            "portal": portal,
+            "project": project,
+            "state": "creating",
+            "last_state_ts": 0.0,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
 
 
@@ -123,19 +135,11 @@ def update_link(conn: Connection, *, source: str, item_key: str, now: float, **v
     for column in ("last_fields", "written"):
         if column in values and values[column] is not None:
             values[column] = json.dumps(values[column], sort_keys=True, default=str)
-    conn.execute(
-        update(db.links)
-        .where(db.links.c.source == source, db.links.c.item_key == item_key)
-        .values(updated_at=now, **values)
-    )
+    conn.execute(_UPDATE_LINK, {**values, "updated_at": now, "b_source": source, "b_item_key": item_key})
 
 
 def comment_links(conn: Connection, source: str, external_id: str) -> dict[str, CommentLink]:
-    rows = conn.execute(
-        select(db.comment_links).where(
-            db.comment_links.c.source == source, db.comment_links.c.external_id == external_id
-        )
-    ).all()
+    rows = conn.execute(_COMMENTS, {"b_source": source, "b_ext": external_id}).all()
     return {r.comment_id: CommentLink(r.zoho_comment_id, r.state, r.last_ts, r.body_hash) for r in rows}
 
 
@@ -152,19 +156,9 @@ def save_comment(
     now: float,
 ) -> None:
     values = dict(zoho_comment_id=zoho_comment_id, state=state, last_ts=last_ts, body_hash=body_hash, updated_at=now)
-    result = conn.execute(
-        update(db.comment_links)
-        .where(
-            db.comment_links.c.source == source,
-            db.comment_links.c.external_id == external_id,
-            db.comment_links.c.comment_id == comment_id,
-        )
-        .values(**values)
-    )
+    result = conn.execute(_UPDATE_COMMENT, {**values, "b_source": source, "b_ext": external_id, "b_cid": comment_id})
     if not result.rowcount:
-        conn.execute(
-            insert(db.comment_links).values(source=source, external_id=external_id, comment_id=comment_id, **values)
-        )
+        conn.execute(_NEW_COMMENT, {**values, "source": source, "external_id": external_id, "comment_id": comment_id})
 
 
 def save_dry_run(conn: Connection, link: Link, now: float) -> None:

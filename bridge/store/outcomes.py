@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.events import NormalizedEvent
@@ -13,16 +13,34 @@ from bridge.store import PENDING, counters
 from bridge.store import schema as db
 from bridge.store.clock import db_now
 
+# The worker's statements, built once (see bridge/store/claims.py): bound parameters, SET from the parameters.
+_E = db.events
+_THIS_EVENT = _E.c.id == bindparam("b_id")
+# Compare-and-set on `pending`, returning what the counters label the change with: one statement, where a read
+# (locked FOR UPDATE on PostgreSQL) and then the UPDATE were two.
+_FINISH = (
+    update(_E)
+    .where(_THIS_EVENT, _E.c.status == PENDING)
+    .values(status=bindparam("b_status"), last_error=bindparam("b_error"), processed_at=bindparam("b_now"))
+    .returning(_E.c.source, _E.c.source_ts)
+)
+_COUNT_ATTEMPT = update(_E).where(_THIS_EVENT).values(attempts=_E.c.attempts + 1).returning(_E.c.attempts)
+_ATTEMPT_ROW = insert(db.attempts)
+_DEFER = (
+    update(_E)
+    .where(_THIS_EVENT, _E.c.status == PENDING)
+    .values(next_attempt_at=bindparam("b_at"), last_error=bindparam("b_error"))
+)
+
 
 def finish(conn: Connection, event_id: int, status: str, now: float, *, error: str | None = None) -> bool:
     """End a pending event. Compare-and-set on `pending`: a replay reset mid-attempt is not absorbed."""
-    counters.event_finished(conn, event_id, status, only_from=PENDING)
-    result = conn.execute(
-        update(db.events)
-        .where(db.events.c.id == event_id, db.events.c.status == PENDING)
-        .values(status=status, last_error=error, processed_at=now)
-    )
-    return bool(result.rowcount)
+    params = {"b_id": event_id, "b_status": status, "b_error": error, "b_now": now}
+    row = conn.execute(_FINISH, params).first()
+    if row is None:
+        return False
+    counters.finished_from(conn, row.source, PENDING, status, source_ts=row.source_ts)
+    return True
 
 
 def add_notes(conn: Connection, event_id: int, notes: list[str]) -> None:
@@ -59,27 +77,14 @@ def count_attempt(
 ) -> int:
     """Count one attempt of an event and keep its history row; returns the event's attempt count."""
     counters.attempt_finished(conn, outcome)
-    conn.execute(update(db.events).where(db.events.c.id == event_id).values(attempts=db.events.c.attempts + 1))
-    number = int(conn.execute(select(db.events.c.attempts).where(db.events.c.id == event_id)).scalar_one())
-    conn.execute(
-        insert(db.attempts).values(
-            event_id=event_id,
-            number=number,
-            started_at=started_at,
-            finished_at=now,
-            outcome=outcome,
-            detail=detail[:4000],
-        )
-    )
+    number = int(conn.execute(_COUNT_ATTEMPT, {"b_id": event_id}).scalar_one())  # the count, in the same UPDATE
+    row = {"event_id": event_id, "number": number, "started_at": started_at, "finished_at": now, "outcome": outcome}
+    conn.execute(_ATTEMPT_ROW, {**row, "detail": detail[:4000]})
     return number
 
 
 def defer(conn: Connection, event_id: int, *, at: float, error: str | None) -> None:
-    conn.execute(
-        update(db.events)
-        .where(db.events.c.id == event_id, db.events.c.status == PENDING)
-        .values(next_attempt_at=at, last_error=error)
-    )
+    conn.execute(_DEFER, {"b_id": event_id, "b_at": at, "b_error": error})
 
 
 def defer_item(conn: Connection, source: str, item_key: str, *, at: float) -> None:

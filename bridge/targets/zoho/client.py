@@ -20,6 +20,7 @@ import requests
 from sqlalchemy.engine import Engine
 
 from bridge.mapping.model import IssueDraft
+from bridge.outbound.session import EnvCachedSession
 from bridge.settings import Settings
 from bridge.store import outcomes
 from bridge.targets.zoho import poll
@@ -93,7 +94,7 @@ class ZohoClient:
         self.engine = engine
         self.dry_run = settings.dry_run
         self.dialect = settings.zoho_dialect
-        self.session = session or requests.Session()
+        self.session = session or EnvCachedSession()  # the environment's proxy settings read once per host
         self.transport = Transport(settings, engine, self.session, limiter=limiter)
         self.tokens = self.transport.tokens
         self.limiter = self.transport.limiter
