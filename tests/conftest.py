@@ -44,13 +44,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest first: slow runs, then the end-to-end tests, then the in-process ones, so that under xdist the
-    short tests fill the cores around the long ones instead of one long test finishing the run alone. A stable
-    sort, the same in every worker (xdist requires one order)."""
+DURATIONS = Path(__file__).with_name("durations.json")  # seconds per test that took 3 s or more, from a past run
 
-    def weight(item: pytest.Item) -> int:
-        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("e2e") else 2
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest first: the tests `durations.json` knows as long (longest first), then the other slow runs,
+    the other end-to-end tests and the in-process ones, so that under xdist the short tests fill the cores around
+    the long ones instead of one long test finishing the run alone. A stable sort, the same in every worker
+    (xdist requires one order). A stale or missing file only makes the order worse, never the outcome."""
+    known: dict[str, float] = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+
+    def weight(item: pytest.Item) -> tuple[float, int]:
+        tier = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("e2e") else 2
+        return (-known.get(item.nodeid, 0.0), tier)
 
     items.sort(key=weight)
 
