@@ -6,6 +6,7 @@ folder, pointed at a FakeZoho (a real HTTP server) for both the accounts URL and
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -54,10 +55,28 @@ def in_process_env(tmp: Path, fake: FakeZoho, *mappings: str, **extra: str) -> d
     }
 
 
+_PORT_BLOCK = 800  # ports per test process
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port for a server a test starts, that no other test process picks meanwhile. A port the OS hands out for
+    port 0 is free only until the server binds it, and with several xdist processes two stacks got the same one
+    (a test then talked to another test's web server). So each test process takes ports from its own block below
+    Linux's ephemeral range (32768+, which port-0 binds and outgoing connections use), checked free in turn: gw0
+    20000-20799, gw1 20800-21599 ... gw13; a run without xdist (or beside one) the block after them."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) % 14 if worker[2:].isdigit() else 14
+    base = 20000 + index * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = base + next(_next_port) % _PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or still closing: the next one
+        return port
+    raise RuntimeError(f"no free port in {base}-{base + _PORT_BLOCK - 1}")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
