@@ -24,7 +24,8 @@ def test_item_page_and_budget_charts_at_narrow_and_wide_widths(tmp_path, browser
         stack.github("issues", issues_event("opened", number=9, title=LONG))
         stack.github("issue_comment", comment_event("created", comment_id=90, text="x" * 400, commented=4, number=9))
         wait_for(lambda: fake.issues(), 60, what="the issue")
-        fake.fail_next(1, status=400)
+        stack.wait_idle()  # #9's comment posted: the refusal below is for #10's create, whatever the timing
+        fake.fail_matching("POST", r"/issues$", 1, status=400)
         stack.github("issues", issues_event("opened", number=10, title="Refused"))
         wait_for(lambda: stack.counts().get("failed") == 1, 60, what="the refused event")
         stack.wait_idle()
