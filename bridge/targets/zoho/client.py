@@ -243,7 +243,7 @@ class ZohoClient:
             tried.append(email)
             user_id = self.user_id(draft.portal, draft.project, email)
             refused = getattr(self, "_refused_assignees", {}).get((draft.portal, draft.project, user_id or ""))
-            if refused is not None and time.time() - refused < USERS_TTL:
+            if refused is not None and time.monotonic() - refused < USERS_TTL:
                 continue  # Zoho refused to assign this user here a moment ago
             if user_id is not None:
                 return user_id
@@ -366,7 +366,7 @@ class ZohoClient:
             user_id = self.assignee_id(draft)  # the one the refused body carried (refused ones are skipped)
             if user_id is None or len(refused) >= 2:
                 raise exc  # the refusal names the assignee but none was sent: not the assignee's fault
-            self._refused_assignees[(draft.portal, draft.project, user_id)] = time.time()
+            self._refused_assignees[(draft.portal, draft.project, user_id)] = time.monotonic()
             refused.append(user_id)
             try:
                 resp = send()
