@@ -86,7 +86,8 @@ def _unreadable_event(row: Any) -> NormalizedEvent:
     )
 
 
-from bridge.store.deliveries import Recorded  # noqa: E402 - (event id, fresh) with the item handle
+from bridge.store.deliveries import Recorded  # noqa: E402, F401 - (event id, fresh) with the item handle
+from bridge.store.deliveries import record as record_delivery  # noqa: E402, F401 - intake's hot path, its own module
 
 
 @dataclass(frozen=True)
@@ -111,35 +112,6 @@ class Link:
 
 
 # -- deliveries -------------------------------------------------------------------------------------
-
-
-def record_delivery(
-    engine: Engine,
-    event: NormalizedEvent,
-    *,
-    dedup_key: str,
-    headers: dict[str, str],
-    payload: bytes,
-    next_attempt_at: float = 0.0,
-    origin: str = "live",
-) -> Recorded:
-    """Store a delivery durably. Returns (event id, True) or (existing id, False) for a duplicate.
-
-    A backfill passes a future `next_attempt_at` (its paced slot) and its `origin` ("backfill:<id>"). The
-    event is filed under its item's handle (its identity's binding): the answer's `item_key` says which.
-    The statements are intake's hot path: see bridge/store/deliveries.py.
-    """
-    from bridge.store import deliveries
-
-    return deliveries.record(
-        engine,
-        event,
-        dedup_key=dedup_key,
-        headers=headers,
-        payload=payload,
-        next_attempt_at=next_attempt_at,
-        origin=origin,
-    )
 
 
 def get_event(engine: Engine, event_id: int) -> StoredEvent | None:

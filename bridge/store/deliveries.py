@@ -199,7 +199,9 @@ def record(
     next_attempt_at: float = 0.0,
     origin: str = "live",
 ) -> Recorded:
-    """Store a delivery durably: Recorded(event id, True, item handle), or the first copy's (id, False, handle)."""
+    """Store a delivery durably: Recorded(event id, True, item handle), or the first copy's (id, False, handle).
+    `store.record_delivery` is this function. A backfill passes a future `next_attempt_at` (its paced slot) and
+    its `origin` ("backfill:<id>"). The event is filed under its item's handle (its identity's binding)."""
     delivery = Delivery(event, dedup_key, headers, payload, next_attempt_at, origin)
     if event.previous_identity:
         return _record_transfer(engine, delivery)
