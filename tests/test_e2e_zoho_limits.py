@@ -38,21 +38,34 @@ def test_a_zoho_block_is_one_global_back_off_and_nothing_fails(tmp_path):
             event = issues_event("opened", number=n, title=f"Issue {n}")
             assert stack.github("issues", event).status_code == 200
         wait_for(lambda: fake.rate_limited, 30, what="Zoho's first block")
-        time.sleep(0.5)
-        metrics = requests.get(stack.base_url + "/metrics", timeout=10).text
-        block_line = next(line for line in metrics.splitlines() if line.startswith("bridge_zoho_block_until_seconds"))
-        assert float(block_line.split()[-1]) > time.time()  # /metrics shows the block and when it ends
+
+        def block_in_future() -> bool:
+            asked = time.time()
+            metrics = requests.get(stack.base_url + "/metrics", timeout=10).text
+            line = next((x for x in metrics.splitlines() if x.startswith("bridge_zoho_block_until_seconds")), "")
+            return bool(line) and float(line.split()[-1]) > asked
+
+        # /metrics shows the block and when it ends (polled: on a loaded machine the worker that met the 429 may
+        # record it a moment after the fake counted it)
+        wait_for(block_in_future, 30, what="/metrics showing Zoho's block")
         counts = stack.wait_idle(timeout=120)
         assert counts == {"done": 8}  # nothing failed; every item synced after the blocks
         assert len(fake.issues()) == 8
         calls = fake.api_calls()
         blocked = [c["t"] for c in calls if c["status"] == 429]
         assert blocked, "Zoho never blocked: the test proves nothing"
-        firsts = [t for i, t in enumerate(blocked) if i == 0 or t - blocked[i - 1] > 1.0]
-        for start in firsts:  # besides calls already in flight, no call reaches Zoho during a block
-            during = [c for c in calls if start + 1.0 < c["t"] < start + BLOCK - 0.5]
-            assert during == [], during
-        assert len(blocked) <= 2 * len(firsts)  # one back-off for everyone, not one 429 per worker and retry
+        starts: list[float] = []  # each block begins with the first 429 after the previous block ended
+        for t in blocked:
+            if not starts or t >= starts[-1] + BLOCK:
+                starts.append(t)
+        # One back-off for every worker, not one 429 per worker and retry: during a block only the calls already
+        # past the shared gate when it began reach Zoho, at most one per other worker thread (two threads per
+        # worker process), however late a loaded machine sends them. Without the shared gate a block lets
+        # through more (measured: 3 with one worker).
+        threads = 2 * len([name for name in stack.procs if name.startswith("worker")])
+        for start in starts:
+            during = [c for c in calls if start < c["t"] < start + BLOCK - 0.5]
+            assert len(during) <= threads - 1, (start, during)
     finally:
         stack.stop()
         fake.stop()
