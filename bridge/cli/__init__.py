@@ -956,9 +956,11 @@ def _register_source_commands() -> None:
     from bridge.cli.journal import links_backlink
 
     links.add_command(links_backlink)
-    from bridge.cli import bugherd as cli_sources
+    from bridge.sources import SOURCES
 
-    main.add_command(cli_sources.bugherd)
+    for spec in SOURCES.values():  # a source's own commands (`issue-bridge bugherd register-webhooks`)
+        if spec.cli_group:
+            main.add_command(spec.load(spec.cli_group))
     from bridge.cli.zoho import zoho
 
     main.add_command(zoho)

@@ -1,8 +1,8 @@
-"""`issue-bridge backfill github|bugzilla|bugherd`: bring the items that existed before the webhook into Zoho."""
+"""`issue-bridge backfill <source>`: bring the items that existed before the webhook into Zoho. Each source
+declares its command's options and reader (`SourceSpec.backfill_command`); the rest is the same for all."""
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
+from bridge.backfill.command import BackfillCommand
 from bridge.settings import Settings
-
-REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+from bridge.sources import SOURCES
 
 
 @click.group()
@@ -34,153 +34,39 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def parse_since(value: str | None) -> str | None:
-    """`2024-01-31` or an ISO-8601 time → `2024-01-31T00:00:00Z` (UTC); a clear error otherwise."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise click.BadParameter(
-            f"expected a date like 2024-01-31 or a time like 2024-01-31T12:00:00Z, got {value!r}", param_hint="--since"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _source_command(name: str, declared: BackfillCommand) -> click.Command:
+    """`issue-bridge backfill <name>`: the source's options and reader, run the way every backfill runs."""
 
+    def command(dry_run: bool, resume: bool, wait: bool, adopt_only: bool = False, **options: Any) -> None:
+        engines: dict[str, Any] = {}
 
-@backfill.command("github")
-@click.option("--repo", required=True, help="OWNER/NAME")
-@click.option("--state", type=click.Choice(["open", "closed", "all"]), default="open", show_default=True)
-@click.option("--since", help="only issues updated at or after this date (2024-01-31 or ISO-8601, UTC)")
-@click.option("--label", "labels", multiple=True, help="only issues with this label (repeat: all must match)")
-@_common
-def backfill_github(
-    repo: str,
-    state: str,
-    since: str | None,
-    labels: tuple[str, ...],
-    dry_run: bool,
-    resume: bool,
-    wait: bool,
-    adopt_only: bool = False,
-) -> None:
-    """Backfill a GitHub repository's issues and their comments (pull requests are skipped). Needs GITHUB_TOKEN."""
-    from bridge.outbound.budget import shared_budgets
-    from bridge.sources.github.api import GitHubClient, GitHubError
-    from bridge.sources.github.backfill import GitHubReader
-    from bridge.sources.http import HOLD_COMMAND
+        def engine_of(settings: Settings) -> Any:
+            if "engine" not in engines:
+                engines["engine"] = _engine(settings)
+            return engines["engine"]
 
-    if not REPO_RE.match(repo):
-        raise click.BadParameter(f"expected OWNER/NAME, got {repo!r}", param_hint="--repo")
-    since_iso = parse_since(since)
-    settings = _settings_for_backfill()
-    if not settings.github_token:
-        raise click.ClickException("GITHUB_TOKEN is not set: the backfill reads issues through GitHub's REST API")
-    engine = _engine(settings)
-    try:
-        client = GitHubClient(
-            settings.github_token,
-            budgets=shared_budgets(engine),
-            base_url=settings.github_api_url,
-            hold=HOLD_COMMAND,
-            on_wait=_say_wait,
+        reader = declared.open(_settings_for_backfill, engine_of, _say_wait, **options)
+        settings = _settings_for_backfill()
+        _run(
+            settings,
+            engine_of(settings),
+            reader,
+            resume=resume,
+            dry_run=dry_run,
+            wait=wait,
+            errors=declared.errors,
+            adopt_only=adopt_only,
         )
-    except GitHubError as exc:
-        raise click.ClickException(str(exc)) from None
-    reader = GitHubReader(client, engine, repo, state=state, since=since_iso, labels=labels)
-    _run(
-        settings,
-        engine,
-        reader,
-        resume=resume,
-        dry_run=dry_run,
-        wait=wait,
-        errors=(GitHubError,),
-        adopt_only=adopt_only,
-    )
+
+    command = _common(command)
+    for option in reversed(declared.options):  # listed by `--help` in the order declared, before the common ones
+        command = option(command)
+    return backfill.command(name, help=declared.help)(command)
 
 
-@backfill.command("bugzilla")
-@click.option("--product", required=True)
-@click.option("--component", default=None)
-@click.option("--since", help="only bugs changed at or after this date (2024-01-31 or ISO-8601, UTC)")
-@_common
-def backfill_bugzilla(
-    product: str,
-    component: str | None,
-    since: str | None,
-    dry_run: bool,
-    resume: bool,
-    wait: bool,
-    adopt_only: bool = False,
-) -> None:
-    """Backfill a Bugzilla product's bugs and their comments. Needs BUGZILLA_URL and BUGZILLA_API_KEY."""
-    from bridge.outbound.budget import shared_budgets
-    from bridge.sources.bugzilla.api import BugzillaClient, BugzillaError
-    from bridge.sources.bugzilla.backfill import BugzillaReader
-    from bridge.sources.http import HOLD_COMMAND
-
-    since_iso = parse_since(since)
-    if not product.strip():
-        raise click.BadParameter("must not be empty", param_hint="--product")
-    settings = _settings_for_backfill()
-    if not (settings.bugzilla_url and settings.bugzilla_api_key):
-        raise click.ClickException("BUGZILLA_URL and BUGZILLA_API_KEY must both be set to read bugs from Bugzilla")
-    engine = _engine(settings)
-    client = BugzillaClient(
-        settings.bugzilla_url,
-        settings.bugzilla_api_key,
-        budgets=shared_budgets(engine),
-        hold=HOLD_COMMAND,
-        on_wait=_say_wait,
-    )
-    reader = BugzillaReader(client, settings, product.strip(), component=component, since=since_iso)
-    _run(
-        settings,
-        engine,
-        reader,
-        resume=resume,
-        dry_run=dry_run,
-        wait=wait,
-        errors=(BugzillaError,),
-        adopt_only=adopt_only,
-    )
-
-
-@backfill.command("bugherd")
-@click.option("--project", "project_id", required=True, type=int, help="BugHerd project id")
-@_common
-def backfill_bugherd(project_id: int, dry_run: bool, resume: bool, wait: bool, adopt_only: bool = False) -> None:
-    """Backfill a BugHerd project's tasks and their comments (60 API requests a minute). Needs BUGHERD_API_KEY."""
-    from bridge.outbound.budget import shared_budgets
-    from bridge.sources.bugherd.api import BugHerdClient, BugHerdError
-    from bridge.sources.bugherd.backfill import BugHerdReader
-    from bridge.sources.http import HOLD_COMMAND
-
-    settings = _settings_for_backfill()
-    if not settings.bugherd_api_key:
-        raise click.ClickException("BUGHERD_API_KEY is not set: the backfill reads tasks through BugHerd's API")
-    engine = _engine(settings)
-    client = BugHerdClient(
-        settings.bugherd_api_key,
-        budgets=shared_budgets(engine),
-        base_url=settings.bugherd_api_url,
-        hold=HOLD_COMMAND,
-        on_wait=_say_wait,
-    )
-    reader = BugHerdReader(client, project_id)
-    _run(
-        settings,
-        engine,
-        reader,
-        resume=resume,
-        dry_run=dry_run,
-        wait=wait,
-        errors=(BugHerdError,),
-        adopt_only=adopt_only,
-    )
+for _spec in SOURCES.values():
+    if _spec.backfill_command:
+        _source_command(_spec.name, _spec.load(_spec.backfill_command))
 
 
 @backfill.command("list")

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.settings import Settings
+from bridge.sources import SOURCES
 from bridge.store import budgets, calllog, steer
 from bridge.store.clock import db_now
 
 MINUTES = 60
-SYSTEMS = ("zoho", "github", "bugzilla", "bugherd")
+SYSTEMS = ("zoho", *SOURCES)
 
 
 @dataclass(frozen=True)
@@ -55,26 +56,14 @@ class BudgetView:
 
 
 def _limits(settings: Settings) -> dict[str, tuple[float | None, str]]:
-    from bridge.sources.bugherd.calls import LIMITS as BUGHERD
-    from bridge.sources.github.calls import LIMITS as GITHUB
-
     out: dict[str, tuple[float | None, str]] = {}
     count, window = settings.zoho_rate_limit_per_minute, settings.zoho_rate_window_seconds
     if count:
         out["zoho"] = (count * 60.0 / window, f"{count} per {window:g} s (shared by every worker)")
     else:
         out["zoho"] = (None, "no limit configured")
-    bh = next((lim for lim in BUGHERD if lim.count), None)
-    out["bugherd"] = (
-        (bh.count * 60.0 / bh.window, f"{bh.count} per {bh.window:g} s, bursts of {bh.burst}") if bh else (None, "")
-    )
-    gh = next((lim for lim in GITHUB if lim.key == "github.content.minute"), None)
-    out["github"] = (
-        (gh.count * 60.0 / gh.window, f"writes: {gh.count} a minute; reads: the hourly limit GitHub's answers name")
-        if gh
-        else (None, "")
-    )
-    out["bugzilla"] = (None, "no documented rate: blocks only when it says so (Retry-After)")
+    for name, spec in SOURCES.items():
+        out[name] = spec.rate(settings)
     return out
 
 

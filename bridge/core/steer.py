@@ -24,6 +24,8 @@ from sqlalchemy.engine import Connection, Engine
 from bridge.events import NormalizedEvent
 from bridge.mapping import MappingRegistry, RoutingError, translate
 from bridge.settings import Settings
+from bridge.sources import SOURCES as SOURCE_SPECS
+from bridge.sources.spec import SourceReadError
 from bridge.store import counters, journal, links, operator, steer
 from bridge.store.clock import db_now
 from bridge.store.found import issue_id_by_key
@@ -305,17 +307,13 @@ def resync_from_source(
     budgets = shared_budgets(engine)
     reads: list[Any] = []
     wait = HOLD_COMMAND if hold is None else hold
+    spec = SOURCE_SPECS.get(source)
+    if spec is None or not spec.read_item:
+        raise SteerError(f"unknown source {source}" if spec is None else f"{source} items cannot be read one by one")
     try:
-        if source == "github":
-            reads = _github(settings, engine, budgets, item_key, fields, wait)
-        elif source == "bugzilla":
-            reads = _bugzilla(settings, budgets, item_key, wait)
-        elif source == "bugherd":
-            reads = _bugherd(settings, budgets, item_key, fields, wait)
-        else:
-            raise SteerError(f"unknown source {source}")
-    except SteerError:
-        raise
+        reads = spec.load(spec.read_item)(settings, engine, budgets, item_key, fields, wait)
+    except SourceReadError as exc:
+        raise SteerError(str(exc)) from None
     except SourceUnavailable as exc:
         raise SteerError(f"{source} could not be asked now: {exc.reason}") from None
     except (ValueError, KeyError) as exc:
@@ -347,59 +345,3 @@ def resync_from_source(
             conn, source, item_key, "resync", f"fetched from {source}: its state and {comments} comment(s)", actor
         )
     return Fetched(source, item_key, stored, comments)
-
-
-def _github(
-    settings: Settings, engine: Engine, budgets: Any, item_key: str, fields: dict[str, Any], hold: float
-) -> list[Any]:
-    from bridge.sources.github.api import GitHubClient, GitHubError
-    from bridge.sources.github.backfill import GitHubReader
-
-    if not settings.github_token:
-        raise SteerError("GITHUB_TOKEN is not set: the item is read through GitHub's REST API")
-    repo, _, number = item_key.rpartition("#")
-    repo = str(fields.get("repository") or repo)
-    number = str(fields.get("number") or number)
-    if not repo or not number.isdigit():
-        raise SteerError(f"{item_key!r} is no GitHub issue (owner/name#number)")
-    try:
-        client = GitHubClient(settings.github_token, budgets=budgets, base_url=settings.github_api_url, hold=hold)
-        reader = GitHubReader(client, engine, repo)
-        issue = client.get_issue(repo, int(number))
-        reads = [reader._issue_event(issue)]
-        reads += [reader._comment_event(issue, c) for c in client.issue_comments(repo, int(number))]
-    except GitHubError as exc:
-        raise SteerError(str(exc)) from None
-    return reads
-
-
-def _bugzilla(settings: Settings, budgets: Any, item_key: str, hold: float) -> list[Any]:
-    from bridge.sources.bugzilla.api import BugzillaClient, BugzillaError
-    from bridge.sources.bugzilla.backfill import BugzillaReader
-
-    if not (settings.bugzilla_url and settings.bugzilla_api_key):
-        raise SteerError("BUGZILLA_URL and BUGZILLA_API_KEY must both be set to read the bug from Bugzilla")
-    try:
-        client = BugzillaClient(settings.bugzilla_url, settings.bugzilla_api_key, budgets=budgets, hold=hold)
-        bug = client.bug(item_key)
-        return list(BugzillaReader(client, settings, str(bug.get("product") or ""))._item(bug).events)
-    except BugzillaError as exc:
-        raise SteerError(str(exc)) from None
-
-
-def _bugherd(settings: Settings, budgets: Any, item_key: str, fields: dict[str, Any], hold: float) -> list[Any]:
-    from bridge.sources.bugherd.api import BugHerdClient, BugHerdError
-    from bridge.sources.bugherd.backfill import BugHerdReader
-
-    if not settings.bugherd_api_key:
-        raise SteerError("BUGHERD_API_KEY is not set: the task is read through BugHerd's API")
-    project = fields.get("project_id")
-    if not project:
-        raise SteerError(f"no stored event of task {item_key} names its BugHerd project")
-    try:
-        client = BugHerdClient(settings.bugherd_api_key, budgets=budgets, base_url=settings.bugherd_api_url,
-                               hold=hold)  # fmt: skip
-        task = client.task(project, item_key)
-        return list(BugHerdReader(client, int(project))._item(task).events)
-    except BugHerdError as exc:
-        raise SteerError(str(exc)) from None

@@ -12,12 +12,15 @@ from bridge.outbound.calls import CallTable
 
 def all_tables() -> list[CallTable]:
     """Every system's call table, in the order the document lists them."""
-    from bridge.sources.bugherd.calls import TABLE as BUGHERD
-    from bridge.sources.bugzilla.calls import TABLE as BUGZILLA
-    from bridge.sources.github.calls import TABLE as GITHUB
+    from bridge.sources import SOURCES
     from bridge.targets.zoho.calls import ACCOUNTS, BUGTRACKER, PROJECTS
 
-    return [PROJECTS, BUGTRACKER, ACCOUNTS, GITHUB, BUGZILLA, BUGHERD]
+    return [
+        PROJECTS,
+        BUGTRACKER,
+        ACCOUNTS,
+        *(spec.load(spec.call_table) for spec in SOURCES.values() if spec.call_table),
+    ]
 
 
 HEADER = """# Every outside call the bridge makes

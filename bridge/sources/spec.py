@@ -53,6 +53,11 @@ class AttachmentRef:
     bugzilla_json: bool = False  # the URL answers Bugzilla's JSON with the content in base64
 
 
+class SourceReadError(Exception):
+    """Reading an item from its source failed in a way the operator must fix (credentials, a malformed key),
+    or the source answered an error: the message says which."""
+
+
 def url_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:20]
 
@@ -86,6 +91,15 @@ class SourceSpec:
     # (settings) -> headers a fetch of its attachments sends to a configured host
     attachment_headers: Callable[[Settings], dict[str, str] | None] = lambda s: None
     see_also: bool = False  # back-links may go to a "See Also" field instead of a comment (Bugzilla)
+    # "module:function" reading one item now (state and comments) for `resync`:
+    # (settings, engine, budgets, item_key, the item's last stored fields, hold) -> its read events;
+    # raises `SourceReadError` with what the operator must fix
+    read_item: str = ""
+    call_table: str = ""  # "module:NAME" of its `CallTable` (every call it makes; `docs/calls.md` lists them)
+    backfill_command: str = ""  # "module:NAME" of its `BackfillCommand` (`issue-bridge backfill <name>`)
+    cli_group: str = ""  # "module:name" of a click group of its own commands (`issue-bridge <name> …`), "" when none
+    # (settings) -> (calls a minute its documents allow, how the budget charts describe the limit)
+    rate: Callable[[Settings], tuple[float | None, str]] = lambda s: (None, "")
 
     def load(self, target: str) -> Any:
         module, name = target.split(":")

@@ -24,6 +24,15 @@ def _attachments(settings: Settings, event: NormalizedEvent) -> list[AttachmentR
     return [AttachmentRef(f"screenshot:{url_key(url)}", url, file_name_of(url, "screenshot.png"))]
 
 
+def _rate(settings: Settings) -> tuple[float | None, str]:
+    from bridge.sources.bugherd.calls import LIMITS
+
+    bh = next((lim for lim in LIMITS if lim.count), None)
+    if bh is None:
+        return None, ""
+    return bh.count * 60.0 / bh.window, f"{bh.count} per {bh.window:g} s, bursts of {bh.burst}"
+
+
 SPEC = SourceSpec(
     name=webhook.NAME,
     fields=webhook.FIELDS,
@@ -36,4 +45,9 @@ SPEC = SourceSpec(
     enricher="bridge.sources.bugherd.api:enrich",
     attachments=_attachments,
     attachment_hosts=lambda settings, html_url: (set(SCREENSHOT_HOSTS), set()),
+    read_item="bridge.sources.bugherd.backfill:read_item",
+    call_table="bridge.sources.bugherd.calls:TABLE",
+    backfill_command="bridge.sources.bugherd.commands:BACKFILL",
+    cli_group="bridge.sources.bugherd.commands:bugherd",
+    rate=_rate,
 )

@@ -18,10 +18,15 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
 from bridge.backfill.runner import Batch, Item, ReadEvent
 from bridge.events import NormalizedEvent
-from bridge.sources.bugherd.api import BugHerdClient
+from bridge.outbound.budget import Budgets
+from bridge.settings import Settings
+from bridge.sources.bugherd.api import BugHerdClient, BugHerdError
 from bridge.sources.bugherd.webhook import NAME, BugHerdSource
+from bridge.sources.spec import SourceReadError
 
 NOTE = "backfilled from BugHerd"
 _NORMALIZER = BugHerdSource("backfill: parse only, never verifies")
@@ -80,3 +85,21 @@ class BugHerdReader:
 def _normalize(body: dict[str, Any], event_hint: str) -> NormalizedEvent:
     event = _NORMALIZER.parse(json.dumps(body).encode(), {}, event_hint)
     return dataclasses.replace(event, event_name=f"backfill.{event_hint}", notes=(*event.notes, NOTE))
+
+
+def read_item(
+    settings: Settings, engine: Engine, budgets: Budgets, item_key: str, fields: dict[str, Any], hold: float
+) -> list[ReadEvent]:
+    """One task now, its state and its comments (`issue-bridge resync`); its project from its stored events."""
+    if not settings.bugherd_api_key:
+        raise SourceReadError("BUGHERD_API_KEY is not set: the task is read through BugHerd's API")
+    project = fields.get("project_id")
+    if not project:
+        raise SourceReadError(f"no stored event of task {item_key} names its BugHerd project")
+    try:
+        client = BugHerdClient(settings.bugherd_api_key, budgets=budgets, base_url=settings.bugherd_api_url,
+                               hold=hold)  # fmt: skip
+        task = client.task(project, item_key)
+        return list(BugHerdReader(client, int(project))._item(task).events)
+    except BugHerdError as exc:
+        raise SourceReadError(str(exc)) from None

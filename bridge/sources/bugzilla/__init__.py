@@ -58,4 +58,8 @@ SPEC = SourceSpec(
     attachment_hosts=_attachment_hosts,
     attachment_headers=_attachment_headers,
     see_also=True,
+    read_item="bridge.sources.bugzilla.backfill:read_item",
+    call_table="bridge.sources.bugzilla.calls:TABLE",
+    backfill_command="bridge.sources.bugzilla.commands:BACKFILL",
+    rate=lambda settings: (None, "no documented rate: blocks only when it says so (Retry-After)"),
 )

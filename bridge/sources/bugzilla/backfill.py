@@ -17,12 +17,16 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
 from bridge.backfill.runner import BackfillError, Batch, Item, ReadEvent
 from bridge.events import Comment, NormalizedEvent, parse_timestamp
+from bridge.outbound.budget import Budgets
 from bridge.settings import Settings
-from bridge.sources.bugzilla.api import BugzillaClient, change_ts, description_of, fields_of
+from bridge.sources.bugzilla.api import BugzillaClient, BugzillaError, change_ts, description_of, fields_of
 from bridge.sources.bugzilla.poller import rest_time
 from bridge.sources.bugzilla.webhook import NAME
+from bridge.sources.spec import SourceReadError
 
 EPOCH = "1970-01-01T00:00:00Z"
 PAGE_SIZE = 100
@@ -134,3 +138,17 @@ class BugzillaReader:
             )
             events.append(ReadEvent(comment_event, f"poll-comment:{raw['id']}", raw))
         return Item(str(bug_id), events)
+
+
+def read_item(
+    settings: Settings, engine: Engine, budgets: Budgets, item_key: str, fields: dict[str, Any], hold: float
+) -> list[ReadEvent]:
+    """One bug now, its state and its comments (`issue-bridge resync`)."""
+    if not (settings.bugzilla_url and settings.bugzilla_api_key):
+        raise SourceReadError("BUGZILLA_URL and BUGZILLA_API_KEY must both be set to read the bug from Bugzilla")
+    try:
+        client = BugzillaClient(settings.bugzilla_url, settings.bugzilla_api_key, budgets=budgets, hold=hold)
+        bug = client.bug(item_key)
+        return list(BugzillaReader(client, settings, str(bug.get("product") or ""))._item(bug).events)
+    except BugzillaError as exc:
+        raise SourceReadError(str(exc)) from None

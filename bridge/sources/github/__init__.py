@@ -39,6 +39,15 @@ def _attachment_hosts(settings: Settings, html_url: str | None) -> tuple[set[str
     return hosts, set()
 
 
+def _rate(settings: Settings) -> tuple[float | None, str]:
+    from bridge.sources.github.calls import LIMITS
+
+    gh = next((lim for lim in LIMITS if lim.key == "github.content.minute"), None)
+    if gh is None:
+        return None, ""
+    return gh.count * 60.0 / gh.window, f"writes: {gh.count} a minute; reads: the hourly limit GitHub's answers name"
+
+
 SPEC = SourceSpec(
     name=webhook.NAME,
     fields=webhook.FIELDS,
@@ -51,4 +60,8 @@ SPEC = SourceSpec(
     hidden_markers=True,
     attachments=_attachments,
     attachment_hosts=_attachment_hosts,
+    read_item="bridge.sources.github.backfill:read_item",
+    call_table="bridge.sources.github.calls:TABLE",
+    backfill_command="bridge.sources.github.commands:BACKFILL",
+    rate=_rate,
 )

@@ -27,8 +27,11 @@ from sqlalchemy.engine import Engine
 
 from bridge.backfill.runner import Batch, Item, ReadEvent, latest_payload
 from bridge.events import NormalizedEvent
-from bridge.sources.github.api import PER_PAGE, GitHubClient, issue_number_of
+from bridge.outbound.budget import Budgets
+from bridge.settings import Settings
+from bridge.sources.github.api import PER_PAGE, GitHubClient, GitHubError, issue_number_of
 from bridge.sources.github.webhook import NAME, GitHubSource
+from bridge.sources.spec import SourceReadError
 
 STATES = ("open", "closed", "all")
 ISSUES_PER_COMMENT_BATCH = 25  # per-issue mode: how many issues' comments between two cursor saves
@@ -205,3 +208,25 @@ def _normalize(body: dict[str, Any], github_event: str, event_name: str) -> Norm
 
     event = _NORMALIZER.parse(json.dumps(body).encode(), {"X-GitHub-Event": github_event})
     return dataclasses.replace(event, event_name=event_name, notes=(*event.notes, "backfilled from GitHub"))
+
+
+def read_item(
+    settings: Settings, engine: Engine, budgets: Budgets, item_key: str, fields: dict[str, Any], hold: float
+) -> list[ReadEvent]:
+    """One issue now, its state and its comments (`issue-bridge resync`): `OWNER/NAME#NUMBER`."""
+    if not settings.github_token:
+        raise SourceReadError("GITHUB_TOKEN is not set: the item is read through GitHub's REST API")
+    repo, _, number = item_key.rpartition("#")
+    repo = str(fields.get("repository") or repo)
+    number = str(fields.get("number") or number)
+    if not repo or not number.isdigit():
+        raise SourceReadError(f"{item_key!r} is no GitHub issue (owner/name#number)")
+    try:
+        client = GitHubClient(settings.github_token, budgets=budgets, base_url=settings.github_api_url, hold=hold)
+        reader = GitHubReader(client, engine, repo)
+        issue = client.get_issue(repo, int(number))
+        reads = [reader._issue_event(issue)]
+        reads += [reader._comment_event(issue, c) for c in client.issue_comments(repo, int(number))]
+    except GitHubError as exc:
+        raise SourceReadError(str(exc)) from None
+    return reads

@@ -1,8 +1,42 @@
-"""`bridge` commands that talk to the sources' own APIs (BugHerd, Bugzilla)."""
+"""BugHerd's part of the command line: `issue-bridge backfill bugherd` and `issue-bridge bugherd …` (its webhooks
+are made through its API)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+from sqlalchemy.engine import Engine
+
+from bridge.backfill.command import BackfillCommand, EngineOf, OnWait, SettingsOf
+from bridge.sources.bugherd.api import BugHerdClient, BugHerdError, mask
+
+
+def _open(settings_of: SettingsOf, engine_of: EngineOf, on_wait: OnWait, *, project_id: int) -> Any:
+    from bridge.outbound.budget import shared_budgets
+    from bridge.sources.bugherd.backfill import BugHerdReader
+    from bridge.sources.http import HOLD_COMMAND
+
+    settings = settings_of()
+    if not settings.bugherd_api_key:
+        raise click.ClickException("BUGHERD_API_KEY is not set: the backfill reads tasks through BugHerd's API")
+    engine = engine_of(settings)
+    client = BugHerdClient(
+        settings.bugherd_api_key,
+        budgets=shared_budgets(engine),
+        base_url=settings.bugherd_api_url,
+        hold=HOLD_COMMAND,
+        on_wait=on_wait,
+    )
+    return BugHerdReader(client, project_id)
+
+
+BACKFILL = BackfillCommand(
+    help="Backfill a BugHerd project's tasks and their comments (60 API requests a minute). Needs BUGHERD_API_KEY.",
+    options=(click.option("--project", "project_id", required=True, type=int, help="BugHerd project id"),),
+    open=_open,
+    errors=(BugHerdError,),
+)
 
 
 @click.group()
@@ -21,7 +55,6 @@ def register_webhooks(public_base_url: str, project_id: int | None, api_url: str
     from bridge.events import SourceUnavailable
     from bridge.outbound.budget import shared_budgets
     from bridge.sources.bugherd import webhook as source
-    from bridge.sources.bugherd.api import BugHerdClient, BugHerdError, mask
     from bridge.sources.http import HOLD_POLL
 
     settings = _settings()
@@ -58,7 +91,7 @@ def register_webhooks(public_base_url: str, project_id: int | None, api_url: str
         click.echo("warning: the URL is not https; BugHerd's token travels in the path", err=True)
 
 
-def _private_engine():  # type: ignore[no-untyped-def]
+def _private_engine() -> Engine:
     import tempfile
 
     from bridge.store import schema as db
