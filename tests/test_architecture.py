@@ -119,6 +119,11 @@ SQLALCHEMY_ALLOWED: dict[str, frozenset[str] | None] = {
 # passed along (sources/validate.py reads column lengths), never used to build a statement:
 SCHEMA_FUNCTIONS = frozenset({"make_engine", "ensure_schema", "check_database", "shown_url"})
 TABLE_BUILDERS = frozenset({"c", "columns", "select", "insert", "update", "delete", "join", "outerjoin", "alias"})
+# Running a statement, or reaching under SQLAlchemy to the driver (raw SQL would pass every import check):
+# the store's methods. Outside it, no code calls them on anything.
+STATEMENT_RUNNERS = frozenset(
+    {"execute", "exec_driver_sql", "scalar", "scalars", "scalar_one", "raw_connection", "driver_connection"}
+)
 
 
 def _sql_outside_the_store(source: str) -> list[str]:
@@ -158,13 +163,16 @@ def _sql_outside_the_store(source: str) -> list[str]:
             and node.value.value.id in schema_aliases
         ):
             found.append(f"{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Attribute) and node.attr in STATEMENT_RUNNERS:
+            found.append(f"{node.lineno}: .{node.attr}")
     return sorted(found, key=lambda line: int(line.split(":")[0]))
 
 
 def test_only_the_store_builds_sql() -> None:
     """bridge/store is the only place with SQL (docs/architecture.md): outside it (and the migrations), no module
     imports from SQLAlchemy anything but `sqlalchemy.engine.Connection/Engine` (handles passed to the store) and
-    `sqlalchemy.exc` (exceptions caught), and none uses a schema table to build a statement. testkit/ and bench/
+    `sqlalchemy.exc` (exceptions caught), none uses a schema table to build a statement, and none runs one
+    (`execute`, `exec_driver_sql`, `raw_connection`: raw SQL would pass the import checks). testkit/ and bench/
     are not the bridge: their fixtures set rows up directly."""
     problems = {
         name: found
@@ -187,12 +195,20 @@ import sqlalchemy
 def f(conn: Connection):
     conn.execute(db.kv.update().values(value="1"))
     return db.make_engine, db.events.c.id, len(db.events.name)
+
+def g(engine):
+    engine.raw_connection().cursor().execute("DELETE FROM events")
+    return engine.connect().exec_driver_sql("SELECT 1")
 """
     assert _sql_outside_the_store(source) == [
         "2: from sqlalchemy import select",
         "3: from sqlalchemy.engine import make_url",
         "6: from bridge.store.schema import events",
         "7: import sqlalchemy",
+        "10: .execute",
         "10: db.kv.update",
         "11: db.events.c",
+        "14: .execute",
+        "14: .raw_connection",
+        "15: .exec_driver_sql",
     ]
