@@ -3,6 +3,7 @@
 - No import cycle between the bridge's modules, counting imports inside functions too (a deferred import is
   still a dependency); only `if TYPE_CHECKING:` blocks are left out (they name a type, never run).
 - Only the store builds SQL (`test_only_the_store_builds_sql`).
+- Only a source's package names it: the rest reads the `SOURCES` registry (`test_only_a_sources_package_names_it`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,28 @@ def test_no_import_cycle_between_the_bridges_modules() -> None:
 def test_the_cycle_finder_finds_a_deferred_import_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+# -- only a source's package names it -------------------------------------------------------------------------------
+
+
+def _source_packages() -> set[str]:
+    return {f"bridge.sources.{p.name}" for p in (REPO / "bridge" / "sources").iterdir() if (p / "__init__.py").exists()}
+
+
+def test_only_a_sources_package_names_it() -> None:
+    """The core, the CLI, the web, the store, the processes and the tasks reach a source through its `SourceSpec`
+    (`bridge/sources/__init__.py` `SOURCES`), never by importing its package: adding a source is its package and
+    one registry line. The registry is the one module that imports them all."""
+    packages = _source_packages()
+    assert {"bridge.sources.github", "bridge.sources.bugzilla", "bridge.sources.bugherd"} <= packages
+    graph = _imports(_modules())
+    naming = {
+        module: sorted(t for t in targets if any(t == p or t.startswith(p + ".") for p in packages))
+        for module, targets in graph.items()
+        if module != "bridge.sources" and not any(module == p or module.startswith(p + ".") for p in packages)
+    }
+    assert {module: found for module, found in naming.items() if found} == {}
 
 
 # -- only the store builds SQL ---------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from bridge.backfill import feeder
 from bridge.events import NormalizedEvent
-from bridge.process.broker import TASK_REQUEUE_STALE, TASK_SYNC_ITEM, beat_schedule
+from bridge.process.broker import TASK_POLL_SOURCE, TASK_REQUEUE_STALE, TASK_SYNC_ITEM, beat_schedule
 from bridge.settings import load_settings
 from bridge.store import schema as db
 from bridge.store.deliveries import Delivery, GroupWriter
@@ -37,7 +37,8 @@ def test_the_beat_schedule_holds_only_jobs_that_can_have_work(tmp_path):
     idle = beat_schedule(_settings(tmp_path))
     assert set(idle) == {"requeue-stale-events", "prune-history", "reverse-tick"}  # no feeder tick every second
     polling = beat_schedule(_settings(tmp_path, BUGZILLA_POLL_PRODUCTS="Firefox"))
-    assert "poll-bugzilla" in polling and "feed-backfill" not in polling
+    assert "feed-backfill" not in polling
+    assert polling["poll-bugzilla"] == {"task": TASK_POLL_SOURCE, "schedule": 60.0, "args": ("bugzilla",)}
 
 
 def _celery_record(logger: str, msg: str, args: object) -> logging.LogRecord:

@@ -18,13 +18,13 @@ from bridge.events import SourceUnavailable
 from bridge.process.broker import (
     QUIET_TASKS,
     TASK_FEED_BACKFILL,
+    TASK_POLL_SOURCE,
     TASK_PRUNE,
     TASK_REQUEUE_STALE,
     TASK_SYNC_ITEM,
     TASK_WAKE_ITEMS,
 )
 from bridge.process.runtime import get_runtime
-from bridge.sources.bugzilla import poller as polling
 from bridge.store import claims, counters
 
 log = logging.getLogger("bridge.worker")
@@ -111,15 +111,20 @@ def requeue_stale() -> int:
     return len(items)
 
 
-@shared_task(name="workers.tasks.poll_bugzilla")
-def poll_bugzilla() -> int:
-    """Beat job: store Bugzilla changes found by polling, then wake a worker per item that got events."""
+@shared_task(name=TASK_POLL_SOURCE)
+def poll_source(name: str) -> int:
+    """Beat job: store the changes a source's poll found (`SourceSpec.poll`, for a source without webhooks),
+    then wake a worker per item that got events."""
+    from bridge.sources import SOURCES
+
     runtime = get_runtime()
-    config = polling.config_from_settings(runtime.settings)
+    spec = SOURCES.get(name)
+    if spec is None or not spec.poll:
+        return 0
     try:
-        fed = polling.poll_bugzilla(runtime.engine, runtime.settings, config)
+        fed: set[tuple[str, str]] = spec.load(spec.poll)(runtime.engine, runtime.settings)
     except SourceUnavailable as exc:
-        log.warning("Bugzilla poll failed, next tick retries: %s", exc.reason)
+        log.warning("%s poll failed, next tick retries: %s", name, exc.reason)
         return 0
     for source, item_key in sorted(fed):
         try:

@@ -27,6 +27,7 @@ TASK_REQUEUE_STALE = "workers.tasks.requeue_stale"
 TASK_WAKE_ITEMS = "workers.tasks.wake_items"
 TASK_PRUNE = "workers.tasks.prune_history"
 TASK_FEED_BACKFILL = "workers.tasks.feed_backfill"
+TASK_POLL_SOURCE = "workers.tasks.poll_source"
 PRUNE_EVERY_SECONDS = 600.0  # retention: each run does at most a few minutes of small batches
 STALE_SWEEP_SECONDS = 10.0
 # The periodic jobs whose Celery lines (sent, received, succeeded) are DEBUG, not INFO: a job that finds
@@ -37,7 +38,7 @@ QUIET_TASKS = frozenset(
         TASK_FEED_BACKFILL,
         TASK_PRUNE,
         "workers.tasks.reverse_tick",
-        "workers.tasks.poll_bugzilla",
+        TASK_POLL_SOURCE,
     }
 )
 VISIBILITY_TIMEOUT = 300  # > the longest task (MAX_ITEM_SECONDS + a Zoho wait); else Redis redelivers it
@@ -196,6 +197,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
         # mapping edit can turn on at any time, so it stays scheduled).
         "reverse-tick": {"task": "workers.tasks.reverse_tick", "schedule": settings.zoho_poll_seconds},
     }
-    if settings.bugzilla_poll_products:  # Bugzilla without webhooks: poll for changes
-        schedule["poll-bugzilla"] = {"task": "workers.tasks.poll_bugzilla", "schedule": settings.bugzilla_poll_seconds}
+    from bridge.sources import SOURCES
+
+    for name, spec in SOURCES.items():  # a source without webhooks (Bugzilla's BUGZILLA_POLL_PRODUCTS): polled
+        if spec.poll and (every := spec.poll_every(settings)) > 0:
+            schedule[f"poll-{name}"] = {"task": TASK_POLL_SOURCE, "schedule": every, "args": (name,)}
     return schedule

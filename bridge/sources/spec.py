@@ -98,6 +98,10 @@ class SourceSpec:
     call_table: str = ""  # "module:NAME" of its `CallTable` (every call it makes; `docs/calls.md` lists them)
     backfill_command: str = ""  # "module:NAME" of its `BackfillCommand` (`issue-bridge backfill <name>`)
     cli_group: str = ""  # "module:name" of a click group of its own commands (`issue-bridge <name> …`), "" when none
+    # "module:function" polling for changes where the source sends no webhooks: (engine, settings) -> the
+    # (source, item_key) pairs that got new events; raises `SourceUnavailable` when it cannot be asked now
+    poll: str = ""
+    poll_every: Callable[[Settings], float] = lambda s: 0.0  # seconds between polls; 0: not polled
     # (settings) -> (calls a minute its documents allow, how the budget charts describe the limit)
     rate: Callable[[Settings], tuple[float | None, str]] = lambda s: (None, "")
 

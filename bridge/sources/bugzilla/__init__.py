@@ -61,5 +61,7 @@ SPEC = SourceSpec(
     read_item="bridge.sources.bugzilla.backfill:read_item",
     call_table="bridge.sources.bugzilla.calls:TABLE",
     backfill_command="bridge.sources.bugzilla.commands:BACKFILL",
+    poll="bridge.sources.bugzilla.poller:poll",
+    poll_every=lambda settings: settings.bugzilla_poll_seconds if settings.bugzilla_poll_products else 0.0,
     rate=lambda settings: (None, "no documented rate: blocks only when it says so (Retry-After)"),
 )

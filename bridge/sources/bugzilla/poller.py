@@ -78,6 +78,11 @@ def load_mark(engine: Engine, product: str) -> Mark | None:
     return Mark.from_json(raw) if raw else None
 
 
+def poll(engine: Engine, settings: Settings) -> set[tuple[str, str]]:
+    """The beat job's poll (`SourceSpec.poll`): every product of BUGZILLA_POLL_PRODUCTS."""
+    return poll_bugzilla(engine, settings, config_from_settings(settings))
+
+
 def poll_bugzilla(
     engine: Engine, settings: Settings, config: PollConfig, client: BugzillaClient | None = None
 ) -> set[tuple[str, str]]:
