@@ -3,8 +3,6 @@ a real FakeZoho over HTTP (both dialects), a crash between upload and associatio
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,17 +16,23 @@ from bridge.core.attachments import (
     AttachmentTooLarge,
     check_url,
     fetch,
+    fetch_for,
     refs_of,
 )
 from bridge.events import NormalizedEvent
+from bridge.outbound.budget import blocked_until
 from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.sources.bugherd.webhook import BugHerdSource
-from bridge.store import journal
+from bridge.sources.http import SourceBusy
+from bridge.store import calllog, journal
 from bridge.store.clock import db_now
+from bridge.store.schema import ensure_schema, make_engine
 from bridge.targets.zoho.attachments import ZohoAttachments
 from bridge.targets.zoho.errors import ZohoTransientError
 from testkit.factories_trackers import BUGHERD_TOKEN, bugherd_event, encode
+from testkit.fakes.bugzilla import API_KEY as BZ_KEY
+from testkit.fakes.bugzilla import FakeBugzilla
 from testkit.fakes.files import FileServer
 from testkit.fakes.zoho import FakeZoho
 from testkit.harness import in_process_env
@@ -143,16 +147,66 @@ def test_a_redirect_to_a_foreign_host_is_not_followed(files):
     assert fetch(AttachmentRef("k", files.base_url + "/r2", "r"), hosts, hosts, max_bytes=1000).data == b"ok"
 
 
-def test_bugzilla_attachment_comes_base64_in_json(files):
-    hosts = frozenset({"127.0.0.1"})
-    body = {"attachments": {"12": {"data": base64.b64encode(PNG).decode(), "file_name": "s.png",
-                                   "content_type": "image/png", "size": len(PNG)}}}  # fmt: skip
-    files.routes["/rest/bug/attachment/12"] = (200, {"Content-Type": "application/json"}, json.dumps(body).encode())
-    ref = AttachmentRef("attachment:12", files.base_url + "/rest/bug/attachment/12", "s.png", bugzilla_json=True)
-    got = fetch(ref, hosts, hosts, max_bytes=len(PNG))
-    assert (got.data, got.content_type) == (PNG, "image/png")
+@pytest.fixture
+def bz():
+    with FakeBugzilla() as server:
+        yield server
+
+
+def _bugzilla_settings(tmp_path, bz, **env: str):  # type: ignore[no-untyped-def]
+    return load_settings(
+        {"BRIDGE_DATA_DIR": str(tmp_path), "BUGZILLA_URL": bz.base_url, "BUGZILLA_API_KEY": BZ_KEY, **env},
+        read_dotenv=False,
+    )
+
+
+def _bugzilla_ref(settings, attachment: dict) -> AttachmentRef:  # type: ignore[no-untyped-def]
+    fields = {"attachment": attachment}
+    (ref,) = refs_of(settings, event("bugzilla", **fields))
+    return ref
+
+
+def test_a_bugzilla_attachment_is_read_through_its_client_base64_in_json(tmp_path, bz):
+    settings = _bugzilla_settings(tmp_path, bz, ATTACHMENT_MAX_BYTES=str(len(PNG)))
+    engine = make_engine(settings.database_url)
+    ensure_schema(engine)
+    bz.put_attachment(7, 12, PNG, file_name="s.png", content_type="image/png")
+    ref = _bugzilla_ref(settings, {"id": 12, "file_name": "s.png", "size": len(PNG)})
+    got = fetch_for(settings, "bugzilla", None, ref, engine=engine)
+    assert (got.file_name, got.content_type, got.data) == ("s.png", "image/png", PNG)
+    assert [c["path"] for c in bz.calls()] == ["/rest/bug/attachment/12"]
+    # the call is Bugzilla's, counted for its budget chart like every other call of its client
+    with engine.connect() as conn:
+        assert sum(
+            calls for lane in calllog.minutes(conn, 0).get("bugzilla", {}).values() for calls, _ in lane.values()
+        )
+    # over the limit: refused before any call when the webhook stated the size, after the read otherwise
+    small = _bugzilla_settings(tmp_path, bz, ATTACHMENT_MAX_BYTES=str(len(PNG) - 1))
     with pytest.raises(AttachmentTooLarge):
-        fetch(ref, hosts, hosts, max_bytes=len(PNG) - 1)
+        fetch_for(small, "bugzilla", None, ref, engine=engine)
+    assert len(bz.calls()) == 1
+    with pytest.raises(AttachmentTooLarge):
+        fetch_for(small, "bugzilla", None, _bugzilla_ref(small, {"id": 12, "file_name": "s.png"}), engine=engine)
+    with pytest.raises(AttachmentRefused, match="13"):  # Bugzilla has no such attachment: for good
+        fetch_for(settings, "bugzilla", None, _bugzilla_ref(settings, {"id": 13, "file_name": "t.png"}), engine=engine)
+
+
+def test_bugzillas_throttle_on_an_attachment_read_makes_every_process_wait(tmp_path, bz):
+    """Before, the read went around Bugzilla's client: a 429 was one failed fetch, and the next process asked
+    again at once. Now it is Bugzilla's shared block, and the operation waits for it (not a failure)."""
+    settings = _bugzilla_settings(tmp_path, bz)
+    engine = make_engine(settings.database_url)
+    ensure_schema(engine)
+    bz.put_attachment(7, 12, PNG, file_name="s.png", content_type="image/png")
+    ref = _bugzilla_ref(settings, {"id": 12, "file_name": "s.png", "size": len(PNG)})
+    bz.fail_next(1, status=429, retry_after=120)
+    with pytest.raises(SourceBusy):
+        fetch_for(settings, "bugzilla", None, ref, engine=engine)
+    left, _until, reason = blocked_until(engine, "bugzilla")
+    assert 100 < left <= 120 and "Retry-After" in (reason or "")
+    with pytest.raises(SourceBusy):  # another process: waits without asking Bugzilla
+        fetch_for(settings, "bugzilla", None, ref, engine=engine)
+    assert len(bz.calls()) == 1
 
 
 # -- exactly once into Zoho, as side work of the delivery core ------------------------------------------------

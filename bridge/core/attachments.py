@@ -9,23 +9,23 @@ host is one the administrator configured, and never beyond ATTACHMENT_MAX_BYTES 
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import json
 import logging
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from sqlalchemy.engine import Engine
 
 from bridge.events import NormalizedEvent, SourceUnavailable
 from bridge.settings import Settings
 from bridge.sources import SOURCES
-from bridge.sources.spec import AttachmentRef
+from bridge.sources.spec import AttachmentRef, AttachmentRefused, AttachmentTooLarge, Fetched
+
+__all__ = ["AttachmentRef", "AttachmentRefused", "AttachmentTooLarge", "Fetched", "fetch", "fetch_for", "listed"]
 
 log = logging.getLogger("bridge.attachments")
 
@@ -34,25 +34,6 @@ READ_TIMEOUT = 20.0
 TOTAL_SECONDS = 60.0  # a slow drip cannot hold a worker longer than this
 MAX_REDIRECTS = 3
 CHUNK = 64 * 1024
-
-
-class AttachmentRefused(Exception):
-    """Not fetched, for good (foreign or private host, bad URL): skipped with `reason` as the note."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class AttachmentTooLarge(AttachmentRefused):
-    pass
-
-
-@dataclass(frozen=True)
-class Fetched:
-    file_name: str
-    content_type: str
-    data: bytes
 
 
 def refs_of(settings: Settings, event: NormalizedEvent) -> list[AttachmentRef]:
@@ -127,15 +108,13 @@ def fetch(
     *,
     max_bytes: int,
     session: requests.Session | None = None,
-    headers: dict[str, str] | None = None,
     resolve: Resolver = _resolve,
 ) -> Fetched:
     """Download one attachment within the limits; redirects are followed only to allowed hosts."""
     if ref.size is not None and ref.size > max_bytes:
         raise AttachmentTooLarge(f"{ref.file_name} is {ref.size} bytes, over ATTACHMENT_MAX_BYTES ({max_bytes})")
     session = session or requests.Session()
-    # Bugzilla answers JSON with the file in base64: a third larger than the file itself.
-    cap = max_bytes * 4 // 3 + 64 * 1024 if ref.bugzilla_json else max_bytes
+    cap = max_bytes
     deadline = time.monotonic() + TOTAL_SECONDS
     url = ref.url
     for _ in range(MAX_REDIRECTS + 1):
@@ -143,7 +122,6 @@ def fetch(
         try:
             response = session.get(
                 url,
-                headers=headers if urlsplit(url).hostname in configured else None,
                 stream=True,
                 allow_redirects=False,
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
@@ -176,24 +154,8 @@ def fetch(
                 chunks.append(chunk)
             data = b"".join(chunks)
             ctype = response.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
-        if ref.bugzilla_json:
-            return _from_bugzilla(ref, data, max_bytes)
         return Fetched(ref.file_name, ctype or "application/octet-stream", data)
     raise AttachmentRefused(f"fetching {ref.file_name}: more than {MAX_REDIRECTS} redirects")
-
-
-def _from_bugzilla(ref: AttachmentRef, body: bytes, max_bytes: int) -> Fetched:
-    """`GET /rest/bug/attachment/{id}`: `{"attachments": {"<id>": {"data": base64, "file_name", ...}}}`."""
-    try:
-        payload = json.loads(body)
-        item = next(iter(payload["attachments"].values()))
-        data = base64.b64decode(item["data"], validate=True)
-    except (ValueError, KeyError, TypeError, StopIteration, AttributeError):
-        raise AttachmentRefused(f"Bugzilla answered no attachment content for {ref.file_name}") from None
-    if len(data) > max_bytes:
-        raise AttachmentTooLarge(f"{ref.file_name} is {len(data)} bytes, over ATTACHMENT_MAX_BYTES ({max_bytes})")
-    name = str(item.get("file_name") or ref.file_name)
-    return Fetched(name, str(item.get("content_type") or "application/octet-stream"), data)
 
 
 # -- copying one attachment: the journal's `zoho.attachment` operation (bridge/core/sidework.py) --------------
@@ -231,12 +193,26 @@ def fetch_for(
     *,
     session: requests.Session | None = None,
     resolve: Resolver = _resolve,
+    engine: Engine | None = None,
 ) -> Fetched:
-    """Fetch one of an item's attachments within the limits, from the hosts its source allows."""
-    hosts, configured = allowed_hosts(settings, source, html_url)
+    """Fetch one of an item's attachments within the limits: one its source reads through its API by the
+    source's client (`engine`: the shared budgets it spends), any other from the hosts its source allows."""
     spec = SOURCES.get(source)
-    headers = spec.attachment_headers(settings) if spec is not None else None
+    if ref.via_api:
+        if spec is None or not spec.fetch_attachment or engine is None:
+            raise AttachmentRefused(f"{source} cannot read attachment {ref.file_name} through its API")
+        if ref.size is not None and ref.size > settings.attachment_max_bytes:
+            raise AttachmentTooLarge(
+                f"{ref.file_name} is {ref.size} bytes, over ATTACHMENT_MAX_BYTES ({settings.attachment_max_bytes})"
+            )
+        from bridge.outbound.budget import shared_budgets
+
+        fetched: Fetched = spec.load(spec.fetch_attachment)(
+            settings, shared_budgets(engine), ref, settings.attachment_max_bytes
+        )
+        return fetched
+    hosts, configured = allowed_hosts(settings, source, html_url)
     return fetch(
-        ref, hosts, configured, max_bytes=settings.attachment_max_bytes, session=session, headers=headers,
+        ref, hosts, configured, max_bytes=settings.attachment_max_bytes, session=session,
         resolve=resolve,
     )  # fmt: skip

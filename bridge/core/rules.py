@@ -207,7 +207,7 @@ def plan_attachments(ap: Acting, item: ClaimedItem, mapping: Mapping) -> None:
                 "url": ref.url,
                 "file_name": ref.file_name,
                 "size": ref.size,
-                "bugzilla_json": ref.bugzilla_json,
+                "via_api": ref.via_api,
                 "event_id": ev.id,
                 "html_url": ev.event.fields.get("html_url"),
             }

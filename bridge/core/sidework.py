@@ -223,7 +223,8 @@ def _attachment(ap: Acting, item: ClaimedItem, op: Operation) -> None:
         url=str(payload.get("url") or ""),
         file_name=str(payload.get("file_name") or "attachment"),
         size=payload.get("size") if isinstance(payload.get("size"), int) else None,
-        bugzilla_json=bool(payload.get("bugzilla_json")),
+        # planned before the name changed: `bugzilla_json`
+        via_api=bool(payload.get("via_api", payload.get("bugzilla_json"))),
     )
     uploaded = payload.get("uploaded")
     if op.state == SENT and uploaded:
@@ -232,7 +233,7 @@ def _attachment(ap: Acting, item: ClaimedItem, op: Operation) -> None:
             item.journal.confirmed(op.kind, op.ref, result=str(uploaded))
             return
     if not uploaded:
-        file = fetch_for(ap.settings, link.source, payload.get("html_url"), ref)
+        file = fetch_for(ap.settings, link.source, payload.get("html_url"), ref, engine=item.engine)
         if op.state == SENT and not uploader.associates:  # the bug may hold the file already
             same = [
                 i

@@ -50,12 +50,34 @@ class AttachmentRef:
     url: str
     file_name: str
     size: int | None = None  # when the source states it (Bugzilla)
-    bugzilla_json: bool = False  # the URL answers Bugzilla's JSON with the content in base64
+    via_api: bool = False  # read through the source's own client (`SourceSpec.fetch_attachment`), not downloaded
 
 
 class SourceReadError(Exception):
     """Reading an item from its source failed in a way the operator must fix (credentials, a malformed key),
     or the source answered an error: the message says which."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An attachment's content, ready to upload."""
+
+    file_name: str
+    content_type: str
+    data: bytes
+
+
+class AttachmentRefused(Exception):
+    """Not fetched, for good (foreign or private host, bad URL, the source has no such file): skipped, with
+    `reason` as the note."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AttachmentTooLarge(AttachmentRefused):
+    pass
 
 
 def url_key(url: str) -> str:
@@ -88,8 +110,10 @@ class SourceSpec:
     attachments: Callable[[Settings, NormalizedEvent], list[AttachmentRef]] = _none
     # (settings, the item's html_url) -> (hosts its attachments may come from, the configured ones among them)
     attachment_hosts: Callable[[Settings, str | None], tuple[set[str], set[str]]] = lambda s, u: (set(), set())
-    # (settings) -> headers a fetch of its attachments sends to a configured host
-    attachment_headers: Callable[[Settings], dict[str, str] | None] = lambda s: None
+    # "module:function" reading a `via_api` attachment through its client (declared, budgeted, its throttles
+    # honoured by every process): (settings, budgets, ref, max_bytes) -> `Fetched`; raises `AttachmentRefused`
+    # (for good), `SourceBusy`/`SourceUnavailable` (later)
+    fetch_attachment: str = ""
     see_also: bool = False  # back-links may go to a "See Also" field instead of a comment (Bugzilla)
     # "module:function" reading one item now (state and comments) for `resync`:
     # (settings, engine, budgets, item_key, the item's last stored fields, hold) -> its read events;

@@ -111,6 +111,7 @@ class FakeBugzilla(FakeServer):
         self._lock = threading.RLock()
         self._bugs: dict[int, dict[str, Any]] = {}
         self._comments: dict[int, list[dict[str, Any]]] = {}
+        self._attachments: dict[int, dict[str, Any]] = {}
         self._next_comment_id = 5000
         self._faults: list[tuple[int, int | None]] = []
         self.requests: list[dict[str, Any]] = []
@@ -199,6 +200,18 @@ class FakeBugzilla(FakeServer):
         }
         self._comments[bug_id].append(comment)
         return comment
+
+    def put_attachment(self, bug_id: int, attachment_id: int, data: bytes, *, file_name: str,
+                       content_type: str = "application/octet-stream") -> None:  # fmt: skip
+        """An attachment of a bug, served by `GET /rest/bug/attachment/{id}` (Bugzilla's attachment.rst: the
+        content base64 in `data`, with its name, type and size)."""
+        import base64
+
+        with self._lock:
+            self._attachments[attachment_id] = {
+                "id": attachment_id, "bug_id": bug_id, "file_name": file_name, "content_type": content_type,
+                "size": len(data), "data": base64.b64encode(data).decode(), "is_private": False, "is_obsolete": False,
+            }  # fmt: skip
 
     def fail_next(self, n: int, status: int = 503, retry_after: int | None = -1) -> None:
         """The next n requests answer `status` (not applied), with `Retry-After: retry_after` (None: without;
@@ -410,6 +423,15 @@ class FakeBugzilla(FakeServer):
                 return _error(404, 32614, f"no such resource: {method} {path} (seed 003 does not document it)")
             if len(segments) == 2:
                 return 200, self._search(query), {}
+            if len(segments) == 4 and segments[2] == "attachment" and method == "GET":
+                found = self._attachments.get(int(segments[3]) if segments[3].isdigit() else -1)
+                if found is None:
+                    return (
+                        404,
+                        {"error": True, "code": 100, "message": f"Attachment #{segments[3]} does not exist."},
+                        {},
+                    )
+                return 200, {"bugs": {}, "attachments": {str(found["id"]): copy.deepcopy(found)}}, {}
             bug_id = int(segments[2]) if segments[2].isdigit() else -1
             if bug_id not in self._bugs:
                 return 404, {"error": True, "code": 101, "message": f"Bug #{segments[2]} does not exist."}, {}

@@ -30,7 +30,7 @@ def _attachments(settings: Settings, event: NormalizedEvent) -> list[AttachmentR
             url=f"{settings.bugzilla_url.rstrip('/')}/rest/bug/attachment/{raw['id']}",
             file_name=str(raw.get("file_name") or f"attachment-{raw['id']}"),
             size=int(size) if isinstance(size, int | float) and not isinstance(size, bool) else None,
-            bugzilla_json=True,
+            via_api=True,
         )
     ]
 
@@ -38,10 +38,6 @@ def _attachments(settings: Settings, event: NormalizedEvent) -> list[AttachmentR
 def _attachment_hosts(settings: Settings, html_url: str | None) -> tuple[set[str], set[str]]:
     own = (urlsplit(settings.bugzilla_url).hostname or "").lower() if settings.bugzilla_url else ""
     return ({own}, {own}) if own else (set(), set())  # BUGZILLA_URL is the administrator's: configured
-
-
-def _attachment_headers(settings: Settings) -> dict[str, str] | None:
-    return {"X-BUGZILLA-API-KEY": settings.bugzilla_api_key} if settings.bugzilla_api_key else None
 
 
 SPEC = SourceSpec(
@@ -56,7 +52,7 @@ SPEC = SourceSpec(
     enricher="bridge.sources.bugzilla.api:enrich",
     attachments=_attachments,
     attachment_hosts=_attachment_hosts,
-    attachment_headers=_attachment_headers,
+    fetch_attachment="bridge.sources.bugzilla.api:fetch_attachment",
     see_also=True,
     read_item="bridge.sources.bugzilla.backfill:read_item",
     call_table="bridge.sources.bugzilla.calls:TABLE",

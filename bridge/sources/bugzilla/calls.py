@@ -36,7 +36,7 @@ TABLE = CallTable(
             "attachment.get",
             "GET",
             "/rest/bug/attachment/{attachment}",
-            "not in the seeds: Bugzilla REST attachment.rst (Get Attachment); read by bridge/core/attachments.py",
+            "not in the seeds: Bugzilla REST attachment.rst (Get Attachment); read by the client's fetch_attachment",
             safe=True,
             budgets=B,
         ),
