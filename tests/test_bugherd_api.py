@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from bridge import sources
 from bridge.cli import main
 from bridge.outbound.budget import Budgets
-from bridge.outbound.errors import LimitWait
+from bridge.outbound.errors import ConfigError, LimitWait
 from bridge.settings import load_settings
 from bridge.sources.bugherd import api as bugherd_api
 from bridge.sources.bugherd.webhook import REDUCED_TASK_NOTE, BugHerdSource
@@ -83,8 +83,9 @@ def test_enrich_without_a_key_leaves_the_event_and_a_missing_task_is_a_note(tmp_
     keyed = load_settings(tracker_env(tmp_path, BUGHERD_API_KEY=API_KEY), read_dotenv=False)
     missing = bugherd_api.enrich(keyed, ev, Budgets(engine), client=client(bh, engine))
     assert not missing.has_state and "could not fetch the task from BugHerd: not found" in missing.notes[-1]
-    refused = bugherd_api.enrich(keyed, ev, Budgets(engine), client=client(bh, engine, key="wrong"))
-    assert "refused BUGHERD_API_KEY (401)" in refused.notes[-1]
+    # a refused key is the deployment's to fix: the change waits for it (a ConfigError), it is not skipped
+    with pytest.raises(ConfigError, match=r"refused BUGHERD_API_KEY \(401\)"):
+        bugherd_api.enrich(keyed, ev, Budgets(engine), client=client(bh, engine, key="wrong"))
 
 
 def test_a_429_blocks_every_process_for_its_retry_after_a_wait_not_a_failure(bh, engine):

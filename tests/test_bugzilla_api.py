@@ -98,15 +98,27 @@ def test_without_credentials_the_private_bug_is_skipped_with_the_note(tmp_path, 
     assert zoho.issues() == []
 
 
-def test_a_refused_key_is_a_note_not_a_crash(tmp_path, zoho, bz):
+def test_a_refused_key_is_a_configuration_error_the_change_waits_for(tmp_path, zoho, bz):
+    """A refused BUGZILLA_API_KEY is the deployment's to fix, not the bug's: the change waits with the reason in
+    view (before, it was skipped with a note and never synced once the key was fixed)."""
+    bz.put_bug(2, changed=5, summary="Password reset mail leaks the token")
     env = make_env(tmp_path, zoho, BUGZILLA_URL=bz.base_url, BUGZILLA_API_KEY="wrong-key")
     runtime = Runtime(load_settings(env))
     event_id = deliver(runtime, private_modify())
-    drain(runtime, "2")
+    runtime.sync.process_item("bugzilla", "2")
     stored = store.get_event(runtime.engine, event_id)
-    assert stored is not None and stored.status == "skipped"
-    assert "Bugzilla refused BUGZILLA_API_KEY (401" in (stored.notes or "")
+    assert stored is not None and stored.status == "pending" and stored.attempts == 0, stored
+    assert "Bugzilla refused BUGZILLA_API_KEY (401" in (stored.last_error or "")
     assert zoho.issues() == []
+    # the key fixed (what a reload of .env gives the worker): the waiting change syncs, nothing replayed
+    fixed = Runtime(load_settings({**env, "BUGZILLA_API_KEY": API_KEY}))
+    with fixed.engine.begin() as conn:  # its wait (CONFIG_WAIT_SECONDS) over
+        conn.exec_driver_sql("UPDATE events SET next_attempt_at = 0")
+        conn.exec_driver_sql("UPDATE leases SET retry_at = 0")
+    drain(fixed, "2")
+    stored = store.get_event(fixed.engine, event_id)
+    assert stored is not None and stored.status == "done", stored
+    assert [i["name"] for i in zoho.issues()] == ["Password reset mail leaks the token"]
 
 
 def test_an_unknown_bug_is_a_note(tmp_path, zoho, bz):

@@ -24,7 +24,7 @@ import requests
 
 from bridge.events import NormalizedEvent, parse_timestamp
 from bridge.outbound.budget import Budgets
-from bridge.outbound.errors import Permanent
+from bridge.outbound.errors import ConfigError, Permanent
 from bridge.settings import Settings
 from bridge.sources.bugherd import webhook as bugherd
 from bridge.sources.bugherd.calls import LIMITS, TABLE
@@ -194,7 +194,8 @@ def client_from_settings(
 def enrich(
     settings: Settings, event: NormalizedEvent, budgets: Budgets, client: BugHerdClient | None = None
 ) -> NormalizedEvent:
-    """Fetch the whole task for an event whose body lacked its fields; unchanged without BUGHERD_API_KEY."""
+    """Fetch the whole task for an event whose body lacked its fields; unchanged without BUGHERD_API_KEY. A
+    refused key is a `ConfigError`: the change waits, with the reason in view, until the key is fixed."""
     if event.source != bugherd.NAME or event.has_state:
         return event
     client = client or client_from_settings(settings, budgets, hold=item_hold(settings.item_lease_seconds))
@@ -204,6 +205,8 @@ def enrich(
     try:
         task = client.task(project_id, event.item_key)
     except BugHerdError as exc:
+        if exc.status in (401, 403):
+            raise ConfigError(f"{exc.reason}: the change waits until the key is fixed") from None
         log.warning("could not fetch a BugHerd task: %s", exc, extra={"item": event.item_key})
         return dataclasses.replace(event, notes=(*event.notes, f"could not fetch the task from BugHerd: {exc}"))
     fields = bugherd.task_fields({"project_id": project_id, **task})

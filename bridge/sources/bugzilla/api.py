@@ -24,7 +24,7 @@ import requests
 
 from bridge.events import NormalizedEvent, parse_timestamp
 from bridge.outbound.budget import Budgets
-from bridge.outbound.errors import Permanent
+from bridge.outbound.errors import ConfigError, Permanent
 from bridge.settings import Settings
 from bridge.sources.bugzilla import webhook as bugzilla
 from bridge.sources.bugzilla.calls import LIMITS, TABLE
@@ -285,7 +285,9 @@ def enrich(
     """Fetch a bug the webhook reduced (a private bug) and return the event with its full fields.
 
     Without BUGZILLA_URL and BUGZILLA_API_KEY the event comes back unchanged (its notes say what is missing).
-    A bad key or an unknown bug adds a note and leaves the event without state (the sync skips it).
+    An unknown bug adds a note and leaves the event without state (the sync skips it). A refused key (401/403:
+    a bad key, or one whose user may not see this private bug) is a `ConfigError`: the change waits, with the
+    reason in view, until the key is fixed.
     """
     if event.source != bugzilla.NAME or event.has_state:
         return event
@@ -296,6 +298,8 @@ def enrich(
         bug = client.bug(event.item_key)
         description = description_of(client.comments(event.item_key))
     except BugzillaError as exc:
+        if exc.status in (401, 403):
+            raise ConfigError(f"{exc.reason}: the change waits until BUGZILLA_API_KEY can read the bug") from None
         log.warning("could not fetch a Bugzilla bug: %s", exc, extra={"item": event.item_key})
         return dataclasses.replace(event, notes=(*event.notes, f"could not fetch the bug from Bugzilla: {exc}"))
     fields = {**event.fields, **fields_of(bug, settings.bugzilla_url, description)}
