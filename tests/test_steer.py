@@ -20,7 +20,7 @@ from bridge.settings import load_settings
 from bridge.sources.github.webhook import GitHubSource
 from bridge.store import calllog, claims
 from bridge.store import schema as db
-from testkit.factories import comment_event, github_request, issues_event
+from testkit.factories import BASE_TIME, comment_event, github_request, issues_event
 from testkit.fakes.zoho import FakeZoho
 from testkit.harness import GITHUB_SECRET, in_process_env
 
@@ -207,6 +207,39 @@ def test_a_restored_backup_then_recover_gives_no_item_a_second_issue(tmp_path, f
     assert sorted(i["name"] for i in issues) == [f"after the restore {n}" for n in range(1, 7)]
     notes = [e.detail for e in story.tell(runtime.engine, "github", "acme/web#5").entries if e.kind == "decision"]
     assert any("adopted existing Zoho issue" in n for n in notes), notes
+
+
+def test_a_comment_copied_after_the_backup_and_redelivered_after_the_restore_is_not_posted_twice(tmp_path, fake):
+    """After a restore the database has lost the comments the bridge copied since the backup, and the deliveries
+    that carried them: a sender's redelivery (GitHub's "Redeliver") is new to it. `links recover` remembers the
+    window; a comment from it is looked for on its issue by its marker before it is posted."""
+    runtime = runtime_for(tmp_path, fake)
+    deliver(runtime, "issues", issues_event("opened", number=1))
+    sync(runtime, 1)
+    calllog.heartbeat(runtime.engine)
+    database = Path(runtime.settings.database_url.removeprefix("sqlite:///"))
+    runtime.engine.dispose()
+    backup = tmp_path / "backup.db"
+    shutil.copy(database, backup)
+    recent = time.time() - BASE_TIME.timestamp() - 60  # the fake source's times count from BASE_TIME
+    comment = comment_event("created", comment_id=70, text="Bisected to the cookie change", commented=recent)
+    deliver(runtime, "issue_comment", comment, delivery="d-70")
+    sync(runtime, 1)
+    (issue,) = fake.issues()
+    assert len(fake.comments(issue["id"])) == 1
+    runtime.engine.dispose()
+    for suffix in ("-wal", "-shm"):
+        Path(str(database) + suffix).unlink(missing_ok=True)
+    shutil.copy(backup, database)  # the restore
+    recover(runtime.engine, runtime.registry, runtime.zoho, time.time() - 3600)
+    deliver(runtime, "issue_comment", comment, delivery="d-70")  # redelivered: the database does not know it
+    later = comment_event("created", comment_id=71, text="Fixed in the next build", commented=recent + 30)
+    deliver(runtime, "issue_comment", later, delivery="d-71")  # a new one: posted
+    sync(runtime, 1)
+    texts = [c.get("content") or c.get("comment") or "" for c in fake.comments(issue["id"])]
+    assert len(texts) == 2 and sum("Bisected" in t for t in texts) == 1, texts
+    notes = [ev.notes or "" for ev in store.list_events(runtime.engine) if ev.event_name == "issue_comment.created"]
+    assert any("comment found in Zoho by its marker" in n for n in notes), notes
 
 
 def test_adopt_existing_by_source_url_and_an_ambiguous_item_is_left_unlinked_with_the_reason(tmp_path, fake):

@@ -26,6 +26,7 @@ from bridge.core import rules, talkback
 from bridge.core.claim import ClaimedItem
 from bridge.core.journal import SENT, ZOHO_COMMENT, ZOHO_CREATE, ZOHO_RECHECK, ZOHO_UPDATE, Operation
 from bridge.core.plan import StateStep, comment_ts
+from bridge.core.recover import maybe_posted_before_restore
 from bridge.events import NormalizedEvent
 from bridge.mapping import RoutingError, external_id_of, render_comment, translate
 from bridge.mapping.model import IssueDraft, Mapping
@@ -684,6 +685,12 @@ class Applier:
                 self.recheck_later(item)
             else:
                 item.journal.confirmed(ZOHO_COMMENT, comment.id, result=zoho_comment_id)
+        elif existing is None and maybe_posted_before_restore(item.engine, ts):
+            # posted by this bridge before its database was restored from a backup: find it, never post it twice
+            zoho_comment_id = self.client.find_comment(portal, project, issue_id, needle)
+            if zoho_comment_id is not None:
+                item.journal.confirmed(ZOHO_COMMENT, comment.id, result=zoho_comment_id)
+                self.note(item, ev, "comment found in Zoho by its marker (copied before a restore): not posted again")
         if zoho_comment_id is None:
             zoho_comment_id = self.send(
                 item,

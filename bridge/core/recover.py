@@ -13,6 +13,11 @@ list shows it):
   first create finds the issue by a database lookup and adopts it, without a Zoho call;
 - an item linked to another issue already has two: reported, never changed.
 
+Comments are not listed (that would be a call per issue of the project): the window [TIME, now] is remembered, and
+a source comment from that window that the database has no link for is looked for on its issue by its marker
+before it is posted (`comment_window`, used by bridge/core/apply.py). A delivery redelivered after the restore
+(the sender's "Redeliver" button, a backfill, a resync) finds its comment instead of posting it twice.
+
 `db upgrade` runs it by itself when it finds a restore: the sweeper writes the database's heartbeat every ten
 seconds, so a database whose last heartbeat is older than RESTORE_GAP_SECONDS was restored (or stopped that long);
 it recovers from that heartbeat, less a margin. A stop costs one list call per project (nothing unknown is found).
@@ -20,6 +25,7 @@ it recovers from that heartbeat, less a margin. A stop costs one list call per p
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -29,6 +35,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
+from bridge import store
 from bridge.mapping import MappingRegistry
 from bridge.store import calllog, found, journal, links, steer
 from bridge.store.clock import db_now
@@ -40,6 +47,8 @@ log = logging.getLogger("bridge.recover")
 MARKER = re.compile(r"^\[issue-bridge:(?P<id>.+)\]$")
 URLS = re.compile(r"https?://[^\s<>\"'`)\]]+")
 RESTORE_GAP_SECONDS = 900.0  # a heartbeat older than this when `db upgrade` runs: a restore (or a long stop)
+COMMENT_WINDOW_KEY = "recover.comment_window"  # kv: {"since", "until"} (database time) of comments maybe unknown
+WINDOW_CACHE_SECONDS = 30.0  # a worker reads the window this often (it changes when `links recover` runs)
 RESTORE_MARGIN_SECONDS = 3600.0  # recover from this long before the last heartbeat
 CLOCK_SLACK = 600.0  # Zoho's clock against the database's
 PATIENCE_SECONDS = 3600.0  # how long a command waits for Zoho's budget in all
@@ -185,7 +194,40 @@ def recover(
             _settle(engine, seen, report, actor)
     with engine.begin() as conn:  # recovered: the heartbeat is fresh again, so `db upgrade` does not repeat it
         calllog.touch_heartbeat(conn)
+        now = db_now(conn)
+    _widen_comment_window(engine, since, now)
     return report
+
+
+def _widen_comment_window(engine: Engine, since: float, until: float) -> None:
+    old = _read_window(engine)
+    lo, hi = (min(since, old[0]), max(until, old[1])) if old else (since, until)
+    store.kv_set(engine, COMMENT_WINDOW_KEY, json.dumps({"since": lo, "until": hi}))
+    _window_cache.pop(id(engine), None)
+
+
+def _read_window(engine: Engine) -> tuple[float, float] | None:
+    raw = store.kv_get(engine, COMMENT_WINDOW_KEY)
+    try:
+        data = json.loads(raw) if raw else None
+        return (float(data["since"]), float(data["until"])) if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+_window_cache: dict[int, tuple[float, tuple[float, float] | None]] = {}
+
+
+def maybe_posted_before_restore(engine: Engine, comment_ts: float) -> bool:
+    """Whether a source comment of this time may have been copied to Zoho by a database that was since restored
+    from a backup (its link lost): then it is looked for by its marker before it is posted. Read from the
+    database at most every WINDOW_CACHE_SECONDS per process (monotonic clock: a process-local cache)."""
+    cached = _window_cache.get(id(engine))
+    if cached is None or time.monotonic() - cached[0] > WINDOW_CACHE_SECONDS:
+        cached = (time.monotonic(), _read_window(engine))
+        _window_cache[id(engine)] = cached
+    window = cached[1]
+    return window is not None and window[0] - CLOCK_SLACK <= comment_ts <= window[1] + CLOCK_SLACK
 
 
 def _unlinked(engine: Engine, portal: str, issue_id: str) -> bool:
