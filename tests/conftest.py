@@ -8,13 +8,31 @@ session fails listing them: the bridge made a call its tables (and so its docume
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+from _pytest.logging import catching_logs
 
 from testkit.fakes.server import UNDECLARED_LOG
+
+# pytest's log capture, on entering each test phase, walks `logging`'s table of loggers without `logging`'s lock.
+# Threads our in-process tests leave running (an app's wake-up publisher reaching for its broker, a fake server's
+# handler) create loggers lazily as they first import a module; when one did during that walk, the phase failed
+# with "dictionary changed size during iteration" (tests/test_source_bugzilla.py, once in five runs). Entering
+# under the lock that `logging.getLogger` itself takes makes the walk and a new logger one after the other.
+_enter_unlocked = catching_logs.__enter__
+
+
+def _enter_locked(self: catching_logs) -> Any:
+    with logging._lock:  # type: ignore[attr-defined]  # an RLock: the handler calls inside take it again
+        return _enter_unlocked(self)
+
+
+catching_logs.__enter__ = _enter_locked  # type: ignore[method-assign]
 
 
 def pytest_configure(config: pytest.Config) -> None:
