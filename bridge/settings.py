@@ -357,6 +357,15 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network 
 # What `load_dotenv` put into os.environ at start-up ({name: value}): the real environment is the rest, and it
 # wins over .env (override=False), at start-up and at every reload alike.
 _DOTENV_APPLIED: dict[str, str] = {}
+
+
+def real_environment() -> dict[str, str]:
+    """This process's environment without what it took from `.env`: what a process it starts must inherit, so that
+    the child reads `.env` itself and follows its edits (given as environment, `.env`'s values would win over
+    `.env` in the child: an edit of a key present at start-up would never reach it)."""
+    return {k: v for k, v in os.environ.items() if _DOTENV_APPLIED.get(k) != v}
+
+
 # URL scheme -> (module, what to install): the drivers the optional URLs need.
 DRIVERS = {
     "postgresql+psycopg": ("psycopg", "pip install 'issue-bridge[postgres]'"),

@@ -220,3 +220,33 @@ def test_a_worker_restarted_by_sighup_comes_back_and_processes_deliveries(tmp_pa
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(40)
+
+
+def test_an_edit_of_a_dotenv_value_set_at_start_reaches_the_running_processes(tmp_path):
+    """`.env` is each child's to read: the supervisor hands them its real environment, not what it took from `.env`
+    (given as environment, the start-up value won over every later edit: `zoho connect` left a running bridge in
+    dry-run, and a changed webhook secret kept the old one accepted)."""
+    from bridge.settings import write_env_values
+    from testkit.factories import github_request, issues_event
+
+    env = _home(tmp_path)
+    env.pop("GITHUB_WEBHOOK_SECRET")
+    write_env_values(tmp_path / ".env", {"GITHUB_WEBHOOK_SECRET": "the-first-secret"})
+    port = free_port()
+    proc = _start(tmp_path, env, port)
+
+    def post(secret: str, number: int) -> int:
+        body, headers = github_request(secret, "issues", issues_event("opened", number=number))
+        url = f"http://127.0.0.1:{port}/webhooks/github"
+        return requests.post(url, data=body, headers=headers, timeout=10).status_code
+
+    try:
+        _running(tmp_path, proc, port)
+        assert post("the-first-secret", 1) == 200
+        write_env_values(tmp_path / ".env", {"GITHUB_WEBHOOK_SECRET": "the-second-secret"})
+        wait_for(lambda: post("the-second-secret", 2) == 200, 30, what="the web process to take the new secret")
+        assert post("the-first-secret", 3) == 401
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(40)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from bridge.settings import Settings
+from bridge.settings import Settings, real_environment
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE_SECONDS = 15.0
@@ -168,7 +168,8 @@ class Supervisor:
             if self.settings.embedded_broker:
                 ensure_embedded_redis(self.settings)
             for name, cmd in commands(self.settings, self.host, self.port, self.concurrency).items():
-                env = {**os.environ, "BRIDGE_HOME": str(self.settings.home)}  # children find the same home
+                # children find the same home, and read its .env themselves (they follow its edits)
+                env = {**real_environment(), "BRIDGE_HOME": str(self.settings.home)}
                 proc = subprocess.Popen(cmd, cwd=self.settings.home, env=env, preexec_fn=_die_with_parent)
                 self.children.append(Child(name, proc))
             return self._watch()
