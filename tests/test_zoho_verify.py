@@ -15,7 +15,7 @@ from testkit.harness import REPO
 PROJECT = "1752587000000097024"
 
 
-def run_verify(tmp_path, fake: FakeZoho, dialect: str = "projects", *extra: str):
+def run_verify(tmp_path, fake: FakeZoho, dialect: str = "projects", *extra: str, project: str = PROJECT):
     mappings = tmp_path / "mappings"
     mappings.mkdir(exist_ok=True)
     shutil.copy(REPO / "mappings" / "examples" / "github.yaml", mappings / "github.yaml")
@@ -32,7 +32,7 @@ def run_verify(tmp_path, fake: FakeZoho, dialect: str = "projects", *extra: str)
         "ZOHO_PORTAL_ID": fake.portal_id,
         "ZOHO_RATE_LIMIT_PER_MINUTE": "0",
     }
-    result = CliRunner().invoke(main, ["zoho", "verify", "--project", PROJECT, *extra], env=env)
+    result = CliRunner().invoke(main, ["zoho", "verify", "--project", project, *extra], env=env)
     return result
 
 
@@ -207,3 +207,17 @@ def test_verify_reports_the_throttle_form_it_meets_and_stops(tmp_path, form):
         assert len(fake.api_calls()) == 9  # the eight allowed and the one refused: nothing into the block
         assert "delete test issue" in result.output and "by hand" in result.output
         assert learned(tmp_path, fake)["throttle_form"].startswith(f"HTTP {form}")
+
+
+def test_a_verify_of_a_wrong_project_changes_nothing_the_workers_know(tmp_path):
+    """Bad input changes nothing: a run that makes no test issue (here a project id that does not exist) settles
+    nothing, so what an earlier run stored stays. Before, it was wiped at the start and `custom_field=refused` was
+    stored from the failed create, whatever its cause: every worker then left the custom field out."""
+    with FakeZoho(host_dialect="projects", custom_field="accepted") as fake:
+        assert run_verify(tmp_path, fake, "projects").exit_code == 0
+        before = learned(tmp_path, fake)
+        assert before["custom_field"] == "accepted" and before["cfid"]
+        result = run_verify(tmp_path, fake, "projects", project="999")
+        assert result.exit_code == 1, result.output
+        assert "nothing stored" in result.output and "learned (stored" not in result.output
+        assert learned(tmp_path, fake) == before

@@ -99,8 +99,9 @@ def zoho_verify(
     """Make every call the bridge will make, in order, with a clearly labelled test issue that is deleted
     at the end (read back, listed as the poll lists changes, assigned, given a small attachment, moved and
     moved back, commented, closed); print Zoho's answers, a verdict per call, what the bridge will do where a
-    call is refused, and the throttle form Zoho answered with if it throttled the run. What is learned is
-    stored and used by every worker. Exits 1 when the bridge cannot work here."""
+    call is refused, and the throttle form Zoho answered with if it throttled the run. What a run that made its
+    test issue learned replaces what every worker uses; a run that made none (a wrong project) stores nothing but
+    a throttle form. Exits 1 when the bridge cannot work here."""
     from bridge.mapping import MappingRegistry
     from bridge.sources import KNOWN_FIELDS
     from bridge.targets.zoho.verify import Verifier
@@ -127,9 +128,11 @@ def zoho_verify(
     report = verifier.run()
     click.echo(f"Zoho self-test: {client.dialect} dialect, portal {portal}, project {project}\n")
     click.echo(report.table())
-    if report.learned:
+    if report.learned and report.stored:
         learned = ", ".join(f"{k}={v}" for k, v in sorted(report.learned.items()))
         click.echo(f"\nlearned (stored for every worker): {learned}")
+    elif not report.stored:
+        click.echo("\nnothing stored: the run made no test issue, so what every worker knows of this portal stays")
     if not report.ok:
         click.echo("\nthe bridge cannot work with this portal as configured:", err=True)
         for reason in report.fatal:

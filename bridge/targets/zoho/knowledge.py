@@ -32,12 +32,15 @@ class Knowledge:
     def __init__(self, engine: Engine | None) -> None:
         self._engine = engine
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._pinned: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def get(self, portal: str) -> dict[str, Any]:
         if self._engine is None:
             return {}
         with self._lock:
+            if portal in self._pinned:
+                return self._pinned[portal]
             cached = self._cache.get(portal)
             if cached and time.monotonic() - cached[0] < TTL:
                 return cached[1]
@@ -60,8 +63,21 @@ class Knowledge:
             self._cache[portal] = (time.monotonic(), merged)
         return merged
 
-    def forget(self, portal: str) -> None:
-        if self._engine is not None:
-            store.kv_set(self._engine, KEY + portal, "{}")
+    def assume(self, portal: str, facts: dict[str, Any]) -> None:
+        """This process acts on `facts` for the portal, whatever is stored: `zoho verify` tests from a clean slate
+        without changing what every worker reads before it has settled anything."""
         with self._lock:
-            self._cache.pop(portal, None)
+            self._pinned[portal] = dict(facts)
+
+    def release(self, portal: str) -> None:
+        """Back to what is stored (a `zoho verify` that settled nothing)."""
+        with self._lock:
+            self._pinned.pop(portal, None)
+
+    def replace(self, portal: str, facts: dict[str, Any]) -> None:
+        """What a conclusive `zoho verify` found replaces what was stored."""
+        if self._engine is not None:
+            store.kv_set(self._engine, KEY + portal, json.dumps(facts, sort_keys=True))
+        with self._lock:
+            self._pinned.pop(portal, None)
+            self._cache[portal] = (time.monotonic(), dict(facts))

@@ -46,6 +46,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     learned: dict[str, Any] = field(default_factory=dict)
     fatal: list[str] = field(default_factory=list)
+    stored: bool = False  # what was learned replaced the portal's stored facts (the run reached a created issue)
 
     @property
     def ok(self) -> bool:
@@ -88,6 +89,7 @@ class Verifier:
         self.run_id = uuid.uuid4().hex[:10]
         self.external_id = f"verify:{self.run_id}"
         self.issue_id: str | None = None
+        self.created = False  # the test issue was made: the run is conclusive
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -172,7 +174,7 @@ class Verifier:
         token = self.step("token", "POST /oauth/v2/token", c.tokens.get, fatal=True, on_refused="nothing works")
         if token is None:
             return self.report
-        c.knowledge.forget(self.portal)  # settle everything afresh: what a run finds replaces what was stored
+        c.knowledge.assume(self.portal, {})  # test afresh; the stored facts stay until this run settles them
         if self.projects:
             self.step("portals", "GET /api/v3/portals", c.portals)
             self._metadata()
@@ -193,8 +195,14 @@ class Verifier:
                     on_refused=f"delete test issue {self.issue_id} by hand",
                 )
         self._throttle_row()
-        if self.report.learned:
-            c.knowledge.learn(self.portal, **self.report.learned)
+        if self.created:  # conclusive: what it found replaces what was stored
+            c.knowledge.replace(self.portal, self.report.learned)
+            self.report.stored = True
+        else:  # a wrong project, a refused scope, a throttle: what workers know stays, but for Zoho's throttle form
+            c.knowledge.release(self.portal)
+            if "throttle_form" in self.report.learned:
+                c.knowledge.learn(self.portal, throttle_form=self.report.learned["throttle_form"])
+                self.report.stored = True
         return self.report
 
     def _throttle_row(self) -> None:
@@ -296,8 +304,7 @@ class Verifier:
             on_refused="retried without the custom field" if with_field else "the bridge cannot create issues",
             fatal=not with_field,
         )
-        if self.issue_id is None and with_field:
-            self.learn(custom_field="refused")
+        if self.issue_id is None and with_field and not self.throttled:
             body.pop(self.external_id_field or "", None)
             self.external_id_field = None
             self.issue_id = self.step(
@@ -307,8 +314,10 @@ class Verifier:
                 fatal=True,
                 on_refused="the bridge cannot create issues",
             )
-            if self.issue_id:
+            if self.issue_id:  # only the field made the difference: that is what Zoho refused
+                self.learn(custom_field="refused")
                 self.report.rows[-1].action = "custom field refused by Zoho: the description marker carries the id"
+        self.created = bool(self.issue_id)
 
     def _lifecycle(self, base: str) -> None:
         c = self.client
