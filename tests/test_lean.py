@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -152,3 +153,16 @@ def test_a_duplicate_through_the_group_commit_counts_nothing(engine, n):  # noqa
         series = counters.read_all(conn)
     assert [v for _labels, v in series[counters.DELIVERIES]] == [1.0]
     assert [v for _labels, v in series[counters.EVENTS_STORED]] == [1.0]
+
+
+def test_importing_the_tasks_starts_no_broker(tmp_path):
+    """A test or a script that imports `workers` (the tasks, their log filters) leaves nothing running: only a
+    worker or beat process starts the embedded Redis (before, `make test` left one behind, parented to init)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "DATABASE_URL", "BRIDGE_DATA_DIR")}
+    env["BRIDGE_HOME"] = str(tmp_path)
+    subprocess.run([sys.executable, "-c", "import workers.tasks"], env=env, check=True, timeout=60)
+    assert not (tmp_path / "var" / "redis.sock").exists()
+    assert not (tmp_path / "var" / "redis.pid").exists()
