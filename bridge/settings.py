@@ -98,6 +98,9 @@ class Settings:
     attachment_hosts: tuple[str, ...] = ()  # extra hosts attachments may be fetched from (trusted, may be private)
     # Reverse proxies whose X-Forwarded-For / -Proto / -Host are believed (bridge/web/proxy.py); none by default.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    port: int = 8000  # `issue-bridge run`'s web port (the Procfile's gunicorn takes $PORT itself)
+    web_concurrency: int = 2  # gunicorn worker processes
+    web_threads: int = 64  # threads per gunicorn worker
     from_environment: bool = False  # read from the process environment and .env: a SettingsWatcher may reload it
     env_stamp: tuple[int, int] | None = None  # the .env read then (mtime_ns, size): later edits are the watcher's
 
@@ -284,8 +287,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         zoho_rate_limit_per_minute=_int(
             env, "ZOHO_RATE_LIMIT_PER_MINUTE", PROJECTS_LIMIT if dialect == "projects" else PLANS[plan][0]
         ),
-        zoho_timeout_seconds=_float(env, "ZOHO_TIMEOUT_SECONDS", 20.0),
-        zoho_rate_window_seconds=_float(
+        zoho_timeout_seconds=_positive(env, "ZOHO_TIMEOUT_SECONDS", 20.0),
+        zoho_rate_window_seconds=_positive(
             env, "ZOHO_RATE_WINDOW_SECONDS", PROJECTS_WINDOW if dialect == "projects" else 60.0
         ),
         github_webhook_secret=env.get("GITHUB_WEBHOOK_SECRET", ""),
@@ -329,6 +332,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         attachment_max_bytes=_int(env, "ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024, minimum=1024),
         attachment_hosts=tuple(h.strip().lower() for h in env.get("ATTACHMENT_HOSTS", "").split(",") if h.strip()),
         trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
+        port=_port(env, "PORT", 8000),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", 2, minimum=1),
+        web_threads=_int(env, "WEB_THREADS", 64, minimum=1),
         from_environment=from_environment,
         env_stamp=env_stamp,
     )
@@ -410,6 +416,20 @@ def datacentre_mismatch(settings: Settings) -> str | None:
     )
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if value <= 0:
+        raise SettingsError(f"{name}: must be above 0, got {value:g}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default, minimum=1)
+    if value > 65535:
+        raise SettingsError(f"{name}: expected a TCP port from 1 to 65535, got {value}")
+    return value
+
+
 def _share(env: Mapping[str, str], name: str, default: float) -> float:
     value = _float(env, name, default)
     if not 0 < value <= 1:
@@ -472,6 +492,9 @@ RESTART_NEEDED = {
     "log_level": "LOG_LEVEL",
     "bugzilla_poll_seconds": "BUGZILLA_POLL_SECONDS",
     "zoho_poll_seconds": "ZOHO_POLL_SECONDS",
+    "port": "PORT",
+    "web_concurrency": "WEB_CONCURRENCY",
+    "web_threads": "WEB_THREADS",
 }
 log = logging.getLogger("bridge.settings")
 

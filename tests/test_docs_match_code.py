@@ -23,7 +23,7 @@ from bridge.targets.zoho.grant import ATTACHMENT_SCOPES, SCOPES
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{2,}$")
-ENV_READERS = {"get", "getenv", "_int", "_float", "_url", "_share", "_networks", "pop"}
+ENV_READERS = {"get", "getenv", "_int", "_float", "_positive", "_port", "_url", "_share", "_networks", "pop"}
 
 
 def _settings_in_code() -> set[str]:

@@ -30,6 +30,14 @@ def env(tmp_path: Path, **extra: str) -> dict[str, str]:
         ("ZOHO_TIMEOUT_SECONDS", "soon"),
         ("ZOHO_TIMEOUT_SECONDS", "nan"),
         ("ZOHO_TIMEOUT_SECONDS", "inf"),
+        ("ZOHO_TIMEOUT_SECONDS", "0"),  # requests refuses a zero timeout: every call would fail
+        ("ZOHO_RATE_WINDOW_SECONDS", "0"),  # a budget per zero seconds: `status` divided by it
+        ("PORT", "abc"),
+        ("PORT", "99999"),
+        ("PORT", "0"),
+        ("WEB_THREADS", "abc"),
+        ("WEB_THREADS", "0"),
+        ("WEB_CONCURRENCY", "0"),
         ("RETRY_BASE_SECONDS", "-2"),
         ("MAX_WEBHOOK_BYTES", "10"),
         ("ZOHO_API_BASE", "projectsapi.zoho.com"),

@@ -73,11 +73,12 @@ def test_an_edit_is_taken_a_broken_one_refused_and_restart_only_settings_announc
     _edit(home, ZOHO_DIALECT="projects")
     assert watcher.check() is not None and watcher.problem is None and watcher.settings.github_webhook_secret == "third"
 
-    _edit(home, DATABASE_URL=f"sqlite:///{home}/elsewhere.db", LOG_LEVEL="DEBUG")
+    _edit(home, DATABASE_URL=f"sqlite:///{home}/elsewhere.db", LOG_LEVEL="DEBUG", WEB_THREADS="32")
     assert watcher.check() is None  # nothing this process can take
-    assert watcher.pending_restart == ["DATABASE_URL", "LOG_LEVEL"]
-    assert watcher.settings.database_url == settings.database_url
-    assert any("DATABASE_URL, LOG_LEVEL changed: restart needed" in r.getMessage() for r in caplog.records)
+    assert watcher.pending_restart == ["DATABASE_URL", "LOG_LEVEL", "WEB_THREADS"]
+    assert watcher.settings.database_url == settings.database_url and watcher.settings.web_threads == 64
+    message = "DATABASE_URL, LOG_LEVEL, WEB_THREADS changed: restart needed"
+    assert any(message in r.getMessage() for r in caplog.records)
 
 
 def test_the_real_environment_still_wins_over_dotenv(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,6 +101,22 @@ def test_the_web_process_takes_a_new_secret_and_admin_token_without_restart(home
     body, headers = github_request(NEW, "issues", issues_event("opened", number=2))
     assert client.post("/webhooks/github", data=body, headers=headers).json["status"] == "accepted"
     assert client.get("/admin/login").status_code == 200
+    app.extensions["bridge"].engine.dispose()
+
+
+def test_trusted_proxies_added_to_dotenv_apply_without_a_restart(home: Path) -> None:
+    """TRUSTED_PROXIES is read per request (before, the proxy layer kept its start-up value and said nothing)."""
+    app = create_app(load_settings())
+    client = app.test_client()
+    forwarded = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "bridge.example"}
+
+    def front() -> str:  # the front page names the webhook URLs as a sender reaches them
+        return client.get("/", headers=forwarded).get_data(as_text=True)
+
+    assert "https://bridge.example/webhooks/github" not in front()
+    _edit(home, TRUSTED_PROXIES="127.0.0.1")
+    client.get("/healthz")  # the request that takes the edit over
+    assert "https://bridge.example/webhooks/github" in front()
     app.extensions["bridge"].engine.dispose()
 
 

@@ -43,10 +43,10 @@ def main(home: Path | None) -> None:
 
 
 @main.command()
-@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "8000")), show_default="8000 or $PORT")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="the web port  [default: PORT, else 8000]")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--concurrency", default=2, show_default=True, help="worker processes")
-def run(port: int, host: str, concurrency: int) -> None:
+def run(port: int | None, host: str, concurrency: int) -> None:
     """Start web + worker + beat (and, on the embedded default, the private Redis).
 
     Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops all of them; if one dies, the others are stopped
@@ -63,7 +63,7 @@ def run(port: int, host: str, concurrency: int) -> None:
     supervisor = Supervisor(
         settings,
         host=host,
-        port=port,
+        port=settings.port if port is None else port,
         concurrency=concurrency,
         say=click.echo,
         warn=lambda line: click.echo(line, err=True),

@@ -17,7 +17,6 @@ X-Forwarded-Proto.
 """
 
 import json
-import os
 
 from gunicorn import util
 from gunicorn.glogging import Logger
@@ -27,13 +26,13 @@ from bridge.settings import SettingsError, load_settings
 
 # A bad setting stops the server here with one line naming it (loading the app would print a traceback).
 try:
-    load_settings()
+    _settings = load_settings()
 except SettingsError as exc:
     fatal(str(exc))
 
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _settings.web_concurrency
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "64"))  # per worker: each trickling client can hold one
+threads = _settings.web_threads  # per worker: each trickling client can hold one
 worker_connections = 1000
 keepalive = 5
 timeout = 30  # heartbeat only: with gthread a slow request never counts against it

@@ -36,7 +36,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("bridge")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_webhook_bytes
     # Behind a reverse proxy: the client's address, scheme and host, believed only from TRUSTED_PROXIES.
-    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
+    app.wsgi_app = TrustedProxies(  # type: ignore[method-assign]
+        app.wsgi_app,
+        lambda: runtime.settings.trusted_proxies,  # read per request: a .env edit applies
+    )
     app.session_interface = admin_guard.HttpsAwareSessionInterface()  # the admin cookie: Secure over HTTPS
     if settings.trusted_proxies:
         log.info(

@@ -52,10 +52,16 @@ def _last(value: str | None) -> str:
 
 
 class TrustedProxies:
-    def __init__(self, app: WSGIApp, networks: tuple[Network, ...]) -> None:
+    def __init__(self, app: WSGIApp, networks: tuple[Network, ...] | Callable[[], tuple[Network, ...]]) -> None:
+        """`networks`: the trusted proxies, or where to read them each request (the settings a `.env` edit
+        replaces: TRUSTED_PROXIES applies without a restart, like every setting but the few that cannot)."""
         self.app = app
-        self.networks = networks
+        self._networks = networks
         self._warned = False
+
+    @property
+    def networks(self) -> tuple[Network, ...]:
+        return self._networks() if callable(self._networks) else self._networks
 
     def trusted(self, address: Address | None) -> bool:
         return address is not None and any(address in network for network in self.networks)
