@@ -8,7 +8,7 @@ PIP_INSTALL := $(PY) -m pip install --progress-bar on --disable-pip-version-chec
 .PHONY: help run test e2e lint typecheck format clean
 
 help:  ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 $(PY):
 	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

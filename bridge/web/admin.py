@@ -225,7 +225,7 @@ def logout() -> Response:
 # -- pages ------------------------------------------------------------------------------------------------
 
 
-@bp.get("/")
+@bp.get("/", strict_slashes=False)  # `/admin` too: no HTML redirect before the guard answers
 def dashboard() -> str:
     engine = _engine()
     status = request.args.get("status") or None
