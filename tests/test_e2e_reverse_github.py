@@ -182,6 +182,7 @@ def test_zoho_webhook_endpoint(tmp_path, fakes):
         reads = len(zoho.api_calls("GET"))
         unlinked = _post_hook(stack, {"issue_id": "1752587000000999999", "status": "Closed"})
         assert unlinked.status_code == 200 and unlinked.json()["status"] == "ignored"
+        assert "event_id" in unlinked.json() and unlinked.json()["event_id"] is None  # every delivery answer has it
         assert len(zoho.api_calls("GET")) == reads  # nothing fetched for an issue that is not ours
 
         # The body's status is never trusted: it says Closed, Zoho says Open → nothing happens. The request

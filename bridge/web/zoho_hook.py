@@ -47,7 +47,7 @@ def zoho_webhook(token: str) -> tuple[Response, int]:
         return _answer("error", 400, error='expected a JSON object with "issue_id" (the Zoho issue id, digits)')
     link = operator.link_by_issue(runtime.engine, issue_id)
     if link is None or not link.zoho_issue_id or link.state != "linked":
-        return _answer("ignored", reason="the issue is not linked to a source item")
+        return _answer("ignored", event_id=None, reason="the issue is not linked to a source item")
     event_id, _ = zoho_poll.nudge(
         runtime.engine, link, status=None, modified=None, dedup_key=f"zoho-hook:{issue_id}:{uuid.uuid4().hex}"
     )
