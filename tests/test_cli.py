@@ -113,3 +113,31 @@ def test_mappings_check_asks_zoho_for_the_names_when_it_can(env):
         assert "github.yaml:" in result.output and "Majr" in result.output and "Major" in result.output
         offline = CliRunner().invoke(main, ["mappings", "check", "--offline", env["MAPPINGS_DIR"]], env=env)
         assert offline.exit_code == 0  # the file itself is valid; only Zoho knows the name is wrong
+
+
+def test_dry_run_of_a_bugherd_body_without_its_event_asks_for_it(tmp_path, env):
+    from testkit.factories_trackers import bugherd_event
+
+    payload = tmp_path / "task.json"
+    payload.write_text(json.dumps(bugherd_event("task_create")))
+    result = CliRunner().invoke(main, ["dry-run", "bugherd", str(payload)], env=env)
+    assert result.exit_code != 0
+    assert "give --event, one of task_create, task_update, comment, task_destroy" in result.output
+    assert "None" not in result.output
+
+
+def test_resume_of_what_is_not_paused_says_so_once(tmp_path, env):
+    assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
+    result = CliRunner().invoke(main, ["resume", "github"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "was not paused: nothing to resume" in result.output and "resumed" not in result.output
+
+
+def test_metrics_names_its_charset_once(tmp_path, env, monkeypatch):
+    from bridge.settings import load_settings
+    from bridge.web import create_app
+
+    app = create_app(load_settings(env, read_dotenv=False))
+    answer = app.test_client().get("/metrics")
+    assert answer.status_code == 200 and answer.headers["Content-Type"].count("charset") == 1
+    app.extensions["bridge"].engine.dispose()

@@ -861,6 +861,12 @@ def dry_run(source: str, payload: Path, event_name: str | None, as_json: bool) -
     if source == "github":
         event_name = _github_event_for(body, event_name)
         headers["X-GitHub-Event"] = event_name
+    path_events = getattr(parsers[source], "path_events", ())  # a source whose URL, not its body, names the event
+    if path_events and event_name is None:
+        raise click.ClickException(
+            f"a {source} body does not say which event it is (its URL does): give --event, one of "
+            + ", ".join(path_events)
+        )
     try:
         event = parsers[source].parse(body, headers, event_name)
     except IgnoredEvent as exc:

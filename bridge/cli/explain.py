@@ -56,8 +56,10 @@ def _show(t: object) -> None:
     click.echo("next:")
     for line in t.next:
         click.echo(f"  - {line}")
-    shown = f"the newest {t.events_shown} of {t.events_total}" if t.events_shown < t.events_total else "every"
-    click.echo(f"story ({shown} event(s); --all for every one):")
+    if t.events_shown < t.events_total:
+        click.echo(f"story (the newest {t.events_shown} of {t.events_total} events; --all for every one):")
+    else:
+        click.echo(f"story ({t.events_total} event(s)):")
     for e in t.entries:
         click.echo(f"  {_when(e.at)}  {e.kind:<9} {e.title}")
         for line in (e.detail or "").splitlines()[:6]:

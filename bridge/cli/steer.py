@@ -78,6 +78,9 @@ def resume_command(what: str, source: str | None) -> None:
         was, items = steer.resume(engine, target, "cli")
     except steer.SteerError as exc:
         raise click.ClickException(str(exc)) from None
+    if not was and not items:
+        click.echo(f"{target.describe()} was not paused: nothing to resume")
+        return
     if not was:
         click.echo(f"{target.describe()} was not paused")
     wake(settings, items)

@@ -140,4 +140,4 @@ def prometheus_metrics() -> Response | tuple[Response, int]:
             return jsonify({"status": "error", "error": "metrics need Authorization: Bearer <METRICS_TOKEN>"}), 401
     ready = check_readiness(runtime, current_app.extensions["celery"])
     text = metrics.render(runtime.engine).decode() if ready.database_ok else ""
-    return Response(text + readiness_metrics(ready), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    return Response(text + readiness_metrics(ready), content_type="text/plain; version=0.0.4; charset=utf-8")
