@@ -125,8 +125,10 @@ def check_id(name: str, value: Any, *, allow_text: bool = True) -> int:
         raise BadDelivery(f"{name}: expected an integer id, got a boolean")
     if isinstance(value, str) and allow_text:
         text = value.strip()
-        if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        if not (text.isascii() and text.isdigit()):
             raise BadDelivery(f"{name}: expected an id of ASCII digits, got {value[:40]!r}")
+        if len(text) > 19:  # past 2**63-1 whatever its digits: said as the range, not as a format
+            raise BadDelivery(f"{name}: id {text[:40]}{'…' if len(text) > 40 else ''} is out of range (1 to {MAX_ID})")
         value = int(text)
     if not isinstance(value, int):
         raise BadDelivery(f"{name}: expected an integer id, got {type(value).__name__}")
