@@ -116,3 +116,15 @@ def test_every_command_has_help_text():
 
     missing = [name for name, command in walk(main, "") if not (command.help or "").strip()]
     assert missing == []
+
+
+def test_db_upgrade_says_whether_it_created_upgraded_or_found_the_schema_current(tmp_path):
+    from click.testing import CliRunner
+
+    from bridge.cli import main
+
+    env = {"BRIDGE_HOME": str(tmp_path), "BROKER_URL": "redis://127.0.0.1:1/0"}
+    first = CliRunner().invoke(main, ["db", "upgrade"], env=env)
+    assert first.exit_code == 0 and "created the database, schema" in first.output, first.output
+    again = CliRunner().invoke(main, ["db", "upgrade"], env=env)
+    assert again.exit_code == 0 and "schema is up to date" in again.output, again.output

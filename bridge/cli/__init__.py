@@ -115,10 +115,17 @@ def db_upgrade() -> None:
     create an issue a second time.
     """
     from bridge.cli.recover import restore_check
+    from bridge.store import schema as db
 
     settings = _settings()
-    engine = _engine(settings, create=True)
-    click.echo(f"schema is up to date ({_where(settings)})")
+    engine = db.make_engine(settings.database_url)
+    upgraded = db.ensure_schema(engine)
+    if upgraded is None:
+        click.echo(f"schema is up to date ({_where(settings)})")
+    elif upgraded[0] is None:
+        click.echo(f"created the database, schema {upgraded[1]} ({_where(settings)})")
+    else:
+        click.echo(f"schema upgraded from {upgraded[0]} to {upgraded[1]} ({_where(settings)})")
     restore_check(settings, engine)
 
 

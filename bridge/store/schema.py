@@ -487,19 +487,24 @@ def _alembic_config(connection):  # type: ignore[no-untyped-def]
     return config
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Run the Alembic migrations to head once, under a cross-process lock (never race at boot)."""
+def ensure_schema(engine: Engine) -> tuple[str | None, str] | None:
+    """Run the Alembic migrations to head once, under a cross-process lock (never race at boot). Returns None when
+    the schema was at head already, else (the revision it was at: None for a new database, the head)."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     with engine.connect() as conn:
         config = _alembic_config(conn)
-        head = ScriptDirectory.from_config(config).get_current_head()
+        head = str(ScriptDirectory.from_config(config).get_current_head())
         if MigrationContext.configure(conn).get_current_revision() == head:
-            return  # the common case: nothing to do, no lock taken
+            return None  # the common case: nothing to do, no lock taken
     with _schema_lock(engine), engine.begin() as conn:
+        before = MigrationContext.configure(conn).get_current_revision()
+        if before == head:
+            return None  # another process upgraded it meanwhile
         command.upgrade(_alembic_config(conn), "head")
+    return before, head
 
 
 def check_database(engine: Engine) -> str | None:
