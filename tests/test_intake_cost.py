@@ -1,0 +1,74 @@
+"""Intake's per-delivery work (issue 24): what was taken off the hot path still gives the same answers.
+
+- nesting depth is measured on what `json.loads` parsed, not by two regular-expression passes over the raw
+  bytes: the same depths are accepted and refused, with the same message, and a body too deep for the parser
+  itself is still refused for its depth;
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bridge.events import BadDelivery
+from bridge.sources.common import load_json_object
+from bridge.sources.validate import MAX_DEPTH, check_depth, depth_of
+
+
+def _nested(levels: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for n in range(levels):
+        value = [value] if n % 2 else {"k": value, "s": "]]]]}}}}"}
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        [],
+        {"a": 1},
+        {"a": [1, {"b": []}]},
+        {"s": "[[[[{{{{", "t": ["]]]", {"u": '\\"[{'}]},
+        _nested(MAX_DEPTH - 1),
+        _nested(MAX_DEPTH),
+        _nested(MAX_DEPTH + 1),
+        _nested(200),
+        {"wide": [[i, {"x": [i]}] for i in range(50)], "deep": _nested(10)},
+    ],
+)
+def test_the_depth_of_the_parsed_body_is_the_depth_of_its_text(value):
+    body = json.dumps(value).encode()
+    text_depth = _text_depth(body)
+    assert depth_of(json.loads(body)) == text_depth
+    if text_depth <= MAX_DEPTH and isinstance(value, dict):
+        assert load_json_object(body) == value
+    elif text_depth > MAX_DEPTH:
+        with pytest.raises(BadDelivery, match=f"nested {text_depth} levels deep, more than the {MAX_DEPTH} allowed"):
+            load_json_object(body)
+
+
+def _text_depth(body: bytes) -> int:
+    try:
+        check_depth(body, limit=0)
+    except BadDelivery as exc:
+        return int(exc.reason.split("nested ")[1].split(" ")[0])
+    return 0
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 990, 5_000, 100_000])
+def test_a_body_too_deep_is_refused_for_its_depth_even_past_the_parsers_own_limit(levels):
+    body = b'{"a":' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+    with pytest.raises(BadDelivery, match=f"nested {levels} levels deep"):
+        load_json_object(body)
+
+
+def test_broken_json_is_refused_as_before():
+    with pytest.raises(BadDelivery, match="not valid JSON"):
+        load_json_object(b'{"action": "opened')
+    with pytest.raises(BadDelivery, match="a string is not terminated"):
+        load_json_object(b'{"a": "' + b'\\"' * 1000)
+    with pytest.raises(BadDelivery, match="must be a JSON object, got list"):
+        load_json_object(b"[1, 2]")
