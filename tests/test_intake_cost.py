@@ -3,6 +3,8 @@
 - nesting depth is measured on what `json.loads` parsed, not by two regular-expression passes over the raw
   bytes: the same depths are accepted and refused, with the same message, and a body too deep for the parser
   itself is still refused for its depth;
+- a wake-up for a batch of items carries them all, described in a few characters instead of a repr of the batch;
+- the answer to an accepted delivery is the JSON it always was.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from typing import Any
 import pytest
 
 from bridge.events import BadDelivery
+from bridge.process.broker import TASK_WAKE_ITEMS
 from bridge.sources.common import load_json_object
 from bridge.sources.validate import MAX_DEPTH, check_depth, depth_of
+from bridge.web.publisher import WakePublisher
+from testkit.harness import wait_for
 
 
 def _nested(levels: int, leaf: Any = 1) -> Any:
@@ -72,3 +77,36 @@ def test_broken_json_is_refused_as_before():
         load_json_object(b'{"a": "' + b'\\"' * 1000)
     with pytest.raises(BadDelivery, match="must be a JSON object, got list"):
         load_json_object(b"[1, 2]")
+
+
+def test_a_batch_wake_up_carries_every_item_and_a_short_description_of_them():
+    from tests.test_lean import RecordingCelery
+
+    celery = RecordingCelery()
+    publisher = WakePublisher(celery, min_interval=0.3)  # type: ignore[arg-type]
+    publisher.wake("github", "acme/web#0")
+    wait_for(lambda: celery.sent, 5, interval=0.005, what="the first wake-up")
+    for n in range(1, 101):
+        publisher.wake("github", f"acme/web#{n}")
+    wait_for(lambda: len(celery.sent) >= 2, 5, interval=0.005, what="the batch")
+    name, args = celery.sent[1]
+    assert name == TASK_WAKE_ITEMS
+    assert sorted(item for _source, item in args[0]) == sorted(f"acme/web#{n}" for n in range(1, 101))  # type: ignore[index]
+    # What Celery shows for the arguments (logs, monitoring): not a repr of a hundred items built per message.
+    assert celery.options == {"argsrepr": "(100 items)"}
+
+
+def test_an_accepted_delivery_is_answered_with_the_json_it_always_was(tmp_path):
+    from flask import jsonify
+
+    from testkit.factories import github_request, issues_event
+    from tests.test_intake_github import URL, make_app
+
+    app = make_app(tmp_path, MAX_WEBHOOK_BYTES="1000000")
+    secret = app.extensions["bridge"].settings.github_webhook_secret
+    body, headers = github_request(secret, "issues", issues_event("opened"))
+    r = app.test_client().post(URL, data=body, headers=headers)
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    with app.app_context():
+        assert r.data == jsonify({"status": "accepted", "event_id": r.json["event_id"]}).data  # type: ignore[index]
+    assert r.json == {"status": "accepted", "event_id": 1}

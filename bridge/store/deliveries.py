@@ -301,11 +301,15 @@ def _record_transfer(engine: Engine, delivery: Delivery) -> Recorded:
 
 
 class _Job:
+    """A delivery handed to the writer; `done` is a lock held until the writer has its outcome (one lock, where an
+    Event builds a Condition and a lock per wait)."""
+
     __slots__ = ("delivery", "done", "error", "result")
 
     def __init__(self, delivery: Delivery) -> None:
         self.delivery = delivery
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result: Recorded | None = None
         self.error: BaseException | None = None
 
@@ -338,7 +342,7 @@ class GroupWriter:
         job = _Job(delivery)
         self._queue.put(job)
         self._ensure_thread()
-        if not job.done.wait(timeout):
+        if not job.done.acquire(timeout=timeout):
             raise TimeoutError(f"the delivery was not stored within {timeout:g} s")
         if job.error is not None:
             raise job.error
@@ -388,7 +392,7 @@ class GroupWriter:
             fairy = _keep(fairy, exc)
             if len(jobs) == 1:
                 jobs[0].error = exc
-                jobs[0].done.set()
+                jobs[0].done.release()
                 return fairy
         for job in jobs:  # only a bad delivery fails
             try:
@@ -396,7 +400,7 @@ class GroupWriter:
             except BaseException as exc:
                 fairy = _keep(fairy, exc)
                 job.error = exc
-                job.done.set()
+                job.done.release()
         return fairy
 
     def _store(self, fairy: Any, lock_fd: int | None, jobs: list[_Job]) -> Any:
@@ -412,7 +416,7 @@ class GroupWriter:
         self.batches += 1
         for job, result in zip(jobs, results, strict=True):
             job.result = result
-            job.done.set()
+            job.done.release()
         return fairy
 
 
