@@ -4,21 +4,26 @@
   bytes: the same depths are accepted and refused, with the same message, and a body too deep for the parser
   itself is still refused for its depth;
 - a wake-up for a batch of items carries them all, described in a few characters instead of a repr of the batch;
-- the answer to an accepted delivery is the JSON it always was.
+- the answer to an accepted delivery is the JSON it always was;
+- the group commit's batch is stored in a few statements (bindings read at once, one INSERT for the events, one
+  for the counters), with the same outcome per delivery as one at a time.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from bridge.events import BadDelivery
+from bridge.events import BadDelivery, NormalizedEvent
 from bridge.process.broker import TASK_WAKE_ITEMS
 from bridge.sources.common import load_json_object
 from bridge.sources.validate import MAX_DEPTH, check_depth, depth_of
 from bridge.web.publisher import WakePublisher
+from testkit.dbs import engine  # noqa: F401  (the fixture)
+from testkit.factories import github_issue_id, issues_event
 from testkit.harness import wait_for
 
 
@@ -99,7 +104,7 @@ def test_a_batch_wake_up_carries_every_item_and_a_short_description_of_them():
 def test_an_accepted_delivery_is_answered_with_the_json_it_always_was(tmp_path):
     from flask import jsonify
 
-    from testkit.factories import github_request, issues_event
+    from testkit.factories import github_request
     from tests.test_intake_github import URL, make_app
 
     app = make_app(tmp_path, MAX_WEBHOOK_BYTES="1000000")
@@ -110,3 +115,72 @@ def test_an_accepted_delivery_is_answered_with_the_json_it_always_was(tmp_path):
     with app.app_context():
         assert r.data == jsonify({"status": "accepted", "event_id": r.json["event_id"]}).data  # type: ignore[index]
     assert r.json == {"status": "accepted", "event_id": 1}
+
+
+def test_one_batch_stores_new_deliveries_once_each_under_their_bound_handles(engine):  # noqa: F811
+    """The group commit's batch in one INSERT: first deliveries of an issue under two names land under one handle,
+    a bound issue under its handle, a copy of a delivery (stored before, or earlier in the same batch) stores
+    nothing and gets the first copy's id, and the counters count each stored delivery once."""
+    from sqlalchemy import func, select
+
+    from bridge import store
+    from bridge.store import counters
+    from bridge.store import schema as db
+    from bridge.store.deliveries import Delivery, store_batch
+    from tests.test_identity import WEB_ID, parse, renamed
+
+    earlier = parse("issues", issues_event("opened", number=2))  # acme/web#2: bound before the batch
+    issue_2 = github_issue_id("acme/web", 2)
+    renamed_2 = issues_event("edited", number=2, repo="acme/site", repo_id=WEB_ID, issue_id=issue_2)
+    first_copy = store.record_delivery(engine, earlier, dedup_key="e2", headers={}, payload=b"{}")
+    batch = [
+        Delivery(parse("issues", issues_event("opened")), "d1", {}, b"{}"),  # acme/web#1: its first delivery
+        Delivery(parse("issues", renamed("edited", updated=1)), "d2", {}, b"{}"),  # the same issue, renamed
+        Delivery(parse("issues", issues_event("opened")), "d1", {}, b"{}"),  # d1 again, in the same batch
+        Delivery(parse("issues", renamed_2), "d4", {}, b"{}"),  # acme/web#2 renamed: its binding stands
+        Delivery(earlier, "e2", {}, b"{}"),  # stored before the batch
+        Delivery(_bug(7), "b7", {}, b"{}"),  # no identity
+    ]
+    fairy = engine.raw_connection()
+    try:
+        results = store_batch(engine, fairy, batch)
+    finally:
+        fairy.close()
+    assert [(fresh, key) for _id, fresh, key in ((r[0], r[1], r.item_key) for r in results)] == [
+        (True, "acme/web#1"),
+        (True, "acme/web#1"),
+        (False, "acme/web#1"),
+        (True, "acme/web#2"),
+        (False, "acme/web#2"),
+        (True, "7"),
+    ]
+    assert results[2][0] == results[0][0] and results[4][0] == first_copy[0]
+    with engine.connect() as conn:
+        rows = conn.execute(select(db.events.c.id, db.events.c.dedup_key, db.events.c.item_key)).all()
+        series = counters.read_all(conn)
+        bindings = conn.execute(select(func.count()).select_from(db.item_identities)).scalar()
+    assert sorted((key, item) for _id, key, item in rows) == [
+        ("b7", "7"),
+        ("d1", "acme/web#1"),
+        ("d2", "acme/web#1"),
+        ("d4", "acme/web#2"),
+        ("e2", "acme/web#2"),
+    ]
+    assert {r[0] for r in results if r[1]} | {first_copy[0]} == {row[0] for row in rows}
+    assert bindings == 2
+    assert (
+        sum(v for _labels, v in series[counters.DELIVERIES]) == 5
+    )  # e2 before the batch, and d1, d2, d4, b7: copies count nothing
+    assert sum(v for _labels, v in series[counters.EVENTS_STORED]) == 5
+
+
+def _bug(n: int) -> NormalizedEvent:
+    return NormalizedEvent(
+        source="bugzilla",
+        item_kind="bug",
+        item_key=str(n),
+        action="created",
+        event_name="bug.create",
+        source_ts=datetime.now(UTC),
+        fields={"summary": f"bug {n}"},
+    )
