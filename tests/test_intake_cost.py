@@ -25,6 +25,7 @@ from bridge.web.publisher import WakePublisher
 from testkit.dbs import engine  # noqa: F401  (the fixture)
 from testkit.factories import github_issue_id, issues_event
 from testkit.harness import wait_for
+from tests.test_settings_reload import home  # noqa: F401  (the fixture)
 
 
 def _nested(levels: int, leaf: Any = 1) -> Any:
@@ -184,3 +185,45 @@ def _bug(n: int) -> NormalizedEvent:
         source_ts=datetime.now(UTC),
         fields={"summary": f"bug {n}"},
     )
+
+
+def test_a_look_at_dotenv_does_not_wait_while_another_thread_takes_an_edit_over(home):  # noqa: F811
+    """Every request looks at .env; while one thread reloads an edit (a slow read, a slow database), the others'
+    looks that find nothing new answer at once instead of queueing on the reload."""
+    import threading
+    import time
+
+    from bridge.settings import SettingsWatcher, load_settings
+
+    watcher = SettingsWatcher(load_settings(), min_interval=0)
+    with watcher._lock:  # another thread is in the middle of taking an edit over
+        started = time.monotonic()
+        looked: list[object] = []
+        thread = threading.Thread(target=lambda: looked.append(watcher.check()))
+        thread.start()
+        thread.join(2)
+        assert looked == [None] and time.monotonic() - started < 1
+
+
+def test_log_lines_written_from_many_threads_at_once_are_each_whole(tmp_path, capfd):
+    """Lines are built outside the handler's lock: each is still one whole JSON line."""
+    import logging
+    import threading
+
+    from bridge.process.logs import configure_logging
+    from bridge.settings import load_settings
+
+    configure_logging(load_settings({"BRIDGE_DATA_DIR": str(tmp_path), "LOG_LEVEL": "INFO"}, read_dotenv=False))
+    log = logging.getLogger("bridge.intake")
+
+    def write(t: int) -> None:
+        for n in range(200):
+            log.info("delivery accepted", extra={"source": "github", "event_id": t * 1000 + n, "item": "x" * 300})
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if '"delivery accepted"' in line]
+    assert sorted(line["event_id"] for line in lines) == sorted(t * 1000 + n for t in range(8) for n in range(200))
