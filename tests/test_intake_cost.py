@@ -5,8 +5,8 @@
   itself is still refused for its depth;
 - a wake-up for a batch of items carries them all, described in a few characters instead of a repr of the batch;
 - the answer to an accepted delivery is the JSON it always was;
-- the group commit's batch is stored in a few statements (bindings read at once, one INSERT for the events, one
-  for the counters), with the same outcome per delivery as one at a time.
+- the group commit's batch is stored (on PostgreSQL in a few statements: bindings read at once, one INSERT for
+  the events, one for the counters) with the same outcome per delivery as one at a time, on both databases.
 """
 
 from __future__ import annotations
@@ -119,9 +119,9 @@ def test_an_accepted_delivery_is_answered_with_the_json_it_always_was(tmp_path):
 
 
 def test_one_batch_stores_new_deliveries_once_each_under_their_bound_handles(engine):  # noqa: F811
-    """The group commit's batch in one INSERT: first deliveries of an issue under two names land under one handle,
-    a bound issue under its handle, a copy of a delivery (stored before, or earlier in the same batch) stores
-    nothing and gets the first copy's id, and the counters count each stored delivery once."""
+    """The group commit's batch (on PostgreSQL in one INSERT): first deliveries of an issue under two names land
+    under one handle, a bound issue under its handle, a copy of a delivery (stored before, or earlier in the same
+    batch) stores nothing and gets the first copy's id, and the counters count each stored delivery once."""
     from sqlalchemy import func, select
 
     from bridge import store

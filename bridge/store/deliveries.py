@@ -13,12 +13,13 @@ statements as the guarantees allow:
   an identity is filed under one handle before any worker can claim it. A transfer (an event naming a
   previous identity) goes through `identities.resolve`, in a transaction of its own.
 
-A batch of several deliveries (the group commit below) takes fewer statements than one at a time: the bindings
-of its identities read in one statement per source, every event row in one multi-row INSERT (`RETURNING` the
-key of each row stored), and the counter deltas of the rows stored in one more, summed per series; only an
-identity's first delivery still costs a statement of its own: for N deliveries of known items 3 statements
-instead of 2N (PostgreSQL) or 3N (SQLite). On PostgreSQL each is a round trip; on SQLite, whose statements are
-cheap next to writing the rows, the CPU is about the same as row by row (docs/benchmarks.md).
+On PostgreSQL a batch of several deliveries (the group commit below) takes fewer statements than one at a
+time: the bindings of its identities read in one statement per source, every event row in one multi-row INSERT
+(`RETURNING` the key of each row stored), and the counter deltas of the rows stored in one more, summed per
+series; only an identity's first delivery still costs a statement of its own: for N deliveries of known items 3
+round trips instead of 2N. SQLite stores a batch row by row in its one transaction: its statements are cheap
+next to writing the rows' pages, and the multi-row form measured no faster there, slower at 8 senders
+(docs/benchmarks.md).
 
 The SQL is compiled once per dialect (plain text, the driver's parameter style) and run on the DBAPI cursor,
 skipping SQLAlchemy's per-statement machinery; the table and column names are schema.py's.
@@ -229,10 +230,10 @@ def store_batch(engine: Engine, fairy: Any, batch: list[Delivery]) -> list[Recor
     try:
         if dialect == "sqlite":
             cursor.execute("BEGIN IMMEDIATE")
-        if len(batch) == 1:  # one delivery: its own statements (on PostgreSQL the deltas ride in the INSERT)
-            results = [_store(cursor, sql, dialect, batch[0])]
-        else:
+        if dialect == "postgresql" and len(batch) > 1:  # a round trip per statement: a batch in a few
             results = _store_all(cursor, sql, dialect, batch)
+        else:  # SQLite (statements are cheap next to the rows' pages: measured no faster in a batch), or one
+            results = [_store(cursor, sql, dialect, delivery) for delivery in batch]
         fairy.commit()
         return results
     except engine.dialect.loaded_dbapi.Error as exc:
@@ -294,10 +295,10 @@ def _store(cursor: Any, sql: _Statements, dialect: str, delivery: Delivery) -> R
 
 
 def _store_all(cursor: Any, sql: _Statements, dialect: str, batch: list[Delivery]) -> list[Recorded]:
-    """The batch's rows in as few statements as the guarantees allow: the identities' bindings read at once (a
-    first delivery's made one by one, in order), every event row in one INSERT, the counter deltas of the rows
-    stored in one more (summed per series). A delivery whose key is stored already, before or earlier in this
-    batch, stores nothing and gets the first copy's id and handle."""
+    """PostgreSQL: the batch's rows in as few statements as the guarantees allow: the identities' bindings read
+    at once (a first delivery's made one by one, in order), every event row in one INSERT, the counter deltas of
+    the rows stored in one more (summed per series). A delivery whose key is stored already, before or earlier in
+    this batch, stores nothing and gets the first copy's id and handle."""
     events = _filed_all(cursor, sql, dialect, [delivery.event for delivery in batch])
     rows = [
         row_values(event, d.dedup_key, d.headers, d.payload, d.next_attempt_at, d.origin)
@@ -342,7 +343,7 @@ def _filed_all(cursor: Any, sql: _Statements, dialect: str, events: list[Normali
         if event.identity:
             key = bound.get((event.source, event.identity))
             if key is None:
-                event = _filed(cursor, sql, event, unbound=True)
+                event = _filed(cursor, sql, event)
                 bound[(event.source, event.identity)] = event.item_key
             elif key != event.item_key:
                 event = dataclasses.replace(event, item_key=key)
@@ -350,15 +351,11 @@ def _filed_all(cursor: Any, sql: _Statements, dialect: str, events: list[Normali
     return out
 
 
-def _filed(cursor: Any, sql: _Statements, event: NormalizedEvent, *, unbound: bool = False) -> NormalizedEvent:
-    """The event under the handle its identity is bound to, binding it now if this is its first delivery.
-    `unbound`: this transaction read no binding for it; on SQLite, whose write transaction excludes every other
-    writer, that stands, so the binding is made without reading again."""
+def _filed(cursor: Any, sql: _Statements, event: NormalizedEvent) -> NormalizedEvent:
+    """The event under the handle its identity is bound to, binding it now if this is its first delivery."""
     keys = {"source": event.source, "identity": event.identity, "item_key": event.item_key}
-    row = None
-    if sql.resolve or not unbound:
-        cursor.execute(sql.resolve or sql.bound, keys)
-        row = cursor.fetchone()
+    cursor.execute(sql.resolve or sql.bound, keys)
+    row = cursor.fetchone()
     if row is None and sql.resolve:  # PostgreSQL: a concurrent first delivery's binding, committed meanwhile
         cursor.execute(sql.bound, keys)
         row = cursor.fetchone()
