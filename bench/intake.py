@@ -59,14 +59,16 @@ from bench.common import (
 )
 
 LEVELS = (1, 8, 32)
-THREADS = {"request thread": "SyncWorker.run (", "wake-publisher thread": "WakePublisher._run ("}
+THREADS = {
+    "request threads": "ThreadWorker.handle (",  # gunicorn gthread
+    "intake writer": "GroupWriter._run (",
+    "wake-publisher thread": "WakePublisher._run (",
+}
 # The steps of the intake view, for the profile summary.
 FOCUS = (
     "GitHubSource.verify",
     "GitHubSource.parse",
-    "record_delivery",
-    "do_ping",
-    "Engine.begin",
+    "GroupWriter.record",
     "WakePublisher.wake",
     "Logger.info",
     "jsonify",
@@ -205,9 +207,10 @@ def profile_pass(stack: BridgeStack, bare: GunicornServer, count: int, numbers: 
             result = run_load_forked(port, requests, TARGET_LEVEL, 60)
         print(f"   profiled {name}: {result.rps:.0f} req/s under py-spy, on-CPU samples (raw stacks: {out})")
         profile_split(out, THREADS, title=f"{name}: on-CPU samples by thread")
-        summarize_profile(out, "SyncWorker.handle (", top=25, title=f"{name}: request thread, per connection")
+        summarize_profile(out, "ThreadWorker.handle (", top=25, title=f"{name}: request threads, per request")
     bridge_out = out_dir / "intake-bridge.pyspy.txt"
     summarize_profile(bridge_out, "handle (bridge/web/intake.py", top=12, title="bridge: the view", focus=FOCUS)
+    summarize_profile(bridge_out, "GroupWriter._run (", top=12, title="bridge: intake writer thread")
     summarize_profile(bridge_out, "WakePublisher._run (", top=12, title="bridge: wake-publisher thread")
 
 

@@ -535,11 +535,16 @@ class SettingsWatcher:
         now = time.monotonic()
         if not self._requested and now - self._checked < self.min_interval:
             return None
+        # The look itself takes no lock: under load every request thread makes one, and queueing them behind one
+        # another's stat cost more than the stat. Only a change (or a request) is taken over under the lock.
+        if _stamp(self.path) == self._stamp and not self._requested:
+            self._checked = now
+            return None
         with self._lock:
             self._checked = now
             stamp = _stamp(self.path)
             if stamp == self._stamp and not self._requested:
-                return None
+                return None  # another thread took this edit over meanwhile
             self._stamp, self._requested = stamp, False
             return self._reload()
 

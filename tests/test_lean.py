@@ -88,8 +88,9 @@ class RecordingCelery:
     def __init__(self) -> None:
         self.sent: list[tuple[str, object]] = []
 
-    def send_task(self, name: str, args: object) -> None:
+    def send_task(self, name: str, args: object, **options: object) -> None:
         self.sent.append((name, args))
+        self.options = options
 
 
 def test_the_publisher_sends_a_lone_wake_up_at_once_and_one_message_per_interval_in_a_burst():

@@ -96,10 +96,37 @@ def make_formatter() -> logging.Formatter:
     return TextFormatter() if _terminal() else JsonFormatter()
 
 
+class _LineHandler(logging.StreamHandler):
+    """A StreamHandler that builds the line before taking its lock: only the write is serialized, so threads
+    logging at once (intake's request threads, one line per delivery) do not queue behind one another's
+    formatting. The filters and the formatter hold no state of their own between records."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        rv = bool(self.filter(record))
+        if not rv:
+            return rv
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return rv
+        self.acquire()
+        try:
+            self.stream.write(line)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+        finally:
+            self.release()
+        return rv
+
+
 def configure_logging(settings: Settings) -> None:
     for secret in settings.secrets():
         redactor.add(secret)
-    handler = logging.StreamHandler(_real_stderr())
+    handler = _LineHandler(_real_stderr())
     handler.setFormatter(make_formatter())
     handler.addFilter(redactor)
     root = logging.getLogger()

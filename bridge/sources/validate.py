@@ -1,7 +1,8 @@
 """The validation boundary at intake: what a delivery must be before anything is stored.
 
 Two layers, both raising `BadDelivery` naming the field and the rule (answered 400):
-- the raw body, before `json.loads` can recurse: bounded nesting depth (`check_depth`);
+- the body's JSON: bounded nesting depth (`check_parsed_depth` on what `json.loads` parsed; `json.loads`'s own
+  recursion is bounded by the interpreter's, and a body too deep for it is measured by `check_depth` on the bytes);
 - the normalized event, after a source parsed it (`check_event`): every string valid Unicode without NUL
   and within its column's length, ids in range, field values flat (nothing a template could recurse into;
   `FLAT_RECORD_FIELDS` may be one record of scalars),
@@ -61,6 +62,23 @@ def check_depth(body: bytes, limit: int = MAX_DEPTH) -> None:
     if not brackets:
         return
     depth = max(accumulate(1 if c in b"[{" else -1 for c in brackets))
+    if depth > limit:
+        raise BadDelivery(f"body: nested {depth} levels deep, more than the {limit} allowed")
+
+
+def depth_of(value: Any) -> int:
+    """How many levels of objects and lists a parsed JSON value nests (a scalar: 0), level by level, no recursion."""
+    depth, level = 0, [value] if type(value) in (dict, list) else []
+    while level:
+        depth += 1
+        level = [v for o in level for v in (o.values() if type(o) is dict else o) if type(v) in (dict, list)]
+    return depth
+
+
+def check_parsed_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+    """`check_depth` for a value `json.loads` already parsed (its own recursion is bounded: deeper bodies raise
+    RecursionError); the same answer, in a fraction of the time (no pass over the raw text)."""
+    depth = depth_of(value)
     if depth > limit:
         raise BadDelivery(f"body: nested {depth} levels deep, more than the {limit} allowed")
 

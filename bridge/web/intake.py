@@ -7,6 +7,7 @@ identify the source → size → verify the raw bytes → parse into one Normali
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -41,6 +42,12 @@ KEPT_HEADERS = (
     "X-GitHub-Hook-ID",
 )
 
+# Where the WSGI environ holds each of them (what werkzeug's `request.headers` looks up, without its per-lookup
+# key translation).
+_KEPT_ENVIRON = tuple(
+    (name, "CONTENT_TYPE" if name == "Content-Type" else "HTTP_" + name.upper().replace("-", "_"))
+    for name in KEPT_HEADERS
+)
 
 # The `answer` label of a refused delivery in /metrics.
 REFUSED_ANSWERS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 408: "timeout", 413: "too_large"}
@@ -86,7 +93,10 @@ class BodyTimeout(Exception):
 
 
 def _answer(status: str, code: int = 200, **extra: object) -> tuple[Response, int]:
-    return jsonify({"status": status, **extra}), code
+    # What `jsonify` writes (sorted keys, compact, a final newline), without its per-call lookups of the app's
+    # JSON provider: every accepted delivery is answered here.
+    text = json.dumps({"status": status, **extra}, separators=(",", ":"), sort_keys=True)
+    return Response(f"{text}\n", code, mimetype="application/json"), code
 
 
 def _count(source: str, event: str, answer: str) -> None:
@@ -247,7 +257,8 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
         _count(source_name, _event_label(source, body, headers, event_hint), "ignored")
         return _answer("ignored", reason=reason, event_id=None)
     secret_header = runtime.settings.bugzilla_webhook_header.lower()
-    kept = {h: headers[h] for h in KEPT_HEADERS if h in headers and h.lower() != secret_header}
+    environ = request.environ
+    kept = {h: environ[key] for h, key in _KEPT_ENVIRON if key in environ and h.lower() != secret_header}
     if event_hint:
         kept["X-Bridge-Event"] = event_hint
     recorded = _writer().record(Delivery(event, dedup_key, kept, body))
