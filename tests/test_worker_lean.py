@@ -3,6 +3,7 @@ the operators read is still all there.
 
 - a Zoho call's log row rides in the item's next fenced step (4 transactions per edit, not 5), and the call log,
   its counters and the story show every call, a call made by a worker that then lost its claim included;
+- a call with no window, rate or quota to spend takes no write transaction, and still honours the shared block;
 
 Each test runs on SQLite and, when BRIDGE_TEST_POSTGRES_URL names a server, on PostgreSQL.
 """
@@ -18,6 +19,8 @@ from sqlalchemy import event, select, update
 from sqlalchemy.engine import Engine
 
 from bridge import store
+from bridge.outbound.budget import Budgets, Limit
+from bridge.outbound.errors import LimitWait
 from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.sources.github.webhook import GitHubSource
@@ -78,8 +81,9 @@ def test_an_edit_takes_four_transactions_and_the_call_log_shows_its_call(engine,
     counted = Transactions(runtime.engine)
     runtime.sync.process_item("github", ITEM)
     assert [i["name"] for i in fake.issues()] == ["second"]
-    # claim + read, the budget, the step that marks the update sent, the finish (the call's row is in it)
-    assert counted.commits == 4
+    # claim + read, the step that marks the update sent, the finish (the call's row is in it); the budget,
+    # with no limit to spend, is a read
+    assert counted.commits == 3
     logged = [m for m, p, _ in zoho_call_log(runtime) if "/issues" in p]
     assert logged == issue_calls_seen_by_zoho(fake) == ["POST", "PATCH"]
     [edit] = [e for e in store.list_events(runtime.engine) if e.event_name == "issues.edited"]
@@ -107,3 +111,27 @@ def test_a_call_made_by_a_worker_that_then_lost_its_claim_is_still_logged(engine
     logged = [m for m, p, _ in zoho_call_log(slow) if "/issues" in p]
     assert logged == issue_calls_seen_by_zoho(fake)  # every call Zoho saw is in the log, the lost worker's too
     assert logged.count("POST") >= 2
+
+
+def test_a_call_with_no_limit_to_spend_takes_no_write_lock_and_still_waits_for_a_block(tmp_path):
+    """ZOHO_RATE_LIMIT_PER_MINUTE=0 (no limit enforced by the bridge): a call has nothing to spend, so it does not
+    queue behind other processes' writes for the database's write lock; a block another process set still stops
+    it."""
+    sqlite = db.make_engine(f"sqlite:///{tmp_path}/bridge.db")
+    db.ensure_schema(sqlite)
+    budgets = Budgets(sqlite)
+    budgets.register(Limit("zoho"))  # no window, no quota
+    writer = sqlite.raw_connection()  # another process in the middle of a write transaction
+    writer.cursor().execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        assert budgets.take(["zoho"], hold=0) == 0.0
+        assert time.monotonic() - started < 1.0
+    finally:
+        writer.rollback()
+        writer.close()
+    Budgets(sqlite).block("zoho", 30, "Zoho throttled another worker")
+    with pytest.raises(LimitWait) as wait:
+        budgets.take(["zoho"], hold=0)
+    assert "another worker" in wait.value.reason and 25 < (wait.value.retry_after or 0) <= 30
+    sqlite.dispose()
