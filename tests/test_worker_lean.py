@@ -4,6 +4,8 @@ the operators read is still all there.
 - a Zoho call's log row rides in the item's next fenced step (4 transactions per edit, not 5), and the call log,
   its counters and the story show every call, a call made by a worker that then lost its claim included;
 - a call with no window, rate or quota to spend takes no write transaction, and still honours the shared block;
+- a burst of deliveries is synced by a few Celery tasks of several items, shared by the worker processes, not by
+  a task per item; every issue is still made once.
 
 Each test runs on SQLite and, when BRIDGE_TEST_POSTGRES_URL names a server, on PostgreSQL.
 """
@@ -28,7 +30,8 @@ from bridge.store import schema as db
 from testkit.dbs import engine  # noqa: F401  (the fixture)
 from testkit.factories import github_request, issues_event
 from testkit.fakes.zoho import FakeZoho
-from testkit.harness import GITHUB_SECRET, in_process_env
+from testkit.harness import GITHUB_SECRET, BridgeStack, in_process_env, wait_for
+from workers import tasks
 
 SOURCE = GitHubSource(GITHUB_SECRET)
 ITEM = "acme/web#1"
@@ -135,3 +138,34 @@ def test_a_call_with_no_limit_to_spend_takes_no_write_lock_and_still_waits_for_a
         budgets.take(["zoho"], hold=0)
     assert "another worker" in wait.value.reason and 25 < (wait.value.retry_after or 0) <= 30
     sqlite.dispose()
+
+
+def test_a_burst_is_cut_into_shares_every_item_once_in_order():
+    for n in (1, 2, 3, 7, 10, 23, 60, 500):
+        items = [["github", f"acme/web#{i}"] for i in range(n)]
+        shares = tasks.shares(items)
+        assert [item for share in shares for item in share] == items
+        assert len(shares) >= min(n, tasks.SPREAD)  # every process of a worker's pool takes a share
+        assert max(len(share) for share in shares) <= tasks.ITEMS_PER_TASK
+    assert tasks.shares([]) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.scale_out
+def test_a_burst_is_synced_by_fewer_tasks_than_items_and_every_issue_made_once(tmp_path):
+    fake = FakeZoho().start()
+    stack = BridgeStack(tmp_path, fake).start()
+    try:
+        numbers = range(100, 140)
+        for n in numbers:
+            assert stack.github("issues", issues_event("opened", number=n)).status_code == 200
+        wait_for(lambda: len(fake.issues()) >= len(numbers), 90, what="every issue in Zoho")
+        stack.wait_idle()
+        made = sorted(i.get("external_id") for i in fake.issues())
+        assert made == sorted(f"github:acme/web#{n}" for n in numbers)  # each once
+        received = [line for line in stack.log_text().splitlines() if "workers.tasks.sync_item" in line]
+        received = [line for line in received if "received" in line]
+        assert 0 < len(received) < 0.75 * len(numbers), received[:3]
+    finally:
+        stack.stop()
+        fake.stop()
