@@ -88,6 +88,7 @@ class Options:
     backlog: int
     redis_db: int
     profile_dir: Path | None
+    profile_cpu: bool = False
 
 
 # -- reading the fake ---------------------------------------------------------------------------------------
@@ -197,7 +198,9 @@ def drain_phase(stack: BridgeStack, fake: FakeZoho, numbers: Numbers, opts: Opti
     reqs = github_requests(stack.port, opts.drain, first_number=first)
     profiler = None
     if opts.profile_dir is not None:
-        profiler = PySpy(stack.procs["worker1"].pid, opts.profile_dir / "delivery-worker.pyspy.txt", idle=True)
+        profiler = PySpy(
+            stack.procs["worker1"].pid, opts.profile_dir / "delivery-worker.pyspy.txt", idle=not opts.profile_cpu
+        )
         profiler.__enter__()
     try:
         with CpuMeter(cpu_groups(stack, workers), self_name="this process (sender + FakeZoho)") as meter:
@@ -448,6 +451,7 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=15, help="Redis db number for redis-pg (must be empty)")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during the drain (wall time)")
     parser.add_argument("--profile-dir", default="bench/profiles")
+    parser.add_argument("--profile-cpu", action="store_true", help="with --profile: on-CPU samples, not wall time")
     parser.add_argument("--before", metavar="REF", help="also run the latency and drain on this git revision")
     parser.add_argument("--rounds", type=int, default=2, help="with --before: rounds of (before, after)")
     parser.add_argument("--json", help="write the figures to this file")
@@ -468,6 +472,7 @@ def main() -> None:
         backlog=args.backlog or (25 if args.quick else 75),
         redis_db=args.redis_db,
         profile_dir=profile_dir,
+        profile_cpu=args.profile_cpu,
     )
     info = print_header("delivery: webhook to Zoho through the worker(s), against FakeZoho")
     results: dict[str, Any] = {"machine": info}
@@ -485,7 +490,7 @@ def main() -> None:
             profile_dir / "delivery-worker.pyspy.txt",
             "SyncService.process_item (",
             top=30,
-            title="worker pool processes during the drain, wall time",
+            title=f"worker pool processes during the drain, {'on-CPU samples' if opts.profile_cpu else 'wall time'}",
         )
     if not args.skip_backlog:
         with store_config(opts.config, opts.redis_db) as config, temp_dir("bench-backlog-") as tmp:

@@ -11,11 +11,18 @@ Phases: a new issue, an edit, a comment on a linked item. (The figures of the de
 claims of issue #11, measured with a frozen copy of it that was removed since, are kept in docs/benchmarks.md.)
 
     .venv/bin/python bench/sync_db_ops.py [--quick] [--config embedded|redis-pg] [--items N] [--limit 0|100]
+                                          [--profile N]
+
+`--profile N`: the timed pass of each phase under cProfile (its CPU figure is then not comparable), the N
+functions with the most own time printed after it.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import sys
 import time
 import traceback
@@ -89,7 +96,7 @@ def _call_site() -> str:
     return "(sqlalchemy / other)"
 
 
-def run(config: str, items: int, limit: int) -> dict[str, Any]:
+def run(config: str, items: int, limit: int, profile: int = 0) -> dict[str, Any]:
     with ExitStack() as stack:
         tmp = stack.enter_context(temp_dir("bench-syncdb-"))
         fake = stack.enter_context(FakeZoho())
@@ -139,12 +146,21 @@ def run(config: str, items: int, limit: int) -> dict[str, Any]:
                 runtime.sync.process_item("github", f"acme/web#{n}")
             after = counter.snapshot()
             counter.on = False
+            profiler = cProfile.Profile() if profile else None
             started, cpu_started = time.perf_counter(), time.thread_time()
+            if profiler is not None:
+                profiler.enable()
             for n in timed:
                 runtime.sync.process_item("github", f"acme/web#{n}")
+            if profiler is not None:
+                profiler.disable()
             seconds = time.perf_counter() - started
             cpu = time.thread_time() - cpu_started  # this thread only: FakeZoho answers on threads of its own
             counter.on = True
+            if profiler is not None:
+                text = io.StringIO()
+                pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(profile)
+                print(f"-- profile, {name} (own time, {items} items):\n{text.getvalue()}")
             sites = after[4] - before[4]
             return {
                 "phase": name,
@@ -178,12 +194,13 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=None, help="items per phase (default 20)")
     parser.add_argument("--limit", type=int, default=None, help="ZOHO_RATE_LIMIT_PER_MINUTE (default: 0 and 100)")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile the timed passes: top N")
     args = parser.parse_args()
     args.items = args.items or (5 if args.quick else 20)
     info = print_header("sync service: database work per item, counted in-process")
     out = []
     for limit in [args.limit] if args.limit is not None else [0, 100]:
-        result = run(args.config, args.items, limit)
+        result = run(args.config, args.items, limit, args.profile)
         out.append(result)
         label = "limiter off" if limit == 0 else f"limiter on ({limit}/min, the default)"
         print(f"-- {args.config}; ZOHO_RATE_LIMIT_PER_MINUTE={limit} ({label}); {args.items} items per phase")

@@ -7,6 +7,10 @@ before a create) or the lease may be running out, and once at the end; in betwee
 than half a lease ago cannot have been taken by anyone (others take it only once it expired by the
 database's clock). If the fence fails, nothing queued is written and the worker stops: a worker that lost
 its claim neither touches an outside system nor the events it no longer owns.
+
+The Zoho call log's rows (bookkeeping: the journal is the record of what was sent) ride in the next step
+too, instead of a transaction per call, and never make a step happen by themselves. Rows a step could not
+take (the claim was lost, the worker stopped on an error) are written on their own by `flush_calls()`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from bridge.core.journal import Journal
 from bridge.store import CommentLink, Link
 from bridge.store import claims as claim_rows
+from bridge.store.calllog import ZohoCall, record_zoho_calls, write_zoho_calls
 from bridge.store.claims import Batch, Claim
 
 Write = Callable[[Connection, float], object]  # the result is ignored
@@ -40,6 +45,7 @@ class ClaimedItem:
         self.next_due: float | None = None  # when the item has work again, read when it was released
         self.journal = Journal(self, batch.ops)
         self._writes: list[Write] = []
+        self._calls: list[ZohoCall] = []  # call-log rows waiting for the next step
         self._renewed = renewed  # monotonic time taken before the claim's transaction began: conservative
 
     def still_held(self) -> bool:
@@ -56,6 +62,17 @@ class ClaimedItem:
         if self._writes or not self.still_held():
             self.step()
 
+    def log_call(self, call: ZohoCall) -> None:
+        """A Zoho call made for the item: its log row goes with the next step (it does not cause one)."""
+        self._calls.append(call)
+
+    def flush_calls(self) -> None:
+        """Call-log rows no step took (the claim was lost, an error stopped the item): written in a transaction
+        of their own, outside the fence (a row of what was called, not the item's state)."""
+        if self._calls:
+            calls, self._calls = self._calls, []
+            record_zoho_calls(self.engine, calls)
+
     def later(self, write: Write) -> None:
         self._writes.append(write)
 
@@ -71,10 +88,13 @@ class ClaimedItem:
         """Commit the queued writes in one fenced transaction; `final` runs last in it."""
         renewing = time.monotonic()
         with claim_rows.fenced(self.engine, self.claim) as (conn, now):
+            if self._calls:
+                write_zoho_calls(conn, self._calls)
             for write in self._writes:
                 write(conn, now)
             result = final(conn, now) if final is not None else None
         self._writes.clear()
+        self._calls.clear()
         self.now = now
         self._renewed = renewing
         return result

@@ -38,6 +38,7 @@ from bridge.sources.http import CALLING_FOR
 from bridge.store import DONE, FAILED, SUPERSEDED, StoredEvent, outcomes, steer
 from bridge.store import claims as claim_rows
 from bridge.store import journal as journal_rows
+from bridge.store.calllog import ZohoCall
 from bridge.store.claims import FORWARD_KINDS, Batch, ClaimLost, Refused
 from bridge.store.clock import db_now
 from bridge.store.links import DRY_RUN
@@ -100,12 +101,20 @@ class SyncService:
         self._item: ClaimedItem | None = None
         self._mappings_seen: tuple[int, ...] = ()
         client.before_call = self._before_zoho_call
+        client.log_call = self._log_zoho_call
 
     def _before_zoho_call(self, method: str = "POST") -> None:
         """The fence before every Zoho call: the write it is marked sent, what the last call achieved committed,
         or stop if the claim is lost."""
         if self._item is not None:
             self._item.before_call(method)
+
+    def _log_zoho_call(self, call: ZohoCall) -> bool:
+        """A call made for the claimed item is logged with its next fenced step (no transaction of its own)."""
+        if self._item is None:
+            return False
+        self._item.log_call(call)
+        return True
 
     def _reload_mappings(self) -> None:
         """Mapping edits take effect at once; a reload plans failed side work again (its cause may be gone)."""
@@ -154,6 +163,7 @@ class SyncService:
             CALLING_FOR.reset(calling_for)
             self._item = None
             self.client.event_id = None
+            _flush_calls(item)
         outcome.retry_at, outcome.db_now = item.next_due, item.now
         return outcome
 
@@ -457,6 +467,15 @@ class SyncService:
 
         item.step(record)
         log.info("item waits %.1fs: %s", wait, reason_of(exc), extra={"item": item.claim.item_key})
+
+
+def _flush_calls(item: ClaimedItem) -> None:
+    """Log rows of calls that no fenced step took: written on their own; a failure here must not hide why the
+    item stopped (the journal holds what was sent; the log row is bookkeeping)."""
+    try:
+        item.flush_calls()
+    except Exception:
+        log.warning("could not write the Zoho call log", exc_info=True, extra=item.describe())
 
 
 def _with_event(ev: StoredEvent, event: NormalizedEvent) -> StoredEvent:

@@ -109,11 +109,27 @@ class Budgets:
 
     def _try(self, keys: Sequence[str]) -> tuple[float, str]:
         limits = [self.limits.get(k) or Limit(k) for k in keys]
+        if not any(limit.count or limit.daily for limit in limits):
+            return self._blocked(limits)  # nothing to spend: only the shared blocks and breakers to honour
         self.prepare(*keys)
         try:
             return self._try_in(limits)
         except _Wait as wait:
             return wait.wait, wait.reason
+
+    def _blocked(self, limits: list[Limit]) -> tuple[float, str]:
+        """No window, rate or quota applies: nothing is spent, so no write transaction; one read of the blocks
+        and breakers every process sets and honours (a throttle's block, an outage's pause), by the database's
+        clock, as `_try_in` reads them."""
+        with self.engine.connect() as conn:
+            found = rows.blocks(conn, [limit.key for limit in limits])
+        waits: list[tuple[float, str]] = []
+        for block in found:
+            if block.outages:
+                self._troubled.add(block.budget)
+            if block.remaining > 0:
+                waits.append((block.remaining, block.reason or f"{block.budget} asked every worker to wait"))
+        return max(waits) if waits else (0.0, "")
 
     def _try_in(self, limits: list[Limit]) -> tuple[float, str]:
         with self.engine.begin() as conn:

@@ -25,6 +25,7 @@ log = logging.getLogger("bridge.broker")
 TASK_SYNC_ITEM = "workers.tasks.sync_item"
 TASK_REQUEUE_STALE = "workers.tasks.requeue_stale"
 TASK_WAKE_ITEMS = "workers.tasks.wake_items"
+TASK_SYNC_ITEMS = "workers.tasks.sync_items"
 TASK_PRUNE = "workers.tasks.prune_history"
 TASK_FEED_BACKFILL = "workers.tasks.feed_backfill"
 TASK_POLL_SOURCE = "workers.tasks.poll_source"

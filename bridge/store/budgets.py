@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Executable
 
 from bridge.store import schema as db
 from bridge.store.clock import db_now
@@ -39,18 +41,57 @@ def _ensure(conn: Connection, budget: str, now: float) -> None:
     conn.execute(stmt.on_conflict_do_nothing(index_elements=[db.budget_state.c.budget]))
 
 
+# The statements a call's take runs are built once (bound parameters): see bridge/store/claims.py.
+_T, _S = db.budget_state, db.budget_slots
+_READ = select(_T).where(_T.c.budget == bindparam("budget"))
+_READ_LOCKED = _READ.with_for_update()
+_OLDEST = select(_S.c.slot, _S.c.used_at).where(_S.c.budget == bindparam("budget")).order_by(_S.c.used_at).limit(1)
+_OLDEST_LOCKED = _OLDEST.with_for_update(skip_locked=True)
+_USE_SLOT = (
+    update(_S)
+    .where(_S.c.budget == bindparam("b_budget"), _S.c.slot == bindparam("b_slot"))
+    .values(used_at=bindparam("b_used_at"))
+)
+_WRITES: dict[tuple[str, ...], Executable] = {}  # an UPDATE per set of columns written
+
+
 def read(conn: Connection, budget: str, *, lock: bool = False) -> State:
     """The budget's row (created if missing). `lock`: hold it until commit (PostgreSQL; SQLite's write
     transaction holds the whole database already)."""
-    t = db.budget_state
-    query = select(t).where(t.c.budget == budget)
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    query = _READ_LOCKED if lock and conn.dialect.name == "postgresql" else _READ
+    row = conn.execute(query, {"budget": budget}).first()
     if row is None:
         _ensure(conn, budget, db_now(conn))
-        row = conn.execute(query).one()
+        row = conn.execute(query, {"budget": budget}).one()
     return State(row.budget, row.blocked_until, row.reason, row.outages, row.tat, row.day, row.day_count)
+
+
+# Blocks and breakers only (no limit to spend): one read, the database's clock in it, no write lock. A budget
+# without a row has never been blocked.
+_BLOCKS = {
+    "sqlite": text(
+        "SELECT budget, blocked_until - (julianday('now') - 2440587.5) * 86400.0 AS remaining, reason, outages"
+        " FROM budget_state WHERE budget IN :keys"
+    ).bindparams(bindparam("keys", expanding=True)),
+    "postgresql": text(
+        "SELECT budget, blocked_until - EXTRACT(EPOCH FROM clock_timestamp())::float8 AS remaining, reason, outages"
+        " FROM budget_state WHERE budget IN :keys"
+    ).bindparams(bindparam("keys", expanding=True)),
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    budget: str
+    remaining: float  # seconds the block still lasts by the database's clock (<= 0: none)
+    reason: str | None
+    outages: int
+
+
+def blocks(conn: Connection, budgets: list[str]) -> list[Block]:
+    """The budgets' blocks and breakers as they stand (those with a row), timed by the database's clock."""
+    rows = conn.execute(_BLOCKS[conn.dialect.name], {"keys": budgets}).all()
+    return [Block(r.budget, float(r.remaining), r.reason, int(r.outages)) for r in rows]
 
 
 def peek(conn: Connection, budget: str) -> State | None:
@@ -70,8 +111,12 @@ def all_states(conn: Connection) -> list[State]:
 
 
 def write(conn: Connection, budget: str, now: float, **values: object) -> None:
-    t = db.budget_state
-    conn.execute(update(t).where(t.c.budget == budget).values(updated_at=now, **values))
+    columns = tuple(sorted(values))
+    stmt = _WRITES.get(columns)
+    if stmt is None:
+        sets: dict[str, Any] = {"updated_at": bindparam("v_updated_at"), **{c: bindparam(f"v_{c}") for c in columns}}
+        stmt = _WRITES[columns] = update(_T).where(_T.c.budget == bindparam("b_budget")).values(**sets)
+    conn.execute(stmt, {"b_budget": budget, "v_updated_at": now, **{f"v_{c}": v for c, v in values.items()}})
 
 
 def size_slots(conn: Connection, budget: str, count: int) -> None:
@@ -90,17 +135,13 @@ def size_slots(conn: Connection, budget: str, count: int) -> None:
 
 def oldest_slot(conn: Connection, budget: str) -> tuple[int, float] | None:
     """The slot used longest ago, locked for this transaction (others skip it on PostgreSQL)."""
-    t = db.budget_slots
-    query = select(t.c.slot, t.c.used_at).where(t.c.budget == budget).order_by(t.c.used_at).limit(1)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    row = conn.execute(query).first()
+    query = _OLDEST_LOCKED if conn.dialect.name == "postgresql" else _OLDEST
+    row = conn.execute(query, {"budget": budget}).first()
     return (int(row.slot), float(row.used_at)) if row else None
 
 
 def use_slot(conn: Connection, budget: str, slot: int, now: float) -> None:
-    t = db.budget_slots
-    conn.execute(update(t).where(t.c.budget == budget, t.c.slot == slot).values(used_at=now))
+    conn.execute(_USE_SLOT, {"b_budget": budget, "b_slot": slot, "b_used_at": now})
 
 
 def used_since(conn: Connection, budget: str, since: float) -> int:

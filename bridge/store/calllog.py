@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from bridge.store import PENDING, _upsert, steer
+from bridge.store import PENDING, _upsert, counters, endpoint_of, steer
 from bridge.store import schema as db
 from bridge.store.clock import db_now
 
@@ -46,6 +46,56 @@ class Repeat:
     first_at: float
     last_at: float
     sender: str | None
+
+
+@dataclass(frozen=True)
+class ZohoCall:
+    """One Zoho call as the call log keeps it (the item's story, `explain`, the budget charts; its counters feed
+    /metrics). A worker holding an item writes it with the item's next fenced step (`ClaimedItem.log_call`);
+    any other caller, or a worker that lost its claim, writes it in a transaction of its own. The same row as
+    `store.record_zoho_call` writes, through a statement built once."""
+
+    event_id: int | None
+    at: float  # when the answer came (this host's clock, as the log always had it)
+    method: str
+    path: str
+    request_json: Any
+    status: int | None
+    response_text: str | None
+    duration_ms: float
+    dry_run: bool
+
+
+_ZOHO_CALL = insert(db.zoho_calls)  # built once; its values are bound per call
+
+
+def write_zoho_calls(conn: Connection, calls: list[ZohoCall]) -> None:
+    """The calls' rows and their counters, in the caller's transaction."""
+    for call in calls:
+        endpoint = endpoint_of(call.method, call.path)
+        counters.zoho_call(conn, endpoint, call.status, call.dry_run, call.duration_ms)
+        conn.execute(
+            _ZOHO_CALL,
+            {
+                "event_id": call.event_id,
+                "at": call.at,
+                "method": call.method,
+                "endpoint": endpoint,
+                "path": call.path,
+                "request_json": json.dumps(call.request_json) if call.request_json is not None else None,
+                "status": call.status,
+                "response_text": (call.response_text or "")[:4000] or None,
+                "duration_ms": call.duration_ms,
+                "dry_run": call.dry_run,
+            },
+        )
+
+
+def record_zoho_calls(engine: Engine, calls: list[ZohoCall]) -> None:
+    """The calls' rows in a transaction of their own."""
+    if calls:
+        with engine.begin() as conn:
+            write_zoho_calls(conn, calls)
 
 
 # -- repeated deliveries ----------------------------------------------------------------------------------------

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import Float, bindparam, func, or_, select, text, update
+from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import Executable
 
 from bridge.events import NormalizedEvent
 from bridge.store import PENDING, CommentLink, Link, StoredEvent, _link, journal, steer
@@ -26,7 +25,6 @@ from bridge.store import schema as db
 from bridge.store.clock import db_now
 from bridge.store.journal import OPEN, Operation
 from bridge.store.links import comment_links
-from bridge.store.sql import upsert as _upsert
 
 log = logging.getLogger("bridge.store.claims")
 
@@ -76,22 +74,37 @@ _FENCE = {
         " RETURNING clock.now"
     ),
 }
-_CLAIMS: dict[str, Executable] = {}  # the claim's upsert, per dialect
-
-
-def _claim_statement(conn: Connection) -> Executable:
-    stmt = _CLAIMS.get(conn.dialect.name)
-    if stmt is None:
-        now, expires = bindparam("b_now", type_=Float), bindparam("b_expires", type_=Float)  # (not a column name)
-        ins = _upsert(conn)(_L).values(name=bindparam("b_name"), holder=bindparam("b_holder"), expires_at=expires,
-                                       generation=1)  # fmt: skip
-        stmt = ins.on_conflict_do_update(
-            index_elements=[_L.c.name],
-            set_={"holder": ins.excluded.holder, "expires_at": expires, "generation": _L.c.generation + 1},
-            where=(_L.c.expires_at < now) & (_L.c.retry_at <= now),
-        ).returning(_L.c.holder, _L.c.generation)
-        _CLAIMS[conn.dialect.name] = stmt
-    return stmt
+# The claim: a new generation if the item is free and not backing off, the database's clock read in the same
+# statement (SQLite's 'now' is one value within a statement; PostgreSQL's clock_timestamp() once, in the CTE).
+_CLAIM = {
+    "sqlite": text(
+        "INSERT INTO leases (name, holder, expires_at, generation)"
+        " VALUES (:name, :holder, (julianday('now') - 2440587.5) * 86400.0 + :ttl, 1)"
+        " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,"
+        " generation = leases.generation + 1"
+        " WHERE leases.expires_at < (julianday('now') - 2440587.5) * 86400.0"
+        " AND leases.retry_at <= (julianday('now') - 2440587.5) * 86400.0"
+        " RETURNING holder, generation, (julianday('now') - 2440587.5) * 86400.0 AS now"
+    ),
+    "postgresql": text(
+        "WITH clock AS (SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now)"
+        " INSERT INTO leases (name, holder, expires_at, generation) SELECT :name, :holder, clock.now + :ttl, 1"
+        " FROM clock ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,"
+        " generation = leases.generation + 1"
+        " WHERE leases.expires_at < (SELECT now FROM clock) AND leases.retry_at <= (SELECT now FROM clock)"
+        " RETURNING leases.holder, leases.generation, (SELECT now FROM clock) AS now"
+    ),
+}
+# A refused claim: the lease's state and the clock, in one read.
+_LEASE_STATE_NOW = {
+    "sqlite": text(
+        "SELECT expires_at, retry_at, (julianday('now') - 2440587.5) * 86400.0 AS now FROM leases WHERE name = :name"
+    ),
+    "postgresql": text(
+        "SELECT expires_at, retry_at, EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now FROM leases"
+        " WHERE name = :name"
+    ),
+}
 
 
 RECHECK = "zoho.recheck"
@@ -174,15 +187,15 @@ def claim_item(engine: Engine, source: str, item_key: str, holder: str, ttl: flo
     """Claim the item (a new generation) if it is free and not backing off, and read its due work."""
     name = claim_name(source, item_key)
     with engine.begin() as conn:
-        now = db_now(conn)
-        params = {"b_name": name, "b_holder": holder, "b_expires": now + ttl, "b_now": now}
-        row = conn.execute(_claim_statement(conn), params).first()
+        dialect = conn.dialect.name
+        row = conn.execute(_CLAIM[dialect], {"name": name, "holder": holder, "ttl": ttl}).first()
         if row is None or row.holder != holder:
-            state = conn.execute(_LEASE_STATE, {"name": name}).first()
+            state = conn.execute(_LEASE_STATE_NOW[dialect], {"name": name}).first()
+            now = float(state.now) if state is not None else db_now(conn)
             busy = state is not None and state.expires_at >= now
             return Refused(busy=busy, retry_at=None if busy or state is None else state.retry_at, now=now)
         claim = Claim(source, item_key, holder, int(row.generation), ttl)
-        return claim, read_batch(conn, claim, now)
+        return claim, read_batch(conn, claim, float(row.now))
 
 
 def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batch:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, literal, not_, select, union_all
+from sqlalchemy import ColumnElement, and_, bindparam, delete, exists, func, insert, literal, not_, select, union_all
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.events import NormalizedEvent
@@ -111,15 +111,16 @@ def why_held(conn: Connection, source: str, item_key: str) -> str | None:
     return f"{SOURCE}:{source}" if paused is not None else None
 
 
+_CLAIM_VIEW = union_all(  # built once (the claim's read runs it per item)
+    select(_P.c.kind, _P.c.name),
+    select(literal("held"), _H.c.why).where(_H.c.source == bindparam("source"), _H.c.item_key == bindparam("item_key")),
+)
+
+
 def claim_view(conn: Connection, source: str, item_key: str) -> tuple[str | None, frozenset[str]]:
     """For the claim's read, in one statement: why the item is held now (its source paused, or the item held), and
     the mapping files paused (the core holds an item of one of them when it claims it)."""
-    rows = conn.execute(
-        union_all(
-            select(_P.c.kind, _P.c.name),
-            select(literal("held"), _H.c.why).where(_H.c.source == source, _H.c.item_key == item_key),
-        )
-    ).all()
+    rows = conn.execute(_CLAIM_VIEW, {"source": source, "item_key": item_key}).all()
     why = next((str(name) for kind, name in rows if kind == "held"), None)
     if why is None and any(kind == SOURCE and name == source for kind, name in rows):
         why = f"{SOURCE}:{source}"

@@ -23,6 +23,7 @@ from bridge.mapping.model import IssueDraft
 from bridge.outbound.session import EnvCachedSession
 from bridge.settings import Settings
 from bridge.store import outcomes
+from bridge.store.calllog import ZohoCall
 from bridge.targets.zoho import poll
 from bridge.targets.zoho.dialects import (
     COMMENT_MAX,
@@ -126,6 +127,15 @@ class ZohoClient:
     @before_call.setter
     def before_call(self, hook: Callable[[str], None] | None) -> None:
         self.transport.before_call = hook
+
+    @property
+    def log_call(self) -> Callable[[ZohoCall], bool] | None:
+        """The sync service keeps a call's log row for the item's next fenced step (True), else it is written here."""
+        return self.transport.log_call
+
+    @log_call.setter
+    def log_call(self, hook: Callable[[ZohoCall], bool] | None) -> None:
+        self.transport.log_call = hook
 
     def call(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None) -> Response:
         return self.transport.call(method, path, body=body, params=params)

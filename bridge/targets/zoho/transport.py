@@ -29,9 +29,9 @@ from typing import Any
 import requests
 from sqlalchemy.engine import Engine
 
-from bridge import store
 from bridge.outbound.budget import blocked_until
 from bridge.settings import Settings
+from bridge.store.calllog import ZohoCall, record_zoho_calls
 from bridge.targets.zoho.auth import CONFIG_HINT, TokenProvider
 from bridge.targets.zoho.calls import TABLES
 from bridge.targets.zoho.errors import ZohoConfigError, ZohoPermanentError, ZohoRateLimited, ZohoTransientError
@@ -135,6 +135,8 @@ class Transport:
         )
         self.event_id: int | None = None
         self.before_call: Callable[[str], None] | None = None  # the core's fence, given the HTTP method
+        # The core's call log: True when it keeps the row for the item's next fenced step (no transaction here).
+        self.log_call: Callable[[ZohoCall], bool] | None = None
         self.last_answer: tuple[int | None, str] | None = None  # (HTTP status, body) of the last call
         self.last_throttle: str | None = None  # how the last throttle answered ("HTTP 400 …"), for `zoho verify`
         self._failures = 0  # consecutive calls of this process that Zoho did not answer (network, 5xx)
@@ -296,17 +298,9 @@ class Transport:
     ) -> None:
         duration = 0.0 if dry_run else (time.monotonic() - started) * 1000
         self.last_answer = (status, text)
-        store.record_zoho_call(
-            self.engine,
-            event_id=self.event_id,
-            method=method,
-            path=path,
-            request_json=body,
-            status=status,
-            response_text=text,
-            duration_ms=duration,
-            dry_run=dry_run,
-        )
+        call = ZohoCall(self.event_id, time.time(), method, path, body, status, text, duration, dry_run)
+        if self.log_call is None or not self.log_call(call):
+            record_zoho_calls(self.engine, [call])
         if not dry_run:
             log.info(
                 "zoho call",
