@@ -266,7 +266,9 @@ class SourceHttp:
         except LimitWait as exc:
             wait, reason = exc.retry_after or 1.0, exc.reason.split(";")[0]
         left = deadline - time.monotonic()
-        if wait > left:
+        # A wait that would end in the hold's last second is not taken: a block capped at the hour a command holds
+        # for ended just inside or just outside it by a fraction of a second (the command then waited the hour).
+        if wait > left - 1.0:
             raise SourceBusy(f"{reason}; next call possible in {wait:.0f}s", retry_after=wait)
         if wait >= REPORT_AFTER:
             log.info("waiting %.1fs: %s", wait, reason, extra={"budget": self.reader.key})
