@@ -149,6 +149,9 @@ def requeue_stale() -> int:
 
     runtime = get_runtime()
     calllog.heartbeat(runtime.engine)
+    # a mapping file that appeared or changed: what waited for one goes now (a stat of each file when unchanged)
+    for source, item_key in runtime.sync.reload_mappings():
+        sync_item.delay(source, item_key)
     items = claims.stale_items(runtime.engine, grace=runtime.settings.stale_after_seconds)
     for source, item_key in items:
         sync_item.delay(source, item_key)

@@ -45,6 +45,7 @@ from bridge.store.links import DRY_RUN
 from bridge.targets.zoho.client import ZohoClient
 
 log = logging.getLogger("bridge.sync")
+NO_MAPPING = "no valid mapping for source"  # an event's reason while its source has no mapping (it waits)
 CONFIG_WAIT_SECONDS = 300.0  # an item held up by a refused configuration looks again this often
 MAX_ITEM_SECONDS = 60.0  # hand the item back after this long so one busy item cannot hog a worker
 _SECRETS = re.compile(
@@ -99,7 +100,7 @@ class SyncService:
             max_age_seconds=settings.event_max_age_seconds,
         )
         self._item: ClaimedItem | None = None
-        self._mappings_seen: tuple[int, ...] = ()
+        self._mappings_seen: tuple[int, ...] | None = None  # the mappings in force when last looked at
         client.before_call = self._before_zoho_call
         client.log_call = self._log_zoho_call
 
@@ -116,13 +117,24 @@ class SyncService:
         self._item.log_call(call)
         return True
 
-    def _reload_mappings(self) -> None:
-        """Mapping edits take effect at once; a reload plans failed side work again (its cause may be gone)."""
+    def reload_mappings(self) -> list[tuple[str, str]]:
+        """Mapping edits take effect at once; a change plans failed side work again (its cause may be gone) and
+        makes the items waiting for a mapping due now. Returns those items (the caller wakes them)."""
         self.registry.reload_if_changed()
         seen = tuple(sorted(id(m) for m in self.registry.all()))
-        if self._mappings_seen and seen != self._mappings_seen:
+        before, self._mappings_seen = self._mappings_seen, seen
+        if before == seen:
+            return []
+        if before is not None:  # not this process's first look
             retry_failed_side_work(self.engine, "mappings changed")
-        self._mappings_seen = seen
+        sources = sorted({m.source for m in self.registry.all()})
+        if not sources:
+            return []
+        with self.engine.begin() as conn:
+            woken = claim_rows.wake_waiting(conn, db_now(conn), NO_MAPPING, sources)
+        if woken:
+            log.info("mappings changed: %s item(s) waiting for a mapping are due again", len(woken))
+        return woken
 
     # -- entry point --------------------------------------------------------------------------------
 
@@ -140,7 +152,7 @@ class SyncService:
         started = time.monotonic()
         calling_for = CALLING_FOR.set((source, item_key))  # its source calls go in its story
         try:
-            self._reload_mappings()
+            self.reload_mappings()
             while True:
                 if self._held(item, outcome):
                     break  # paused: nothing is sent for the item until `issue-bridge resume`
@@ -257,6 +269,11 @@ class SyncService:
         plan: Plan | None = None
         try:
             mapping = self._mapping(batch)
+            source = item.claim.source
+            if mapping is None and not self.registry.for_source(source) and (batch.events or batch.work_due):
+                # Nothing configured for the source yet (or its file refused): the deliveries wait for a mapping,
+                # as /readyz says; a mapping file appearing wakes them (`reload_mappings`).
+                raise ConfigError(f"{NO_MAPPING} {source!r} in {self.settings.mappings_dir}: waiting for one")
             if mapping is None:
                 for op in batch.due(*ALL_KINDS):  # nothing to carry them out with: parked, never a spin
                     item.journal.failed(op.kind, op.ref, "no valid mapping for the item's source", attempt=False)
@@ -266,7 +283,7 @@ class SyncService:
                         ev,
                         FAILED,
                         outcome,
-                        f"no valid mapping for source {ev.source!r} in {self.settings.mappings_dir}",
+                        f"{NO_MAPPING} {ev.source!r} in {self.settings.mappings_dir}",
                     )
                 return True
             self._doubts(item)

@@ -284,6 +284,27 @@ def earliest(*times: float | None) -> float | None:
     return min(dues) if dues else None
 
 
+def wake_waiting(conn: Connection, now: float, reason_prefix: str, sources: list[str]) -> list[tuple[str, str]]:
+    """The pending events of `sources` waiting for a fix their reason names (`last_error` starting with
+    `reason_prefix`, e.g. a missing mapping) are due now, and their items' back-off is lifted. Returns the items
+    (to wake). Run when that fix may have come (a mapping file appeared or changed), not per event."""
+    e = db.events.c
+    waiting = (e.status == PENDING) & e.source.in_(sources)
+    rows = conn.execute(
+        select(e.source, e.item_key).where(waiting, e.last_error.startswith(reason_prefix, autoescape=True)).distinct()
+    ).all()
+    if not rows:
+        return []
+    conn.execute(
+        update(db.events)
+        .where(waiting, e.last_error.startswith(reason_prefix, autoescape=True), e.next_attempt_at > now)
+        .values(next_attempt_at=now)
+    )
+    names = [claim_name(str(r.source), str(r.item_key)) for r in rows]
+    conn.execute(update(_L).where(_L.c.name.in_(names), _L.c.retry_at > now).values(retry_at=now))
+    return [(str(r.source), str(r.item_key)) for r in rows]
+
+
 def stale_items(engine: Engine, *, grace: float, limit: int = 500) -> list[tuple[str, str]]:
     """Items with work due by the database's clock that nobody picked up: pending events received more than
     `grace` seconds ago (or retried), and operations that are due (re-checks, side work, doubts to resolve).
