@@ -86,3 +86,33 @@ def test_an_open_metrics_endpoint_on_a_public_bind_is_warned_about(tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="bridge.web"):
         warn_if_metrics_open(token, "0.0.0.0:8000")
     assert not caplog.records
+
+
+def test_a_delivery_not_stored_within_the_deadline_is_a_503_before_the_sender_gives_up(tmp_path, monkeypatch):
+    """With SQLite's shipped 30 s busy timeout a locked file held the answer 30 s, after GitHub's 10 s give-up. The
+    answer now comes at the intake's deadline (8 s, shortened here), and a row stored after it is found again."""
+    import time
+
+    from bridge.web import intake
+
+    assert intake.STORE_DEADLINE_SECONDS < 10  # GitHub's webhook timeout
+    monkeypatch.setattr(intake, "STORE_DEADLINE_SECONDS", 1.0)
+    app = _app(tmp_path)
+    engine = app.extensions["bridge"].engine
+    body, headers = github_request(GITHUB_SECRET, "issues", issues_event("opened"))
+    holder = sqlite3.connect(tmp_path / "b.db")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        r = app.test_client().post("/webhooks/github", data=body, headers=headers)
+        took = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert r.status_code == 503 and r.headers["Retry-After"].isdigit() and r.is_json, r.data[:300]
+    assert took < 5, took
+    # the writer stores the row once the lock is gone; the sender's redelivery is then a duplicate, not a second
+    again = app.test_client().post("/webhooks/github", data=body, headers=headers)
+    assert again.status_code == 200 and again.get_json()["status"] in ("accepted", "duplicate")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(db.events)).scalar_one() == 1

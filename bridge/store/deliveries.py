@@ -122,6 +122,11 @@ _RESOLVE = (
 _EXISTING = "SELECT id, item_key FROM events WHERE source = :source AND dedup_key = :dedup_key"
 
 
+class NotStoredInTime(TimeoutError):
+    """The writer did not store the delivery in time (the database locked or slow): the sender is told to retry.
+    The row may still be committed after the answer; a redelivery then finds it (a duplicate, never a second)."""
+
+
 @dataclass(frozen=True)
 class _Statements:
     """The intake statements for one dialect, in the driver's parameter style."""
@@ -434,7 +439,7 @@ class GroupWriter:
         self._queue.put(job)
         self._ensure_thread()
         if not job.done.acquire(timeout=timeout):
-            raise TimeoutError(f"the delivery was not stored within {timeout:g} s")
+            raise NotStoredInTime(f"the delivery was not stored within {timeout:g} s")
         if job.error is not None:
             raise job.error
         assert job.result is not None

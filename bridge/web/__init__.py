@@ -15,6 +15,7 @@ from bridge.process.logs import configure_logging
 from bridge.process.runtime import Runtime
 from bridge.settings import Settings, datacentre_mismatch, load_settings
 from bridge.sources import enabled_sources
+from bridge.store.deliveries import NotStoredInTime
 from bridge.web import admin_guard
 from bridge.web.proxy import TrustedProxies
 from bridge.web.publisher import WakePublisher
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _database_unavailable(exc: BaseException) -> bool:
     """Locked, full, unreachable, out of connections: a write that may well work in a moment."""
-    if isinstance(exc, OperationalError | PoolTimeout):
+    if isinstance(exc, OperationalError | PoolTimeout | NotStoredInTime):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 

@@ -50,6 +50,9 @@ _KEPT_ENVIRON = tuple(
 )
 
 # The `answer` label of a refused delivery in /metrics.
+# How long a delivery waits to be stored before the sender is told to retry (503 + Retry-After): within GitHub's
+# 10 s, after which it counts the delivery failed whatever the answer (SQLite waits up to 30 s on a locked file).
+STORE_DEADLINE_SECONDS = 8.0
 REFUSED_ANSWERS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 408: "timeout", 413: "too_large"}
 # A body must arrive within this many seconds (GitHub itself gives up after 10): a client trickling it
 # byte by byte would otherwise hold a worker thread for as long as it likes.
@@ -261,7 +264,7 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
     kept = {h: environ[key] for h, key in _KEPT_ENVIRON if key in environ and h.lower() != secret_header}
     if event_hint:
         kept["X-Bridge-Event"] = event_hint
-    recorded = _writer().record(Delivery(event, dedup_key, kept, body))
+    recorded = _writer().record(Delivery(event, dedup_key, kept, body), timeout=STORE_DEADLINE_SECONDS)
     event_id, is_new = recorded
     if not is_new:
         log.info("delivery duplicate", extra={"source": source_name, "event_id": event_id, "answer": 200})
