@@ -125,6 +125,7 @@ def test_backfill_lands_every_issue_and_comment_once_and_a_rerun_writes_nothing(
     rows = list_backfills(runtime.engine)
     assert [r["state"] for r in rows] == ["done", "done"]
     assert rows[1]["synced"] == wanted * 3 and rows[1]["failed"] == 0
+    assert [r["eta_seconds"] for r in rows] == [0.0, 0.0]  # done: nothing left to wait for
 
 
 def test_the_feeder_releases_parked_events_at_the_budget_share_and_only_while_workers_keep_up(tmp_path, zoho, github):

@@ -151,7 +151,9 @@ def list_backfills(engine: Engine, limit: int = 20, settings: Settings | None = 
                 "synced": counts.get(store.DONE, 0) + counts.get(store.SUPERSEDED, 0) + counts.get(store.SKIPPED, 0),
                 "failed": counts.get(store.FAILED, 0),
                 "pending": pending,
-                "eta_seconds": _eta(
+                "eta_seconds": 0.0  # nothing left (an unknown `pending` means everything, in _eta)
+                if not pending
+                else _eta(
                     Progress(
                         row.id,
                         events_stored=row.events_stored,
