@@ -141,3 +141,12 @@ def test_metrics_names_its_charset_once(tmp_path, env, monkeypatch):
     answer = app.test_client().get("/metrics")
     assert answer.status_code == 200 and answer.headers["Content-Type"].count("charset") == 1
     app.extensions["bridge"].engine.dispose()
+
+
+def test_status_names_the_zoho_limit_with_its_window(tmp_path, env):
+    """`status` said `11/100 calls in the last minute (window 120s)`: a minute's count over a two-minute limit."""
+    assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
+    result = CliRunner().invoke(main, ["status"], env={**env, "ZOHO_RATE_LIMIT_PER_MINUTE": "100"})
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("zoho:"))
+    assert "0 calls in the last minute (limit 100 per 120 s, shared by every worker)" in line, line

@@ -466,11 +466,11 @@ def status_command(as_json: bool) -> None:
         click.echo("lag: none (nothing pending)")
     if report.last_event_at is not None:
         click.echo(f"last delivery: {_when(report.last_event_at)} ({_ago(report.now - report.last_event_at)} ago)")
-    limit = settings.zoho_rate_limit_per_minute
-    budget = f"{report.zoho_calls_last_minute}/{limit}" if limit else f"{report.zoho_calls_last_minute} (no limit)"
-    window = f"{settings.zoho_rate_window_seconds:g}s"
+    limit = settings.zoho_rate_limit_per_minute  # calls per ZOHO_RATE_WINDOW_SECONDS, whatever its name says
+    window = f"{settings.zoho_rate_window_seconds:g} s"
+    budget = f"limit {limit} per {window}, shared by every worker" if limit else "no limit configured"
     click.echo(
-        f"zoho: {budget} calls in the last minute (window {window}); "
+        f"zoho: {report.zoho_calls_last_minute} calls in the last minute ({budget}); "
         f"{report.zoho_failed_last_hour} refused or failed in the last hour"
     )
     if report.backoff_until is not None:
