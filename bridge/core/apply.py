@@ -657,13 +657,20 @@ class Applier:
             )
 
         if ev.action == "comment_deleted":
-            if existing and existing.zoho_comment_id and existing.state != "deleted":
-                zoho_id = existing.zoho_comment_id
+            posted = existing.zoho_comment_id if existing and existing.state != "deleted" else None
+            if posted is None and existing is None and item.journal.in_doubt(ZOHO_COMMENT, comment.id) is not None:
+                posted = self.client.find_comment(portal, project, issue_id, needle)  # a post whose answer was lost
+            if posted:
+                zoho_id = posted
                 self.send(item, ZOHO_COMMENT, lambda: self.client.delete_comment(portal, project, issue_id, zoho_id),
                           ref=comment.id, payload={"deleted": True}, result=lambda _: zoho_id)  # fmt: skip
-                keep(existing.zoho_comment_id, "deleted", None)
+                keep(posted, "deleted", None)
             else:
-                self.note(item, ev, "comment was never synced: nothing to delete")
+                # Remembered as deleted (a tombstone): its creation or an edit arriving after the deletion, out of
+                # order, is then not posted. The deletion is the comment's newest state.
+                if existing is None or existing.state != "deleted":
+                    keep(None, "deleted", None)
+                self.note(item, ev, "comment was never synced: nothing to delete; a late copy of it is not posted")
             return
         digest = body_hash(text)
         if existing and existing.state == "posted" and existing.zoho_comment_id:

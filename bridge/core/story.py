@@ -37,6 +37,20 @@ DECISIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("deleted before it was synced", ("deleted before it was synced",)),
     ("a change seen in Zoho", ("a change seen in Zoho",)),
 )
+# A comment delivery carries its issue's state too (GitHub's issue_comment): what the core did with the comment is
+# its decision; the notes about the issue's fields (older than Zoho's, no field changed) are detail, not the verdict.
+COMMENT_DECISIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("held comment", ("posted if it starts matching",)),
+    ("comments off in the mapping", ("comments are off in the mapping",)),
+    ("kept out by when:", DECISIONS[1][1]),
+    ("the source's echo", ("a comment the bridge wrote",)),
+    ("no change", ("comment already in Zoho",)),
+    ("comment found in Zoho", ("comment found in Zoho by its marker",)),
+    ("comment deleted in the source", ("not re-posted", "never synced: nothing to delete")),
+    ("deleted before it was synced", ("deleted before it was synced", "nothing to comment on")),
+)
+COMMENT_DONE = {"comment_created": "comment copied", "comment_updated": "comment edit copied",
+                "comment_deleted": "comment deleted in Zoho"}  # fmt: skip
 KIND_NAMES = {
     "zoho.create": "Zoho issue create",
     "zoho.update": "Zoho issue update",
@@ -100,6 +114,12 @@ def decision_of(ev: StoredEvent) -> str:
         return "failed"
     if ev.status == PENDING:
         return "waiting" if ev.last_error else "queued"
+    if ev.action in COMMENT_DONE:
+        for name, needles in COMMENT_DECISIONS:
+            if any(n in notes for n in needles):
+                return name
+        if ev.status == "done":
+            return COMMENT_DONE[ev.action]
     for name, needles in DECISIONS:
         if any(n in notes for n in needles):
             return name
