@@ -14,6 +14,7 @@ import pytest
 
 from bridge import store
 from bridge.settings import load_settings
+from bridge.store import calllog
 from bridge.web import create_app
 from bridge.web.admin import session_key
 from testkit import dbs
@@ -85,7 +86,7 @@ def failed_event(app, title: str = "Login button does nothing", number: int = 1)
     engine = app.extensions["bridge"].engine
     event_id = deliver(app, issues_event("opened", number=number, title=title))
     answer = '{"error": {"status_code": "400", "title": "INVALID_PARAMETER_VALUE", "details": [{"message": "nope"}]}}'
-    store.record_zoho_call(
+    calllog.record_zoho_call(
         engine,
         event_id=event_id,
         method="POST",

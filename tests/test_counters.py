@@ -7,7 +7,7 @@ from sqlalchemy import delete
 
 from bridge import store
 from bridge.process import metrics
-from bridge.store import counters
+from bridge.store import calllog, counters
 from bridge.store import schema as db
 from testkit import dbs
 from testkit.dbs import deliver, engine  # noqa: F401  (the fixture)
@@ -24,7 +24,7 @@ def series(engine) -> dict:  # noqa: F811
 def test_counters_match_a_rescan_of_history(engine):  # noqa: F811
     ids = [deliver(engine, n) for n in range(1, 9)]
     for i, event_id in enumerate(ids[:6]):
-        store.record_zoho_call(
+        calllog.record_zoho_call(
             engine,
             event_id=event_id,
             method="POST",

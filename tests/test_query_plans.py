@@ -13,7 +13,7 @@ from sqlalchemy import event
 
 from bridge import store
 from bridge.process import metrics
-from bridge.store import claims, links, retention
+from bridge.store import calllog, claims, links, retention
 from bridge.store import pages as store_pages
 from testkit import dbs
 from testkit.dbs import age, deliver, engine  # noqa: F401  (the fixture)
@@ -104,7 +104,7 @@ def history(engine) -> list[int]:  # noqa: F811
         ids.append(event_id)
         if n % 4 == 0:
             continue  # stays pending
-        store.record_zoho_call(
+        calllog.record_zoho_call(
             engine,
             event_id=event_id,
             method="POST",

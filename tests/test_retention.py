@@ -17,7 +17,7 @@ from sqlalchemy import func, insert, select
 from bridge import store
 from bridge.cli import main as cli
 from bridge.process import metrics
-from bridge.store import links, retention
+from bridge.store import calllog, links, retention
 from bridge.store import schema as db
 from testkit import dbs
 from testkit.dbs import age, deliver, engine  # noqa: F401  (the fixture)
@@ -37,7 +37,7 @@ def _lines(engine) -> list[str]:  # noqa: F811
 def finished(engine, n: int, status: str = store.DONE, *, days: float, calls: int = 1) -> int:  # noqa: F811
     event_id = deliver(engine, n)
     for _ in range(calls):
-        store.record_zoho_call(
+        calllog.record_zoho_call(
             engine,
             event_id=event_id,
             method="POST",
@@ -77,7 +77,7 @@ def test_prune_drops_old_bodies_then_old_events_and_keeps_links_failed_and_pendi
     with engine.begin() as conn:
         links.save_comment(conn, source="github", external_id="1", comment_id="c1", zoho_comment_id="ZC1",
                            state="posted", last_ts=1.0, body_hash=None, now=time.time())  # fmt: skip
-    store.record_zoho_call(
+    calllog.record_zoho_call(
         engine,
         event_id=None,
         method="GET",

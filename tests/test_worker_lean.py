@@ -173,3 +173,20 @@ def test_a_burst_is_synced_by_fewer_tasks_than_items_and_every_issue_made_once(t
     finally:
         stack.stop()
         fake.stop()
+
+
+def test_a_skewed_worker_logs_its_zoho_calls_at_the_databases_time(engine, tmp_path, fake, monkeypatch):  # noqa: F811
+    """The call log feeds the budget charts and the item's story, both timed by the database's clock: a row stamped
+    with the host's clock put a skewed worker's calls two hours away (in no chart minute at all)."""
+    from bridge.store.clock import db_now
+
+    runtime = runtime_on(engine, tmp_path, fake)
+    deliver(runtime, issues_event("opened"))
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200.0)
+    runtime.sync.process_item("github", ITEM)
+    monkeypatch.setattr(time, "time", real)
+    with engine.connect() as conn:
+        now = db_now(conn)
+        stamps = list(conn.execute(select(db.zoho_calls.c.at)).scalars())
+    assert stamps and all(now - 60 < at <= now + 1 for at in stamps), (now, stamps)

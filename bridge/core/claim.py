@@ -89,7 +89,7 @@ class ClaimedItem:
         renewing = time.monotonic()
         with claim_rows.fenced(self.engine, self.claim) as (conn, now):
             if self._calls:
-                write_zoho_calls(conn, self._calls)
+                write_zoho_calls(conn, self._calls, now)
             for write in self._writes:
                 write(conn, now)
             result = final(conn, now) if final is not None else None

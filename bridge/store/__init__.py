@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 
 from bridge.events import COMMENT_ACTIONS, ITEM_ACTIONS, Comment, NormalizedEvent
@@ -344,36 +343,6 @@ def count_answer(engine: Engine, *, source: str, event: str, answer: str) -> Non
             stmt.on_conflict_do_update(
                 index_elements=[db.intake_counters.c.source, db.intake_counters.c.event, db.intake_counters.c.answer],
                 set_={"count": db.intake_counters.c.count + 1},
-            )
-        )
-
-
-def record_zoho_call(
-    engine: Engine,
-    *,
-    event_id: int | None,
-    method: str,
-    path: str,
-    request_json: Any,
-    status: int | None,
-    response_text: str | None,
-    duration_ms: float,
-    dry_run: bool,
-) -> None:
-    with engine.begin() as conn:
-        counters.zoho_call(conn, endpoint_of(method, path), status, dry_run, duration_ms)
-        conn.execute(
-            insert(db.zoho_calls).values(
-                event_id=event_id,
-                at=time.time(),
-                method=method,
-                endpoint=endpoint_of(method, path),
-                path=path,
-                request_json=json.dumps(request_json) if request_json is not None else None,
-                status=status,
-                response_text=(response_text or "")[:4000] or None,
-                duration_ms=duration_ms,
-                dry_run=dry_run,
             )
         )
 

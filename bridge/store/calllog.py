@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +54,10 @@ class ZohoCall:
     """One Zoho call as the call log keeps it (the item's story, `explain`, the budget charts; its counters feed
     /metrics). A worker holding an item writes it with the item's next fenced step (`ClaimedItem.log_call`);
     any other caller, or a worker that lost its claim, writes it in a transaction of its own. The same row as
-    `store.record_zoho_call` writes, through a statement built once."""
+    only writer of the row, through a statement built once."""
 
     event_id: int | None
-    at: float  # when the answer came (this host's clock, as the log always had it)
+    answered: float  # when the answer came, on this process's monotonic clock: the row's time is the database's
     method: str
     path: str
     request_json: Any
@@ -69,8 +70,11 @@ class ZohoCall:
 _ZOHO_CALL = insert(db.zoho_calls)  # built once; its values are bound per call
 
 
-def write_zoho_calls(conn: Connection, calls: list[ZohoCall]) -> None:
-    """The calls' rows and their counters, in the caller's transaction."""
+def write_zoho_calls(conn: Connection, calls: list[ZohoCall], now: float) -> None:
+    """The calls' rows and their counters, in the caller's transaction. `now`: the database's time, read in this
+    transaction; each row's time is that, less how long ago (this process's monotonic clock) its answer came, so
+    the charts and the story count it in the database's minute whatever this host's clock says."""
+    written = time.monotonic()
     for call in calls:
         endpoint = endpoint_of(call.method, call.path)
         counters.zoho_call(conn, endpoint, call.status, call.dry_run, call.duration_ms)
@@ -78,7 +82,7 @@ def write_zoho_calls(conn: Connection, calls: list[ZohoCall]) -> None:
             _ZOHO_CALL,
             {
                 "event_id": call.event_id,
-                "at": call.at,
+                "at": now - max(0.0, written - call.answered),
                 "method": call.method,
                 "endpoint": endpoint,
                 "path": call.path,
@@ -95,7 +99,24 @@ def record_zoho_calls(engine: Engine, calls: list[ZohoCall]) -> None:
     """The calls' rows in a transaction of their own."""
     if calls:
         with engine.begin() as conn:
-            write_zoho_calls(conn, calls)
+            write_zoho_calls(conn, calls, db_now(conn))
+
+
+def record_zoho_call(
+    engine: Engine,
+    *,
+    event_id: int | None,
+    method: str,
+    path: str,
+    request_json: Any,
+    status: int | None,
+    response_text: str | None,
+    duration_ms: float,
+    dry_run: bool,
+) -> None:
+    """One call's row, answered now, in a transaction of its own."""
+    call = ZohoCall(event_id, time.monotonic(), method, path, request_json, status, response_text, duration_ms, dry_run)
+    record_zoho_calls(engine, [call])
 
 
 # -- repeated deliveries ----------------------------------------------------------------------------------------

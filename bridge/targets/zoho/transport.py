@@ -298,7 +298,7 @@ class Transport:
     ) -> None:
         duration = 0.0 if dry_run else (time.monotonic() - started) * 1000
         self.last_answer = (status, text)
-        call = ZohoCall(self.event_id, time.time(), method, path, body, status, text, duration, dry_run)
+        call = ZohoCall(self.event_id, time.monotonic(), method, path, body, status, text, duration, dry_run)
         if self.log_call is None or not self.log_call(call):
             record_zoho_calls(self.engine, [call])
         if not dry_run:
