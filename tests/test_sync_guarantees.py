@@ -534,7 +534,9 @@ def test_a_claim_taken_over_from_a_slow_worker_has_its_state_checked_again(tmp_p
     result: list = []
     worker = threading.Thread(target=lambda: result.append(slow.sync.process_item("github", "acme/web#1")))
     worker.start()
-    time.sleep(0.5)
+    # the slow worker's update is the one Zoho holds (waited for: on a loaded machine it took longer than 0.5 s
+    # to send, was not held, and landed before the newer one)
+    wait_for(lambda: [m for m, _ in fake.slowed] == ["PATCH"], 10, what="the slow worker's update held by Zoho")
     fake.set_faults()
     deliver(slow, "issues", issues_event("edited", title="newer", updated=4))
     time.sleep(2.0)  # the slow worker's lease is gone; its update has not landed yet

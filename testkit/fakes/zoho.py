@@ -597,6 +597,7 @@ class FakeZoho(AttachmentsFake, FakeServer):
             self._issues, self._comments, self._seq, self._log, self._tokens = {}, {}, {}, [], {}
             self._issued, self._window, self._fail_queue = deque(), deque(), deque()
             self._fail_matching: list[list] = []  # [method, compiled path pattern, remaining, status]
+            self.slowed: list[tuple[str, str]] = []  # (method, path) of each request `slow_rate` held, on arrival
             self._refreshes = self._refreshes_denied = self._rate_limited = self.tokens_deleted = 0
             self._v3_calls, self.blocked_until, self._block_length = deque(), 0.0, self.block_seconds
             self.outage_until, self.outage_mode, self.other_calls = 0.0, "503", 0
@@ -907,6 +908,8 @@ class FakeZoho(AttachmentsFake, FakeServer):
                 elif r < f["error_500_rate"] + f["error_429_rate"]:
                     forced = 429
                 slow = f["slow_rate"] > 0 and self._rng.random() < f["slow_rate"]
+                if slow:
+                    self.slowed.append((method, path))
             else:
                 slow = False
             retry_after, slow_seconds = f["retry_after_seconds"], f["slow_seconds"]
