@@ -136,6 +136,10 @@ def configure_logging(settings: Settings) -> None:
     handler._bridge = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    # No line names a thread, a process or its caller's file and line: do not gather them for every record (the
+    # logging HOWTO's "Optimization"; finding the caller walks the stack, and intake logs once per delivery).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     for noisy in ("urllib3", "celery.redirected", "kombu", "amqp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.captureWarnings(True)  # a library's warning is a record too, not a bare line on stderr

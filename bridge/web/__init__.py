@@ -17,6 +17,7 @@ from bridge.settings import Settings, datacentre_mismatch, load_settings
 from bridge.sources import enabled_sources
 from bridge.store.deliveries import NotStoredInTime
 from bridge.web import admin_guard
+from bridge.web.intake import Answer
 from bridge.web.proxy import TrustedProxies
 from bridge.web.publisher import WakePublisher
 
@@ -36,11 +37,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = make_celery(settings)
     app = Flask("bridge")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_webhook_bytes
-    # Behind a reverse proxy: the client's address, scheme and host, believed only from TRUSTED_PROXIES.
-    app.wsgi_app = TrustedProxies(  # type: ignore[method-assign]
-        app.wsgi_app,
-        lambda: runtime.settings.trusted_proxies,  # read per request: a .env edit applies
-    )
+    flask_wsgi = app.wsgi_app
+    # Behind a reverse proxy (the middleware is put in place below): the client's address, scheme and host,
+    # believed only from TRUSTED_PROXIES.
     app.session_interface = admin_guard.HttpsAwareSessionInterface()  # the admin cookie: Secure over HTTPS
     if settings.trusted_proxies:
         log.info(
@@ -59,19 +58,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     if mismatch := datacentre_mismatch(settings):
         log.warning("%s", mismatch)
 
-    from bridge.web import admin, front, zoho_hook
+    from bridge.web import admin, front, intake, zoho_hook
     from bridge.web.health import bp as health_bp
-    from bridge.web.intake import bp as intake_bp
 
-    app.register_blueprint(intake_bp)
+    app.register_blueprint(intake.bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(front.bp)  # `/`: what this is and where to point each tracker
     app.register_blueprint(zoho_hook.bp)  # POST /webhooks/zoho/<token> (bridge/reverse)
     admin.init_app(app, settings)  # /admin: 404 unless ADMIN_TOKEN is set
     register_error_handlers(app)
 
-    @app.before_request
-    def _take_settings_edits() -> None:
+    def take_settings_edits() -> None:
         # An accepted .env edit applies to this process from this request on (README, "Settings that take effect").
         if runtime.refresh():
             fresh = runtime.settings
@@ -79,6 +76,12 @@ def create_app(settings: Settings | None = None) -> Flask:
             app.extensions["sources"] = enabled_sources(fresh)
             admin.configure(app, fresh)
 
+    app.before_request(take_settings_edits)
+    # Deliveries skip Flask (bridge/web/intake.py), behind the same proxy handling; every other request goes on.
+    app.wsgi_app = TrustedProxies(  # type: ignore[method-assign]
+        intake.WebhookRoutes(app, flask_wsgi, take_settings_edits, error_answer),
+        lambda: runtime.settings.trusted_proxies,  # read per request: a .env edit applies
+    )
     return app
 
 
@@ -101,26 +104,31 @@ def register_error_handlers(app: Flask) -> None:
         return jsonify({"status": "error", "error": exc.description or exc.name}), code
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> tuple[Response, int]:
+    def _unexpected(exc: Exception) -> Response | tuple[Response, int]:
         if isinstance(exc, HTTPException):
             return _http_error(exc)
-        error_id = secrets.token_hex(6)
-        if _database_unavailable(exc):
-            log.error(
-                "database unavailable",
-                extra={"error_id": error_id, "path": request.path, "error": type(exc.__cause__ or exc).__name__},
-                exc_info=exc,
-            )
-            body = {
-                "status": "error",
-                "error": "the database cannot take this request right now: retry later",
-                "error_id": error_id,
-            }
-            response = jsonify(body)
-            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
-            return response, 503
-        log.error("unexpected error", extra={"error_id": error_id, "path": request.path}, exc_info=exc)
-        return jsonify({"status": "error", "error": "internal error", "error_id": error_id}), 500
+        return error_answer(exc, request.path).response()
+
+
+def error_answer(exc: BaseException, path: str) -> Answer:
+    """The answer to an unexpected exception, its detail logged under an error id (the answer names only the id)."""
+    if isinstance(exc, HTTPException):
+        return Answer.json({"status": "error", "error": exc.description or exc.name}, exc.code or 500)
+    error_id = secrets.token_hex(6)
+    if _database_unavailable(exc):
+        log.error(
+            "database unavailable",
+            extra={"error_id": error_id, "path": path, "error": type(exc.__cause__ or exc).__name__},
+            exc_info=exc,
+        )
+        body = {
+            "status": "error",
+            "error": "the database cannot take this request right now: retry later",
+            "error_id": error_id,
+        }
+        return Answer.json(body, 503, retry_after=DATABASE_RETRY_AFTER)
+    log.error("unexpected error", extra={"error_id": error_id, "path": path}, exc_info=exc)
+    return Answer.json({"status": "error", "error": "internal error", "error_id": error_id}, 500)
 
 
 def warn_if_metrics_open(settings: Settings, bind: str) -> None:

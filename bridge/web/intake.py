@@ -2,6 +2,11 @@
 
 identify the source → size → verify the raw bytes → parse into one NormalizedEvent → store durably
 (dedup) → wake a worker → answer. Processing failures never reach the sender.
+
+A delivery is the one request that comes by the thousand, so `WebhookRoutes` serves `POST /webhooks/<source>`
+straight from the WSGI environ, in front of Flask: Flask's request context, dispatch and header lookups cost
+about a quarter of a delivery's CPU (docs/benchmarks.md). Every other request, and any other method on these
+paths, goes to Flask, whose routes for the same paths run the same `handle`.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy.engine import Engine
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wsgi import get_content_length, get_input_stream
 
 from bridge import store
 from bridge.events import BadDelivery, IgnoredEvent, Unauthorized
@@ -59,11 +67,75 @@ REFUSED_ANSWERS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 40
 BODY_READ_SECONDS = 10.0
 
 
-def _writer() -> GroupWriter:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What intake answers: a status and a JSON body (what `jsonify` writes: sorted keys, compact, a newline)."""
+
+    code: int
+    body: bytes
+    retry_after: int | None = None
+
+    @classmethod
+    def json(cls, payload: Mapping[str, object], code: int = 200, retry_after: int | None = None) -> Answer:
+        text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+        return cls(code, f"{text}\n".encode(), retry_after)
+
+    def headers(self) -> list[tuple[str, str]]:
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(self.body)))]
+        return headers + ([("Retry-After", str(self.retry_after))] if self.retry_after is not None else [])
+
+    def response(self) -> Response:
+        return Response(self.body, self.code, self.headers()[2:], mimetype="application/json")
+
+
+class EnvironHeaders(Mapping[str, str]):
+    """A request's headers read from the WSGI environ by name (the sources only `get` a few): werkzeug's own
+    view translates the name on every lookup through a generic path."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    @staticmethod
+    def _key(name: str) -> str:
+        key = name.upper().replace("-", "_")
+        return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+    def __getitem__(self, name: str) -> str:
+        return str(self._environ[self._key(name)])
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        value = self._environ.get(self._key(name))
+        return default if value is None else str(value)
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._environ:
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").title()
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                yield key.replace("_", "-").title()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class WebhookRequest:
+    """What intake reads of a request, straight from the WSGI environ."""
+
+    __slots__ = ("content_length", "environ", "headers")
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.environ = environ
+        self.headers = EnvironHeaders(environ)
+        self.content_length = get_content_length(environ)
+
+
+def _writer(app: Flask) -> GroupWriter:
     """This app's intake writer (bridge/store/deliveries.py: a group commit, one writer thread per process)."""
-    writer = current_app.extensions.get("intake_writer")
+    writer = app.extensions.get("intake_writer")
     if writer is None:
-        writer = current_app.extensions["intake_writer"] = GroupWriter(current_app.extensions["bridge"].engine)
+        writer = app.extensions["intake_writer"] = GroupWriter(app.extensions["bridge"].engine)
     return cast(GroupWriter, writer)
 
 
@@ -84,10 +156,10 @@ class ReceiptClock:
         return sample[1] + (mono - sample[2])
 
 
-def _receipt_clock() -> ReceiptClock:
-    clock = current_app.extensions.get("receipt_clock")
+def _receipt_clock(app: Flask) -> ReceiptClock:
+    clock = app.extensions.get("receipt_clock")
     if clock is None:
-        clock = current_app.extensions["receipt_clock"] = ReceiptClock()
+        clock = app.extensions["receipt_clock"] = ReceiptClock()
     return cast(ReceiptClock, clock)
 
 
@@ -95,26 +167,23 @@ class BodyTimeout(Exception):
     """The client did not send its body within BODY_READ_SECONDS."""
 
 
-def _answer(status: str, code: int = 200, **extra: object) -> tuple[Response, int]:
-    # What `jsonify` writes (sorted keys, compact, a final newline), without its per-call lookups of the app's
-    # JSON provider: every accepted delivery is answered here.
-    text = json.dumps({"status": status, **extra}, separators=(",", ":"), sort_keys=True)
-    return Response(f"{text}\n", code, mimetype="application/json"), code
+def _answer(status: str, **extra: object) -> Answer:
+    return Answer.json({"status": status, **extra})
 
 
-def _count(source: str, event: str, answer: str) -> None:
+def _count(engine: Engine, source: str, event: str, answer: str) -> None:
     """Count a delivery answered without being stored (stored ones are counted from the events table)."""
     try:
-        store.count_answer(current_app.extensions["bridge"].engine, source=source, event=event[:64], answer=answer)
+        store.count_answer(engine, source=source, event=event[:64], answer=answer)
     except Exception:  # a metric must never cost the sender its answer
         log.warning("could not count a delivery answer", exc_info=True, extra={"source": source, "answer": answer})
 
 
-def _refuse(source: str, code: int, reason: str) -> tuple[Response, int]:
+def _refuse(engine: Engine, source: str, code: int, reason: str) -> Answer:
     log.info("delivery refused", extra={"source": source, "answer": code, "reason": reason})
     # No event label: it would come from an unauthenticated or malformed request (unbounded label values).
-    _count(source, "", REFUSED_ANSWERS.get(code, str(code)))
-    return jsonify({"status": "error", "error": reason}), code
+    _count(engine, source, "", REFUSED_ANSWERS.get(code, str(code)))
+    return Answer.json({"status": "error", "error": reason}, code)
 
 
 def _event_label(source: Source, body: bytes, headers: Mapping[str, str], event_hint: str | None) -> str:
@@ -169,7 +238,7 @@ class _ReadDeadlines:
 _deadlines = _ReadDeadlines(BODY_READ_SECONDS)
 
 
-def _read_body(limit: int) -> bytes | None:
+def _read_body(req: WebhookRequest, limit: int) -> bytes | None:
     """The raw body, or None when it is over `limit` bytes; BadDelivery when it cannot be read.
 
     A chunked body (what gunicorn hands over as a terminated stream without Content-Length) would be
@@ -177,11 +246,11 @@ def _read_body(limit: int) -> bytes | None:
     ourselves, one byte past the limit, to answer 413 instead. Under gunicorn the read has a deadline:
     when it passes, the socket's reading side is shut, so even a byte-a-second client lets go.
     """
-    sock = request.environ.get("gunicorn.socket")
+    sock = req.environ.get("gunicorn.socket")
     token = _deadlines.watch(sock) if sock is not None else None
     started = time.monotonic()
     try:
-        return _read(limit)
+        return _read(req, limit)
     except Exception as exc:  # gunicorn's chunk parser, a client that went away, a short body
         if time.monotonic() - started >= BODY_READ_SECONDS:
             raise BodyTimeout() from exc
@@ -191,13 +260,14 @@ def _read_body(limit: int) -> bytes | None:
             _deadlines.release(token)
 
 
-def _read(limit: int) -> bytes | None:
-    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
-        body = request.get_data(cache=False)
-        if request.content_length is not None and len(body) < request.content_length:
+def _read(req: WebhookRequest, limit: int) -> bytes | None:
+    length = req.content_length
+    if length is not None or not req.environ.get("wsgi.input_terminated"):
+        body = get_input_stream(req.environ).read()  # what werkzeug's `get_data` reads (none without a length)
+        if length is not None and len(body) < length:
             raise BadDelivery("the body is shorter than its Content-Length")
         return body
-    stream = request.environ["wsgi.input"]
+    stream = req.environ["wsgi.input"]
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
@@ -216,27 +286,30 @@ def _unknown_event(source: PathTokenSource, event_hint: str | None) -> str:
     return f"unknown {source.display_name} event {event_hint[:60]!r} (expected one of {expected})"
 
 
-def handle(source_name: str, event_hint: str | None = None, *, path_token: str | None = None) -> tuple[Response, int]:
+def handle(
+    app: Flask, req: WebhookRequest, source_name: str, event_hint: str | None = None, *, path_token: str | None = None
+) -> Answer:
     """`event_hint`: the event named by the URL (BugHerd); `path_token`: the token from the URL, if any."""
     started = time.perf_counter()
-    sources: dict[str, Source] = current_app.extensions["sources"]
+    runtime = app.extensions["bridge"]
+    engine = runtime.engine
+    sources: dict[str, Source] = app.extensions["sources"]
     source = sources.get(source_name)
     if source is None:
-        return _refuse(source_name, 401, f"the {source_name} source is disabled: its secret is not configured")
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    length = request.content_length
+        return _refuse(engine, source_name, 401, f"the {source_name} source is disabled: its secret is not configured")
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    length = req.content_length
     if length is not None and length > limit:
-        return _refuse(source_name, 413, "body too large")
+        return _refuse(engine, source_name, 413, "body too large")
     try:
-        body = _read_body(limit)
+        body = _read_body(req, limit)
     except BadDelivery as exc:
-        return _refuse(source_name, 400, exc.reason)
+        return _refuse(engine, source_name, 400, exc.reason)
     except BodyTimeout:
-        return _refuse(source_name, 408, f"the body did not arrive within {BODY_READ_SECONDS:g} s")
+        return _refuse(engine, source_name, 408, f"the body did not arrive within {BODY_READ_SECONDS:g} s")
     if body is None:
-        return _refuse(source_name, 413, "body too large")
-    headers = request.headers
-    runtime = current_app.extensions["bridge"]
+        return _refuse(engine, source_name, 413, "body too large")
+    headers = req.headers
     try:
         if path_token is None:
             source.verify(body, headers)
@@ -244,35 +317,35 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
             path_source = cast(PathTokenSource, source)
             path_source.verify(body, headers, path_token=path_token)  # the token first: no probing without it
             if event_hint not in path_source.path_events:
-                return _refuse(source_name, 404, _unknown_event(path_source, event_hint))
+                return _refuse(engine, source_name, 404, _unknown_event(path_source, event_hint))
         event = source.parse(body, headers, event_hint)
         # The validation boundary: what passes can be stored and processed (see bridge/sources/validate.py).
-        received = datetime.fromtimestamp(_receipt_clock().now(runtime.engine), UTC)
+        received = datetime.fromtimestamp(_receipt_clock(app).now(engine), UTC)
         event = check_event(event, received)
         dedup_key = check_text("delivery id", source.dedup_key(body, headers, event_hint), DEDUP_KEY_LIMIT)
     except Unauthorized as exc:
-        return _refuse(source_name, 401, exc.reason)
+        return _refuse(engine, source_name, 401, exc.reason)
     except BadDelivery as exc:
-        return _refuse(source_name, 400, exc.reason)
+        return _refuse(engine, source_name, 400, exc.reason)
     except IgnoredEvent as exc:
         reason = _clean(exc.reason, 300)  # it can quote the sender's event or action name
         log.info("delivery ignored", extra={"source": source_name, "answer": 200, "reason": reason})
-        _count(source_name, _event_label(source, body, headers, event_hint), "ignored")
+        _count(engine, source_name, _event_label(source, body, headers, event_hint), "ignored")
         return _answer("ignored", reason=reason, event_id=None)
     secret_header = runtime.settings.bugzilla_webhook_header.lower()
-    environ = request.environ
+    environ = req.environ
     kept = {h: environ[key] for h, key in _KEPT_ENVIRON if key in environ and h.lower() != secret_header}
     if event_hint:
         kept["X-Bridge-Event"] = event_hint
-    recorded = _writer().record(Delivery(event, dedup_key, kept, body), timeout=STORE_DEADLINE_SECONDS)
+    recorded = _writer(app).record(Delivery(event, dedup_key, kept, body), timeout=STORE_DEADLINE_SECONDS)
     event_id, is_new = recorded
     if not is_new:
         log.info("delivery duplicate", extra={"source": source_name, "event_id": event_id, "answer": 200})
-        _count(source_name, event.event_name, "duplicate")
-        calllog.delivery_repeated(runtime.engine, source=source_name, dedup_key=dedup_key, event_id=event_id,
+        _count(engine, source_name, event.event_name, "duplicate")
+        calllog.delivery_repeated(engine, source=source_name, dedup_key=dedup_key, event_id=event_id,
                                   item_key=recorded.item_key, sender=headers.get("User-Agent"))  # fmt: skip
         return _answer("duplicate", event_id=event_id)
-    current_app.extensions["publisher"].wake(event.source, recorded.item_key)  # the handle it is filed under
+    app.extensions["publisher"].wake(event.source, recorded.item_key)  # the handle it is filed under
     log.info(
         "delivery accepted",
         extra={
@@ -287,23 +360,78 @@ def handle(source_name: str, event_hint: str | None = None, *, path_token: str |
     return _answer("accepted", event_id=event_id)
 
 
+# The webhook endpoints: (source, event named by the URL, token from the URL) from a request's path, or None.
+_PLAIN_PATHS = {"/webhooks/github": "github", "/webhooks/bugzilla": "bugzilla"}
+_BUGHERD_PREFIX = "/webhooks/bugherd/"
+
+
+def route(path_info: str) -> tuple[str, str | None, str | None] | None:
+    """The webhook endpoint a path names, matched as Flask's routes below match it (a segment is non-empty and
+    holds no slash); None for any other path, which Flask then answers."""
+    source = _PLAIN_PATHS.get(path_info)
+    if source is not None:
+        return source, None, None
+    if not path_info.startswith(_BUGHERD_PREFIX):
+        return None
+    # The server hands PATH_INFO over as latin-1; the URL's bytes are UTF-8 (what werkzeug's routing decodes).
+    parts = path_info[len(_BUGHERD_PREFIX) :].encode("latin-1").decode("utf-8", "replace").split("/")
+    if len(parts) > 2 or not all(parts):
+        return None
+    return "bugherd", (parts[1] if len(parts) == 2 else None), parts[0]
+
+
+class WebhookRoutes:
+    """WSGI middleware: a POST to a webhook endpoint is handled here; anything else goes on to `app_wsgi` (Flask).
+
+    `before`: what Flask's `before_request` hooks would do for the request (take a `.env` edit); `failed`: the
+    answer the app's error handlers give an exception (JSON; a database that cannot take the write: 503)."""
+
+    def __init__(
+        self,
+        app: Flask,
+        app_wsgi: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]],
+        before: Callable[[], None],
+        failed: Callable[[BaseException, str], Answer],
+    ) -> None:
+        self.app, self.app_wsgi, self.before, self.failed = app, app_wsgi, before, failed
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        found = route(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
+        if found is None:
+            return self.app_wsgi(environ, start_response)
+        source, event_hint, token = found
+        try:
+            self.before()
+            answer = handle(self.app, WebhookRequest(environ), source, event_hint, path_token=token)
+        except Exception as exc:
+            answer = self.failed(exc, environ.get("PATH_INFO", ""))
+        start_response(f"{answer.code} {HTTP_STATUS_CODES[answer.code].upper()}", answer.headers())
+        return [answer.body]
+
+
+def _via_flask(source: str, event_hint: str | None = None, token: str | None = None) -> Response:
+    # Reached when a request to these paths does not pass through `WebhookRoutes` (it answers every POST first).
+    answer = handle(current_app, WebhookRequest(request.environ), source, event_hint, path_token=token)
+    return answer.response()
+
+
 @bp.post("/webhooks/github")
-def github() -> tuple[Response, int]:
-    return handle("github")
+def github() -> Response:
+    return _via_flask("github")
 
 
 @bp.post("/webhooks/bugzilla")
-def bugzilla() -> tuple[Response, int]:
-    return handle("bugzilla")
+def bugzilla() -> Response:
+    return _via_flask("bugzilla")
 
 
 @bp.post("/webhooks/bugherd/<token>/<event>")
 @bp.post("/webhooks/bugherd/<token>", defaults={"event": None})
-def bugherd(token: str, event: str | None) -> tuple[Response, int]:
+def bugherd(token: str, event: str | None) -> Response:
     # One BugHerd webhook per event: its body does not name the event, the URL does.
-    return handle("bugherd", event_hint=event, path_token=token)
+    return _via_flask("bugherd", event, token)
 
 
 @bp.errorhandler(413)
-def too_large(_exc: Exception) -> tuple[Response, int]:
-    return jsonify({"status": "error", "error": "body too large"}), 413
+def too_large(_exc: Exception) -> Response:
+    return Answer.json({"status": "error", "error": "body too large"}, 413).response()
