@@ -8,6 +8,7 @@ import time
 from bridge import store
 from bridge.process import metrics
 from bridge.store import schema as db
+from bridge.store.clock import db_now
 from testkit.factories import github_request, issues_event
 from testkit.harness import GITHUB_SECRET
 from tests.test_sync_guarantees import SOURCE
@@ -64,3 +65,29 @@ def test_a_metrics_scrape_over_a_large_table_does_not_delay_a_webhook(tmp_path):
     # A scrape holding the write lock would delay some of these by up to a whole scrape.
     assert worst < max(0.25, scrape_seconds / 2), (worst, scrape_seconds)
     assert store.count_by_status(engine)["pending"] == 20
+
+
+def test_a_write_on_a_locked_database_fails_as_the_callers_expect(tmp_path):
+    """The BEGIN of a write transaction runs on the driver's connection (bridge/store/schema.py): a database locked
+    past the busy timeout still fails as SQLAlchemy's OperationalError, which the worker retries later and the web
+    answers with a 503, not as the driver's own exception (which neither recognises)."""
+    import sqlite3
+
+    import pytest
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    engine = db.make_engine(f"sqlite:///{tmp_path}/bridge.db")
+    db.ensure_schema(engine)
+    engine.dispose()
+    event.listen(engine, "connect", lambda conn, _record: conn.execute("PRAGMA busy_timeout = 100"))
+    holder = sqlite3.connect(tmp_path / "bridge.db")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(OperationalError, match="locked"), engine.begin():
+            pass
+    finally:
+        holder.rollback()
+        holder.close()
+    with engine.begin() as conn:  # the connection is usable again once the lock is gone
+        assert db_now(conn) > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 
 metadata = MetaData()
 
@@ -447,7 +449,13 @@ def make_engine(database_url: str) -> Engine:
             # `engine.begin()` (a write) takes the write lock up front, so read-then-write transactions
             # (claims, limiter) never fail on upgrade; `engine.connect()` (a read) takes no lock at all,
             # so a long read (a /metrics scrape) never holds up intake's inserts.
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+            # On the driver's connection: every transaction starts here, and SQLAlchemy's statement machinery
+            # (events, a cursor result) costs more than the BEGIN itself.
+            statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN"
+            try:
+                conn.connection.dbapi_connection.execute(statement)
+            except sqlite3.Error as exc:  # what callers catch (a locked database: retry later), as SQLAlchemy raises it
+                raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
         _writes_begin_immediate(engine)
         return engine
