@@ -624,6 +624,8 @@ class PySpy:
         if not Path(binary).exists():
             raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
         self.args = [binary, "record", "--pid", str(pid), "--subprocesses", "--nonblocking"]
+        # BENCH_PROFILE_GIL=1: sample only the thread holding the GIL (where the Python CPU goes under threads)
+        self.args += ["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []
         self.args += ["--idle"] if idle else []  # without it: on-CPU samples only (waits, GIL waits excluded)
         self.args += ["--nolineno", "--format", "raw", "--rate", str(rate), "--duration", str(max_seconds)]
         self.args += ["--output", str(out)]

@@ -99,7 +99,7 @@ def _call_site() -> str:
 def run(config: str, items: int, limit: int, profile: int = 0) -> dict[str, Any]:
     with ExitStack() as stack:
         tmp = stack.enter_context(temp_dir("bench-syncdb-"))
-        fake = stack.enter_context(FakeZoho())
+        fake = stack.enter_context(FakeZoho(keep_alive=True))  # persistent connections, as Zoho's servers keep them
         database_url = stack.enter_context(postgres_database()) if config == "redis-pg" else ""
         env = {
             "BRIDGE_DATA_DIR": str(tmp),
