@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
+import itertools
 import json
 import os
 import queue
@@ -236,7 +237,8 @@ def store_batch(engine: Engine, fairy: Any, batch: list[Delivery]) -> list[Recor
         if dialect == "sqlite":
             cursor.execute("BEGIN IMMEDIATE")
         if dialect == "postgresql" and len(batch) > 1:  # a round trip per statement: a batch in a few
-            results = _store_all(cursor, sql, dialect, batch)
+            with _batch_cursor(fairy) as raw:
+                results = _store_all(cursor, raw, sql, dialect, batch)
         else:  # SQLite (statements are cheap next to the rows' pages: measured no faster in a batch), or one
             results = [_store(cursor, sql, dialect, delivery) for delivery in batch]
         fairy.commit()
@@ -261,24 +263,32 @@ def _rollback(fairy: Any) -> None:
 @functools.lru_cache(maxsize=256)
 def _batch_sql(dialect: str, kind: str, rows: int) -> str:
     """A statement for `rows` rows at once, with positional parameters (names as in schema.py; nothing from a
-    delivery is ever part of the text)."""
-    mark = "%s" if dialect == "postgresql" else "?"
+    delivery is ever part of the text). PostgreSQL's are its own numbered placeholders ($1, $2 …), run on a raw
+    cursor (`_batch_cursor`): psycopg parses a statement of more than 50 parameters in Python on every run."""
+    numbers = itertools.count(1)
+
+    def marks(count: int) -> str:
+        return ", ".join(f"${next(numbers)}" if dialect == "postgresql" else "?" for _ in range(count))
+
     if kind == "insert":  # the event rows; returns the key of each row stored (a duplicate's is not returned)
-        one = f"({', '.join([mark] * len(_VALUES))}, {DB_EPOCH_SQL[dialect]}, 'pending', 0)"
+        values = ", ".join(f"({marks(len(_VALUES))}, {DB_EPOCH_SQL[dialect]}, 'pending', 0)" for _ in range(rows))
         return (
-            f"INSERT INTO events ({', '.join(_VALUES)}, received_at, status, attempts) VALUES "  # noqa: S608
-            + ", ".join([one] * rows)
-            + " ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id, source, dedup_key"
+            f"INSERT INTO events ({', '.join(_VALUES)}, received_at, status, attempts) VALUES {values}"  # noqa: S608
+            " ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id, source, dedup_key"
         )
     if kind == "deltas":  # counter deltas: (name, labels, value) per row
-        return "INSERT INTO metric_deltas (name, labels, value) VALUES " + ", ".join(  # noqa: S608
-            [f"({mark}, {mark}, {mark})"] * rows
-        )
+        values = ", ".join(f"({marks(3)})" for _ in range(rows))
+        return f"INSERT INTO metric_deltas (name, labels, value) VALUES {values}"  # noqa: S608
     assert kind == "bound"  # the handles some identities of one source are bound to
-    return (
-        f"SELECT identity, item_key FROM item_identities WHERE source = {mark} AND identity IN "  # noqa: S608
-        f"({', '.join([mark] * rows)})"
-    )
+    source = marks(1)
+    return f"SELECT identity, item_key FROM item_identities WHERE source = {source} AND identity IN ({marks(rows)})"  # noqa: S608
+
+
+def _batch_cursor(fairy: Any) -> Any:
+    """PostgreSQL: a cursor that sends statements as written, with numbered placeholders (psycopg's RawCursor)."""
+    import psycopg
+
+    return psycopg.RawCursor(fairy.driver_connection)
 
 
 def _store(cursor: Any, sql: _Statements, dialect: str, delivery: Delivery) -> Recorded:
@@ -299,18 +309,18 @@ def _store(cursor: Any, sql: _Statements, dialect: str, delivery: Delivery) -> R
     return Recorded(int(row[0]), True, event.item_key)
 
 
-def _store_all(cursor: Any, sql: _Statements, dialect: str, batch: list[Delivery]) -> list[Recorded]:
+def _store_all(cursor: Any, raw: Any, sql: _Statements, dialect: str, batch: list[Delivery]) -> list[Recorded]:
     """PostgreSQL: the batch's rows in as few statements as the guarantees allow: the identities' bindings read
     at once (a first delivery's made one by one, in order), every event row in one INSERT, the counter deltas of
     the rows stored in one more (summed per series). A delivery whose key is stored already, before or earlier in
-    this batch, stores nothing and gets the first copy's id and handle."""
-    events = _filed_all(cursor, sql, dialect, [delivery.event for delivery in batch])
+    this batch, stores nothing and gets the first copy's id and handle. `raw` runs the batch statements."""
+    events = _filed_all(cursor, raw, sql, dialect, [delivery.event for delivery in batch])
     rows = [
         row_values(event, d.dedup_key, d.headers, d.payload, d.next_attempt_at, d.origin)
         for event, d in zip(events, batch, strict=True)
     ]
-    cursor.execute(_batch_sql(dialect, "insert", len(rows)), [row[name] for row in rows for name in _VALUES])
-    stored = {(str(source), str(key)): int(event_id) for event_id, source, key in cursor.fetchall()}
+    raw.execute(_batch_sql(dialect, "insert", len(rows)), [row[name] for row in rows for name in _VALUES])
+    stored = {(str(source), str(key)): int(event_id) for event_id, source, key in raw.fetchall()}
     results: list[Recorded] = []
     deltas: dict[tuple[str, str], int] = {}
     for event, delivery, row in zip(events, batch, rows, strict=True):
@@ -325,11 +335,13 @@ def _store_all(cursor: Any, sql: _Statements, dialect: str, batch: list[Delivery
             deltas[series] = deltas.get(series, 0) + 1
     if deltas:
         params = [value for (name, labels), n in deltas.items() for value in (name, labels, float(n))]
-        cursor.execute(_batch_sql(dialect, "deltas", len(deltas)), params)
+        raw.execute(_batch_sql(dialect, "deltas", len(deltas)), params)
     return results
 
 
-def _filed_all(cursor: Any, sql: _Statements, dialect: str, events: list[NormalizedEvent]) -> list[NormalizedEvent]:
+def _filed_all(
+    cursor: Any, raw: Any, sql: _Statements, dialect: str, events: list[NormalizedEvent]
+) -> list[NormalizedEvent]:
     """Each event under the handle its identity is bound to: the bindings that exist read in one statement per
     source, an identity's first delivery bound by `_filed` (in batch order: a later delivery of the same identity
     in the batch gets the handle the first one was bound to)."""
@@ -341,8 +353,8 @@ def _filed_all(cursor: Any, sql: _Statements, dialect: str, events: list[Normali
         return events
     bound: dict[tuple[str, str], str] = {}
     for source, identities in wanted.items():
-        cursor.execute(_batch_sql(dialect, "bound", len(identities)), [source, *sorted(identities)])
-        bound.update({(source, str(identity)): str(key) for identity, key in cursor.fetchall()})
+        raw.execute(_batch_sql(dialect, "bound", len(identities)), [source, *sorted(identities)])
+        bound.update({(source, str(identity)): str(key) for identity, key in raw.fetchall()})
     out = []
     for event in events:
         if event.identity:
