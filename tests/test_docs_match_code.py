@@ -50,6 +50,8 @@ def _settings_in_code() -> set[str]:
 
 # Variables other programs own, read as they document them (not the bridge's settings).
 NOT_OURS = {"MP_LOG"}  # billiard's (Celery's pool): its multiprocessing log
+# A WSGI request's environ (bridge/web/intake.py reads it), not the process's environment (PEP 3333).
+NOT_OURS |= {"REQUEST_METHOD", "PATH_INFO", "SCRIPT_NAME", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH"}
 
 
 def _env(value: object) -> bool:
