@@ -375,7 +375,9 @@ def test_zoho_slower_than_the_lease_leaves_one_issue(tmp_path, fake):
     result: list = []
     worker = threading.Thread(target=lambda: result.append(slow.sync.process_item("github", "acme/web#1")))
     worker.start()
-    time.sleep(0.5)
+    # the slow worker's create is the one Zoho holds (waited for, not assumed after a fixed 0.5 s: on a loaded
+    # machine it can be sent later, and then it would not be held)
+    wait_for(lambda: [m for m, _ in fake.slowed] == ["POST"], 10, what="the slow worker's create held by Zoho")
     fake.set_faults()
     time.sleep(2.0)  # the slow worker's lease is gone; its create has not landed yet
     other.sync.process_item("github", "acme/web#1")
