@@ -100,7 +100,7 @@ def measure(code: Path, seconds: float, settle: float) -> dict[str, Any]:
     with temp_dir("bench-idle-") as tmp:
         home = tmp / "home"
         (home / "mappings").mkdir(parents=True)
-        shutil.copy(REPO / "mappings" / "github.yaml", home / "mappings" / "github.yaml")
+        shutil.copy(REPO / "mappings" / "examples" / "github.yaml", home / "mappings" / "github.yaml")
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOHO_", "GITHUB_", "BUGZILLA_", "BUGHERD_"))}
         env.pop("DATABASE_URL", None)

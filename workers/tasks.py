@@ -13,6 +13,7 @@ import time
 import uuid
 
 from celery import shared_task
+from celery.signals import worker_process_init
 
 from bridge import store
 from bridge.backfill import feeder
@@ -79,6 +80,18 @@ for _name in ("alembic.runtime.migration", "alembic.runtime.plugins"):
 ITEMS_PER_TASK = 10
 SPREAD = 2
 TASK_SECONDS = 60.0  # a task that ran this long hands its remaining items on (far under the visibility timeout)
+
+
+@worker_process_init.connect
+def ready_the_pool_process(**_: object) -> None:
+    """A pool process builds its runtime, reads its mappings and imports the periodic jobs' code when it starts,
+    not at its first task: that one may be the sweeper's, in a quiet minute, which would then pay the imports
+    and log "mapping … loaded" (an idle bridge is silent at INFO, issue #24)."""
+    import bridge.core.zoho_poll  # noqa: F401 - reverse_tick's, imported in the task body
+
+    runtime = get_runtime()
+    runtime.sync  # noqa: B018 - the registry (mappings loaded), the Zoho client, the sync service
+    runtime.engine  # noqa: B018 - the schema checked
 
 
 @shared_task(name=TASK_SYNC_ITEM, acks_late=True)

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,9 +154,11 @@ class Supervisor:
         self.warn = warn
         self.children: list[Child] = []
         self.stop_signal: int | None = None
+        self._stopping = threading.Event()  # set with stop_signal: the watch loop's wait ends at once
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stop_signal = signum
+        self._stopping.set()
 
     def run(self) -> int:
         """Start everything, watch it, stop it all; the exit code for the command."""
@@ -198,7 +201,8 @@ class Supervisor:
                 )
                 self.say(f"issue-bridge running on http://{self.host}:{self.port}/ ({mode}); Ctrl-C stops it")
                 announced = True
-            time.sleep(0.2)
+            # Quick until the web answers (the "running on" line), then a look a second: an idle bridge is quiet.
+            self._stopping.wait(1.0 if announced else 0.2)
         self.say(f"stopping on {signal.Signals(self.stop_signal).name}")
         return 0
 
