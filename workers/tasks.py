@@ -84,14 +84,19 @@ TASK_SECONDS = 60.0  # a task that ran this long hands its remaining items on (f
 
 @worker_process_init.connect
 def ready_the_pool_process(**_: object) -> None:
-    """A pool process builds its runtime, reads its mappings and imports the periodic jobs' code when it starts,
-    not at its first task: that one may be the sweeper's, in a quiet minute, which would then pay the imports
-    and log "mapping … loaded" (an idle bridge is silent at INFO, issue #24)."""
+    """A pool process imports the periodic jobs' code when it starts, and on a local database (SQLite) also builds
+    its runtime and reads its mappings, not at its first task: that one may be the sweeper's, in a quiet minute,
+    which would then pay the imports and log "mapping … loaded" (an idle bridge is silent at INFO, issue #24).
+    Never on a database across a network: Celery kills a pool process that is not up within 4 s, and a
+    connection to an unreachable server can take longer; that runtime is built at the first task, as before."""
     import bridge.core.zoho_poll  # noqa: F401 - reverse_tick's, imported in the task body
 
-    runtime = get_runtime()
-    runtime.sync  # noqa: B018 - the registry (mappings loaded), the Zoho client, the sync service
-    runtime.engine  # noqa: B018 - the schema checked
+    try:
+        runtime = get_runtime()
+        if runtime.settings.database_url.startswith("sqlite"):
+            runtime.sync  # noqa: B018 - the engine and schema, the registry (mappings loaded), the Zoho client
+    except Exception:  # the first task builds it again and reports what is wrong
+        log.warning("could not prepare the pool process; its first task will", exc_info=True)
 
 
 @shared_task(name=TASK_SYNC_ITEM, acks_late=True)
