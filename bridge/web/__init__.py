@@ -38,8 +38,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("bridge")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_webhook_bytes
     flask_wsgi = app.wsgi_app
-    # Behind a reverse proxy (the middleware is put in place below): the client's address, scheme and host,
-    # believed only from TRUSTED_PROXIES.
     app.session_interface = admin_guard.HttpsAwareSessionInterface()  # the admin cookie: Secure over HTTPS
     if settings.trusted_proxies:
         log.info(
@@ -77,7 +75,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             admin.configure(app, fresh)
 
     app.before_request(take_settings_edits)
-    # Deliveries skip Flask (bridge/web/intake.py), behind the same proxy handling; every other request goes on.
+    # Deliveries skip Flask (bridge/web/intake.py); every other request goes on to it. In front of both, behind a
+    # reverse proxy: the client's address, scheme and host, believed only from TRUSTED_PROXIES.
     app.wsgi_app = TrustedProxies(  # type: ignore[method-assign]
         intake.WebhookRoutes(app, flask_wsgi, take_settings_edits, error_answer),
         lambda: runtime.settings.trusted_proxies,  # read per request: a .env edit applies
