@@ -116,3 +116,44 @@ def test_a_delivery_not_stored_within_the_deadline_is_a_503_before_the_sender_gi
     assert again.status_code == 200 and again.get_json()["status"] in ("accepted", "duplicate")
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(db.events)).scalar_one() == 1
+
+
+WEBHOOK_PATHS = [
+    "/webhooks/github",
+    "/webhooks/github/",
+    "/webhooks/github/x",
+    "/webhooks//github",
+    "/webhooks/bugzilla",
+    "/webhooks/bugzilla/",
+    "/webhooks/bugherd",
+    "/webhooks/bugherd/",
+    "/webhooks/bugherd/tok",
+    "/webhooks/bugherd/tok/",
+    "/webhooks/bugherd/tok/task_create",
+    "/webhooks/bugherd/tok/task_create/",
+    "/webhooks/bugherd/tok/task_create/more",
+    "/webhooks/bugherd//task_create",
+    "/webhooks/bugherd/t%C3%B6k/comment_create".replace("%C3%B6", "\u00c3\u00b6"),  # UTF-8 bytes, as WSGI hands them
+    "/webhooks/zoho/tok",
+    "/webhooks/GitHub",
+]
+
+
+def test_the_webhook_paths_served_before_flask_are_exactly_flasks_webhook_routes(tmp_path):
+    """`WebhookRoutes` answers a POST itself only where Flask's routes would have run the same view with the same
+    arguments; every other path (a trailing slash, a missing or extra segment) still gets Flask's answer."""
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.routing import RequestRedirect
+
+    from bridge.web import intake
+
+    app = _app(tmp_path)
+    views = {"intake.github": "github", "intake.bugzilla": "bugzilla", "intake.bugherd": "bugherd"}
+    adapter = app.url_map.bind("localhost")
+    for path in WEBHOOK_PATHS:
+        try:
+            endpoint, args = adapter.match(path.encode("latin-1").decode("utf-8"), method="POST")
+            flask = (views[endpoint], args.get("event"), args.get("token")) if endpoint in views else None
+        except (HTTPException, RequestRedirect):
+            flask = None
+        assert intake.route(path) == flask, path
