@@ -658,10 +658,11 @@ class MappingRegistry:
             self._clashed.add(file)
         if problems or mapping is None:
             self.problems[file] = problems
-            if file not in self._mappings and self.last_good is not None:
-                fallback = self._from_last_good(path)
-                if fallback is not None:
-                    self._mappings[file] = fallback
+            # The last version any process loaded, not only this one's: a good edit this process did not look at
+            # (another worker loaded it) is newer than what it holds.
+            fallback = self._from_last_good(path) if self.last_good is not None else None
+            if fallback is not None:
+                self._mappings[file] = fallback
             kept = "the last good version stays in force" if file in self._mappings else "it is not in use"
             for problem in problems:
                 log.error("mapping refused (%s): %s", kept, problem)
