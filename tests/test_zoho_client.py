@@ -471,7 +471,8 @@ def test_429_with_only_x_ratelimit_reset_is_honoured(projects, rsps):
     rsps.post(ISSUES, status=429, headers={"X-RateLimit-Reset": str(reset)}, json={})
     with pytest.raises(ZohoTransientError) as err:
         projects.create_issue(draft())
-    assert err.value.retry_after == pytest.approx(42, abs=2)
+    left = reset - time.time()  # what is left of the wait when checked (a loaded machine is slow to get here)
+    assert left - 1.5 <= err.value.retry_after <= 43, (err.value.retry_after, left)
     assert block_status(projects.engine)[1] == pytest.approx(reset, abs=2)
 
 
@@ -624,7 +625,8 @@ def test_bugtracker_rate_limit_6009_is_transient(bugtracker, rsps):
     rsps.post(BUGS, status=429, json=error, headers={"X-RateLimit-Reset": str(reset)})
     with pytest.raises(ZohoTransientError) as err:
         bugtracker.create_issue(draft())
-    assert err.value.retry_after == pytest.approx(30, abs=2)
+    left = reset - time.time()  # what is left of the wait when checked (a loaded machine is slow to get here)
+    assert left - 1.5 <= err.value.retry_after <= 31, (err.value.retry_after, left)
 
 
 def test_bugtracker_find_searches_for_the_marker(bugtracker, rsps):
