@@ -8,7 +8,10 @@ import json
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bridge.events import NormalizedEvent
 
 BASE_TIME = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 
@@ -199,3 +202,18 @@ def github_request(
         "X-Hub-Signature-256": sign(secret, body),
     }
     return body, headers
+
+
+def bug_event(n: int) -> NormalizedEvent:
+    """A parsed Bugzilla bug creation (no identity to bind): what the store's tests hand intake's writer."""
+    from bridge.events import NormalizedEvent
+
+    return NormalizedEvent(
+        source="bugzilla",
+        item_kind="bug",
+        item_key=str(n),
+        action="created",
+        event_name="bug.create",
+        source_ts=datetime.now(UTC),
+        fields={"summary": f"bug {n}"},
+    )

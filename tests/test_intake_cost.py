@@ -12,18 +12,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from bridge.events import BadDelivery, NormalizedEvent
+from bridge.events import BadDelivery
 from bridge.process.broker import TASK_WAKE_ITEMS
 from bridge.sources.common import load_json_object
 from bridge.sources.validate import MAX_DEPTH, check_depth, depth_of
 from bridge.web.publisher import WakePublisher
 from testkit.dbs import engine  # noqa: F401  (the fixture)
-from testkit.factories import github_issue_id, issues_event
+from testkit.factories import bug_event, github_issue_id, issues_event
 from testkit.harness import wait_for
 from tests.test_settings_reload import home  # noqa: F401  (the fixture)
 
@@ -140,7 +139,7 @@ def test_one_batch_stores_new_deliveries_once_each_under_their_bound_handles(eng
         Delivery(parse("issues", issues_event("opened")), "d1", {}, b"{}"),  # d1 again, in the same batch
         Delivery(parse("issues", renamed_2), "d4", {}, b"{}"),  # acme/web#2 renamed: its binding stands
         Delivery(earlier, "e2", {}, b"{}"),  # stored before the batch
-        Delivery(_bug(7), "b7", {}, b"{}"),  # no identity
+        Delivery(bug_event(7), "b7", {}, b"{}"),  # no identity
     ]
     fairy = engine.raw_connection()
     try:
@@ -173,18 +172,6 @@ def test_one_batch_stores_new_deliveries_once_each_under_their_bound_handles(eng
         sum(v for _labels, v in series[counters.DELIVERIES]) == 5
     )  # e2 before the batch, and d1, d2, d4, b7: copies count nothing
     assert sum(v for _labels, v in series[counters.EVENTS_STORED]) == 5
-
-
-def _bug(n: int) -> NormalizedEvent:
-    return NormalizedEvent(
-        source="bugzilla",
-        item_kind="bug",
-        item_key=str(n),
-        action="created",
-        event_name="bug.create",
-        source_ts=datetime.now(UTC),
-        fields={"summary": f"bug {n}"},
-    )
 
 
 def test_a_look_at_dotenv_does_not_wait_while_another_thread_takes_an_edit_over(home):  # noqa: F811

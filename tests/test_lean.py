@@ -13,19 +13,18 @@ import logging
 import os
 import threading
 import time
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
 
 from bridge.backfill import feeder
-from bridge.events import NormalizedEvent
 from bridge.process.broker import TASK_POLL_SOURCE, TASK_REQUEUE_STALE, TASK_SYNC_ITEM, beat_schedule
 from bridge.settings import load_settings
 from bridge.store import schema as db
 from bridge.store.deliveries import Delivery, GroupWriter
 from bridge.web.publisher import WakePublisher
 from testkit.dbs import engine  # noqa: F401  (the fixture)
+from testkit.factories import bug_event
 from testkit.harness import wait_for
 from workers.tasks import QuietHousekeeping
 
@@ -107,16 +106,7 @@ def test_the_publisher_sends_a_lone_wake_up_at_once_and_one_message_per_interval
 
 
 def _delivery(n: int, payload: object = b"{}") -> Delivery:
-    event = NormalizedEvent(
-        source="bugzilla",
-        item_kind="bug",
-        item_key=str(n),
-        action="created",
-        event_name="bug.create",
-        source_ts=datetime.now(UTC),
-        fields={"summary": f"bug {n}"},
-    )
-    return Delivery(event, f"d{n}", {}, payload)  # type: ignore[arg-type]
+    return Delivery(bug_event(n), f"d{n}", {}, payload)  # type: ignore[arg-type]
 
 
 def test_the_group_commit_stores_every_delivery_and_a_bad_one_fails_alone(engine):  # noqa: F811

@@ -164,13 +164,23 @@ def test_reordered_updates_latest_state_wins_and_burst_is_coalesced(tmp_path, fa
     assert fake.issues()[0]["name"] == "t9"
 
 
-def test_comments_once_edited_and_deleted(tmp_path, fake):
+@pytest.mark.parametrize("keep_alive", [False, True], ids=["one-request-per-connection", "kept-connections"])
+def test_comments_once_edited_and_deleted(tmp_path, keep_alive):
+    """Zoho's documents do not say whether a connection is kept between calls: the same issue and comment calls
+    hold on a server that closes each connection and on one that keeps them (as Zoho's servers do, HTTP/1.1)."""
+    with FakeZoho(keep_alive=keep_alive) as fake:
+        _comments_once_edited_and_deleted(tmp_path, fake)
+
+
+def _comments_once_edited_and_deleted(tmp_path, fake):
     runtime = Runtime(load_settings(make_env(tmp_path, fake)))
     deliver(runtime, "issues", issues_event("opened"))
+    deliver(runtime, "issues", issues_event("edited", title="renamed", updated=6))  # newer than the comment's copy
     deliver(runtime, "issue_comment", comment_event("created", comment_id=1, text="hello", commented=5))
     deliver(runtime, "issue_comment", comment_event("created", comment_id=1, text="hello", commented=5))  # redelivery
     drain(runtime)
     [issue] = fake.issues()
+    assert issue["name"] == "renamed"
     [comment] = fake.comments(issue["id"])
     assert "hello" in comment["comment"]
     # Replaying the comment event does not post it again.

@@ -157,3 +157,27 @@ def test_the_webhook_paths_served_before_flask_are_exactly_flasks_webhook_routes
         except (HTTPException, RequestRedirect):
             flask = None
         assert intake.route(path) == flask, path
+
+
+def test_an_unexpected_error_in_a_delivery_is_json_with_an_error_id_and_stores_nothing(tmp_path, caplog, monkeypatch):
+    """A delivery is answered before Flask (bridge/web/intake.py): an exception there gets the app's answer too,
+    a 500 naming only an error id, the detail in the log; nothing is stored, so the sender's retry is not a
+    duplicate."""
+    app = _app(tmp_path)
+    source = app.extensions["sources"]["github"]
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("boom in the parser")
+
+    monkeypatch.setattr(source, "parse", broken)
+    body, headers = github_request(GITHUB_SECRET, "issues", issues_event("opened"))
+    with caplog.at_level(logging.ERROR):
+        r = app.test_client().post("/webhooks/github", data=body, headers=headers)
+    assert r.status_code == 500 and r.is_json, r.data[:300]
+    error_id = r.get_json()["error_id"]
+    record = next(rec for rec in caplog.records if getattr(rec, "error_id", None) == error_id)
+    assert record.exc_info and "boom" in str(record.exc_info[1]) and record.path == "/webhooks/github"
+    assert "boom" not in r.get_data(as_text=True)
+    engine = app.extensions["bridge"].engine
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(db.events)).scalar_one() == 0

@@ -85,7 +85,10 @@ class Answer:
         return headers + ([("Retry-After", str(self.retry_after))] if self.retry_after is not None else [])
 
     def response(self) -> Response:
-        return Response(self.body, self.code, self.headers()[2:], mimetype="application/json")
+        response = Response(self.body, self.code, mimetype="application/json")
+        if self.retry_after is not None:
+            response.headers["Retry-After"] = str(self.retry_after)
+        return response
 
 
 class EnvironHeaders(Mapping[str, str]):
