@@ -90,7 +90,7 @@ def _call_site() -> str:
     """The innermost frame in bridge/ that is not the engine set-up: `module.function`."""
     for frame in reversed(traceback.extract_stack(limit=40)):
         path = frame.filename
-        if "/bridge/" in path and not path.endswith("bridge/store/schema.py"):
+        if "/bridge/" in path and not path.endswith(("bridge/store/schema.py", "bridge/store/driver.py")):
             module = path.rsplit("/bridge/", 1)[1].removesuffix(".py").replace("/", ".")
             return f"{module}.{frame.name}"
     return "(sqlalchemy / other)"

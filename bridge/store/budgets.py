@@ -18,6 +18,7 @@ from sqlalchemy.sql import Executable
 
 from bridge.store import schema as db
 from bridge.store.clock import db_now
+from bridge.store.driver import run
 from bridge.store.sql import upsert as _upsert
 
 CHUNK = 500  # slot rows per INSERT: far below any driver's parameter limit, whatever the budget's size
@@ -90,7 +91,7 @@ class Block:
 
 def blocks(conn: Connection, budgets: list[str]) -> list[Block]:
     """The budgets' blocks and breakers as they stand (those with a row), timed by the database's clock."""
-    rows = conn.execute(_BLOCKS[conn.dialect.name], {"keys": budgets}).all()
+    rows = run(conn, _BLOCKS[conn.dialect.name], {"keys": budgets}).all()
     return [Block(r.budget, float(r.remaining), r.reason, int(r.outages)) for r in rows]
 
 

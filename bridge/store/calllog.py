@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from bridge.store import PENDING, _upsert, counters, endpoint_of, steer
 from bridge.store import schema as db
 from bridge.store.clock import db_now
+from bridge.store.driver import run
 
 log = logging.getLogger("bridge.store")
 KEEP_MINUTES = 120  # call_minutes rows kept (the charts show the last hour)
@@ -78,7 +79,8 @@ def write_zoho_calls(conn: Connection, calls: list[ZohoCall], now: float) -> Non
     for call in calls:
         endpoint = endpoint_of(call.method, call.path)
         counters.zoho_call(conn, endpoint, call.status, call.dry_run, call.duration_ms)
-        conn.execute(
+        run(
+            conn,
             _ZOHO_CALL,
             {
                 "event_id": call.event_id,

@@ -23,6 +23,7 @@ from bridge.events import NormalizedEvent
 from bridge.store import PENDING, CommentLink, Link, StoredEvent, _link, journal, steer
 from bridge.store import schema as db
 from bridge.store.clock import db_now
+from bridge.store.driver import run
 from bridge.store.journal import OPEN, Operation
 from bridge.store.links import comment_links
 
@@ -188,9 +189,9 @@ def claim_item(engine: Engine, source: str, item_key: str, holder: str, ttl: flo
     name = claim_name(source, item_key)
     with engine.begin() as conn:
         dialect = conn.dialect.name
-        row = conn.execute(_CLAIM[dialect], {"name": name, "holder": holder, "ttl": ttl}).first()
+        row = run(conn, _CLAIM[dialect], {"name": name, "holder": holder, "ttl": ttl}).first()
         if row is None or row.holder != holder:
-            state = conn.execute(_LEASE_STATE_NOW[dialect], {"name": name}).first()
+            state = run(conn, _LEASE_STATE_NOW[dialect], {"name": name}).first()
             now = float(state.now) if state is not None else db_now(conn)
             busy = state is not None and state.expires_at >= now
             return Refused(busy=busy, retry_at=None if busy or state is None else state.retry_at, now=now)
@@ -202,7 +203,7 @@ def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batc
     """The item's due pending events (oldest source state first) and its link."""
     now = db_now(conn) if now is None else now
     item = {"source": claim.source, "item_key": claim.item_key}
-    rows = conn.execute(_DUE_EVENTS, {**item, "now": now}).all()
+    rows = run(conn, _DUE_EVENTS, {**item, "now": now}).all()
     events: list[StoredEvent] = []
     unreadable: list[tuple[int, str]] = []
     for row in rows:
@@ -210,13 +211,13 @@ def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batc
             events.append(StoredEvent.from_row(row))
         except Exception as exc:  # a malformed row must end, not loop: it is failed with the reason
             unreadable.append((int(row.id), f"the stored event cannot be read: {type(exc).__name__}: {exc}"))
-    link_row = conn.execute(_LINK, item).first()
+    link_row = run(conn, _LINK, item).first()
     link = _link(link_row) if link_row else None
     ops = journal.open_for_item(conn, claim.source, claim.item_key)
     work_due = any(o.state in OPEN and o.next_at is not None and o.next_at <= now for o in ops)
     latest: NormalizedEvent | None = None
     if work_due and not events:
-        json_text = conn.execute(_LATEST_EVENT, item).scalar()
+        json_text = run(conn, _LATEST_EVENT, item).scalar()
         if json_text:
             latest = NormalizedEvent.from_json(json.loads(json_text))
     held, paused_mappings = steer.claim_view(conn, claim.source, claim.item_key)
@@ -232,7 +233,7 @@ def read_batch(conn: Connection, claim: Claim, now: float | None = None) -> Batc
         ops=ops,
         held=held,
         paused_mappings=paused_mappings,
-        found_any=(link is None or not link.confirmed) and conn.execute(_ANY_FOUND).first() is not None,
+        found_any=(link is None or not link.confirmed) and run(conn, _ANY_FOUND).first() is not None,
     )
 
 
@@ -243,7 +244,7 @@ def fence(conn: Connection, claim: Claim) -> float:
     between this check and the writes that follow it in the same transaction.
     """
     params = {"name": claim.name, "holder": claim.holder, "gen": claim.generation, "ttl": claim.ttl}
-    now = conn.execute(_FENCE[conn.dialect.name], params).scalar()
+    now = run(conn, _FENCE[conn.dialect.name], params).scalar()
     if now is None:
         raise ClaimLost(f"lost the claim on {claim.name} (generation {claim.generation})")
     return float(now)
@@ -260,17 +261,17 @@ def fenced(engine: Engine, claim: Claim) -> Iterator[tuple[Connection, float]]:
 def release(conn: Connection, claim: Claim, *, retry_at: float = 0.0, failures: int = 0) -> None:
     """Give the item back (inside a fenced transaction); `retry_at` > now makes it back off until then."""
     params = {"b_name": claim.name, "b_gen": claim.generation, "b_retry_at": retry_at, "b_failures": failures}
-    conn.execute(_RELEASE, params)
+    run(conn, _RELEASE, params)
 
 
 def item_failures(conn: Connection, claim: Claim) -> int:
-    return int(conn.execute(_FAILURES, {"name": claim.name}).scalar() or 0)
+    return int(run(conn, _FAILURES, {"name": claim.name}).scalar() or 0)
 
 
 def due_times(conn: Connection, source: str, item_key: str) -> tuple[float | None, float | None]:
     """When the item's earliest pending event and its earliest open operation are due (DB time; None: none).
     One statement, two indexed reads: the finishing step asks it before it reads a whole batch."""
-    row = conn.execute(_DUE_TIMES, {"source": source, "item_key": item_key}).one()
+    row = run(conn, _DUE_TIMES, {"source": source, "item_key": item_key}).one()
     return row[0], row[1]
 
 

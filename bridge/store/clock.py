@@ -12,6 +12,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from bridge.store.driver import run
+
 _NOW_SQL = {
     "postgresql": text("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"),
     "sqlite": text("SELECT (julianday('now') - 2440587.5) * 86400.0"),
@@ -20,7 +22,7 @@ _NOW_SQL = {
 
 def db_now(conn: Connection) -> float:
     """UNIX seconds by the database's clock, read on `conn` (inside the caller's transaction)."""
-    return float(conn.execute(_NOW_SQL[conn.dialect.name]).scalar_one())
+    return float(run(conn, _NOW_SQL[conn.dialect.name]).scalar_one())
 
 
 def engine_now(engine: Engine) -> float:

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.store import schema as db
+from bridge.store.driver import run_many
 
 LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 LAG_BUCKETS_S = (1, 2, 5, 10, 30, 60, 300, 900, 3600)
@@ -89,7 +90,7 @@ def bump_many(conn: Connection, items: Iterable[Item]) -> None:
     """Append the deltas of `items` in the caller's transaction: one INSERT, no row of anyone else's touched."""
     rows = delta_rows(items)
     if rows:
-        conn.execute(_APPEND, rows)
+        run_many(conn, _APPEND, rows)
 
 
 def read_all(conn: Connection) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Executable
 
 from bridge.store import schema as db
+from bridge.store.driver import run
 from bridge.store.sql import upsert as _upsert
 
 PLANNED, SENT, CONFIRMED, FAILED = "planned", "sent", "confirmed", "failed"
@@ -111,13 +112,13 @@ def save(conn: Connection, op: Operation) -> None:
         "echo": op.echo,
     }
     key = {"source": op.source, "item_key": op.item_key, "kind": op.kind, "ref": op.ref}
-    conn.execute(_save_statement(conn), {**key, **values})
+    run(conn, _save_statement(conn), {**key, **values})
 
 
 def open_for_item(conn: Connection, source: str, item_key: str) -> list[Operation]:
     """What the core must know when it claims the item: operations planned or in doubt, and writes to the
     source whose echo may still arrive."""
-    rows = conn.execute(_OPEN_FOR_ITEM, {"source": source, "item_key": item_key}).all()
+    rows = run(conn, _OPEN_FOR_ITEM, {"source": source, "item_key": item_key}).all()
     return [_op(r) for r in rows]
 
 
@@ -150,10 +151,11 @@ def state_of(conn: Connection, source: str, item_key: str, kind: str) -> str | N
 
 def made_by_us(conn: Connection, source: str, item_key: str, kinds: Sequence[str], result: str) -> bool:
     """Whether the thing with this id (a source comment) is one the bridge made for the item."""
-    row = conn.execute(
+    row = run(
+        conn,
         select(_T.c.id)
         .where(_T.c.source == source, _T.c.item_key == item_key, _T.c.kind.in_(kinds), _T.c.result == result)
-        .limit(1)
+        .limit(1),
     ).first()
     return row is not None
 
@@ -182,7 +184,7 @@ def due_items(
 
 
 def next_due(conn: Connection, source: str, item_key: str) -> float | None:
-    return conn.execute(NEXT_DUE, {"source": source, "item_key": item_key}).scalar()
+    return run(conn, NEXT_DUE, {"source": source, "item_key": item_key}).scalar()
 
 
 def retry_failed(

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from bridge.store import CommentLink, Link, _link
 from bridge.store import schema as db
+from bridge.store.driver import run
 
 DRY_RUN = "dry-run"  # a link state: what a dry-run "created"; dry-run reads it, real runs ignore it
 # A link an operator forgot (`links unlink`): the item's Zoho issue may still exist, so its next create is in
@@ -48,7 +49,7 @@ def write_intent(
     """The item's link before its first create is sent (`creating`): it reserves the external id, so two items
     rendering the same one are told apart before anything reaches Zoho. Whether a create is in doubt is the
     journal's to say (`zoho.create` sent and unconfirmed), not the link's."""
-    existing = conn.execute(_OWN_LINK, {"b_source": source, "b_item_key": item_key}).first()
+    existing = run(conn, _OWN_LINK, {"b_source": source, "b_item_key": item_key}).first()
     if existing is not None and existing.state == DRY_RUN:  # what dry-run recorded is never used for real
         conn.execute(
             update(db.links)
@@ -71,10 +72,11 @@ def write_intent(
         if existing.state != "creating":
             conn.execute(update(db.links).where(db.links.c.id == existing.id).values(state="creating", updated_at=now))
         return
-    holder = conn.execute(_ID_HOLDER, {"b_source": source, "b_ext": external_id}).scalar()
+    holder = run(conn, _ID_HOLDER, {"b_source": source, "b_ext": external_id}).scalar()
     if holder is not None:
         raise ExternalIdTaken(external_id, holder)
-    conn.execute(
+    run(
+        conn,
         _NEW_LINK,
         {
             "source": source,
@@ -135,11 +137,11 @@ def update_link(conn: Connection, *, source: str, item_key: str, now: float, **v
     for column in ("last_fields", "written"):
         if column in values and values[column] is not None:
             values[column] = json.dumps(values[column], sort_keys=True, default=str)
-    conn.execute(_UPDATE_LINK, {**values, "updated_at": now, "b_source": source, "b_item_key": item_key})
+    run(conn, _UPDATE_LINK, {**values, "updated_at": now, "b_source": source, "b_item_key": item_key})
 
 
 def comment_links(conn: Connection, source: str, external_id: str) -> dict[str, CommentLink]:
-    rows = conn.execute(_COMMENTS, {"b_source": source, "b_ext": external_id}).all()
+    rows = run(conn, _COMMENTS, {"b_source": source, "b_ext": external_id}).all()
     return {r.comment_id: CommentLink(r.zoho_comment_id, r.state, r.last_ts, r.body_hash) for r in rows}
 
 
@@ -156,9 +158,9 @@ def save_comment(
     now: float,
 ) -> None:
     values = dict(zoho_comment_id=zoho_comment_id, state=state, last_ts=last_ts, body_hash=body_hash, updated_at=now)
-    result = conn.execute(_UPDATE_COMMENT, {**values, "b_source": source, "b_ext": external_id, "b_cid": comment_id})
+    result = run(conn, _UPDATE_COMMENT, {**values, "b_source": source, "b_ext": external_id, "b_cid": comment_id})
     if not result.rowcount:
-        conn.execute(_NEW_COMMENT, {**values, "source": source, "external_id": external_id, "comment_id": comment_id})
+        run(conn, _NEW_COMMENT, {**values, "source": source, "external_id": external_id, "comment_id": comment_id})
 
 
 def save_dry_run(conn: Connection, link: Link, now: float) -> None:

@@ -12,6 +12,7 @@ from bridge.events import NormalizedEvent
 from bridge.store import PENDING, counters
 from bridge.store import schema as db
 from bridge.store.clock import db_now
+from bridge.store.driver import run
 
 # The worker's statements, built once (see bridge/store/claims.py): bound parameters, SET from the parameters.
 _E = db.events
@@ -36,7 +37,7 @@ _DEFER = (
 def finish(conn: Connection, event_id: int, status: str, now: float, *, error: str | None = None) -> bool:
     """End a pending event. Compare-and-set on `pending`: a replay reset mid-attempt is not absorbed."""
     params = {"b_id": event_id, "b_status": status, "b_error": error, "b_now": now}
-    row = conn.execute(_FINISH, params).first()
+    row = run(conn, _FINISH, params).first()
     if row is None:
         return False
     counters.finished_from(conn, row.source, PENDING, status, source_ts=row.source_ts)
@@ -77,9 +78,9 @@ def count_attempt(
 ) -> int:
     """Count one attempt of an event and keep its history row; returns the event's attempt count."""
     counters.attempt_finished(conn, outcome)
-    number = int(conn.execute(_COUNT_ATTEMPT, {"b_id": event_id}).scalar_one())  # the count, in the same UPDATE
+    number = int(run(conn, _COUNT_ATTEMPT, {"b_id": event_id}).scalar_one())  # the count, in the same UPDATE
     row = {"event_id": event_id, "number": number, "started_at": started_at, "finished_at": now, "outcome": outcome}
-    conn.execute(_ATTEMPT_ROW, {**row, "detail": detail[:4000]})
+    run(conn, _ATTEMPT_ROW, {**row, "detail": detail[:4000]})
     return number
 
 

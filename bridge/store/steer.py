@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from bridge.events import NormalizedEvent
 from bridge.store import schema as db
 from bridge.store.clock import db_now
+from bridge.store.driver import run
 from bridge.store.sql import upsert as _upsert
 from bridge.store.states import PENDING
 
@@ -120,7 +121,7 @@ _CLAIM_VIEW = union_all(  # built once (the claim's read runs it per item)
 def claim_view(conn: Connection, source: str, item_key: str) -> tuple[str | None, frozenset[str]]:
     """For the claim's read, in one statement: why the item is held now (its source paused, or the item held), and
     the mapping files paused (the core holds an item of one of them when it claims it)."""
-    rows = conn.execute(_CLAIM_VIEW, {"source": source, "item_key": item_key}).all()
+    rows = run(conn, _CLAIM_VIEW, {"source": source, "item_key": item_key}).all()
     why = next((str(name) for kind, name in rows if kind == "held"), None)
     if why is None and any(kind == SOURCE and name == source for kind, name in rows):
         why = f"{SOURCE}:{source}"
