@@ -174,6 +174,38 @@ def test_one_batch_stores_new_deliveries_once_each_under_their_bound_handles(eng
     assert sum(v for _labels, v in series[counters.EVENTS_STORED]) == 5
 
 
+def test_first_deliveries_in_one_batch_are_bound_each_to_its_own_handle(engine):  # noqa: F811
+    """Several first deliveries in one batch (on PostgreSQL bound in one statement): each issue under its own
+    handle, and one whose name another issue holds (a repository renamed away and its name taken by a new one)
+    under "<handle> (id N)", as one at a time binds them; a later delivery finds each binding."""
+    from bridge import store
+    from bridge.store.deliveries import Delivery, store_batch
+    from tests.test_identity import parse
+
+    old_5 = parse("issues", issues_event("opened", number=5))  # acme/web#5 of the repository renamed away later
+    store.record_delivery(engine, old_5, dedup_key="old5", headers={}, payload=b"{}")
+    new_repo = 777001
+
+    def new_issue(action: str, number: int, key: str) -> Delivery:  # the new acme/web's issue
+        payload = issues_event(action, number=number, repo_id=new_repo, issue_id=999000000 + number)
+        return Delivery(parse("issues", payload), key, {}, b"{}")
+
+    batch = [new_issue("opened", 5, "n5"), new_issue("opened", 6, "n6"), new_issue("opened", 7, "n7")]
+    batch.append(new_issue("edited", 6, "n6e"))
+    fairy = engine.raw_connection()
+    try:
+        results = store_batch(engine, fairy, batch)
+    finally:
+        fairy.close()
+    assert [r.item_key for r in results] == ["acme/web#5 (id 999000005)", "acme/web#6", "acme/web#7", "acme/web#6"]
+    assert all(r[1] for r in results)
+    again = parse("issues", issues_event("edited", number=5, repo_id=new_repo, issue_id=999000005))
+    assert store.record_delivery(engine, again, dedup_key="n5e", headers={}, payload=b"{}").item_key == (
+        "acme/web#5 (id 999000005)"
+    )
+    assert store.record_delivery(engine, old_5, dedup_key="old5b", headers={}, payload=b"{}").item_key == "acme/web#5"
+
+
 def test_a_look_at_dotenv_does_not_wait_while_another_thread_takes_an_edit_over(home):  # noqa: F811
     """Every request looks at .env; while one thread reloads an edit (a slow read, a slow database), the others'
     looks that find nothing new answer at once instead of queueing on the reload."""

@@ -14,11 +14,11 @@ statements as the guarantees allow:
   previous identity) goes through `identities.resolve`, in a transaction of its own.
 
 On PostgreSQL a batch of several deliveries (the group commit below) takes fewer statements than one at a
-time: the bindings of its identities read in one statement per source, every event row in one multi-row INSERT
-(`RETURNING` the key of each row stored), and the counter deltas of the rows stored in one more, summed per
-series; only an identity's first delivery still costs a statement of its own: for N deliveries of known items 3
-round trips instead of 2N. SQLite stores a batch row by row in its one transaction: its statements are cheap
-next to writing the rows' pages, and the multi-row form measured no faster there, slower at 8 senders
+time: the bindings of its identities read in one statement per source, the first deliveries' identities bound
+in one more, every event row in one multi-row INSERT (`RETURNING` the key of each row stored), and the counter
+deltas of the rows stored in one more, summed per series: for N deliveries 3 or 4 round trips instead of 2N or
+3N. SQLite stores a batch row by row in its one transaction: its statements are cheap next to writing the rows'
+pages, and the multi-row form measured no faster there, slower at 8 senders
 (docs/benchmarks.md).
 
 The SQL is compiled once per dialect (plain text, the driver's parameter style) and run on the DBAPI cursor,
@@ -279,6 +279,20 @@ def _batch_sql(dialect: str, kind: str, rows: int) -> str:
     if kind == "deltas":  # counter deltas: (name, labels, value) per row
         values = ", ".join(f"({marks(3)})" for _ in range(rows))
         return f"INSERT INTO metric_deltas (name, labels, value) VALUES {values}"  # noqa: S608
+    if kind == "bind":  # PostgreSQL: first deliveries' identities of one source bound at once (as `_BIND` does each)
+        source = marks(1)
+        values = ", ".join(
+            f"(CAST(${next(numbers)} AS VARCHAR), CAST(${next(numbers)} AS VARCHAR))" for _ in range(rows)
+        )
+        return (
+            "INSERT INTO item_identities (source, identity, item_key, created_at) "  # noqa: S608
+            f"SELECT CAST({source} AS VARCHAR), v.identity, CASE WHEN EXISTS (SELECT 1 FROM item_identities i "
+            f"WHERE i.source = {source} AND i.item_key = v.item_key AND i.identity <> v.identity) "
+            "THEN v.item_key || ' (id ' || v.identity || ')' ELSE v.item_key END, "
+            f"{DB_EPOCH_SQL[dialect]} FROM (VALUES {values}) AS v (identity, item_key) "
+            # one order for every writer: two batches binding the same identities never wait on each other in turn
+            "ORDER BY v.identity ON CONFLICT (source, identity) DO NOTHING RETURNING identity, item_key"
+        )
     assert kind == "bound"  # the handles some identities of one source are bound to
     source = marks(1)
     return f"SELECT identity, item_key FROM item_identities WHERE source = {source} AND identity IN ({marks(rows)})"  # noqa: S608
@@ -343,8 +357,8 @@ def _filed_all(
     cursor: Any, raw: Any, sql: _Statements, dialect: str, events: list[NormalizedEvent]
 ) -> list[NormalizedEvent]:
     """Each event under the handle its identity is bound to: the bindings that exist read in one statement per
-    source, an identity's first delivery bound by `_filed` (in batch order: a later delivery of the same identity
-    in the batch gets the handle the first one was bound to)."""
+    source, the first deliveries' identities bound in one more (`_bind_firsts`) or else by `_filed` (in batch order:
+    a later delivery of the same identity in the batch gets the handle the first one was bound to)."""
     wanted: dict[str, set[str]] = {}
     for event in events:
         if event.identity:
@@ -355,6 +369,7 @@ def _filed_all(
     for source, identities in wanted.items():
         raw.execute(_batch_sql(dialect, "bound", len(identities)), [source, *sorted(identities)])
         bound.update({(source, str(identity)): str(key) for identity, key in raw.fetchall()})
+    _bind_firsts(raw, dialect, events, bound)
     out = []
     for event in events:
         if event.identity:
@@ -366,6 +381,27 @@ def _filed_all(
                 event = dataclasses.replace(event, item_key=key)
         out.append(event)
     return out
+
+
+def _bind_firsts(raw: Any, dialect: str, events: list[NormalizedEvent], bound: dict[tuple[str, str], str]) -> None:
+    """PostgreSQL: the identities of a batch's first deliveries bound in one statement per source (into `bound`),
+    each to the handle its first delivery in the batch names, as `_filed` binds one. A batch where two unbound
+    identities name one handle (a repository renamed away and its name taken) is left to `_filed`, one by one."""
+    firsts: dict[str, dict[str, str]] = {}  # source -> identity -> handle of its first delivery in the batch
+    for event in events:
+        if event.identity and (event.source, event.identity) not in bound:
+            firsts.setdefault(event.source, {}).setdefault(event.identity, event.item_key)
+    for source, handles in firsts.items():
+        if len(handles) < 2 or len(set(handles.values())) < len(handles):
+            continue
+        params = [source, *(value for identity, handle in handles.items() for value in (identity, handle))]
+        raw.execute(_batch_sql(dialect, "bind", len(handles)), params)
+        made = {str(identity): str(key) for identity, key in raw.fetchall()}
+        if len(made) < len(handles):  # bound meanwhile by a concurrent first delivery: its binding stands
+            others = sorted(set(handles) - set(made))
+            raw.execute(_batch_sql(dialect, "bound", len(others)), [source, *others])
+            made.update({str(identity): str(key) for identity, key in raw.fetchall()})
+        bound.update({(source, identity): key for identity, key in made.items()})
 
 
 def _filed(cursor: Any, sql: _Statements, event: NormalizedEvent) -> NormalizedEvent:
