@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 from sqlalchemy import bindparam, event, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound, OperationalError
 
 from bridge.store import schema as db
 from bridge.store.driver import run, run_many
@@ -46,6 +46,10 @@ def test_reads_answer_as_sqlalchemy_does(engine) -> None:  # noqa: F811
     with engine.connect() as conn:
         row = run(conn, select(E.c.id.label("event"), E.c.status).where(E.c.id == ids[1])).one()
     assert (row.event, row.status, row[0]) == (ids[1], "pending", ids[1])
+    with engine.connect() as conn, pytest.raises(NoResultFound):  # what SQLAlchemy's `one()` raises
+        run(conn, select(E.c.id).where(E.c.id == -1)).one()
+    with engine.connect() as conn, pytest.raises(MultipleResultsFound):
+        run(conn, select(E.c.id)).one_or_none()
 
 
 def test_writes_change_what_they_say(engine) -> None:  # noqa: F811

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.sql.base import Executable
 
 _MAX_ENTRIES = 2000  # statement shapes kept per process (the worker's are a few dozen)
@@ -51,13 +52,13 @@ class Rows:
         return self.rows[0] if self.rows else None
 
     def one(self) -> Any:
-        if len(self.rows) != 1:
-            raise LookupError(f"expected one row, got {len(self.rows)}")
-        return self.rows[0]
+        if not self.rows:
+            raise NoResultFound("No row was found when one was required")
+        return self.one_or_none()
 
     def one_or_none(self) -> Any:
         if len(self.rows) > 1:
-            raise LookupError(f"expected at most one row, got {len(self.rows)}")
+            raise MultipleResultsFound("Multiple rows were found when one or none was required")
         return self.rows[0] if self.rows else None
 
     def scalar(self) -> Any:
