@@ -104,12 +104,13 @@ def read(conn: Connection, settings: Settings | None) -> BudgetView:
                 block_reason=block.reason if block else None,
             )
         )
+    waiting = steer.waiting(conn)
     return BudgetView(
         now=now,
         systems=systems,
-        backlog=calllog.backlog(conn, now),
+        backlog=calllog.backlog(conn, now, waiting),
         paused=steer.pauses(conn),
-        waiting=steer.waiting(conn),
+        waiting=waiting,
         held=steer.held_count(conn),
     )
 

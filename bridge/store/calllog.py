@@ -250,8 +250,9 @@ def zoho_minutes(conn: Connection, since: float) -> dict[str, dict[int, tuple[in
     return out
 
 
-def backlog(conn: Connection, now: float) -> dict[str, int]:
-    """Pending events by lane: due now (live, backfill, resync), waiting for a later try, and held by a pause."""
+def backlog(conn: Connection, now: float, waiting: dict[str, int] | None = None) -> dict[str, int]:
+    """Pending events by lane: due now (live, backfill, resync), waiting for a later try, and held by a pause
+    (`waiting`: `steer.waiting`, when the caller read it already)."""
     e = db.events
     lane = case(
         (e.c.origin.like("backfill:%"), "backfill"),
@@ -270,7 +271,7 @@ def backlog(conn: Connection, now: float) -> dict[str, int]:
             out["later"] += int(n)
         else:
             out[str(name)] += int(n)
-    out["paused"] = sum(steer.waiting(conn).values())
+    out["paused"] = sum((steer.waiting(conn) if waiting is None else waiting).values())
     return out
 
 

@@ -164,14 +164,15 @@ def waiting(conn: Connection) -> dict[str, int]:
     for name in conn.execute(select(_P.c.name).where(_P.c.kind == SOURCE)).scalars():
         n = conn.execute(select(func.count()).where(e.c.source == name, e.c.status == PENDING)).scalar()
         out[f"{SOURCE}:{name}"] = int(n or 0)
-    rows = conn.execute(
-        select(_H.c.why, func.count())
-        .select_from(_H.join(e, and_(e.c.source == _H.c.source, e.c.item_key == _H.c.item_key)))
-        .where(e.c.status == PENDING)
-        .group_by(_H.c.why)
-    ).all()
-    for why, n in rows:
-        out[str(why)] = out.get(str(why), 0) + int(n)
+    # From the held items (a few) to their pending events, one indexed count each: not the other way round,
+    # which read every pending event of the backlog to find the held ones among them.
+    pending_of_item = (
+        select(func.count())
+        .where(e.c.source == _H.c.source, e.c.item_key == _H.c.item_key, e.c.status == PENDING)
+        .scalar_subquery()
+    )
+    for why, n in conn.execute(select(_H.c.why, func.sum(pending_of_item)).group_by(_H.c.why)).all():
+        out[str(why)] = out.get(str(why), 0) + int(n or 0)
     for p in conn.execute(select(_P.c.name).where(_P.c.kind == MAPPING)).scalars():
         out.setdefault(MAPPING_PREFIX + p, 0)
     return out
