@@ -212,8 +212,10 @@ def test_what_pauses_hold_back_is_counted_from_the_held_items_not_from_the_backl
         for n in range(pending):
             deliver(store_engine, n + 1, body_bytes=100)
         with store_engine.begin() as conn:
-            steer.hold(conn, "github", "acme/web#999", steer.STOPPED)  # held, with nothing pending
+            steer.hold(conn, "github", "acme/web#999999", steer.STOPPED)  # held, with nothing pending
         try:
+            with store_engine.connect() as conn:
+                assert steer.waiting(conn) == {}  # the held item has nothing pending: no line for its reason
             return _vm_steps(store_engine, lambda conn: steer.waiting(conn))
         finally:
             store_engine.dispose()

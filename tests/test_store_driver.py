@@ -7,10 +7,11 @@ import sqlite3
 
 import pytest
 from sqlalchemy import bindparam, event, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound, OperationalError
+from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound, OperationalError, StatementError
 
 from bridge.store import schema as db
 from bridge.store.driver import run, run_many
+from testkit import dbs
 from testkit.dbs import deliver, engine  # noqa: F401  (the fixture)
 
 E = db.events
@@ -129,3 +130,18 @@ def test_a_locked_sqlite_database_raises_operational_error(tmp_path) -> None:
         holder.execute("ROLLBACK")
         holder.close()
         store_engine.dispose()
+
+
+def test_a_boolean_column_reads_as_a_boolean_and_parameters_fail_as_sqlalchemys(engine) -> None:  # noqa: F811
+    """Result processors apply (SQLite stores a boolean as 0/1; rules test `is False`); a missing parameter raises
+    SQLAlchemy's StatementError, as execute does; values set with `.params()` are bound."""
+    first = deliver(engine, 1)
+    links = db.links
+    dbs.link(engine, source="github", external_id="1", item_key="acme/web#1", zoho_issue_id="Z1")
+    with engine.begin() as conn:
+        conn.execute(update(links).values(filter_matched=False))
+    with engine.connect() as conn:
+        assert run(conn, select(links.c.filter_matched)).scalar() is False
+        with pytest.raises(StatementError):
+            run(conn, select(E.c.id).where(E.c.id == bindparam("wanted")), {})
+        assert run(conn, select(E.c.id).where(E.c.id == bindparam("wanted")).params(wanted=first)).scalar() == first

@@ -290,7 +290,8 @@ def _batch_sql(dialect: str, kind: str, rows: int) -> str:
             f"WHERE i.source = {source} AND i.item_key = v.item_key AND i.identity <> v.identity) "
             "THEN v.item_key || ' (id ' || v.identity || ')' ELSE v.item_key END, "
             f"{DB_EPOCH_SQL[dialect]} FROM (VALUES {values}) AS v (identity, item_key) "
-            # one order for every writer: two batches binding the same identities never wait on each other in turn
+            # one order for every writer: two batches binding the same identities here do not wait on each other in
+            # turn (a batch left to `_filed` binds in its own order)
             "ORDER BY v.identity ON CONFLICT (source, identity) DO NOTHING RETURNING identity, item_key"
         )
     assert kind == "bound"  # the handles some identities of one source are bound to

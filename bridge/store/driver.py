@@ -15,8 +15,8 @@ what SQLAlchemy does that matters here and skips the rest:
   connection invalidated), through the connection's own handler;
 - `before_cursor_execute` listeners still see every statement (the benchmarks count with them; tests read plans).
 
-A statement this cannot run as a plain execute (literal-rendered parameters, Python-side column defaults, no
-cache key) goes through `Connection.execute` and answers the same way.
+A statement this cannot run as a plain execute (literal-rendered parameters, Python-side column defaults, values
+set with `.params()`, no cache key) goes through `Connection.execute` and answers the same way.
 """
 
 from __future__ import annotations
@@ -79,8 +79,9 @@ class _Prepared:
     binds: Mapping[str, Callable[[Any], Any]]  # bind processors by parameter name
     compiled: Any
     expanding: bool  # `IN` lists rendered per call (one placeholder per value)
-    row: Callable[..., Any] | None = None  # made at the first run that returns rows (the cursor names them)
-    results: tuple[Callable[[Any], Any] | None, ...] = ()
+    # (row factory, result processors or ()): made at the first run that returns rows (the cursor names the
+    # columns), and set in one assignment so another thread never sees the factory without its processors
+    reader: tuple[Callable[..., Any], tuple[Callable[[Any], Any] | None, ...]] | None = None
 
 
 _prepared: dict[tuple[str, Any], _Prepared | None] = {}
@@ -88,7 +89,7 @@ _prepared: dict[tuple[str, Any], _Prepared | None] = {}
 
 def _prepare(conn: Connection, statement: Executable, params: Mapping[str, Any] | None) -> tuple[_Prepared | None, Any]:
     cache_key = statement._generate_cache_key()  # type: ignore[attr-defined]  # memoized on a built statement
-    if cache_key is None:
+    if cache_key is None or getattr(cache_key, "params", None):  # `.params()` values: left to `execute`
         return None, None
     # An INSERT or UPDATE without values of its own sets the columns it is given: the keys are part of its SQL.
     keys = tuple(sorted(params)) if params else ()
@@ -122,15 +123,16 @@ def _prepare(conn: Connection, statement: Executable, params: Mapping[str, Any] 
     return prepared, cache_key
 
 
-def _row_type(conn: Connection, prepared: _Prepared, description: Sequence[Any]) -> None:
+def _reader(conn: Connection, prepared: _Prepared, description: Sequence[Any]) -> tuple[Callable[..., Any], Any]:
     names = [str(d[0]) for d in description]
-    prepared.row = collections.namedtuple("Row", names, rename=True)._make  # type: ignore[misc,attr-defined]
+    make = collections.namedtuple("Row", names, rename=True)._make  # type: ignore[misc,attr-defined]
+    results: tuple[Callable[[Any], Any] | None, ...] = ()
     columns = prepared.compiled._result_columns
     if len(columns) == len(description):
         pairs = zip(columns, description, strict=True)
-        prepared.results = tuple(column[3]._cached_result_processor(conn.dialect, d[1]) for column, d in pairs)
-    if not any(prepared.results):
-        prepared.results = ()
+        results = tuple(column[3]._cached_result_processor(conn.dialect, d[1]) for column, d in pairs)
+    prepared.reader = make, results if any(results) else ()
+    return prepared.reader
 
 
 def _driver_params(prepared: _Prepared, cache_key: Any, params: Mapping[str, Any] | None) -> tuple[str, Any]:
@@ -175,16 +177,16 @@ def run(conn: Connection, statement: Executable, params: Mapping[str, Any] | Non
     if prepared is None:
         result = conn.execute(statement, params)  # type: ignore[call-overload]
         return Rows(result.all() if result.returns_rows else [], result.rowcount)
-    sql, driver_params = _driver_params(prepared, cache_key, params)
+    try:
+        sql, driver_params = _driver_params(prepared, cache_key, params)
+    except Exception as exc:  # a missing or unbindable parameter: SQLAlchemy's StatementError, as execute raises it
+        conn._handle_dbapi_exception(exc, prepared.sql, params, None, None)
+        raise
     description, raw, rowcount = _execute(conn, sql, driver_params, False)
     if not description:
         return Rows([], rowcount)
-    if prepared.row is None:
-        _row_type(conn, prepared, description)
-    make = prepared.row
-    assert make is not None
-    if prepared.results:
-        procs = prepared.results
+    make, procs = prepared.reader or _reader(conn, prepared, description)
+    if procs:
         return Rows([make([p(v) if p else v for p, v in zip(procs, r, strict=True)]) for r in raw], rowcount)
     return Rows([make(r) for r in raw], rowcount)
 
@@ -197,5 +199,9 @@ def run_many(conn: Connection, statement: Executable, rows: Sequence[Mapping[str
     if prepared is None or prepared.expanding:
         conn.execute(statement, list(rows))
         return
-    made = [_driver_params(prepared, cache_key, row) for row in rows]
+    try:
+        made = [_driver_params(prepared, cache_key, row) for row in rows]
+    except Exception as exc:
+        conn._handle_dbapi_exception(exc, prepared.sql, list(rows), None, None)
+        raise
     _execute(conn, made[0][0], [params for _, params in made], True)

@@ -172,7 +172,8 @@ def waiting(conn: Connection) -> dict[str, int]:
         .scalar_subquery()
     )
     for why, n in conn.execute(select(_H.c.why, func.sum(pending_of_item)).group_by(_H.c.why)).all():
-        out[str(why)] = out.get(str(why), 0) + int(n or 0)
+        if n:  # a reason whose items have nothing pending is not shown (as before)
+            out[str(why)] = out.get(str(why), 0) + int(n)
     for p in conn.execute(select(_P.c.name).where(_P.c.kind == MAPPING)).scalars():
         out.setdefault(MAPPING_PREFIX + p, 0)
     return out
