@@ -206,6 +206,50 @@ def test_first_deliveries_in_one_batch_are_bound_each_to_its_own_handle(engine):
     assert store.record_delivery(engine, old_5, dedup_key="old5b", headers={}, payload=b"{}").item_key == "acme/web#5"
 
 
+def test_a_first_delivery_bound_meanwhile_by_another_writer_keeps_that_binding(engine):  # noqa: F811
+    """PostgreSQL: a batch's first deliveries are bound in one statement; one whose identity another writer binds at
+    the same moment (its transaction still open) waits for it, then is filed under that writer's handle, while the
+    rest of the batch gets its own."""
+    import threading
+
+    from bridge.store.deliveries import Delivery, store_batch
+    from tests.test_identity import parse
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing binds meanwhile")
+    five, six = (parse("issues", issues_event("opened", number=n)) for n in (5, 6))
+    other = engine.raw_connection()  # the other writer, its binding not committed yet
+    watcher = engine.raw_connection()
+    try:
+        other.cursor().execute(
+            "INSERT INTO item_identities (source, identity, item_key, created_at) VALUES ('github', %s, %s, 0)",
+            [five.identity, "acme/web#5 (the other writer)"],
+        )
+        results: list = []
+        fairy = engine.raw_connection()
+        batch = [Delivery(five, "n5", {}, b"{}"), Delivery(six, "n6", {}, b"{}")]
+        thread = threading.Thread(target=lambda: results.extend(store_batch(engine, fairy, batch)))
+        thread.start()
+
+        def waiting_on_a_lock() -> bool:
+            cur = watcher.cursor()
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            found = cur.fetchone()[0] > 0
+            watcher.rollback()
+            return found
+
+        wait_for(waiting_on_a_lock, 30, what="the batch waiting for the other writer's binding")
+        other.commit()
+        thread.join(30)
+        fairy.close()
+    finally:
+        other.close()
+        watcher.close()
+    assert [(r[1], r.item_key) for r in results] == [(True, "acme/web#5 (the other writer)"), (True, "acme/web#6")]
+
+
 def test_a_look_at_dotenv_does_not_wait_while_another_thread_takes_an_edit_over(home):  # noqa: F811
     """Every request looks at .env; while one thread reloads an edit (a slow read, a slow database), the others'
     looks that find nothing new answer at once instead of queueing on the reload."""

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from bridge.store import PENDING, _upsert, counters, endpoint_of, steer
+from bridge.store import PENDING, _upsert, counters, endpoint_of
 from bridge.store import schema as db
 from bridge.store.clock import db_now
 from bridge.store.driver import run
@@ -250,9 +250,9 @@ def zoho_minutes(conn: Connection, since: float) -> dict[str, dict[int, tuple[in
     return out
 
 
-def backlog(conn: Connection, now: float, waiting: dict[str, int] | None = None) -> dict[str, int]:
+def backlog(conn: Connection, now: float, waiting: dict[str, int]) -> dict[str, int]:
     """Pending events by lane: due now (live, backfill, resync), waiting for a later try, and held by a pause
-    (`waiting`: `steer.waiting`, when the caller read it already)."""
+    (`waiting`: what `steer.waiting` read, per pause)."""
     e = db.events
     lane = case(
         (e.c.origin.like("backfill:%"), "backfill"),
@@ -271,7 +271,7 @@ def backlog(conn: Connection, now: float, waiting: dict[str, int] | None = None)
             out["later"] += int(n)
         else:
             out[str(name)] += int(n)
-    out["paused"] = sum((steer.waiting(conn) if waiting is None else waiting).values())
+    out["paused"] = sum(waiting.values())
     return out
 
 

@@ -102,21 +102,22 @@ _BOUND = "SELECT item_key FROM item_identities WHERE source = :source AND identi
 # An identity's first delivery binds it to its handle, or to "<handle> (id N)" when another identity holds that
 # handle (a repository renamed away and its name taken by a new one); a concurrent first delivery that bound it
 # first wins (nothing returned: read it back).
+_HANDLE = (  # the handle a new binding takes: the one named, or "<handle> (id N)" when another identity holds it
+    "CASE WHEN EXISTS (SELECT 1 FROM item_identities WHERE source = <source> AND item_key = <item_key> "
+    "AND identity <> <identity>) THEN <item_key> || ' (id ' || <identity> || ')' ELSE <item_key> END"
+)
 _BIND = (
-    "INSERT INTO item_identities (source, identity, item_key, created_at) "
-    "SELECT <source>, <identity>, CASE WHEN EXISTS (SELECT 1 FROM item_identities WHERE source = <source> "
-    "AND item_key = <item_key> AND identity <> <identity>) THEN <item_key> || ' (id ' || <identity> || ')' "
-    "ELSE <item_key> END, DB_NOW WHERE 1 = 1 ON CONFLICT (source, identity) DO NOTHING RETURNING item_key"
+    f"INSERT INTO item_identities (source, identity, item_key, created_at) SELECT <source>, <identity>, {_HANDLE}, "
+    "DB_NOW WHERE 1 = 1 ON CONFLICT (source, identity) DO NOTHING RETURNING item_key"
 )
 # PostgreSQL: the binding read and, when absent, made, in one round trip (the rows a CTE inserts are invisible to
 # the rest of its statement, hence the UNION). Nothing comes back only when a concurrent first delivery's binding
 # was committed after this statement's snapshot: then it is read again (_BOUND).
 _RESOLVE = (
-    "WITH made AS (INSERT INTO item_identities (source, identity, item_key, created_at) "
-    "SELECT <source>, <identity>, CASE WHEN EXISTS (SELECT 1 FROM item_identities WHERE source = <source> "
-    "AND item_key = <item_key> AND identity <> <identity>) THEN <item_key> || ' (id ' || <identity> || ')' "
-    "ELSE <item_key> END, DB_NOW WHERE NOT EXISTS (SELECT 1 FROM item_identities WHERE source = <source> "
-    "AND identity = <identity>) ON CONFLICT (source, identity) DO NOTHING RETURNING item_key) "
+    "WITH made AS (INSERT INTO item_identities (source, identity, item_key, created_at) "  # noqa: S608
+    f"SELECT <source>, <identity>, {_HANDLE}, DB_NOW WHERE NOT EXISTS (SELECT 1 FROM item_identities "
+    "WHERE source = <source> AND identity = <identity>) "
+    "ON CONFLICT (source, identity) DO NOTHING RETURNING item_key) "
     "SELECT item_key FROM made UNION ALL "
     "SELECT item_key FROM item_identities WHERE source = <source> AND identity = <identity>"
 )
@@ -280,15 +281,13 @@ def _batch_sql(dialect: str, kind: str, rows: int) -> str:
         values = ", ".join(f"({marks(3)})" for _ in range(rows))
         return f"INSERT INTO metric_deltas (name, labels, value) VALUES {values}"  # noqa: S608
     if kind == "bind":  # PostgreSQL: first deliveries' identities of one source bound at once (as `_BIND` does each)
-        source = marks(1)
-        values = ", ".join(
-            f"(CAST(${next(numbers)} AS VARCHAR), CAST(${next(numbers)} AS VARCHAR))" for _ in range(rows)
-        )
+        source = f"CAST({marks(1)} AS VARCHAR)"
+        values = ", ".join(f"(CAST({marks(1)} AS VARCHAR), CAST({marks(1)} AS VARCHAR))" for _ in range(rows))
+        handle = _HANDLE.replace("<source>", source).replace("<item_key>", "v.item_key")
+        handle = handle.replace("<identity>", "v.identity")
         return (
             "INSERT INTO item_identities (source, identity, item_key, created_at) "  # noqa: S608
-            f"SELECT CAST({source} AS VARCHAR), v.identity, CASE WHEN EXISTS (SELECT 1 FROM item_identities i "
-            f"WHERE i.source = {source} AND i.item_key = v.item_key AND i.identity <> v.identity) "
-            "THEN v.item_key || ' (id ' || v.identity || ')' ELSE v.item_key END, "
+            f"SELECT {source}, v.identity, {handle}, "
             f"{DB_EPOCH_SQL[dialect]} FROM (VALUES {values}) AS v (identity, item_key) "
             # one order for every writer: two batches binding the same identities here do not wait on each other in
             # turn (a batch left to `_filed` binds in its own order)
