@@ -102,3 +102,40 @@ def test_a_write_on_a_locked_database_fails_as_the_callers_expect(tmp_path):
         holder.close()
     with engine.begin() as conn:  # the connection is usable again once the lock is gone
         assert db_now(conn) > 0
+
+
+def test_ctrl_c_inside_a_statement_leaves_the_write_lock_free_for_the_cleanup(tmp_path):
+    """A Ctrl-C that lands inside a write transaction's statement (a backfill interrupted while it releases parked
+    events): while the interrupt is still being handled (its traceback alive, as in a `finally` or `except` that
+    records the interruption), another writer can take the lock at once. SQLite kept it, held by the interrupted
+    statement's cursor, and the backfill's "interrupted" record failed with "database is locked" after 30 s."""
+    import sqlite3
+
+    import pytest
+    from sqlalchemy import event, select
+
+    from testkit.dbs import deliver
+
+    engine = db.make_engine(f"sqlite:///{tmp_path}/bridge.db")
+    db.ensure_schema(engine)
+    for n in range(1, 6):
+        deliver(engine, n)
+
+    def ctrl_c(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("SELECT events.id"):
+            raise KeyboardInterrupt  # as the statement's first rows are ready
+
+    event.listen(engine, "after_cursor_execute", ctrl_c)
+    other = sqlite3.connect(f"{tmp_path}/bridge.db", timeout=0, isolation_level=None)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(select(db.events.c.id))
+            except KeyboardInterrupt:
+                other.execute("BEGIN IMMEDIATE")  # the cleanup's write: "database is locked" before
+                other.execute("ROLLBACK")
+                raise
+    finally:
+        other.close()
+        engine.dispose()

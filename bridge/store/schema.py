@@ -460,6 +460,17 @@ def make_engine(database_url: str) -> Engine:
             except sqlite3.Error as exc:  # what callers catch (a locked database: retry later), as SQLAlchemy raises it
                 raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
+        @event.listens_for(engine, "handle_error")
+        def _close_cursor_on_exit(context):  # type: ignore[no-untyped-def]
+            # Ctrl-C (or SystemExit) inside a statement: SQLAlchemy invalidates the connection but leaves the
+            # statement's cursor open, and SQLite keeps a connection closed with a live statement open, its write
+            # lock held, until the traceback that holds the cursor is gone. The cleanup that runs meanwhile (a
+            # backfill recording its interruption) then waits for the lock and fails. Close the cursor first.
+            cursor = getattr(context.execution_context, "cursor", None)
+            if cursor is not None and not isinstance(context.original_exception, Exception):
+                with contextlib.suppress(Exception):
+                    cursor.close()
+
         _writes_begin_immediate(engine)
         return engine
     return create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
