@@ -584,6 +584,22 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / CLK_TCK
 
 
+def thread_cpu_ns(pid: int) -> dict[int, int]:
+    """{thread id: nanoseconds on a CPU so far} for the live threads of `pid`, from the scheduler's own count
+    (`/proc/PID/task/TID/schedstat`): exact, where `/proc/PID/stat` counts in 10 ms clock ticks."""
+    found: dict[int, int] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def system_busy() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
