@@ -1,6 +1,8 @@
 """Lean at rest and under load (issue 24): what runs when nothing happens, and intake's write path.
 
 - the beat schedule holds only jobs that can have work, and Celery's lines about them are DEBUG;
+- an idle worker's event loop has no timer that wakes it every second, and an idle web worker's body-deadline
+  thread sleeps until a body is read;
 - the backfill feeder runs as one chain of tasks at a time;
 - the wake-up publisher sends a lone delivery at once and one message per interval under a burst;
 - intake's group commit stores what many request threads hand over, and a bad delivery fails alone.
@@ -11,21 +13,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from bridge.backfill import feeder
-from bridge.process.broker import TASK_POLL_SOURCE, TASK_REQUEUE_STALE, TASK_SYNC_ITEM, beat_schedule
+from bridge.process.broker import (
+    TASK_POLL_SOURCE,
+    TASK_REQUEUE_STALE,
+    TASK_SYNC_ITEM,
+    beat_schedule,
+    make_celery,
+    slow_binding_refresh,
+)
 from bridge.settings import load_settings
 from bridge.store import schema as db
 from bridge.store.deliveries import Delivery, GroupWriter
 from bridge.web.publisher import WakePublisher
 from testkit.dbs import engine  # noqa: F401  (the fixture)
 from testkit.factories import bug_event
-from testkit.harness import wait_for
+from testkit.harness import RedisServer, wait_for
 from workers.tasks import QuietHousekeeping
 
 
@@ -72,6 +83,61 @@ def test_celery_lines_about_periodic_jobs_are_debug_and_other_tasks_keep_theirs(
         assert quiet.filter(again) and again.levelname == "DEBUG"  # shown when the bridge logs at DEBUG
     finally:
         root.setLevel(level)
+
+
+def test_an_idle_worker_loop_has_no_timer_due_every_second(tmp_path):
+    """kombu's Redis transport refreshes expiring queues' bindings from a one-second timer in the worker's event
+    loop; the bridge has no expiring queue, and the worker's consumer makes that look every 30 s instead."""
+    from kombu.asynchronous import Hub
+
+    assert "SlowBindingRefresh" in {step.__name__ for step in make_celery(_settings(tmp_path)).steps["consumer"]}
+    redis = RedisServer(tmp_path)
+    try:
+        with make_celery(_settings(tmp_path, BROKER_URL=redis.url)).connection_for_read() as conn:
+            conn.connect()
+            hub = Hub()
+            conn.transport.register_with_event_loop(conn.connection, hub)  # as the worker's consumer does
+
+            def next_wake() -> float:
+                live = [e.eta for e in hub.timer.queue if not e.entry.canceled]
+                return min(live) - time.monotonic()
+
+            assert next_wake() < 2  # kombu's own: every second
+            assert slow_binding_refresh(conn.transport, hub)
+            assert next_wake() > 5  # the transport's other timers: every 10 and 25 s
+    finally:
+        redis.stop()
+
+
+def _runs(thread: threading.Thread) -> int:
+    """How many times the scheduler has put this thread on a CPU (it counts every wake-up)."""
+    return int(Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text().split()[2])
+
+
+def test_the_body_deadline_thread_sleeps_while_no_body_is_read():
+    from bridge.web.intake import _ReadDeadlines
+
+    deadlines = _ReadDeadlines(0.3)
+    slow, slow_peer = socket.socketpair()
+    quick, quick_peer = socket.socketpair()
+    try:
+        deadlines.release(deadlines.watch(quick))  # read in time: left alone
+        deadlines.watch(slow)  # never sends its body: its reading side is shut at the deadline
+        slow.settimeout(10)
+        assert slow.recv(1) == b""
+        quick.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            quick.recv(1)  # still open, nothing to read
+        (thread,) = [t for t in threading.enumerate() if t.name == "body-deadlines"]
+        before = _runs(thread)
+        time.sleep(1.0)  # nothing watched: the thread is not woken at all (it was four times a second)
+        assert _runs(thread) - before <= 1
+        deadlines.watch(quick)  # and it wakes for the next body
+        quick.settimeout(10)
+        assert quick.recv(1) == b""
+    finally:
+        for s in (slow, slow_peer, quick, quick_peer):
+            s.close()
 
 
 def test_one_feeder_chain_at_a_time(engine):  # noqa: F811

@@ -153,7 +153,7 @@ def test_a_killed_worker_takes_the_rest_down_with_a_reason(tmp_path):
         # the worker's main process: the supervisor's child (its pool processes are the worker's children)
         worker = next(p for p in _direct_children(proc.pid) if "celery" in _cmdline(p) and " worker " in _cmdline(p))
         os.kill(worker, signal.SIGKILL)
-        code = proc.wait(40)
+        code = proc.wait(40)  # seen at its SIGCHLD: the timed look comes only every WATCH_SECONDS (60 s)
         assert code != 0
         log = (tmp_path / "run.log").read_text()
         assert "worker was killed by SIGKILL; stopping the others" in log

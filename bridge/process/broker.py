@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 from bridge.settings import Settings
 
@@ -180,7 +180,39 @@ def make_celery(settings: Settings) -> Celery:
         beat_schedule=beat_schedule(settings),
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )
+    app.steps["consumer"].add(SlowBindingRefresh)
     return app
+
+
+BINDING_REFRESH_SECONDS = 30.0
+
+
+def slow_binding_refresh(transport: object, hub: object) -> bool:
+    """kombu's Redis transport wakes a worker's event loop every second to refresh the binding tables of
+    expiring queues (`x-expires`). The bridge declares none: one durable queue, no remote control, no gossip,
+    no events. So the look is made every BINDING_REFRESH_SECONDS instead (an expiring queue of 90 s or more
+    would still be refreshed in time): an idle worker wakes a few times a minute, not sixty (issue #24).
+    Whether it was changed; an other kombu (no such timer, another transport) is left as it is."""
+    cycle = getattr(transport, "cycle", None)
+    tref = getattr(cycle, "_binding_expiry_tref", None)
+    refresh = getattr(cycle, "maybe_refresh_binding_expiry", None)
+    if tref is None or refresh is None or not hasattr(hub, "call_repeatedly"):
+        return False
+    tref.cancel()
+    # kept where kombu keeps it, so kombu cancels it when it registers again after a reconnect
+    cycle._binding_expiry_tref = hub.call_repeatedly(BINDING_REFRESH_SECONDS, refresh)  # type: ignore[union-attr]
+    return True
+
+
+class SlowBindingRefresh(bootsteps.StartStopStep):
+    """Runs after the consumer has connected (and registered the transport's timers), at each (re)connection."""
+
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def start(self, c: object) -> None:
+        connection, hub = getattr(c, "connection", None), getattr(c, "hub", None)
+        if connection is not None and hub is not None:
+            slow_binding_refresh(connection.transport, hub)
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:

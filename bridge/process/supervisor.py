@@ -27,6 +27,7 @@ from typing import IO
 from bridge.settings import Settings, real_environment
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WATCH_SECONDS = 60.0  # between looks at the children when no SIGCHLD came (tests: a killed worker is seen at once)
 GRACE_SECONDS = 15.0
 
 
@@ -154,11 +155,15 @@ class Supervisor:
         self.warn = warn
         self.children: list[Child] = []
         self.stop_signal: int | None = None
-        self._stopping = threading.Event()  # set with stop_signal: the watch loop's wait ends at once
+        # Set by a stop signal or a child's exit (SIGCHLD): the watch loop's wait ends at once.
+        self._wake = threading.Event()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stop_signal = signum
-        self._stopping.set()
+        self._wake.set()
+
+    def _on_child(self, _signum: int, _frame: object) -> None:
+        self._wake.set()
 
     def run(self) -> int:
         """Start everything, watch it, stop it all; the exit code for the command."""
@@ -166,6 +171,7 @@ class Supervisor:
 
         lock = acquire_run_lock(self.settings.data_dir)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_child)
         try:
             check_port_free(self.host, self.port)
             if self.settings.embedded_broker:
@@ -201,8 +207,10 @@ class Supervisor:
                 )
                 self.say(f"issue-bridge running on http://{self.host}:{self.port}/ ({mode}); Ctrl-C stops it")
                 announced = True
-            # Quick until the web answers (the "running on" line), then a look a second: an idle bridge is quiet.
-            self._stopping.wait(1.0 if announced else 0.2)
+            # Quick until the web answers (the "running on" line). Then a child's exit wakes the loop (SIGCHLD),
+            # and the timed look is only a safety net: an idle bridge is quiet (issue #24).
+            self._wake.wait(WATCH_SECONDS if announced else 0.2)
+            self._wake.clear()
         self.say(f"stopping on {signal.Signals(self.stop_signal).name}")
         return 0
 

@@ -204,33 +204,41 @@ def _clean(text: str, limit: int) -> str:
 
 
 class _ReadDeadlines:
-    """Shuts the reading side of sockets whose body is overdue: one thread per process, not one per request."""
+    """Shuts the reading side of sockets whose body is overdue: one thread per process, not one per request. The
+    thread sleeps until the earliest deadline, and without a timeout while no body is being read: an idle web
+    worker is not woken (issue #24)."""
 
-    def __init__(self, seconds: float, tick: float = 0.25) -> None:
-        self.seconds, self.tick = seconds, tick
-        self._lock = threading.Lock()
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._cond = threading.Condition()
         self._pending: dict[int, tuple[float, socket.socket]] = {}
         self._next = 0
         self._pid = 0  # the thread belongs to the process that started it (gunicorn forks workers)
 
     def watch(self, sock: socket.socket) -> int:
-        with self._lock:
+        with self._cond:
             if self._pid != os.getpid():
                 self._pid, self._pending = os.getpid(), {}
                 threading.Thread(target=self._run, name="body-deadlines", daemon=True).start()
             self._next += 1
+            if not self._pending:  # the thread waits without a timeout: it has a deadline now
+                self._cond.notify()
+            # deadlines are added in time order: a later one never needs the thread woken
             self._pending[self._next] = (time.monotonic() + self.seconds, sock)
             return self._next
 
     def release(self, token: int) -> None:
-        with self._lock:
+        with self._cond:
             self._pending.pop(token, None)
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.tick)
-            now = time.monotonic()
-            with self._lock:
+            with self._cond:
+                now = time.monotonic()
+                earliest = min((deadline for deadline, _ in self._pending.values()), default=None)
+                if earliest is None or earliest > now:
+                    self._cond.wait(None if earliest is None else earliest - now)
+                    continue
                 overdue = [token for token, (deadline, _) in self._pending.items() if deadline <= now]
                 socks = [self._pending.pop(token)[1] for token in overdue]
             for sock in socks:
