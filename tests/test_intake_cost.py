@@ -254,18 +254,16 @@ def test_a_look_at_dotenv_does_not_wait_while_another_thread_takes_an_edit_over(
     """Every request looks at .env; while one thread reloads an edit (a slow read, a slow database), the others'
     looks that find nothing new answer at once instead of queueing on the reload."""
     import threading
-    import time
 
     from bridge.settings import SettingsWatcher, load_settings
 
     watcher = SettingsWatcher(load_settings(), min_interval=0)
     with watcher._lock:  # another thread is in the middle of taking an edit over
-        started = time.monotonic()
         looked: list[object] = []
         thread = threading.Thread(target=lambda: looked.append(watcher.check()))
         thread.start()
         thread.join(2)
-        assert looked == [None] and time.monotonic() - started < 1
+        assert looked == [None]  # answered within the join's 2 s: it did not wait for the lock held here
 
 
 def test_log_lines_written_from_many_threads_at_once_are_each_whole(tmp_path, capfd):

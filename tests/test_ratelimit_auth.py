@@ -41,24 +41,23 @@ def engine(db_url: str):
 
 def test_budget_then_wait_for_the_window(engine):
     limiter = RateLimiter(engine, 5, window=2.0, margin=0.1)
-    started = time.monotonic()
     waits = [limiter.acquire(timeout=5) for _ in range(5)]
-    assert time.monotonic() - started < 0.5
-    assert all(w < 0.2 for w in waits)
+    assert waits == [0.0] * 5  # within the budget: no call slept (however long the database took)
     waited = limiter.acquire(timeout=5)
     assert 1.7 <= waited <= 2.8  # the oldest slot frees one window (+ margin) after it was taken
     assert limiter.waited_seconds == pytest.approx(sum(waits) + waited, abs=0.01)
 
 
 def test_acquire_gives_up_when_the_wait_exceeds_the_timeout(engine):
-    limiter = RateLimiter(engine, 5, window=2.0, margin=0.1)
+    limiter = RateLimiter(engine, 5, window=60.0, margin=0.1)
     for _ in range(5):
         limiter.acquire(timeout=1)
     started = time.monotonic()
     with pytest.raises(RateLimitTimeout) as err:
-        limiter.acquire(timeout=0.5)
-    assert time.monotonic() - started < 0.3  # fails at once: no point sleeping toward a certain timeout
-    assert 1.5 <= err.value.wait <= 2.2
+        limiter.acquire(timeout=10)
+    # fails at once: no point sleeping toward a certain timeout (10 s; the window frees a slot in 60 s)
+    assert time.monotonic() - started < 5
+    assert 50 <= err.value.wait <= 60.2
 
 
 def test_a_block_makes_every_acquire_wait(engine):

@@ -704,7 +704,7 @@ def test_back_off_after_429_holds_back_every_client_sharing_the_budget(make_clie
     started = time.monotonic()
     with pytest.raises(ZohoTransientError) as err:
         second.add_comment(PORTAL, PROJECT, "555", "hello")
-    assert time.monotonic() - started < 1.0  # does not sit out the minute inside a worker
+    assert time.monotonic() - started < 10  # does not sit out the minute inside a worker
     assert err.value.retry_after == pytest.approx(60, abs=2)  # tells the caller when to come back
     assert len(api_calls(rsps)) == sent  # and Zoho heard nothing
 
