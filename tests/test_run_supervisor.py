@@ -144,6 +144,24 @@ def test_a_stop_signal_stops_every_child_and_the_private_redis(tmp_path, signum)
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def test_a_storm_of_signals_never_wedges_the_supervisor(tmp_path):
+    """The signal handlers take no lock: a handler runs between two bytecodes of the main thread, maybe while
+    that thread holds the very lock (a threading.Event's, in wait or clear) the handler would take."""
+    env = _home(tmp_path)
+    port = free_port()
+    proc = _start(tmp_path, env, port)
+    try:
+        pids, redis_pid = _running(tmp_path, proc, port)
+        for _ in range(100_000):  # what children exiting in a burst send, many times over
+            os.kill(proc.pid, signal.SIGCHLD)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 0
+        _assert_nothing_left(tmp_path, pids, redis_pid, port)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_a_killed_worker_takes_the_rest_down_with_a_reason(tmp_path):
     env = _home(tmp_path)
     port = free_port()

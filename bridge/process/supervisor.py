@@ -13,11 +13,11 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,21 +155,24 @@ class Supervisor:
         self.warn = warn
         self.children: list[Child] = []
         self.stop_signal: int | None = None
-        # Set by a stop signal or a child's exit (SIGCHLD): the watch loop's wait ends at once.
-        self._wake = threading.Event()
 
+    # The handlers take no lock (a handler runs between two bytecodes of the main thread, maybe while it holds
+    # one): the watch loop is woken by the byte Python's C handler writes to the wakeup socket for every signal.
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stop_signal = signum
-        self._wake.set()
 
     def _on_child(self, _signum: int, _frame: object) -> None:
-        self._wake.set()
+        pass  # the wakeup byte is the message: a child exited
 
     def run(self) -> int:
         """Start everything, watch it, stop it all; the exit code for the command."""
         from bridge.process.broker import ensure_embedded_redis
 
         lock = acquire_run_lock(self.settings.data_dir)
+        wake, wake_writer = socket.socketpair()
+        for end in (wake, wake_writer):
+            end.setblocking(False)
+        previous_fd = signal.set_wakeup_fd(wake_writer.fileno(), warn_on_full_buffer=False)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_child)
         try:
@@ -181,7 +184,7 @@ class Supervisor:
                 env = {**real_environment(), "BRIDGE_HOME": str(self.settings.home)}
                 proc = subprocess.Popen(cmd, cwd=self.settings.home, env=env, preexec_fn=_die_with_parent)
                 self.children.append(Child(name, proc))
-            return self._watch()
+            return self._watch(wake)
         finally:
             self._stop_children()
             if self.settings.embedded_broker:
@@ -190,9 +193,12 @@ class Supervisor:
                 stop_embedded_redis(self.settings)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            signal.set_wakeup_fd(previous_fd)
+            wake.close()
+            wake_writer.close()
             lock.close()
 
-    def _watch(self) -> int:
+    def _watch(self, wake: socket.socket) -> int:
         announced = False
         started = time.monotonic()
         while self.stop_signal is None:
@@ -207,10 +213,13 @@ class Supervisor:
                 )
                 self.say(f"issue-bridge running on http://{self.host}:{self.port}/ ({mode}); Ctrl-C stops it")
                 announced = True
-            # Quick until the web answers (the "running on" line). Then a child's exit wakes the loop (SIGCHLD),
-            # and the timed look is only a safety net: an idle bridge is quiet (issue #24).
-            self._wake.wait(WATCH_SECONDS if announced else 0.2)
-            self._wake.clear()
+            # Quick until the web answers (the "running on" line). Then a signal wakes the loop (a child's exit is
+            # SIGCHLD), and the timed look is only a safety net: an idle bridge is quiet (issue #24). A signal
+            # that comes after the look above has written its byte already: the select returns at once.
+            select.select([wake], [], [], WATCH_SECONDS if announced else 0.2)
+            with contextlib.suppress(BlockingIOError):
+                while wake.recv(512):
+                    pass
         self.say(f"stopping on {signal.Signals(self.stop_signal).name}")
         return 0
 
