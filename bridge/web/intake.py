@@ -240,10 +240,11 @@ class _ReadDeadlines:
                     self._cond.wait(None if earliest is None else earliest - now)
                     continue
                 overdue = [token for token, (deadline, _) in self._pending.items() if deadline <= now]
-                socks = [self._pending.pop(token)[1] for token in overdue]
-            for sock in socks:
-                with contextlib.suppress(OSError):  # the client may be gone already
-                    sock.shutdown(socket.SHUT_RD)
+                # shut while still holding the lock: a body read in time and released meanwhile keeps its socket
+                # whole for the next request on the same kept-alive connection (shutdown does not block)
+                for token in overdue:
+                    with contextlib.suppress(OSError):  # the client may be gone already
+                        self._pending.pop(token)[1].shutdown(socket.SHUT_RD)
 
 
 _deadlines = _ReadDeadlines(BODY_READ_SECONDS)
