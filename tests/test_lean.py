@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,14 @@ def test_an_idle_worker_loop_has_no_timer_due_every_second(tmp_path):
         redis.stop()
 
 
+def _started_by(action: Callable[[], object]) -> threading.Thread:
+    """The body-deadline thread that `action` started (other tests' may still be running in this process)."""
+    before = set(threading.enumerate())
+    action()
+    (thread,) = [t for t in threading.enumerate() if t.name == "body-deadlines" and t not in before]
+    return thread
+
+
 def _runs(thread: threading.Thread) -> int:
     """How many times the scheduler has put this thread on a CPU (it counts every wake-up)."""
     return int(Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text().split()[2])
@@ -121,14 +130,13 @@ def test_the_body_deadline_thread_sleeps_while_no_body_is_read():
     slow, slow_peer = socket.socketpair()
     quick, quick_peer = socket.socketpair()
     try:
-        deadlines.release(deadlines.watch(quick))  # read in time: left alone
+        thread = _started_by(lambda: deadlines.release(deadlines.watch(quick)))  # read in time: left alone
         deadlines.watch(slow)  # never sends its body: its reading side is shut at the deadline
         slow.settimeout(10)
         assert slow.recv(1) == b""
         quick.setblocking(False)
         with pytest.raises(BlockingIOError):
             quick.recv(1)  # still open, nothing to read
-        (thread,) = [t for t in threading.enumerate() if t.name == "body-deadlines"]
         before = _runs(thread)
         time.sleep(1.0)  # nothing watched: the thread is not woken at all (it was four times a second)
         assert _runs(thread) - before <= 1
@@ -138,6 +146,54 @@ def test_the_body_deadline_thread_sleeps_while_no_body_is_read():
     finally:
         for s in (slow, slow_peer, quick, quick_peer):
             s.close()
+
+
+def test_the_body_deadline_thread_is_not_woken_per_request():
+    from bridge.web.intake import _ReadDeadlines
+
+    deadlines = _ReadDeadlines(30)
+    first, peer = socket.socketpair()
+    try:
+        thread = _started_by(lambda: deadlines.release(deadlines.watch(first)))
+        time.sleep(0.2)  # the thread settles in its wait
+        before = _runs(thread)
+        for _ in range(500):  # bodies read in time, one after the other (the list empties between them)
+            deadlines.release(deadlines.watch(first))
+            time.sleep(0.001)
+        assert _runs(thread) - before <= 2  # one wake-up for the period, not one per request
+    finally:
+        first.close()
+        peer.close()
+
+
+def test_the_body_deadlines_of_a_forked_child_are_kept():
+    """gunicorn forks its workers from a master that may have watched bodies: each child gets its own thread and
+    lock, and its deadlines are kept (a condition copied while the parent's thread waited on it would hand the
+    child's first wake-up to that thread's dead waiter)."""
+    from bridge.web.intake import _ReadDeadlines
+
+    deadlines = _ReadDeadlines(0.2)
+    a, b = socket.socketpair()
+    deadlines.release(deadlines.watch(a))
+    time.sleep(0.1)  # the parent's thread waits without a timeout now
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 when every deadline was kept
+        ok = True
+        for _ in range(3):
+            x, _peer = socket.socketpair()
+            x.settimeout(5)
+            try:
+                token = deadlines.watch(x)
+                ok = ok and x.recv(1) == b""
+                deadlines.release(token)
+            except OSError:
+                ok = False
+            time.sleep(0.3)  # the child's thread waits without a timeout again
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    a.close()
+    b.close()
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_one_feeder_chain_at_a_time(engine):  # noqa: F811

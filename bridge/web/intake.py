@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -210,20 +211,37 @@ class _ReadDeadlines:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self._next = 0
+        self._fresh()
+        # A forked child (gunicorn's workers) starts with a new lock and list: the parent's thread is not there, and
+        # a condition copied while it waited would hand the child's first notify to that thread's dead waiter.
+        ref = weakref.ref(self)
+
+        def in_child() -> None:
+            me = ref()
+            if me is not None:
+                me._fresh()
+
+        os.register_at_fork(after_in_child=in_child)
+
+    def _fresh(self) -> None:
         self._cond = threading.Condition()
         self._pending: dict[int, tuple[float, socket.socket]] = {}
-        self._next = 0
-        self._pid = 0  # the thread belongs to the process that started it (gunicorn forks workers)
+        self._idle = False  # the thread waits without a timeout: the next watched socket must wake it
+        self._started = False  # the thread is started by the first watched socket of this process
 
     def watch(self, sock: socket.socket) -> int:
         with self._cond:
-            if self._pid != os.getpid():
-                self._pid, self._pending = os.getpid(), {}
+            if not self._started:
+                self._started = True
                 threading.Thread(target=self._run, name="body-deadlines", daemon=True).start()
             self._next += 1
-            if not self._pending:  # the thread waits without a timeout: it has a deadline now
+            # Deadlines are added in time order: a thread waiting until an earlier one wakes in time for this one,
+            # so it is woken only from its untimed wait, and then sleeps a whole period: under any load it wakes
+            # about once per `seconds`, not per request (a wake-up per request cost intake a tenth of its CPU).
+            if self._idle:
+                self._idle = False
                 self._cond.notify()
-            # deadlines are added in time order: a later one never needs the thread woken
             self._pending[self._next] = (time.monotonic() + self.seconds, sock)
             return self._next
 
@@ -236,8 +254,15 @@ class _ReadDeadlines:
             with self._cond:
                 now = time.monotonic()
                 earliest = min((deadline for deadline, _ in self._pending.values()), default=None)
-                if earliest is None or earliest > now:
-                    self._cond.wait(None if earliest is None else earliest - now)
+                if earliest is None:
+                    self._idle = True
+                    self._cond.wait()
+                    if not self._idle:  # woken by a watched socket: its deadline is at most `seconds` away
+                        self._cond.wait(self.seconds)  # even if it is released meanwhile: one wake per period
+                    self._idle = False
+                    continue
+                if earliest > now:
+                    self._cond.wait(earliest - now)
                     continue
                 overdue = [token for token, (deadline, _) in self._pending.items() if deadline <= now]
                 # shut while still holding the lock: a body read in time and released meanwhile keeps its socket
