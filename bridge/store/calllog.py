@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.store import PENDING, _upsert, counters, endpoint_of
@@ -282,10 +282,16 @@ def heartbeat(engine: Engine) -> float:
     """The sweeper's mark: the database's time now, kept in the database (a restored backup carries an old one)."""
     with engine.begin() as conn:
         now = db_now(conn)
-        value = json.dumps({"at": now})
-        stmt = _upsert(conn)(db.kv).values(key=HEARTBEAT_KEY, value=value)
-        conn.execute(stmt.on_conflict_do_update(index_elements=[db.kv.c.key], set_={"value": value}))
+        stmt = _HEARTBEAT.get(conn.dialect.name)
+        if stmt is None:  # built once per dialect: the sweeper writes it every few seconds
+            new = _upsert(conn)(db.kv).values(key=HEARTBEAT_KEY, value=bindparam("value"))
+            upsert = new.on_conflict_do_update(index_elements=[db.kv.c.key], set_={"value": new.excluded.value})
+            stmt = _HEARTBEAT.setdefault(conn.dialect.name, upsert)
+        run(conn, stmt, {"value": json.dumps({"at": now})})
     return now
+
+
+_HEARTBEAT: dict[str, Any] = {}
 
 
 def touch_heartbeat(conn: Connection) -> None:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
@@ -306,26 +307,33 @@ def wake_waiting(conn: Connection, now: float, reason_prefix: str, sources: list
     return [(str(r.source), str(r.item_key)) for r in rows]
 
 
+_STALE: dict[int, Any] = {}
+
+
 def stale_items(engine: Engine, *, grace: float, limit: int = 500) -> list[tuple[str, str]]:
     """Items with work due by the database's clock that nobody picked up: pending events received more than
     `grace` seconds ago (or retried), and operations that are due (re-checks, side work, doubts to resolve).
     Side work waits while live deliveries are due: forward sync goes first in the shared budgets. Paused items
     (their source paused, or held) are left alone; the oldest items come first, so a resumed backlog drains
     in the order it arrived."""
+    query = _STALE.get(limit)
+    if query is None:  # built once: the sweeper asks every few seconds, mostly finding nothing
+        query = _STALE.setdefault(
+            limit,
+            select(_E.c.source, _E.c.item_key)
+            .where(
+                _E.c.status == PENDING,
+                _E.c.next_attempt_at <= bindparam("now"),
+                or_(_E.c.received_at <= bindparam("received_by"), _E.c.attempts > 0),
+                steer.not_held(_E.c.source, _E.c.item_key),
+            )
+            .group_by(_E.c.source, _E.c.item_key)
+            .order_by(func.min(_E.c.id))
+            .limit(limit),
+        )
     with engine.connect() as conn:
         now = db_now(conn)
-        rows = conn.execute(
-            select(db.events.c.source, db.events.c.item_key)
-            .where(
-                db.events.c.status == PENDING,
-                db.events.c.next_attempt_at <= now,
-                or_(db.events.c.received_at <= now - grace, db.events.c.attempts > 0),
-                steer.not_held(db.events.c.source, db.events.c.item_key),
-            )
-            .group_by(db.events.c.source, db.events.c.item_key)
-            .order_by(func.min(db.events.c.id))
-            .limit(limit)
-        ).all()
+        rows = run(conn, query, {"now": now, "received_by": now - grace}).all()
         forward_due = bool(rows)
         ops = journal.due_items(conn, now, kinds=None if not forward_due else FORWARD_KINDS, limit=limit)
     seen = dict.fromkeys([(r.source, r.item_key) for r in rows] + ops)

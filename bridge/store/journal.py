@@ -172,15 +172,21 @@ def due_items(
     conn: Connection, now: float, *, kinds: Iterable[str] | None = None, limit: int = 500
 ) -> list[tuple[str, str]]:
     """Items with an operation due (to send or to resolve) by `now` (database time); paused items left out."""
-    from bridge.store.steer import not_held
+    shape = (None if kinds is None else tuple(kinds), limit)
+    query = _DUE_ITEMS.get(shape)
+    if query is None:  # built once per shape: the sweeper asks every few seconds, mostly finding nothing
+        from bridge.store.steer import not_held
 
-    query = select(_T.c.source, _T.c.item_key).where(
-        _T.c.next_at <= now, _T.c.state.in_(OPEN), not_held(_T.c.source, _T.c.item_key)
-    )
-    if kinds is not None:
-        query = query.where(_T.c.kind.in_(list(kinds)))
-    rows = conn.execute(query.group_by(_T.c.source, _T.c.item_key).limit(limit)).all()
-    return [(r.source, r.item_key) for r in rows]
+        query = select(_T.c.source, _T.c.item_key).where(
+            _T.c.next_at <= bindparam("now"), _T.c.state.in_(OPEN), not_held(_T.c.source, _T.c.item_key)
+        )
+        if shape[0] is not None:
+            query = query.where(_T.c.kind.in_(shape[0]))
+        query = _DUE_ITEMS.setdefault(shape, query.group_by(_T.c.source, _T.c.item_key).limit(limit))
+    return [(r.source, r.item_key) for r in run(conn, query, {"now": now}).all()]
+
+
+_DUE_ITEMS: dict[tuple[tuple[str, ...] | None, int], Any] = {}
 
 
 def next_due(conn: Connection, source: str, item_key: str) -> float | None:
