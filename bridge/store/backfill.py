@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from bridge.store import schema as db
 from bridge.store.clock import db_now
+from bridge.store.driver import run
 from bridge.store.sql import upsert
 from bridge.store.states import PENDING
 
@@ -21,6 +22,7 @@ PARKED_AT = 10_000_000_000.0  # year 2286: "not before the feeder releases it"
 BACKFILL_ORIGIN = "backfill:%"  # the origin of every backfill's events (`backfill:<id>`), as a LIKE pattern
 FED_AT_KEY = "backfill.fed_at"  # kv: the feeder's token bucket, kept as one time
 _B, _E = db.backfills, db.events
+_ANY_PARKED = select(_E.c.id).where(_E.c.status == PENDING, _E.c.next_attempt_at >= PARKED_AT).limit(1)
 
 
 @dataclass(frozen=True)
@@ -173,10 +175,7 @@ def release(conn: Connection, items: list[tuple[str, str]], now: float) -> None:
 
 
 def anything_parked(conn: Connection) -> bool:
-    row = conn.execute(
-        select(_E.c.id).where(_E.c.status == PENDING, _E.c.next_attempt_at >= PARKED_AT).limit(1)
-    ).first()
-    return row is not None
+    return run(conn, _ANY_PARKED, {}).first() is not None
 
 
 def parked_count(conn: Connection, origin: str) -> int:

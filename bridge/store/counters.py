@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.store import schema as db
-from bridge.store.driver import run_many
+from bridge.store.driver import run, run_many
 
 LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 LAG_BUCKETS_S = (1, 2, 5, 10, 30, 60, 300, 900, 3600)
@@ -46,6 +46,7 @@ Item = tuple[str, Mapping[str, str], float]
 
 _DELTAS = db.metric_deltas
 _APPEND = insert(_DELTAS)  # executed with a list of rows: one statement (executemany / multi-row VALUES)
+_ANY_DELTA = select(_DELTAS.c.id).limit(1)  # the sweeper's look, every few seconds
 
 
 def labels_key(labels: Mapping[str, str] | None) -> str:
@@ -108,7 +109,7 @@ def read_all(conn: Connection) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 def pending_deltas(conn: Connection) -> bool:
-    return conn.execute(select(_DELTAS.c.id).limit(1)).first() is not None
+    return run(conn, _ANY_DELTA, {}).first() is not None
 
 
 def fold(engine: Engine, *, max_batches: int = 100) -> int:
