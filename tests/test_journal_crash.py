@@ -22,6 +22,7 @@ from bridge.process.runtime import Runtime
 from bridge.settings import load_settings
 from bridge.sources.github.webhook import GitHubSource
 from bridge.store import journal
+from bridge.store import schema as db
 from testkit.factories import BASE_TIME, comment_event, github_request, issues_event
 from testkit.fakes.files import FileServer
 from testkit.fakes.github import FakeGitHub
@@ -107,6 +108,11 @@ def world(tmp_path: Path):
 
 
 def die_at(env: dict[str, str], method: str, pattern: str) -> None:
+    engine = db.make_engine(load_settings(env).database_url)
+    with engine.begin() as conn:  # the budgets' pacing waited out fast (GitHub's one write a second): the child
+        conn.exec_driver_sql("UPDATE budget_state SET tat = 0")  # must make its request in its one pass
+        conn.exec_driver_sql("UPDATE budget_slots SET used_at = 0")
+    engine.dispose()
     child = multiprocessing.get_context("spawn").Process(target=_child, args=(env, method, pattern))
     child.start()
     child.join(60)
