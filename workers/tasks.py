@@ -243,9 +243,11 @@ def reverse_tick() -> dict[str, int]:
     """Beat job: poll linked Zoho projects for changes (waits while forward work is due); each change is a
     nudge stored for its item, decided by a worker under the item's claim. Side work (back-links, copies)
     is not done here: the sweeper wakes items whose operations are due."""
-    from bridge.core.zoho_poll import poll_zoho
+    from bridge.core.zoho_poll import poll_zoho, polled_sources
 
     runtime = get_runtime()
+    if not polled_sources(runtime.registry):
+        return {"projects": 0}  # no mapping talks back: no lease to take (two write transactions a minute)
     holder = f"reverse:{uuid.uuid4().hex}"
     if not store.acquire_lease(runtime.engine, "reverse:tick", holder, ttl=600.0):
         return {"skipped_running": 1}  # one poll at a time, across processes

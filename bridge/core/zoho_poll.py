@@ -73,6 +73,12 @@ def nudge(
     return int(recorded[0]), bool(recorded[1])
 
 
+def polled_sources(registry: MappingRegistry) -> list[str]:
+    """The sources whose mappings talk back from Zoho (`reverse:`), after a look for mapping edits."""
+    registry.reload_if_changed()
+    return sorted({m.source for m in registry.all() if m.reverse is not None})
+
+
 def poll_zoho(
     engine: Engine, registry: MappingRegistry, client: ZohoClient
 ) -> tuple[dict[str, int], set[tuple[str, str]]]:
@@ -80,8 +86,7 @@ def poll_zoho(
     linked issue. Returns (counts, items to wake)."""
     counts = {"projects": 0, "changed": 0, "nudged": 0, "skipped_busy": 0}
     wake: Items = set()
-    registry.reload_if_changed()
-    sources = sorted({m.source for m in registry.all() if m.reverse is not None})
+    sources = polled_sources(registry)
     if not sources:
         return counts, wake
     if store.forward_busy(engine):
