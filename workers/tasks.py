@@ -246,14 +246,19 @@ def reverse_tick() -> dict[str, int]:
     from bridge.core.zoho_poll import poll_zoho, polled_sources
 
     runtime = get_runtime()
-    if not polled_sources(runtime.registry):
+    try:  # a mapping edit is read here (its last good copy kept in the database): a failure waits for the next tick
+        sources = polled_sources(runtime.registry)
+    except Exception as exc:
+        log.warning("Zoho poll could not read the mappings, next tick retries: %s", exc)
+        return {"failed": 1}
+    if not sources:
         return {"projects": 0}  # no mapping talks back: no lease to take (two write transactions a minute)
     holder = f"reverse:{uuid.uuid4().hex}"
     if not store.acquire_lease(runtime.engine, "reverse:tick", holder, ttl=600.0):
         return {"skipped_running": 1}  # one poll at a time, across processes
     runtime.zoho.event_id = None  # these calls belong to no event
     try:
-        counts, wake = poll_zoho(runtime.engine, runtime.registry, runtime.zoho)
+        counts, wake = poll_zoho(runtime.engine, runtime.registry, runtime.zoho, sources=sources)
     except Exception as exc:  # Zoho unavailable: the mark stays, the next tick reads the same changes
         log.warning("Zoho poll failed, next tick retries: %s", exc)
         return {"failed": 1}
